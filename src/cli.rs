@@ -1,0 +1,161 @@
+//! One function per command; errors become messages and exit codes here and nowhere else.
+
+use std::io::Write;
+use std::path::Path;
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+
+use crate::config::{self, Config, Domain};
+use crate::{desired, name};
+
+#[derive(Debug, Parser)]
+#[command(name = "mta-stsd", version, about, long_about = None)]
+pub struct Cli {
+    /// The config file.
+    #[arg(long, global = true, env = "MTA_STSD_CONFIG", default_value = config::DEFAULT_PATH)]
+    pub config: PathBuf,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Validate the config: every problem as file:line:col (exit 0 valid, 1 invalid).
+    Check,
+    /// Print the exact policy body served for DOMAIN; its id goes to stderr as `id: <id>`.
+    Policy {
+        /// The mail domain (`mta-sts.` prefix, case and a trailing dot are ignored).
+        domain: String,
+    },
+    /// Print the DNS records the config wants, in zone-file syntax (all domains by default).
+    Records {
+        /// Only these domains.
+        domains: Vec<String>,
+    },
+}
+
+pub fn run(config_path: &Path, command: Command) -> Result<u8> {
+    match command {
+        Command::Check => check(config_path),
+        Command::Policy { domain } => policy(config_path, &domain),
+        Command::Records { domains } => records(config_path, &domains),
+    }
+}
+
+fn check(path: &Path) -> Result<u8> {
+    match config::load(path) {
+        Ok(loaded) => {
+            for w in &loaded.warnings {
+                eprintln!("{w}");
+            }
+            let c = &loaded.config;
+            println!(
+                "{}: ok: {} domains, {} providers, {} files, {} warnings",
+                path.display(),
+                c.domains.len(),
+                c.providers.len(),
+                c.files.len(),
+                loaded.warnings.len()
+            );
+            Ok(0)
+        }
+        Err(failed) => {
+            for d in &failed.diagnostics {
+                eprintln!("{d}");
+            }
+            eprintln!(
+                "{}: invalid: {} errors",
+                path.display(),
+                failed.errors().count()
+            );
+            Ok(1)
+        }
+    }
+}
+
+/// Loads the config for a command that needs a valid one; errors only, warnings are `check`'s.
+fn load_valid(path: &Path) -> Result<Config, u8> {
+    config::load(path).map(|l| l.config).map_err(|failed| {
+        for d in failed.errors() {
+            eprintln!("{d}");
+        }
+        eprintln!("{}: invalid config; run `mta-stsd check`", path.display());
+        1
+    })
+}
+
+fn find<'c>(config: &'c Config, asked: &str) -> Option<&'c Domain> {
+    config
+        .domain(&name::domain_of_host(asked)?)
+        .or_else(|| config.domain(&asked.trim_end_matches('.').to_ascii_lowercase()))
+}
+
+fn policy(path: &Path, asked: &str) -> Result<u8> {
+    let config = match load_valid(path) {
+        Ok(c) => c,
+        Err(code) => return Ok(code),
+    };
+    let Some(domain) = find(&config, asked) else {
+        eprintln!("mta-stsd: `{asked}` is not a configured domain");
+        return Ok(1);
+    };
+    let mut out = std::io::stdout().lock();
+    out.write_all(domain.policy.body())
+        .and_then(|()| out.flush())
+        .context("writing the policy")?;
+    eprintln!("id: {}", domain.policy.id());
+    Ok(0)
+}
+
+fn records(path: &Path, asked: &[String]) -> Result<u8> {
+    let config = match load_valid(path) {
+        Ok(c) => c,
+        Err(code) => return Ok(code),
+    };
+    let mut selected = Vec::new();
+    for a in asked {
+        match find(&config, a) {
+            Some(d) => selected.push(d),
+            None => {
+                eprintln!("mta-stsd: `{a}` is not a configured domain");
+                return Ok(1);
+            }
+        }
+    }
+    if asked.is_empty() {
+        selected.extend(config.domains.iter());
+    }
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    for (i, d) in selected.iter().enumerate() {
+        if i > 0 {
+            writeln!(out)?;
+        }
+        let provider = d
+            .dns
+            .provider
+            .as_deref()
+            .unwrap_or("none: set these by hand");
+        writeln!(
+            out,
+            "; {} (policy id {}, provider {provider})",
+            d.name,
+            d.policy.id()
+        )?;
+        if d.dns.target.is_none() {
+            writeln!(
+                out,
+                "; mta-sts.{} must point at this server: no [dns] target is set, so no CNAME is managed",
+                d.name
+            )?;
+        }
+        for r in desired::records(d) {
+            writeln!(out, "{r}")?;
+        }
+    }
+    out.flush()?;
+    Ok(0)
+}

@@ -1,0 +1,353 @@
+//! Combining the files into one [`Config`]: providers and domains merged, `[policy]` and
+//! `[dns]` inherited per domain, references and certificate sources checked.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use rayon::prelude::*;
+
+use super::diag::{At, Loc, Problems, Sources};
+use super::raw::{Inherit, RawDomain, RawFile};
+use super::{CertSource, Challenge, Config, DnsSettings, Domain, ProviderConfig, Server, Tls};
+use crate::certs::Coverage;
+use crate::policy::{Mode, MxPattern, Policy};
+
+const DEFAULT_MODE: Mode = Mode::Testing;
+const DEFAULT_MAX_AGE: u32 = 604_800;
+const DEFAULT_TTL: u32 = 3600;
+/// Below a day, an `enforce` policy lapses between a sender's visits and protects little.
+const SHORT_MAX_AGE: u32 = 86_400;
+
+/// What every domain inherits, resolved once.
+struct Globals<'a> {
+    policy_keys: &'a Inherit,
+    dns_keys: &'a Inherit,
+    mode: Mode,
+    max_age: u32,
+    policy: Option<Arc<Policy>>,
+    dns: Arc<DnsSettings>,
+    provider_names: &'a BTreeMap<String, Loc>,
+    coverage: Coverage,
+    acme: bool,
+    self_signed: bool,
+}
+
+pub(super) fn resolve(
+    sources: &Sources,
+    main: RawFile,
+    included: Vec<RawFile>,
+    problems: &mut Problems,
+    files: Vec<PathBuf>,
+    include_patterns: Vec<String>,
+) -> Option<Config> {
+    let main_start = Loc { file: 0, offset: 0 };
+
+    // Providers, from every file, each name once.
+    let mut provider_names: BTreeMap<String, Loc> = BTreeMap::new();
+    let mut providers: BTreeMap<String, Arc<ProviderConfig>> = BTreeMap::new();
+    let mut domains: Vec<RawDomain> = Vec::new();
+    let mut all = vec![main];
+    all.extend(included);
+    for file in &mut all {
+        for (name, config) in std::mem::take(&mut file.providers) {
+            if let Some(prev) = provider_names.get(&name.value) {
+                problems.error(
+                    name.at,
+                    format!(
+                        "provider `{}` is defined twice; also at {}",
+                        name.value,
+                        sources.place(*prev)
+                    ),
+                );
+                continue;
+            }
+            provider_names.insert(name.value.clone(), name.at);
+            if let Some(c) = config {
+                providers.insert(name.value, Arc::new(c));
+            }
+        }
+        domains.append(&mut file.domains);
+    }
+    let main = all.swap_remove(0);
+    drop(all);
+
+    let server = main.server.map_or_else(Server::default, |s| s.value);
+    if let Some(acme) = &main.acme {
+        if acme.value.challenge == Challenge::Http01 && server.http.is_empty() {
+            problems.error(acme.at, "challenge `http-01` needs a plain-HTTP listener in [server] http (port 80 as the world sees it)");
+        }
+    }
+    let tls = Tls {
+        certs: main.certs,
+        self_signed: main.self_signed,
+    };
+
+    // [policy]: the default policy, built once and shared by every domain that inherits it.
+    let mode = main.policy.mode.as_ref().map_or(DEFAULT_MODE, |m| m.value);
+    let max_age = main
+        .policy
+        .max_age
+        .as_ref()
+        .map_or(DEFAULT_MAX_AGE, |m| m.value);
+    match &main.policy.mode {
+        Some(At {
+            value: Mode::Testing,
+            at,
+        }) => problems.warn(*at, TESTING_REMINDER),
+        None => problems.warn(
+            main.policy_at.unwrap_or(main_start),
+            "no `mode` in [policy]: domains without their own mode use `testing`",
+        ),
+        _ => {}
+    }
+    if mode == Mode::Enforce && max_age < SHORT_MAX_AGE {
+        let at = main
+            .policy
+            .max_age
+            .as_ref()
+            .map(|m| m.at)
+            .or(main.policy_at)
+            .unwrap_or(main_start);
+        problems.warn(at, short_max_age(max_age));
+    }
+    let policy = match &main.policy.mx {
+        Some(mx) if mx.value.is_empty() && mode != Mode::None => {
+            problems.error(mx.at, empty_mx(mode));
+            None
+        }
+        Some(mx) => Some(Arc::new(Policy::new(mode, mx.value.to_vec(), max_age))),
+        None if mode == Mode::None => Some(Arc::new(Policy::new(mode, Vec::new(), max_age))),
+        None => None,
+    };
+
+    // [dns]
+    if let Some(p) = &main.dns.provider {
+        check_provider(&provider_names, p, problems);
+    }
+    let dns = Arc::new(DnsSettings {
+        target: main.dns.target.as_ref().map(|t| t.value.clone()),
+        ttl: main.dns.ttl.as_ref().map_or(DEFAULT_TTL, |t| t.value),
+        tlsrpt: main
+            .dns
+            .tlsrpt
+            .as_ref()
+            .map_or_else(Vec::new, |t| t.value.to_vec()),
+        provider: main.dns.provider.as_ref().map(|p| p.value.clone()),
+    });
+
+    let globals = Globals {
+        policy_keys: &main.policy,
+        dns_keys: &main.dns,
+        mode,
+        max_age,
+        policy,
+        dns,
+        provider_names: &provider_names,
+        coverage: Coverage::new(&tls.certs),
+        acme: main.acme.is_some(),
+        self_signed: tls.self_signed,
+    };
+
+    // Domains: sorted by name; the same name twice is an error naming both places.
+    domains.par_sort_by(|a, b| a.name.cmp(&b.name));
+    for pair in domains.windows(2) {
+        if pair[0].name == pair[1].name {
+            problems.error(
+                pair[1].at,
+                format!(
+                    "domain `{}` is defined twice; also at {}",
+                    pair[1].name,
+                    sources.place(pair[0].at)
+                ),
+            );
+        }
+    }
+    domains.dedup_by(|b, a| a.name == b.name);
+    if domains.is_empty() {
+        problems.warn(main_start, "no [domains.*] configured: nothing to serve");
+    }
+    let chunks: Vec<(Vec<Domain>, Problems)> = domains
+        .par_chunks(4096)
+        .map(|chunk| {
+            let mut probs = Problems::default();
+            let out = chunk
+                .iter()
+                .filter_map(|d| resolve_domain(&globals, d, &mut probs))
+                .collect();
+            (out, probs)
+        })
+        .collect();
+    drop(domains);
+    let mut resolved = Vec::with_capacity(chunks.iter().map(|c| c.0.len()).sum());
+    for (out, probs) in chunks {
+        resolved.extend(out);
+        problems.0.extend(probs.0);
+    }
+
+    if problems.has_errors() {
+        return None;
+    }
+    Some(Config {
+        server,
+        tls,
+        providers,
+        domains: resolved,
+        acme: main.acme.map(|a| a.value),
+        drift: main.drift.unwrap_or_default(),
+        files,
+        include_patterns,
+    })
+}
+
+fn resolve_domain(g: &Globals<'_>, d: &RawDomain, problems: &mut Problems) -> Option<Domain> {
+    let none = Inherit::default();
+    let keys = d.keys.as_deref().unwrap_or(&none);
+
+    let policy = if !keys.has_policy_keys() {
+        match &g.policy {
+            Some(p) => Some(p.clone()),
+            None => {
+                problems.error(d.at, format!(
+                    "domain `{}` has no `mx`: set `mx` in [policy] or in its own table (RFC 8461 §3.2)", d.name
+                ));
+                None
+            }
+        }
+    } else {
+        domain_policy(g, d, keys, problems)
+    };
+
+    let dns = if !keys.has_dns_keys() {
+        g.dns.clone()
+    } else {
+        if let Some(p) = &keys.provider {
+            check_provider(g.provider_names, p, problems);
+        }
+        let pick = |k: fn(&Inherit) -> bool| if k(keys) { keys } else { g.dns_keys };
+        Arc::new(DnsSettings {
+            target: pick(|k| k.target.is_some())
+                .target
+                .as_ref()
+                .map(|t| t.value.clone()),
+            ttl: pick(|k| k.ttl.is_some())
+                .ttl
+                .as_ref()
+                .map_or(DEFAULT_TTL, |t| t.value),
+            tlsrpt: pick(|k| k.tlsrpt.is_some())
+                .tlsrpt
+                .as_ref()
+                .map_or_else(Vec::new, |t| t.value.to_vec()),
+            provider: pick(|k| k.provider.is_some())
+                .provider
+                .as_ref()
+                .map(|p| p.value.clone()),
+        })
+    };
+
+    if let Some(zone) = &d.zone {
+        let (name, z) = (d.name.as_str(), zone.value.as_str());
+        if name != z && !name.ends_with(&format!(".{z}")) {
+            problems.error(
+                zone.at,
+                format!("zone `{z}` does not contain the domain `{name}`"),
+            );
+        }
+    }
+
+    let host = d.name.policy_host();
+    let cert = if let Some(i) = g.coverage.find(&host) {
+        Some(CertSource::Configured(i))
+    } else if g.acme {
+        Some(CertSource::Acme)
+    } else if g.self_signed {
+        Some(CertSource::SelfSigned)
+    } else {
+        problems.error(d.at, format!(
+            "no certificate for {host}: no [tls] certificate covers it; add one, set up [acme], or set `self_signed = true` in [tls] for development"
+        ));
+        None
+    };
+
+    Some(Domain {
+        name: d.name.clone(),
+        policy: policy?,
+        dns,
+        zone: d.zone.as_ref().map(|z| z.value.clone()),
+        cert: cert?,
+    })
+}
+
+/// A domain that overrides some `[policy]` key gets a policy of its own.
+fn domain_policy(
+    g: &Globals<'_>,
+    d: &RawDomain,
+    keys: &Inherit,
+    problems: &mut Problems,
+) -> Option<Arc<Policy>> {
+    let mode = keys.mode.as_ref().map_or(g.mode, |m| m.value);
+    let max_age = keys.max_age.as_ref().map_or(g.max_age, |m| m.value);
+    if let Some(At {
+        value: Mode::Testing,
+        at,
+    }) = &keys.mode
+    {
+        problems.warn(*at, TESTING_REMINDER);
+    }
+    if mode == Mode::Enforce && max_age < SHORT_MAX_AGE {
+        let at = keys
+            .max_age
+            .as_ref()
+            .map(|m| m.at)
+            .or(keys.mode.as_ref().map(|m| m.at))
+            .unwrap_or(d.at);
+        problems.warn(at, short_max_age(max_age));
+    }
+    let mx: Option<&At<Arc<[MxPattern]>>> = keys.mx.as_ref().or(g.policy_keys.mx.as_ref());
+    let patterns: Vec<MxPattern> = match mx {
+        Some(mx) if mx.value.is_empty() && mode != Mode::None => {
+            problems.error(keys.mx.as_ref().map_or(d.at, |m| m.at), empty_mx(mode));
+            return None;
+        }
+        Some(mx) => mx.value.to_vec(),
+        None if mode == Mode::None => Vec::new(),
+        None => {
+            problems.error(d.at, format!(
+                "domain `{}` has no `mx`: set `mx` in [policy] or in its own table (RFC 8461 §3.2)", d.name
+            ));
+            return None;
+        }
+    };
+    if let Some(global) = &g.policy {
+        if global.mode == mode && global.max_age == max_age && global.mx == patterns {
+            return Some(global.clone());
+        }
+    }
+    Some(Arc::new(Policy::new(mode, patterns, max_age)))
+}
+
+fn check_provider(names: &BTreeMap<String, Loc>, p: &At<Arc<str>>, problems: &mut Problems) {
+    if !names.contains_key(&*p.value) {
+        let known: Vec<&str> = names.keys().map(String::as_str).collect();
+        let hint = if known.is_empty() {
+            "no [providers.*] is defined".to_owned()
+        } else {
+            format!("defined: {}", known.join(", "))
+        };
+        problems.error(
+            p.at,
+            format!("provider `{}` is not defined ({hint})", p.value),
+        );
+    }
+}
+
+const TESTING_REMINDER: &str =
+    "mode `testing`: senders report failures (TLS-RPT) but still deliver without TLS; switch to `enforce` once reports are clean";
+
+fn short_max_age(max_age: u32) -> String {
+    format!("max_age {max_age} is below one day in `enforce` mode: senders forget the policy between visits (RFC 8461 §3.2 suggests weeks)")
+}
+
+fn empty_mx(mode: Mode) -> String {
+    format!("`mx` is empty but mode is `{mode}`: list the MX host patterns, or use mode `none` (RFC 8461 §3.2)")
+}

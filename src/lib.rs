@@ -1,0 +1,13 @@
+//! mta-stsd: MTA-STS (RFC 8461) and TLS-RPT (RFC 8460) for mail domains, from one config file.
+//!
+//! `config` loads and checks the TOML; `policy` renders bodies and ids; `desired` derives the
+//! records; `cli` runs the commands.
+
+pub mod certs;
+pub mod cli;
+pub mod config;
+pub mod desired;
+pub mod dns;
+pub mod name;
+pub mod policy;
+pub mod tlsrpt;
