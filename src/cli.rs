@@ -24,6 +24,12 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the daemon: serve every policy over HTTPS, reload on change (and SIGHUP).
+    Serve {
+        /// Log format on stderr.
+        #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+        log_format: LogFormat,
+    },
     /// Validate the config: every problem as file:line:col (exit 0 valid, 1 invalid).
     Check,
     /// Print the exact policy body served for DOMAIN; its id goes to stderr as `id: <id>`.
@@ -38,8 +44,18 @@ pub enum Command {
     },
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
 pub fn run(config_path: &Path, command: Command) -> Result<u8> {
     match command {
+        Command::Serve { log_format } => {
+            init_logging(log_format);
+            crate::daemon::run(config_path)
+        }
         Command::Check => check(config_path),
         Command::Policy { domain } => policy(config_path, &domain),
         Command::Records { domains } => records(config_path, &domains),
@@ -158,4 +174,18 @@ fn records(path: &Path, asked: &[String]) -> Result<u8> {
     }
     out.flush()?;
     Ok(0)
+}
+
+/// Structured logs on stderr; `RUST_LOG` filters (default `info`).
+fn init_logging(format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
 }

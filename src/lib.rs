@@ -3,11 +3,15 @@
 //! `config` loads and checks the TOML; `policy` renders bodies and ids; `desired` derives the
 //! records; `cli` runs the commands.
 
+pub mod admin;
 pub mod certs;
 pub mod cli;
 pub mod config;
+pub mod daemon;
 pub mod desired;
 pub mod dns;
+pub mod metrics;
 pub mod name;
 pub mod policy;
+pub mod serve;
 pub mod tlsrpt;

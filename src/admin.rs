@@ -1,0 +1,113 @@
+//! The admin listener's endpoints: `/healthz`, `/status` (JSON), `/metrics` (Prometheus).
+//! Served only on `[server] admin`, never on a public listener.
+
+use bytes::Bytes;
+use http::header::{HeaderValue, CONTENT_TYPE};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::Full;
+use serde_json::{json, Value};
+
+use crate::config::{CertSource, Domain};
+use crate::daemon::state::Shared;
+use crate::serve::handler::plain;
+
+/// Above this many domains `/status` lists none unless asked for one (`?domain=NAME`).
+const STATUS_LIST_LIMIT: usize = 1000;
+
+pub fn respond<B>(shared: &Shared, req: &Request<B>) -> Response<Full<Bytes>> {
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        return plain(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
+    }
+    match req.uri().path() {
+        "/healthz" => plain(StatusCode::OK, "ok\n"),
+        "/metrics" => with_type(
+            shared.metrics.encode(),
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        ),
+        "/status" => {
+            let only = req.uri().query().and_then(|q| {
+                q.split('&')
+                    .find_map(|kv| kv.strip_prefix("domain="))
+                    .map(str::to_ascii_lowercase)
+            });
+            with_type(
+                serde_json::to_string_pretty(&status(shared, only.as_deref()))
+                    .expect("JSON values serialize")
+                    + "\n",
+                "application/json",
+            )
+        }
+        _ => plain(StatusCode::NOT_FOUND, "not found\n"),
+    }
+}
+
+fn with_type(body: String, content_type: &'static str) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    r
+}
+
+/// SPEC "/status": every domain's id, served since, DNS publication state, last error; the
+/// last reload and its problems.
+pub fn status(shared: &Shared, only: Option<&str>) -> Value {
+    let live = shared.live.load();
+    let reload = shared
+        .last_reload
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    let total = live.config.domains.len();
+    let domains: Vec<Value> = match only {
+        Some(name) => live
+            .served(name)
+            .map(|(d, since)| domain_status(d, since))
+            .into_iter()
+            .collect(),
+        None if total <= STATUS_LIST_LIMIT => live
+            .config
+            .domains
+            .iter()
+            .filter_map(|d| live.served(d.name.as_str()))
+            .map(|(d, since)| domain_status(d, since))
+            .collect(),
+        None => Vec::new(),
+    };
+    json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "started_at": shared.started_at,
+        "config": {
+            "path": shared.config_path.display().to_string(),
+            "files": live.config.files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>(),
+            "loaded_at": live.loaded_at,
+            "last_reload": {
+                "at": reload.at,
+                "ok": reload.ok,
+                "problems": reload.problems.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
+            },
+        },
+        "domains_total": total,
+        "domains_listed": only.is_some() || total <= STATUS_LIST_LIMIT,
+        "domains": domains,
+    })
+}
+
+fn domain_status(d: &Domain, since: u64) -> Value {
+    json!({
+        "domain": d.name.as_str(),
+        "policy_id": d.policy.id().as_str(),
+        "mode": d.policy.mode.as_str(),
+        "served_since": since,
+        "certificate": match d.cert {
+            CertSource::Configured(_) => "configured",
+            CertSource::Acme => "acme",
+            CertSource::SelfSigned => "self-signed",
+        },
+        "dns": {
+            "provider": d.dns.provider.as_deref(),
+            // Publishing by provider arrives with the RFC 2136 issue; until then it is by hand.
+            "state": if d.dns.provider.is_some() { "not published by this version" } else { "manual" },
+            "last_error": Value::Null,
+        },
+    })
+}

@@ -1,0 +1,136 @@
+//! `serve`: load, bind every listener, tell systemd we are ready, reload on change, and shut
+//! down gracefully on SIGTERM/SIGINT.
+
+pub mod reload;
+pub mod state;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use sd_notify::NotifyState;
+use tokio::net::TcpListener;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::{watch, Semaphore};
+use tokio_util::task::TaskTracker;
+use tracing::{error, info, warn};
+
+use crate::config;
+use crate::serve::listener::{Kind, Listener};
+use crate::serve::tls;
+use state::{Live, Shared};
+
+/// Admin connections have their own small cap, apart from the public one.
+const ADMIN_CONNECTIONS: usize = 64;
+
+/// Runs the daemon until SIGTERM or SIGINT; 0 on a clean shutdown, 1 if it could not start.
+pub fn run(config_path: &Path) -> Result<u8> {
+    let loaded = match config::load(config_path) {
+        Ok(l) => l,
+        Err(failed) => {
+            for d in &failed.diagnostics {
+                error!("{d}");
+            }
+            error!("not starting: the config is invalid");
+            return Ok(1);
+        }
+    };
+    for w in &loaded.warnings {
+        warn!("{w}");
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(serve(config_path, loaded))
+}
+
+async fn serve(config_path: &Path, loaded: config::Loaded) -> Result<u8> {
+    let live = Live::build(loaded.config, None).map_err(anyhow::Error::msg)?;
+    let server = live.config.server.clone();
+    let domains = live.config.domains.len();
+    let shared = Shared::new(config_path.to_owned(), live, loaded.warnings);
+
+    let (stop, stopped) = watch::channel(false);
+    let tracker = TaskTracker::new();
+    let public = Arc::new(Semaphore::new(server.limits.max_connections));
+    let listener = |kind: Kind, permits: Arc<Semaphore>| Listener {
+        kind,
+        shared: shared.clone(),
+        limits: server.limits.clone(),
+        permits,
+        shutdown: stopped.clone(),
+        tracker: tracker.clone(),
+    };
+
+    // Bind everything before announcing readiness: a port in use fails the start.
+    let tls_config = tls::server_config(shared.clone());
+    let mut bound = Vec::new();
+    for addr in &server.https {
+        let socket = bind("https", *addr).await?;
+        bound.push((
+            listener(Kind::Https(tls_config.clone()), public.clone()),
+            socket,
+        ));
+    }
+    for addr in &server.http {
+        let socket = bind("http", *addr).await?;
+        bound.push((listener(Kind::Http, public.clone()), socket));
+    }
+    if let Some(addr) = server.admin {
+        let socket = bind("admin", addr).await?;
+        let permits = Arc::new(Semaphore::new(ADMIN_CONNECTIONS));
+        bound.push((listener(Kind::Admin, permits), socket));
+    }
+    let accept_loops: Vec<_> = bound
+        .into_iter()
+        .map(|(l, socket)| tokio::spawn(l.run(socket)))
+        .collect();
+
+    let reloader = reload::Reloader::start(shared.clone())?;
+    let mut sigterm = signal(SignalKind::terminate()).context("SIGTERM handler")?;
+    let mut sigint = signal(SignalKind::interrupt()).context("SIGINT handler")?;
+    notify(&[NotifyState::Ready]);
+    info!(domains, "ready");
+
+    let why = tokio::select! {
+        _ = sigterm.recv() => "SIGTERM",
+        _ = sigint.recv() => "SIGINT",
+    };
+    info!("{why}: shutting down");
+    notify(&[NotifyState::Stopping]);
+    drop(reloader);
+    let _ = stop.send(true);
+    for l in accept_loops {
+        let _ = l.await;
+    }
+    tracker.close();
+    let bound = server.limits.shutdown_timeout;
+    if tokio::time::timeout(bound, tracker.wait()).await.is_err() {
+        warn!(
+            connections = tracker.len(),
+            "connections still open after {bound:?}; closing them"
+        );
+    }
+    info!("stopped");
+    Ok(0)
+}
+
+async fn bind(proto: &str, addr: SocketAddr) -> Result<TcpListener> {
+    let socket = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {proto} {addr}"))?;
+    // Tests and operators learn the real port (when configured as 0) from this line.
+    info!("listening on {proto} {}", socket.local_addr()?);
+    Ok(socket)
+}
+
+/// Tells systemd (Type=notify) about our state; a no-op outside systemd.
+pub fn notify(state: &[NotifyState<'_>]) {
+    if std::env::var_os("NOTIFY_SOCKET").is_some() {
+        if let Err(e) = sd_notify::notify(state) {
+            warn!(error = %e, "sd_notify failed");
+        }
+    }
+}

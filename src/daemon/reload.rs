@@ -1,0 +1,247 @@
+//! Live reload: file changes (debounced) and SIGHUP load the config anew; a config that fails
+//! leaves the last good one serving, and the failure shows in logs, `/status` and metrics.
+//!
+//! Directories are watched, not files, so that editors saving by rename and Kubernetes
+//! ConfigMaps (which swap a `..data` symlink) are seen.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use notify::{RecommendedWatcher, RecursiveMode, Watcher};
+use sd_notify::NotifyState;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tracing::{error, info, warn};
+
+use super::notify;
+use super::state::{unix_now, Live, ReloadStatus, Shared};
+use crate::config::{self, Config, Diagnostic, Severity};
+
+/// Changes closer together than this are one reload: editors write in bursts.
+const DEBOUNCE: Duration = Duration::from_millis(200);
+
+/// Which paths matter; replaced after every successful reload.
+#[derive(Debug, Default)]
+struct WatchSet {
+    dirs: HashSet<PathBuf>,
+    files: HashSet<PathBuf>,
+    patterns: Vec<glob::Pattern>,
+}
+
+impl WatchSet {
+    fn of(config: &Config) -> Self {
+        let mut files: HashSet<PathBuf> = config.files.iter().cloned().collect();
+        for c in &config.tls.certs {
+            files.insert(c.cert.clone());
+            files.insert(c.key.clone());
+        }
+        let patterns: Vec<glob::Pattern> = config
+            .include_patterns
+            .iter()
+            .filter_map(|p| glob::Pattern::new(p).ok())
+            .collect();
+        let mut dirs: HashSet<PathBuf> = files.iter().filter_map(|f| parent(f)).collect();
+        for p in &config.include_patterns {
+            // The deepest directory without a wildcard: new files appear there.
+            let fixed: PathBuf = Path::new(p)
+                .components()
+                .take_while(|c| !c.as_os_str().to_string_lossy().contains(['*', '?', '[']))
+                .collect();
+            let dir = if fixed.as_os_str() == p.as_str() {
+                parent(&fixed)
+            } else {
+                Some(fixed)
+            };
+            dirs.extend(dir);
+        }
+        WatchSet {
+            dirs,
+            files,
+            patterns,
+        }
+    }
+
+    fn matters(&self, path: &Path) -> bool {
+        if self.files.contains(path) || self.patterns.iter().any(|p| p.matches_path(path)) {
+            return true;
+        }
+        // Kubernetes ConfigMap volumes swap `..data`; other atomic deployers use `..`-names too.
+        let dotdot = path
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with(".."));
+        dotdot && parent(path).is_some_and(|d| self.dirs.contains(&d))
+    }
+}
+
+fn parent(p: &Path) -> Option<PathBuf> {
+    p.parent().map(|d| {
+        if d.as_os_str().is_empty() {
+            PathBuf::from(".")
+        } else {
+            d.to_owned()
+        }
+    })
+}
+
+/// Owns the watcher and the reload task; dropping it stops both.
+pub struct Reloader {
+    task: JoinHandle<()>,
+}
+
+impl Drop for Reloader {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Reloader {
+    pub fn start(shared: Arc<Shared>) -> Result<Reloader> {
+        let (tx, rx) = mpsc::channel::<()>(1);
+        let set = Arc::new(Mutex::new(WatchSet::of(&shared.live.load().config)));
+        let filter = set.clone();
+        let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+            let Ok(event) = res else { return };
+            let set = filter.lock().unwrap_or_else(|e| e.into_inner());
+            if event.paths.iter().any(|p| set.matters(p)) {
+                // A full channel already holds a pending reload.
+                let _ = tx.try_send(());
+            }
+        })
+        .context("starting the config file watcher")?;
+        let mut watched = HashSet::new();
+        watch_dirs(
+            &mut watcher,
+            &mut watched,
+            &set.lock().expect("fresh lock").dirs,
+        );
+        let mut hup = signal(SignalKind::hangup()).context("SIGHUP handler")?;
+        let task = tokio::spawn(async move {
+            let mut rx = rx;
+            loop {
+                tokio::select! {
+                    _ = hup.recv() => info!("SIGHUP: reloading"),
+                    got = rx.recv() => {
+                        if got.is_none() { return; }
+                        while let Ok(Some(())) = tokio::time::timeout(DEBOUNCE, rx.recv()).await {}
+                        info!("config changed: reloading");
+                    }
+                }
+                if let Some(config_set) = reload(&shared).await {
+                    watch_dirs(&mut watcher, &mut watched, &config_set.dirs);
+                    *set.lock().unwrap_or_else(|e| e.into_inner()) = config_set;
+                }
+            }
+        });
+        Ok(Reloader { task })
+    }
+}
+
+fn watch_dirs(
+    watcher: &mut RecommendedWatcher,
+    watched: &mut HashSet<PathBuf>,
+    dirs: &HashSet<PathBuf>,
+) {
+    for d in dirs {
+        if watched.contains(d) {
+            continue;
+        }
+        match watcher.watch(d, RecursiveMode::NonRecursive) {
+            Ok(()) => {
+                watched.insert(d.clone());
+            }
+            Err(e) => warn!(dir = %d.display(), error = %e, "cannot watch directory"),
+        }
+    }
+}
+
+/// Loads and swaps in the new config, or records why not. Returns the new watch set.
+async fn reload(shared: &Arc<Shared>) -> Option<WatchSet> {
+    notify(&[
+        NotifyState::Reloading,
+        NotifyState::monotonic_usec_now().unwrap_or(NotifyState::Status("reloading")),
+    ]);
+    let path = shared.config_path.clone();
+    let previous = shared.live.load_full();
+    let built = tokio::task::spawn_blocking(move || {
+        let loaded = config::load(&path).map_err(|f| f.diagnostics)?;
+        let live = Live::build(loaded.config, Some(&previous)).map_err(|e| {
+            vec![Diagnostic {
+                severity: Severity::Error,
+                file: path.as_path().into(),
+                position: None,
+                message: e,
+            }]
+        })?;
+        Ok::<_, Vec<Diagnostic>>((live, loaded.warnings))
+    })
+    .await
+    .unwrap_or_else(|e| Err(vec![internal(&shared.config_path, e)]));
+
+    let now = unix_now();
+    let m = &shared.metrics;
+    m.last_reload_timestamp.set(now as i64);
+    let result = match built {
+        Ok((live, warnings)) => {
+            for w in &warnings {
+                warn!("{w}");
+            }
+            let set = WatchSet::of(&live.config);
+            let old = shared.live.load();
+            let changed = live
+                .config
+                .domains
+                .iter()
+                .filter(|d| {
+                    old.domain(d.name.as_str())
+                        .is_none_or(|o| o.policy.id() != d.policy.id())
+                })
+                .count();
+            let domains = live.config.domains.len();
+            drop(old);
+            shared.live.store(Arc::new(live));
+            m.reloads_ok.inc();
+            m.last_reload_ok.set(1);
+            m.domains.set(domains as i64);
+            shared.publish_cert_metrics();
+            info!(domains, changed, "config reloaded");
+            *shared.last_reload.lock().unwrap_or_else(|e| e.into_inner()) = ReloadStatus {
+                at: now,
+                ok: true,
+                problems: warnings,
+            };
+            Some(set)
+        }
+        Err(problems) => {
+            for p in &problems {
+                match p.severity {
+                    Severity::Error => error!("{p}"),
+                    Severity::Warning => warn!("{p}"),
+                }
+            }
+            error!("reload failed: still serving the last good config");
+            m.reloads_failed.inc();
+            m.last_reload_ok.set(0);
+            *shared.last_reload.lock().unwrap_or_else(|e| e.into_inner()) = ReloadStatus {
+                at: now,
+                ok: false,
+                problems,
+            };
+            None
+        }
+    };
+    notify(&[NotifyState::Ready]);
+    result
+}
+
+fn internal(path: &Path, e: tokio::task::JoinError) -> Diagnostic {
+    Diagnostic {
+        severity: Severity::Error,
+        file: path.into(),
+        position: None,
+        message: format!("internal error while loading: {e}"),
+    }
+}

@@ -1,0 +1,208 @@
+//! The daemon's shared state: the live config (swapped whole on reload), the last reload's
+//! outcome, the self-signed certificate cache and the metrics.
+
+use std::hash::{BuildHasher, RandomState};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use arc_swap::ArcSwap;
+use hashbrown::HashTable;
+
+use crate::config::{Config, Diagnostic, Domain};
+use crate::metrics::Metrics;
+use crate::serve::tls::{CertStore, SelfSigned};
+
+/// Everything a request needs, built completely before it is swapped in: a request sees
+/// either the old `Live` or the new one, never a mix.
+#[derive(Debug)]
+pub struct Live {
+    pub config: Config,
+    /// Indices into `config.domains`, hashed by name: a lookup allocates nothing.
+    index: HashTable<u32>,
+    hasher: RandomState,
+    /// Per domain (same order as `config.domains`): Unix seconds since its current policy
+    /// has been served.
+    since: Vec<u64>,
+    pub certs: CertStore,
+    pub loaded_at: u64,
+}
+
+impl Live {
+    /// Builds the state for a loaded config; `previous` carries over "served since" for
+    /// domains whose policy did not change.
+    pub fn build(config: Config, previous: Option<&Live>) -> Result<Live, String> {
+        let certs = CertStore::load(&config.tls.certs)?;
+        let hasher = RandomState::new();
+        let mut index = HashTable::with_capacity(config.domains.len());
+        for (i, d) in config.domains.iter().enumerate() {
+            let h = hasher.hash_one(d.name.as_str());
+            index.insert_unique(h, i as u32, |&j| {
+                hasher.hash_one(config.domains[j as usize].name.as_str())
+            });
+        }
+        let now = unix_now();
+        let since = config
+            .domains
+            .iter()
+            .map(|d| {
+                previous
+                    .and_then(|p| p.served(d.name.as_str()))
+                    .filter(|(old, _)| old.policy.id() == d.policy.id())
+                    .map_or(now, |(_, since)| since)
+            })
+            .collect();
+        Ok(Live {
+            config,
+            index,
+            hasher,
+            since,
+            certs,
+            loaded_at: now,
+        })
+    }
+
+    /// The domain for a lowercase name without trailing dot.
+    pub fn domain(&self, name: &str) -> Option<&Domain> {
+        self.position(name).map(|i| &self.config.domains[i])
+    }
+
+    /// The domain and since when its policy is served.
+    pub fn served(&self, name: &str) -> Option<(&Domain, u64)> {
+        self.position(name)
+            .map(|i| (&self.config.domains[i], self.since[i]))
+    }
+
+    fn position(&self, name: &str) -> Option<usize> {
+        let h = self.hasher.hash_one(name);
+        self.index
+            .find(h, |&i| {
+                self.config.domains[i as usize].name.as_str() == name
+            })
+            .map(|&i| i as usize)
+    }
+
+    /// SPEC "Host → domain": port and trailing dot stripped, case folded, `mta-sts.`
+    /// removed; no allocation for hosts up to 253 bytes.
+    pub fn domain_for_host(&self, host: &str) -> Option<&Domain> {
+        with_normalized_host(host, |name| {
+            let name = name.strip_prefix("mta-sts.").unwrap_or(name);
+            self.domain(name)
+        })
+    }
+
+    /// The domain a TLS SNI names: only `mta-sts.<domain>` is served.
+    pub fn domain_for_sni(&self, sni: &str) -> Option<&Domain> {
+        with_normalized_host(sni, |name| self.domain(name.strip_prefix("mta-sts.")?))
+    }
+}
+
+/// Lowercases into a stack buffer and strips `:port` and one trailing dot.
+fn with_normalized_host<'a, T>(host: &str, f: impl FnOnce(&str) -> Option<T>) -> Option<T>
+where
+    T: 'a,
+{
+    if host.starts_with('[') {
+        return None;
+    }
+    let host = match host.rsplit_once(':') {
+        Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
+        _ => host,
+    };
+    let host = host.strip_suffix('.').unwrap_or(host);
+    if host.len() > 253 || !host.is_ascii() {
+        return None;
+    }
+    if !host.bytes().any(|b| b.is_ascii_uppercase()) {
+        return f(host);
+    }
+    let mut buf = [0u8; 253];
+    let buf = &mut buf[..host.len()];
+    buf.copy_from_slice(host.as_bytes());
+    buf.make_ascii_lowercase();
+    f(std::str::from_utf8(buf).ok()?)
+}
+
+/// The outcome of the last (re)load, for `/status` and logs.
+#[derive(Debug, Clone)]
+pub struct ReloadStatus {
+    pub at: u64,
+    pub ok: bool,
+    pub problems: Vec<Diagnostic>,
+}
+
+/// What every task shares.
+#[derive(Debug)]
+pub struct Shared {
+    pub config_path: PathBuf,
+    pub live: ArcSwap<Live>,
+    pub last_reload: Mutex<ReloadStatus>,
+    pub self_signed: SelfSigned,
+    pub metrics: Metrics,
+    pub started_at: u64,
+}
+
+impl Shared {
+    pub fn new(config_path: PathBuf, live: Live, warnings: Vec<Diagnostic>) -> Arc<Self> {
+        let metrics = Metrics::new();
+        let now = unix_now();
+        metrics.last_reload_ok.set(1);
+        metrics.last_reload_timestamp.set(now as i64);
+        metrics.domains.set(live.config.domains.len() as i64);
+        let shared = Shared {
+            config_path,
+            last_reload: Mutex::new(ReloadStatus {
+                at: now,
+                ok: true,
+                problems: warnings,
+            }),
+            live: ArcSwap::from_pointee(live),
+            self_signed: SelfSigned::default(),
+            metrics,
+            started_at: now,
+        };
+        shared.publish_cert_metrics();
+        Arc::new(shared)
+    }
+
+    /// Sets the expiry gauge of every configured certificate.
+    pub fn publish_cert_metrics(&self) {
+        let live = self.live.load();
+        self.metrics.cert_expiry.clear();
+        for c in &live.config.tls.certs {
+            let label = crate::metrics::CertLabel {
+                name: c.names.first().cloned().unwrap_or_default(),
+                source: "configured",
+            };
+            self.metrics
+                .cert_expiry
+                .get_or_create(&label)
+                .set(c.not_after);
+        }
+    }
+}
+
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_normalization() {
+        let cases = [
+            ("mta-sts.example.org", Some("mta-sts.example.org")),
+            ("MTA-STS.Example.Org.:443", Some("mta-sts.example.org")),
+            ("[::1]:443", None),
+            ("bücher.example", None),
+        ];
+        for (host, want) in cases {
+            let got = with_normalized_host(host, |n| Some(n.to_owned()));
+            assert_eq!(got.as_deref(), want, "{host}");
+        }
+    }
+}

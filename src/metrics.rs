@@ -1,0 +1,143 @@
+//! Prometheus metrics: one registry, counters kept as handles so the request path only
+//! increments an atomic.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StatusLabel {
+    status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabel {
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CertLabel {
+    pub name: String,
+    pub source: &'static str,
+}
+
+/// The HTTP statuses the policy server answers with; each has a counter handle.
+const STATUSES: [u16; 7] = [200, 400, 404, 405, 413, 431, 500];
+
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    requests: Vec<Counter>,
+    pub reloads_ok: Counter,
+    pub reloads_failed: Counter,
+    pub last_reload_ok: Gauge,
+    pub last_reload_timestamp: Gauge,
+    pub domains: Gauge,
+    pub connections: Gauge,
+    pub connections_rejected: Counter,
+    pub tls_handshake_failures: Counter,
+    /// Seconds since the epoch at which each served certificate expires.
+    pub cert_expiry: Family<CertLabel, Gauge>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("mta_stsd");
+        let requests_family = Family::<StatusLabel, Counter>::default();
+        registry.register(
+            "http_requests",
+            "Policy requests answered, by HTTP status",
+            requests_family.clone(),
+        );
+        let requests = STATUSES
+            .iter()
+            .map(|&status| {
+                requests_family
+                    .get_or_create(&StatusLabel { status })
+                    .clone()
+            })
+            .collect();
+        let reloads = Family::<ResultLabel, Counter>::default();
+        registry.register(
+            "config_reloads",
+            "Config reloads, by result",
+            reloads.clone(),
+        );
+        let reloads_ok = reloads.get_or_create(&ResultLabel { result: "ok" }).clone();
+        let reloads_failed = reloads
+            .get_or_create(&ResultLabel { result: "error" })
+            .clone();
+        let m = Metrics {
+            registry,
+            requests,
+            reloads_ok,
+            reloads_failed,
+            last_reload_ok: Gauge::default(),
+            last_reload_timestamp: Gauge::default(),
+            domains: Gauge::default(),
+            connections: Gauge::default(),
+            connections_rejected: Counter::default(),
+            tls_handshake_failures: Counter::default(),
+            cert_expiry: Family::default(),
+        };
+        let mut m = m;
+        let r = &mut m.registry;
+        r.register(
+            "config_last_reload_success",
+            "1 if the last config reload succeeded, 0 if the last good config is still served",
+            m.last_reload_ok.clone(),
+        );
+        r.register(
+            "config_last_reload_timestamp_seconds",
+            "When the config was last (re)loaded, successfully or not",
+            m.last_reload_timestamp.clone(),
+        );
+        r.register("domains", "Domains served", m.domains.clone());
+        r.register(
+            "connections_open",
+            "Client connections open on the public listeners",
+            m.connections.clone(),
+        );
+        r.register(
+            "connections_rejected",
+            "Connections closed at once because the connection cap was reached",
+            m.connections_rejected.clone(),
+        );
+        r.register(
+            "tls_handshake_failures",
+            "TLS handshakes that failed (unknown SNI, timeout, protocol error)",
+            m.tls_handshake_failures.clone(),
+        );
+        r.register(
+            "certificate_expiry_timestamp_seconds",
+            "When each served certificate expires",
+            m.cert_expiry.clone(),
+        );
+        m
+    }
+
+    /// Counts one answered request; statuses outside the known set count as 500's neighbour.
+    pub fn request(&self, status: u16) {
+        let i = STATUSES
+            .iter()
+            .position(|&s| s == status)
+            .unwrap_or(STATUSES.len() - 1);
+        self.requests[i].inc();
+    }
+
+    /// The Prometheus text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String cannot fail");
+        out
+    }
+}

@@ -1,0 +1,6 @@
+//! The public side: HTTPS (and plain HTTP) listeners serving each domain's policy.
+
+pub mod handler;
+pub mod idle;
+pub mod listener;
+pub mod tls;

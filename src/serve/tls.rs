@@ -1,0 +1,152 @@
+//! TLS for the policy listeners: the certificate for `mta-sts.<domain>` chosen by SNI, and a
+//! handshake refused with `unrecognized_name` for any other name.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use rustls::crypto::CryptoProvider;
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use rustls::ServerConfig;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio_rustls::server::TlsStream;
+use tokio_rustls::LazyConfigAcceptor;
+
+use crate::certs::CertFiles;
+use crate::config::CertSource;
+use crate::daemon::state::Shared;
+
+pub fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// The configured certificates, read when a config is (re)loaded; indexed like `[tls] certs`.
+#[derive(Debug, Default)]
+pub struct CertStore {
+    configured: Vec<Arc<CertifiedKey>>,
+}
+
+impl CertStore {
+    pub fn load(files: &[CertFiles]) -> Result<Self, String> {
+        let provider = provider();
+        let configured = files
+            .iter()
+            .map(|f| load_certified_key(f, &provider).map(Arc::new))
+            .collect::<Result<_, _>>()?;
+        Ok(CertStore { configured })
+    }
+}
+
+fn load_certified_key(f: &CertFiles, provider: &CryptoProvider) -> Result<CertifiedKey, String> {
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&f.cert)
+        .and_then(|it| it.collect::<Result<_, _>>())
+        .map_err(|e| format!("certificate {}: {e}", f.cert.display()))?;
+    let key = PrivateKeyDer::from_pem_file(&f.key)
+        .map_err(|e| format!("private key {}: {e}", f.key.display()))?;
+    CertifiedKey::from_der(chain, key, provider).map_err(|e| {
+        format!(
+            "certificate {} and key {} do not go together: {e}",
+            f.cert.display(),
+            f.key.display()
+        )
+    })
+}
+
+/// Throwaway certificates for `self_signed = true`, made on a name's first handshake and kept
+/// across reloads, so that a million-domain development config starts at once.
+#[derive(Debug, Default)]
+pub struct SelfSigned {
+    cache: Mutex<HashMap<String, Arc<CertifiedKey>>>,
+}
+
+impl SelfSigned {
+    pub fn get(&self, host: &str) -> Option<Arc<CertifiedKey>> {
+        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(k) = cache.get(host) {
+            return Some(k.clone());
+        }
+        let key = Arc::new(make_self_signed(host).ok()?);
+        cache.insert(host.to_owned(), key.clone());
+        Some(key)
+    }
+}
+
+fn make_self_signed(host: &str) -> Result<CertifiedKey, String> {
+    let rcgen::CertifiedKey { cert, signing_key } =
+        rcgen::generate_simple_self_signed(vec![host.to_owned()]).map_err(|e| e.to_string())?;
+    let key = PrivateKeyDer::try_from(signing_key.serialize_der()).map_err(|e| e.to_string())?;
+    CertifiedKey::from_der(vec![cert.der().clone()], key, &provider()).map_err(|e| e.to_string())
+}
+
+/// Chooses the certificate by SNI against the live config at handshake time.
+#[derive(Debug)]
+pub struct Resolver(pub Arc<Shared>);
+
+impl ResolvesServerCert for Resolver {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let sni = hello.server_name()?;
+        let live = self.0.live.load();
+        let domain = live.domain_for_sni(sni)?;
+        match domain.cert {
+            CertSource::Configured(i) => live.certs.configured.get(i).cloned(),
+            CertSource::SelfSigned => self.0.self_signed.get(&domain.name.policy_host()),
+            // Certificates by ACME come with the ACME issue; until then the handshake fails.
+            CertSource::Acme => None,
+        }
+    }
+}
+
+/// The server config for every HTTPS listener: TLS 1.2 and 1.3, HTTP/2 and HTTP/1.1 by ALPN.
+pub fn server_config(shared: Arc<Shared>) -> Arc<ServerConfig> {
+    let mut config = ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .expect("ring supports TLS 1.2 and 1.3")
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::new(Resolver(shared)));
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Arc::new(config)
+}
+
+/// A fatal `unrecognized_name` alert record (RFC 8446 §6.2, RFC 6066 §3): sent ourselves,
+/// since rustls answers a resolver's refusal with `access_denied`.
+const UNRECOGNIZED_NAME_ALERT: [u8; 7] = [0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x70];
+
+#[derive(Debug, thiserror::Error)]
+pub enum HandshakeError {
+    #[error("no SNI in the ClientHello")]
+    NoSni,
+    #[error("SNI {0} is not a served mta-sts name")]
+    UnknownName(String),
+    #[error("TLS: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Reads the ClientHello, refuses names we do not serve, then completes the handshake.
+pub async fn accept<IO>(
+    io: IO,
+    shared: &Shared,
+    config: Arc<ServerConfig>,
+) -> Result<TlsStream<IO>, HandshakeError>
+where
+    IO: AsyncRead + AsyncWrite + Unpin,
+{
+    let start = LazyConfigAcceptor::new(rustls::server::Acceptor::default(), io).await?;
+    let sni = start.client_hello().server_name().map(str::to_owned);
+    let refusal = match &sni {
+        None => Some(HandshakeError::NoSni),
+        Some(name) if shared.live.load().domain_for_sni(name).is_none() => {
+            Some(HandshakeError::UnknownName(name.clone()))
+        }
+        Some(_) => None,
+    };
+    if let Some(err) = refusal {
+        let mut io = start.io;
+        // Best effort: the client may already be gone.
+        let _ = io.write_all(&UNRECOGNIZED_NAME_ALERT).await;
+        let _ = io.shutdown().await;
+        return Err(err);
+    }
+    Ok(start.into_stream(config).await?)
+}
