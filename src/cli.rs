@@ -135,6 +135,7 @@ fn records(path: &Path, asked: &[String]) -> Result<u8> {
     let mut selected = Vec::new();
     for a in asked {
         match find(&config, a) {
+            Some(d) if selected.iter().any(|s: &&Domain| s.name == d.name) => {}
             Some(d) => selected.push(d),
             None => {
                 eprintln!("mta-stsd: `{a}` is not a configured domain");

@@ -36,7 +36,6 @@ pub struct Metrics {
     pub last_reload_timestamp: Gauge,
     pub domains: Gauge,
     pub connections: Gauge,
-    pub connections_rejected: Counter,
     pub tls_handshake_failures: Counter,
     /// Seconds since the epoch at which each served certificate expires.
     pub cert_expiry: Family<CertLabel, Gauge>,
@@ -84,7 +83,6 @@ impl Metrics {
             last_reload_timestamp: Gauge::default(),
             domains: Gauge::default(),
             connections: Gauge::default(),
-            connections_rejected: Counter::default(),
             tls_handshake_failures: Counter::default(),
             cert_expiry: Family::default(),
         };
@@ -105,11 +103,6 @@ impl Metrics {
             "connections_open",
             "Client connections open on the public listeners",
             m.connections.clone(),
-        );
-        r.register(
-            "connections_rejected",
-            "Connections closed at once because the connection cap was reached",
-            m.connections_rejected.clone(),
         );
         r.register(
             "tls_handshake_failures",

@@ -53,6 +53,10 @@ pub(crate) struct Inherit {
     pub ttl: Option<At<u32>>,
     pub tlsrpt: Option<At<Arc<[Rua]>>>,
     pub provider: Option<At<Arc<str>>>,
+    /// `mode` / `mx` was written but its value was rejected (and reported): no follow-on
+    /// "no `mode`" or "no `mx`" diagnostics for a key the admin did write.
+    pub mode_rejected: bool,
+    pub mx_rejected: bool,
 }
 
 impl Inherit {
@@ -212,7 +216,11 @@ impl Reader<'_> {
                 self.unknown(&section, k, DOMAIN_KEYS);
             }
         }
-        let keys = (keys.has_policy_keys() || keys.has_dns_keys()).then(|| Box::new(keys));
+        let keys = (keys.has_policy_keys()
+            || keys.has_dns_keys()
+            || keys.mode_rejected
+            || keys.mx_rejected)
+            .then(|| Box::new(keys));
         Some(RawDomain {
             name: name?,
             at,
@@ -247,7 +255,8 @@ impl Reader<'_> {
                             self.problems.error(s.at, e);
                             None
                         }
-                    })
+                    });
+                keys.mode_rejected = keys.mode.is_none();
             }
             "mx" => {
                 let entries = self.strings(key, v);
@@ -274,6 +283,7 @@ impl Reader<'_> {
                     value: patterns.into(),
                     at: self.at(v.span()),
                 });
+                keys.mx_rejected = !ok;
             }
             "max_age" => {
                 keys.max_age = self.integer(key, v).and_then(|n| {
@@ -351,6 +361,10 @@ impl Reader<'_> {
         let mut server = Server::default();
         let mut seen: HashMap<SocketAddr, &str> = HashMap::new();
         let mut check_dup = |r: &mut Self, addr: SocketAddr, at: Loc, what: &'static str| {
+            // Port 0 asks the kernel for a free port: never a clash.
+            if addr.port() == 0 {
+                return;
+            }
             if let Some(prev) = seen.insert(addr, what) {
                 r.problems
                     .error(at, format!("{addr} is already the {prev} listener"));
@@ -491,6 +505,24 @@ impl Reader<'_> {
                     at,
                     format!("{section} needs `kind`: rfc2136, powerdns or cloudflare"),
                 );
+                // Still report keys no kind has (a misspelt `kind`, say).
+                const ANY_KIND: &[&str] = &[
+                    "kind",
+                    "server",
+                    "tsig_key",
+                    "url",
+                    "server_id",
+                    "api_key_file",
+                    "api_key_env",
+                    "base_url",
+                    "api_token_file",
+                    "api_token_env",
+                ];
+                for (k, _) in table.iter() {
+                    if !ANY_KIND.contains(&k.get_ref().as_ref()) {
+                        self.unknown(&section, k, ANY_KIND);
+                    }
+                }
                 return None;
             }
         };
@@ -530,45 +562,49 @@ impl Reader<'_> {
         }
         let kind = match kind.value {
             "rfc2136" => {
-                let server = self.required(&text, "server", &section, at)?;
-                let server = self.dns_server(server.value, server.at);
-                let key = self.required(&text, "tsig_key", &section, at)?;
-                let path = self.path(key.value);
-                let key = Secret::read(&SecretSource::File(path.clone()))
-                    .and_then(|s| {
-                        TsigKey::parse_bind(&s)
-                            .map_err(|e| format!("TSIG key file {}: {e}", path.display()))
-                    })
-                    .map_err(|e| self.problems.error(key.at, e))
-                    .ok();
+                // Both looked at before giving up, so that both problems are reported.
+                let server = self.required(&text, "server", &section, at);
+                let key = self.required(&text, "tsig_key", &section, at);
+                let server = server.and_then(|s| self.dns_server(s.value, s.at));
+                let key = key.and_then(|key| {
+                    let path = self.path(key.value);
+                    Secret::read(&SecretSource::File(path.clone()))
+                        .and_then(|s| {
+                            TsigKey::parse_bind(&s)
+                                .map_err(|e| format!("TSIG key file {}: {e}", path.display()))
+                        })
+                        .map_err(|e| self.problems.error(key.at, e))
+                        .ok()
+                });
                 ProviderKind::Rfc2136 {
                     server: server?,
                     key: key?,
                 }
             }
             "powerdns" => {
-                let url = self.required(&text, "url", &section, at)?;
-                let url = self.base_url(url.value, url.at, Some("/api/v1"))?;
+                let url = self
+                    .required(&text, "url", &section, at)
+                    .and_then(|u| self.base_url(u.value, u.at, Some("/api/v1")));
                 let server_id = text
                     .get("server_id")
                     .map_or("localhost", |s| s.value)
                     .to_owned();
-                let api_key = self.secret(&text, "api_key", &section, at)?;
+                let api_key = self.secret(&text, "api_key", &section, at);
                 ProviderKind::PowerDns {
-                    url,
+                    url: url?,
                     server_id,
-                    api_key,
+                    api_key: api_key?,
                 }
             }
             _ => {
                 let base_url = match text.get("base_url") {
-                    Some(u) => self.base_url(u.value, u.at, None)?,
-                    None => "https://api.cloudflare.com/client/v4".to_owned(),
+                    Some(u) => self.base_url(u.value, u.at, None),
+                    None => Some("https://api.cloudflare.com/client/v4".to_owned()),
                 };
-                let api_token = self.secret(&text, "api_token", &section, at)?;
+                let api_token = self.secret(&text, "api_token", &section, at);
                 ProviderKind::Cloudflare {
-                    base_url,
-                    api_token,
+                    base_url: base_url?,
+                    api_token: api_token?,
                 }
             }
         };

@@ -95,7 +95,7 @@ pub(super) fn resolve(
             value: Mode::Testing,
             at,
         }) => problems.warn(*at, TESTING_REMINDER),
-        None => problems.warn(
+        None if !main.policy.mode_rejected => problems.warn(
             main.policy_at.unwrap_or(main_start),
             "no `mode` in [policy]: domains without their own mode use `testing`",
         ),
@@ -207,6 +207,11 @@ fn resolve_domain(g: &Globals<'_>, d: &RawDomain, problems: &mut Problems) -> Op
     let policy = if !keys.has_policy_keys() {
         match &g.policy {
             Some(p) => Some(p.clone()),
+            // An `mx` that is invalid (here or in [policy]) or empty (in [policy]) is reported
+            // where it is written, not again per domain.
+            None if keys.mx_rejected || g.policy_keys.mx.is_some() || g.policy_keys.mx_rejected => {
+                None
+            }
             None => {
                 problems.error(d.at, format!(
                     "domain `{}` has no `mx`: set `mx` in [policy] or in its own table (RFC 8461 §3.2)", d.name
@@ -311,6 +316,8 @@ fn domain_policy(
         }
         Some(mx) => mx.value.to_vec(),
         None if mode == Mode::None => Vec::new(),
+        // The rejected `mx` (the domain's own or the inherited one) is already reported.
+        None if keys.mx_rejected || g.policy_keys.mx_rejected => return None,
         None => {
             problems.error(d.at, format!(
                 "domain `{}` has no `mx`: set `mx` in [policy] or in its own table (RFC 8461 §3.2)", d.name

@@ -43,14 +43,10 @@ pub struct Listener {
 }
 
 impl Listener {
-    /// Accepts until shutdown. A connection beyond the cap waits in the kernel's backlog.
+    /// Accepts until shutdown. Beyond the cap, new connections wait in the kernel's backlog.
     pub async fn run(mut self, socket: TcpListener) {
         let mut backoff = Duration::from_millis(10);
         loop {
-            let permit = tokio::select! {
-                _ = self.shutdown.changed() => return,
-                p = self.permits.clone().acquire_owned() => p.expect("never closed"),
-            };
             let (tcp, peer) = tokio::select! {
                 _ = self.shutdown.changed() => return,
                 r = socket.accept() => match r {
@@ -63,6 +59,12 @@ impl Listener {
                         continue;
                     }
                 },
+            };
+            // At the cap, this connection waits for a free slot and the listener stops
+            // accepting; the permit is taken after accept so that idle listeners hold none.
+            let permit = tokio::select! {
+                _ = self.shutdown.changed() => return,
+                p = self.permits.clone().acquire_owned() => p.expect("never closed"),
             };
             backoff = Duration::from_millis(10);
             let this = self.clone();
