@@ -63,11 +63,11 @@ pub fn run(config_path: &Path, command: Command) -> Result<u8> {
 }
 
 fn check(path: &Path) -> Result<u8> {
+    let mut err = std::io::BufWriter::new(std::io::stderr().lock());
     match config::load(path) {
         Ok(loaded) => {
-            for w in &loaded.warnings {
-                eprintln!("{w}");
-            }
+            print_warnings(&mut err, &loaded.warnings)?;
+            err.flush()?;
             let c = &loaded.config;
             println!(
                 "{}: ok: {} domains, {} providers, {} files, {} warnings",
@@ -80,17 +80,49 @@ fn check(path: &Path) -> Result<u8> {
             Ok(0)
         }
         Err(failed) => {
-            for d in &failed.diagnostics {
-                eprintln!("{d}");
+            // Every error is printed; warnings are summarized like `print_warnings` does.
+            let (errors, warnings): (Vec<_>, Vec<_>) = failed
+                .diagnostics
+                .into_iter()
+                .partition(|d| d.severity == config::Severity::Error);
+            for d in &errors {
+                writeln!(err, "{d}")?;
             }
-            eprintln!(
-                "{}: invalid: {} errors",
-                path.display(),
-                failed.errors().count()
-            );
+            print_warnings(&mut err, &warnings)?;
+            writeln!(err, "{}: invalid: {} errors", path.display(), errors.len())?;
+            err.flush()?;
             Ok(1)
         }
     }
+}
+
+/// How many places one warning is shown at before the rest are counted.
+const SAME_WARNING_SHOWN: usize = 5;
+
+/// Warnings, each message at its first few places then a count: a hosting provider with
+/// 50,000 domains in `testing` needs one reminder, not 50,000.
+fn print_warnings(out: &mut impl Write, warnings: &[config::Diagnostic]) -> std::io::Result<()> {
+    let mut seen: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    for w in warnings {
+        let n = seen.entry(w.message.as_str()).or_default();
+        *n += 1;
+        if *n <= SAME_WARNING_SHOWN {
+            writeln!(out, "{w}")?;
+        }
+    }
+    let mut more: Vec<(&str, usize)> = seen
+        .into_iter()
+        .filter(|&(_, n)| n > SAME_WARNING_SHOWN)
+        .collect();
+    more.sort();
+    for (message, n) in more {
+        writeln!(
+            out,
+            "note: {} more places with the warning: {message}",
+            n - SAME_WARNING_SHOWN
+        )?;
+    }
+    Ok(())
 }
 
 /// Loads the config for a command that needs a valid one; errors only, warnings are `check`'s.

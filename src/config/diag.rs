@@ -109,6 +109,33 @@ pub(crate) struct Sources {
 pub(crate) struct Source {
     pub path: Arc<Path>,
     pub text: String,
+    /// Byte offsets where lines start, built on the first lookup: positions of many
+    /// problems in one big file cost a binary search each, not a scan from the start.
+    line_starts: std::sync::OnceLock<Vec<u32>>,
+}
+
+impl Source {
+    fn line_col(&self, offset: usize) -> (u32, u32) {
+        let starts = self.line_starts.get_or_init(|| {
+            std::iter::once(0)
+                .chain(
+                    self.text
+                        .bytes()
+                        .enumerate()
+                        .filter(|&(_, b)| b == b'\n')
+                        .map(|(i, _)| i as u32 + 1),
+                )
+                .collect()
+        });
+        let offset = offset.min(self.text.len());
+        let line = starts.partition_point(|&s| s as usize <= offset);
+        let start = starts[line - 1] as usize;
+        let col = String::from_utf8_lossy(&self.text.as_bytes()[start..offset])
+            .chars()
+            .count()
+            + 1;
+        (line as u32, col as u32)
+    }
 }
 
 impl Sources {
@@ -116,6 +143,7 @@ impl Sources {
         self.files.push(Source {
             path: path.into(),
             text,
+            line_starts: Default::default(),
         });
         (self.files.len() - 1) as u32
     }
@@ -130,15 +158,13 @@ impl Sources {
     /// `file:line:col`, to name another place in a message.
     pub fn place(&self, at: Loc) -> String {
         let source = &self.files[at.file as usize];
-        let (line, col) = line_col(&source.text, at.offset as usize);
+        let (line, col) = source.line_col(at.offset as usize);
         format!("{}:{line}:{col}", source.path.display())
     }
 
     pub fn resolve(&self, pending: Pending) -> Diagnostic {
         let source = &self.files[pending.file as usize];
-        let position = pending
-            .at
-            .map(|at| line_col(&source.text, at.offset as usize));
+        let position = pending.at.map(|at| source.line_col(at.offset as usize));
         Diagnostic {
             severity: pending.severity,
             file: source.path.clone(),
@@ -148,31 +174,21 @@ impl Sources {
     }
 }
 
-fn line_col(text: &str, offset: usize) -> (u32, u32) {
-    let offset = offset.min(text.len());
-    let before = &text.as_bytes()[..offset];
-    let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
-    let line_start = before
-        .iter()
-        .rposition(|&b| b == b'\n')
-        .map_or(0, |i| i + 1);
-    let col = String::from_utf8_lossy(&before[line_start..])
-        .chars()
-        .count()
-        + 1;
-    (line as u32, col as u32)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn positions_are_one_based_in_characters() {
+        let mut sources = Sources::default();
         let text = "a = 1\nbé = \"x\"\n";
-        assert_eq!(line_col(text, 0), (1, 1));
-        assert_eq!(line_col(text, 6), (2, 1));
+        sources.add(PathBuf::from("f"), text.to_owned());
+        let s = &sources.files[0];
+        assert_eq!(s.line_col(0), (1, 1));
+        assert_eq!(s.line_col(5), (1, 6));
+        assert_eq!(s.line_col(6), (2, 1));
         let eq = text.find(" = \"").unwrap() + 1;
-        assert_eq!(line_col(text, eq), (2, 4));
+        assert_eq!(s.line_col(eq), (2, 4));
+        assert_eq!(s.line_col(text.len()), (3, 1));
     }
 }

@@ -49,6 +49,7 @@ pub(super) fn resolve(
     let mut domains: Vec<RawDomain> = Vec::new();
     let mut all = vec![main];
     all.extend(included);
+    domains.reserve_exact(all.iter().map(|f| f.domains.len()).sum());
     for file in &mut all {
         for (name, config) in std::mem::take(&mut file.providers) {
             if let Some(prev) = provider_names.get(&name.value) {
