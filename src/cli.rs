@@ -1,5 +1,6 @@
 //! One function per command; errors become messages and exit codes here and nowhere else.
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
 
@@ -42,6 +43,10 @@ pub enum Command {
         /// Only these domains.
         domains: Vec<String>,
     },
+    /// Show the DNS changes `apply` would make; changes nothing (exit 0 none, 2 pending, 1 error).
+    Plan,
+    /// Make DNS match the config and print what changed (exit 0 done, 1 error).
+    Apply,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -59,6 +64,8 @@ pub fn run(config_path: &Path, command: Command) -> Result<u8> {
         Command::Check => check(config_path),
         Command::Policy { domain } => policy(config_path, &domain),
         Command::Records { domains } => records(config_path, &domains),
+        Command::Plan => sync(config_path, false),
+        Command::Apply => sync(config_path, true),
     }
 }
 
@@ -221,4 +228,92 @@ fn init_logging(format: LogFormat) {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
     }
+}
+
+/// `plan` (`apply == false`) and `apply`: every zone of every provider, one change set each.
+fn sync(path: &Path, apply: bool) -> Result<u8> {
+    let config = match load_valid(path) {
+        Ok(c) => c,
+        Err(code) => return Ok(code),
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let providers = crate::dns::providers::all(&config);
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let (mut errors, mut changes) = (0usize, 0usize);
+    let (targets, unplaced) =
+        runtime.block_on(crate::dns::sync::targets(&config.domains, &providers));
+    // One line per provider and error, not one per domain: a dead server fails them all alike.
+    let mut grouped: BTreeMap<(&str, String), Vec<&str>> = BTreeMap::new();
+    for u in &unplaced {
+        grouped
+            .entry((u.provider.as_str(), u.error.to_string()))
+            .or_default()
+            .push(u.domain.name.as_str());
+    }
+    for ((provider, error), domains) in &grouped {
+        errors += 1;
+        let shown: Vec<&str> = domains.iter().take(3).copied().collect();
+        let more = if domains.len() > 3 {
+            format!(" and {} more", domains.len() - 3)
+        } else {
+            String::new()
+        };
+        eprintln!(
+            "error: provider {provider}: finding the zone of {}{more}: {error}",
+            shown.join(", ")
+        );
+    }
+    for t in &targets {
+        let result = runtime.block_on(async {
+            if apply {
+                crate::dns::sync::apply_zone(t).await
+            } else {
+                crate::dns::sync::plan_zone(t).await
+            }
+        });
+        let plans = match result {
+            Ok(p) => p,
+            Err(e) => {
+                errors += 1;
+                eprintln!("error: zone {} (provider {}): {e}", t.zone, t.provider_name);
+                continue;
+            }
+        };
+        let n: usize = plans
+            .iter()
+            .map(|p| p.change.add.len() + p.change.delete.len())
+            .sum();
+        let conflicts: usize = plans.iter().map(|p| p.conflicts.len()).sum();
+        if n == 0 && conflicts == 0 {
+            continue;
+        }
+        changes += n;
+        writeln!(out, "; zone {} (provider {})", t.zone, t.provider_name)?;
+        for p in &plans {
+            for r in &p.change.delete {
+                writeln!(out, "- {r}")?;
+            }
+            for r in &p.change.add {
+                writeln!(out, "+ {r}")?;
+            }
+            for c in &p.conflicts {
+                writeln!(out, "! conflict: {c}")?;
+            }
+        }
+    }
+    let verb = if apply { "changed" } else { "to change" };
+    writeln!(
+        out,
+        "; {changes} records {verb} in {} zones, {errors} errors",
+        targets.len()
+    )?;
+    out.flush()?;
+    Ok(match (errors, changes, apply) {
+        (e, _, _) if e > 0 => 1,
+        (_, c, false) if c > 0 => 2,
+        _ => 0,
+    })
 }

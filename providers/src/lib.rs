@@ -3,10 +3,84 @@
 //!
 //! Providers see only the names mta-stsd owns (`_mta-sts`, `mta-sts`, `_smtp._tls` under each
 //! domain), never a whole zone: a hosting provider may publish a million domains.
-//! The interface that `plan` and `apply` drive (see README.md) lands with the RFC 2136 provider;
-//! what exists today is what the config loader needs: secrets and TSIG key files.
 
+mod error;
+pub mod record;
+pub mod rfc2136;
 mod secret;
 pub mod tsig;
 
+use async_trait::async_trait;
+
+pub use error::ProviderError;
+pub use record::{RData, Record};
 pub use secret::{Secret, SecretSource};
+
+/// What must still hold at apply time for a change to be safe (RFC 2136 §2.4).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Expect {
+    /// The RRset of this type at `name` is exactly `records` (as read).
+    RRset {
+        name: String,
+        rtype: &'static str,
+        records: Vec<Record>,
+    },
+    /// No RRset of this type at `name`.
+    NoRRset { name: String, rtype: &'static str },
+    /// Nothing at all at `name`.
+    NameUnused { name: String },
+}
+
+/// One domain's changes; never split across messages or calls that could half-apply.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DomainChange {
+    pub domain: String,
+    pub expect: Vec<Expect>,
+    /// Removed by exact data, never as whole RRsets: foreign records at a name survive.
+    pub delete: Vec<Record>,
+    pub add: Vec<Record>,
+}
+
+impl DomainChange {
+    pub fn is_empty(&self) -> bool {
+        self.delete.is_empty() && self.add.is_empty()
+    }
+}
+
+/// Every change for one zone, applied as atomically as the provider allows.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Changes {
+    pub domains: Vec<DomainChange>,
+}
+
+impl Changes {
+    pub fn is_empty(&self) -> bool {
+        self.domains.iter().all(DomainChange::is_empty)
+    }
+}
+
+/// A place DNS records are read from and written to.
+#[async_trait]
+pub trait Provider: Send + Sync {
+    /// The configured name, for logs and metrics.
+    fn name(&self) -> &str;
+
+    /// The zone (fully qualified, trailing dot) that holds `name`.
+    async fn zone_of(&self, name: &str) -> Result<String, ProviderError>;
+
+    /// [`Provider::zone_of`] for many names; providers that can batch override it.
+    async fn zones_of(&self, names: &[String]) -> Vec<Result<String, ProviderError>> {
+        let mut out = Vec::with_capacity(names.len());
+        for n in names {
+            out.push(self.zone_of(n).await);
+        }
+        out
+    }
+
+    /// Every record at `names` (fully qualified) in `zone`: TXT and CNAME, and any other
+    /// type that would conflict with them.
+    async fn records(&self, zone: &str, names: &[String]) -> Result<Vec<Record>, ProviderError>;
+
+    /// Applies `changes` to `zone`, one atomic step per domain at least.
+    async fn apply(&self, zone: &str, changes: &Changes) -> Result<(), ProviderError>;
+}

@@ -1,3 +1,8 @@
-//! The DNS side: the records mta-stsd wants, in a model providers and zone files share.
+//! The DNS side: the records mta-stsd wants, the plan that brings a zone there, and the
+//! providers that carry it out.
 
-pub mod record;
+pub mod plan;
+pub mod providers;
+pub mod sync;
+
+pub use mta_stsd_providers::record;

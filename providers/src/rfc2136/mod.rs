@@ -1,0 +1,389 @@
+//! RFC 2136 dynamic updates, TSIG-signed (RFC 8945), to the zone's primary server.
+//!
+//! Reads go to the server itself (never a cache). Each zone's changes go in one UPDATE whose
+//! prerequisites (RFC 2136 §2.4) assert that the records being replaced are still exactly
+//! what was read: a concurrent edit fails the update (NXRRSET/YXRRSET) instead of being lost.
+
+mod wire;
+
+use std::collections::BTreeSet;
+
+use async_trait::async_trait;
+use hickory_proto::dnssec::rdata::tsig::TsigAlgorithm as HickoryAlgorithm;
+use hickory_proto::dnssec::tsig::TSigner;
+use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode, UpdateMessage};
+use hickory_proto::rr::rdata::{CNAME, TXT};
+use hickory_proto::rr::{DNSClass, Name, RData as HRData, Record as HRecord, RecordType};
+use hickory_proto::serialize::binary::{BinEncodable, BinEncoder};
+
+use crate::record::{txt_strings, RData, Record};
+use crate::tsig::{TsigAlgorithm, TsigKey};
+use crate::{Changes, DomainChange, Expect, Provider, ProviderError};
+use wire::Wire;
+
+/// Room left under the 64 KiB message limit for the TSIG record and headers.
+const MAX_UPDATE_BYTES: usize = 65_535 - 1024;
+/// RFC 8945 §10: a fudge of 300 s is recommended.
+const FUDGE: u16 = 300;
+
+pub struct Rfc2136 {
+    name: String,
+    /// `host:port`.
+    server: String,
+    signer: TSigner,
+}
+
+impl Rfc2136 {
+    pub fn new(name: &str, server: &str, key: &TsigKey) -> Result<Self, ProviderError> {
+        let algorithm = match key.algorithm {
+            TsigAlgorithm::HmacSha256 => HickoryAlgorithm::HmacSha256,
+            TsigAlgorithm::HmacSha384 => HickoryAlgorithm::HmacSha384,
+            TsigAlgorithm::HmacSha512 => HickoryAlgorithm::HmacSha512,
+        };
+        let key_name = Name::from_ascii(&key.name)
+            .map_err(|e| ProviderError::config(format!("TSIG key name `{}`: {e}", key.name)))?;
+        let signer = TSigner::new(key.secret().to_vec(), algorithm, key_name, FUDGE)
+            .map_err(|e| ProviderError::config(format!("TSIG key `{}`: {e}", key.name)))?;
+        Ok(Rfc2136 {
+            name: name.to_owned(),
+            server: server.to_owned(),
+            signer,
+        })
+    }
+
+    fn wire(&self) -> Wire<'_> {
+        Wire {
+            server: &self.server,
+            signer: &self.signer,
+        }
+    }
+
+    fn refused(&self, what: &str, rcode: ResponseCode) -> ProviderError {
+        let code = rcode_name(rcode);
+        let message = format!("{}: {what}: {code}", self.server);
+        match rcode {
+            ResponseCode::ServFail => ProviderError::Transient { code, message },
+            ResponseCode::YXDomain
+            | ResponseCode::YXRRSet
+            | ResponseCode::NXRRSet
+            | ResponseCode::NXDomain => ProviderError::Conflict { code, message },
+            _ => ProviderError::Refused { code, message },
+        }
+    }
+}
+
+fn rcode_name(rcode: ResponseCode) -> String {
+    match rcode {
+        ResponseCode::NoError => "NOERROR".into(),
+        ResponseCode::FormErr => "FORMERR".into(),
+        ResponseCode::ServFail => "SERVFAIL".into(),
+        ResponseCode::NXDomain => "NXDOMAIN".into(),
+        ResponseCode::NotImp => "NOTIMP".into(),
+        ResponseCode::Refused => "REFUSED".into(),
+        ResponseCode::YXDomain => "YXDOMAIN".into(),
+        ResponseCode::YXRRSet => "YXRRSET".into(),
+        ResponseCode::NXRRSet => "NXRRSET".into(),
+        ResponseCode::NotAuth => "NOTAUTH".into(),
+        ResponseCode::NotZone => "NOTZONE".into(),
+        other => format!("rcode {}", u16::from(other)),
+    }
+}
+
+fn name(fqdn: &str) -> Result<Name, ProviderError> {
+    Name::from_ascii(fqdn).map_err(|e| ProviderError::config(format!("name `{fqdn}`: {e}")))
+}
+
+fn query(qname: Name, rtype: RecordType) -> Message {
+    let mut m = Message::new();
+    m.set_message_type(MessageType::Query)
+        .set_op_code(OpCode::Query)
+        .set_recursion_desired(false)
+        .add_query(Query::query(qname, rtype));
+    m
+}
+
+fn fqdn_lower(n: &Name) -> String {
+    let mut s = n.to_ascii().to_ascii_lowercase();
+    if !s.ends_with('.') {
+        s.push('.');
+    }
+    s
+}
+
+/// Our record model from a hickory answer record.
+fn from_hickory(r: &HRecord) -> Record {
+    let data = match r.data() {
+        HRData::TXT(txt) => {
+            let bytes: Vec<u8> = txt
+                .txt_data()
+                .iter()
+                .flat_map(|s| s.iter().copied())
+                .collect();
+            RData::Txt(String::from_utf8_lossy(&bytes).into_owned())
+        }
+        HRData::CNAME(c) => RData::Cname(fqdn_lower(&c.0)),
+        other => RData::Other {
+            rtype: r.record_type().to_string(),
+            text: other.to_string(),
+        },
+    };
+    Record {
+        name: fqdn_lower(r.name()),
+        ttl: r.ttl(),
+        data,
+    }
+}
+
+fn to_hickory(r: &Record, ttl: u32, class: DNSClass) -> Result<HRecord, ProviderError> {
+    let rdata = match &r.data {
+        RData::Txt(text) => HRData::TXT(TXT::from_bytes(txt_strings(text.as_bytes()).collect())),
+        RData::Cname(target) => HRData::CNAME(CNAME(name(target)?)),
+        RData::Other { rtype, .. } => {
+            return Err(ProviderError::config(format!(
+                "{}: a {rtype} record is never written by mta-stsd",
+                r.name
+            )))
+        }
+    };
+    let mut rec = HRecord::from_rdata(name(&r.name)?, ttl, rdata);
+    rec.set_dns_class(class);
+    Ok(rec)
+}
+
+fn rtype(t: &str) -> RecordType {
+    match t {
+        "TXT" => RecordType::TXT,
+        "CNAME" => RecordType::CNAME,
+        other => other.parse().unwrap_or(RecordType::ANY),
+    }
+}
+
+/// RFC 2136 §2.4 prerequisites and §2.5 updates for one domain, appended to `m`.
+fn append_domain(m: &mut Message, d: &DomainChange) -> Result<(), ProviderError> {
+    for e in &d.expect {
+        match e {
+            // §2.4.2 "RRset exists (value dependent)": every RR, CLASS = zone class, TTL 0.
+            Expect::RRset { records, .. } => {
+                for r in records {
+                    m.add_pre_requisite(to_hickory(r, 0, DNSClass::IN)?);
+                }
+            }
+            // §2.4.3 "RRset does not exist": CLASS NONE, TYPE, RDLENGTH 0.
+            Expect::NoRRset { name: n, rtype: t } => {
+                let mut r = HRecord::update0(name(n)?, 0, rtype(t));
+                r.set_dns_class(DNSClass::NONE);
+                m.add_pre_requisite(r);
+            }
+            // §2.4.5 "Name is not in use": CLASS NONE, TYPE ANY.
+            Expect::NameUnused { name: n } => {
+                let mut r = HRecord::update0(name(n)?, 0, RecordType::ANY);
+                r.set_dns_class(DNSClass::NONE);
+                m.add_pre_requisite(r);
+            }
+        }
+    }
+    // §2.5.4 "Delete An RR From An RRset": CLASS NONE, TTL 0, the exact RDATA.
+    for r in &d.delete {
+        m.add_update(to_hickory(r, 0, DNSClass::NONE)?);
+    }
+    // §2.5.1 "Add To An RRset".
+    for r in &d.add {
+        m.add_update(to_hickory(r, r.ttl, DNSClass::IN)?);
+    }
+    Ok(())
+}
+
+fn update_message(zone: &Name) -> Message {
+    let mut m = Message::new();
+    m.set_message_type(MessageType::Query)
+        .set_op_code(OpCode::Update)
+        .set_recursion_desired(false);
+    let mut z = Query::new();
+    z.set_name(zone.clone())
+        .set_query_class(DNSClass::IN)
+        .set_query_type(RecordType::SOA);
+    m.add_zone(z);
+    m
+}
+
+/// Packs the domains into as few UPDATE messages as fit in 64 KiB; a domain is never split.
+/// Sizes are measured per domain without name compression: an upper bound, so a message
+/// never overflows.
+fn pack(zone: &Name, changes: &Changes) -> Result<Vec<Message>, ProviderError> {
+    let encode = |m: &Message| {
+        let mut buf = Vec::new();
+        let mut encoder = BinEncoder::new(&mut buf);
+        encoder.set_canonical_names(true); // no compression: sizes add up
+        m.emit(&mut encoder)
+            .map(|()| buf.len())
+            .map_err(|e| ProviderError::config(format!("encoding an update: {e}")))
+    };
+    let empty = encode(&update_message(zone))?;
+    let mut messages = Vec::new();
+    let mut current = update_message(zone);
+    let (mut size, mut in_current) = (empty, 0);
+    for d in changes.domains.iter().filter(|d| !d.is_empty()) {
+        let mut alone = update_message(zone);
+        append_domain(&mut alone, d)?;
+        let extra = encode(&alone)? - empty;
+        if empty + extra > MAX_UPDATE_BYTES {
+            return Err(ProviderError::config(format!(
+                "the changes for {} alone exceed 64 KiB",
+                d.domain
+            )));
+        }
+        if size + extra > MAX_UPDATE_BYTES {
+            messages.push(std::mem::replace(&mut current, update_message(zone)));
+            (size, in_current) = (empty, 0);
+        }
+        append_domain(&mut current, d)?;
+        size += extra;
+        in_current += 1;
+    }
+    if in_current > 0 {
+        messages.push(current);
+    }
+    Ok(messages)
+}
+
+#[async_trait]
+impl Provider for Rfc2136 {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    async fn zone_of(&self, fqdn: &str) -> Result<String, ProviderError> {
+        self.zones_of(&[fqdn.to_owned()]).await.remove(0)
+    }
+
+    /// Asks the server for the SOA of each name, pipelined on one connection: the owner of the
+    /// SOA in the answer (at the apex) or in the authority section (below it) is the zone.
+    async fn zones_of(&self, names: &[String]) -> Vec<Result<String, ProviderError>> {
+        let queries: Result<Vec<Message>, ProviderError> = names
+            .iter()
+            .map(|n| Ok(query(name(n)?, RecordType::SOA)))
+            .collect();
+        let answers = match queries {
+            Ok(q) => self.wire().exchange(q).await,
+            Err(e) => Err(e),
+        };
+        let answers = match answers {
+            Ok(a) => a,
+            Err(e) => return names.iter().map(|_| Err(e.clone())).collect(),
+        };
+        names
+            .iter()
+            .zip(answers)
+            .map(|(fqdn, answer)| {
+                match answer.response_code() {
+                    ResponseCode::NoError | ResponseCode::NXDomain => {}
+                    rcode => return Err(self.refused(&format!("SOA query for {fqdn}"), rcode)),
+                }
+                answer
+                    .answers()
+                    .iter()
+                    .chain(answer.name_servers())
+                    .find(|r| r.record_type() == RecordType::SOA)
+                    .map(|r| fqdn_lower(r.name()))
+                    .ok_or_else(|| ProviderError::Refused {
+                        code: "no SOA".into(),
+                        message: format!(
+                            "{}: is not authoritative for {fqdn} (no SOA in its answer; delegated elsewhere?)",
+                            self.server
+                        ),
+                    })
+            })
+            .collect()
+    }
+
+    /// TXT at the TXT names; A and AAAA at `mta-sts.` names, which reveal a CNAME as well as
+    /// the address records that would conflict with one.
+    async fn records(&self, _zone: &str, names: &[String]) -> Result<Vec<Record>, ProviderError> {
+        let mut queries = Vec::new();
+        let mut asked = Vec::new();
+        for n in names {
+            let types: &[RecordType] = if n.starts_with("mta-sts.") {
+                &[RecordType::A, RecordType::AAAA, RecordType::TXT]
+            } else {
+                &[RecordType::TXT]
+            };
+            for &t in types {
+                queries.push(query(name(n)?, t));
+                asked.push(n.to_ascii_lowercase());
+            }
+        }
+        let answers = self.wire().exchange(queries).await?;
+        let mut out = BTreeSet::new();
+        for (answer, qname) in answers.iter().zip(&asked) {
+            match answer.response_code() {
+                ResponseCode::NoError | ResponseCode::NXDomain => {}
+                rcode => return Err(self.refused(&format!("query for {qname}"), rcode)),
+            }
+            // Only records owned by the name asked: not a CNAME's target chased in-zone.
+            out.extend(
+                answer
+                    .answers()
+                    .iter()
+                    .map(from_hickory)
+                    .filter(|r| &r.name == qname),
+            );
+        }
+        Ok(out.into_iter().collect())
+    }
+
+    async fn apply(&self, zone: &str, changes: &Changes) -> Result<(), ProviderError> {
+        let messages = pack(&name(zone)?, changes)?;
+        let total = messages.len();
+        for (i, m) in messages.into_iter().enumerate() {
+            let answer = self.wire().exchange(vec![m]).await?.remove(0);
+            let rcode = answer.response_code();
+            if rcode != ResponseCode::NoError {
+                let what = if total > 1 {
+                    format!("update {}/{total} of zone {zone}", i + 1)
+                } else {
+                    format!("update of zone {zone}")
+                };
+                return Err(self.refused(&what, rcode));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_domain_per_message_boundary() {
+        let zone = name("example.org.").unwrap();
+        let domains = (0..1000)
+            .map(|i| DomainChange {
+                domain: format!("d{i}.example.org"),
+                expect: vec![Expect::NoRRset {
+                    name: format!("_mta-sts.d{i}.example.org."),
+                    rtype: "TXT",
+                }],
+                delete: vec![],
+                add: vec![Record::txt(
+                    format!("_mta-sts.d{i}.example.org."),
+                    3600,
+                    format!("v=STSv1; id={};", "a".repeat(32)),
+                )],
+            })
+            .collect();
+        let messages = pack(&zone, &Changes { domains }).unwrap();
+        assert!(
+            messages.len() >= 2,
+            "1000 domains of ~150 bytes need more than one message"
+        );
+        let mut seen = 0;
+        for m in &messages {
+            assert!(m.to_vec().unwrap().len() <= MAX_UPDATE_BYTES);
+            // Each domain's prerequisite and update travel together.
+            assert_eq!(m.prerequisites().len(), m.updates().len());
+            seen += m.updates().len();
+        }
+        assert_eq!(seen, 1000);
+    }
+}

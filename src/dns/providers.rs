@@ -1,0 +1,34 @@
+//! Provider instances from the config's `[providers.*]`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use mta_stsd_providers::rfc2136::Rfc2136;
+use mta_stsd_providers::{Provider, ProviderError};
+
+use crate::config::{Config, ProviderConfig, ProviderKind};
+
+pub type Providers = HashMap<String, Result<Arc<dyn Provider>, ProviderError>>;
+
+pub fn build(config: &ProviderConfig) -> Result<Arc<dyn Provider>, ProviderError> {
+    match &config.kind {
+        ProviderKind::Rfc2136 { server, key } => {
+            Ok(Arc::new(Rfc2136::new(&config.name, server, key)?))
+        }
+        ProviderKind::PowerDns { .. } | ProviderKind::Cloudflare { .. } => {
+            Err(ProviderError::config(format!(
+                "provider `{}`: this kind is not supported by this version yet",
+                config.name
+            )))
+        }
+    }
+}
+
+/// Every configured provider, or why it could not be set up.
+pub fn all(config: &Config) -> Providers {
+    config
+        .providers
+        .iter()
+        .map(|(name, p)| (name.clone(), build(p)))
+        .collect()
+}
