@@ -8,6 +8,7 @@ use http_body_util::Full;
 use serde_json::{json, Value};
 
 use crate::config::{CertSource, Domain};
+use crate::daemon::publish::Publication;
 use crate::daemon::state::Shared;
 use crate::serve::handler::plain;
 
@@ -58,10 +59,11 @@ pub fn status(shared: &Shared, only: Option<&str>) -> Value {
         .unwrap_or_else(|e| e.into_inner())
         .clone();
     let total = live.config.domains.len();
+    let publication = shared.publication.lock().unwrap_or_else(|e| e.into_inner());
     let domains: Vec<Value> = match only {
         Some(name) => live
             .served(name)
-            .map(|(d, since)| domain_status(d, since))
+            .map(|(d, since)| domain_status(d, since, &publication))
             .into_iter()
             .collect(),
         None if total <= STATUS_LIST_LIMIT => live
@@ -69,7 +71,7 @@ pub fn status(shared: &Shared, only: Option<&str>) -> Value {
             .domains
             .iter()
             .filter_map(|d| live.served(d.name.as_str()))
-            .map(|(d, since)| domain_status(d, since))
+            .map(|(d, since)| domain_status(d, since, &publication))
             .collect(),
         None => Vec::new(),
     };
@@ -92,7 +94,24 @@ pub fn status(shared: &Shared, only: Option<&str>) -> Value {
     })
 }
 
-fn domain_status(d: &Domain, since: u64) -> Value {
+fn dns_status(d: &Domain, publication: &Publication) -> Value {
+    let Some(p) = publication.domains.get(d.name.as_str()) else {
+        return json!({ "provider": Value::Null, "state": "manual" });
+    };
+    json!({
+        "provider": p.provider,
+        "zone": p.zone,
+        "state": p.state.as_str(),
+        "published_id": p.published_id,
+        "last_published": p.last_published,
+        "last_error": p.last_error,
+        "conflicts": p.conflicts,
+        "attempts": p.attempts,
+        "next_retry": p.next_retry,
+    })
+}
+
+fn domain_status(d: &Domain, since: u64, publication: &Publication) -> Value {
     json!({
         "domain": d.name.as_str(),
         "policy_id": d.policy.id().as_str(),
@@ -103,11 +122,6 @@ fn domain_status(d: &Domain, since: u64) -> Value {
             CertSource::Acme => "acme",
             CertSource::SelfSigned => "self-signed",
         },
-        "dns": {
-            "provider": d.dns.provider.as_deref(),
-            // Publishing by provider arrives with the RFC 2136 issue; until then it is by hand.
-            "state": if d.dns.provider.is_some() { "not published by this version" } else { "manual" },
-            "last_error": Value::Null,
-        },
+        "dns": dns_status(d, publication),
     })
 }

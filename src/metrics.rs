@@ -18,6 +18,12 @@ struct ResultLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DnsLabel {
+    provider: String,
+    result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CertLabel {
     pub name: String,
     pub source: &'static str,
@@ -37,6 +43,7 @@ pub struct Metrics {
     pub domains: Gauge,
     pub connections: Gauge,
     pub tls_handshake_failures: Counter,
+    dns_updates: Family<DnsLabel, Counter>,
     /// Seconds since the epoch at which each served certificate expires.
     pub cert_expiry: Family<CertLabel, Gauge>,
 }
@@ -85,6 +92,7 @@ impl Metrics {
             connections: Gauge::default(),
             tls_handshake_failures: Counter::default(),
             cert_expiry: Family::default(),
+            dns_updates: Family::default(),
         };
         let mut m = m;
         let r = &mut m.registry;
@@ -114,7 +122,22 @@ impl Metrics {
             "When each served certificate expires",
             m.cert_expiry.clone(),
         );
+        r.register(
+            "dns_updates",
+            "Zone updates sent, by provider and result (ok, or the server's rcode or status)",
+            m.dns_updates.clone(),
+        );
         m
+    }
+
+    /// Counts one zone update: `result` is `ok` or the provider's error code.
+    pub fn dns_update(&self, provider: &str, result: &str) {
+        self.dns_updates
+            .get_or_create(&DnsLabel {
+                provider: provider.to_owned(),
+                result: result.to_owned(),
+            })
+            .inc();
     }
 
     /// Counts one answered request; statuses outside the known set count as 500's neighbour.

@@ -1,6 +1,7 @@
 //! `serve`: load, bind every listener, tell systemd we are ready, reload on change, and shut
 //! down gracefully on SIGTERM/SIGINT.
 
+pub mod publish;
 pub mod reload;
 pub mod state;
 
@@ -88,6 +89,8 @@ async fn serve(config_path: &Path, loaded: config::Loaded) -> Result<u8> {
         .map(|(l, socket)| tokio::spawn(l.run(socket)))
         .collect();
 
+    // Listening already: a policy is served before its id is published.
+    let publisher = publish::Publisher::start(shared.clone());
     let reloader = reload::Reloader::start(shared.clone())?;
     let mut sigterm = signal(SignalKind::terminate()).context("SIGTERM handler")?;
     let mut sigint = signal(SignalKind::interrupt()).context("SIGINT handler")?;
@@ -101,6 +104,7 @@ async fn serve(config_path: &Path, loaded: config::Loaded) -> Result<u8> {
     info!("{why}: shutting down");
     notify(&[NotifyState::Stopping]);
     drop(reloader);
+    drop(publisher);
     let _ = stop.send(true);
     for l in accept_loops {
         let _ = l.await;

@@ -203,6 +203,8 @@ async fn reload(shared: &Arc<Shared>) -> Option<WatchSet> {
             let domains = live.config.domains.len();
             drop(old);
             shared.live.store(Arc::new(live));
+            // The new policies are being served: now their records may be published.
+            shared.publish_wake.notify_one();
             m.reloads_ok.inc();
             m.last_reload_ok.set(1);
             m.domains.set(domains as i64);

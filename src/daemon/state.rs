@@ -9,6 +9,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use arc_swap::ArcSwap;
 use hashbrown::HashTable;
 
+use super::publish::Publication;
 use crate::config::{Config, Diagnostic, Domain};
 use crate::metrics::Metrics;
 use crate::serve::tls::{CertStore, SelfSigned};
@@ -140,6 +141,9 @@ pub struct Shared {
     pub self_signed: SelfSigned,
     pub metrics: Metrics,
     pub started_at: u64,
+    pub publication: Mutex<Publication>,
+    /// Wakes the publisher after a reload swapped in a new config.
+    pub publish_wake: tokio::sync::Notify,
 }
 
 impl Shared {
@@ -160,6 +164,8 @@ impl Shared {
             self_signed: SelfSigned::default(),
             metrics,
             started_at: now,
+            publication: Mutex::new(Publication::default()),
+            publish_wake: tokio::sync::Notify::new(),
         };
         shared.publish_cert_metrics();
         Arc::new(shared)

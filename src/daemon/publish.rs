@@ -1,0 +1,270 @@
+//! Publishing in `serve`: after start and every reload, push the records of the domains whose
+//! desired records changed, one change set per zone, zones in parallel; failures are retried
+//! per domain with exponential backoff and jitter, and shown in `/status` and metrics.
+//!
+//! RFC 8461 §8.1 wants the new policy served before the TXT carrying its id is published:
+//! the reload swaps the served state first, then wakes this task.
+
+use std::collections::hash_map::DefaultHasher;
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+use std::time::Duration;
+
+use mta_stsd_providers::ProviderError;
+use tokio::sync::Notify;
+use tracing::{info, warn, Instrument};
+
+use super::state::{unix_now, Live, Shared};
+use crate::config::Domain;
+use crate::desired;
+use crate::dns::providers::{self, Providers};
+use crate::dns::sync;
+
+/// Zones worked on at once.
+const ZONES_IN_PARALLEL: usize = 8;
+const BACKOFF_BASE: Duration = Duration::from_secs(1);
+const BACKOFF_MAX: Duration = Duration::from_secs(300);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PubState {
+    Pending,
+    Published,
+    Failed,
+}
+
+impl PubState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PubState::Pending => "pending",
+            PubState::Published => "published",
+            PubState::Failed => "failed",
+        }
+    }
+}
+
+/// One domain's publication, as `/status` shows it.
+#[derive(Debug, Clone)]
+pub struct DomainPublication {
+    pub provider: String,
+    pub zone: Option<String>,
+    pub state: PubState,
+    /// The policy id in the TXT record we last published.
+    pub published_id: Option<String>,
+    pub last_published: Option<u64>,
+    pub last_error: Option<String>,
+    pub conflicts: Vec<String>,
+    pub attempts: u32,
+    pub next_retry: Option<u64>,
+    desired: u64,
+    published: Option<u64>,
+}
+
+/// Every domain with a provider, by name.
+#[derive(Debug, Default)]
+pub struct Publication {
+    pub domains: HashMap<String, DomainPublication>,
+}
+
+/// What decides whether a domain must be pushed again.
+fn desired_key(d: &Domain) -> u64 {
+    let mut h = DefaultHasher::new();
+    d.dns.provider.hash(&mut h);
+    d.zone.hash(&mut h);
+    desired::records(d).hash(&mut h);
+    h.finish()
+}
+
+/// Exponential backoff with up to 20 % jitter, so that many domains do not retry in step.
+fn backoff(attempts: u32) -> Duration {
+    let exp = BACKOFF_BASE.saturating_mul(1 << attempts.saturating_sub(1).min(16));
+    let base = exp.min(BACKOFF_MAX);
+    base + base.mul_f64(rand_fraction() * 0.2)
+}
+
+fn rand_fraction() -> f64 {
+    use std::hash::BuildHasher;
+    let n = std::collections::hash_map::RandomState::new().hash_one(std::time::Instant::now());
+    (n % 10_000) as f64 / 10_000.0
+}
+
+pub struct Publisher {
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Publisher {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Publisher {
+    pub fn start(shared: Arc<Shared>) -> Publisher {
+        let task = tokio::spawn(run(shared));
+        Publisher { task }
+    }
+}
+
+async fn run(shared: Arc<Shared>) {
+    let wake: &Notify = &shared.publish_wake;
+    let mut built: Option<(Arc<Live>, Providers)> = None;
+    loop {
+        let live = shared.live.load_full();
+        if built.as_ref().is_none_or(|(l, _)| !Arc::ptr_eq(l, &live)) {
+            built = Some((live.clone(), providers::all(&live.config)));
+        }
+        let providers = &built.as_ref().expect("just built").1;
+        let now = unix_now();
+        let due = refresh(&shared, &live, now);
+        if !due.is_empty() {
+            publish(&shared, providers, &due).await;
+        }
+        let next = shared
+            .publication
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .domains
+            .values()
+            .filter_map(|p| p.next_retry)
+            .min();
+        let sleep = next.map_or(Duration::from_secs(3600), |t| {
+            Duration::from_secs(t.saturating_sub(unix_now()).max(1))
+        });
+        tokio::select! {
+            _ = wake.notified() => {}
+            _ = tokio::time::sleep(sleep) => {}
+        }
+    }
+}
+
+/// Brings the table in line with the live config; returns the domains to push now.
+fn refresh<'l>(shared: &Shared, live: &'l Live, now: u64) -> Vec<&'l Domain> {
+    let mut table = shared.publication.lock().unwrap_or_else(|e| e.into_inner());
+    let mut due = Vec::new();
+    let mut present = std::collections::HashSet::new();
+    for d in &live.config.domains {
+        let Some(provider) = d.dns.provider.as_deref() else {
+            continue;
+        };
+        present.insert(d.name.as_str());
+        let key = desired_key(d);
+        let entry = table
+            .domains
+            .entry(d.name.as_str().to_owned())
+            .or_insert_with(|| DomainPublication {
+                provider: provider.to_owned(),
+                zone: d.zone.as_ref().map(|z| z.fqdn()),
+                state: PubState::Pending,
+                published_id: None,
+                last_published: None,
+                last_error: None,
+                conflicts: Vec::new(),
+                attempts: 0,
+                next_retry: None,
+                desired: key,
+                published: None,
+            });
+        if entry.desired != key {
+            // A new desired state: push at once, whatever the backoff said.
+            entry.desired = key;
+            entry.provider = provider.to_owned();
+            entry.state = PubState::Pending;
+            entry.next_retry = None;
+            entry.attempts = 0;
+        }
+        if entry.published != Some(key) && entry.next_retry.is_none_or(|t| t <= now) {
+            due.push(d);
+        }
+    }
+    table
+        .domains
+        .retain(|name, _| present.contains(name.as_str()));
+    due
+}
+
+async fn publish(shared: &Shared, providers: &Providers, due: &[&Domain]) {
+    let (targets, unplaced) = sync::targets(due.iter().copied(), providers).await;
+    for u in &unplaced {
+        failed(shared, u.domain, None, &u.provider, &u.error);
+    }
+    let permits = tokio::sync::Semaphore::new(ZONES_IN_PARALLEL);
+    let results = futures_util::future::join_all(targets.iter().map(|t| {
+        let span = tracing::info_span!("apply", zone = %t.zone, provider = %t.provider_name);
+        let permits = &permits;
+        async move {
+            let _permit = permits.acquire().await.expect("never closed");
+            (t, sync::apply_zone(t).await)
+        }
+        .instrument(span)
+    }))
+    .await;
+    for (t, result) in results {
+        match result {
+            Ok(plans) => {
+                let changed: usize = plans
+                    .iter()
+                    .map(|p| p.change.add.len() + p.change.delete.len())
+                    .sum();
+                if changed > 0 {
+                    info!(zone = %t.zone, provider = %t.provider_name, changed, "published");
+                    shared.metrics.dns_update(&t.provider_name, "ok");
+                }
+                let now = unix_now();
+                let mut table = shared.publication.lock().unwrap_or_else(|e| e.into_inner());
+                for (d, plan) in t.domains.iter().zip(plans) {
+                    if let Some(p) = table.domains.get_mut(d.name.as_str()) {
+                        for c in &plan.conflicts {
+                            warn!(domain = %d.name, "{c}");
+                        }
+                        p.zone = Some(t.zone.clone());
+                        p.state = PubState::Published;
+                        p.published = Some(desired_key(d));
+                        p.published_id = Some(d.policy.id().to_string());
+                        p.last_published = Some(now);
+                        p.last_error = None;
+                        p.conflicts = plan.conflicts;
+                        p.attempts = 0;
+                        p.next_retry = None;
+                    }
+                }
+            }
+            Err(e) => {
+                warn!(zone = %t.zone, provider = %t.provider_name, code = e.code(), "publishing failed: {e}");
+                shared.metrics.dns_update(&t.provider_name, e.code());
+                for d in &t.domains {
+                    failed(shared, d, Some(&t.zone), &t.provider_name, &e);
+                }
+            }
+        }
+    }
+}
+
+fn failed(shared: &Shared, d: &Domain, zone: Option<&str>, provider: &str, e: &ProviderError) {
+    let mut table = shared.publication.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(p) = table.domains.get_mut(d.name.as_str()) {
+        p.state = PubState::Failed;
+        p.provider = provider.to_owned();
+        if let Some(z) = zone {
+            p.zone = Some(z.to_owned());
+        }
+        p.attempts += 1;
+        p.last_error = Some(format!("{} ({})", e, e.code()));
+        p.next_retry = Some(unix_now() + backoff(p.attempts).as_secs().max(1));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_to_a_cap_with_bounded_jitter() {
+        for (attempts, base) in [(1u32, 1u64), (2, 2), (3, 4), (9, 256), (10, 300), (40, 300)] {
+            let b = backoff(attempts).as_secs_f64();
+            assert!(
+                b >= base as f64 && b <= base as f64 * 1.2 + 0.001,
+                "{attempts}: {b}"
+            );
+        }
+    }
+}
