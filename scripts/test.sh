@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Real servers the integration tests start themselves on loopback ports.
-packages=(ca-certificates)
+packages=(ca-certificates bind9 bind9-utils bind9-dnsutils knot knot-dnsutils)
 
 missing=()
 for p in "${packages[@]}"; do

@@ -1,5 +1,6 @@
 //! The integration tests: one binary driving the real `mta-stsd`.
 
 mod config;
+mod dns_harness_selftest;
 mod harness;
 mod serve;

@@ -4,6 +4,7 @@
 #![allow(dead_code)] // each test module uses its own subset
 
 pub mod daemon;
+pub mod dns;
 
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
