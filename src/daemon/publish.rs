@@ -184,8 +184,16 @@ fn refresh<'l>(shared: &Shared, live: &'l Live, now: u64) -> Vec<&'l Domain> {
 
 async fn publish(shared: &Shared, providers: &Providers, due: &[&Domain]) {
     let (targets, unplaced) = sync::targets(due.iter().copied(), providers).await;
+    let mut failing = std::collections::BTreeSet::new();
     for u in &unplaced {
         failed(shared, u.domain, None, &u.provider, &u.error);
+        if failing.insert((u.provider.as_str(), u.error.code())) {
+            warn!(provider = %u.provider, code = u.error.code(), "finding zones failed: {}", u.error);
+        }
+    }
+    // One failed round per provider and error, as for a failed zone update.
+    for (provider, code) in failing {
+        shared.metrics.dns_update(provider, code);
     }
     let permits = tokio::sync::Semaphore::new(ZONES_IN_PARALLEL);
     let results = futures_util::future::join_all(targets.iter().map(|t| {

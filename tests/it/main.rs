@@ -4,3 +4,5 @@ mod config;
 mod dns_harness_selftest;
 mod harness;
 mod serve;
+mod battery;
+mod rfc2136;
