@@ -8,8 +8,10 @@ use http_body_util::Full;
 use serde_json::{json, Value};
 
 use crate::config::{CertSource, Domain};
+use crate::daemon::drift::for_domain;
 use crate::daemon::publish::Publication;
 use crate::daemon::state::Shared;
+use crate::drift::report::Report;
 use crate::serve::handler::plain;
 
 /// Above this many domains `/status` lists none unless asked for one (`?domain=NAME`).
@@ -60,10 +62,15 @@ pub fn status(shared: &Shared, only: Option<&str>) -> Value {
         .clone();
     let total = live.config.domains.len();
     let publication = shared.publication.lock().unwrap_or_else(|e| e.into_inner());
+    let drift = shared
+        .drift
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
     let domains: Vec<Value> = match only {
         Some(name) => live
             .served(name)
-            .map(|(d, since)| domain_status(d, since, &publication))
+            .map(|(d, since)| domain_status(d, since, &publication, drift.as_deref()))
             .into_iter()
             .collect(),
         None if total <= STATUS_LIST_LIMIT => live
@@ -71,7 +78,7 @@ pub fn status(shared: &Shared, only: Option<&str>) -> Value {
             .domains
             .iter()
             .filter_map(|d| live.served(d.name.as_str()))
-            .map(|(d, since)| domain_status(d, since, &publication))
+            .map(|(d, since)| domain_status(d, since, &publication, drift.as_deref()))
             .collect(),
         None => Vec::new(),
     };
@@ -88,6 +95,11 @@ pub fn status(shared: &Shared, only: Option<&str>) -> Value {
                 "problems": reload.problems.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
             },
         },
+        "drift": drift.as_ref().map(|r| json!({
+            "checked_at": r.checked_at,
+            "status": r.status,
+            "counts": r.counts,
+        })),
         "domains_total": total,
         "domains_listed": only.is_some() || total <= STATUS_LIST_LIMIT,
         "domains": domains,
@@ -111,7 +123,16 @@ fn dns_status(d: &Domain, publication: &Publication) -> Value {
     })
 }
 
-fn domain_status(d: &Domain, since: u64, publication: &Publication) -> Value {
+fn domain_status(
+    d: &Domain,
+    since: u64,
+    publication: &Publication,
+    drift: Option<&Report>,
+) -> Value {
+    let drift = drift.map(|r| match for_domain(r, d.name.as_str()) {
+        Some(dr) => json!({ "status": dr.status, "findings": dr.findings }),
+        None => json!({ "status": "not checked" }),
+    });
     json!({
         "domain": d.name.as_str(),
         "policy_id": d.policy.id().as_str(),
@@ -123,5 +144,6 @@ fn domain_status(d: &Domain, since: u64, publication: &Publication) -> Value {
             CertSource::SelfSigned => "self-signed",
         },
         "dns": dns_status(d, publication),
+        "drift": drift,
     })
 }

@@ -47,6 +47,18 @@ pub enum Command {
     Plan,
     /// Make DNS match the config and print what changed (exit 0 done, 1 error).
     Apply,
+    /// Check what senders see against the config (exit 0 OK, 1 warning, 2 critical, 3 could not check).
+    Drift {
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = DriftFormat::Text)]
+        format: DriftFormat,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DriftFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -66,6 +78,7 @@ pub fn run(config_path: &Path, command: Command) -> Result<u8> {
         Command::Records { domains } => records(config_path, &domains),
         Command::Plan => sync(config_path, false),
         Command::Apply => sync(config_path, true),
+        Command::Drift { format } => drift(config_path, format),
     }
 }
 
@@ -316,4 +329,24 @@ fn sync(path: &Path, apply: bool) -> Result<u8> {
         (_, c, false) if c > 0 => 2,
         _ => 0,
     })
+}
+
+/// `drift`: every check once; the exit code follows the monitoring-plugin convention.
+fn drift(path: &Path, format: DriftFormat) -> Result<u8> {
+    let config = match load_valid(path) {
+        // Not a config problem for monitoring: "could not check".
+        Err(_) => return Ok(3),
+        Ok(c) => c,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let report = runtime.block_on(crate::drift::run(&config));
+    let text = match format {
+        DriftFormat::Text => report.text(),
+        DriftFormat::Json => report.json(),
+    };
+    std::io::stdout().write_all(text.as_bytes())?;
+    Ok(report.exit_code)
 }

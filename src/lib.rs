@@ -10,6 +10,7 @@ pub mod config;
 pub mod daemon;
 pub mod desired;
 pub mod dns;
+pub mod drift;
 pub mod metrics;
 pub mod name;
 pub mod policy;

@@ -24,6 +24,11 @@ struct DnsLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SeverityLabel {
+    severity: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CertLabel {
     pub name: String,
     pub source: &'static str,
@@ -44,6 +49,8 @@ pub struct Metrics {
     pub connections: Gauge,
     pub tls_handshake_failures: Counter,
     dns_updates: Family<DnsLabel, Counter>,
+    drift: Family<SeverityLabel, Gauge>,
+    pub drift_last_run: Gauge,
     /// Seconds since the epoch at which each served certificate expires.
     pub cert_expiry: Family<CertLabel, Gauge>,
 }
@@ -93,6 +100,8 @@ impl Metrics {
             tls_handshake_failures: Counter::default(),
             cert_expiry: Family::default(),
             dns_updates: Family::default(),
+            drift: Family::default(),
+            drift_last_run: Gauge::default(),
         };
         let mut m = m;
         let r = &mut m.registry;
@@ -127,7 +136,23 @@ impl Metrics {
             "Zone updates sent, by provider and result (ok, or the server's rcode or status)",
             m.dns_updates.clone(),
         );
+        r.register(
+            "drift_findings",
+            "Findings of the last drift run, by severity",
+            m.drift.clone(),
+        );
+        r.register(
+            "drift_last_run_timestamp_seconds",
+            "When the drift checks last ran",
+            m.drift_last_run.clone(),
+        );
         m
+    }
+
+    pub fn drift_findings(&self, severity: &'static str, n: usize) {
+        self.drift
+            .get_or_create(&SeverityLabel { severity })
+            .set(n as i64);
     }
 
     /// Counts one zone update: `result` is `ok` or the provider's error code.

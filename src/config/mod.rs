@@ -181,6 +181,10 @@ pub struct Drift {
     pub report: Option<PathBuf>,
     pub resolver: Option<SocketAddr>,
     pub ca: Option<PathBuf>,
+    /// The port authoritative nameservers are asked on: 53, but in tests.
+    pub dns_port: u16,
+    /// The port the policy is fetched from: 443, but in tests.
+    pub https_port: u16,
 }
 
 impl Default for Drift {
@@ -190,6 +194,8 @@ impl Default for Drift {
             report: None,
             resolver: None,
             ca: None,
+            dns_port: 53,
+            https_port: 443,
         }
     }
 }

@@ -759,7 +759,29 @@ impl Reader<'_> {
                         .string(kname, v)
                         .and_then(|s| self.readable(s.value, s.at))
                 }
-                _ => self.unknown("[drift]", k, &["interval", "report", "resolver", "ca"]),
+                "dns_port" | "https_port" => {
+                    if let Some(n) = self.integer(kname, v) {
+                        match u16::try_from(n.value).ok().filter(|&p| p > 0) {
+                            Some(p) if kname == "dns_port" => drift.dns_port = p,
+                            Some(p) => drift.https_port = p,
+                            None => self
+                                .problems
+                                .error(n.at, format!("`{kname}` must be a port, 1..=65535")),
+                        }
+                    }
+                }
+                _ => self.unknown(
+                    "[drift]",
+                    k,
+                    &[
+                        "interval",
+                        "report",
+                        "resolver",
+                        "ca",
+                        "dns_port",
+                        "https_port",
+                    ],
+                ),
             }
         }
         drift

@@ -1,6 +1,7 @@
 //! `serve`: load, bind every listener, tell systemd we are ready, reload on change, and shut
 //! down gracefully on SIGTERM/SIGINT.
 
+pub mod drift;
 pub mod publish;
 pub mod reload;
 pub mod state;
@@ -92,6 +93,7 @@ async fn serve(config_path: &Path, loaded: config::Loaded) -> Result<u8> {
     // Listening already: a policy is served before its id is published.
     let publisher = publish::Publisher::start(shared.clone());
     let reloader = reload::Reloader::start(shared.clone())?;
+    let drift = drift::DriftTask::start(shared.clone());
     let mut sigterm = signal(SignalKind::terminate()).context("SIGTERM handler")?;
     let mut sigint = signal(SignalKind::interrupt()).context("SIGINT handler")?;
     notify(&[NotifyState::Ready]);
@@ -105,6 +107,7 @@ async fn serve(config_path: &Path, loaded: config::Loaded) -> Result<u8> {
     notify(&[NotifyState::Stopping]);
     drop(reloader);
     drop(publisher);
+    drop(drift);
     let _ = stop.send(true);
     for l in accept_loops {
         let _ = l.await;

@@ -144,6 +144,8 @@ pub struct Shared {
     pub publication: Mutex<Publication>,
     /// Wakes the publisher after a reload swapped in a new config.
     pub publish_wake: tokio::sync::Notify,
+    /// The last drift report, once the first run is done.
+    pub drift: Mutex<Option<Arc<crate::drift::report::Report>>>,
 }
 
 impl Shared {
@@ -166,6 +168,7 @@ impl Shared {
             started_at: now,
             publication: Mutex::new(Publication::default()),
             publish_wake: tokio::sync::Notify::new(),
+            drift: Mutex::new(None),
         };
         shared.publish_cert_metrics();
         Arc::new(shared)

@@ -1,0 +1,161 @@
+//! DNS as a sending MTA sees it: a recursive resolver for lookups, and direct questions to
+//! each authoritative nameserver. Over TCP, every exchange bounded in time.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
+use hickory_proto::rr::{Name, RData, RecordType};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Debug, Clone)]
+pub struct Dns {
+    /// The recursive resolver: `[drift] resolver`, else the first of /etc/resolv.conf.
+    pub resolver: SocketAddr,
+    /// The port authoritative nameservers are asked on (53 but in tests).
+    pub auth_port: u16,
+}
+
+/// An answer's records owned by the name asked (or along its CNAME chain), as text.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Answer {
+    pub rcode: String,
+    /// TXT strings concatenated; names lowercase with their trailing dot; addresses as text.
+    pub txt: Vec<String>,
+    pub cnames: Vec<String>,
+    pub addrs: Vec<IpAddr>,
+    pub names: Vec<String>,
+    pub mx: Vec<String>,
+    /// The zone's SOA owner, from the answer or the authority section.
+    pub soa_owner: Option<String>,
+}
+
+impl Dns {
+    pub fn new(resolver: Option<SocketAddr>, auth_port: u16) -> Result<Self, String> {
+        let resolver = match resolver {
+            Some(r) => r,
+            None => system_resolver()?,
+        };
+        Ok(Dns {
+            resolver,
+            auth_port,
+        })
+    }
+
+    /// Asks the resolver (recursion desired).
+    pub async fn lookup(&self, name: &str, rtype: RecordType) -> Result<Answer, String> {
+        ask(self.resolver, name, rtype, true).await
+    }
+
+    /// Asks an authoritative nameserver directly.
+    pub async fn ask_authority(
+        &self,
+        ip: IpAddr,
+        name: &str,
+        rtype: RecordType,
+    ) -> Result<Answer, String> {
+        ask(SocketAddr::new(ip, self.auth_port), name, rtype, false).await
+    }
+}
+
+fn system_resolver() -> Result<SocketAddr, String> {
+    let text = std::fs::read_to_string("/etc/resolv.conf")
+        .map_err(|e| format!("cannot read /etc/resolv.conf: {e}; set [drift] resolver"))?;
+    text.lines()
+        .filter_map(|l| l.trim().strip_prefix("nameserver"))
+        .filter_map(|ip| ip.trim().parse::<IpAddr>().ok())
+        .map(|ip| SocketAddr::new(ip, 53))
+        .next()
+        .ok_or_else(|| "no nameserver in /etc/resolv.conf; set [drift] resolver".to_owned())
+}
+
+async fn ask(
+    server: SocketAddr,
+    name: &str,
+    rtype: RecordType,
+    rd: bool,
+) -> Result<Answer, String> {
+    let qname = Name::from_ascii(name).map_err(|e| format!("{name}: {e}"))?;
+    let mut m = Message::new();
+    m.set_id(rand::random())
+        .set_message_type(MessageType::Query)
+        .set_op_code(OpCode::Query)
+        .set_recursion_desired(rd)
+        .add_query(Query::query(qname, rtype));
+    let bytes = m.to_vec().map_err(|e| e.to_string())?;
+    let exchange = async {
+        let mut s = TcpStream::connect(server).await?;
+        s.write_all(&(bytes.len() as u16).to_be_bytes()).await?;
+        s.write_all(&bytes).await?;
+        let len = s.read_u16().await?;
+        let mut buf = vec![0u8; usize::from(len)];
+        s.read_exact(&mut buf).await?;
+        Ok::<_, std::io::Error>(buf)
+    };
+    let buf = tokio::time::timeout(TIMEOUT, exchange)
+        .await
+        .map_err(|_| format!("{server}: no answer within {TIMEOUT:?} for {name} {rtype}"))?
+        .map_err(|e| format!("{server}: {e} (asking {name} {rtype})"))?;
+    let answer =
+        Message::from_vec(&buf).map_err(|e| format!("{server}: unreadable answer: {e}"))?;
+    let rcode = answer.response_code();
+    if !matches!(rcode, ResponseCode::NoError | ResponseCode::NXDomain) {
+        return Err(format!("{server}: {rcode} for {name} {rtype}"));
+    }
+    Ok(parse(&answer, name))
+}
+
+fn lower(n: &Name) -> String {
+    let mut s = n.to_ascii().to_ascii_lowercase();
+    if !s.ends_with('.') {
+        s.push('.');
+    }
+    s
+}
+
+/// Keeps the records of `name` and of the CNAME chain starting there.
+fn parse(answer: &Message, name: &str) -> Answer {
+    let mut out = Answer {
+        rcode: answer.response_code().to_string(),
+        ..Answer::default()
+    };
+    let mut owners = vec![name.to_ascii_lowercase()];
+    for r in answer.answers() {
+        let owner = lower(r.name());
+        if !owners.contains(&owner) {
+            continue;
+        }
+        match r.data() {
+            RData::CNAME(c) => {
+                let target = lower(&c.0);
+                out.cnames.push(target.clone());
+                owners.push(target);
+            }
+            RData::TXT(t) => {
+                let bytes: Vec<u8> = t
+                    .txt_data()
+                    .iter()
+                    .flat_map(|s| s.iter().copied())
+                    .collect();
+                out.txt.push(String::from_utf8_lossy(&bytes).into_owned());
+            }
+            RData::A(a) => out.addrs.push(IpAddr::V4(a.0)),
+            RData::AAAA(a) => out.addrs.push(IpAddr::V6(a.0)),
+            RData::NS(ns) => out.names.push(lower(&ns.0)),
+            RData::MX(mx) => out.mx.push(lower(mx.exchange())),
+            RData::SOA(_) => out.soa_owner = Some(owner),
+            _ => {}
+        }
+    }
+    if out.soa_owner.is_none() {
+        out.soa_owner = answer
+            .name_servers()
+            .iter()
+            .find(|r| r.record_type() == RecordType::SOA)
+            .map(|r| lower(r.name()));
+    }
+    out
+}

@@ -1,0 +1,324 @@
+//! The policy fetched as a sending MTA does (RFC 8461 §3.3): HTTPS to `mta-sts.<domain>` with
+//! SNI and WebPKI validation, no redirects, 200, `text/plain`, at most 64 KiB within 60 s;
+//! then compared with the body we serve, and the certificate's expiry checked.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{CONTENT_TYPE, HOST, LOCATION};
+use http::{Request, StatusCode};
+use http_body_util::{BodyExt, Empty, Limited};
+use hyper_util::rt::TokioIo;
+use rustls::pki_types::ServerName;
+use rustls::ClientConfig;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::CertificateDer;
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use x509_parser::prelude::{FromDer, X509Certificate};
+
+use super::report::{Check, Finding, Severity};
+use crate::config::Domain;
+use crate::serve::handler::POLICY_PATH;
+
+/// RFC 8461 §3.3: senders "SHOULD" limit the body (64 KiB) and the time (60 s).
+const MAX_BODY: usize = 64 * 1024;
+const FETCH_TIMEOUT: Duration = Duration::from_secs(60);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+const EXPIRY_WARNING_DAYS: i64 = 14;
+const EXPIRY_CRITICAL_DAYS: i64 = 3;
+
+/// System roots plus `[drift] ca`, as a sender would trust.
+pub fn client_config(extra_ca: Option<&Path>) -> Result<Arc<ClientConfig>, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    let native = rustls_native_certs::load_native_certs();
+    roots.add_parsable_certificates(native.certs);
+    if let Some(path) = extra_ca {
+        for cert in
+            CertificateDer::pem_file_iter(path).map_err(|e| format!("{}: {e}", path.display()))?
+        {
+            let cert = cert.map_err(|e| format!("{}: {e}", path.display()))?;
+            roots
+                .add(cert)
+                .map_err(|e| format!("{}: {e}", path.display()))?;
+        }
+    }
+    let mut config = ClientConfig::builder_with_provider(crate::serve::tls::provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+pub async fn check(
+    tls: &Arc<ClientConfig>,
+    d: &Domain,
+    addrs: &[IpAddr],
+    port: u16,
+    now: i64,
+) -> Vec<Finding> {
+    match tokio::time::timeout(FETCH_TIMEOUT, fetch(tls, d, addrs, port, now)).await {
+        Ok(findings) => findings,
+        Err(_) => vec![Finding::new(
+            Severity::Critical,
+            Check::PolicyFetch,
+            format!(
+                "the policy at mta-sts.{} did not arrive within {FETCH_TIMEOUT:?}",
+                d.name
+            ),
+            "check that the HTTPS listener answers",
+        )],
+    }
+}
+
+async fn fetch(
+    tls: &Arc<ClientConfig>,
+    d: &Domain,
+    addrs: &[IpAddr],
+    port: u16,
+    now: i64,
+) -> Vec<Finding> {
+    let host = d.name.policy_host();
+    let unknown = |m: String| {
+        vec![Finding::new(
+            Severity::Unknown,
+            Check::PolicyFetch,
+            m,
+            "check that the policy host is reachable from here",
+        )]
+    };
+    let mut tcp = None;
+    let mut errors = Vec::new();
+    for ip in addrs {
+        let addr = SocketAddr::new(*ip, port);
+        match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
+            Ok(Ok(s)) => {
+                tcp = Some(s);
+                break;
+            }
+            Ok(Err(e)) => errors.push(format!("{addr}: {e}")),
+            Err(_) => errors.push(format!("{addr}: no connection within {CONNECT_TIMEOUT:?}")),
+        }
+    }
+    let Some(tcp) = tcp else {
+        return unknown(format!(
+            "could not connect to {host}: {}",
+            errors.join("; ")
+        ));
+    };
+    let Ok(server_name) = ServerName::try_from(host.clone()) else {
+        return unknown(format!("{host} is not a valid TLS server name"));
+    };
+    let stream = match TlsConnector::from(tls.clone())
+        .connect(server_name, tcp)
+        .await
+    {
+        Ok(s) => s,
+        Err(e) => {
+            let tls_error = e
+                .get_ref()
+                .and_then(|i| i.downcast_ref::<rustls::Error>())
+                .cloned();
+            return match tls_error {
+                Some(rustls::Error::InvalidCertificate(why)) => vec![Finding::new(
+                    Severity::Critical,
+                    Check::Certificate,
+                    format!("the certificate of {host} is not valid: {why:?}; senders refuse the policy"),
+                    "install a certificate valid for mta-sts.<domain> (or use [acme])",
+                )],
+                _ => unknown(format!("TLS handshake with {host} failed: {e}")),
+            };
+        }
+    };
+    let mut findings = Vec::new();
+    if let Some(leaf) = stream
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|c| c.first())
+    {
+        if let Ok((_, x509)) = X509Certificate::from_der(leaf) {
+            let days = (x509.validity().not_after.timestamp() - now) / 86400;
+            let severity = if days < EXPIRY_CRITICAL_DAYS {
+                Some(Severity::Critical)
+            } else if days < EXPIRY_WARNING_DAYS {
+                Some(Severity::Warning)
+            } else {
+                None
+            };
+            if let Some(severity) = severity {
+                findings.push(Finding::new(
+                    severity,
+                    Check::Certificate,
+                    format!("the certificate of {host} expires in {days} days"),
+                    "renew it (certbot renew, or [acme])",
+                ));
+            }
+        }
+    }
+    let (mut sender, conn) = match hyper::client::conn::http1::handshake(TokioIo::new(stream)).await
+    {
+        Ok(p) => p,
+        Err(e) => return unknown(format!("HTTP with {host} failed: {e}")),
+    };
+    tokio::spawn(conn);
+    let request = Request::get(POLICY_PATH)
+        .header(HOST, host.as_str())
+        .body(Empty::<Bytes>::new())
+        .expect("a valid request");
+    let response = match sender.send_request(request).await {
+        Ok(r) => r,
+        Err(e) => return unknown(format!("GET https://{host}{POLICY_PATH} failed: {e}")),
+    };
+    let status = response.status();
+    if status.is_redirection() {
+        let to = response
+            .headers()
+            .get(LOCATION)
+            .and_then(|l| l.to_str().ok())
+            .unwrap_or("?")
+            .to_owned();
+        findings.push(Finding::new(
+            Severity::Critical,
+            Check::PolicyFetch,
+            format!("https://{host}{POLICY_PATH} redirects ({status}) to {to}; RFC 8461 §3.3: senders MUST NOT follow redirects"),
+            "serve the policy directly at that URL",
+        ));
+        return findings;
+    }
+    if status != StatusCode::OK {
+        findings.push(Finding::new(
+            Severity::Critical,
+            Check::PolicyFetch,
+            format!("https://{host}{POLICY_PATH} answers {status}"),
+            "serve the policy with status 200",
+        ));
+        return findings;
+    }
+    let media = response
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        });
+    if media.as_deref() != Some("text/plain") {
+        findings.push(Finding::new(
+            Severity::Critical,
+            Check::PolicyFetch,
+            format!("the policy is served as {media:?}; RFC 8461 §3.2 requires text/plain"),
+            "serve it with Content-Type: text/plain",
+        ));
+    }
+    let body = match Limited::new(response.into_body(), MAX_BODY).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) => {
+            findings.push(Finding::new(
+                Severity::Critical,
+                Check::PolicyFetch,
+                format!("the policy body could not be read within 64 KiB: {e}"),
+                "serve the policy itself, nothing larger",
+            ));
+            return findings;
+        }
+    };
+    if let Err(e) = parse_policy(&body) {
+        findings.push(Finding::new(
+            Severity::Critical,
+            Check::PolicyFetch,
+            format!("the served policy is invalid: {e}"),
+            "serve the body `mta-stsd policy <domain>` prints",
+        ));
+    } else if body != d.policy.body() {
+        findings.push(Finding::new(
+            Severity::Critical,
+            Check::PolicyFetch,
+            format!(
+                "the served policy differs from the config's (served {:?})",
+                String::from_utf8_lossy(&body)
+            ),
+            "serve the body `mta-stsd policy <domain>` prints (is another server answering?)",
+        ));
+    }
+    findings
+}
+
+/// RFC 8461 §3.2, as a sender parses: `key: value` lines (CRLF, LF tolerated), `version`,
+/// `mode`, `max_age` required, `mx` required unless mode is `none`.
+pub fn parse_policy(body: &[u8]) -> Result<(), String> {
+    let text = std::str::from_utf8(body).map_err(|_| "not UTF-8".to_owned())?;
+    let (mut version, mut mode, mut max_age, mut mx) = (None, None, None, 0);
+    for line in text.split('\n').map(|l| l.strip_suffix('\r').unwrap_or(l)) {
+        if line.is_empty() {
+            continue;
+        }
+        let (k, v) = line
+            .split_once(':')
+            .ok_or_else(|| format!("line {line:?} is not `key: value`"))?;
+        let v = v.trim_matches([' ', '\t']);
+        match k {
+            "version" => version = Some(v.to_owned()),
+            "mode" => mode = Some(v.to_owned()),
+            "max_age" => {
+                let n: u64 = v
+                    .parse()
+                    .map_err(|_| format!("max_age {v:?} is not a number"))?;
+                if n > 31_557_600 {
+                    return Err(format!("max_age {n} exceeds 31557600"));
+                }
+                max_age = Some(n);
+            }
+            "mx" => mx += 1,
+            _ => {}
+        }
+    }
+    if version.as_deref() != Some("STSv1") {
+        return Err("no `version: STSv1`".into());
+    }
+    let mode = mode.ok_or("no `mode`")?;
+    if !matches!(mode.as_str(), "enforce" | "testing" | "none") {
+        return Err(format!("mode {mode:?} is not enforce, testing or none"));
+    }
+    max_age.ok_or("no `max_age`")?;
+    if mx == 0 && mode != "none" {
+        return Err("no `mx` line".into());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn policy_parsing() {
+        assert!(parse_policy(
+            b"version: STSv1\r\nmode: enforce\r\nmx: a.example\r\nmax_age: 86400\r\n"
+        )
+        .is_ok());
+        assert!(parse_policy(b"version: STSv1\nmode: none\nmax_age: 0\n").is_ok());
+        for bad in [
+            &b"mode: enforce\r\nmx: a\r\nmax_age: 1\r\n"[..],
+            b"version: STSv1\r\nmode: strict\r\nmx: a\r\nmax_age: 1\r\n",
+            b"version: STSv1\r\nmode: enforce\r\nmax_age: 1\r\n",
+            b"version: STSv1\r\nmode: enforce\r\nmx: a\r\nmax_age: 31557601\r\n",
+            b"version: STSv1\r\nmode: enforce\r\nmx: a\r\n",
+            b"<html>",
+        ] {
+            assert!(
+                parse_policy(bad).is_err(),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
+}

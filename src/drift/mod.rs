@@ -1,0 +1,100 @@
+//! Drift: the world as a sending MTA sees it, against what the config wants. Per domain: the
+//! `_mta-sts` TXT on every authoritative nameserver, the `mta-sts` host, the TLSRPT record,
+//! the policy fetched over HTTPS with its certificate, and the MX hosts against the policy.
+//! A DNS or HTTPS error is "could not check" for that item, never a crash.
+
+pub mod dns;
+pub mod fetch;
+pub mod host;
+pub mod mx;
+pub mod report;
+pub mod tlsrpt;
+pub mod txt;
+pub mod zones;
+
+use std::sync::Arc;
+
+use rustls::ClientConfig;
+use tokio::sync::Semaphore;
+
+use crate::config::{Config, Domain};
+use dns::Dns;
+use report::{Check, DomainReport, Finding, Report, Severity};
+use zones::Zones;
+
+/// Domains checked at once.
+pub const CONCURRENCY: usize = 32;
+/// Domains whose futures exist at once: bounds memory for a million domains.
+const CHUNK: usize = 1024;
+
+/// Runs every check for every domain.
+pub async fn run(config: &Config) -> Report {
+    let now = crate::daemon::state::unix_now();
+    let setup = Dns::new(config.drift.resolver, config.drift.dns_port)
+        .and_then(|dns| Ok((dns, fetch::client_config(config.drift.ca.as_deref())?)));
+    let (dns, tls) = match setup {
+        Ok(s) => s,
+        Err(e) => {
+            let domains = config
+                .domains
+                .iter()
+                .map(|d| {
+                    DomainReport::new(
+                        d.name.to_string(),
+                        vec![Finding::new(
+                            Severity::Unknown,
+                            Check::StsTxt,
+                            e.clone(),
+                            "fix [drift] in the config",
+                        )],
+                    )
+                })
+                .collect();
+            return Report::new(now, domains);
+        }
+    };
+    let zones = Zones::default();
+    let permits = Semaphore::new(CONCURRENCY);
+    let mut reports = Vec::with_capacity(config.domains.len());
+    for chunk in config.domains.chunks(CHUNK) {
+        let done = futures_util::future::join_all(chunk.iter().map(|d| {
+            let (dns, tls, zones, permits) = (&dns, &tls, &zones, &permits);
+            async move {
+                let _p = permits.acquire().await.expect("never closed");
+                check_domain(dns, tls, zones, d, config.drift.https_port, now as i64).await
+            }
+        }))
+        .await;
+        reports.extend(done);
+    }
+    Report::new(now, reports)
+}
+
+async fn check_domain(
+    dns: &Dns,
+    tls: &Arc<ClientConfig>,
+    zones: &Zones,
+    d: &Domain,
+    https_port: u16,
+    now: i64,
+) -> DomainReport {
+    let mut findings = Vec::new();
+    let sts_name = format!("_mta-sts.{}.", d.name);
+    match zones.ns_for(dns, &sts_name).await {
+        Ok(ns) => {
+            findings.extend(txt::check(dns, d.name.as_str(), &ns, d.policy.id().as_str()).await)
+        }
+        Err(e) => findings.push(Finding::new(
+            Severity::Unknown,
+            Check::StsTxt,
+            format!("could not find the nameservers for {sts_name}: {e}"),
+            "check the resolver ([drift] resolver) and the zone's delegation",
+        )),
+    }
+    if let Some(addrs) = host::check(dns, d, &mut findings).await {
+        findings.extend(fetch::check(tls, d, &addrs, https_port, now).await);
+    }
+    findings.extend(tlsrpt::check(dns, d).await);
+    findings.extend(mx::check(dns, d).await);
+    DomainReport::new(d.name.to_string(), findings)
+}

@@ -1,0 +1,228 @@
+//! Drift findings, their severities, and the report in text and JSON, with the
+//! monitoring-plugin exit codes (0 OK, 1 warning, 2 critical, 3 could not check).
+
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+/// Ordered by how much attention a finding needs; `Unknown` means "could not check".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Ok,
+    Warning,
+    Unknown,
+    Critical,
+}
+
+impl Severity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Ok => "ok",
+            Severity::Warning => "warning",
+            Severity::Unknown => "unknown",
+            Severity::Critical => "critical",
+        }
+    }
+
+    /// Nagios/Icinga plugin convention.
+    pub fn exit_code(self) -> u8 {
+        match self {
+            Severity::Ok => 0,
+            Severity::Warning => 1,
+            Severity::Critical => 2,
+            Severity::Unknown => 3,
+        }
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            Severity::Ok => "OK",
+            Severity::Warning => "WARNING",
+            Severity::Unknown => "UNKNOWN",
+            Severity::Critical => "CRITICAL",
+        }
+    }
+}
+
+/// The checks, each a stable name in the JSON.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Check {
+    StsTxt,
+    NsAgreement,
+    PolicyHost,
+    Tlsrpt,
+    PolicyFetch,
+    Certificate,
+    Mx,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Finding {
+    pub severity: Severity,
+    pub check: Check,
+    /// What was found, in one line.
+    pub message: String,
+    /// How to fix it, in one line.
+    pub hint: String,
+}
+
+impl Finding {
+    pub fn new(
+        severity: Severity,
+        check: Check,
+        message: impl Into<String>,
+        hint: impl Into<String>,
+    ) -> Self {
+        Finding {
+            severity,
+            check,
+            message: message.into(),
+            hint: hint.into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DomainReport {
+    pub domain: String,
+    pub status: Severity,
+    pub findings: Vec<Finding>,
+}
+
+impl DomainReport {
+    pub fn new(domain: String, mut findings: Vec<Finding>) -> Self {
+        findings.sort_by(|a, b| b.severity.cmp(&a.severity).then(a.check.cmp(&b.check)));
+        let status = findings
+            .iter()
+            .map(|f| f.severity)
+            .max()
+            .unwrap_or(Severity::Ok);
+        DomainReport {
+            domain,
+            status,
+            findings,
+        }
+    }
+}
+
+/// The JSON schema is versioned; see README "Drift report".
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub schema: u32,
+    pub checked_at: u64,
+    pub status: Severity,
+    pub exit_code: u8,
+    pub counts: Counts,
+    pub domains: Vec<DomainReport>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct Counts {
+    pub domains: usize,
+    pub critical: usize,
+    pub warning: usize,
+    pub unknown: usize,
+}
+
+impl Report {
+    pub fn new(checked_at: u64, mut domains: Vec<DomainReport>) -> Self {
+        domains.sort_by(|a, b| a.domain.cmp(&b.domain));
+        let mut counts = Counts {
+            domains: domains.len(),
+            ..Counts::default()
+        };
+        for f in domains.iter().flat_map(|d| &d.findings) {
+            match f.severity {
+                Severity::Critical => counts.critical += 1,
+                Severity::Warning => counts.warning += 1,
+                Severity::Unknown => counts.unknown += 1,
+                Severity::Ok => {}
+            }
+        }
+        let status = domains
+            .iter()
+            .map(|d| d.status)
+            .max()
+            .unwrap_or(Severity::Ok);
+        Report {
+            schema: 1,
+            checked_at,
+            status,
+            exit_code: status.exit_code(),
+            counts,
+            domains,
+        }
+    }
+
+    /// First line: the plugin summary; then one line per finding, grouped by domain, worst first.
+    pub fn text(&self) -> String {
+        let c = &self.counts;
+        let mut out = format!(
+            "MTA-STS {}: {} critical, {} warning, {} could not check, in {} domains\n",
+            self.status.label(),
+            c.critical,
+            c.warning,
+            c.unknown,
+            c.domains
+        );
+        for d in &self.domains {
+            for f in &d.findings {
+                let _ = writeln!(
+                    out,
+                    "{} {} [{}] {} (fix: {})",
+                    f.severity.label(),
+                    d.domain,
+                    serde_json::to_value(f.check)
+                        .ok()
+                        .and_then(|v| v.as_str().map(str::to_owned))
+                        .unwrap_or_default(),
+                    f.message,
+                    f.hint
+                );
+            }
+        }
+        out
+    }
+
+    pub fn json(&self) -> String {
+        serde_json::to_string_pretty(self).expect("the report serializes") + "\n"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn worst_wins_and_unknown_outranks_warning() {
+        let f = |s| Finding::new(s, Check::Mx, "m", "h");
+        let r = Report::new(
+            0,
+            vec![
+                DomainReport::new(
+                    "b.example".into(),
+                    vec![f(Severity::Warning), f(Severity::Unknown)],
+                ),
+                DomainReport::new("a.example".into(), vec![]),
+            ],
+        );
+        assert_eq!(r.status, Severity::Unknown);
+        assert_eq!(r.exit_code, 3);
+        assert_eq!(r.domains[0].domain, "a.example");
+        assert_eq!(r.domains[1].findings[0].severity, Severity::Unknown);
+        let r = Report::new(
+            0,
+            vec![DomainReport::new(
+                "c".into(),
+                vec![f(Severity::Unknown), f(Severity::Critical)],
+            )],
+        );
+        assert_eq!(r.exit_code, 2);
+        assert!(r.text().starts_with(
+            "MTA-STS CRITICAL: 1 critical, 0 warning, 1 could not check, in 1 domains\n"
+        ));
+        assert!(r.text().contains("CRITICAL c [mx] m (fix: h)"));
+    }
+}

@@ -1,0 +1,58 @@
+//! The `_smtp._tls` TXT record (RFC 8460 §3): exactly one `v=TLSRPTv1` equal to the config's,
+//! or none when no TLSRPT is configured.
+
+use hickory_proto::rr::RecordType;
+
+use super::dns::Dns;
+use super::report::{Check, Finding, Severity};
+use crate::config::Domain;
+use crate::dns::plan::{is_ours, TLSRPT_VERSION};
+use crate::tlsrpt::record_text;
+
+pub async fn check(dns: &Dns, d: &Domain) -> Vec<Finding> {
+    let name = format!("_smtp._tls.{}.", d.name);
+    let ours: Vec<String> = match dns.lookup(&name, RecordType::TXT).await {
+        Ok(a) => a
+            .txt
+            .into_iter()
+            .filter(|t| is_ours(t, TLSRPT_VERSION))
+            .collect(),
+        Err(e) => {
+            return vec![Finding::new(
+                Severity::Unknown,
+                Check::Tlsrpt,
+                format!("could not look up {name}: {e}"),
+                "check the resolver ([drift] resolver)",
+            )]
+        }
+    };
+    let want = (!d.dns.tlsrpt.is_empty()).then(|| record_text(&d.dns.tlsrpt));
+    let (severity, message, hint) = match (&want, ours.as_slice()) {
+        (None, []) => return Vec::new(),
+        (Some(w), [one]) if one == w => return Vec::new(),
+        (None, found) => (
+            Severity::Warning,
+            format!("{name} publishes {found:?} but the config has no tlsrpt"),
+            "add the rua to [dns] tlsrpt, or remove the record",
+        ),
+        (Some(w), []) => (
+            Severity::Warning,
+            format!("no v=TLSRPTv1 record at {name}; the config wants {w:?}"),
+            "publish the record `mta-stsd records` prints",
+        ),
+        (Some(w), [one]) => (
+            Severity::Warning,
+            format!("{name} is {one:?}; the config wants {w:?}"),
+            "publish the record `mta-stsd records` prints",
+        ),
+        (Some(_), many) => (
+            Severity::Warning,
+            format!(
+                "{} v=TLSRPTv1 records at {name}: RFC 8460 §3 says reporters then send none",
+                many.len()
+            ),
+            "keep exactly one",
+        ),
+    };
+    vec![Finding::new(severity, Check::Tlsrpt, message, hint)]
+}
