@@ -58,6 +58,37 @@ impl Rfc2136 {
         }
     }
 
+    /// Asks every (name, type), keeping the answer records owned by the name asked (not a
+    /// CNAME's target chased in-zone).
+    async fn ask(
+        &self,
+        asked: &[(String, RecordType)],
+        out: &mut BTreeSet<Record>,
+    ) -> Result<(), ProviderError> {
+        if asked.is_empty() {
+            return Ok(());
+        }
+        let queries = asked
+            .iter()
+            .map(|(n, t)| Ok(query(name(n)?, *t)))
+            .collect::<Result<Vec<_>, ProviderError>>()?;
+        let answers = self.wire().exchange(queries).await?;
+        for (answer, (qname, _)) in answers.iter().zip(asked) {
+            match answer.response_code() {
+                ResponseCode::NoError | ResponseCode::NXDomain => {}
+                rcode => return Err(self.refused(&format!("query for {qname}"), rcode)),
+            }
+            out.extend(
+                answer
+                    .answers()
+                    .iter()
+                    .map(from_hickory)
+                    .filter(|r| &r.name == qname),
+            );
+        }
+        Ok(())
+    }
+
     fn refused(&self, what: &str, rcode: ResponseCode) -> ProviderError {
         let code = rcode_name(rcode);
         let message = format!("{}: {what}: {code}", self.server);
@@ -299,35 +330,33 @@ impl Provider for Rfc2136 {
     /// TXT at the TXT names; A and AAAA at `mta-sts.` names, which reveal a CNAME as well as
     /// the address records that would conflict with one.
     async fn records(&self, _zone: &str, names: &[String]) -> Result<Vec<Record>, ProviderError> {
-        let mut queries = Vec::new();
-        let mut asked = Vec::new();
-        for n in names {
-            let types: &[RecordType] = if n.starts_with("mta-sts.") {
-                &[RecordType::A, RecordType::AAAA, RecordType::TXT]
-            } else {
-                &[RecordType::TXT]
-            };
-            for &t in types {
-                queries.push(query(name(n)?, t));
-                asked.push(n.to_ascii_lowercase());
-            }
-        }
-        let answers = self.wire().exchange(queries).await?;
+        // First TXT at every name and A at `mta-sts.` names (which shows a CNAME too); then,
+        // only where no CNAME answered, AAAA and TXT there: a CNAME excludes other data, so
+        // the steady state costs one query a name.
+        let first: Vec<(String, RecordType)> = names
+            .iter()
+            .map(|n| {
+                let t = if n.starts_with("mta-sts.") {
+                    RecordType::A
+                } else {
+                    RecordType::TXT
+                };
+                (n.to_ascii_lowercase(), t)
+            })
+            .collect();
         let mut out = BTreeSet::new();
-        for (answer, qname) in answers.iter().zip(&asked) {
-            match answer.response_code() {
-                ResponseCode::NoError | ResponseCode::NXDomain => {}
-                rcode => return Err(self.refused(&format!("query for {qname}"), rcode)),
-            }
-            // Only records owned by the name asked: not a CNAME's target chased in-zone.
-            out.extend(
-                answer
-                    .answers()
-                    .iter()
-                    .map(from_hickory)
-                    .filter(|r| &r.name == qname),
-            );
-        }
+        self.ask(&first, &mut out).await?;
+        let second: Vec<(String, RecordType)> = first
+            .iter()
+            .filter(|(n, t)| {
+                *t == RecordType::A
+                    && !out
+                        .iter()
+                        .any(|r: &Record| &r.name == n && matches!(r.data, RData::Cname(_)))
+            })
+            .flat_map(|(n, _)| [(n.clone(), RecordType::AAAA), (n.clone(), RecordType::TXT)])
+            .collect();
+        self.ask(&second, &mut out).await?;
         Ok(out.into_iter().collect())
     }
 

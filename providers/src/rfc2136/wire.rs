@@ -19,6 +19,9 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 pub const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(15);
 /// Queries in flight on one connection at most.
 pub const PIPELINE: usize = 256;
+/// Connections used at once for a large batch of queries: servers answer a connection's
+/// pipelined queries largely in turn, so several connections keep a multi-threaded server busy.
+pub const CONNECTIONS: usize = 4;
 
 pub struct Wire<'a> {
     pub server: &'a str,
@@ -26,19 +29,38 @@ pub struct Wire<'a> {
 }
 
 impl Wire<'_> {
-    /// Sends `messages` (ids assigned here) over one connection and returns the verified
-    /// answers in the same order.
+    /// Sends `messages` (ids assigned here) and returns the verified answers in the same
+    /// order: pipelined, over up to [`CONNECTIONS`] connections at once for large batches.
     pub async fn exchange(
         &self,
         mut messages: Vec<Message>,
     ) -> Result<Vec<Message>, ProviderError> {
+        if messages.len() <= PIPELINE {
+            return self.exchange_on_one(&mut messages).await;
+        }
+        let per = messages.len().div_ceil(CONNECTIONS);
+        let results = futures_util::future::join_all(
+            messages
+                .chunks_mut(per)
+                .map(|chunk| self.exchange_on_one(chunk)),
+        )
+        .await;
+        let mut out = Vec::with_capacity(messages.len());
+        for r in results {
+            out.extend(r?);
+        }
+        Ok(out)
+    }
+
+    /// One connection, [`PIPELINE`] messages in flight at most.
+    async fn exchange_on_one(
+        &self,
+        messages: &mut [Message],
+    ) -> Result<Vec<Message>, ProviderError> {
         let mut stream = self.connect().await?;
         let mut out = Vec::with_capacity(messages.len());
         let base: u16 = rand::random();
-        let mut index = 0usize;
-        while index < messages.len() {
-            let end = (index + PIPELINE).min(messages.len());
-            let batch = &mut messages[index..end];
+        for batch in messages.chunks_mut(PIPELINE) {
             let answers =
                 tokio::time::timeout(EXCHANGE_TIMEOUT, self.batch(&mut stream, batch, base))
                     .await
@@ -49,7 +71,6 @@ impl Wire<'_> {
                         )
                     })??;
             out.extend(answers);
-            index = end;
         }
         Ok(out)
     }
