@@ -329,6 +329,24 @@ async fn serve_publishes_after_serving_and_retries_until_the_server_is_back() {
     })
     .await;
     assert_eq!(done["last_error"], serde_json::Value::Null);
+    // The TSIG secret is never logged nor shown.
+    let secret = &dns.0.key.secret_b64;
+    assert!(
+        !d.lines().iter().any(|l| l.contains(secret.as_str())),
+        "the TSIG secret was logged"
+    );
+    let full = plain_client()
+        .get(d.admin_url("/status"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        !full.contains(secret.as_str()),
+        "the TSIG secret is in /status"
+    );
     assert_eq!(txt(&dns), vec![format!("v=STSv1; id={third};")]);
     let metrics = plain_client()
         .get(d.admin_url("/metrics"))
