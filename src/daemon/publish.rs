@@ -79,13 +79,7 @@ fn desired_key(d: &Domain) -> u64 {
 fn backoff(attempts: u32) -> Duration {
     let exp = BACKOFF_BASE.saturating_mul(1 << attempts.saturating_sub(1).min(16));
     let base = exp.min(BACKOFF_MAX);
-    base + base.mul_f64(rand_fraction() * 0.2)
-}
-
-fn rand_fraction() -> f64 {
-    use std::hash::BuildHasher;
-    let n = std::collections::hash_map::RandomState::new().hash_one(std::time::Instant::now());
-    (n % 10_000) as f64 / 10_000.0
+    base + base.mul_f64(rand::random::<f64>() * 0.2)
 }
 
 pub struct Publisher {
