@@ -4,7 +4,10 @@
 //! Providers see only the names mta-stsd owns (`_mta-sts`, `mta-sts`, `_smtp._tls` under each
 //! domain), never a whole zone: a hosting provider may publish a million domains.
 
+pub mod cloudflare;
 mod error;
+mod http;
+pub mod powerdns;
 pub mod record;
 pub mod rfc2136;
 mod secret;
@@ -29,6 +32,39 @@ pub enum Expect {
     NoRRset { name: String, rtype: &'static str },
     /// Nothing at all at `name`.
     NameUnused { name: String },
+}
+
+impl Expect {
+    /// The name the expectation is about.
+    pub fn name(&self) -> &str {
+        match self {
+            Expect::RRset { name, .. }
+            | Expect::NoRRset { name, .. }
+            | Expect::NameUnused { name } => name,
+        }
+    }
+
+    /// Whether it holds for `current`, every record read at [`Expect::name`] (other names are
+    /// ignored). As RFC 2136 §2.4.2 compares RRsets, TTLs are ignored and order does not matter.
+    pub fn holds(&self, current: &[Record]) -> bool {
+        let at = current.iter().filter(|r| r.name == self.name());
+        match self {
+            Expect::RRset { rtype, records, .. } => {
+                let mut have: Vec<&RData> = at
+                    .filter(|r| r.data.type_name() == *rtype)
+                    .map(|r| &r.data)
+                    .collect();
+                let mut want: Vec<&RData> = records.iter().map(|r| &r.data).collect();
+                have.sort();
+                have.dedup();
+                want.sort();
+                want.dedup();
+                have == want
+            }
+            Expect::NoRRset { rtype, .. } => !at.into_iter().any(|r| r.data.type_name() == *rtype),
+            Expect::NameUnused { .. } => at.count() == 0,
+        }
+    }
 }
 
 /// One domain's changes; never split across messages or calls that could half-apply.
@@ -83,4 +119,36 @@ pub trait Provider: Send + Sync {
 
     /// Applies `changes` to `zone`, one atomic step per domain at least.
     async fn apply(&self, zone: &str, changes: &Changes) -> Result<(), ProviderError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expectations_ignore_ttl_order_and_other_names() {
+        let n = "_mta-sts.example.org.";
+        let seen = vec![
+            Record::txt(n, 300, "b"),
+            Record::txt(n, 60, "a"),
+            Record::cname("mta-sts.example.org.", 60, "mail.example.org."),
+        ];
+        let rrset = |texts: &[&str]| Expect::RRset {
+            name: n.into(),
+            rtype: "TXT",
+            records: texts.iter().map(|t| Record::txt(n, 3600, *t)).collect(),
+        };
+        assert!(rrset(&["a", "b"]).holds(&seen));
+        assert!(!rrset(&["a"]).holds(&seen));
+        assert!(!rrset(&["a", "b", "c"]).holds(&seen));
+        let no_txt = |name: &str| Expect::NoRRset {
+            name: name.into(),
+            rtype: "TXT",
+        };
+        assert!(!no_txt(n).holds(&seen));
+        assert!(no_txt("mta-sts.example.org.").holds(&seen));
+        let unused = |name: &str| Expect::NameUnused { name: name.into() };
+        assert!(!unused("mta-sts.example.org.").holds(&seen));
+        assert!(unused("_smtp._tls.example.org.").holds(&seen));
+    }
 }

@@ -66,15 +66,7 @@ impl fmt::Display for Record {
             self.data.type_name()
         )?;
         match &self.data {
-            RData::Txt(text) => {
-                for (i, chunk) in txt_strings(text.as_bytes()).enumerate() {
-                    if i > 0 {
-                        f.write_str(" ")?;
-                    }
-                    write_quoted(f, chunk)?;
-                }
-                Ok(())
-            }
+            RData::Txt(text) => f.write_str(&txt_presentation(text)),
             RData::Cname(target) => f.write_str(target),
             RData::Other { text, .. } => f.write_str(text),
         }
@@ -89,17 +81,83 @@ pub fn txt_strings(text: &[u8]) -> impl Iterator<Item = &[u8]> {
     first.into_iter().chain(text.chunks(255))
 }
 
-/// RFC 1035 §5.1: `"` and `\` are escaped with `\`, other non-printable octets as `\DDD`.
-fn write_quoted(f: &mut fmt::Formatter<'_>, bytes: &[u8]) -> fmt::Result {
-    f.write_str("\"")?;
-    for &b in bytes {
-        match b {
-            b'"' | b'\\' => write!(f, "\\{}", b as char)?,
-            0x20..=0x7e => write!(f, "{}", b as char)?,
-            _ => write!(f, "\\{b:03}")?,
+/// The text as RFC 1035 §5.1 character-strings: split per [`txt_strings`], each quoted, `"` and
+/// `\` escaped with `\`, other non-printable octets as `\DDD`, separated by spaces. What a zone
+/// file holds, and what PowerDNS's API takes as TXT `content`.
+pub fn txt_presentation(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 2);
+    for (i, chunk) in txt_strings(text.as_bytes()).enumerate() {
+        if i > 0 {
+            out.push(' ');
+        }
+        out.push('"');
+        for &b in chunk {
+            match b {
+                b'"' | b'\\' => {
+                    out.push('\\');
+                    out.push(b as char);
+                }
+                0x20..=0x7e => out.push(b as char),
+                _ => out.push_str(&format!("\\{b:03}")),
+            }
+        }
+        out.push('"');
+    }
+    out
+}
+
+/// The logical text of TXT data in presentation form: character-strings (quoted, or bare words)
+/// separated by whitespace, concatenated, escapes (`\X`, `\DDD`) resolved. `None` when the
+/// input is not well formed (an unterminated quote, a bad escape).
+pub fn parse_txt_presentation(s: &str) -> Option<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i].is_ascii_whitespace() {
+            i += 1;
+            continue;
+        }
+        let quoted = bytes[i] == b'"';
+        if quoted {
+            i += 1;
+        }
+        loop {
+            let Some(&b) = bytes.get(i) else {
+                // The end of the input ends a bare word, never a quoted string.
+                if quoted {
+                    return None;
+                }
+                break;
+            };
+            match b {
+                b'"' if quoted => {
+                    i += 1;
+                    break;
+                }
+                b'"' => return None,
+                b if !quoted && b.is_ascii_whitespace() => break,
+                b'\\' => {
+                    let digits = bytes
+                        .get(i + 1..i + 4)
+                        .filter(|d| d.iter().all(u8::is_ascii_digit));
+                    if let Some(d) = digits {
+                        let n = d.iter().fold(0u32, |n, &c| n * 10 + u32::from(c - b'0'));
+                        out.push(u8::try_from(n).ok()?);
+                        i += 4;
+                    } else {
+                        out.push(*bytes.get(i + 1)?);
+                        i += 2;
+                    }
+                }
+                b => {
+                    out.push(b);
+                    i += 1;
+                }
+            }
         }
     }
-    f.write_str("\"")
+    Some(String::from_utf8_lossy(&out).into_owned())
 }
 
 #[cfg(test)]
@@ -124,5 +182,36 @@ mod tests {
             c.to_string(),
             "mta-sts.example.org.\t60\tIN\tCNAME\tmail.example.org."
         );
+    }
+
+    #[test]
+    fn presentation_round_trips() {
+        for text in [
+            "v=STSv1; id=20240101;",
+            "",
+            "quote \" and backslash \\",
+            "caf\u{e9}",
+            &"x".repeat(600),
+        ] {
+            let p = txt_presentation(text);
+            assert_eq!(parse_txt_presentation(&p).as_deref(), Some(text), "{p}");
+        }
+    }
+
+    #[test]
+    fn presentation_forms() {
+        let table: &[(&str, Option<&str>)] = &[
+            (r#""v=STSv1; id=1;""#, Some("v=STSv1; id=1;")),
+            (r#""foo" "bar""#, Some("foobar")),
+            (r#""a\"b""#, Some("a\"b")),
+            (r#""\065\066""#, Some("AB")),
+            ("bare words", Some("barewords")),
+            (r#""unterminated"#, None),
+            (r#""bad\"#, None),
+            (r#""\999""#, None),
+        ];
+        for (input, want) in table {
+            assert_eq!(parse_txt_presentation(input).as_deref(), *want, "{input}");
+        }
     }
 }

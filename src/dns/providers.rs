@@ -3,6 +3,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use mta_stsd_providers::cloudflare::Cloudflare;
+use mta_stsd_providers::powerdns::PowerDns;
 use mta_stsd_providers::rfc2136::Rfc2136;
 use mta_stsd_providers::{Provider, ProviderError};
 
@@ -15,12 +17,24 @@ pub fn build(config: &ProviderConfig) -> Result<Arc<dyn Provider>, ProviderError
         ProviderKind::Rfc2136 { server, key } => {
             Ok(Arc::new(Rfc2136::new(&config.name, server, key)?))
         }
-        ProviderKind::PowerDns { .. } | ProviderKind::Cloudflare { .. } => {
-            Err(ProviderError::config(format!(
-                "provider `{}`: this kind is not supported by this version yet",
-                config.name
-            )))
-        }
+        ProviderKind::PowerDns {
+            url,
+            server_id,
+            api_key,
+        } => Ok(Arc::new(PowerDns::new(
+            &config.name,
+            url,
+            server_id,
+            api_key.clone(),
+        )?)),
+        ProviderKind::Cloudflare {
+            base_url,
+            api_token,
+        } => Ok(Arc::new(Cloudflare::new(
+            &config.name,
+            base_url,
+            api_token.clone(),
+        )?)),
     }
 }
 

@@ -1,8 +1,9 @@
 //! The integration tests: one binary driving the real `mta-stsd`.
 
+mod api_providers;
+mod battery;
 mod config;
 mod dns_harness_selftest;
 mod harness;
-mod serve;
-mod battery;
 mod rfc2136;
+mod serve;

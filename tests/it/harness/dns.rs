@@ -103,6 +103,29 @@ impl Kind {
     }
 }
 
+/// Where [`DnsServer::start_with`] listens, and the nameservers its zone names.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The loopback address it listens on. BIND listens only on the addresses of interfaces:
+    /// for it, an address other than 127.0.0.1 is first added to `lo` (see [`ensure_loopback`]).
+    pub ip: Ipv4Addr,
+    /// The port; `None`: a free one, and another if the server cannot bind it.
+    pub port: Option<u16>,
+    /// The zone's nameservers: a label in the zone (`ns1`) and its glue address; the first is
+    /// the SOA's primary. Empty: `ns1` at 127.0.0.1, as [`DnsServer::start`] has it.
+    pub ns: Vec<(String, Ipv4Addr)>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            ip: Ipv4Addr::LOCALHOST,
+            port: None,
+            ns: Vec::new(),
+        }
+    }
+}
+
 /// A running authoritative server for one zone on `127.0.0.1:<port>`; killed on drop, its
 /// files (config, zone, journal, log) removed with it.
 pub struct DnsServer {
@@ -133,53 +156,143 @@ impl DnsServer {
     /// `_mta-sts 300 IN TXT "foreign"`.
     #[track_caller]
     pub fn start(kind: Kind, zone: &str, key: &TsigKey, records: &[&str]) -> DnsServer {
+        Self::start_with(kind, &Options::default(), zone, key, records)
+    }
+
+    /// Like [`DnsServer::start`], on the address, port and with the nameservers of `options`.
+    #[track_caller]
+    pub fn start_with(
+        kind: Kind,
+        options: &Options,
+        zone: &str,
+        key: &TsigKey,
+        records: &[&str],
+    ) -> DnsServer {
+        if kind == Kind::Bind {
+            ensure_loopback(options.ip);
+        }
+        let attempts = if options.port.is_some() {
+            1
+        } else {
+            PORT_ATTEMPTS
+        };
+        let mut failures = String::new();
+        for attempt in 1..=attempts {
+            let port = options.port.unwrap_or_else(|| free_port_on(&[options.ip]));
+            match Self::try_start(kind, options, port, zone, key, records) {
+                Ok(server) => return server,
+                Err(why) if why.port_in_use && attempt < attempts => {
+                    failures.push_str(&format!("attempt {attempt}, port {port}:\n{}\n", why.text));
+                }
+                Err(why) => panic!(
+                    "{kind:?} server for {} did not start\n{}{failures}",
+                    absolute(zone),
+                    why.text
+                ),
+            }
+        }
+        unreachable!("the last attempt returns or panics")
+    }
+
+    /// One zone served by independent primaries, one per `(label, address)` of `servers`
+    /// (`("ns1", 127.0.0.2)`), all on one port — drift asks every nameserver on the same port.
+    /// The zone names each as an NS with its glue, in this order. Each server keeps its own
+    /// copy: an update sent to one changes that one only, so they can be made to disagree.
+    #[track_caller]
+    pub fn start_replicas(
+        kind: Kind,
+        servers: &[(&str, Ipv4Addr)],
+        zone: &str,
+        key: &TsigKey,
+        records: &[&str],
+    ) -> Vec<DnsServer> {
+        assert!(!servers.is_empty(), "no servers to start");
+        let ns: Vec<(String, Ipv4Addr)> = servers
+            .iter()
+            .map(|(label, ip)| (label.to_string(), *ip))
+            .collect();
+        let ips: Vec<Ipv4Addr> = servers.iter().map(|(_, ip)| *ip).collect();
+        if kind == Kind::Bind {
+            ips.iter().for_each(|ip| ensure_loopback(*ip));
+        }
+        let mut failures = String::new();
+        'attempt: for attempt in 1..=PORT_ATTEMPTS {
+            let port = free_port_on(&ips);
+            let mut started = Vec::with_capacity(ips.len());
+            for ip in &ips {
+                let options = Options {
+                    ip: *ip,
+                    port: Some(port),
+                    ns: ns.clone(),
+                };
+                match Self::try_start(kind, &options, port, zone, key, records) {
+                    Ok(server) => started.push(server),
+                    Err(why) if why.port_in_use && attempt < PORT_ATTEMPTS => {
+                        failures.push_str(&format!(
+                            "attempt {attempt}, {ip} port {port}:\n{}\n",
+                            why.text
+                        ));
+                        // The ones started are stopped on drop; all start over on another port.
+                        continue 'attempt;
+                    }
+                    Err(why) => panic!(
+                        "{kind:?} server for {} on {ip} did not start\n{}{failures}",
+                        absolute(zone),
+                        why.text
+                    ),
+                }
+            }
+            return started;
+        }
+        unreachable!("the last attempt returns or panics")
+    }
+
+    /// One attempt on `port`, in a fresh directory.
+    fn try_start(
+        kind: Kind,
+        options: &Options,
+        port: u16,
+        zone: &str,
+        key: &TsigKey,
+        records: &[&str],
+    ) -> Result<DnsServer, NotReady> {
         let program = find_program(kind.program(), kind.package());
         let zone = absolute(zone);
         let dir = tempfile::Builder::new()
             .prefix("mta-stsd-dns-")
             .tempdir()
             .expect("creating a temporary directory");
-        fs::write(dir.path().join("zone.db"), zone_file(&zone, records)).expect("writing zone");
+        let ns = if options.ns.is_empty() {
+            vec![("ns1".to_owned(), Ipv4Addr::LOCALHOST)]
+        } else {
+            options.ns.clone()
+        };
+        fs::write(dir.path().join("zone.db"), zone_file(&zone, &ns, records))
+            .expect("writing zone");
         let program = match kind {
             Kind::Bind => unconfined_named(program, dir.path()),
             Kind::Knot => program,
         };
-        let mut failures = String::new();
-        for attempt in 1..=PORT_ATTEMPTS {
-            let port = free_port();
-            let launch = Launch {
-                kind,
-                program: program.clone(),
-                args: write_config(kind, dir.path(), port, &zone, key),
-                dir: dir.path().to_path_buf(),
-                addr: SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
-                zone: zone.clone(),
-            };
-            match launch.run() {
-                Ok(child) => {
-                    return DnsServer {
-                        kind,
-                        addr: launch.addr,
-                        zone,
-                        key: key.clone(),
-                        dir,
-                        child,
-                        launch,
-                        running: true,
-                    }
-                }
-                Err(why) if why.port_in_use && attempt < PORT_ATTEMPTS => {
-                    failures.push_str(&format!("attempt {attempt}, port {port}:\n{}\n", why.text));
-                    // Start over on another port with a fresh log.
-                    let _ = fs::remove_file(launch.log_path());
-                }
-                Err(why) => panic!(
-                    "{kind:?} server for {zone} did not start\n{}{failures}",
-                    why.text
-                ),
-            }
-        }
-        unreachable!("the last attempt returns or panics")
+        let addr = SocketAddr::from((options.ip, port));
+        let launch = Launch {
+            kind,
+            program,
+            args: write_config(kind, dir.path(), addr, &zone, key),
+            dir: dir.path().to_path_buf(),
+            addr,
+            zone: zone.clone(),
+        };
+        let child = launch.run()?;
+        Ok(DnsServer {
+            kind,
+            addr,
+            zone,
+            key: key.clone(),
+            dir,
+            child,
+            launch,
+            running: true,
+        })
     }
 
     /// The directory holding the server's config, zone file, journal and log.
@@ -499,13 +612,18 @@ fn normalize(name: &str) -> String {
     name.trim_end_matches('.').to_ascii_lowercase()
 }
 
-fn zone_file(zone: &str, records: &[&str]) -> String {
+fn zone_file(zone: &str, ns: &[(String, Ipv4Addr)], records: &[&str]) -> String {
+    let primary = &ns.first().expect("at least one nameserver").0;
     let mut text = format!(
         "$ORIGIN {zone}\n$TTL 300\n\
-         @ IN SOA ns1.{zone} hostmaster.{zone} 1 3600 600 86400 300\n\
-         @ IN NS ns1.{zone}\n\
-         ns1 IN A 127.0.0.1\n"
+         @ IN SOA {primary}.{zone} hostmaster.{zone} 1 3600 600 86400 300\n"
     );
+    for (label, _) in ns {
+        text.push_str(&format!("@ IN NS {label}.{zone}\n"));
+    }
+    for (label, ip) in ns {
+        text.push_str(&format!("{label} IN A {ip}\n"));
+    }
     for r in records {
         text.push_str(r);
         text.push('\n');
@@ -514,14 +632,21 @@ fn zone_file(zone: &str, records: &[&str]) -> String {
 }
 
 /// Writes the config for `kind` into `dir` and returns the arguments to start it with.
-fn write_config(kind: Kind, dir: &Path, port: u16, zone: &str, key: &TsigKey) -> Vec<String> {
+fn write_config(
+    kind: Kind,
+    dir: &Path,
+    addr: SocketAddr,
+    zone: &str,
+    key: &TsigKey,
+) -> Vec<String> {
     let d = dir.display();
+    let (ip, port) = (addr.ip(), addr.port());
     match kind {
         Kind::Bind => {
             let conf = format!(
                 "options {{\n\
                  \tdirectory \"{d}\";\n\
-                 \tlisten-on port {port} {{ 127.0.0.1; }};\n\
+                 \tlisten-on port {port} {{ {ip}; }};\n\
                  \tlisten-on-v6 {{ none; }};\n\
                  \tpid-file \"{d}/named.pid\";\n\
                  \tsession-keyfile \"{d}/session.key\";\n\
@@ -558,7 +683,7 @@ fn write_config(kind: Kind, dir: &Path, port: u16, zone: &str, key: &TsigKey) ->
             let conf = format!(
                 "server:\n\
                  \x20 rundir: \"{d}\"\n\
-                 \x20 listen: 127.0.0.1@{port}\n\
+                 \x20 listen: {ip}@{port}\n\
                  \x20 udp-workers: 1\n\
                  \x20 tcp-workers: 1\n\
                  \x20 background-workers: 1\n\
@@ -595,7 +720,7 @@ fn write_config(kind: Kind, dir: &Path, port: u16, zone: &str, key: &TsigKey) ->
 
 /// A port free on 127.0.0.1 for both TCP and UDP right now, never 53 and never one handed out
 /// before by this process.
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     let mut taken = PORTS_TAKEN.lock().unwrap_or_else(|e| e.into_inner());
     for _ in 0..100 {
         let tcp = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("binding a TCP port");
@@ -611,10 +736,67 @@ fn free_port() -> u16 {
     panic!("found no port free for both TCP and UDP on 127.0.0.1");
 }
 
+/// A port free for both TCP and UDP on every one of `ips` right now, never 53 and never one
+/// handed out before by this process.
+pub fn free_port_on(ips: &[Ipv4Addr]) -> u16 {
+    let first = *ips.first().expect("at least one address");
+    let mut taken = PORTS_TAKEN.lock().unwrap_or_else(|e| e.into_inner());
+    for _ in 0..100 {
+        let tcp = TcpListener::bind((first, 0)).expect("binding a TCP port");
+        let port = tcp.local_addr().expect("local address").port();
+        if port == 53 || taken.contains(&port) {
+            continue;
+        }
+        let free = ips.iter().all(|ip| {
+            UdpSocket::bind((*ip, port)).is_ok()
+                && (*ip == first || TcpListener::bind((*ip, port)).is_ok())
+        });
+        if free {
+            taken.push(port);
+            return port;
+        }
+    }
+    panic!("found no port free for both TCP and UDP on all of {ips:?}");
+}
+
+/// Makes `ip` (a loopback address) an address of `lo`, where it is not already (127.0.0.1
+/// always is). BIND listens only on the addresses of interfaces, not on the rest of 127/8 that
+/// Linux routes to `lo` anyway; adding a /32 there changes no route. Needs CAP_NET_ADMIN
+/// (root); without it, panics with the command to run once.
+#[track_caller]
+pub fn ensure_loopback(ip: Ipv4Addr) {
+    assert!(ip.is_loopback(), "{ip} is not a loopback address");
+    if ip == Ipv4Addr::LOCALHOST {
+        return;
+    }
+    static LOCK: Mutex<()> = Mutex::new(());
+    let _serial = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let program = find_program("ip", "iproute2");
+    let shown = Command::new(&program)
+        .args(["-4", "-o", "addr", "show", "dev", "lo"])
+        .output()
+        .expect("running `ip addr show`");
+    if String::from_utf8_lossy(&shown.stdout).contains(&format!("inet {ip}/")) {
+        return;
+    }
+    let out = Command::new(&program)
+        .args(["addr", "add", &format!("{ip}/32"), "dev", "lo"])
+        .output()
+        .expect("running `ip addr add`");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    // Another test process may have added it meanwhile.
+    assert!(
+        out.status.success() || stderr.contains("File exists"),
+        "cannot add {ip} to lo ({}): {stderr}BIND listens only on interface addresses; \
+         run `ip addr add {ip}/32 dev lo` as root once",
+        out.status
+    );
+}
+
 /// `name` found in `PATH` or the sbin directories (not in a non-root `PATH` on Debian);
 /// panics naming the Debian package to install.
 #[track_caller]
-fn find_program(name: &str, package: &str) -> PathBuf {
+pub fn find_program(name: &str, package: &str) -> PathBuf {
     let path = std::env::var_os("PATH").unwrap_or_default();
     let dirs = std::env::split_paths(&path)
         .chain(["/usr/sbin", "/sbin", "/usr/bin", "/bin"].map(PathBuf::from));
@@ -649,7 +831,7 @@ fn unconfined_named(program: PathBuf, dir: &Path) -> PathBuf {
 static NEXT_ID: AtomicU16 = AtomicU16::new(1);
 
 /// One query over TCP (length-prefixed) or UDP, with `timeout` on every socket operation.
-fn exchange(
+pub fn exchange(
     addr: SocketAddr,
     name: &str,
     rtype: RecordType,
@@ -699,7 +881,7 @@ fn exchange(
     Ok(reply)
 }
 
-fn rdata_text(data: &RData) -> String {
+pub fn rdata_text(data: &RData) -> String {
     match data {
         RData::TXT(txt) => txt.iter().map(|s| String::from_utf8_lossy(s)).collect(),
         RData::CNAME(c) => c.0.to_ascii(),

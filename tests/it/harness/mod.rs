@@ -3,8 +3,10 @@
 
 #![allow(dead_code)] // each test module uses its own subset
 
+pub mod cloudflare;
 pub mod daemon;
 pub mod dns;
+pub mod pdns;
 
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
