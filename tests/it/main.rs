@@ -4,6 +4,7 @@ mod api_providers;
 mod battery;
 mod config;
 mod dns_harness_selftest;
+mod drift;
 mod harness;
 mod rfc2136;
 mod serve;

@@ -214,10 +214,21 @@ impl TestCa {
 
     /// A leaf for `names`: (certificate PEM, key PEM).
     pub fn leaf(&self, names: &[&str]) -> (String, String) {
+        self.leaf_with(names, |_| {})
+    }
+
+    /// Like [`TestCa::leaf`], with `edit` applied to the leaf's parameters first (validity
+    /// dates, say): (certificate PEM, key PEM).
+    pub fn leaf_with(
+        &self,
+        names: &[&str],
+        edit: impl FnOnce(&mut CertificateParams),
+    ) -> (String, String) {
         let key = KeyPair::generate().unwrap();
-        let params =
+        let mut params =
             CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
                 .unwrap();
+        edit(&mut params);
         let issuer = Issuer::from_params(&self.params, &self.key);
         let cert = params.signed_by(&key, &issuer).unwrap();
         (cert.pem(), key.serialize_pem())
