@@ -177,6 +177,9 @@ pub struct Acme {
 
 #[derive(Debug, Clone)]
 pub struct Drift {
+    /// `[drift]` is in the config: `serve` runs the checks periodically. (They ask outside
+    /// resolvers and hosts, so a config without the section stays quiet.)
+    pub enabled: bool,
     pub interval: Duration,
     pub report: Option<PathBuf>,
     pub resolver: Option<SocketAddr>,
@@ -190,6 +193,7 @@ pub struct Drift {
 impl Default for Drift {
     fn default() -> Self {
         Drift {
+            enabled: false,
             interval: Duration::from_secs(6 * 3600),
             report: None,
             resolver: None,

@@ -734,7 +734,11 @@ impl Reader<'_> {
     }
 
     fn drift(&mut self, table: &DeTable<'_>) -> Drift {
-        let mut drift = Drift::default();
+        // Writing the section turns the periodic checks in `serve` on.
+        let mut drift = Drift {
+            enabled: true,
+            ..Drift::default()
+        };
         for (k, v) in table.iter() {
             let kname = k.get_ref().as_ref();
             match kname {
@@ -918,10 +922,12 @@ impl Reader<'_> {
         if let DeValue::Integer(_) = v.get_ref() {
             let n = self.integer(key, v)?;
             return match u64::try_from(n.value) {
-                Ok(secs) => Some(Duration::from_secs(secs)),
-                Err(_) => {
-                    self.problems
-                        .error(n.at, format!("`{key}` must not be negative"));
+                Ok(secs) if secs > 0 => Some(Duration::from_secs(secs)),
+                _ => {
+                    self.problems.error(
+                        n.at,
+                        format!("`{key}` must be a positive number of seconds"),
+                    );
                     None
                 }
             };

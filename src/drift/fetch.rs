@@ -128,7 +128,10 @@ async fn fetch(
                 Some(rustls::Error::InvalidCertificate(why)) => vec![Finding::new(
                     Severity::Critical,
                     Check::Certificate,
-                    format!("the certificate of {host} is not valid: {why:?}; senders refuse the policy"),
+                    format!(
+                        "the certificate of {host} is not valid: {}; senders refuse the policy",
+                        describe(&why)
+                    ),
                     "install a certificate valid for mta-sts.<domain> (or use [acme])",
                 )],
                 _ => unknown(format!("TLS handshake with {host} failed: {e}")),
@@ -250,6 +253,41 @@ async fn fetch(
         ));
     }
     findings
+}
+
+/// A certificate error in words, with dates rather than Unix times.
+fn describe(e: &rustls::CertificateError) -> String {
+    use rustls::CertificateError as E;
+    let date = |t: rustls::pki_types::UnixTime| {
+        x509_parser::time::ASN1Time::from_timestamp(t.as_secs() as i64)
+            .map_or_else(|_| t.as_secs().to_string(), |d| d.to_string())
+    };
+    match e {
+        E::Expired => "it has expired".into(),
+        E::ExpiredContext { not_after, .. } => format!("it expired on {}", date(*not_after)),
+        E::NotValidYet => "it is not valid yet".into(),
+        E::NotValidYetContext { not_before, .. } => {
+            format!("it is valid only from {}", date(*not_before))
+        }
+        E::NotValidForName => "it is not issued for this name".into(),
+        E::NotValidForNameContext { presented, .. } => {
+            // rustls renders each as `DnsName("…")`.
+            let names: Vec<&str> = presented
+                .iter()
+                .map(|p| {
+                    p.trim_start_matches("DnsName(")
+                        .trim_start_matches("IpAddress(")
+                        .trim_end_matches(')')
+                        .trim_matches('"')
+                })
+                .collect();
+            format!("it is issued for {}, not this name", names.join(", "))
+        }
+        E::UnknownIssuer => "its issuer is not trusted".into(),
+        E::BadSignature => "its signature does not verify".into(),
+        E::Revoked => "it is revoked".into(),
+        other => format!("{other:?}"),
+    }
 }
 
 /// RFC 8461 §3.2, as a sender parses: `key: value` lines (CRLF, LF tolerated), `version`,

@@ -29,7 +29,7 @@ pub async fn check(dns: &Dns, d: &Domain) -> Vec<Finding> {
     let want = (!d.dns.tlsrpt.is_empty()).then(|| record_text(&d.dns.tlsrpt));
     let (severity, message, hint) = match (&want, ours.as_slice()) {
         (None, []) => return Vec::new(),
-        (Some(w), [one]) if one == w => return Vec::new(),
+        (Some(w), [one]) if same_record(one, w) => return Vec::new(),
         (None, found) => (
             Severity::Warning,
             format!("{name} publishes {found:?} but the config has no tlsrpt"),
@@ -55,4 +55,38 @@ pub async fn check(dns: &Dns, d: &Domain) -> Vec<Finding> {
         ),
     };
     vec![Finding::new(severity, Check::Tlsrpt, message, hint)]
+}
+
+/// RFC 8460 §3: fields separated by `;` with optional whitespace; `rua` a comma-separated list.
+fn same_record(a: &str, b: &str) -> bool {
+    let fields = |t: &str| -> Vec<String> {
+        t.split(';')
+            .map(|f| f.trim_matches([' ', '\t']))
+            .filter(|f| !f.is_empty())
+            .map(|f| match f.split_once('=') {
+                Some((k, v)) => format!(
+                    "{}={}",
+                    k.trim(),
+                    v.split(',').map(str::trim).collect::<Vec<_>>().join(",")
+                ),
+                None => f.to_owned(),
+            })
+            .collect()
+    };
+    fields(a) == fields(b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn whitespace_and_trailing_delimiters_do_not_matter() {
+        let want = "v=TLSRPTv1; rua=mailto:a@example.org,https://r.example.org/x;";
+        assert!(same_record(
+            "v=TLSRPTv1;rua=mailto:a@example.org, https://r.example.org/x",
+            want
+        ));
+        assert!(!same_record("v=TLSRPTv1; rua=mailto:b@example.org;", want));
+    }
 }

@@ -973,7 +973,7 @@ fn expired_certificate_is_critical() {
         &[(
             "critical",
             "certificate",
-            "the certificate of mta-sts.a.example.org is not valid: Expired",
+            "the certificate of mta-sts.a.example.org is not valid: it expired on ",
         )],
     );
 }
@@ -1044,7 +1044,7 @@ fn certificate_for_another_name_is_critical() {
         &[(
             "critical",
             "certificate",
-            "the certificate of mta-sts.a.example.org is not valid: NotValidForName",
+            "the certificate of mta-sts.a.example.org is not valid: it is issued for mta-sts.other.example.org, a.example.org, not this name",
         )],
     );
 }
