@@ -70,7 +70,7 @@ pub fn status(shared: &Shared, only: Option<&str>) -> Value {
     let domains: Vec<Value> = match only {
         Some(name) => live
             .served(name)
-            .map(|(d, since)| domain_status(d, since, &publication, drift.as_deref()))
+            .map(|(d, since)| domain_status(d, since, &publication, drift.as_deref(), &shared.acme))
             .into_iter()
             .collect(),
         None if total <= STATUS_LIST_LIMIT => live
@@ -78,7 +78,7 @@ pub fn status(shared: &Shared, only: Option<&str>) -> Value {
             .domains
             .iter()
             .filter_map(|d| live.served(d.name.as_str()))
-            .map(|(d, since)| domain_status(d, since, &publication, drift.as_deref()))
+            .map(|(d, since)| domain_status(d, since, &publication, drift.as_deref(), &shared.acme))
             .collect(),
         None => Vec::new(),
     };
@@ -128,6 +128,7 @@ fn domain_status(
     since: u64,
     publication: &Publication,
     drift: Option<&Report>,
+    acme: &crate::acme::AcmeState,
 ) -> Value {
     let drift = drift.map(|r| match for_domain(r, d.name.as_str()) {
         Some(dr) => json!({ "status": dr.status, "findings": dr.findings }),
@@ -145,5 +146,6 @@ fn domain_status(
         },
         "dns": dns_status(d, publication),
         "drift": drift,
+        "acme": (d.cert == CertSource::Acme).then(|| acme.status_json(&d.name.policy_host())),
     })
 }

@@ -3,6 +3,7 @@
 //! `config` loads and checks the TOML; `policy` renders bodies and ids; `desired` derives the
 //! records; `cli` runs the commands.
 
+pub mod acme;
 pub mod admin;
 pub mod certs;
 pub mod cli;

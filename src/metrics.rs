@@ -35,12 +35,14 @@ pub struct CertLabel {
 }
 
 /// The HTTP statuses the policy server answers with; each has a counter handle.
-const STATUSES: [u16; 7] = [200, 400, 404, 405, 413, 431, 500];
+const STATUSES: [u16; 4] = [200, 400, 404, 405];
 
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
     requests: Vec<Counter>,
+    /// The same family, for statuses outside `STATUSES`.
+    requests_other: Family<StatusLabel, Counter>,
     pub reloads_ok: Counter,
     pub reloads_failed: Counter,
     pub last_reload_ok: Gauge,
@@ -53,6 +55,7 @@ pub struct Metrics {
     pub drift_last_run: Gauge,
     /// Seconds since the epoch at which each served certificate expires.
     pub cert_expiry: Family<CertLabel, Gauge>,
+    acme_orders: Family<ResultLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -91,6 +94,7 @@ impl Metrics {
         let m = Metrics {
             registry,
             requests,
+            requests_other: requests_family,
             reloads_ok,
             reloads_failed,
             last_reload_ok: Gauge::default(),
@@ -99,6 +103,7 @@ impl Metrics {
             connections: Gauge::default(),
             tls_handshake_failures: Counter::default(),
             cert_expiry: Family::default(),
+            acme_orders: Family::default(),
             dns_updates: Family::default(),
             drift: Family::default(),
             drift_last_run: Gauge::default(),
@@ -132,6 +137,11 @@ impl Metrics {
             m.cert_expiry.clone(),
         );
         r.register(
+            "acme_orders",
+            "ACME orders finished, by result (ok, error)",
+            m.acme_orders.clone(),
+        );
+        r.register(
             "dns_updates",
             "Zone updates sent, by provider and result (ok, or the server's rcode or status)",
             m.dns_updates.clone(),
@@ -155,6 +165,13 @@ impl Metrics {
             .set(n as i64);
     }
 
+    /// Counts one finished ACME order: `ok` or `error`.
+    pub fn acme_order(&self, result: &'static str) {
+        self.acme_orders
+            .get_or_create(&ResultLabel { result })
+            .inc();
+    }
+
     /// Counts one zone update: `result` is `ok` or the provider's error code.
     pub fn dns_update(&self, provider: &str, result: &str) {
         self.dns_updates
@@ -165,13 +182,15 @@ impl Metrics {
             .inc();
     }
 
-    /// Counts one answered request; statuses outside the known set count as 500's neighbour.
+    /// Counts one answered request: an atomic increment for the usual statuses.
     pub fn request(&self, status: u16) {
-        let i = STATUSES
-            .iter()
-            .position(|&s| s == status)
-            .unwrap_or(STATUSES.len() - 1);
-        self.requests[i].inc();
+        match STATUSES.iter().position(|&s| s == status) {
+            Some(i) => self.requests[i].inc(),
+            None => self
+                .requests_other
+                .get_or_create(&StatusLabel { status })
+                .inc(),
+        };
     }
 
     /// The Prometheus text exposition.

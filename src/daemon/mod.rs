@@ -52,6 +52,7 @@ async fn serve(config_path: &Path, loaded: config::Loaded) -> Result<u8> {
     let live = Live::build(loaded.config, None).map_err(anyhow::Error::msg)?;
     let server = live.config.server.clone();
     let domains = live.config.domains.len();
+    let config_drift = live.config.drift.enabled;
     let shared = Shared::new(config_path.to_owned(), live, loaded.warnings);
 
     let (stop, stopped) = watch::channel(false);
@@ -93,7 +94,9 @@ async fn serve(config_path: &Path, loaded: config::Loaded) -> Result<u8> {
     // Listening already: a policy is served before its id is published.
     let publisher = publish::Publisher::start(shared.clone());
     let reloader = reload::Reloader::start(shared.clone())?;
-    let drift = drift::DriftTask::start(shared.clone());
+    let drift = config_drift.then(|| drift::DriftTask::start(shared.clone()));
+    // Listening already: challenges are answered by the listeners above.
+    let acme = crate::acme::Manager::start(shared.clone());
     let mut sigterm = signal(SignalKind::terminate()).context("SIGTERM handler")?;
     let mut sigint = signal(SignalKind::interrupt()).context("SIGINT handler")?;
     notify(&[NotifyState::Ready]);
@@ -108,6 +111,7 @@ async fn serve(config_path: &Path, loaded: config::Loaded) -> Result<u8> {
     drop(reloader);
     drop(publisher);
     drop(drift);
+    drop(acme);
     let _ = stop.send(true);
     for l in accept_loops {
         let _ = l.await;

@@ -205,6 +205,7 @@ async fn reload(shared: &Arc<Shared>) -> Option<WatchSet> {
             shared.live.store(Arc::new(live));
             // The new policies are being served: now their records may be published.
             shared.publish_wake.notify_one();
+            shared.acme.wake.notify_one();
             m.reloads_ok.inc();
             m.last_reload_ok.set(1);
             m.domains.set(domains as i64);

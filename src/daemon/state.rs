@@ -146,6 +146,8 @@ pub struct Shared {
     pub publish_wake: tokio::sync::Notify,
     /// The last drift report, once the first run is done.
     pub drift: Mutex<Option<Arc<crate::drift::report::Report>>>,
+    /// ACME certificates, challenge answers and order status.
+    pub acme: crate::acme::AcmeState,
 }
 
 impl Shared {
@@ -169,6 +171,7 @@ impl Shared {
             publication: Mutex::new(Publication::default()),
             publish_wake: tokio::sync::Notify::new(),
             drift: Mutex::new(None),
+            acme: crate::acme::AcmeState::default(),
         };
         shared.publish_cert_metrics();
         Arc::new(shared)
@@ -188,6 +191,7 @@ impl Shared {
                 .get_or_create(&label)
                 .set(c.not_after);
         }
+        self.acme.publish_cert_metrics(&self.metrics);
     }
 }
 

@@ -9,7 +9,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use rustls::ServerConfig;
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 use tokio_util::task::TaskTracker;
@@ -93,6 +93,10 @@ impl Listener {
             Kind::Https(config) => {
                 let handshake = tls::accept(io, &self.shared, config.clone());
                 match tokio::time::timeout(self.limits.handshake_timeout, handshake).await {
+                    Ok(Ok(mut stream)) if tls::is_acme_validation(&stream) => {
+                        debug!("ACME TLS-ALPN-01 validation handshake done");
+                        let _ = stream.shutdown().await;
+                    }
                     Ok(Ok(stream)) => self.http(stream).await,
                     Ok(Err(e)) => {
                         self.shared.metrics.tls_handshake_failures.inc();
@@ -132,9 +136,14 @@ impl Listener {
         };
         let shared = self.shared.clone();
         let admin = matches!(self.kind, Kind::Admin);
+        // RFC 8555 §8.3: HTTP-01 validation comes to port 80, the plain listeners.
+        let http01 = matches!(self.kind, Kind::Http);
         let service = service_fn(move |req| {
             let response = if admin {
                 admin::respond(&shared, &req)
+            } else if let Some(r) = http01.then(|| shared.acme.http01_response(&req)).flatten() {
+                shared.metrics.request(r.status().as_u16());
+                r
             } else {
                 let live = shared.live.load();
                 let r = handler::respond(&live, &req);

@@ -14,6 +14,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::LazyConfigAcceptor;
 
+use crate::acme::ACME_TLS_ALPN;
 use crate::certs::CertFiles;
 use crate::config::CertSource;
 use crate::daemon::state::Shared;
@@ -92,8 +93,8 @@ impl ResolvesServerCert for Resolver {
         match domain.cert {
             CertSource::Configured(i) => live.certs.configured.get(i).cloned(),
             CertSource::SelfSigned => self.0.self_signed.get(&domain.name.policy_host()),
-            // Certificates by ACME come with the ACME issue; until then the handshake fails.
-            CertSource::Acme => None,
+            // Until the manager has one, the handshake fails.
+            CertSource::Acme => self.0.acme.cert(&domain.name.policy_host()),
         }
     }
 }
@@ -148,5 +149,23 @@ where
         let _ = io.shutdown().await;
         return Err(err);
     }
+    // RFC 8737 §3: a validation handshake offers ALPN `acme-tls/1`; it gets the challenge
+    // certificate and that protocol only (see `is_acme_validation`).
+    let validation = start
+        .client_hello()
+        .alpn()
+        .is_some_and(|mut p| p.any(|p| p == ACME_TLS_ALPN));
+    let config = if validation {
+        shared.acme.validation_config()
+    } else {
+        config
+    };
     Ok(start.into_stream(config).await?)
+}
+
+/// Whether a completed handshake was an ACME validation: RFC 8737 §3 "Once the handshake is
+/// completed, the client MUST NOT exchange any further data with the server and MUST
+/// immediately close the connection", so neither do we serve HTTP on it.
+pub fn is_acme_validation<IO>(stream: &TlsStream<IO>) -> bool {
+    stream.get_ref().1.alpn_protocol() == Some(ACME_TLS_ALPN)
 }

@@ -1,5 +1,6 @@
 //! The integration tests: one binary driving the real `mta-stsd`.
 
+mod acme;
 mod api_providers;
 mod battery;
 mod config;

@@ -7,6 +7,7 @@ pub mod cloudflare;
 pub mod daemon;
 pub mod dns;
 pub mod pdns;
+pub mod pebble;
 
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};

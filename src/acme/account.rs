@@ -1,0 +1,117 @@
+//! The ACME account (RFC 8555 §7.3): created once per directory URL, its key and URL kept in
+//! the state directory and reused by every later start and by every replica sharing it; and
+//! the HTTPS client that speaks to the ACME server, trusting the platform's roots plus
+//! `[acme] ca`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use instant_acme::{Account, AccountCredentials, BodyWrapper, HttpClient, NewAccount};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::CertificateDer;
+use tracing::info;
+
+use super::store::Store;
+use super::AcmeError;
+use crate::config;
+use crate::serve::tls::provider;
+
+/// How long a connection to the ACME server may take to open.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long another replica may take to create the account before we call its lock stale.
+const ACCOUNT_LOCK_STALE: Duration = Duration::from_secs(120);
+
+/// An HTTPS-only client, HTTP/1.1 and HTTP/2, for the ACME server.
+pub fn http_client(cfg: &config::Acme) -> Result<Box<dyn HttpClient>, AcmeError> {
+    let mut extra = Vec::new();
+    if let Some(ca) = &cfg.ca {
+        for cert in CertificateDer::pem_file_iter(ca)
+            .map_err(|e| AcmeError::Local(format!("[acme] ca {}: {e}", ca.display())))?
+        {
+            extra.push(
+                cert.map_err(|e| AcmeError::Local(format!("[acme] ca {}: {e}", ca.display())))?,
+            );
+        }
+    }
+    let verifier = rustls_platform_verifier::Verifier::new_with_extra_roots(extra, provider())
+        .map_err(|e| AcmeError::Local(format!("trust anchors for the ACME server: {e}")))?;
+    let tls = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .expect("ring supports the default versions")
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(verifier))
+        .with_no_client_auth();
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_connect_timeout(Some(CONNECT_TIMEOUT));
+    // RFC 8555 §6.1: "Each ACME function is accomplished by the client sending a sequence of
+    // HTTPS requests to the server".
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_only()
+        .enable_http1()
+        .enable_http2()
+        .wrap_connector(http);
+    let client: Client<_, BodyWrapper<Bytes>> =
+        Client::builder(TokioExecutor::new()).build(connector);
+    Ok(Box::new(client))
+}
+
+/// The account for `cfg.directory`: restored from the store, or registered and stored.
+pub async fn load_or_create(cfg: &config::Acme, store: &Store) -> Result<Account, AcmeError> {
+    if let Some(account) = restore(cfg, store).await? {
+        return Ok(account);
+    }
+    // One replica registers; the others find its credentials on their next attempt.
+    let Some(_lock) = store
+        .try_lock(Store::ACCOUNT_LOCK, ACCOUNT_LOCK_STALE)
+        .map_err(|e| AcmeError::Local(format!("locking the account: {e}")))?
+    else {
+        return Err(AcmeError::Busy(
+            "another replica is creating the ACME account".into(),
+        ));
+    };
+    if let Some(account) = restore(cfg, store).await? {
+        return Ok(account);
+    }
+    let contact: Vec<&str> = cfg.contact.iter().map(String::as_str).collect();
+    let (account, credentials) = Account::builder_with_http(http_client(cfg)?)
+        .create(
+            &NewAccount {
+                contact: &contact,
+                // RFC 8555 §7.3: the client agrees to the server's terms of service.
+                terms_of_service_agreed: true,
+                only_return_existing: false,
+            },
+            cfg.directory.clone(),
+            None,
+        )
+        .await
+        .map_err(|e| AcmeError::from_acme("creating the ACME account", e))?;
+    let json = serde_json::to_string(&credentials).expect("credentials serialize");
+    store
+        .write_account(&cfg.directory, &json)
+        .map_err(|e| AcmeError::Local(format!("storing the ACME account: {e}")))?;
+    info!(account = account.id(), directory = %cfg.directory, "ACME account created");
+    Ok(account)
+}
+
+async fn restore(cfg: &config::Acme, store: &Store) -> Result<Option<Account>, AcmeError> {
+    let Some(json) = store
+        .read_account(&cfg.directory)
+        .map_err(|e| AcmeError::Local(format!("reading the ACME account: {e}")))?
+    else {
+        return Ok(None);
+    };
+    let credentials: AccountCredentials = serde_json::from_str(&json)
+        .map_err(|e| AcmeError::Local(format!("the stored ACME account is unreadable: {e}")))?;
+    let account = Account::builder_with_http(http_client(cfg)?)
+        .from_credentials(credentials)
+        .await
+        .map_err(|e| AcmeError::from_acme("reaching the ACME directory", e))?;
+    Ok(Some(account))
+}

@@ -1,0 +1,375 @@
+//! The task that keeps every ACME name served: follows the live config, loads certificates
+//! from the store, and runs orders — at most [`MAX_IN_FLIGHT`] at once, each name on its own
+//! schedule (renewal at two thirds of the lifetime, backoff after a failure).
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::task::{JoinHandle, JoinSet};
+use tracing::{info, warn, Instrument};
+
+use super::attempt::{attempt, load_all, AccountCell, Outcome};
+use super::store::StoredCert;
+use super::{cert_label, AcmeError, CertState, MAX_IN_FLIGHT};
+use crate::config::{self, CertSource};
+use crate::daemon::state::{unix_now, Live, Shared};
+
+/// How soon to look at the store again while another replica holds a name's lock.
+const LOCK_RECHECK: Duration = Duration::from_secs(5);
+/// How often a name in backoff looks at the store, for a certificate another replica got.
+const STORE_RECHECK: Duration = Duration::from_secs(60);
+/// Backoff after failures: (first delay, cap), doubled per failure in a row.
+const BACKOFF_UNREACHABLE: (Duration, Duration) =
+    (Duration::from_secs(2), Duration::from_secs(600));
+const BACKOFF_REFUSED: (Duration, Duration) =
+    (Duration::from_secs(60), Duration::from_secs(6 * 3600));
+
+/// Exponential backoff with up to 20 % jitter, so that many names do not retry in step.
+pub(super) fn backoff(error: &AcmeError, failures: u32) -> Duration {
+    let (first, cap) = match error {
+        AcmeError::Unreachable(_) | AcmeError::Busy(_) => BACKOFF_UNREACHABLE,
+        AcmeError::Refused(_) | AcmeError::Local(_) => BACKOFF_REFUSED,
+    };
+    let base = first
+        .saturating_mul(1 << failures.saturating_sub(1).min(20))
+        .min(cap);
+    base + base.mul_f64(jitter() * 0.2)
+}
+
+fn jitter() -> f64 {
+    use std::hash::BuildHasher;
+    let n = std::collections::hash_map::RandomState::new().hash_one(Instant::now());
+    (n % 10_000) as f64 / 10_000.0
+}
+
+/// Owns the task; dropping it stops the task and every order in flight.
+pub struct Manager {
+    task: JoinHandle<()>,
+}
+
+impl Drop for Manager {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Manager {
+    pub fn start(shared: Arc<Shared>) -> Manager {
+        let task = tokio::spawn(
+            Run {
+                shared,
+                cfg: None,
+                generation: 0,
+                account: Arc::default(),
+                names: HashMap::new(),
+                order_after: HashMap::new(),
+                queue: BTreeSet::new(),
+                in_flight: JoinSet::new(),
+            }
+            .run(),
+        );
+        Manager { task }
+    }
+}
+
+struct Run {
+    shared: Arc<Shared>,
+    cfg: Option<Arc<config::Acme>>,
+    /// Bumped when `[acme]` changes: outcomes of older orders are dropped.
+    generation: u64,
+    account: Arc<tokio::sync::Mutex<AccountCell>>,
+    /// Every ACME name and when to look at it next; `None` while an attempt runs.
+    names: HashMap<Arc<str>, Option<u64>>,
+    /// Names in backoff after a failure: no order before then (the store is still read).
+    order_after: HashMap<Arc<str>, u64>,
+    queue: BTreeSet<(u64, Arc<str>)>,
+    in_flight: JoinSet<(u64, Arc<str>, Outcome)>,
+}
+
+impl Run {
+    async fn run(mut self) {
+        let mut seen: Option<Arc<Live>> = None;
+        loop {
+            let live = self.shared.live.load_full();
+            if seen.as_ref().is_none_or(|s| !Arc::ptr_eq(s, &live)) {
+                self.sync(&live).await;
+                seen = Some(live);
+            }
+            self.start_due();
+            let now = unix_now();
+            let sleep = match self.queue.first() {
+                Some((t, _)) if self.in_flight.len() < MAX_IN_FLIGHT => {
+                    Duration::from_secs(t.saturating_sub(now))
+                }
+                _ => Duration::from_secs(3600),
+            };
+            tokio::select! {
+                Some(joined) = self.in_flight.join_next(), if !self.in_flight.is_empty() => {
+                    if let Ok((generation, name, outcome)) = joined {
+                        if generation == self.generation {
+                            self.finish(name, outcome);
+                        }
+                    }
+                }
+                _ = self.shared.acme.wake.notified() => {}
+                _ = tokio::time::sleep(sleep) => {}
+            }
+        }
+    }
+
+    /// Follows the live config: names added are looked up in the store (a fresh certificate
+    /// there means no order), names gone are dropped.
+    async fn sync(&mut self, live: &Live) {
+        let cfg = live.config.acme.clone().map(Arc::new);
+        if !same_setup(self.cfg.as_deref(), cfg.as_deref()) {
+            // A new directory, account or state: start over.
+            self.generation += 1;
+            self.in_flight.abort_all();
+            *self.account.lock().await = AccountCell::default();
+            for name in std::mem::take(&mut self.names).into_keys() {
+                self.forget(&name);
+            }
+            self.queue.clear();
+            self.order_after.clear();
+        }
+        self.cfg = cfg;
+        self.shared
+            .acme
+            .challenges
+            .set_shared_dir(self.cfg.as_ref().map(|c| c.state.join("challenges")));
+        let wanted: HashSet<String> = live
+            .config
+            .domains
+            .iter()
+            .filter(|d| d.cert == CertSource::Acme)
+            .map(|d| d.name.policy_host())
+            .collect();
+        let gone: Vec<Arc<str>> = self
+            .names
+            .keys()
+            .filter(|n| !wanted.contains(&***n))
+            .cloned()
+            .collect();
+        for name in gone {
+            if let Some(Some(t)) = self.names.remove(&name) {
+                self.queue.remove(&(t, name.clone()));
+            }
+            self.order_after.remove(&name);
+            self.forget(&name);
+        }
+        let added: Vec<String> = wanted
+            .into_iter()
+            .filter(|n| !self.names.contains_key(n.as_str()))
+            .collect();
+        let Some(cfg) = self.cfg.clone() else { return };
+        if added.is_empty() {
+            return;
+        }
+        let state = cfg.state.clone();
+        let loaded = tokio::task::spawn_blocking(move || load_all(&state, added))
+            .await
+            .unwrap_or_default();
+        let now = unix_now();
+        let mut served = 0;
+        for (name, cert) in loaded {
+            let name: Arc<str> = name.into();
+            let mut due = now;
+            if let Some(c) = cert {
+                served += 1;
+                if c.fresh(now as i64) {
+                    due = c.renew_at() as u64;
+                }
+                self.install(&name, &c, None);
+            }
+            self.schedule(&name, due);
+        }
+        if served > 0 {
+            info!(
+                certificates = served,
+                "ACME certificates loaded from {}",
+                cfg.state.display()
+            );
+        }
+    }
+
+    /// Starts attempts for the names that are due, up to the bound.
+    fn start_due(&mut self) {
+        let Some(cfg) = self.cfg.clone() else { return };
+        let now = unix_now();
+        while self.in_flight.len() < MAX_IN_FLIGHT {
+            match self.queue.first() {
+                Some((t, _)) if *t <= now => {}
+                _ => break,
+            }
+            let (_, name) = self.queue.pop_first().expect("just seen");
+            self.names.insert(name.clone(), None);
+            let may_order = self.order_after.get(&name).is_none_or(|t| *t <= now);
+            if may_order {
+                self.update(&name, |s| s.state = CertState::Ordering);
+            }
+            let span = tracing::info_span!("acme", name = %name);
+            let generation = self.generation;
+            let (cfg, account) = (cfg.clone(), self.account.clone());
+            let challenges = self.shared.acme.challenges.clone();
+            self.in_flight.spawn(
+                async move {
+                    let outcome = attempt(&cfg, &account, &challenges, &name, may_order).await;
+                    (generation, name, outcome)
+                }
+                .instrument(span),
+            );
+        }
+    }
+
+    fn finish(&mut self, name: Arc<str>, outcome: Outcome) {
+        if !self.names.contains_key(&name) {
+            return; // left the config meanwhile
+        }
+        let now = unix_now();
+        if matches!(outcome, Outcome::Loaded(_) | Outcome::Issued(_)) {
+            self.order_after.remove(&name);
+        }
+        match outcome {
+            Outcome::Waiting => {
+                let after = self.order_after.get(&name).copied().unwrap_or(now);
+                self.schedule(&name, after.min(now + STORE_RECHECK.as_secs()));
+            }
+            Outcome::Loaded(c) => {
+                self.install(&name, &c, None);
+                self.schedule(&name, (c.renew_at() as u64).max(now + 1));
+            }
+            Outcome::Issued(c) => {
+                self.shared.metrics.acme_order("ok");
+                info!(name = %name, not_after = c.not_after, "ACME certificate installed");
+                self.install(&name, &c, Some(now));
+                if c.fresh(now as i64) {
+                    self.schedule(&name, c.renew_at() as u64);
+                } else {
+                    // Ordering again at once would only repeat this, into the CA's limits.
+                    let e = AcmeError::Refused(
+                        "the CA issued a certificate already due for renewal".into(),
+                    );
+                    self.back_off(name, e);
+                }
+            }
+            Outcome::Failed(AcmeError::Busy(why)) => {
+                let due = now + LOCK_RECHECK.as_secs();
+                self.update(&name, |s| {
+                    s.state = if s.not_after.is_some() {
+                        CertState::Valid
+                    } else {
+                        CertState::Pending
+                    };
+                    s.detail = Some(why);
+                    s.next_attempt = Some(due);
+                });
+                self.schedule(&name, due);
+            }
+            Outcome::Failed(e) => {
+                self.shared.metrics.acme_order("error");
+                self.back_off(name, e);
+            }
+        }
+    }
+
+    /// Records a failure and schedules the next order after the backoff; the store is still
+    /// read every [`STORE_RECHECK`] meanwhile.
+    fn back_off(&mut self, name: Arc<str>, e: AcmeError) {
+        let now = unix_now();
+        let failures = self.status_attempts(&name) + 1;
+        let delay = backoff(&e, failures);
+        let after = now + delay.as_secs().max(1);
+        self.order_after.insert(name.clone(), after);
+        warn!(name = %name, kind = e.kind(), failures, retry_in = ?delay, "ACME: {e}");
+        self.update(&name, |s| {
+            s.state = CertState::Failed;
+            s.attempts = failures;
+            s.last_error = Some(e.to_string());
+            s.detail = None;
+        });
+        self.schedule(&name, after.min(now + STORE_RECHECK.as_secs()));
+    }
+
+    fn schedule(&mut self, name: &Arc<str>, due: u64) {
+        self.names.insert(name.clone(), Some(due));
+        self.queue.insert((due, name.clone()));
+        // What `/status` calls the next attempt is the next order, not a look at the store.
+        let next = self.order_after.get(name).map_or(due, |t| due.max(*t));
+        self.update(name, |s| s.next_attempt = Some(next));
+    }
+
+    /// Serves `c` for `name` and records it; `issued` when this replica just ordered it.
+    fn install(&self, name: &str, c: &StoredCert, issued: Option<u64>) {
+        let acme = &self.shared.acme;
+        acme.set_cert(name, Some(c.key.clone()));
+        self.shared
+            .metrics
+            .cert_expiry
+            .get_or_create(&cert_label(name))
+            .set(c.not_after);
+        let fresh = c.fresh(unix_now() as i64);
+        self.update(name, |s| {
+            s.state = CertState::Valid;
+            s.not_after = Some(c.not_after);
+            s.renew_at = Some(c.renew_at());
+            if issued.is_some() {
+                s.last_issued = issued;
+            }
+            if fresh {
+                s.attempts = 0;
+                s.last_error = None;
+            }
+            s.detail = None;
+        });
+    }
+
+    fn forget(&self, name: &str) {
+        let acme = &self.shared.acme;
+        acme.set_cert(name, None);
+        acme.status_map().remove(name);
+        self.shared.metrics.cert_expiry.remove(&cert_label(name));
+    }
+
+    fn update(&self, name: &str, f: impl FnOnce(&mut super::NameStatus)) {
+        let mut map = self.shared.acme.status_map();
+        f(map.entry(name.to_owned()).or_default());
+    }
+
+    fn status_attempts(&self, name: &str) -> u32 {
+        self.shared
+            .acme
+            .status_map()
+            .get(name)
+            .map_or(0, |s| s.attempts)
+    }
+}
+
+/// Whether two `[acme]` sections share directory, account and state (challenge and contact
+/// changes apply to the next order without starting over).
+fn same_setup(a: Option<&config::Acme>, b: Option<&config::Acme>) -> bool {
+    match (a, b) {
+        (None, None) => true,
+        (Some(a), Some(b)) => a.directory == b.directory && a.state == b.state && a.ca == b.ca,
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_to_a_cap_per_kind() {
+        let down = AcmeError::Unreachable(String::new());
+        let refused = AcmeError::Refused(String::new());
+        let within = |d: Duration, base: u64| {
+            d >= Duration::from_secs(base) && d <= Duration::from_secs(base).mul_f64(1.2)
+        };
+        assert!(within(backoff(&down, 1), 2));
+        assert!(within(backoff(&down, 2), 4));
+        assert!(within(backoff(&down, 30), 600));
+        assert!(within(backoff(&refused, 1), 60));
+        assert!(within(backoff(&refused, 40), 6 * 3600));
+    }
+}

@@ -1,0 +1,232 @@
+//! ACME (RFC 8555) certificates for every `mta-sts.<domain>` that no `[tls]` certificate
+//! covers: what the listeners serve ([`AcmeState`]: certificates, challenge answers, status),
+//! and the [`Manager`] task that loads them from the state directory, orders the missing
+//! ones and renews them.
+//!
+//! - At start, and before every order, the store is read: a certificate that is valid and not
+//!   due for renewal (two thirds of its lifetime) is served with no order, whoever wrote it.
+//! - At most [`MAX_IN_FLIGHT`] orders run at once; each name has its own schedule and backoff,
+//!   so a name that fails never holds up another.
+//! - An order holds `<name>.lock` in the store, so replicas sharing it never order the same
+//!   name at once; a replica that finds the lock taken looks at the store again shortly.
+
+mod account;
+mod attempt;
+pub mod challenge;
+mod manager;
+mod order;
+mod store;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::Full;
+use rustls::sign::CertifiedKey;
+use rustls::ServerConfig;
+use serde_json::{json, Value};
+use tokio::sync::Notify;
+
+use crate::metrics::{CertLabel, Metrics};
+use challenge::Challenges;
+pub use challenge::ACME_TLS_ALPN;
+pub use manager::Manager;
+
+/// Orders running at once, across all names.
+pub const MAX_IN_FLIGHT: usize = 4;
+
+/// Why an attempt at a name failed; the kind decides how soon it is tried again.
+#[derive(Debug, thiserror::Error)]
+pub enum AcmeError {
+    /// The ACME server could not be reached, timed out or answered 5xx: cheap to retry.
+    #[error("{0}")]
+    Unreachable(String),
+    /// The server refused (a problem document) or validation failed: retried slowly, as CAs
+    /// limit failed validations.
+    #[error("{0}")]
+    Refused(String),
+    /// Another replica holds the lock.
+    #[error("{0}")]
+    Busy(String),
+    /// Our side: the state directory, key generation, `[acme] ca`.
+    #[error("{0}")]
+    Local(String),
+}
+
+impl AcmeError {
+    fn from_acme(what: &str, e: instant_acme::Error) -> Self {
+        use instant_acme::Error as E;
+        match e {
+            E::Api(p) if p.status.is_some_and(|s| s >= 500) => {
+                AcmeError::Unreachable(format!("{what}: {p}"))
+            }
+            E::Api(p) => AcmeError::Refused(format!("{what}: {p}")),
+            E::Crypto | E::KeyRejected => AcmeError::Local(format!("{what}: {e}")),
+            // Not ACME JSON: something else answers at the directory URL.
+            E::Json(_) => AcmeError::Refused(format!("{what}: {}", chain(&e))),
+            other => AcmeError::Unreachable(format!("{what}: {}", chain(&other))),
+        }
+    }
+
+    fn kind(&self) -> &'static str {
+        match self {
+            AcmeError::Unreachable(_) => "unreachable",
+            AcmeError::Refused(_) => "refused",
+            AcmeError::Busy(_) => "busy",
+            AcmeError::Local(_) => "local",
+        }
+    }
+}
+
+/// An error and its sources, as one line (hyper's own message says only "client error").
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut source = e.source();
+    while let Some(inner) = source {
+        let text = inner.to_string();
+        if !s.contains(&text) {
+            s.push_str(": ");
+            s.push_str(&text);
+        }
+        source = inner.source();
+    }
+    s
+}
+
+/// Where a name's certificate stands, as `/status` shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CertState {
+    /// No certificate yet, and none being ordered.
+    Pending,
+    /// An order is running.
+    Ordering,
+    Valid,
+    /// The last attempt failed; a certificate may still be served (see `not_after`).
+    Failed,
+}
+
+impl CertState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CertState::Pending => "pending",
+            CertState::Ordering => "ordering",
+            CertState::Valid => "valid",
+            CertState::Failed => "failed",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct NameStatus {
+    pub state: CertState,
+    /// Unix seconds, of the certificate served.
+    pub not_after: Option<i64>,
+    pub renew_at: Option<i64>,
+    /// When this replica last obtained a certificate by an order.
+    pub last_issued: Option<u64>,
+    pub last_error: Option<String>,
+    /// Failed attempts in a row.
+    pub attempts: u32,
+    pub next_attempt: Option<u64>,
+    /// Why nothing happens now (another replica holds the lock).
+    pub detail: Option<String>,
+}
+
+impl Default for NameStatus {
+    fn default() -> Self {
+        NameStatus {
+            state: CertState::Pending,
+            not_after: None,
+            renew_at: None,
+            last_issued: None,
+            last_error: None,
+            attempts: 0,
+            next_attempt: None,
+            detail: None,
+        }
+    }
+}
+
+/// What the listeners and the admin endpoint read, and the manager writes.
+#[derive(Debug, Default)]
+pub struct AcmeState {
+    /// By `mta-sts.<domain>`: read on every handshake of an ACME domain.
+    certs: RwLock<HashMap<String, Arc<CertifiedKey>>>,
+    challenges: Arc<Challenges>,
+    validation: OnceLock<Arc<ServerConfig>>,
+    status: Mutex<HashMap<String, NameStatus>>,
+    /// Wakes the manager after a reload.
+    pub wake: Notify,
+}
+
+impl AcmeState {
+    /// The certificate to serve for `host` (`mta-sts.<domain>`), once there is one.
+    pub fn cert(&self, host: &str) -> Option<Arc<CertifiedKey>> {
+        self.certs
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(host)
+            .cloned()
+    }
+
+    /// The TLS config for a handshake that offers ALPN `acme-tls/1` (RFC 8737).
+    pub fn validation_config(&self) -> Arc<ServerConfig> {
+        self.validation
+            .get_or_init(|| challenge::validation_config(self.challenges.clone()))
+            .clone()
+    }
+
+    /// The answer to an HTTP-01 validation request on a plain listener, if it is one.
+    pub fn http01_response<B>(&self, req: &Request<B>) -> Option<Response<Full<Bytes>>> {
+        self.challenges.http01_response(req)
+    }
+
+    pub fn status(&self, host: &str) -> NameStatus {
+        self.status_map().get(host).cloned().unwrap_or_default()
+    }
+
+    /// `/status`'s `acme` object for one domain.
+    pub fn status_json(&self, host: &str) -> Value {
+        let s = self.status(host);
+        json!({
+            "name": host,
+            "state": s.state.as_str(),
+            "not_after": s.not_after,
+            "renew_at": s.renew_at,
+            "last_issued": s.last_issued,
+            "last_error": s.last_error,
+            "attempts": s.attempts,
+            "next_attempt": s.next_attempt,
+            "detail": s.detail,
+        })
+    }
+
+    /// Sets the expiry gauge of every ACME certificate served (after the family was cleared).
+    pub fn publish_cert_metrics(&self, metrics: &Metrics) {
+        for (name, s) in self.status_map().iter() {
+            if let Some(t) = s.not_after {
+                metrics.cert_expiry.get_or_create(&cert_label(name)).set(t);
+            }
+        }
+    }
+
+    fn status_map(&self) -> std::sync::MutexGuard<'_, HashMap<String, NameStatus>> {
+        self.status.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn set_cert(&self, host: &str, key: Option<Arc<CertifiedKey>>) {
+        let mut certs = self.certs.write().unwrap_or_else(|e| e.into_inner());
+        match key {
+            Some(k) => certs.insert(host.to_owned(), k),
+            None => certs.remove(host),
+        };
+    }
+}
+
+fn cert_label(name: &str) -> CertLabel {
+    CertLabel {
+        name: name.to_owned(),
+        source: "acme",
+    }
+}

@@ -1,0 +1,609 @@
+//! ACME (issue 8): certificates from a real pebble, validated over the daemon's own listeners,
+//! fetched by a client that trusts only pebble's root; reuse across restarts, renewal, a dead
+//! ACME server, and the lock another replica holds.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, ServerName};
+use serde_json::Value;
+use tokio::net::TcpStream;
+
+use crate::harness::daemon::{plain_client, Daemon, TestCa};
+use crate::harness::dns::free_port;
+use crate::harness::pebble::{Pebble, PebbleOptions};
+use crate::harness::{ConfigDir, MAIN};
+
+const PATH: &str = "/.well-known/mta-sts.txt";
+const A: &str = "mta-sts.a.example";
+const B: &str = "mta-sts.b.example";
+/// Orders, validation and renewal take seconds against pebble; leave room on a slow machine.
+const ACME_DEADLINE: Duration = Duration::from_secs(60);
+
+/// The daemon's listeners on fixed ports (pebble must know them before it starts).
+struct Ports {
+    https: u16,
+    http: u16,
+    dead: u16,
+}
+
+impl Ports {
+    fn new() -> Self {
+        Ports {
+            https: free_port(),
+            http: free_port(),
+            dead: free_port(),
+        }
+    }
+}
+
+/// A config for `a.example` and `b.example`; `tls` adds a `[tls]` section, `acme` is the body
+/// of `[acme]`.
+fn config(ports: &Ports, tls: &str, acme: &str) -> String {
+    format!(
+        r#"[server]
+https = ["127.0.0.1:{https}"]
+http = ["127.0.0.1:{http}"]
+admin = "127.0.0.1:0"
+
+{tls}
+
+[policy]
+mode = "enforce"
+mx = ["mail.a.example"]
+max_age = 86400
+
+[domains."a.example"]
+
+[domains."b.example"]
+
+# The drift checks' DNS goes to a loopback port where nothing answers: no traffic leaves.
+[drift]
+resolver = "127.0.0.1:{dead}"
+
+[acme]
+{acme}
+"#,
+        https = ports.https,
+        http = ports.http,
+        dead = ports.dead,
+    )
+}
+
+/// `[acme]` for `pebble`, with the state in `acme/` beside the config.
+fn acme_section(pebble: &Pebble, challenge: &str) -> String {
+    acme_with_state(pebble, challenge, "acme")
+}
+
+fn acme_with_state(pebble: &Pebble, challenge: &str, state: &str) -> String {
+    format!(
+        "directory = \"{}\"\ncontact = [\"mailto:hostmaster@a.example\"]\n\
+         challenge = \"{challenge}\"\nca = \"{}\"\nstate = \"{state}\"\n",
+        pebble.directory,
+        pebble.ca_file().display()
+    )
+}
+
+async fn status(d: &Daemon) -> Value {
+    let r = plain_client()
+        .get(d.admin_url("/status"))
+        .send()
+        .await
+        .unwrap();
+    serde_json::from_str(&r.text().await.unwrap()).unwrap()
+}
+
+async fn metrics(d: &Daemon) -> String {
+    let r = plain_client()
+        .get(d.admin_url("/metrics"))
+        .send()
+        .await
+        .unwrap();
+    r.text().await.unwrap()
+}
+
+/// The `acme` object of `domain` in /status.
+async fn acme_status(d: &Daemon, domain: &str) -> Value {
+    let s = status(d).await;
+    s["domains"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["domain"] == domain)
+        .unwrap_or_else(|| panic!("{domain} not in /status: {s}"))["acme"]
+        .clone()
+}
+
+/// Polls `acme_status` until `ok` holds; panics with the status and the logs after `bound`.
+async fn wait_acme(
+    d: &Daemon,
+    domain: &str,
+    bound: Duration,
+    logs: impl Fn() -> String,
+    ok: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = Instant::now() + bound;
+    loop {
+        let s = acme_status(d, domain).await;
+        if ok(&s) {
+            return s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{domain}: condition not met within {bound:?}; last status {s}\ndaemon log:\n{}\n{}",
+            d.lines().join("\n"),
+            logs()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn roots(pem: &str) -> rustls::RootCertStore {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_slice_iter(pem.as_bytes()) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    roots
+}
+
+fn client_config(root_pem: &str) -> rustls::ClientConfig {
+    rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots(root_pem))
+        .with_no_client_auth()
+}
+
+/// An HTTPS client that trusts only `root_pem` and resolves both names to `addr`.
+fn client_trusting(root_pem: &str, addr: SocketAddr) -> reqwest::Client {
+    reqwest::Client::builder()
+        .tls_backend_preconfigured(client_config(root_pem))
+        .redirect(reqwest::redirect::Policy::none())
+        .tls_info(true)
+        .no_proxy()
+        .timeout(Duration::from_secs(10))
+        .resolve(A, addr)
+        .resolve(B, addr)
+        .build()
+        .unwrap()
+}
+
+/// Fetches the policy of `host` and returns the leaf certificate it was served with.
+async fn fetch_policy(client: &reqwest::Client, host: &str, port: u16) -> Vec<u8> {
+    let r = client
+        .get(format!("https://{host}:{port}{PATH}"))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("fetching the policy of {host}: {e:?}"));
+    assert_eq!(r.status(), StatusCode::OK, "{host}");
+    let leaf = r
+        .extensions()
+        .get::<reqwest::tls::TlsInfo>()
+        .and_then(|i| i.peer_certificate())
+        .expect("TLS info")
+        .to_vec();
+    let body = r.text().await.unwrap();
+    assert!(
+        body.starts_with("version: STSv1\r\nmode: enforce\r\n"),
+        "{body:?}"
+    );
+    leaf
+}
+
+fn stored_leaf(state: &Path, name: &str) -> Vec<u8> {
+    let pem = std::fs::read(state.join(format!("{name}.crt"))).unwrap();
+    CertificateDer::pem_slice_iter(&pem)
+        .next()
+        .unwrap()
+        .unwrap()
+        .to_vec()
+}
+
+fn addr(port: u16) -> SocketAddr {
+    SocketAddr::from((Ipv4Addr::LOCALHOST, port))
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+/// Obtains certificates for both names with `challenge`, serves them with their chain, and
+/// keeps the state private. Returns the running pieces for more checks.
+async fn obtain_both(challenge: &str) -> (Pebble, ConfigDir, Ports, Daemon) {
+    let ports = Ports::new();
+    let pebble = Pebble::start(PebbleOptions::new(ports.http, ports.https)).await;
+    let dir = ConfigDir::with_config(&config(&ports, "", &acme_section(&pebble, challenge)));
+    let d = Daemon::start(&dir.config_path());
+    for domain in ["a.example", "b.example"] {
+        wait_acme(
+            &d,
+            domain,
+            ACME_DEADLINE,
+            || pebble.log(),
+            |s| s["state"] == "valid",
+        )
+        .await;
+    }
+    let root = pebble.issuing_root().await;
+    let client = client_trusting(&root, addr(ports.https));
+    let state = dir.file("acme");
+    for host in [A, B] {
+        let served = fetch_policy(&client, host, ports.https).await;
+        assert_eq!(
+            served,
+            stored_leaf(&state, host),
+            "{host}: not the stored certificate"
+        );
+        let chain = std::fs::read_to_string(state.join(format!("{host}.crt"))).unwrap();
+        assert!(
+            chain.matches("BEGIN CERTIFICATE").count() >= 2,
+            "{host}: no intermediate"
+        );
+        let key_mode = std::fs::metadata(state.join(format!("{host}.key")))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(key_mode & 0o777, 0o600, "{host}.key");
+    }
+    let dir_mode = std::fs::metadata(&state).unwrap().permissions().mode();
+    assert_eq!(dir_mode & 0o777, 0o700, "state directory");
+    let m = metrics(&d).await;
+    assert!(
+        m.contains("mta_stsd_acme_orders_total{result=\"ok\"} 2"),
+        "{m}"
+    );
+    assert!(
+        m.contains(&format!(
+            "mta_stsd_certificate_expiry_timestamp_seconds{{name=\"{A}\",source=\"acme\"}}"
+        )),
+        "{m}"
+    );
+    assert_eq!(pebble.issued(), 2, "{}", pebble.log());
+    // Pebble logs each HTTP-01 request it makes (TLS-ALPN-01 it does silently).
+    let http_validations = pebble
+        .log()
+        .matches("Attempting to validate w/ HTTP")
+        .count();
+    assert_eq!(
+        http_validations > 0,
+        challenge == "http-01",
+        "{challenge}: {http_validations} HTTP validations\n{}",
+        pebble.log()
+    );
+    (pebble, dir, ports, d)
+}
+
+#[tokio::test]
+async fn tls_alpn_01_for_two_domains_then_a_restart_orders_nothing() {
+    let (pebble, dir, ports, d) = obtain_both("tls-alpn-01").await;
+    assert!(
+        d.lines()
+            .iter()
+            .any(|l| l.contains("ordering a certificate")),
+        "the first start ordered"
+    );
+    let state = dir.file("acme");
+    let before: Vec<_> = [A, B]
+        .iter()
+        .map(|h| std::fs::read(state.join(format!("{h}.crt"))).unwrap())
+        .collect();
+    drop(d);
+
+    let d = Daemon::start(&dir.config_path());
+    for domain in ["a.example", "b.example"] {
+        wait_acme(
+            &d,
+            domain,
+            ACME_DEADLINE,
+            || pebble.log(),
+            |s| s["state"] == "valid",
+        )
+        .await;
+    }
+    let root = pebble.issuing_root().await;
+    let client = client_trusting(&root, addr(ports.https));
+    for (host, old) in [A, B].iter().zip(&before) {
+        let served = fetch_policy(&client, host, ports.https).await;
+        assert_eq!(served, stored_leaf(&state, host));
+        let now = std::fs::read(state.join(format!("{host}.crt"))).unwrap();
+        assert_eq!(&now, old, "{host}: the certificate file changed");
+    }
+    assert!(
+        !d.lines()
+            .iter()
+            .any(|l| l.contains("ordering a certificate")),
+        "ordered again after a restart:\n{}",
+        d.lines().join("\n")
+    );
+    assert!(!metrics(&d).await.contains("mta_stsd_acme_orders_total"));
+    assert_eq!(pebble.issued(), 2, "pebble issued more:\n{}", pebble.log());
+}
+
+#[tokio::test]
+async fn http_01_for_two_domains() {
+    let (_pebble, _dir, _ports, d) = obtain_both("http-01").await;
+    // The plain listener answers nothing but pending tokens: the order's answer is withdrawn.
+    let r = plain_client()
+        .get(format!(
+            "http://{}/.well-known/acme-challenge/anything",
+            d.http.unwrap()
+        ))
+        .header("host", A)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn a_short_lived_certificate_is_renewed_after_two_thirds() {
+    let ports = Ports::new();
+    let mut opts = PebbleOptions::new(ports.http, ports.https);
+    opts.validity = Some(15);
+    let pebble = Pebble::start(opts).await;
+    let dir = ConfigDir::with_config(&config(&ports, "", &acme_section(&pebble, "tls-alpn-01")));
+    let d = Daemon::start(&dir.config_path());
+    let first = wait_acme(
+        &d,
+        "a.example",
+        ACME_DEADLINE,
+        || pebble.log(),
+        |s| s["state"] == "valid",
+    )
+    .await;
+    let not_after = first["not_after"].as_i64().unwrap();
+    let renew_at = first["renew_at"].as_i64().unwrap();
+    assert!(renew_at < not_after, "{first}");
+    assert!(
+        (not_after - renew_at) * 3 <= 15 + 3,
+        "renewal planned at two thirds of 15 s: {first}"
+    );
+    let state = dir.file("acme");
+    let old_leaf = stored_leaf(&state, A);
+    let second = wait_acme(
+        &d,
+        "a.example",
+        ACME_DEADLINE,
+        || pebble.log(),
+        |s| s["state"] == "valid" && s["not_after"].as_i64().is_some_and(|t| t > not_after),
+    )
+    .await;
+    // Renewed before the old one ran out.
+    assert!(
+        second["last_issued"].as_i64().unwrap() < not_after,
+        "{second}"
+    );
+    let new_leaf = stored_leaf(&state, A);
+    assert_ne!(new_leaf, old_leaf);
+    let root = pebble.issuing_root().await;
+    let served = fetch_policy(&client_trusting(&root, addr(ports.https)), A, ports.https).await;
+    assert!(
+        served == new_leaf || stored_leaf(&state, A) == served,
+        "the renewed certificate is served"
+    );
+}
+
+#[tokio::test]
+async fn a_dead_acme_server_is_retried_while_the_rest_is_served() {
+    let ports = Ports::new();
+    let acme_port = free_port();
+    // a.example has its own certificate; b.example waits for ACME at a port nobody listens on.
+    let ca = TestCa::new();
+    let api_ca = TestCa::new();
+    let dir = ConfigDir::new();
+    let (cert, key) = ca.leaf(&[A]);
+    dir.write("a.pem", cert);
+    dir.write("a.key", key);
+    let api_ca_file = dir.write("pebble-ca.pem", &api_ca.pem);
+    let acme = format!(
+        "directory = \"https://127.0.0.1:{acme_port}/dir\"\nca = \"{}\"\nstate = \"acme\"\n",
+        api_ca_file.display()
+    );
+    dir.write(
+        MAIN,
+        config(
+            &ports,
+            "[tls]\ncerts = [{ cert = \"a.pem\", key = \"a.key\" }]",
+            &acme,
+        ),
+    );
+    let d = Daemon::start(&dir.config_path());
+    let failed = wait_acme(&d, "b.example", ACME_DEADLINE, String::new, |s| {
+        s["state"] == "failed" && s["attempts"].as_u64().is_some_and(|n| n >= 2)
+    })
+    .await;
+    assert!(
+        failed["last_error"].as_str().is_some_and(|e| !e.is_empty()),
+        "{failed}"
+    );
+    assert!(
+        failed["next_attempt"].as_i64().is_some_and(|t| t >= now()),
+        "{failed}"
+    );
+    assert!(status(&d).await["domains"][0]["acme"].is_null());
+
+    // Meanwhile a.example is served, and b.example's handshake fails cleanly.
+    let https = addr(ports.https);
+    let client = ca.client(&[A, B], https, false);
+    let r = client
+        .get(format!("https://{A}:{}{PATH}", ports.https))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(client
+        .get(format!("https://{B}:{}{PATH}", ports.https))
+        .send()
+        .await
+        .is_err());
+    // A validation handshake with no challenge pending gets no certificate, not a's own.
+    let mut alpn = ca.client_config();
+    alpn.alpn_protocols = vec![b"acme-tls/1".to_vec()];
+    let tcp = TcpStream::connect(https).await.unwrap();
+    let name = ServerName::try_from(A).unwrap();
+    assert!(tokio_rustls::TlsConnector::from(Arc::new(alpn))
+        .connect(name, tcp)
+        .await
+        .is_err());
+    let m = metrics(&d).await;
+    assert!(
+        m.contains("mta_stsd_acme_orders_total{result=\"error\"}"),
+        "{m}"
+    );
+
+    // The server comes up: the next retry gets the certificate.
+    let mut opts = PebbleOptions::new(ports.http, ports.https);
+    opts.listen_port = Some(acme_port);
+    opts.api_ca = Some(api_ca);
+    let pebble = Pebble::start(opts).await;
+    wait_acme(
+        &d,
+        "b.example",
+        ACME_DEADLINE,
+        || pebble.log(),
+        |s| s["state"] == "valid",
+    )
+    .await;
+    let root = pebble.issuing_root().await;
+    fetch_policy(&client_trusting(&root, https), B, ports.https).await;
+}
+
+#[tokio::test]
+async fn another_replicas_lock_defers_the_order_and_its_certificate_is_picked_up() {
+    let ports = Ports::new();
+    let dir = ConfigDir::new();
+    let state = dir.file("acme");
+    std::fs::create_dir_all(&state).unwrap();
+    // Another replica is ordering b's certificate; no ACME server is needed, none is asked.
+    std::fs::write(state.join(format!("{B}.lock")), "other-replica\n").unwrap();
+    let ca = TestCa::new();
+    let (cert, key) = ca.leaf(&[A]);
+    dir.write("a.pem", cert);
+    dir.write("a.key", key);
+    let acme = format!(
+        "directory = \"https://127.0.0.1:{}/dir\"\nstate = \"acme\"\n",
+        free_port()
+    );
+    dir.write(
+        MAIN,
+        config(
+            &ports,
+            "[tls]\ncerts = [{ cert = \"a.pem\", key = \"a.key\" }]",
+            &acme,
+        ),
+    );
+    let d = Daemon::start(&dir.config_path());
+    let waiting = wait_acme(&d, "b.example", ACME_DEADLINE, String::new, |s| {
+        s["detail"]
+            .as_str()
+            .is_some_and(|t| t.contains("another replica"))
+    })
+    .await;
+    assert_eq!(waiting["state"], "pending", "{waiting}");
+    assert_eq!(waiting["attempts"], 0, "{waiting}");
+    assert!(waiting["last_error"].is_null(), "{waiting}");
+
+    // The other replica finishes: its certificate appears in the store (key first, as the
+    // daemon writes), and the lock goes.
+    let (cert, key) = ca.leaf(&[B]);
+    std::fs::write(state.join(format!("{B}.key")), key).unwrap();
+    std::fs::write(state.join(format!("{B}.crt")), &cert).unwrap();
+    std::fs::remove_file(state.join(format!("{B}.lock"))).unwrap();
+    wait_acme(&d, "b.example", ACME_DEADLINE, String::new, |s| {
+        s["state"] == "valid"
+    })
+    .await;
+    let served = fetch_policy(
+        &ca.client(&[A, B], addr(ports.https), false),
+        B,
+        ports.https,
+    )
+    .await;
+    assert_eq!(
+        served,
+        CertificateDer::from_pem_slice(cert.as_bytes())
+            .unwrap()
+            .to_vec()
+    );
+    assert!(!metrics(&d).await.contains("mta_stsd_acme_orders_total"));
+}
+
+#[tokio::test]
+async fn replicas_sharing_state_one_orders_the_other_answers_validation_and_picks_up() {
+    // Replica X is where the CA's validation arrives (pebble's ports), but cannot reach the
+    // CA itself; replica Y reaches the CA but no validation comes to it. Only by the shared
+    // state do they get certificates: Y orders, X answers from `challenges/`, X serves what
+    // Y stored.
+    let (x_ports, y_ports) = (Ports::new(), Ports::new());
+    let pebble = Pebble::start(PebbleOptions::new(x_ports.http, x_ports.https)).await;
+    let shared = tempfile::tempdir().unwrap();
+    let state = shared.path().join("acme");
+    let state_str = state.display().to_string();
+
+    let dead = format!(
+        "directory = \"https://127.0.0.1:{}/dir\"\nchallenge = \"http-01\"\n\
+         state = \"{state_str}\"\n",
+        free_port()
+    );
+    let x_dir = ConfigDir::with_config(&config(&x_ports, "", &dead));
+    let x = Daemon::start(&x_dir.config_path());
+    wait_acme(&x, "a.example", ACME_DEADLINE, String::new, |s| {
+        s["state"] == "failed"
+    })
+    .await;
+
+    let y_dir = ConfigDir::with_config(&config(
+        &y_ports,
+        "",
+        &acme_with_state(&pebble, "http-01", &state_str),
+    ));
+    let y = Daemon::start(&y_dir.config_path());
+    for domain in ["a.example", "b.example"] {
+        wait_acme(
+            &y,
+            domain,
+            ACME_DEADLINE,
+            || pebble.log(),
+            |s| s["state"] == "valid",
+        )
+        .await;
+        wait_acme(
+            &x,
+            domain,
+            ACME_DEADLINE,
+            || pebble.log(),
+            |s| s["state"] == "valid",
+        )
+        .await;
+    }
+    assert!(y
+        .lines()
+        .iter()
+        .any(|l| l.contains("ordering a certificate")));
+    assert!(
+        !x.lines()
+            .iter()
+            .any(|l| l.contains("ordering a certificate")),
+        "X cannot reach the CA"
+    );
+    assert_eq!(pebble.issued(), 2, "{}", pebble.log());
+    let root = pebble.issuing_root().await;
+    let client = client_trusting(&root, addr(x_ports.https));
+    for host in [A, B] {
+        let served = fetch_policy(&client, host, x_ports.https).await;
+        assert_eq!(served, stored_leaf(&state, host), "{host}");
+    }
+    // Answers are withdrawn once validated.
+    let left = std::fs::read_dir(state.join("challenges/http-01"))
+        .unwrap()
+        .count();
+    assert_eq!(left, 0);
+}
