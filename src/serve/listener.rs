@@ -97,7 +97,11 @@ impl Listener {
                         debug!("ACME TLS-ALPN-01 validation handshake done");
                         let _ = stream.shutdown().await;
                     }
-                    Ok(Ok(stream)) => self.http(stream).await,
+                    Ok(Ok(stream)) => {
+                        // ALPN settled the protocol: no preface sniffing, no second state.
+                        let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+                        self.http(stream, Some(h2)).await
+                    }
                     Ok(Err(e)) => {
                         self.shared.metrics.tls_handshake_failures.inc();
                         debug!(error = %e, "TLS handshake failed");
@@ -108,11 +112,15 @@ impl Listener {
                     }
                 }
             }
-            Kind::Http | Kind::Admin => self.http(io).await,
+            // Plain HTTP: HTTP/1.1, or HTTP/2 with prior knowledge (h2c); admin: HTTP/1.1.
+            Kind::Http => self.http(io, None).await,
+            Kind::Admin => self.http(io, Some(false)).await,
         }
     }
 
-    async fn http<IO>(&self, io: IO)
+    /// Serves HTTP on `io`: HTTP/2 when `h2` is `Some(true)`, HTTP/1.1 when `Some(false)`,
+    /// either (by the client's preface) when `None`.
+    async fn http<IO>(&self, io: IO, h2: Option<bool>)
     where
         IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
@@ -129,10 +137,10 @@ impl Listener {
             .timer(TokioTimer::new())
             .max_header_list_size(max_header as u32)
             .max_concurrent_streams(64);
-        let builder = if matches!(self.kind, Kind::Admin) {
-            builder.http1_only()
-        } else {
-            builder
+        let builder = match h2 {
+            Some(true) => builder.http2_only(),
+            Some(false) => builder.http1_only(),
+            None => builder,
         };
         let shared = self.shared.clone();
         let admin = matches!(self.kind, Kind::Admin);
