@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Real servers the integration tests start themselves on loopback ports.
-packages=(ca-certificates bind9 bind9-utils bind9-dnsutils knot knot-dnsutils pdns-server pdns-backend-sqlite3 sqlite3 pebble)
+packages=(ca-certificates iproute2 bind9 bind9-utils bind9-dnsutils knot knot-dnsutils pdns-server pdns-backend-sqlite3 sqlite3 pebble)
 
 missing=()
 for p in "${packages[@]}"; do
@@ -17,6 +17,16 @@ if ((${#missing[@]})); then
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
+
+# The drift tests run two BIND primaries on 127.0.0.2 and 127.0.0.3; BIND listens only on
+# addresses an interface has, so give them to lo (loopback only; routing is unchanged).
+for ip in 127.0.0.2 127.0.0.3; do
+  if ! ip -4 addr show dev lo | grep -q "inet $ip/"; then
+    sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    $sudo ip addr add "$ip/32" dev lo
+  fi
+done
 
 if ! command -v cargo >/dev/null; then
   echo "cargo not found: install Rust with rustup (https://rustup.rs), then run this again" >&2
