@@ -80,6 +80,16 @@ impl fmt::Debug for DomainName {
 /// The configured domain a host name asks for (SPEC "Host → domain"): port and trailing dot
 /// stripped, lowercased, U-labels converted, `mta-sts.` removed. `None` for IP literals.
 pub fn domain_of_host(host: &str) -> Option<String> {
+    let (mut name, _) = to_a_labels(bare_host(host)?).ok()?;
+    if let Some(rest) = name.strip_prefix("mta-sts.") {
+        name = rest.to_owned();
+    }
+    Some(name)
+}
+
+/// A Host header or SNI without its `:port` and one trailing dot; `None` for IP literals in
+/// brackets. Case is left alone.
+pub fn bare_host(host: &str) -> Option<&str> {
     if host.starts_with('[') {
         return None;
     }
@@ -87,12 +97,7 @@ pub fn domain_of_host(host: &str) -> Option<String> {
         Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
         _ => host,
     };
-    let host = host.strip_suffix('.').unwrap_or(host);
-    let (mut name, _) = to_a_labels(host).ok()?;
-    if let Some(rest) = name.strip_prefix("mta-sts.") {
-        name = rest.to_owned();
-    }
-    Some(name)
+    Some(host.strip_suffix('.').unwrap_or(host))
 }
 
 /// Lowercases ASCII names; runs UTS #46 (IDNA) when the name has U-labels or A-labels to check.

@@ -98,19 +98,12 @@ impl Live {
     }
 }
 
-/// Lowercases into a stack buffer and strips `:port` and one trailing dot.
+/// Strips `:port` and one trailing dot, and lowercases into a stack buffer.
 fn with_normalized_host<'a, T>(host: &str, f: impl FnOnce(&str) -> Option<T>) -> Option<T>
 where
     T: 'a,
 {
-    if host.starts_with('[') {
-        return None;
-    }
-    let host = match host.rsplit_once(':') {
-        Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
-        _ => host,
-    };
-    let host = host.strip_suffix('.').unwrap_or(host);
+    let host = crate::name::bare_host(host)?;
     if host.len() > 253 || !host.is_ascii() {
         return None;
     }
