@@ -365,3 +365,38 @@ async fn serve_publishes_after_serving_and_retries_until_the_server_is_back() {
         "{metrics}"
     );
 }
+
+/// Reads go unsigned first; a server that answers only signed queries gets them signed.
+#[test]
+fn reads_fall_back_to_signed_queries() {
+    use crate::harness::dns::Options;
+    let key = TsigKey::generate("mta-stsd", "hmac-sha256");
+    let options = Options {
+        queries_need_key: true,
+        ..Options::default()
+    };
+    let server = DnsServer::start_with(Kind::Bind, &options, ZONE, &key, &[]);
+    assert!(
+        server
+            .query_message("example.org.", RecordType::SOA)
+            .is_ok_and(|m| m.response_code() == hickory_proto::op::ResponseCode::Refused),
+        "the server must refuse unsigned queries for this test to mean anything"
+    );
+    let dir = ConfigDir::new();
+    battery::config_with(&provider_toml(&server, &dir), &dir, "", 86400);
+    let out = dir.run(&["plan"]);
+    out.assert_status(2);
+    assert!(
+        out.stdout.contains("+ _mta-sts.a.example.org."),
+        "{}",
+        out.dump()
+    );
+    dir.run(&["apply"]).assert_status(0);
+    let out = dir.run(&["plan"]);
+    out.assert_status(0);
+    assert!(
+        out.stdout.contains("; 0 records to change"),
+        "{}",
+        out.dump()
+    );
+}

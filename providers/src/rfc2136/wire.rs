@@ -25,7 +25,8 @@ pub const CONNECTIONS: usize = 4;
 
 pub struct Wire<'a> {
     pub server: &'a str,
-    pub signer: &'a TSigner,
+    /// `None` sends unsigned messages (reads of public records; see `Rfc2136::read`).
+    pub signer: Option<&'a TSigner>,
 }
 
 impl Wire<'_> {
@@ -107,9 +108,12 @@ impl Wire<'_> {
         for (i, m) in batch.iter_mut().enumerate() {
             let id = base.wrapping_add(i as u16);
             m.set_id(id);
-            let verifier = m
-                .finalize(self.signer, now)
-                .map_err(|e| ProviderError::config(format!("signing a message: {e}")))?;
+            let verifier = match self.signer {
+                Some(signer) => m
+                    .finalize(signer, now)
+                    .map_err(|e| ProviderError::config(format!("signing a message: {e}")))?,
+                None => None,
+            };
             let bytes = m
                 .to_vec()
                 .map_err(|e| ProviderError::config(format!("encoding a message: {e}")))?;
@@ -177,8 +181,8 @@ impl Wire<'_> {
             });
         }
         if message.signature().is_empty() {
-            // An unsigned answer is trusted only to report a failure.
-            if message.response_code() == ResponseCode::NoError {
+            // To a signed question, an unsigned answer is trusted only to report a failure.
+            if self.signer.is_some() && message.response_code() == ResponseCode::NoError {
                 return Err(ProviderError::Auth {
                     code: "unsigned".into(),
                     message: format!("{}: answered without a TSIG signature", self.server),

@@ -114,6 +114,8 @@ pub struct Options {
     /// The zone's nameservers: a label in the zone (`ns1`) and its glue address; the first is
     /// the SOA's primary. Empty: `ns1` at 127.0.0.1, as [`DnsServer::start`] has it.
     pub ns: Vec<(String, Ipv4Addr)>,
+    /// BIND only: answer queries signed with the zone's key only (`allow-query { key …; }`).
+    pub queries_need_key: bool,
 }
 
 impl Default for Options {
@@ -122,6 +124,7 @@ impl Default for Options {
             ip: Ipv4Addr::LOCALHOST,
             port: None,
             ns: Vec::new(),
+            queries_need_key: false,
         }
     }
 }
@@ -224,6 +227,7 @@ impl DnsServer {
                     ip: *ip,
                     port: Some(port),
                     ns: ns.clone(),
+                    ..Options::default()
                 };
                 match Self::try_start(kind, &options, port, zone, key, records) {
                     Ok(server) => started.push(server),
@@ -277,10 +281,11 @@ impl DnsServer {
         let launch = Launch {
             kind,
             program,
-            args: write_config(kind, dir.path(), addr, &zone, key),
+            args: write_config(kind, dir.path(), addr, &zone, key, options.queries_need_key),
             dir: dir.path().to_path_buf(),
             addr,
             zone: zone.clone(),
+            queries_need_key: options.queries_need_key,
         };
         let child = launch.run()?;
         Ok(DnsServer {
@@ -459,6 +464,7 @@ struct Launch {
     dir: PathBuf,
     addr: SocketAddr,
     zone: String,
+    queries_need_key: bool,
 }
 
 impl Launch {
@@ -559,6 +565,10 @@ impl Launch {
                 .answers()
                 .iter()
                 .any(|r| r.record_type() == RecordType::SOA);
+            // A server that answers only signed queries is up once it refuses ours.
+            if self.queries_need_key && msg.response_code() == ResponseCode::Refused {
+                continue;
+            }
             if msg.response_code() != ResponseCode::NoError || !soa {
                 return Err(format!(
                     "SOA over {proto}: {} with {} answers",
@@ -638,6 +648,7 @@ fn write_config(
     addr: SocketAddr,
     zone: &str,
     key: &TsigKey,
+    queries_need_key: bool,
 ) -> Vec<String> {
     let d = dir.display();
     let (ip, port) = (addr.ip(), addr.port());
@@ -661,9 +672,15 @@ fn write_config(
                  \ttype primary;\n\
                  \tfile \"{d}/zone.db\";\n\
                  \tallow-update {{ key \"{name}\"; }};\n\
+                 {allow_query}\
                  }};\n",
                 key_clause = key.bind_key_file(),
                 name = key.name,
+                allow_query = if queries_need_key {
+                    format!("\tallow-query {{ key \"{}\"; }};\n", key.name)
+                } else {
+                    String::new()
+                },
             );
             let path = dir.join("named.conf");
             fs::write(&path, conf).expect("writing named.conf");
