@@ -21,8 +21,6 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use bytes::Bytes;
-use http::{Request, Response};
-use http_body_util::Full;
 use rustls::sign::CertifiedKey;
 use rustls::ServerConfig;
 use serde_json::{json, Value};
@@ -177,9 +175,10 @@ impl AcmeState {
             .clone()
     }
 
-    /// The answer to an HTTP-01 validation request on a plain listener, if it is one.
-    pub fn http01_response<B>(&self, req: &Request<B>) -> Option<Response<Full<Bytes>>> {
-        self.challenges.http01_response(req)
+    /// The body of the answer to an HTTP-01 validation request on a plain listener, if it is
+    /// one.
+    pub fn http01_body(&self, method: &str, path: &str) -> Option<Bytes> {
+        self.challenges.http01_body(method, path)
     }
 
     pub fn status(&self, host: &str) -> NameStatus {

@@ -1,6 +1,8 @@
 //! The policy endpoint: Host → domain, `GET`/`HEAD /.well-known/mta-sts.txt`, nothing else.
 //!
-//! The hot path is one hash lookup and a reference-counted clone of the pre-rendered body.
+//! One routing function, [`route`], for every protocol: hyper's HTTP/2 through [`respond`],
+//! the lean HTTP/1.1 path ([`super::http1`]) through [`answer`]. The hot path is one hash
+//! lookup and a reference-counted clone of the pre-rendered body.
 
 use bytes::Bytes;
 use http::header::{HeaderValue, ALLOW, CONTENT_LENGTH, CONTENT_TYPE, HOST};
@@ -8,49 +10,135 @@ use http::{Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Body;
 
-use crate::daemon::state::Live;
+use crate::daemon::state::{Live, Shared};
 
 /// RFC 8461 §3.3: the policy is at this path on `mta-sts.<domain>`.
 pub const POLICY_PATH: &str = "/.well-known/mta-sts.txt";
 
-pub fn respond<B: Body>(live: &Live, req: &Request<B>) -> Response<Full<Bytes>> {
-    if req.uri().path() != POLICY_PATH {
-        return plain(StatusCode::NOT_FOUND, "not found\n");
-    }
-    let head = match *req.method() {
-        Method::GET => false,
-        Method::HEAD => true,
-        _ => {
-            let mut r = plain(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
-            r.headers_mut()
-                .insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
-            return r;
+/// A request as the router sees it, whichever protocol carried it.
+#[derive(Debug, Clone, Copy)]
+pub struct Head<'a> {
+    pub method: &'a str,
+    /// The path of the request target, without query.
+    pub path: &'a str,
+    /// The target's authority, else the one `Host` header; `None` when missing, repeated or
+    /// not visible ASCII (RFC 9112 §3.2: 400).
+    pub host: Option<&'a str>,
+    /// Whether the request has a body (which is never read).
+    pub has_body: bool,
+}
+
+/// An answer, whichever protocol carries it back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answer {
+    pub status: StatusCode,
+    pub content_type: &'static str,
+    /// The whole body: a HEAD request gets its length as `Content-Length` and none of it.
+    pub body: Bytes,
+    /// The `Allow` header (405 only).
+    pub allow: Option<&'static str>,
+}
+
+impl Answer {
+    /// A short text answer for the error statuses.
+    fn text(status: StatusCode, text: &'static str) -> Answer {
+        Answer {
+            status,
+            content_type: "text/plain",
+            body: Bytes::from_static(text.as_bytes()),
+            allow: None,
         }
-    };
-    if !req.body().is_end_stream() {
-        return plain(StatusCode::BAD_REQUEST, "a request body is not accepted\n");
     }
+}
+
+/// The public listeners' answer to `req`, counted in the metrics. `http01`: a plain listener,
+/// where ACME HTTP-01 validation requests come (RFC 8555 §8.3).
+pub fn answer(shared: &Shared, http01: bool, req: &Head<'_>) -> Answer {
+    let a = match http01
+        .then(|| shared.acme.http01_body(req.method, req.path))
+        .flatten()
+    {
+        // RFC 8555 §8.3: the body is the key authorization; any media type is accepted,
+        // and RFC 8555 §8.3's example answers application/octet-stream.
+        Some(body) => Answer {
+            status: StatusCode::OK,
+            content_type: "application/octet-stream",
+            body,
+            allow: None,
+        },
+        None => route(&shared.live.load(), req),
+    };
+    shared.metrics.request(a.status.as_u16());
+    a
+}
+
+/// The routing proper: path, then method, then body, then host.
+pub fn route(live: &Live, req: &Head<'_>) -> Answer {
+    if req.path != POLICY_PATH {
+        return Answer::text(StatusCode::NOT_FOUND, "not found\n");
+    }
+    if req.method != "GET" && req.method != "HEAD" {
+        return Answer {
+            allow: Some("GET, HEAD"),
+            ..Answer::text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n")
+        };
+    }
+    if req.has_body {
+        return Answer::text(StatusCode::BAD_REQUEST, "a request body is not accepted\n");
+    }
+    let Some(host) = req.host else {
+        return Answer::text(StatusCode::BAD_REQUEST, "missing or invalid Host\n");
+    };
+    let Some(domain) = live.domain_for_host(host) else {
+        return Answer::text(StatusCode::NOT_FOUND, "no MTA-STS policy for this host\n");
+    };
+    // RFC 8461 §3.2: "media type text/plain"; §3.3: no redirects, ever.
+    Answer {
+        status: StatusCode::OK,
+        content_type: "text/plain",
+        body: domain.policy.body().clone(),
+        allow: None,
+    }
+}
+
+/// [`answer`] for hyper (HTTP/2, and h2c on the plain listeners).
+pub fn respond<B: Body>(shared: &Shared, http01: bool, req: &Request<B>) -> Response<Full<Bytes>> {
     // HTTP/2 carries :authority in the URI; HTTP/1.1 the Host header (RFC 9112 §3.2).
     let host = match req.uri().authority() {
         Some(a) => Some(a.as_str()),
-        None => req.headers().get(HOST).and_then(|h| h.to_str().ok()),
+        None => {
+            let mut hosts = req.headers().get_all(HOST).iter();
+            match (hosts.next(), hosts.next()) {
+                (Some(h), None) => h.to_str().ok(),
+                _ => None,
+            }
+        }
     };
-    let Some(host) = host else {
-        return plain(StatusCode::BAD_REQUEST, "missing or invalid Host\n");
+    let head = Head {
+        method: req.method().as_str(),
+        path: req.uri().path(),
+        host,
+        has_body: !req.body().is_end_stream(),
     };
-    let Some(domain) = live.domain_for_host(host) else {
-        return plain(StatusCode::NOT_FOUND, "no MTA-STS policy for this host\n");
+    let a = answer(shared, http01, &head);
+    let len = a.body.len();
+    let body = if req.method() == Method::HEAD {
+        Bytes::new()
+    } else {
+        a.body
     };
-    let body = domain.policy.body();
-    // RFC 8461 §3.2: "media type text/plain"; §3.3: no redirects, ever.
-    let mut r = Response::new(Full::new(if head { Bytes::new() } else { body.clone() }));
+    let mut r = Response::new(Full::new(body));
+    *r.status_mut() = a.status;
     let h = r.headers_mut();
-    h.insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
-    h.insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
+    h.insert(CONTENT_TYPE, HeaderValue::from_static(a.content_type));
+    h.insert(CONTENT_LENGTH, HeaderValue::from(len));
+    if let Some(allow) = a.allow {
+        h.insert(ALLOW, HeaderValue::from_static(allow));
+    }
     r
 }
 
-/// A short text answer for the error statuses.
+/// A short text answer for the error statuses (the admin listener's too).
 pub fn plain(status: StatusCode, text: &'static str) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(Bytes::from_static(text.as_bytes())));
     *r.status_mut() = status;

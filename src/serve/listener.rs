@@ -1,22 +1,27 @@
 //! Accept loops: a cap on open connections, a bounded TLS handshake, HTTP/1.1 and HTTP/2 with
-//! header limits, an idle timeout, and graceful shutdown.
+//! header limits, an idle timeout, and graceful shutdown. The public listeners' HTTP/1.1 is the
+//! lean server of [`http1`]; their HTTP/2 (ALPN `h2`, h2c prior knowledge) and the admin
+//! listener are hyper's.
 
 use std::convert::Infallible;
+use std::io;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use rustls::ServerConfig;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 use tokio_util::task::TaskTracker;
 use tracing::{debug, warn, Instrument};
 
 use super::idle::Idle;
-use super::{handler, tls};
+use super::{handler, http1, tls};
 use crate::admin;
 use crate::config::Limits;
 use crate::daemon::state::Shared;
@@ -91,17 +96,19 @@ impl Listener {
         let io = Idle::new(tcp, self.limits.idle_timeout);
         match &self.kind {
             Kind::Https(config) => {
-                let handshake = tls::accept(io, &self.shared, config.clone());
+                // Boxed, as is every state that is not the idle one, so that the task of an
+                // idle connection is no bigger than that state needs.
+                let handshake = Box::pin(tls::accept(io, &self.shared, config.clone()));
                 match tokio::time::timeout(self.limits.handshake_timeout, handshake).await {
                     Ok(Ok(mut stream)) if tls::is_acme_validation(&stream) => {
                         debug!("ACME TLS-ALPN-01 validation handshake done");
                         let _ = stream.shutdown().await;
                     }
-                    Ok(Ok(stream)) => {
-                        // ALPN settled the protocol: no preface sniffing, no second state.
-                        let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
-                        self.http(stream, Some(h2)).await
+                    // ALPN settled the protocol: no preface sniffing, no second state.
+                    Ok(Ok(stream)) if stream.get_ref().1.alpn_protocol() == Some(b"h2") => {
+                        Box::pin(self.http(stream, true)).await
                     }
+                    Ok(Ok(stream)) => self.http1(stream, false).await,
                     Ok(Err(e)) => {
                         self.shared.metrics.tls_handshake_failures.inc();
                         debug!(error = %e, "TLS handshake failed");
@@ -112,15 +119,38 @@ impl Listener {
                     }
                 }
             }
-            // Plain HTTP: HTTP/1.1, or HTTP/2 with prior knowledge (h2c); admin: HTTP/1.1.
-            Kind::Http => self.http(io, None).await,
-            Kind::Admin => self.http(io, Some(false)).await,
+            // Plain HTTP: HTTP/1.1, or HTTP/2 with prior knowledge (h2c).
+            Kind::Http => self.http1(io, true).await,
+            Kind::Admin => Box::pin(self.http(io, false)).await,
         }
     }
 
-    /// Serves HTTP on `io`: HTTP/2 when `h2` is `Some(true)`, HTTP/1.1 when `Some(false)`,
-    /// either (by the client's preface) when `None`.
-    async fn http<IO>(&self, io: IO, h2: Option<bool>)
+    /// Serves a public connection with the lean HTTP/1.1 server; on a `plain` listener, one
+    /// that starts with the HTTP/2 preface goes on with hyper's HTTP/2, and HTTP-01 validation
+    /// requests are answered (RFC 8555 §8.3: they come to port 80).
+    async fn http1<IO>(&self, io: IO, plain: bool)
+    where
+        IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let opts = http1::Options {
+            // The same floor as hyper's (README: "minimum 8192").
+            max_header_bytes: self.limits.max_header_bytes.max(8192),
+            header_timeout: self.limits.header_timeout,
+            h2c: plain,
+        };
+        let shared = &self.shared;
+        let served = http1::serve(io, &opts, self.shutdown.clone(), |head| {
+            handler::answer(shared, plain, head)
+        })
+        .await;
+        if let http1::Served::H2c(io, read) = served {
+            Box::pin(self.http(Rewind::new(io, read), true)).await
+        }
+    }
+
+    /// Serves hyper's HTTP on `io`: HTTP/2 when `h2` (the public listeners), else HTTP/1.1
+    /// (the admin listener).
+    async fn http<IO>(&self, io: IO, h2: bool)
     where
         IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
@@ -137,26 +167,19 @@ impl Listener {
             .timer(TokioTimer::new())
             .max_header_list_size(max_header as u32)
             .max_concurrent_streams(64);
-        let builder = match h2 {
-            Some(true) => builder.http2_only(),
-            Some(false) => builder.http1_only(),
-            None => builder,
+        let builder = if h2 {
+            builder.http2_only()
+        } else {
+            builder.http1_only()
         };
         let shared = self.shared.clone();
         let admin = matches!(self.kind, Kind::Admin);
-        // RFC 8555 §8.3: HTTP-01 validation comes to port 80, the plain listeners.
         let http01 = matches!(self.kind, Kind::Http);
         let service = service_fn(move |req| {
             let response = if admin {
                 admin::respond(&shared, &req)
-            } else if let Some(r) = http01.then(|| shared.acme.http01_response(&req)).flatten() {
-                shared.metrics.request(r.status().as_u16());
-                r
             } else {
-                let live = shared.live.load();
-                let r = handler::respond(&live, &req);
-                shared.metrics.request(r.status().as_u16());
-                r
+                handler::respond(&shared, http01, &req)
             };
             async move { Ok::<_, Infallible>(response) }
         });
@@ -173,5 +196,72 @@ impl Listener {
         if let Err(e) = result {
             debug!(error = %e, "connection ended with an error");
         }
+    }
+}
+
+/// A transport whose first bytes were already read: they are read again, then the rest.
+struct Rewind<IO> {
+    read: Vec<u8>,
+    pos: usize,
+    inner: IO,
+}
+
+impl<IO> Rewind<IO> {
+    fn new(inner: IO, read: Vec<u8>) -> Self {
+        Rewind {
+            read,
+            pos: 0,
+            inner,
+        }
+    }
+}
+
+impl<IO: AsyncRead + Unpin> AsyncRead for Rewind<IO> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if self.pos < self.read.len() {
+            let n = (self.read.len() - self.pos).min(buf.remaining());
+            buf.put_slice(&self.read[self.pos..self.pos + n]);
+            self.pos += n;
+            if self.pos == self.read.len() {
+                self.read = Vec::new();
+                self.pos = 0;
+            }
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<IO: AsyncWrite + Unpin> AsyncWrite for Rewind<IO> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }

@@ -1,6 +1,7 @@
 //! The public side: HTTPS (and plain HTTP) listeners serving each domain's policy.
 
 pub mod handler;
+pub mod http1;
 pub mod idle;
 pub mod listener;
 pub mod tls;

@@ -791,3 +791,111 @@ fn a_config_that_cannot_load_fails_the_start() {
         "{stderr}"
     );
 }
+
+/// Pipelined requests, HTTP/1.0 and keep-alive over real sockets: the plain listener, and TLS
+/// with HTTP/1.1 by ALPN and with no ALPN at all.
+#[tokio::test]
+async fn http1_pipelining_and_http10_over_tcp_and_tls() {
+    let ca = TestCa::new();
+    let dir = two_domains(&ca, "");
+    let d = Daemon::start(&dir.config_path());
+    // The last request is HTTP/1.0 without keep-alive: the server closes after it.
+    let pipelined = format!(
+        "GET {PATH} HTTP/1.1\r\nHost: mta-sts.a.example\r\n\r\n\
+         HEAD {PATH} HTTP/1.1\r\nHost: mta-sts.b.example\r\n\r\n\
+         GET /nope?x HTTP/1.1\r\nHost: mta-sts.b.example\r\n\r\n\
+         GET {PATH} HTTP/1.0\r\nHost: mta-sts.b.example\r\n\r\n"
+    );
+    let check = |out: &str| {
+        let heads: Vec<&str> = out.lines().filter(|l| l.starts_with("HTTP/1.")).collect();
+        assert_eq!(
+            heads,
+            [
+                "HTTP/1.1 200 OK",
+                "HTTP/1.1 200 OK",
+                "HTTP/1.1 404 Not Found",
+                "HTTP/1.0 200 OK"
+            ],
+            "{out}"
+        );
+        let a = out.find(BODY_A).expect("the first body");
+        let b_len = format!("content-length: {}\r\n", BODY_B.len());
+        assert!(out[a..].contains(&b_len), "{out}");
+        assert!(out.ends_with(BODY_B), "{out}");
+        assert_eq!(out.matches("version: STSv1").count(), 2, "{out}");
+    };
+
+    let mut tcp = TcpStream::connect(d.http.unwrap()).await.unwrap();
+    tcp.write_all(pipelined.as_bytes()).await.unwrap();
+    let mut out = String::new();
+    tcp.read_to_string(&mut out).await.unwrap();
+    check(&out);
+
+    let https = d.https.unwrap();
+    for alpn in [vec![b"http/1.1".to_vec()], vec![]] {
+        let mut config = ca.client_config();
+        config.alpn_protocols = alpn;
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+        let tcp = TcpStream::connect(https).await.unwrap();
+        let name = ServerName::try_from("mta-sts.a.example").unwrap();
+        let mut tls = connector.connect(name, tcp).await.unwrap();
+        // One request, its answer, then the rest pipelined: the connection was kept alive.
+        let first = format!("GET {PATH} HTTP/1.1\r\nHost: mta-sts.a.example\r\n\r\n");
+        tls.write_all(first.as_bytes()).await.unwrap();
+        let mut buf = vec![0; 4096];
+        let mut n = 0;
+        while !String::from_utf8_lossy(&buf[..n]).ends_with(BODY_A) {
+            let m = tls.read(&mut buf[n..]).await.unwrap();
+            assert!(m > 0, "closed after one request");
+            n += m;
+        }
+        tls.write_all(pipelined.as_bytes()).await.unwrap();
+        let mut out = String::new();
+        tls.read_to_string(&mut out).await.unwrap();
+        check(&out);
+    }
+}
+
+/// The plain listener still speaks HTTP/2 with prior knowledge (h2c), beside HTTP/1.1.
+#[tokio::test]
+async fn h2c_prior_knowledge_on_the_plain_listener() {
+    let ca = TestCa::new();
+    let dir = two_domains(&ca, "");
+    let d = Daemon::start(&dir.config_path());
+    let http = d.http.unwrap();
+    let _ = plain_client();
+    let c = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .resolve("mta-sts.b.example", http)
+        .no_proxy()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let url = format!("http://mta-sts.b.example:{}{PATH}", http.port());
+    for _ in 0..2 {
+        let r = c.get(&url).send().await.unwrap();
+        assert_eq!(r.version(), Version::HTTP_2);
+        assert_eq!(r.status(), StatusCode::OK);
+        assert_eq!(r.headers()["content-type"], "text/plain");
+        assert_eq!(r.bytes().await.unwrap(), BODY_B.as_bytes());
+    }
+    let r = c.head(&url).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(
+        r.headers()["content-length"],
+        BODY_B.len().to_string().as_str()
+    );
+    let r = c.post(&url).body("x").send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(r.headers()["allow"], "GET, HEAD");
+    // And HTTP/1.1 on the same listener, with the Date header RFC 9110 §6.6.1 asks for.
+    let r = plain_client()
+        .get(format!("http://{http}{PATH}"))
+        .header("host", "mta-sts.b.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.version(), Version::HTTP_11);
+    assert!(r.headers().contains_key("date"));
+    assert_eq!(r.bytes().await.unwrap(), BODY_B.as_bytes());
+}
