@@ -89,27 +89,9 @@ fn acme_with_state(pebble: &Pebble, challenge: &str, state: &str) -> String {
     )
 }
 
-async fn status(d: &Daemon) -> Value {
-    let r = plain_client()
-        .get(d.admin_url("/status"))
-        .send()
-        .await
-        .unwrap();
-    serde_json::from_str(&r.text().await.unwrap()).unwrap()
-}
-
-async fn metrics(d: &Daemon) -> String {
-    let r = plain_client()
-        .get(d.admin_url("/metrics"))
-        .send()
-        .await
-        .unwrap();
-    r.text().await.unwrap()
-}
-
 /// The `acme` object of `domain` in /status.
 async fn acme_status(d: &Daemon, domain: &str) -> Value {
-    let s = status(d).await;
+    let s = d.status().await;
     s["domains"]
         .as_array()
         .unwrap()
@@ -255,7 +237,7 @@ async fn obtain_both(challenge: &str) -> (Pebble, ConfigDir, Ports, Daemon) {
     }
     let dir_mode = std::fs::metadata(&state).unwrap().permissions().mode();
     assert_eq!(dir_mode & 0o777, 0o700, "state directory");
-    let m = metrics(&d).await;
+    let m = d.metrics().await;
     assert!(
         m.contains("mta_stsd_acme_orders_total{result=\"ok\"} 2"),
         "{m}"
@@ -323,7 +305,7 @@ async fn tls_alpn_01_for_two_domains_then_a_restart_orders_nothing() {
         "ordered again after a restart:\n{}",
         d.lines().join("\n")
     );
-    assert!(!metrics(&d).await.contains("mta_stsd_acme_orders_total"));
+    assert!(!d.metrics().await.contains("mta_stsd_acme_orders_total"));
     assert_eq!(pebble.issued(), 2, "pebble issued more:\n{}", pebble.log());
 }
 
@@ -428,7 +410,7 @@ async fn a_dead_acme_server_is_retried_while_the_rest_is_served() {
         failed["next_attempt"].as_i64().is_some_and(|t| t >= now()),
         "{failed}"
     );
-    assert!(status(&d).await["domains"][0]["acme"].is_null());
+    assert!(d.status().await["domains"][0]["acme"].is_null());
 
     // Meanwhile a.example is served, and b.example's handshake fails cleanly.
     let https = addr(ports.https);
@@ -453,7 +435,7 @@ async fn a_dead_acme_server_is_retried_while_the_rest_is_served() {
         .connect(name, tcp)
         .await
         .is_err());
-    let m = metrics(&d).await;
+    let m = d.metrics().await;
     assert!(
         m.contains("mta_stsd_acme_orders_total{result=\"error\"}"),
         "{m}"
@@ -533,7 +515,7 @@ async fn another_replicas_lock_defers_the_order_and_its_certificate_is_picked_up
             .unwrap()
             .to_vec()
     );
-    assert!(!metrics(&d).await.contains("mta_stsd_acme_orders_total"));
+    assert!(!d.metrics().await.contains("mta_stsd_acme_orders_total"));
 }
 
 #[tokio::test]

@@ -12,13 +12,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use hickory_proto::rr::RecordType;
-use reqwest::StatusCode;
+
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::harness::daemon::{eventually, plain_client, Daemon, TestCa};
+use crate::harness::daemon::{eventually, Daemon, TestCa};
 use crate::harness::dns::{free_port, DnsServer, Kind, TsigKey};
 use crate::harness::{run_with_config, ConfigDir, Output, MAIN};
 
@@ -1274,26 +1274,6 @@ fn json_report_follows_the_documented_schema() {
 
 // --- serve ----------------------------------------------------------------------------------
 
-async fn status(d: &Daemon) -> Value {
-    let r = plain_client()
-        .get(d.admin_url("/status"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::OK);
-    serde_json::from_str(&r.text().await.unwrap()).unwrap()
-}
-
-async fn metrics(d: &Daemon) -> String {
-    let r = plain_client()
-        .get(d.admin_url("/metrics"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::OK);
-    r.text().await.unwrap()
-}
-
 /// The value of one sample in the Prometheus text, if there.
 fn sample(metrics: &str, name: &str) -> Option<f64> {
     metrics
@@ -1342,7 +1322,7 @@ async fn serve_runs_drift_periodically_into_the_report_status_and_metrics() {
     assert_eq!(report["domains"][1]["findings"], serde_json::json!([]));
 
     let s = eventually("the drift summary in /status", || async {
-        let s = status(&d).await;
+        let s = d.status().await;
         (s["drift"]["status"] == "critical").then_some(s)
     })
     .await;
@@ -1361,7 +1341,7 @@ async fn serve_runs_drift_periodically_into_the_report_status_and_metrics() {
     let b = &domain_status(&s, "b.example.org")["drift"];
     assert_eq!(b["status"], "ok", "{s:#}");
     assert_eq!(b["findings"], serde_json::json!([]));
-    let m = metrics(&d).await;
+    let m = d.metrics().await;
     assert_eq!(sample(&m, CRITICAL), Some(1.0), "{m}");
     assert!(
         sample(&m, "mta_stsd_drift_last_run_timestamp_seconds").unwrap() > 0.0,
@@ -1380,7 +1360,7 @@ async fn serve_runs_drift_periodically_into_the_report_status_and_metrics() {
     .await;
     assert_eq!(report["counts"]["critical"], 0);
     let s = eventually("drift ok in /status", || async {
-        let s = status(&d).await;
+        let s = d.status().await;
         (s["drift"]["status"] == "ok").then_some(s)
     })
     .await;
@@ -1389,7 +1369,7 @@ async fn serve_runs_drift_periodically_into_the_report_status_and_metrics() {
         serde_json::json!([])
     );
     let m = eventually("no critical drift finding in /metrics", || async {
-        let m = metrics(&d).await;
+        let m = d.metrics().await;
         (sample(&m, CRITICAL) == Some(0.0)).then_some(m)
     })
     .await;

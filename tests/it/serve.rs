@@ -8,7 +8,7 @@ use std::time::Duration;
 use reqwest::{StatusCode, Version};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, ServerName};
-use serde_json::Value;
+
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -67,26 +67,6 @@ fn policy_url(host: &str, addr: std::net::SocketAddr) -> String {
 fn replace_config(dir: &ConfigDir, text: &str) {
     let tmp = dir.write(".mta-stsd.toml.tmp", text);
     std::fs::rename(tmp, dir.config_path()).unwrap();
-}
-
-async fn status(d: &Daemon) -> Value {
-    let r = plain_client()
-        .get(d.admin_url("/status"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::OK);
-    serde_json::from_str(&r.text().await.unwrap()).unwrap()
-}
-
-async fn metrics(d: &Daemon) -> String {
-    let r = plain_client()
-        .get(d.admin_url("/metrics"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::OK);
-    r.text().await.unwrap()
 }
 
 /// The value of one sample line in the Prometheus text.
@@ -156,7 +136,7 @@ async fn unknown_or_missing_sni_fails_with_unrecognized_name() {
     // rustls sends no SNI for an IP address.
     let err = handshake_error(https, &ca, ServerName::IpAddress(https.ip().into())).await;
     assert_eq!(err, unrecognized, "no SNI");
-    let m = metrics(&d).await;
+    let m = d.metrics().await;
     assert!(
         sample(&m, "mta_stsd_tls_handshake_failures_total") >= 4.0,
         "{m}"
@@ -366,7 +346,7 @@ async fn admin_endpoints() {
         .await
         .unwrap();
 
-    let s = status(&d).await;
+    let s = d.status().await;
     assert_eq!(s["domains_total"], 2);
     assert_eq!(s["config"]["last_reload"]["ok"], true);
     let a = &s["domains"][0];
@@ -390,7 +370,7 @@ async fn admin_endpoints() {
     assert!(a["served_since"].as_u64().unwrap() > 1_700_000_000);
     assert_eq!(a["dns"]["state"], "manual");
 
-    let m = metrics(&d).await;
+    let m = d.metrics().await;
     assert_eq!(
         sample(&m, "mta_stsd_http_requests_total{status=\"200\"}"),
         3.0,
@@ -462,7 +442,7 @@ async fn reload_under_load_loses_no_request() {
         })
         .await;
         // The id follows the body.
-        let s = status(&d).await;
+        let s = d.status().await;
         let expected = std::process::Command::new(crate::harness::BIN)
             .args([
                 "--config",
@@ -507,7 +487,7 @@ async fn broken_config_keeps_the_last_good_one_serving() {
     let broken = config_text("", "86400").replace("mode = \"enforce\"", "mode = \"enforcing\"");
     replace_config(&dir, &broken);
     let s = eventually("the failed reload in /status", || async {
-        let s = status(&d).await;
+        let s = d.status().await;
         (s["config"]["last_reload"]["ok"] == false).then_some(s)
     })
     .await;
@@ -530,7 +510,7 @@ async fn broken_config_keeps_the_last_good_one_serving() {
     let r = get_a().await;
     assert_eq!(r.status(), StatusCode::OK);
     assert_eq!(r.text().await.unwrap(), BODY_A);
-    let m = metrics(&d).await;
+    let m = d.metrics().await;
     assert_eq!(sample(&m, "mta_stsd_config_last_reload_success"), 0.0);
     assert!(sample(&m, "mta_stsd_config_reloads_total{result=\"error\"}") >= 1.0);
     d.wait_log(&want);
@@ -542,7 +522,7 @@ async fn broken_config_keeps_the_last_good_one_serving() {
         body.ends_with("max_age: 90000\r\n").then_some(())
     })
     .await;
-    assert_eq!(status(&d).await["config"]["last_reload"]["ok"], true);
+    assert_eq!(d.status().await["config"]["last_reload"]["ok"], true);
 }
 
 #[tokio::test]
@@ -599,7 +579,7 @@ async fn sighup_reloads_and_included_files_are_watched() {
 
     // SIGHUP reloads even without a change.
     let ok_before = sample(
-        &metrics(&d).await,
+        &d.metrics().await,
         "mta_stsd_config_reloads_total{result=\"ok\"}",
     );
     let seen = d.lines().len();
@@ -607,7 +587,7 @@ async fn sighup_reloads_and_included_files_are_watched() {
     d.wait_log_after(seen, "SIGHUP: reloading");
     eventually("the SIGHUP reload to count", || async {
         let now = sample(
-            &metrics(&d).await,
+            &d.metrics().await,
             "mta_stsd_config_reloads_total{result=\"ok\"}",
         );
         (now > ok_before).then_some(())
@@ -704,7 +684,7 @@ async fn connection_cap_holds_new_connections_until_one_closes() {
     let hold1 = TcpStream::connect(http).await.unwrap();
     let hold2 = TcpStream::connect(http).await.unwrap();
     eventually("both connections to be open", || async {
-        let m = metrics(&d).await;
+        let m = d.metrics().await;
         (sample(&m, "mta_stsd_connections_open") == 2.0).then_some(())
     })
     .await;
@@ -721,7 +701,7 @@ async fn connection_cap_holds_new_connections_until_one_closes() {
         answer
     });
     // Still capped: the admin listener answers regardless.
-    let m = metrics(&d).await;
+    let m = d.metrics().await;
     assert_eq!(sample(&m, "mta_stsd_connections_open"), 2.0);
     assert!(!third.is_finished());
     drop(hold1);

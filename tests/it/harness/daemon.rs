@@ -158,6 +158,28 @@ impl Daemon {
     pub fn admin_url(&self, path: &str) -> String {
         format!("http://{}{path}", self.admin.expect("an admin listener"))
     }
+
+    /// `/status` from the admin listener, parsed.
+    pub async fn status(&self) -> serde_json::Value {
+        let r = plain_client()
+            .get(self.admin_url("/status"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), reqwest::StatusCode::OK);
+        serde_json::from_str(&r.text().await.unwrap()).unwrap()
+    }
+
+    /// `/metrics` from the admin listener.
+    pub async fn metrics(&self) -> String {
+        let r = plain_client()
+            .get(self.admin_url("/metrics"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), reqwest::StatusCode::OK);
+        r.text().await.unwrap()
+    }
 }
 
 impl Drop for Daemon {
