@@ -34,18 +34,22 @@ struct WatchSet {
 
 impl WatchSet {
     fn of(config: &Config) -> Self {
-        let mut files: HashSet<PathBuf> = config.files.iter().cloned().collect();
+        let mut files: HashSet<PathBuf> = config.files.iter().map(|f| absolute(f)).collect();
         for c in &config.tls.certs {
-            files.insert(c.cert.clone());
-            files.insert(c.key.clone());
+            files.insert(absolute(&c.cert));
+            files.insert(absolute(&c.key));
         }
-        let patterns: Vec<glob::Pattern> = config
+        let include_patterns: Vec<String> = config
             .include_patterns
+            .iter()
+            .map(|p| absolute(Path::new(p)).to_string_lossy().into_owned())
+            .collect();
+        let patterns: Vec<glob::Pattern> = include_patterns
             .iter()
             .filter_map(|p| glob::Pattern::new(p).ok())
             .collect();
         let mut dirs: HashSet<PathBuf> = files.iter().filter_map(|f| parent(f)).collect();
-        for p in &config.include_patterns {
+        for p in &include_patterns {
             // The deepest directory without a wildcard: new files appear there.
             let fixed: PathBuf = Path::new(p)
                 .components()
@@ -75,6 +79,12 @@ impl WatchSet {
             .is_some_and(|n| n.to_string_lossy().starts_with(".."));
         dotdot && parent(path).is_some_and(|d| self.dirs.contains(&d))
     }
+}
+
+/// The watcher reports absolute paths; a relative `--config` must compare equal to them.
+/// Not canonicalized: symlinks (a ConfigMap's `..data`) must stay as they are.
+fn absolute(p: &Path) -> PathBuf {
+    std::path::absolute(p).unwrap_or_else(|_| p.to_owned())
 }
 
 fn parent(p: &Path) -> Option<PathBuf> {

@@ -879,3 +879,27 @@ async fn h2c_prior_knowledge_on_the_plain_listener() {
     assert!(r.headers().contains_key("date"));
     assert_eq!(r.bytes().await.unwrap(), BODY_B.as_bytes());
 }
+
+/// `--config` relative to the working directory (as in README's first command): changes are
+/// still seen, though the watcher reports absolute paths.
+#[tokio::test]
+async fn relative_config_path_is_watched_too() {
+    let ca = TestCa::new();
+    let dir = two_domains(&ca, "");
+    let d = Daemon::start_in(Some(dir.path()), std::path::Path::new(MAIN), &[]);
+    let http = d.http.unwrap();
+    replace_config(&dir, &config_text("", "77777"));
+    eventually("the edit to be served", || async {
+        let body = plain_client()
+            .get(format!("http://{http}{PATH}"))
+            .header("host", "mta-sts.a.example")
+            .send()
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        body.ends_with("max_age: 77777\r\n").then_some(())
+    })
+    .await;
+}

@@ -38,7 +38,15 @@ impl Daemon {
     }
 
     pub fn start_with(config: &Path, env: &[(&str, &str)]) -> Daemon {
+        Self::start_in(None, config, env)
+    }
+
+    /// Like [`Daemon::start_with`], run from `cwd` (so that `config` may be relative).
+    pub fn start_in(cwd: Option<&Path>, config: &Path, env: &[(&str, &str)]) -> Daemon {
         let mut cmd = Command::new(BIN);
+        if let Some(dir) = cwd {
+            cmd.current_dir(dir);
+        }
         cmd.arg("--config")
             .arg(config)
             .arg("serve")
