@@ -22,8 +22,8 @@ cargo build --release --locked -q
 BIN="$ROOT/target/release/mta-stsd"
 
 TMP=$(mktemp -d)
-PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$TMP"; }
+# Server pids go to a file: start_named runs inside $( ), a subshell.
+cleanup() { [ -f "$TMP/pids" ] && while read -r p; do kill "$p" 2>/dev/null || true; done < "$TMP/pids"; rm -rf "$TMP"; }
 trap cleanup EXIT
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
@@ -47,7 +47,7 @@ controls { };
 zone "example.org" { type primary; file "$dir/zone.db"; allow-update { key "mta-stsd"; }; };
 EOF
   named -g -4 -c "$dir/named.conf" > "$dir/named.log" 2>&1 &
-  PIDS+=($!)
+  echo $! >> "$TMP/pids"
   local deadline=$((SECONDS + 20))
   until dig +tcp +short +time=1 +tries=1 -p "$port" @127.0.0.1 example.org SOA | grep -q hostmaster; do
     (( SECONDS < deadline )) || { cat "$dir/named.log"; exit 1; }
