@@ -101,16 +101,13 @@ pub trait Provider: Send + Sync {
     /// The configured name, for logs and metrics.
     fn name(&self) -> &str;
 
-    /// The zone (fully qualified, trailing dot) that holds `name`.
-    async fn zone_of(&self, name: &str) -> Result<String, ProviderError>;
+    /// The zone (fully qualified, trailing dot) that holds each of `names`: one batch, since
+    /// every provider can answer many names in one round (a zone list, pipelined SOA queries).
+    async fn zones_of(&self, names: &[String]) -> Vec<Result<String, ProviderError>>;
 
-    /// [`Provider::zone_of`] for many names; providers that can batch override it.
-    async fn zones_of(&self, names: &[String]) -> Vec<Result<String, ProviderError>> {
-        let mut out = Vec::with_capacity(names.len());
-        for n in names {
-            out.push(self.zone_of(n).await);
-        }
-        out
+    /// [`Provider::zones_of`] for one name.
+    async fn zone_of(&self, name: &str) -> Result<String, ProviderError> {
+        self.zones_of(&[name.to_owned()]).await.remove(0)
     }
 
     /// Every record at `names` (fully qualified) in `zone`: TXT and CNAME, and any other

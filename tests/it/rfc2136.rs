@@ -163,8 +163,8 @@ impl Provider for Meddler {
         self.inner.name()
     }
 
-    async fn zone_of(&self, name: &str) -> Result<String, ProviderError> {
-        self.inner.zone_of(name).await
+    async fn zones_of(&self, names: &[String]) -> Vec<Result<String, ProviderError>> {
+        self.inner.zones_of(names).await
     }
 
     async fn records(&self, zone: &str, names: &[String]) -> Result<Vec<Record>, ProviderError> {

@@ -232,10 +232,6 @@ impl Provider for Cloudflare {
         &self.name
     }
 
-    async fn zone_of(&self, name: &str) -> Result<String, ProviderError> {
-        self.zones_of(&[name.to_owned()]).await.remove(0)
-    }
-
     /// Each name's zone is the longest of its suffixes (of two labels or more) that the account
     /// has: `a.b.example.org`, then `b.example.org`, then `example.org`. Answers are shared
     /// between the names; after a failure the remaining names get the same error.

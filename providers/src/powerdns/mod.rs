@@ -206,10 +206,6 @@ impl Provider for PowerDns {
         &self.name
     }
 
-    async fn zone_of(&self, name: &str) -> Result<String, ProviderError> {
-        self.zones_of(&[name.to_owned()]).await.remove(0)
-    }
-
     /// One zone list for all names; each gets the longest zone that is a suffix of it.
     async fn zones_of(&self, names: &[String]) -> Vec<Result<String, ProviderError>> {
         let zones = match self.client.zones().await {

@@ -305,10 +305,6 @@ impl Provider for Rfc2136 {
         &self.name
     }
 
-    async fn zone_of(&self, fqdn: &str) -> Result<String, ProviderError> {
-        self.zones_of(&[fqdn.to_owned()]).await.remove(0)
-    }
-
     /// Asks the server for the SOA of each name, pipelined on one connection: the owner of the
     /// SOA in the answer (at the apex) or in the authority section (below it) is the zone.
     async fn zones_of(&self, names: &[String]) -> Vec<Result<String, ProviderError>> {
