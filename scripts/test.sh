@@ -20,8 +20,9 @@ fi
 
 # The drift tests run two BIND primaries on 127.0.0.2 and 127.0.0.3; BIND listens only on
 # addresses an interface has, so give them to lo (loopback only; routing is unchanged).
+lo_addrs=$(ip -4 addr show dev lo) # not piped into grep -q: with pipefail, SIGPIPE would lie
 for ip in 127.0.0.2 127.0.0.3; do
-  if ! ip -4 addr show dev lo | grep -q "inet $ip/"; then
+  if ! grep -q "inet $ip/" <<<"$lo_addrs"; then
     sudo=""
     [ "$(id -u)" -eq 0 ] || sudo="sudo"
     $sudo ip addr add "$ip/32" dev lo
