@@ -115,6 +115,9 @@ impl Reloader {
         let filter = set.clone();
         let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
             let Ok(event) = res else { return };
+            if !changes_content(&event.kind) {
+                return;
+            }
             let set = filter.lock().unwrap_or_else(|e| e.into_inner());
             if event.paths.iter().any(|p| set.matters(p)) {
                 // A full channel already holds a pending reload.
@@ -147,6 +150,21 @@ impl Reloader {
             }
         });
         Ok(Reloader { task })
+    }
+}
+
+/// Whether an event can change what a load reads. Opens, reads and closes after reading (by
+/// anyone, our own reload included) and metadata changes (atime) cannot; reacting to them made
+/// every reload trigger the next one.
+fn changes_content(kind: &notify::EventKind) -> bool {
+    use notify::event::{AccessKind, AccessMode, EventKind, ModifyKind};
+    match kind {
+        EventKind::Create(_) | EventKind::Remove(_) => true,
+        EventKind::Modify(ModifyKind::Metadata(_)) => false,
+        EventKind::Modify(_) => true,
+        // The end of a write: an in-place edit that the Modify events already announced.
+        EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
+        EventKind::Access(_) | EventKind::Any | EventKind::Other => false,
     }
 }
 
@@ -256,5 +274,38 @@ fn internal(path: &Path, e: tokio::task::JoinError) -> Diagnostic {
         file: path.into(),
         position: None,
         message: format!("internal error while loading: {e}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use notify::event::{AccessKind, AccessMode, CreateKind, DataChange, EventKind};
+    use notify::event::{MetadataKind, ModifyKind, RemoveKind, RenameMode};
+
+    use super::changes_content;
+
+    #[test]
+    fn only_writes_creates_removes_and_renames_reload() {
+        let reload = [
+            EventKind::Create(CreateKind::File),
+            EventKind::Remove(RemoveKind::File),
+            EventKind::Modify(ModifyKind::Data(DataChange::Any)),
+            EventKind::Modify(ModifyKind::Name(RenameMode::To)),
+            EventKind::Access(AccessKind::Close(AccessMode::Write)),
+        ];
+        let ignore = [
+            EventKind::Access(AccessKind::Open(AccessMode::Any)),
+            EventKind::Access(AccessKind::Read),
+            EventKind::Access(AccessKind::Close(AccessMode::Read)),
+            EventKind::Modify(ModifyKind::Metadata(MetadataKind::AccessTime)),
+            EventKind::Any,
+            EventKind::Other,
+        ];
+        for k in reload {
+            assert!(changes_content(&k), "{k:?}");
+        }
+        for k in ignore {
+            assert!(!changes_content(&k), "{k:?}");
+        }
     }
 }

@@ -903,3 +903,39 @@ async fn relative_config_path_is_watched_too() {
     })
     .await;
 }
+
+/// Regression (lifecycle issue): any file event used to start a reload, and every reload's own
+/// reads were reported again, so one `cat` made the daemon reload ~15 times a second forever.
+#[tokio::test]
+async fn reads_cause_no_reload_and_one_edit_causes_one() {
+    let ca = TestCa::new();
+    let dir = two_domains(&ca, "");
+    let d = Daemon::start(&dir.config_path());
+    let reloads = || async {
+        sample(
+            &d.metrics().await,
+            "mta_stsd_config_reloads_total{result=\"ok\"}",
+        )
+    };
+    // Absence can only be observed over a window: 10 debounce periods.
+    let idle = Duration::from_secs(2);
+    let before = reloads().await;
+
+    // Others read the files: cat, and `check` (which opens every file, certificates too).
+    for name in [MAIN, "a.pem", "a.key", "b.pem"] {
+        std::fs::read(dir.file(name)).unwrap();
+    }
+    dir.check().assert_clean();
+    tokio::time::sleep(idle).await;
+    assert_eq!(reloads().await, before, "reads made the daemon reload");
+
+    // One edit in place: exactly one reload, and then the daemon is idle again (its own
+    // reload reads the files).
+    dir.write(MAIN, config_text("", "90000"));
+    eventually("the edit's reload", || async {
+        (reloads().await > before).then_some(())
+    })
+    .await;
+    tokio::time::sleep(idle).await;
+    assert_eq!(reloads().await, before + 1.0, "one edit, one reload");
+}
