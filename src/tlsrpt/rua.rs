@@ -1,4 +1,4 @@
-//! SMTP TLS Reporting (RFC 8460): the `rua` URIs published in `_smtp._tls` TXT.
+//! The `rua` URIs published in `_smtp._tls` TXT (RFC 8460 §3).
 
 use std::fmt;
 
