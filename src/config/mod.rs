@@ -38,6 +38,8 @@ pub struct Config {
     pub domains: Vec<Domain>,
     pub acme: Option<Acme>,
     pub drift: Drift,
+    /// `[tlsrpt]`: receiving TLS reports; `None` without the section.
+    pub tlsrpt: Option<Tlsrpt>,
     /// Every file read (the main one first), for the watcher.
     pub files: Vec<PathBuf>,
     /// Include patterns as absolute globs, so the watcher sees files that appear later.
@@ -202,4 +204,39 @@ impl Default for Drift {
             https_port: 443,
         }
     }
+}
+
+/// `[tlsrpt]` (SPEC "TLS-RPT receiver").
+#[derive(Debug, Clone)]
+pub struct Tlsrpt {
+    /// HTTPS names that take reports (and serve nothing else).
+    pub hosts: Vec<DomainName>,
+    pub path: String,
+    pub store: StoreKind,
+    pub retention: Duration,
+    /// After decompression (and so before it too).
+    pub max_report_bytes: usize,
+    /// For DKIM key lookups; `None`: the system's resolver.
+    pub resolver: Option<SocketAddr>,
+}
+
+impl Default for Tlsrpt {
+    fn default() -> Self {
+        Tlsrpt {
+            hosts: Vec::new(),
+            path: "/v1/tlsrpt".into(),
+            store: StoreKind::Sqlite,
+            retention: Duration::from_secs(400 * 86400),
+            max_report_bytes: 4 * 1024 * 1024,
+            resolver: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub enum StoreKind {
+    /// A file in `[state] dir`.
+    Sqlite,
+    /// The URL, from `url_env` or `url_file`.
+    Postgres(Secret),
 }

@@ -21,6 +21,7 @@ use crate::policy::{Mode, MxPattern, MAX_AGE_LIMIT};
 use crate::tlsrpt::Rua;
 
 mod providers;
+mod tlsrpt;
 
 type Item<'i> = Spanned<DeValue<'i>>;
 type Key<'i> = Spanned<DeString<'i>>;
@@ -35,6 +36,7 @@ const TOP_KEYS: &[&str] = &[
     "domains",
     "acme",
     "drift",
+    "tlsrpt",
 ];
 const INCLUDED_KEYS: &[&str] = &["providers", "domains"];
 const POLICY_KEYS: &[&str] = &["mode", "mx", "max_age"];
@@ -96,6 +98,7 @@ pub(crate) struct RawFile {
     pub domains: Vec<RawDomain>,
     pub acme: Option<At<Acme>>,
     pub drift: Option<Drift>,
+    pub tlsrpt: Option<super::Tlsrpt>,
 }
 
 /// Reads one parsed file. `dir` anchors relative paths; `main` allows the global sections.
@@ -178,6 +181,11 @@ impl Reader<'_> {
                 }
                 "acme" => raw.acme = self.table("acme", item).and_then(|t| self.acme(t, item)),
                 "drift" => raw.drift = self.table("drift", item).map(|t| self.drift(t)),
+                "tlsrpt" => {
+                    raw.tlsrpt = self
+                        .table("tlsrpt", item)
+                        .and_then(|t| self.tlsrpt(t, item))
+                }
                 _ => unreachable!("checked against the allowed keys"),
             }
         }

@@ -196,6 +196,7 @@ pub(super) fn resolve(
         domains: resolved,
         acme: main.acme.map(|a| a.value),
         drift: main.drift.unwrap_or_default(),
+        tlsrpt: main.tlsrpt,
         files,
         include_patterns,
     })

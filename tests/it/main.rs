@@ -9,3 +9,5 @@ mod drift;
 mod harness;
 mod rfc2136;
 mod serve;
+mod tlsrpt_config;
+mod tlsrpt_store;

@@ -153,7 +153,7 @@ impl Reader<'_> {
     }
 
     /// `<base>_file` or `<base>_env`, exactly one, read now so a missing secret fails `check`.
-    fn secret(
+    pub(super) fn secret(
         &mut self,
         text: &HashMap<&str, At<&str>>,
         base: &str,

@@ -8,6 +8,7 @@ pub mod daemon;
 pub mod dns;
 pub mod pdns;
 pub mod pebble;
+pub mod postgres;
 
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};

@@ -1,0 +1,125 @@
+//! The `[tlsrpt]` table: the HTTPS names and path that take reports, and the report store.
+
+use std::collections::HashMap;
+
+use toml::de::DeTable;
+
+use super::{Item, Reader};
+use crate::config::diag::At;
+use crate::config::{StoreKind, Tlsrpt};
+
+const KEYS: &[&str] = &[
+    "hosts",
+    "path",
+    "store",
+    "url_env",
+    "url_file",
+    "retention",
+    "max_report_bytes",
+    "resolver",
+];
+
+impl Reader<'_> {
+    pub(super) fn tlsrpt(&mut self, table: &DeTable<'_>, item: &Item<'_>) -> Option<Tlsrpt> {
+        let at = self.at(item.span());
+        let mut t = Tlsrpt::default();
+        let mut ok = true;
+        let mut store = None;
+        let mut url: HashMap<&str, At<&str>> = HashMap::new();
+        for (k, v) in table.iter() {
+            let kname = k.get_ref().as_ref();
+            match kname {
+                "hosts" => {
+                    let Some(list) = self.strings(kname, v) else {
+                        ok = false;
+                        continue;
+                    };
+                    for s in list {
+                        match self.name_fqdn("[tlsrpt] hosts entry", s) {
+                            Some(n) => t.hosts.push(n.value),
+                            None => ok = false,
+                        }
+                    }
+                }
+                "path" => match self.string(kname, v) {
+                    Some(s) if s.value.starts_with('/') && !s.value.contains(['?', '#']) => {
+                        t.path = s.value.to_owned()
+                    }
+                    Some(s) => {
+                        self.problems.error(
+                            s.at,
+                            "`path` must be an absolute path such as \"/v1/tlsrpt\", without query",
+                        );
+                        ok = false;
+                    }
+                    None => ok = false,
+                },
+                "store" => match self.string(kname, v) {
+                    Some(s) if s.value == "sqlite" || s.value == "postgres" => store = Some(s),
+                    Some(s) => {
+                        self.problems
+                            .error(s.at, "`store` is \"sqlite\" or \"postgres\"");
+                        ok = false;
+                    }
+                    None => ok = false,
+                },
+                "url_env" | "url_file" => match self.string(kname, v) {
+                    Some(s) => {
+                        url.insert(kname, s);
+                    }
+                    None => ok = false,
+                },
+                "retention" => match self.duration(kname, v) {
+                    Some(d) => t.retention = d,
+                    None => ok = false,
+                },
+                "max_report_bytes" => match self.integer(kname, v) {
+                    Some(n) if n.value > 0 => t.max_report_bytes = n.value as usize,
+                    Some(n) => {
+                        self.problems
+                            .error(n.at, "`max_report_bytes` must be positive");
+                        ok = false;
+                    }
+                    None => ok = false,
+                },
+                "resolver" => {
+                    t.resolver = self.string(kname, v).and_then(|s| {
+                        let with_port = if s.value.parse::<std::net::IpAddr>().is_ok() {
+                            format!("{}:53", s.value)
+                        } else {
+                            s.value.to_owned()
+                        };
+                        self.socket_addr(&with_port, s.at)
+                    });
+                    ok &= t.resolver.is_some();
+                }
+                "url" | "password" => {
+                    self.problems.error(
+                        self.at(k.span()),
+                        format!("`{kname}`: the database URL is not allowed inline; give `url_env` or `url_file`"),
+                    );
+                    ok = false;
+                }
+                _ => {
+                    self.unknown("[tlsrpt]", k, KEYS);
+                    ok = false;
+                }
+            }
+        }
+        match store.map(|s| s.value) {
+            Some("postgres") => {
+                // Read now, so `check` fails on a missing URL.
+                let url = self.secret(&url, "url", "[tlsrpt] store = \"postgres\"", at)?;
+                t.store = StoreKind::Postgres(url);
+            }
+            _ => {
+                if let Some(u) = url.values().next() {
+                    self.problems
+                        .error(u.at, "`url_env`/`url_file` are for store = \"postgres\"");
+                    ok = false;
+                }
+            }
+        }
+        ok.then_some(t)
+    }
+}

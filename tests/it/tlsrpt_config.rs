@@ -1,0 +1,74 @@
+//! `[tlsrpt]` in the config: accepted as the SPEC writes it, every mistake at file:line:col.
+
+use crate::harness::{pos1, ConfigDir};
+
+const BASE: &str = r#"[tls]
+self_signed = true
+
+[policy]
+mode = "enforce"
+mx = ["mail.example.org"]
+max_age = 604800
+
+[domains."example.org"]
+"#;
+
+#[test]
+fn tlsrpt_section_as_the_spec_writes_it() {
+    let text = format!(
+        "{BASE}\n[tlsrpt]\nhosts = [\"tlsrpt.example.org\"]\npath = \"/v1/tlsrpt\"\nstore = \"sqlite\"\nretention = \"400d\"\nmax_report_bytes = 4194304\nresolver = \"127.0.0.1:53\"\n"
+    );
+    let d = ConfigDir::with_config(&text);
+    d.check().assert_status(0);
+}
+
+#[test]
+fn tlsrpt_postgres_url_from_env_or_file_never_inline() {
+    let text = format!("{BASE}\n[tlsrpt]\nstore = \"postgres\"\nurl_env = \"TEST_TLSRPT_URL\"\n");
+    let d = ConfigDir::with_config(&text);
+    let out = d.run_env(&["check"], &[("TEST_TLSRPT_URL", None)]);
+    out.assert_status(1);
+    out.assert_error(
+        &d.config_path(),
+        pos1(&text, "\"TEST_TLSRPT_URL\""),
+        "environment variable TEST_TLSRPT_URL is not set",
+    );
+    let out = d.run_env(
+        &["check"],
+        &[("TEST_TLSRPT_URL", Some("postgres://x@127.0.0.1/db"))],
+    );
+    out.assert_status(0);
+
+    let text = format!("{BASE}\n[tlsrpt]\nstore = \"postgres\"\nurl = \"postgres://u:pw@h/db\"\n");
+    let d = ConfigDir::with_config(&text);
+    let out = d.check();
+    out.assert_status(1);
+    out.assert_error(&d.config_path(), pos1(&text, "url ="), "not allowed inline");
+    assert!(!out.stderr.contains("pw@"), "{}", out.stderr);
+}
+
+#[test]
+fn tlsrpt_bad_values() {
+    let text = format!(
+        "{BASE}\n[tlsrpt]\nhosts = [\"not a name\"]\npath = \"v1\"\nstore = \"mysql\"\nretention = \"forever\"\nmax_report_bytes = 0\nhost = \"x\"\n"
+    );
+    let d = ConfigDir::with_config(&text);
+    let out = d.check();
+    out.assert_status(1);
+    let at = |s| pos1(&text, s);
+    out.assert_error(&d.config_path(), at("\"not a name\""), "hosts entry");
+    out.assert_error(&d.config_path(), at("\"v1\""), "absolute path");
+    out.assert_error(
+        &d.config_path(),
+        at("\"mysql\""),
+        "\"sqlite\" or \"postgres\"",
+    );
+    out.assert_error(&d.config_path(), at("\"forever\""), "not a duration");
+    out.assert_error(&d.config_path(), at("0\nhost"), "positive");
+    out.assert_error(
+        &d.config_path(),
+        at("host ="),
+        "unknown key `host` in [tlsrpt]",
+    );
+    out.assert_error_count(6);
+}
