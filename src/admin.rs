@@ -7,7 +7,7 @@ use http::{Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use serde_json::{json, Value};
 
-use crate::config::{CertSource, Domain};
+use crate::config::{CertSource, Domain, Retiring};
 use crate::daemon::drift::for_domain;
 use crate::daemon::publish::Publication;
 use crate::daemon::state::Shared;
@@ -100,10 +100,36 @@ pub fn status(shared: &Shared, only: Option<&str>) -> Value {
             "status": r.status,
             "counts": r.counts,
         })),
+        "state": {
+            "dir": live.config.state.dir.display().to_string(),
+            "error": shared.state_error.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+        },
+        "withdrawing": live.withdraw.iter().map(|d| json!({
+            "domain": d.name.as_str(),
+            "lifecycle": lifecycle_status(d),
+            "dns": dns_status(d, &publication),
+        })).collect::<Vec<_>>(),
         "domains_total": total,
         "domains_listed": only.is_some() || total <= STATUS_LIST_LIMIT,
         "domains": domains,
     })
+}
+
+/// `configured`, or where a removed domain is in its retirement (RFC 8461 §8.3).
+pub fn lifecycle_status(d: &Domain) -> Value {
+    match d.retiring {
+        None => json!({ "state": "configured" }),
+        Some(Retiring::Missing { since, retire_at }) => {
+            json!({ "state": "missing", "missing_since": since, "retire_at": retire_at })
+        }
+        Some(Retiring::Retiring { since, withdraw_at }) => {
+            json!({ "state": "retiring", "retiring_since": since, "withdraw_at": withdraw_at })
+        }
+        Some(Retiring::Withdrawing { withdraw_at }) => {
+            json!({ "state": "withdrawing", "withdraw_at": withdraw_at })
+        }
+        Some(Retiring::Held) => json!({ "state": "held" }),
+    }
 }
 
 fn dns_status(d: &Domain, publication: &Publication) -> Value {
@@ -147,5 +173,6 @@ fn domain_status(
         "dns": dns_status(d, publication),
         "drift": drift,
         "acme": (d.cert == CertSource::Acme).then(|| acme.status_json(&d.name.policy_host())),
+        "lifecycle": lifecycle_status(d),
     })
 }

@@ -47,6 +47,14 @@ pub enum Command {
     Plan,
     /// Make DNS match the config and print what changed (exit 0 done, 1 error).
     Apply,
+    /// Every policy DOMAIN has served (id, first and last served) and where a removed domain
+    /// is in its retirement, from the id history in `[state] dir`.
+    History {
+        domain: String,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = DriftFormat::Text)]
+        format: DriftFormat,
+    },
     /// Check what senders see against the config (exit 0 OK, 1 warning, 2 critical, 3 could not check).
     Drift {
         /// Output format.
@@ -79,6 +87,7 @@ pub fn run(config_path: &Path, command: Command) -> Result<u8> {
         Command::Plan => sync(config_path, false),
         Command::Apply => sync(config_path, true),
         Command::Drift { format } => drift(config_path, format),
+        Command::History { domain, format } => history(config_path, &domain, format),
     }
 }
 
@@ -256,8 +265,18 @@ fn sync(path: &Path, apply: bool) -> Result<u8> {
     let providers = crate::dns::providers::all(&config);
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     let (mut errors, mut changes) = (0usize, 0usize);
-    let (targets, unplaced) =
-        runtime.block_on(crate::dns::sync::targets(&config.domains, &providers));
+    // Removed domains as the id history has them (RFC 8461 §8.3), and the guard.
+    let (domains, retiring) = match crate::lifecycle::for_commands(&config) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(1);
+        }
+    };
+    for line in &retiring {
+        writeln!(out, "{line}")?;
+    }
+    let (targets, unplaced) = runtime.block_on(crate::dns::sync::targets(&domains, &providers));
     // One line per provider and error, not one per domain: a dead server fails them all alike.
     let mut grouped: BTreeMap<(&str, String), Vec<&str>> = BTreeMap::new();
     for u in &unplaced {
@@ -329,6 +348,33 @@ fn sync(path: &Path, apply: bool) -> Result<u8> {
         (_, c, false) if c > 0 => 2,
         _ => 0,
     })
+}
+
+/// `history DOMAIN`: read from the state directory, never written.
+fn history(path: &Path, asked: &str, format: DriftFormat) -> Result<u8> {
+    let config = match load_valid(path) {
+        Ok(c) => c,
+        Err(code) => return Ok(code),
+    };
+    let name = asked.trim_end_matches('.').to_ascii_lowercase();
+    let name = name.strip_prefix("mta-sts.").unwrap_or(&name);
+    let history = crate::state::history::History::read_only(&config.state.dir)
+        .with_context(|| format!("reading the id history in {}", config.state.dir.display()))?;
+    let Some(h) = history.domain(name) else {
+        eprintln!(
+            "mta-stsd: no history for `{name}` in {}",
+            config.state.dir.display()
+        );
+        return Ok(1);
+    };
+    let text = match format {
+        DriftFormat::Text => crate::state::show::text(name, h, &history),
+        DriftFormat::Json => {
+            serde_json::to_string_pretty(&crate::state::show::json(name, h, &history))? + "\n"
+        }
+    };
+    std::io::stdout().write_all(text.as_bytes())?;
+    Ok(0)
 }
 
 /// `drift`: every check once; the exit code follows the monitoring-plugin convention.

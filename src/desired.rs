@@ -2,7 +2,7 @@
 
 use mta_stsd_providers::Record;
 
-use crate::config::Domain;
+use crate::config::{Domain, Retiring};
 use crate::tlsrpt;
 
 /// The three names mta-stsd manages under a domain, fully qualified.
@@ -24,6 +24,10 @@ pub fn names(domain: &Domain) -> Names {
 /// SPEC "Records per domain": `_mta-sts` TXT with the policy id, `mta-sts` CNAME to the
 /// target when one is set, `_smtp._tls` TXT when TLSRPT is configured.
 pub fn records(domain: &Domain) -> Vec<Record> {
+    if let Some(Retiring::Withdrawing { .. }) = domain.retiring {
+        // RFC 8461 §8.3: after the last max_age, nothing of ours stays.
+        return Vec::new();
+    }
     let n = names(domain);
     let ttl = domain.dns.ttl;
     let mut out = Vec::with_capacity(3);

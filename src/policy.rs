@@ -176,6 +176,28 @@ impl Policy {
         &self.id
     }
 
+    /// Reads back a body this program rendered (from the id history): `None` unless it
+    /// renders to exactly the same bytes, so the id is the same too.
+    pub fn parse_own(body: &str) -> Option<Policy> {
+        let mut lines = body.strip_suffix("\r\n")?.split("\r\n");
+        if lines.next()? != "version: STSv1" {
+            return None;
+        }
+        let mode = lines.next()?.strip_prefix("mode: ")?.parse().ok()?;
+        let mut mx = Vec::new();
+        let mut max_age = None;
+        for line in lines {
+            if let Some(p) = line.strip_prefix("mx: ") {
+                mx.push(MxPattern::parse(p).ok()?.0);
+            } else {
+                max_age = Some(line.strip_prefix("max_age: ")?.parse::<u32>().ok()?);
+            }
+        }
+        let max_age = max_age.filter(|&m| m <= MAX_AGE_LIMIT)?;
+        let p = Policy::new(mode, mx, max_age);
+        (p.body() == body.as_bytes()).then_some(p)
+    }
+
     /// Whether an MX host is covered by one of the patterns (RFC 8461 §4.1).
     pub fn matches_mx(&self, host: &str) -> bool {
         self.mx.iter().any(|p| p.matches(host))
@@ -223,6 +245,28 @@ mod tests {
             &p.body()[..],
             b"version: STSv1\r\nmode: enforce\r\nmx: mail.example.org\r\nmx: *.mx.example.net\r\nmax_age: 604800\r\n"
         );
+    }
+
+    #[test]
+    fn own_bodies_parse_back_to_the_same_policy() {
+        for p in [
+            Policy::new(
+                Mode::Enforce,
+                mx(&["mail.example.org", "*.mx.example.net"]),
+                604800,
+            ),
+            Policy::new(Mode::None, vec![], 86400),
+        ] {
+            let body = std::str::from_utf8(p.body()).unwrap();
+            assert_eq!(Policy::parse_own(body), Some(p.clone()));
+        }
+        for bad in [
+            "version: STSv1\r\nmode: enforce\r\nmax_age: 1\r\nmx: a.example\r\n",
+            "version: STSv1\nmode: none\nmax_age: 1\n",
+            "version: STSv1\r\nmode: none\r\nmax_age: 99999999999\r\n",
+        ] {
+            assert_eq!(Policy::parse_own(bad), None, "{bad:?}");
+        }
     }
 
     #[test]

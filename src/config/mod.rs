@@ -29,7 +29,7 @@ use crate::tlsrpt::Rua;
 /// Where the config is read from when neither `--config` nor `$MTA_STSD_CONFIG` says.
 pub const DEFAULT_PATH: &str = "/etc/mta-stsd/mta-stsd.toml";
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Config {
     pub server: Server,
     pub tls: Tls,
@@ -40,6 +40,11 @@ pub struct Config {
     pub drift: Drift,
     /// `[tlsrpt]`: receiving TLS reports; `None` without the section.
     pub tlsrpt: Option<Tlsrpt>,
+    pub state: State,
+    /// The `[dns]` settings a domain inherits.
+    pub dns_defaults: Arc<DnsSettings>,
+    /// `[dns] reconcile`: how often `serve` re-reads the records it owns and repairs them.
+    pub reconcile: Duration,
     /// Every file read (the main one first), for the watcher.
     pub files: Vec<PathBuf>,
     /// Include patterns as absolute globs, so the watcher sees files that appear later.
@@ -116,6 +121,79 @@ pub struct Domain {
     /// The zone holding the domain's names, when the config says; else the provider finds it.
     pub zone: Option<DomainName>,
     pub cert: CertSource,
+    /// Set for a domain no longer in the config that is still served (RFC 8461 §8.3).
+    pub retiring: Option<Retiring>,
+}
+
+/// Where a removed domain is on its way out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retiring {
+    /// Missing since `since`; served unchanged until `retire_at` (a short mistake changes
+    /// nothing).
+    Missing { since: u64, retire_at: u64 },
+    /// Served `mode: none` since `since`; records withdrawn at `withdraw_at`.
+    Retiring { since: u64, withdraw_at: u64 },
+    /// Past `withdraw_at`: no longer served; its records (only ours) are being removed.
+    Withdrawing { withdraw_at: u64 },
+    /// Missing, but served unchanged without starting its retirement: the guard
+    /// (`[state] max_retire`) refused to retire this many domains at once.
+    Held,
+}
+
+/// `[state]`: the directory for what must survive restarts, and the retirement limits.
+#[derive(Debug, Clone, PartialEq)]
+pub struct State {
+    pub dir: PathBuf,
+    pub max_retire: RetireLimit,
+    pub retire_after: Duration,
+}
+
+impl Default for State {
+    fn default() -> Self {
+        State {
+            dir: default_state_dir(),
+            max_retire: RetireLimit::Count(10),
+            retire_after: Duration::from_secs(60),
+        }
+    }
+}
+
+/// systemd's `StateDirectory=` sets `$STATE_DIRECTORY` (a `:`-separated list; the first is
+/// ours); otherwise the FHS place.
+fn default_state_dir() -> PathBuf {
+    std::env::var_os("STATE_DIRECTORY")
+        .and_then(|v| {
+            let first = v.to_string_lossy().split(':').next()?.to_owned();
+            (!first.is_empty()).then(|| PathBuf::from(first))
+        })
+        .unwrap_or_else(|| PathBuf::from("/var/lib/mta-stsd"))
+}
+
+/// How many domains one reload may start retiring.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum RetireLimit {
+    Count(u64),
+    /// A share of the domains that were served before the reload.
+    Percent(f64),
+}
+
+impl RetireLimit {
+    /// The limit for a daemon that served `served` domains.
+    pub fn of(self, served: usize) -> u64 {
+        match self {
+            RetireLimit::Count(n) => n,
+            RetireLimit::Percent(p) => (served as f64 * p / 100.0).floor() as u64,
+        }
+    }
+}
+
+impl std::fmt::Display for RetireLimit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RetireLimit::Count(n) => write!(f, "{n}"),
+            RetireLimit::Percent(p) => write!(f, "{p}%"),
+        }
+    }
 }
 
 /// The `[dns]` keys, after inheritance.
@@ -173,6 +251,7 @@ pub struct Acme {
     pub directory: String,
     pub contact: Vec<String>,
     pub challenge: Challenge,
+    /// `[acme] state`, else `<[state] dir>/acme`.
     pub state: PathBuf,
     pub ca: Option<PathBuf>,
 }

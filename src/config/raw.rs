@@ -14,13 +14,14 @@ use toml::de::{DeString, DeTable, DeValue};
 use toml::Spanned;
 
 use super::diag::{At, Loc, Problems, Sources};
-use super::{Acme, Challenge, Drift, ProviderConfig, Server};
+use super::{Acme, Challenge, Drift, ProviderConfig, Server, State};
 use crate::certs::CertFiles;
 use crate::name::{Converted, DomainName};
 use crate::policy::{Mode, MxPattern, MAX_AGE_LIMIT};
 use crate::tlsrpt::Rua;
 
 mod providers;
+mod state;
 mod tlsrpt;
 
 type Item<'i> = Spanned<DeValue<'i>>;
@@ -37,10 +38,13 @@ const TOP_KEYS: &[&str] = &[
     "acme",
     "drift",
     "tlsrpt",
+    "state",
 ];
 const INCLUDED_KEYS: &[&str] = &["providers", "domains"];
 const POLICY_KEYS: &[&str] = &["mode", "mx", "max_age"];
 const DNS_KEYS: &[&str] = &["target", "ttl", "tlsrpt", "provider"];
+/// `[dns]` keys that are global, not inherited per domain.
+const DNS_GLOBAL_KEYS: &[&str] = &["reconcile"];
 const DOMAIN_KEYS: &[&str] = &[
     "mode", "mx", "max_age", "target", "ttl", "tlsrpt", "provider", "zone",
 ];
@@ -99,6 +103,8 @@ pub(crate) struct RawFile {
     pub acme: Option<At<Acme>>,
     pub drift: Option<Drift>,
     pub tlsrpt: Option<super::Tlsrpt>,
+    pub state: Option<State>,
+    pub reconcile: Option<Duration>,
 }
 
 /// Reads one parsed file. `dir` anchors relative paths; `main` allows the global sections.
@@ -152,7 +158,10 @@ impl Reader<'_> {
                 }
                 "dns" => {
                     if let Some(t) = self.table("dns", item) {
-                        raw.dns = self.inherit("[dns]", t, DNS_KEYS);
+                        if let Some(v) = t.get("reconcile") {
+                            raw.reconcile = self.duration("reconcile", v);
+                        }
+                        raw.dns = self.inherit_except("[dns]", t, DNS_KEYS, DNS_GLOBAL_KEYS);
                     }
                 }
                 "providers" => {
@@ -186,6 +195,7 @@ impl Reader<'_> {
                         .table("tlsrpt", item)
                         .and_then(|t| self.tlsrpt(t, item))
                 }
+                "state" => raw.state = self.table("state", item).map(|t| self.state(t)),
                 _ => unreachable!("checked against the allowed keys"),
             }
         }
@@ -238,11 +248,26 @@ impl Reader<'_> {
     }
 
     fn inherit(&mut self, section: &str, table: &DeTable<'_>, allowed: &[&str]) -> Inherit {
+        self.inherit_except(section, table, allowed, &[])
+    }
+
+    /// Like [`Self::inherit`], skipping the section's own keys `others` (read by the caller).
+    fn inherit_except(
+        &mut self,
+        section: &str,
+        table: &DeTable<'_>,
+        allowed: &[&str],
+        others: &[&str],
+    ) -> Inherit {
         let mut keys = Inherit::default();
         for (k, v) in table.iter() {
             let kname = k.get_ref().as_ref();
+            if others.contains(&kname) {
+                continue;
+            }
             if !allowed.contains(&kname) || !self.inherit_key(&mut keys, kname, v) {
-                self.unknown(section, k, allowed);
+                let expected: Vec<&str> = allowed.iter().chain(others).copied().collect();
+                self.unknown(section, k, &expected);
             }
         }
         keys
@@ -504,7 +529,8 @@ impl Reader<'_> {
             directory: String::new(),
             contact: Vec::new(),
             challenge: Challenge::TlsAlpn01,
-            state: PathBuf::from("/var/lib/mta-stsd/acme"),
+            // Empty: `<[state] dir>/acme`, filled in when the files are combined.
+            state: PathBuf::new(),
             ca: None,
         };
         let mut ok = true;

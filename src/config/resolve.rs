@@ -16,6 +16,7 @@ use crate::policy::{Mode, MxPattern, Policy};
 const DEFAULT_MODE: Mode = Mode::Testing;
 const DEFAULT_MAX_AGE: u32 = 604_800;
 const DEFAULT_TTL: u32 = 3600;
+const DEFAULT_RECONCILE: std::time::Duration = std::time::Duration::from_secs(3600);
 /// Below a day, an `enforce` policy lapses between a sender's visits and protects little.
 const SHORT_MAX_AGE: u32 = 86_400;
 
@@ -137,6 +138,7 @@ pub(super) fn resolve(
         provider: main.dns.provider.as_ref().map(|p| p.value.clone()),
     });
 
+    let globals_dns = dns.clone();
     let globals = Globals {
         policy_keys: &main.policy,
         dns_keys: &main.dns,
@@ -189,14 +191,24 @@ pub(super) fn resolve(
     if problems.has_errors() {
         return None;
     }
+    let state = main.state.unwrap_or_default();
     Some(Config {
         server,
         tls,
         providers,
         domains: resolved,
-        acme: main.acme.map(|a| a.value),
+        acme: main.acme.map(|a| {
+            let mut acme = a.value;
+            if acme.state.as_os_str().is_empty() {
+                acme.state = state.dir.join("acme");
+            }
+            acme
+        }),
         drift: main.drift.unwrap_or_default(),
         tlsrpt: main.tlsrpt,
+        state,
+        dns_defaults: globals_dns,
+        reconcile: main.reconcile.unwrap_or(DEFAULT_RECONCILE),
         files,
         include_patterns,
     })
@@ -282,6 +294,7 @@ fn resolve_domain(g: &Globals<'_>, d: &RawDomain, problems: &mut Problems) -> Op
         dns,
         zone: d.zone.as_ref().map(|z| z.value.clone()),
         cert: cert?,
+        retiring: None,
     })
 }
 

@@ -2,6 +2,7 @@
 //! down gracefully on SIGTERM/SIGINT.
 
 pub mod drift;
+pub mod lifecycle;
 pub mod publish;
 pub mod reload;
 pub mod state;
@@ -21,7 +22,7 @@ use tracing::{error, info, warn};
 use crate::config;
 use crate::serve::listener::{Kind, Listener};
 use crate::serve::tls;
-use state::{Live, Shared};
+use state::Shared;
 
 /// Admin connections have their own small cap, apart from the public one.
 const ADMIN_CONNECTIONS: usize = 64;
@@ -49,11 +50,33 @@ pub fn run(config_path: &Path) -> Result<u8> {
 }
 
 async fn serve(config_path: &Path, loaded: config::Loaded) -> Result<u8> {
-    let live = Live::build(loaded.config, None).map_err(anyhow::Error::msg)?;
+    let state_dir = loaded.config.state.dir.clone();
+    let history = std::sync::Mutex::new(
+        crate::state::history::History::open(&state_dir).with_context(|| {
+            format!(
+                "cannot use the state directory {} (set [state] dir)",
+                state_dir.display()
+            )
+        })?,
+    );
+    let prepared = lifecycle::prepare(&history, loaded.config, None).map_err(anyhow::Error::msg)?;
+    let mut warnings = loaded.warnings;
+    if let Some(why) = &prepared.held {
+        error!("{why}");
+        warnings.push(config::Diagnostic {
+            severity: config::Severity::Warning,
+            file: config_path.into(),
+            position: None,
+            message: why.clone(),
+        });
+    }
+    let live = prepared.live;
     let server = live.config.server.clone();
     let domains = live.config.domains.len();
     let config_drift = live.config.drift.enabled;
-    let shared = Shared::new(config_path.to_owned(), live, loaded.warnings);
+    let history = history.into_inner().unwrap_or_else(|e| e.into_inner());
+    let shared = Shared::new(config_path.to_owned(), live, warnings, history);
+    lifecycle::commit(&shared, &prepared.events);
 
     let (stop, stopped) = watch::channel(false);
     let tracker = TaskTracker::new();
@@ -94,6 +117,7 @@ async fn serve(config_path: &Path, loaded: config::Loaded) -> Result<u8> {
     // Listening already: a policy is served before its id is published.
     let publisher = publish::Publisher::start(shared.clone());
     let reloader = reload::Reloader::start(shared.clone())?;
+    let retirements = lifecycle::LifecycleTask::start(shared.clone());
     let drift = config_drift.then(|| drift::DriftTask::start(shared.clone()));
     // Listening already: challenges are answered by the listeners above.
     let acme = crate::acme::Manager::start(shared.clone());
@@ -109,6 +133,7 @@ async fn serve(config_path: &Path, loaded: config::Loaded) -> Result<u8> {
     info!("{why}: shutting down");
     notify(&[NotifyState::Stopping]);
     drop(reloader);
+    drop(retirements);
     drop(publisher);
     drop(drift);
     drop(acme);

@@ -16,7 +16,7 @@ use tokio::sync::Notify;
 use tracing::{info, warn, Instrument};
 
 use super::state::{unix_now, Live, Shared};
-use crate::config::Domain;
+use crate::config::{Domain, Retiring};
 use crate::desired;
 use crate::dns::providers::{self, Providers};
 use crate::dns::sync;
@@ -136,7 +136,7 @@ fn refresh<'l>(shared: &Shared, live: &'l Live, now: u64) -> Vec<&'l Domain> {
     let mut table = shared.publication.lock().unwrap_or_else(|e| e.into_inner());
     let mut due = Vec::new();
     let mut present = std::collections::HashSet::new();
-    for d in &live.config.domains {
+    for d in live.config.domains.iter().chain(&live.withdraw) {
         let Some(provider) = d.dns.provider.as_deref() else {
             continue;
         };
@@ -200,6 +200,7 @@ async fn publish(shared: &Shared, providers: &Providers, due: &[&Domain]) {
         .instrument(span)
     }))
     .await;
+    let mut withdrawn = Vec::new();
     for (t, result) in results {
         match result {
             Ok(plans) => {
@@ -214,6 +215,12 @@ async fn publish(shared: &Shared, providers: &Providers, due: &[&Domain]) {
                 let now = unix_now();
                 let mut table = shared.publication.lock().unwrap_or_else(|e| e.into_inner());
                 for (d, plan) in t.domains.iter().zip(plans) {
+                    if let Some(Retiring::Withdrawing { .. }) = d.retiring {
+                        withdrawn.push(crate::state::history::Event::Withdrawn {
+                            domain: d.name.as_str().to_owned(),
+                            at: now,
+                        });
+                    }
                     if let Some(p) = table.domains.get_mut(d.name.as_str()) {
                         for c in &plan.conflicts {
                             warn!(domain = %d.name, "{c}");
@@ -239,6 +246,16 @@ async fn publish(shared: &Shared, providers: &Providers, due: &[&Domain]) {
             }
         }
     }
+    finish_withdrawals(shared, withdrawn);
+}
+
+/// Withdrawn records: the domain's retirement is complete.
+fn finish_withdrawals(shared: &Shared, withdrawn: Vec<crate::state::history::Event>) {
+    if withdrawn.is_empty() {
+        return;
+    }
+    super::lifecycle::commit(shared, &withdrawn);
+    shared.lifecycle_wake.notify_one();
 }
 
 fn failed(shared: &Shared, d: &Domain, zone: Option<&str>, provider: &str, e: &ProviderError) {

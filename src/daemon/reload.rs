@@ -18,7 +18,7 @@ use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
 
 use super::notify;
-use super::state::{unix_now, Live, ReloadStatus, Shared};
+use super::state::{unix_now, ReloadStatus, Shared};
 use crate::config::{self, Config, Diagnostic, Severity};
 
 /// Changes closer together than this are one reload: editors write in bursts.
@@ -194,16 +194,18 @@ async fn reload(shared: &Arc<Shared>) -> Option<WatchSet> {
     ]);
     let path = shared.config_path.clone();
     let previous = shared.live.load_full();
+    let s = shared.clone();
     let built = tokio::task::spawn_blocking(move || {
         let loaded = config::load(&path).map_err(|f| f.diagnostics)?;
-        let live = Live::build(loaded.config, Some(&previous)).map_err(|e| {
-            vec![Diagnostic {
-                severity: Severity::Error,
-                file: path.as_path().into(),
-                position: None,
-                message: e,
-            }]
-        })?;
+        let live =
+            super::lifecycle::prepare(&s.history, loaded.config, Some(&previous)).map_err(|e| {
+                vec![Diagnostic {
+                    severity: Severity::Error,
+                    file: path.as_path().into(),
+                    position: None,
+                    message: e,
+                }]
+            })?;
         Ok::<_, Vec<Diagnostic>>((live, loaded.warnings))
     })
     .await
@@ -213,7 +215,8 @@ async fn reload(shared: &Arc<Shared>) -> Option<WatchSet> {
     let m = &shared.metrics;
     m.last_reload_timestamp.set(now as i64);
     let result = match built {
-        Ok((live, warnings)) => {
+        Ok((prepared, warnings)) => {
+            let live = prepared.live;
             for w in &warnings {
                 warn!("{w}");
             }
@@ -231,6 +234,7 @@ async fn reload(shared: &Arc<Shared>) -> Option<WatchSet> {
             let domains = live.config.domains.len();
             drop(old);
             shared.live.store(Arc::new(live));
+            super::lifecycle::commit(shared, &prepared.events);
             // The new policies are being served: now their records may be published.
             shared.publish_wake.notify_one();
             shared.acme.wake.notify_one();

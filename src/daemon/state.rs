@@ -13,6 +13,7 @@ use super::publish::Publication;
 use crate::config::{Config, Diagnostic, Domain};
 use crate::metrics::Metrics;
 use crate::serve::tls::{CertStore, SelfSigned};
+use crate::state::history::History;
 
 /// Everything a request needs, built completely before it is swapped in: a request sees
 /// either the old `Live` or the new one, never a mix.
@@ -27,6 +28,10 @@ pub struct Live {
     since: Vec<u64>,
     pub certs: CertStore,
     pub loaded_at: u64,
+    /// Removed domains whose records are being withdrawn (no longer served).
+    pub withdraw: Vec<Domain>,
+    /// When the next retirement step is due.
+    pub next_deadline: Option<u64>,
 }
 
 impl Live {
@@ -60,6 +65,8 @@ impl Live {
             since,
             certs,
             loaded_at: now,
+            withdraw: Vec::new(),
+            next_deadline: None,
         })
     }
 
@@ -141,10 +148,21 @@ pub struct Shared {
     pub drift: Mutex<Option<Arc<crate::drift::report::Report>>>,
     /// ACME certificates, challenge answers and order status.
     pub acme: crate::acme::AcmeState,
+    /// The id history and retirements, in `[state] dir`.
+    pub history: Mutex<History>,
+    /// The last failure to write the state directory, for `/status`.
+    pub state_error: Mutex<Option<String>>,
+    /// Asks the lifecycle task to re-evaluate (a withdrawal finished).
+    pub lifecycle_wake: tokio::sync::Notify,
 }
 
 impl Shared {
-    pub fn new(config_path: PathBuf, live: Live, warnings: Vec<Diagnostic>) -> Arc<Self> {
+    pub fn new(
+        config_path: PathBuf,
+        live: Live,
+        warnings: Vec<Diagnostic>,
+        history: History,
+    ) -> Arc<Self> {
         let metrics = Metrics::new();
         let now = unix_now();
         metrics.last_reload_ok.set(1);
@@ -165,6 +183,9 @@ impl Shared {
             publish_wake: tokio::sync::Notify::new(),
             drift: Mutex::new(None),
             acme: crate::acme::AcmeState::default(),
+            history: Mutex::new(history),
+            state_error: Mutex::new(None),
+            lifecycle_wake: tokio::sync::Notify::new(),
         };
         shared.publish_cert_metrics();
         Arc::new(shared)

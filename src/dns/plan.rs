@@ -168,6 +168,22 @@ fn host(plan: &mut DomainPlan, name: &str, desired: &Record, observed: &[&Record
     plan.change.add.push(desired.clone());
 }
 
+/// Withdrawing a domain (RFC 8461 §8.3): its `mta-sts` CNAME goes too, but only while it
+/// still points where we pointed it — a CNAME someone changed since is theirs.
+pub fn withdraw_cname(plan: &mut DomainPlan, name: &str, target: &str, observed: &[Record]) {
+    let ours = observed.iter().find(|r| {
+        r.name == name && matches!(&r.data, RData::Cname(t) if t.eq_ignore_ascii_case(target))
+    });
+    if let Some(c) = ours {
+        plan.change.expect.push(Expect::RRset {
+            name: name.to_owned(),
+            rtype: "CNAME",
+            records: vec![c.clone()],
+        });
+        plan.change.delete.push(c.clone());
+    }
+}
+
 fn cname_target(r: &Record) -> &str {
     match &r.data {
         RData::Cname(t) => t,
@@ -178,6 +194,39 @@ fn cname_target(r: &Record) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn withdrawal_removes_only_our_records() {
+        let observed = [
+            sts("old"),
+            Record::txt("_mta-sts.example.org.", 3600, "something else"),
+            Record::cname("mta-sts.example.org.", 3600, "mail.example.org."),
+            Record::txt(
+                "_smtp._tls.example.org.",
+                3600,
+                "v=TLSRPTv1; rua=mailto:r@example.org;",
+            ),
+        ];
+        let mut p = plan_domain("example.org", &names(), &[], &observed);
+        withdraw_cname(
+            &mut p,
+            "mta-sts.example.org.",
+            "mail.example.org.",
+            &observed,
+        );
+        assert_eq!(p.change.add, vec![]);
+        let deleted: Vec<&Record> = p.change.delete.iter().collect();
+        assert_eq!(deleted, vec![&observed[0], &observed[3], &observed[2]]);
+        // A CNAME pointing elsewhere is someone else's now.
+        let mut p = plan_domain("example.org", &names(), &[], &[]);
+        let moved = [Record::cname(
+            "mta-sts.example.org.",
+            3600,
+            "web.example.net.",
+        )];
+        withdraw_cname(&mut p, "mta-sts.example.org.", "mail.example.org.", &moved);
+        assert!(p.change.is_empty());
+    }
 
     fn names() -> Names {
         Names {

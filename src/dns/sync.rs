@@ -7,9 +7,9 @@ use std::sync::Arc;
 
 use mta_stsd_providers::{Changes, Provider, ProviderError, Record};
 
-use super::plan::{plan_domain, DomainPlan};
+use super::plan::{plan_domain, withdraw_cname, DomainPlan};
 use super::providers::Providers;
-use crate::config::Domain;
+use crate::config::{Domain, Retiring};
 use crate::desired;
 
 /// Attempts per zone when a prerequisite fails because someone else changed the records.
@@ -113,7 +113,14 @@ pub async fn plan_zone(t: &Target<'_>) -> Result<Vec<DomainPlan>, ProviderError>
         .iter()
         .zip(&names)
         .zip(&per_domain)
-        .map(|((d, n), observed)| plan_domain(d.name.as_str(), n, &desired::records(d), observed))
+        .map(|((d, n), observed)| {
+            let mut plan = plan_domain(d.name.as_str(), n, &desired::records(d), observed);
+            if let (Some(Retiring::Withdrawing { .. }), Some(target)) = (d.retiring, &d.dns.target)
+            {
+                withdraw_cname(&mut plan, &n.host, &target.fqdn(), observed);
+            }
+            plan
+        })
         .collect())
 }
 

@@ -47,6 +47,11 @@ impl Daemon {
         if let Some(dir) = cwd {
             cmd.current_dir(dir);
         }
+        let config_at = match cwd {
+            Some(dir) => dir.join(config),
+            None => config.to_owned(),
+        };
+        cmd.env("STATE_DIRECTORY", super::state_dir_for(&config_at));
         cmd.arg("--config")
             .arg(config)
             .arg("serve")

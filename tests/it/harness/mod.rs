@@ -83,6 +83,7 @@ impl ConfigDir {
     /// Like [`ConfigDir::run`], with extra environment variables (`None` removes one).
     pub fn run_env(&self, args: &[&str], env: &[(&str, Option<&str>)]) -> Output {
         let mut cmd = command();
+        cmd.env("STATE_DIRECTORY", state_dir_for(&self.config_path()));
         cmd.arg("--config").arg(self.config_path()).args(args);
         for (k, v) in env {
             match v {
@@ -96,6 +97,7 @@ impl ConfigDir {
     /// Runs `mta-stsd --config mta-stsd.toml <args>` inside the directory: a relative path.
     pub fn run_relative(&self, args: &[&str]) -> Output {
         let mut cmd = command();
+        cmd.env("STATE_DIRECTORY", state_dir_for(&self.config_path()));
         cmd.current_dir(self.path())
             .arg("--config")
             .arg(MAIN)
@@ -108,6 +110,15 @@ impl ConfigDir {
     }
 }
 
+/// Each test's own `[state] dir` (the default the binary takes from `$STATE_DIRECTORY`, as
+/// under systemd): `state/` beside its config, so tests never share an id history.
+pub fn state_dir_for(config: &Path) -> PathBuf {
+    let dir = config.parent().unwrap_or(Path::new("."));
+    std::path::absolute(dir)
+        .unwrap_or_else(|_| dir.to_owned())
+        .join("state")
+}
+
 /// The binary with a clean environment as far as mta-stsd is concerned.
 pub fn command() -> Command {
     let mut cmd = Command::new(BIN);
@@ -118,6 +129,7 @@ pub fn command() -> Command {
 /// Runs `mta-stsd --config <config> <args>`.
 pub fn run_with_config(config: &Path, args: &[&str]) -> Output {
     let mut cmd = command();
+    cmd.env("STATE_DIRECTORY", state_dir_for(config));
     cmd.arg("--config").arg(config).args(args);
     Output::of(&mut cmd)
 }

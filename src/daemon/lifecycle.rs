@@ -1,0 +1,190 @@
+//! Applies [`crate::lifecycle`] in `serve`: every load (start, reload) and every due step of a
+//! retirement builds the served state from the config and the id history, guarded against
+//! retiring many domains at once, and records what is served once it is.
+
+use std::sync::Arc;
+
+use tracing::{error, info, warn};
+
+use super::state::{unix_now, Live, Shared};
+use crate::config::{Config, Retiring};
+use crate::lifecycle;
+use crate::state::history::Event;
+
+/// A state ready to swap in, and what to record once it is served.
+pub struct Prepared {
+    pub live: Live,
+    pub events: Vec<Event>,
+    /// At start, the guard's refusal: the removed domains are held, not retired.
+    pub held: Option<String>,
+}
+
+/// Builds the served state for `config`. A reload that would retire more than
+/// `[state] max_retire` domains, or leave none at all, is refused with the reason.
+pub fn prepare(
+    history: &std::sync::Mutex<crate::state::history::History>,
+    mut config: Config,
+    previous: Option<&Live>,
+) -> Result<Prepared, String> {
+    let now = unix_now();
+    let mut h = history.lock().unwrap_or_else(|e| e.into_inner());
+    if let Err(e) = h.refresh() {
+        warn!("reading the id history: {e}");
+    }
+    let before = previous.map(|p| p.config.domains.as_slice());
+    let served_before = before.map_or_else(
+        || h.domains().filter(|(_, d)| d.current().is_some()).count(),
+        |b| b.len(),
+    );
+    if previous.is_some() && config.domains.is_empty() && served_before > 0 {
+        return Err(format!(
+            "the config has no domains left (it served {served_before}); refusing it, as a half-written or emptied file would otherwise retire every domain"
+        ));
+    }
+    let mut outcome = lifecycle::evaluate(&config, &h, before, now, false);
+    let limit = config.state.max_retire.of(served_before);
+    let mut held = None;
+    let n = outcome.newly_missing.len() as u64;
+    if n > limit {
+        let shown: Vec<&str> = outcome
+            .newly_missing
+            .iter()
+            .take(5)
+            .map(String::as_str)
+            .collect();
+        let more = if n > 5 {
+            format!(" and {} more", n - 5)
+        } else {
+            String::new()
+        };
+        let why = format!(
+            "the config would start retiring {n} domains at once ({}{more}), more than [state] max_retire = {}; if this is intended, raise `max_retire` in [state] for this change (or remove the domains in smaller steps)",
+            shown.join(", "),
+            config.state.max_retire
+        );
+        if previous.is_some() {
+            return Err(why);
+        }
+        // At start there is no last good config to keep: serve them unchanged, retire none.
+        outcome = lifecycle::evaluate(&config, &h, before, now, true);
+        held = Some(why);
+    }
+    drop(h);
+    config.domains = std::mem::take(&mut outcome.domains);
+    let mut live = Live::build(config, previous)?;
+    live.withdraw = outcome.withdraw;
+    live.next_deadline = outcome.next_deadline;
+    Ok(Prepared {
+        live,
+        events: outcome.events,
+        held,
+    })
+}
+
+/// Records what is now served; logs the retirement steps it contains.
+pub fn commit(shared: &Shared, events: &[Event]) {
+    for e in events {
+        match e {
+            Event::Missing { domain, .. } => info!(
+                domain = %domain,
+                retire_after = ?shared.live.load().config.state.retire_after,
+                "domain removed from the config: served unchanged until its retirement starts"
+            ),
+            Event::Retired {
+                domain,
+                withdraw_at,
+                ..
+            } => {
+                info!(domain = %domain, withdraw_at, "retiring: served `mode: none` under a new id (RFC 8461 §8.3)")
+            }
+            Event::Present { domain, .. } => {
+                info!(domain = %domain, "domain back in the config: retirement cancelled")
+            }
+            Event::Withdrawn { domain, .. } => {
+                info!(domain = %domain, "retired domain withdrawn: no longer served")
+            }
+            _ => {}
+        }
+    }
+    if events.is_empty() {
+        return;
+    }
+    let result = shared
+        .history
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .record(events);
+    let mut state_error = shared.state_error.lock().unwrap_or_else(|e| e.into_inner());
+    match result {
+        Ok(()) => *state_error = None,
+        Err(e) => {
+            error!("cannot record the id history in the state directory: {e}");
+            *state_error = Some(format!("recording the id history: {e}"));
+        }
+    }
+}
+
+/// Wakes when a retirement step is due (or when told), and rebuilds the served state from
+/// the config already loaded: no file is read.
+pub struct LifecycleTask {
+    _task: tokio_util::task::AbortOnDropHandle<()>,
+}
+
+impl LifecycleTask {
+    pub fn start(shared: Arc<Shared>) -> LifecycleTask {
+        let task = tokio::spawn(async move {
+            loop {
+                let due = shared.live.load().next_deadline;
+                let sleep = due.map_or(std::time::Duration::from_secs(86_400), |t| {
+                    std::time::Duration::from_secs(t.saturating_sub(unix_now()))
+                });
+                let woken = tokio::select! {
+                    _ = tokio::time::sleep(sleep) => false,
+                    _ = shared.lifecycle_wake.notified() => true,
+                };
+                if woken || due.is_some_and(|t| t <= unix_now()) {
+                    step(&shared).await;
+                }
+            }
+        });
+        LifecycleTask {
+            _task: tokio_util::task::AbortOnDropHandle::new(task),
+        }
+    }
+}
+
+/// Re-evaluates the live config's own domains against the history now.
+async fn step(shared: &Arc<Shared>) {
+    let s = shared.clone();
+    let built = tokio::task::spawn_blocking(move || {
+        let previous = s.live.load_full();
+        let mut config = previous.config.clone();
+        config.domains.retain(|d| d.retiring.is_none());
+        prepare(&s.history, config, Some(&previous))
+    })
+    .await;
+    match built {
+        Ok(Ok(p)) => {
+            shared.live.store(Arc::new(p.live));
+            shared.publish_wake.notify_one();
+            commit(shared, &p.events);
+        }
+        Ok(Err(e)) => warn!("retirement step: {e}"),
+        Err(e) => error!("retirement step: {e}"),
+    }
+}
+
+impl Live {
+    /// The removed domains still served, with where they are.
+    pub fn retiring(&self) -> impl Iterator<Item = (&crate::config::Domain, Retiring)> {
+        self.config
+            .domains
+            .iter()
+            .filter_map(|d| d.retiring.map(|r| (d, r)))
+            .chain(
+                self.withdraw
+                    .iter()
+                    .filter_map(|d| d.retiring.map(|r| (d, r))),
+            )
+    }
+}

@@ -1,0 +1,452 @@
+//! How the served set changes over time (RFC 8461 §8.3): the config's domains, plus removed
+//! domains on their way out — served unchanged for `[state] retire_after`, then `mode: none`
+//! under a new id until the longest `max_age` they published has passed, then withdrawn.
+//!
+//! Pure: the config, the history and the time in, the domains to serve and the events to
+//! record out, so every step is tested without a clock.
+
+use std::sync::Arc;
+
+use crate::certs::Coverage;
+use crate::config::{CertSource, Config, DnsSettings, Domain, Retiring};
+use crate::name::DomainName;
+use crate::policy::{Mode, Policy};
+use crate::state::history::{DomainHistory, Event, History, SavedDns};
+use crate::tlsrpt::Rua;
+
+/// What to serve and publish now.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    /// Sorted by name: the config's domains and the removed ones still served.
+    pub domains: Vec<Domain>,
+    /// Removed domains whose records are due to be withdrawn.
+    pub withdraw: Vec<Domain>,
+    /// To be recorded once `domains` is served.
+    pub events: Vec<Event>,
+    /// Domains that this evaluation found missing for the first time.
+    pub newly_missing: Vec<String>,
+    /// When the next step of a retirement is due (Unix seconds).
+    pub next_deadline: Option<u64>,
+}
+
+/// `previous` holds the domains served so far (sorted), for the settings of a domain that
+/// was just removed. With `hold`, newly missing domains are served unchanged without starting
+/// their retirement (a refused guard at start).
+pub fn evaluate(
+    config: &Config,
+    history: &History,
+    previous: Option<&[Domain]>,
+    now: u64,
+    hold: bool,
+) -> Outcome {
+    let mut out = Outcome::default();
+    let mut new_bodies = std::collections::HashSet::new();
+    let mut policy_event = |out: &mut Outcome, p: &Policy| {
+        let id = p.id().as_str();
+        if !history.has_body(id) && new_bodies.insert(id.to_owned()) {
+            out.events.push(Event::Policy {
+                id: id.to_owned(),
+                body: String::from_utf8_lossy(p.body()).into_owned(),
+            });
+        }
+    };
+    for d in &config.domains {
+        let name = d.name.as_str();
+        let h = history.domain(name);
+        if h.is_some_and(|h| h.missing.is_some()) {
+            out.events.push(Event::Present {
+                domain: name.to_owned(),
+                at: now,
+            });
+        }
+        let current = h.and_then(|h| h.current()).map(|c| &*c.id);
+        if current != Some(d.policy.id().as_str()) || h.is_some_and(|h| h.withdrawn.is_some()) {
+            policy_event(&mut out, &d.policy);
+            out.events.push(Event::Served {
+                domain: name.to_owned(),
+                id: d.policy.id().to_string(),
+                at: now,
+            });
+        }
+    }
+
+    let coverage = Coverage::new(&config.tls.certs);
+    let mut removed: Vec<Domain> = Vec::new();
+    for (name, h) in history.domains() {
+        if config.domain(name).is_some() || h.withdrawn.is_some() {
+            continue;
+        }
+        let Some(last) = h.served.last() else {
+            continue;
+        };
+        let Some(policy) = history.body(&last.id).and_then(Policy::parse_own) else {
+            continue;
+        };
+        let Ok((dname, _)) = DomainName::parse(name) else {
+            continue;
+        };
+        let before = previous.and_then(|p| {
+            p.binary_search_by(|d| d.name.as_str().cmp(name))
+                .ok()
+                .map(|i| &p[i])
+        });
+        let (since, saved) = match &h.missing {
+            Some((since, saved)) => (*since, saved.clone()),
+            None if hold => {
+                // Served unchanged; its retirement waits for a config that passes the guard.
+                removed.push(domain(
+                    config,
+                    &coverage,
+                    dname,
+                    policy,
+                    &saved_of(before, config),
+                    Retiring::Held,
+                ));
+                continue;
+            }
+            None => {
+                let saved = saved_of(before, config);
+                out.newly_missing.push(name.to_owned());
+                out.events.push(Event::Missing {
+                    domain: name.to_owned(),
+                    at: now,
+                    dns: saved.clone(),
+                });
+                (now, saved)
+            }
+        };
+        let retire_at = since.saturating_add(config.state.retire_after.as_secs());
+        let (retired_at, withdraw_at) = match h.retired {
+            Some(r) => r,
+            None if now < retire_at => {
+                let state = Retiring::Missing { since, retire_at };
+                removed.push(domain(config, &coverage, dname, policy, &saved, state));
+                deadline(&mut out, retire_at);
+                continue;
+            }
+            None => {
+                // RFC 8461 §8.3: "publish a new policy with 'mode: none' and a new id", then
+                // wait for the longest max_age senders may have cached.
+                let withdraw_at = now.saturating_add(u64::from(longest_max_age(history, h)));
+                out.events.push(Event::Retired {
+                    domain: name.to_owned(),
+                    at: now,
+                    withdraw_at,
+                });
+                (now, withdraw_at)
+            }
+        };
+        let none = if policy.mode == Mode::None {
+            policy
+        } else {
+            Policy::new(Mode::None, policy.mx.clone(), policy.max_age)
+        };
+        if h.current().map(|c| &*c.id) != Some(none.id().as_str()) && now < withdraw_at {
+            policy_event(&mut out, &none);
+            out.events.push(Event::Served {
+                domain: name.to_owned(),
+                id: none.id().to_string(),
+                at: now,
+            });
+        }
+        let state = Retiring::Retiring {
+            since: retired_at,
+            withdraw_at,
+        };
+        if now < withdraw_at {
+            removed.push(domain(config, &coverage, dname, none, &saved, state));
+            deadline(&mut out, withdraw_at);
+            continue;
+        }
+        let d = domain(
+            config,
+            &coverage,
+            dname,
+            none,
+            &saved,
+            Retiring::Withdrawing { withdraw_at },
+        );
+        if d.dns.provider.is_none() {
+            // Nothing of ours to remove: the admin set the records by hand.
+            out.events.push(Event::Withdrawn {
+                domain: name.to_owned(),
+                at: now,
+            });
+        } else {
+            out.withdraw.push(d);
+        }
+    }
+    let mut domains = Vec::with_capacity(config.domains.len() + removed.len());
+    domains.extend(config.domains.iter().cloned());
+    if !removed.is_empty() {
+        domains.extend(removed);
+        domains.sort_by(|a, b| a.name.cmp(&b.name));
+    }
+    out.withdraw.sort_by(|a, b| a.name.cmp(&b.name));
+    out.newly_missing.sort();
+    out.domains = domains;
+    out
+}
+
+fn deadline(out: &mut Outcome, at: u64) {
+    out.next_deadline = Some(out.next_deadline.map_or(at, |d| d.min(at)));
+}
+
+/// The longest `max_age` of every policy the domain served.
+fn longest_max_age(history: &History, h: &DomainHistory) -> u32 {
+    h.served
+        .iter()
+        .filter_map(|e| history.body(&e.id).and_then(Policy::parse_own))
+        .map(|p| p.max_age)
+        .max()
+        .unwrap_or(0)
+}
+
+/// How a removed domain was published: its settings as last served, else today's `[dns]`.
+fn saved_of(before: Option<&Domain>, config: &Config) -> SavedDns {
+    match before {
+        Some(d) => SavedDns {
+            provider: d.dns.provider.as_deref().map(str::to_owned),
+            zone: d.zone.as_ref().map(|z| z.as_str().to_owned()),
+            target: d.dns.target.as_ref().map(|t| t.as_str().to_owned()),
+            ttl: d.dns.ttl,
+            tlsrpt: d.dns.tlsrpt.iter().map(|r| r.as_str().to_owned()).collect(),
+        },
+        None => {
+            let defaults = &config.dns_defaults;
+            SavedDns {
+                provider: defaults.provider.as_deref().map(str::to_owned),
+                zone: None,
+                target: defaults.target.as_ref().map(|t| t.as_str().to_owned()),
+                ttl: defaults.ttl,
+                tlsrpt: defaults
+                    .tlsrpt
+                    .iter()
+                    .map(|r| r.as_str().to_owned())
+                    .collect(),
+            }
+        }
+    }
+}
+
+fn domain(
+    config: &Config,
+    coverage: &Coverage,
+    name: DomainName,
+    policy: Policy,
+    saved: &SavedDns,
+    retiring: Retiring,
+) -> Domain {
+    // A provider removed from the config can no longer be asked: nothing is pushed.
+    let provider = saved
+        .provider
+        .as_deref()
+        .filter(|p| config.providers.contains_key(*p));
+    let dns = DnsSettings {
+        target: saved
+            .target
+            .as_deref()
+            .and_then(|t| DomainName::parse(t).ok().map(|n| n.0)),
+        ttl: saved.ttl,
+        tlsrpt: saved
+            .tlsrpt
+            .iter()
+            .filter_map(|r| Rua::parse(r).ok())
+            .collect(),
+        provider: provider.map(Arc::from),
+    };
+    let cert = match coverage.find(&name.policy_host()) {
+        Some(i) => CertSource::Configured(i),
+        None if config.acme.is_some() => CertSource::Acme,
+        // The last resort: without any certificate source senders cannot validate either way.
+        None => CertSource::SelfSigned,
+    };
+    Domain {
+        zone: saved
+            .zone
+            .as_deref()
+            .and_then(|z| DomainName::parse(z).ok().map(|n| n.0)),
+        name,
+        policy: Arc::new(policy),
+        dns: Arc::new(dns),
+        cert,
+        retiring: Some(retiring),
+    }
+}
+
+/// For `plan` and `apply`: the domains to publish, with the removed ones where the id history
+/// says they are, and a line for each of those; an error when the guard refuses. Reads the
+/// state directory, never writes it (`serve` drives retirements).
+pub fn for_commands(config: &Config) -> Result<(Vec<Domain>, Vec<String>), String> {
+    let history = History::read_only(&config.state.dir).map_err(|e| {
+        format!(
+            "reading the id history in {}: {e}",
+            config.state.dir.display()
+        )
+    })?;
+    let served = history
+        .domains()
+        .filter(|(_, d)| d.current().is_some())
+        .count();
+    let out = evaluate(
+        config,
+        &history,
+        None,
+        crate::daemon::state::unix_now(),
+        false,
+    );
+    let limit = config.state.max_retire.of(served);
+    if out.newly_missing.len() as u64 > limit {
+        return Err(format!(
+            "{} served domains are missing from the config, more than [state] max_retire = {}: {}; raise `max_retire` if this is intended",
+            out.newly_missing.len(),
+            config.state.max_retire,
+            out.newly_missing.join(", ")
+        ));
+    }
+    let mut notes = Vec::new();
+    for d in out.domains.iter().chain(&out.withdraw) {
+        let note = match d.retiring {
+            None => continue,
+            Some(Retiring::Missing { retire_at, .. }) => format!(
+                "; {} is not in the config: served unchanged, retiring from {} (serve does this)",
+                d.name,
+                crate::clock::rfc3339(retire_at)
+            ),
+            Some(Retiring::Retiring { withdraw_at, .. }) => format!(
+                "; {} is retiring: served `mode: none` (id {}), records withdrawn from {}",
+                d.name,
+                d.policy.id(),
+                crate::clock::rfc3339(withdraw_at)
+            ),
+            Some(Retiring::Withdrawing { .. }) => {
+                format!("; {} is retired: its records are withdrawn", d.name)
+            }
+            Some(Retiring::Held) => continue,
+        };
+        notes.push(note);
+    }
+    let mut domains = out.domains;
+    domains.extend(out.withdraw);
+    Ok((domains, notes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::RetireLimit;
+    use std::time::Duration;
+
+    /// A config of `names`, each with the same policy; `max_age` 600.
+    fn config(names: &[&str]) -> Config {
+        let dir = tempfile::tempdir().unwrap();
+        let mut text = String::from(
+            "[server]\nhttps = []\nadmin = \"127.0.0.1:0\"\n[tls]\nself_signed = true\n[policy]\nmode = \"enforce\"\nmx = [\"mx.example.net\"]\nmax_age = 600\n[state]\ndir = \"s\"\nretire_after = \"60s\"\n",
+        );
+        for n in names {
+            text.push_str(&format!("[domains.\"{n}\"]\n"));
+        }
+        let p = dir.path().join("c.toml");
+        std::fs::write(&p, text).unwrap();
+        crate::config::load(&p)
+            .unwrap_or_else(|_| panic!("invalid test config"))
+            .config
+    }
+
+    fn run(c: &Config, h: &mut History, prev: Option<&[Domain]>, now: u64) -> Outcome {
+        let out = evaluate(c, h, prev, now, false);
+        h.record(&out.events).unwrap();
+        out
+    }
+
+    fn state_of<'o>(out: &'o Outcome, name: &str) -> Option<(&'o Domain, Option<Retiring>)> {
+        out.domains
+            .iter()
+            .chain(&out.withdraw)
+            .find(|d| d.name.as_str() == name)
+            .map(|d| (d, d.retiring))
+    }
+
+    #[test]
+    fn a_removed_domain_is_served_then_retired_then_withdrawn() {
+        let mut h = History::in_memory();
+        let both = config(&["a.example", "b.example"]);
+        let first = run(&both, &mut h, None, 1000);
+        assert_eq!(first.events.len(), 3, "one body, two served");
+        // An idle re-evaluation records nothing.
+        assert!(run(&both, &mut h, Some(&first.domains), 1001)
+            .events
+            .is_empty());
+
+        let only_a = config(&["a.example"]);
+        let out = run(&only_a, &mut h, Some(&first.domains), 1010);
+        assert_eq!(out.newly_missing, vec!["b.example"]);
+        let (b, st) = state_of(&out, "b.example").unwrap();
+        assert_eq!(
+            st,
+            Some(Retiring::Missing {
+                since: 1010,
+                retire_at: 1070
+            })
+        );
+        assert_eq!(
+            b.policy.id(),
+            both.domains[1].policy.id(),
+            "unchanged while missing"
+        );
+        assert_eq!(out.next_deadline, Some(1070));
+
+        let out = run(&only_a, &mut h, Some(&out.domains), 1070);
+        let (b, st) = state_of(&out, "b.example").unwrap();
+        assert_eq!(
+            st,
+            Some(Retiring::Retiring {
+                since: 1070,
+                withdraw_at: 1670
+            })
+        );
+        assert_eq!(b.policy.mode, Mode::None);
+        assert_ne!(b.policy.id(), both.domains[1].policy.id());
+        assert!(out.newly_missing.is_empty());
+
+        // Without a provider there is nothing of ours to remove: withdrawn at once.
+        let out = run(&only_a, &mut h, Some(&out.domains), 1670);
+        assert!(state_of(&out, "b.example").is_none(), "no longer served");
+        assert_eq!(h.domain("b.example").unwrap().withdrawn, Some(1670));
+        assert!(run(&only_a, &mut h, Some(&out.domains), 1700)
+            .events
+            .is_empty());
+        // The config's own domain was never touched.
+        assert!(out
+            .events
+            .iter()
+            .all(|e| !format!("{e:?}").contains("a.example")));
+    }
+
+    #[test]
+    fn putting_a_domain_back_cancels_its_retirement() {
+        let mut h = History::in_memory();
+        let both = config(&["a.example", "b.example"]);
+        let first = run(&both, &mut h, None, 1000);
+        let only_a = config(&["a.example"]);
+        let out = run(&only_a, &mut h, Some(&first.domains), 1010);
+        let out = run(&only_a, &mut h, Some(&out.domains), 1100);
+        assert!(matches!(
+            state_of(&out, "b.example").unwrap().1,
+            Some(Retiring::Retiring { .. })
+        ));
+        let back = run(&both, &mut h, Some(&out.domains), 1200);
+        let (b, st) = state_of(&back, "b.example").unwrap();
+        assert_eq!((st, b.policy.id()), (None, both.domains[1].policy.id()));
+        assert!(h.domain("b.example").unwrap().missing.is_none());
+        assert_eq!(back.next_deadline, None);
+    }
+
+    #[test]
+    fn the_limit_counts_or_takes_a_share() {
+        assert_eq!(RetireLimit::Count(10).of(5), 10);
+        assert_eq!(RetireLimit::Percent(10.0).of(1000), 100);
+        assert_eq!(RetireLimit::Percent(10.0).of(5), 0);
+        let _ = Duration::ZERO;
+    }
+}

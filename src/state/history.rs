@@ -1,0 +1,395 @@
+//! The id history: every policy each domain has served (id, body, first and last served), and
+//! where removed domains are in their retirement (RFC 8461 §8.3). Built by replaying the
+//! journal; the same event twice (two replicas) changes nothing.
+
+use std::collections::HashMap;
+use std::io;
+use std::path::Path;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use super::Journal;
+
+/// Compact the journal when it is this many times the size of what it holds, and large.
+const COMPACT_FACTOR: u64 = 4;
+const COMPACT_MIN_BYTES: u64 = 1 << 20;
+
+/// One line of the journal.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Event {
+    /// A policy body, written once per id.
+    Policy { id: String, body: String },
+    /// `domain` is served `id` from `at` on (the policy before it, until `at`).
+    Served { domain: String, id: String, at: u64 },
+    /// `domain` is no longer in the config since `at`; `dns` is how it was published.
+    Missing {
+        domain: String,
+        at: u64,
+        dns: SavedDns,
+    },
+    /// `domain` is in the config again: any retirement is cancelled.
+    Present { domain: String, at: u64 },
+    /// `domain` is served `mode: none` since `at`; its records go at `withdraw_at`.
+    Retired {
+        domain: String,
+        at: u64,
+        withdraw_at: u64,
+    },
+    /// `domain`'s records were withdrawn; it is no longer served.
+    Withdrawn { domain: String, at: u64 },
+    /// One served policy as a whole, as compaction writes it.
+    Entry {
+        domain: String,
+        id: String,
+        first: u64,
+        last: Option<u64>,
+    },
+}
+
+/// A removed domain's `[dns]` settings, kept so that it can still be published and withdrawn.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SavedDns {
+    pub provider: Option<String>,
+    pub zone: Option<String>,
+    pub target: Option<String>,
+    pub ttl: u32,
+    pub tlsrpt: Vec<String>,
+}
+
+/// One policy a domain served.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub id: Arc<str>,
+    pub first: u64,
+    /// `None` while it is still served.
+    pub last: Option<u64>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DomainHistory {
+    /// Oldest first.
+    pub served: Vec<Entry>,
+    pub missing: Option<(u64, SavedDns)>,
+    /// Since, withdraw at.
+    pub retired: Option<(u64, u64)>,
+    pub withdrawn: Option<u64>,
+}
+
+impl DomainHistory {
+    pub fn current(&self) -> Option<&Entry> {
+        self.served.last().filter(|e| e.last.is_none())
+    }
+}
+
+/// The history in memory, with the journal it came from.
+#[derive(Debug)]
+pub struct History {
+    journal: Option<Journal>,
+    /// Where the next read of the journal starts (appends by other replicas).
+    offset: u64,
+    bodies: HashMap<Arc<str>, Arc<str>>,
+    domains: HashMap<String, DomainHistory>,
+    /// Unreadable journal lines seen (torn by a crash, or damaged).
+    pub skipped: usize,
+}
+
+impl History {
+    /// A history kept only in memory (tests, and commands that must not write).
+    pub fn in_memory() -> History {
+        History {
+            journal: None,
+            offset: 0,
+            bodies: HashMap::new(),
+            domains: HashMap::new(),
+            skipped: 0,
+        }
+    }
+
+    /// Loads the history of `[state] dir`, creating the directory if needed.
+    pub fn open(dir: &Path) -> io::Result<History> {
+        let mut h = History::in_memory();
+        h.journal = Some(Journal::open(dir, "history")?);
+        h.refresh()?;
+        Ok(h)
+    }
+
+    /// Loads without creating anything: a missing directory is an empty history.
+    pub fn read_only(dir: &Path) -> io::Result<History> {
+        let mut h = History::in_memory();
+        if dir.exists() {
+            h.journal = Some(Journal::open(dir, "history")?);
+            h.refresh()?;
+            h.journal = None;
+        }
+        Ok(h)
+    }
+
+    /// Replays what was appended since the last read (by other replicas, or before a start).
+    pub fn refresh(&mut self) -> io::Result<()> {
+        let Some(j) = &self.journal else {
+            return Ok(());
+        };
+        let read = j.read::<Event>(self.offset)?;
+        if read.end < self.offset {
+            // Compacted by another replica: replay it whole.
+            self.bodies.clear();
+            self.domains.clear();
+        }
+        self.offset = read.end;
+        self.skipped += read.skipped;
+        for e in &read.records {
+            self.apply(e);
+        }
+        Ok(())
+    }
+
+    /// Records events: in memory at once, then durably. An error means they are not on disk.
+    pub fn record(&mut self, events: &[Event]) -> io::Result<()> {
+        // Others' appends first, so that ours are replayed in order after them.
+        self.refresh()?;
+        for e in events {
+            self.apply(e);
+        }
+        let Some(j) = &self.journal else {
+            return Ok(());
+        };
+        j.append(events)?;
+        self.offset = j.size();
+        self.maybe_compact()
+    }
+
+    fn maybe_compact(&mut self) -> io::Result<()> {
+        let Some(j) = &self.journal else {
+            return Ok(());
+        };
+        let len = j.size();
+        if len < COMPACT_MIN_BYTES {
+            return Ok(());
+        }
+        let snapshot = self.snapshot();
+        let size: u64 = snapshot.iter().map(|e| approx_len(e) as u64).sum();
+        if len > size * COMPACT_FACTOR {
+            j.rewrite(&snapshot)?;
+            self.offset = j.size();
+        }
+        Ok(())
+    }
+
+    /// Events that rebuild exactly this history.
+    pub fn snapshot(&self) -> Vec<Event> {
+        let mut out: Vec<Event> = self
+            .bodies
+            .iter()
+            .map(|(id, body)| Event::Policy {
+                id: id.to_string(),
+                body: body.to_string(),
+            })
+            .collect();
+        let mut names: Vec<&String> = self.domains.keys().collect();
+        names.sort();
+        for name in names {
+            let d = &self.domains[name];
+            for e in &d.served {
+                out.push(Event::Entry {
+                    domain: name.clone(),
+                    id: e.id.to_string(),
+                    first: e.first,
+                    last: e.last,
+                });
+            }
+            if let Some((at, dns)) = &d.missing {
+                out.push(Event::Missing {
+                    domain: name.clone(),
+                    at: *at,
+                    dns: dns.clone(),
+                });
+            }
+            if let Some((at, withdraw_at)) = d.retired {
+                out.push(Event::Retired {
+                    domain: name.clone(),
+                    at,
+                    withdraw_at,
+                });
+            }
+            if let Some(at) = d.withdrawn {
+                out.push(Event::Withdrawn {
+                    domain: name.clone(),
+                    at,
+                });
+            }
+        }
+        out
+    }
+
+    fn apply(&mut self, e: &Event) {
+        match e {
+            Event::Policy { id, body } => {
+                if !self.bodies.contains_key(id.as_str()) {
+                    self.bodies.insert(id.as_str().into(), body.as_str().into());
+                }
+            }
+            Event::Served { domain, id, at } => {
+                let id = self.intern(id);
+                let d = self.domains.entry(domain.clone()).or_default();
+                if d.current().is_some_and(|c| c.id == id) {
+                    return;
+                }
+                if let Some(c) = d.served.last_mut() {
+                    c.last.get_or_insert(*at);
+                }
+                d.served.push(Entry {
+                    id,
+                    first: *at,
+                    last: None,
+                });
+            }
+            Event::Entry {
+                domain,
+                id,
+                first,
+                last,
+            } => {
+                let id = self.intern(id);
+                self.domains
+                    .entry(domain.clone())
+                    .or_default()
+                    .served
+                    .push(Entry {
+                        id,
+                        first: *first,
+                        last: *last,
+                    });
+            }
+            Event::Missing { domain, at, dns } => {
+                let d = self.domains.entry(domain.clone()).or_default();
+                if d.missing.is_none() && d.withdrawn.is_none() {
+                    d.missing = Some((*at, dns.clone()));
+                }
+            }
+            Event::Present { domain, .. } => {
+                if let Some(d) = self.domains.get_mut(domain) {
+                    d.missing = None;
+                    d.retired = None;
+                    d.withdrawn = None;
+                }
+            }
+            Event::Retired {
+                domain,
+                at,
+                withdraw_at,
+            } => {
+                if let Some(d) = self.domains.get_mut(domain) {
+                    if d.retired.is_none() && d.missing.is_some() {
+                        d.retired = Some((*at, *withdraw_at));
+                    }
+                }
+            }
+            Event::Withdrawn { domain, at } => {
+                if let Some(d) = self.domains.get_mut(domain) {
+                    if d.withdrawn.is_none() && d.missing.is_some() {
+                        d.withdrawn = Some(*at);
+                        if let Some(c) = d.served.last_mut() {
+                            c.last.get_or_insert(*at);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// One allocation per distinct id, however many domains serve it.
+    fn intern(&mut self, id: &str) -> Arc<str> {
+        match self.bodies.get_key_value(id) {
+            Some((k, _)) => k.clone(),
+            None => id.into(),
+        }
+    }
+
+    pub fn domain(&self, name: &str) -> Option<&DomainHistory> {
+        self.domains.get(name)
+    }
+
+    pub fn domains(&self) -> impl Iterator<Item = (&str, &DomainHistory)> {
+        self.domains.iter().map(|(k, v)| (k.as_str(), v))
+    }
+
+    pub fn body(&self, id: &str) -> Option<&str> {
+        self.bodies.get(id).map(|b| &**b)
+    }
+
+    pub fn has_body(&self, id: &str) -> bool {
+        self.bodies.contains_key(id)
+    }
+}
+
+fn approx_len(e: &Event) -> usize {
+    match e {
+        Event::Policy { body, .. } => body.len() + 64,
+        _ => 96,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn served(d: &str, id: &str, at: u64) -> Event {
+        Event::Served {
+            domain: d.into(),
+            id: id.into(),
+            at,
+        }
+    }
+
+    #[test]
+    fn replay_is_idempotent_and_closes_the_previous_entry() {
+        let mut h = History::in_memory();
+        // Two replicas record the same changes, each a little after the other.
+        for e in [
+            served("a.example", "x", 100),
+            served("a.example", "x", 101),
+            served("a.example", "y", 200),
+            served("a.example", "y", 201),
+        ] {
+            h.record(&[e]).unwrap();
+        }
+        let d = h.domain("a.example").unwrap();
+        let got: Vec<_> = d.served.iter().map(|e| (&*e.id, e.first, e.last)).collect();
+        assert_eq!(got, vec![("x", 100, Some(200)), ("y", 200, None)]);
+    }
+
+    #[test]
+    fn snapshot_rebuilds_the_same_history() {
+        let mut h = History::in_memory();
+        h.record(&[
+            Event::Policy {
+                id: "x".into(),
+                body: "b".into(),
+            },
+            served("a.example", "x", 100),
+            served("a.example", "y", 150),
+            Event::Missing {
+                domain: "a.example".into(),
+                at: 200,
+                dns: SavedDns::default(),
+            },
+            Event::Retired {
+                domain: "a.example".into(),
+                at: 260,
+                withdraw_at: 900,
+            },
+            served("a.example", "z", 260),
+            Event::Withdrawn {
+                domain: "a.example".into(),
+                at: 900,
+            },
+        ])
+        .unwrap();
+        let mut again = History::in_memory();
+        again.record(&h.snapshot()).unwrap();
+        assert_eq!(again.domain("a.example"), h.domain("a.example"));
+        assert_eq!(again.body("x"), Some("b"));
+    }
+}
