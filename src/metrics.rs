@@ -49,6 +49,8 @@ pub struct Metrics {
     pub last_reload_timestamp: Gauge,
     pub domains: Gauge,
     pub connections: Gauge,
+    pub connections_evicted: Counter,
+    pub connections_refused: Counter,
     pub tls_handshake_failures: Counter,
     dns_updates: Family<DnsLabel, Counter>,
     drift: Family<SeverityLabel, Gauge>,
@@ -101,6 +103,8 @@ impl Metrics {
             last_reload_timestamp: Gauge::default(),
             domains: Gauge::default(),
             connections: Gauge::default(),
+            connections_evicted: Counter::default(),
+            connections_refused: Counter::default(),
             tls_handshake_failures: Counter::default(),
             cert_expiry: Family::default(),
             acme_orders: Family::default(),
@@ -125,6 +129,16 @@ impl Metrics {
             "connections_open",
             "Client connections open on the public listeners",
             m.connections.clone(),
+        );
+        r.register(
+            "connections_evicted",
+            "Quiet connections closed at max_connections to make room for a new one",
+            m.connections_evicted.clone(),
+        );
+        r.register(
+            "connections_refused",
+            "Connections closed at once: their address held max_connections_per_ip already",
+            m.connections_refused.clone(),
         );
         r.register(
             "tls_handshake_failures",

@@ -90,6 +90,8 @@ pub struct Limits {
     pub shutdown_timeout: Duration,
     pub max_header_bytes: usize,
     pub max_connections: usize,
+    /// One client address (IPv6: one /64) holds at most this many connections.
+    pub max_connections_per_ip: usize,
 }
 
 impl Default for Limits {
@@ -101,6 +103,7 @@ impl Default for Limits {
             shutdown_timeout: Duration::from_secs(10),
             max_header_bytes: 8 * 1024,
             max_connections: 10_000,
+            max_connections_per_ip: 64,
         }
     }
 }

@@ -439,11 +439,13 @@ impl Reader<'_> {
                         } = d;
                     }
                 }
-                "max_header_bytes" | "max_connections" => {
+                "max_header_bytes" | "max_connections" | "max_connections_per_ip" => {
                     if let Some(n) = self.integer(kname, v) {
+                        let l = &mut server.limits;
                         match usize::try_from(n.value).ok().filter(|&n| n > 0) {
-                            Some(n) if kname == "max_header_bytes" => server.limits.max_header_bytes = n,
-                            Some(n) => server.limits.max_connections = n,
+                            Some(n) if kname == "max_header_bytes" => l.max_header_bytes = n,
+                            Some(n) if kname == "max_connections" => l.max_connections = n,
+                            Some(n) => l.max_connections_per_ip = n,
                             None => self.problems.error(n.at, format!("`{kname}` must be a positive number")),
                         }
                     }
@@ -451,7 +453,7 @@ impl Reader<'_> {
                 _ => self.unknown(
                     "[server]",
                     k,
-                    &["https", "http", "admin", "handshake_timeout", "header_timeout", "idle_timeout", "shutdown_timeout", "max_header_bytes", "max_connections"],
+                    &["https", "http", "admin", "handshake_timeout", "header_timeout", "idle_timeout", "shutdown_timeout", "max_header_bytes", "max_connections", "max_connections_per_ip"],
                 ),
             }
         }

@@ -15,11 +15,12 @@ use anyhow::{Context, Result};
 use sd_notify::NotifyState;
 use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, SignalKind};
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::watch;
 use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
 use crate::config;
+use crate::serve::conns::Conns;
 use crate::serve::listener::{Kind, Listener};
 use crate::serve::tls;
 use state::Shared;
@@ -80,12 +81,13 @@ async fn serve(config_path: &Path, loaded: config::Loaded) -> Result<u8> {
 
     let (stop, stopped) = watch::channel(false);
     let tracker = TaskTracker::new();
-    let public = Arc::new(Semaphore::new(server.limits.max_connections));
-    let listener = |kind: Kind, permits: Arc<Semaphore>| Listener {
+    let limits = &server.limits;
+    let public = Conns::new(limits.max_connections, limits.max_connections_per_ip);
+    let listener = |kind: Kind, conns: Arc<Conns>| Listener {
         kind,
         shared: shared.clone(),
         limits: server.limits.clone(),
-        permits,
+        conns,
         shutdown: stopped.clone(),
         tracker: tracker.clone(),
     };
@@ -106,8 +108,8 @@ async fn serve(config_path: &Path, loaded: config::Loaded) -> Result<u8> {
     }
     if let Some(addr) = server.admin {
         let socket = bind("admin", addr).await?;
-        let permits = Arc::new(Semaphore::new(ADMIN_CONNECTIONS));
-        bound.push((listener(Kind::Admin, permits), socket));
+        let conns = Conns::new(ADMIN_CONNECTIONS, ADMIN_CONNECTIONS);
+        bound.push((listener(Kind::Admin, conns), socket));
     }
     let accept_loops: Vec<_> = bound
         .into_iter()

@@ -26,6 +26,8 @@ pub struct Head<'a> {
     pub host: Option<&'a str>,
     /// Whether the request has a body (which is never read).
     pub has_body: bool,
+    /// The TLS connection's SNI; `None` on plain HTTP.
+    pub sni: Option<&'a str>,
 }
 
 /// An answer, whichever protocol carries it back.
@@ -72,8 +74,19 @@ pub fn answer(shared: &Shared, http01: bool, req: &Head<'_>) -> Answer {
     a
 }
 
-/// The routing proper: path, then method, then body, then host.
+/// The routing proper: misdirection, then path, then method, then body, then host.
 pub fn route(live: &Live, req: &Head<'_>) -> Answer {
+    // RFC 9110 §15.5.20: 421 "the server is not able or willing to produce an authoritative
+    // response for the target URI", here one for another domain than the certificate's
+    // (a client reusing a connection, or one sent elsewhere on purpose).
+    if let (Some(sni), Some(host)) = (req.sni, req.host) {
+        if !same_site(sni, host) {
+            return Answer::text(
+                StatusCode::MISDIRECTED_REQUEST,
+                "this connection is for another host\n",
+            );
+        }
+    }
     if req.path != POLICY_PATH {
         return Answer::text(StatusCode::NOT_FOUND, "not found\n");
     }
@@ -101,8 +114,29 @@ pub fn route(live: &Live, req: &Head<'_>) -> Answer {
     }
 }
 
-/// [`answer`] for hyper (HTTP/2, and h2c on the plain listeners).
-pub fn respond<B: Body>(shared: &Shared, http01: bool, req: &Request<B>) -> Response<Full<Bytes>> {
+/// Whether an SNI and a Host name the same domain: case, port, one trailing dot and the
+/// `mta-sts.` label aside (SPEC "Host → domain").
+fn same_site(sni: &str, host: &str) -> bool {
+    fn site(h: &str) -> Option<&str> {
+        let h = crate::name::bare_host(h)?;
+        match h.get(..8) {
+            Some(p) if p.eq_ignore_ascii_case("mta-sts.") => Some(&h[8..]),
+            _ => Some(h),
+        }
+    }
+    match (site(sni), site(host)) {
+        (Some(a), Some(b)) => a.eq_ignore_ascii_case(b),
+        _ => false,
+    }
+}
+
+/// [`answer`] for hyper (HTTP/2, and h2c on the plain listeners); `sni` on TLS.
+pub fn respond<B: Body>(
+    shared: &Shared,
+    http01: bool,
+    sni: Option<&str>,
+    req: &Request<B>,
+) -> Response<Full<Bytes>> {
     // HTTP/2 carries :authority in the URI; HTTP/1.1 the Host header (RFC 9112 §3.2).
     let host = match req.uri().authority() {
         Some(a) => Some(a.as_str()),
@@ -119,6 +153,7 @@ pub fn respond<B: Body>(shared: &Shared, http01: bool, req: &Request<B>) -> Resp
         path: req.uri().path(),
         host,
         has_body: !req.body().is_end_stream(),
+        sni,
     };
     let a = answer(shared, http01, &head);
     let len = a.body.len();
@@ -145,4 +180,30 @@ pub fn plain(status: StatusCode, text: &'static str) -> Response<Full<Bytes>> {
     r.headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::same_site;
+
+    #[test]
+    fn sni_and_host_compare_as_domains() {
+        for (sni, host) in [
+            ("mta-sts.a.example", "mta-sts.a.example"),
+            ("mta-sts.a.example", "MTA-STS.A.Example.:443"),
+            ("mta-sts.a.example", "a.example"),
+            ("MTA-STS.a.example.", "mta-sts.a.example:8443"),
+        ] {
+            assert!(same_site(sni, host), "{sni} {host}");
+        }
+        for (sni, host) in [
+            ("mta-sts.a.example", "mta-sts.c.example"),
+            ("mta-sts.a.example", "mta-sts.a.example.evil"),
+            ("mta-sts.a.example", "[::1]:443"),
+            ("mta-sts.a.example", "127.0.0.1"),
+            ("mta-sts.a.example", "mta-sts.ä.example"),
+        ] {
+            assert!(!same_site(sni, host), "{sni} {host}");
+        }
+    }
 }

@@ -284,6 +284,7 @@ where
         path,
         host,
         has_body,
+        sni: None,
     };
     let a = route(&head);
     let keep_alive = !close && (!http10 || keep_alive_asked) && !has_body && !stopping;

@@ -4,11 +4,14 @@
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
+
+use super::conns::Slot;
 
 pub struct Idle<T> {
     inner: T,
@@ -16,6 +19,8 @@ pub struct Idle<T> {
     last_activity: Instant,
     /// Fires at `last_activity + timeout` as it was when armed; re-armed lazily.
     sleep: Pin<Box<Sleep>>,
+    /// Told of every byte moved, so the connection cap knows which connection is quietest.
+    slot: Option<Arc<Slot>>,
 }
 
 impl<T> Idle<T> {
@@ -26,6 +31,21 @@ impl<T> Idle<T> {
             timeout,
             last_activity: now,
             sleep: Box::pin(tokio::time::sleep_until(now + timeout)),
+            slot: None,
+        }
+    }
+
+    /// Reports activity to `slot` too.
+    pub fn with_slot(mut self, slot: Arc<Slot>) -> Self {
+        self.slot = Some(slot);
+        self
+    }
+
+    fn active(&mut self) {
+        let now = Instant::now();
+        self.last_activity = now;
+        if let Some(s) = &self.slot {
+            s.touch(now);
         }
     }
 
@@ -55,7 +75,7 @@ impl<T: AsyncRead + Unpin> AsyncRead for Idle<T> {
     ) -> Poll<io::Result<()>> {
         match Pin::new(&mut self.inner).poll_read(cx, buf) {
             Poll::Ready(r) => {
-                self.last_activity = Instant::now();
+                self.active();
                 Poll::Ready(r)
             }
             Poll::Pending => self.poll_deadline(cx).map(Err),
@@ -71,7 +91,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Idle<T> {
     ) -> Poll<io::Result<usize>> {
         match Pin::new(&mut self.inner).poll_write(cx, buf) {
             Poll::Ready(r) => {
-                self.last_activity = Instant::now();
+                self.active();
                 Poll::Ready(r)
             }
             Poll::Pending => self.poll_deadline(cx).map(Err),
@@ -85,7 +105,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Idle<T> {
     ) -> Poll<io::Result<usize>> {
         match Pin::new(&mut self.inner).poll_write_vectored(cx, bufs) {
             Poll::Ready(r) => {
-                self.last_activity = Instant::now();
+                self.active();
                 Poll::Ready(r)
             }
             Poll::Pending => self.poll_deadline(cx).map(Err),

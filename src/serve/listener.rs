@@ -1,5 +1,5 @@
-//! Accept loops: a cap on open connections, a bounded TLS handshake, HTTP/1.1 and HTTP/2 with
-//! header limits, an idle timeout, and graceful shutdown. The public listeners' HTTP/1.1 is the
+//! Accept loops: caps on open connections (global and per address, see [`super::conns`]), a
+//! bounded TLS handshake, HTTP/1.1 and HTTP/2 with header limits, an idle timeout, and graceful shutdown. The public listeners' HTTP/1.1 is the
 //! lean server of [`http1`]; their HTTP/2 (ALPN `h2`, h2c prior knowledge) and the admin
 //! listener are hyper's.
 
@@ -16,10 +16,12 @@ use hyper_util::server::conn::auto;
 use rustls::ServerConfig;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::watch;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, warn, Instrument};
 
+use super::conns::{AddressFull, Conns, Slot};
+use super::handler::Head;
 use super::idle::Idle;
 use super::{handler, http1, tls};
 use crate::admin;
@@ -42,14 +44,17 @@ pub struct Listener {
     pub limits: Limits,
     /// Shared by the public listeners; the admin listener has its own, so a flood of public
     /// connections never locks the operator out.
-    pub permits: Arc<Semaphore>,
+    pub conns: Arc<Conns>,
     pub shutdown: watch::Receiver<bool>,
     pub tracker: TaskTracker,
 }
 
 impl Listener {
-    /// Accepts until shutdown. Beyond the cap, new connections wait in the kernel's backlog.
+    /// Accepts until shutdown. A connection from an address at its cap is closed at once; at
+    /// the global cap the quietest connection is closed to make room, or, while every one is
+    /// busy, new connections wait in the kernel's backlog.
     pub async fn run(mut self, socket: TcpListener) {
+        let public = !matches!(self.kind, Kind::Admin);
         let mut backoff = Duration::from_millis(10);
         loop {
             let (tcp, peer) = tokio::select! {
@@ -65,35 +70,52 @@ impl Listener {
                     }
                 },
             };
-            // At the cap, this connection waits for a free slot and the listener stops
-            // accepting; the permit is taken after accept so that idle listeners hold none.
-            let permit = tokio::select! {
-                _ = self.shutdown.changed() => return,
-                p = self.permits.clone().acquire_owned() => p.expect("never closed"),
-            };
             backoff = Duration::from_millis(10);
+            let mut admission = match self.conns.admit(peer.ip()) {
+                Ok(a) => a,
+                Err(AddressFull) => {
+                    if public {
+                        self.shared.metrics.connections_refused.inc();
+                    }
+                    debug!(%peer, "closed: the address holds max_connections_per_ip already");
+                    continue;
+                }
+            };
+            // The place is taken after accept so that idle listeners hold none.
+            tokio::select! {
+                _ = self.shutdown.changed() => return,
+                _ = self.conns.place(&mut admission) => {}
+            };
             let this = self.clone();
             let span = tracing::debug_span!("conn", %peer);
             self.tracker.spawn(
                 async move {
-                    let public = !matches!(this.kind, Kind::Admin);
                     if public {
                         this.shared.metrics.connections.inc();
                     }
-                    this.connection(tcp).await;
+                    let slot = admission.slot.clone();
+                    tokio::select! {
+                        _ = this.connection(tcp, slot.clone()) => {}
+                        _ = slot.evicted() => {
+                            if public {
+                                this.shared.metrics.connections_evicted.inc();
+                            }
+                            debug!("closed to make room for a new connection");
+                        }
+                    }
                     if public {
                         this.shared.metrics.connections.dec();
                     }
-                    drop(permit);
+                    drop(admission);
                 }
                 .instrument(span),
             );
         }
     }
 
-    async fn connection(&self, tcp: TcpStream) {
+    async fn connection(&self, tcp: TcpStream, slot: Arc<Slot>) {
         let _ = tcp.set_nodelay(true);
-        let io = Idle::new(tcp, self.limits.idle_timeout);
+        let io = Idle::new(tcp, self.limits.idle_timeout).with_slot(slot);
         match &self.kind {
             Kind::Https(config) => {
                 // Boxed, as is every state that is not the idle one, so that the task of an
@@ -104,11 +126,15 @@ impl Listener {
                         debug!("ACME TLS-ALPN-01 validation handshake done");
                         let _ = stream.shutdown().await;
                     }
-                    // ALPN settled the protocol: no preface sniffing, no second state.
-                    Ok(Ok(stream)) if stream.get_ref().1.alpn_protocol() == Some(b"h2") => {
-                        Box::pin(self.http(stream, true)).await
+                    Ok(Ok(stream)) => {
+                        let sni: Option<Arc<str>> = stream.get_ref().1.server_name().map(Arc::from);
+                        // ALPN settled the protocol: no preface sniffing, no second state.
+                        if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
+                            Box::pin(self.http(stream, true, sni)).await
+                        } else {
+                            self.http1(stream, false, sni.as_deref()).await
+                        }
                     }
-                    Ok(Ok(stream)) => self.http1(stream, false).await,
                     Ok(Err(e)) => {
                         self.shared.metrics.tls_handshake_failures.inc();
                         debug!(error = %e, "TLS handshake failed");
@@ -120,15 +146,16 @@ impl Listener {
                 }
             }
             // Plain HTTP: HTTP/1.1, or HTTP/2 with prior knowledge (h2c).
-            Kind::Http => self.http1(io, true).await,
-            Kind::Admin => Box::pin(self.http(io, false)).await,
+            Kind::Http => self.http1(io, true, None).await,
+            Kind::Admin => Box::pin(self.http(io, false, None)).await,
         }
     }
 
     /// Serves a public connection with the lean HTTP/1.1 server; on a `plain` listener, one
     /// that starts with the HTTP/2 preface goes on with hyper's HTTP/2, and HTTP-01 validation
-    /// requests are answered (RFC 8555 §8.3: they come to port 80).
-    async fn http1<IO>(&self, io: IO, plain: bool)
+    /// requests are answered (RFC 8555 §8.3: they come to port 80). `sni`: on TLS, the name
+    /// every request must be for.
+    async fn http1<IO>(&self, io: IO, plain: bool, sni: Option<&str>)
     where
         IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
@@ -140,17 +167,17 @@ impl Listener {
         };
         let shared = &self.shared;
         let served = http1::serve(io, &opts, self.shutdown.clone(), |head| {
-            handler::answer(shared, plain, head)
+            handler::answer(shared, plain, &Head { sni, ..*head })
         })
         .await;
         if let http1::Served::H2c(io, read) = served {
-            Box::pin(self.http(Rewind::new(io, read), true)).await
+            Box::pin(self.http(Rewind::new(io, read), true, None)).await
         }
     }
 
     /// Serves hyper's HTTP on `io`: HTTP/2 when `h2` (the public listeners), else HTTP/1.1
-    /// (the admin listener).
-    async fn http<IO>(&self, io: IO, h2: bool)
+    /// (the admin listener). `sni`: on TLS, the name every request must be for.
+    async fn http<IO>(&self, io: IO, h2: bool, sni: Option<Arc<str>>)
     where
         IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
@@ -179,7 +206,7 @@ impl Listener {
             let response = if admin {
                 admin::respond(&shared, &req)
             } else {
-                handler::respond(&shared, http01, &req)
+                handler::respond(&shared, http01, sni.as_deref(), &req)
             };
             async move { Ok::<_, Infallible>(response) }
         });

@@ -1,5 +1,6 @@
 //! The public side: HTTPS (and plain HTTP) listeners serving each domain's policy.
 
+pub mod conns;
 pub mod handler;
 pub mod http1;
 pub mod idle;

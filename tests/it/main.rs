@@ -7,6 +7,7 @@ mod config;
 mod dns_harness_selftest;
 mod drift;
 mod harness;
+mod limits;
 mod rfc2136;
 mod serve;
 mod tlsrpt_config;
