@@ -1,5 +1,9 @@
-//! Reading the config: the main file, then its includes in parallel, then resolution.
+//! Reading the config: the main file, then its includes in parallel, then resolution. Every
+//! file is bounded (SPEC "Config files"): a regular file of at most [`MAX_FILE_BYTES`].
 
+use std::fs::{File, Metadata, OpenOptions};
+use std::io::Read;
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
@@ -35,7 +39,7 @@ pub fn load(path: &Path) -> Result<Loaded, Failed> {
     let mut problems = Problems::default();
     let dir = path.parent().unwrap_or(Path::new(".")).to_owned();
 
-    let text = match std::fs::read_to_string(path) {
+    let text = match read_bounded(path) {
         Ok(t) => t,
         Err(e) => {
             return Err(Failed {
@@ -63,13 +67,13 @@ pub fn load(path: &Path) -> Result<Loaded, Failed> {
         .enumerate()
         .map(|(i, p)| {
             let file = base + i as u32;
-            match std::fs::read_to_string(p) {
+            match read_bounded(p) {
                 Ok(text) => {
                     let d = p.parent().unwrap_or(Path::new("."));
                     let (raw, probs) = read_one(file, d, false, &text);
                     (Ok(text), raw, probs)
                 }
-                Err(e) => (Err(e.to_string()), None, Problems::default()),
+                Err(e) => (Err(e), None, Problems::default()),
             }
         })
         .collect();
@@ -98,6 +102,66 @@ pub fn load(path: &Path) -> Result<Loaded, Failed> {
         }
         _ => Err(finish(&sources, problems)),
     }
+}
+
+/// The most a config file may hold: a million domains take about 60 MiB.
+pub const MAX_FILE_BYTES: u64 = 256 * 1024 * 1024;
+
+/// Reads a config file whole, refusing one that is not a regular file (a FIFO would block the
+/// reader, `/dev/zero` never ends) or is over [`MAX_FILE_BYTES`]. Symlinks are followed; a
+/// loop of them is an error too.
+fn read_bounded(path: &Path) -> Result<String, String> {
+    check_file(&std::fs::metadata(path).map_err(|e| e.to_string())?)?;
+    // Non-blocking: should a FIFO replace the file after the check, opening it does not wait
+    // for a writer; the check is repeated on what was opened.
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| e.to_string())?;
+    let meta = file.metadata().map_err(|e| e.to_string())?;
+    check_file(&meta)?;
+    read_at_most(file, meta.len())
+}
+
+fn read_at_most(file: File, expected: u64) -> Result<String, String> {
+    let mut bytes = Vec::with_capacity(expected.min(MAX_FILE_BYTES) as usize);
+    // One byte more than allowed shows a file that grew past the bound while being read.
+    file.take(MAX_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| e.to_string())?;
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        return Err(too_large());
+    }
+    String::from_utf8(bytes).map_err(|_| "stream did not contain valid UTF-8".to_owned())
+}
+
+fn check_file(meta: &Metadata) -> Result<(), String> {
+    let t = meta.file_type();
+    let what = if t.is_file() {
+        return if meta.len() > MAX_FILE_BYTES {
+            Err(too_large())
+        } else {
+            Ok(())
+        };
+    } else if t.is_dir() {
+        "a directory"
+    } else if t.is_fifo() {
+        "a FIFO"
+    } else if t.is_char_device() {
+        "a character device"
+    } else if t.is_block_device() {
+        "a block device"
+    } else if t.is_socket() {
+        "a socket"
+    } else {
+        "of an unknown kind"
+    };
+    Err(format!("not a regular file but {what}"))
+}
+
+fn too_large() -> String {
+    format!("larger than {} MiB", MAX_FILE_BYTES >> 20)
 }
 
 /// Parses one file and reads it; a file with TOML syntax errors is not read further.
@@ -140,7 +204,13 @@ fn expand_includes(
         let full_str = full.to_string_lossy().into_owned();
         let is_glob = pattern.value.contains(['*', '?', '[']);
         if !is_glob {
-            if !full.is_file() {
+            // Anything that exists is read, so that what it is (a FIFO, a loop of symlinks)
+            // is reported by name rather than as a missing file.
+            let missing = matches!(
+                std::fs::metadata(&full),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound
+            ) && std::fs::symlink_metadata(&full).is_err();
+            if missing {
                 problems.error(
                     pattern.at,
                     format!(
@@ -157,9 +227,11 @@ fn expand_includes(
         }
         match glob::glob(&full_str) {
             Ok(entries) => {
+                // Directories are skipped; anything else that matches is read (and refused by
+                // name if it is no regular file), never silently left out.
                 let mut found: Vec<PathBuf> = entries
                     .filter_map(Result::ok)
-                    .filter(|p| p.is_file())
+                    .filter(|p| !p.is_dir())
                     .collect();
                 found.sort();
                 for p in found {

@@ -6,6 +6,7 @@ mod battery;
 mod config;
 mod dns_harness_selftest;
 mod drift;
+mod files;
 mod harness;
 mod limits;
 mod rfc2136;
