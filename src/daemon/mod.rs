@@ -5,6 +5,7 @@ pub mod drift;
 pub mod lifecycle;
 pub mod publish;
 pub mod reload;
+pub mod settle;
 pub mod state;
 
 use std::net::SocketAddr;

@@ -1,4 +1,5 @@
-//! Live reload: file changes (debounced) and SIGHUP load the config anew; a config that fails
+//! Live reload: file changes (once the files are quiet, see [`super::settle`]) and SIGHUP load
+//! the config anew; a config that fails
 //! leaves the last good one serving, and the failure shows in logs, `/status` and metrics.
 //!
 //! Directories are watched, not files, so that editors saving by rename and Kubernetes
@@ -7,7 +8,6 @@
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use anyhow::{Context, Result};
 use notify::{RecommendedWatcher, RecursiveMode, Watcher};
@@ -18,11 +18,12 @@ use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
 
 use super::notify;
+use super::settle::{self, Change, Touch};
 use super::state::{unix_now, ReloadStatus, Shared};
 use crate::config::{self, Config, Diagnostic, Severity};
 
-/// Changes closer together than this are one reload: editors write in bursts.
-const DEBOUNCE: Duration = Duration::from_millis(200);
+/// Changes waiting for the reload task; beyond, events are dropped (a reload is pending).
+const PENDING_CHANGES: usize = 256;
 
 /// Which paths matter; replaced after every successful reload.
 #[derive(Debug, Default)]
@@ -110,7 +111,7 @@ impl Drop for Reloader {
 
 impl Reloader {
     pub fn start(shared: Arc<Shared>) -> Result<Reloader> {
-        let (tx, rx) = mpsc::channel::<()>(1);
+        let (tx, rx) = mpsc::channel::<Change>(PENDING_CHANGES);
         let set = Arc::new(Mutex::new(WatchSet::of(&shared.live.load().config)));
         let filter = set.clone();
         let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
@@ -119,9 +120,13 @@ impl Reloader {
                 return;
             }
             let set = filter.lock().unwrap_or_else(|e| e.into_inner());
-            if event.paths.iter().any(|p| set.matters(p)) {
+            for path in event.paths.iter().filter(|p| set.matters(p)) {
+                let touch = touch_of(&event.kind);
                 // A full channel already holds a pending reload.
-                let _ = tx.try_send(());
+                let _ = tx.try_send(Change {
+                    path: path.clone(),
+                    touch,
+                });
             }
         })
         .context("starting the config file watcher")?;
@@ -138,8 +143,10 @@ impl Reloader {
                 tokio::select! {
                     _ = hup.recv() => info!("SIGHUP: reloading"),
                     got = rx.recv() => {
-                        if got.is_none() { return; }
-                        while let Ok(Some(())) = tokio::time::timeout(DEBOUNCE, rx.recv()).await {}
+                        let Some(first) = got else { return };
+                        if !settle::settle(first, &mut rx).await {
+                            return;
+                        }
                         info!("config changed: reloading");
                     }
                 }
@@ -165,6 +172,18 @@ fn changes_content(kind: &notify::EventKind) -> bool {
         // The end of a write: an in-place edit that the Modify events already announced.
         EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
         EventKind::Access(_) | EventKind::Any | EventKind::Other => false,
+    }
+}
+
+/// How an event (one that [`changes_content`]) touched a file, for [`settle`].
+fn touch_of(kind: &notify::EventKind) -> Touch {
+    use notify::event::{AccessKind, EventKind, ModifyKind};
+    match kind {
+        EventKind::Modify(ModifyKind::Name(_)) | EventKind::Create(_) | EventKind::Remove(_) => {
+            Touch::Replaced
+        }
+        EventKind::Access(AccessKind::Close(_)) => Touch::Closed,
+        _ => Touch::Wrote,
     }
 }
 

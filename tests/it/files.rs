@@ -1,8 +1,12 @@
 //! SPEC "Config files": files that are no regular file or too large are refused by name, by
-//! `check` and by a reload (the last good config stays, `/status` says why).
+//! `check` and by a reload (the last good config stays, `/status` says why); a file read
+//! mid-write never becomes the served config.
 
+use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
@@ -169,4 +173,126 @@ async fn reload_refuses_odd_files_and_keeps_serving() {
     })
     .await;
     assert_eq!(d.status().await["config"]["last_reload"]["ok"], true);
+}
+
+/// Domains first, `[policy]` last: cut before its `max_age`, the file is valid, has every
+/// domain, and gives them all a third policy (the default `max_age`).
+fn policy_last(max_age: u32) -> String {
+    let text = config_text("", &max_age.to_string());
+    let policy = text.find("[policy]").unwrap();
+    let domains = text.find("[domains.").unwrap();
+    format!(
+        "{}{}\n{}",
+        &text[..policy],
+        &text[domains..],
+        &text[policy..domains]
+    )
+}
+
+/// The case: a file rewritten in place in two chunks 1.2 s apart, where the first
+/// chunk alone is a valid config with other policies. A client polling all the while sees
+/// only the old policies, then only the new ones; each rewrite is one reload.
+#[tokio::test]
+async fn a_file_written_in_place_in_two_chunks_is_never_served_half_written() {
+    let ca = TestCa::new();
+    let dir = two_domains(&ca, "");
+    dir.write(MAIN, policy_last(86400));
+    let d = Daemon::start(&dir.config_path());
+    let http = d.http.unwrap();
+    let bodies = |max_age: &str| {
+        (
+            BODY_A.replace("86400", max_age),
+            BODY_B.replace("86400", max_age),
+        )
+    };
+    // Each variant: 86400 → 90000 with one handle held over the pause, then back with a close
+    // and a reopen between the chunks.
+    for (from, to, reopen) in [(86400, 90000, false), (90000, 86400, true)] {
+        let text = policy_last(to);
+        let cut = text.find("max_age = ").unwrap();
+        let (first, second) = (text[..cut].to_owned(), text[cut..].to_owned());
+        let (want_from, want_to) = (bodies(&from.to_string()), bodies(&to.to_string()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let poller = {
+            let stop = stop.clone();
+            let (want_from, want_to) = (want_from.clone(), want_to.clone());
+            tokio::spawn(async move {
+                let client = plain_client();
+                let mut seen_new = [false, false];
+                let mut polls = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    for (i, host) in ["mta-sts.a.example", "mta-sts.b.example"]
+                        .iter()
+                        .enumerate()
+                    {
+                        let r = client
+                            .get(format!("http://{http}{PATH}"))
+                            .header("host", *host)
+                            .send()
+                            .await
+                            .unwrap();
+                        let status = r.status();
+                        let body = r.text().await.unwrap();
+                        let (f, t) = if i == 0 {
+                            (&want_from.0, &want_to.0)
+                        } else {
+                            (&want_from.1, &want_to.1)
+                        };
+                        assert_eq!(status, StatusCode::OK, "{host} after {polls} polls: {body}");
+                        if &body == t {
+                            seen_new[i] = true;
+                        } else {
+                            assert_eq!(&body, f, "{host}: neither the old nor the new policy");
+                            assert!(!seen_new[i], "{host}: back to the old policy");
+                        }
+                    }
+                    polls += 1;
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                polls
+            })
+        };
+        let path = dir.config_path();
+        tokio::task::spawn_blocking(move || {
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .truncate(true)
+                .open(&path)
+                .unwrap();
+            f.write_all(first.as_bytes()).unwrap();
+            if reopen {
+                drop(f);
+                std::thread::sleep(Duration::from_millis(1200));
+                f = std::fs::OpenOptions::new()
+                    .append(true)
+                    .open(&path)
+                    .unwrap();
+            } else {
+                std::thread::sleep(Duration::from_millis(1200));
+            }
+            f.write_all(second.as_bytes()).unwrap();
+        })
+        .await
+        .unwrap();
+        assert_eq!(std::fs::read_to_string(dir.config_path()).unwrap(), text);
+        eventually("the whole new file served", || async {
+            let r = plain_client()
+                .get(format!("http://{http}{PATH}"))
+                .header("host", "mta-sts.b.example")
+                .send()
+                .await
+                .ok()?;
+            (r.text().await.ok()? == want_to.1).then_some(())
+        })
+        .await;
+        stop.store(true, Ordering::Relaxed);
+        let polls = poller.await.unwrap();
+        assert!(polls > 10, "only {polls} polls");
+    }
+    let m = d.metrics().await;
+    assert_eq!(
+        crate::serve::sample(&m, "mta_stsd_config_reloads_total{result=\"ok\"}"),
+        2.0,
+        "one reload per rewrite"
+    );
 }
