@@ -13,6 +13,8 @@ pub mod daemon;
 pub mod desired;
 pub mod dns;
 pub mod drift;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod lifecycle;
 pub mod metrics;
 pub mod name;

@@ -116,6 +116,12 @@ fn lower(n: &Name) -> String {
     s
 }
 
+/// An answer as it comes off the wire, read as [`Dns`] reads one (the fuzz targets' way in).
+#[doc(hidden)]
+pub fn parse_wire(buf: &[u8], name: &str) -> Option<Answer> {
+    Message::from_vec(buf).ok().map(|m| parse(&m, name))
+}
+
 /// Keeps the records of `name` and of the CNAME chain starting there.
 fn parse(answer: &Message, name: &str) -> Answer {
     let mut out = Answer {

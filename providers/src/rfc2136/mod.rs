@@ -163,6 +163,21 @@ fn fqdn_lower(n: &Name) -> String {
     s
 }
 
+/// An answer as it comes off the wire, read as the provider reads one: TSIG error, rcode,
+/// every record of every section in our model (the fuzz targets' way in).
+#[doc(hidden)]
+pub fn read_wire(buf: &[u8]) -> Option<(Option<u16>, String, Vec<Record>)> {
+    let m = Message::from_vec(buf).ok()?;
+    let records = m
+        .answers()
+        .iter()
+        .chain(m.name_servers())
+        .chain(m.additionals())
+        .map(from_hickory)
+        .collect();
+    Some((wire::tsig_error(&m), rcode_name(m.response_code()), records))
+}
+
 /// Our record model from a hickory answer record.
 fn from_hickory(r: &HRecord) -> Record {
     let data = match r.data() {

@@ -201,7 +201,7 @@ impl Wire<'_> {
 }
 
 /// The TSIG error field of a signed answer: RDATA ends `… error(2) other_len(2) other`.
-fn tsig_error(message: &Message) -> Option<u16> {
+pub(super) fn tsig_error(message: &Message) -> Option<u16> {
     let record = message.signature().last()?;
     let RData::DNSSEC(DNSSECRData::TSIG(tsig)) = record.data() else {
         return None;
