@@ -216,6 +216,8 @@ pub enum CertSource {
     Configured(usize),
     Acme,
     SelfSigned,
+    /// No `[server] https` listener: a reverse proxy terminates TLS and holds the certificate.
+    NotNeeded,
 }
 
 #[derive(Debug)]

@@ -55,7 +55,8 @@ pub(crate) struct Inherit {
     pub mode: Option<At<Mode>>,
     pub mx: Option<At<Arc<[MxPattern]>>>,
     pub max_age: Option<At<u32>>,
-    pub target: Option<At<DomainName>>,
+    /// `target = false` is `Some(None)`: no CNAME managed, whatever `[dns]` says.
+    pub target: Option<At<Option<DomainName>>>,
     pub ttl: Option<At<u32>>,
     pub tlsrpt: Option<At<Arc<[Rua]>>>,
     pub provider: Option<At<Arc<str>>>,
@@ -336,9 +337,24 @@ impl Reader<'_> {
                 })
             }
             "target" => {
-                keys.target = self
-                    .string(key, v)
-                    .and_then(|s| self.name_fqdn("target", s))
+                keys.target = match v.get_ref() {
+                    // A deliberate A record at mta-sts.<domain>: no CNAME for it.
+                    DeValue::Boolean(false) => Some(At {
+                        value: None,
+                        at: self.at(v.span()),
+                    }),
+                    DeValue::String(_) => self
+                        .string(key, v)
+                        .and_then(|s| self.name_fqdn("target", s))
+                        .map(|t| At {
+                            value: Some(t.value),
+                            at: t.at,
+                        }),
+                    _ => {
+                        self.wrong_type(key, v, "a host name, or false for no CNAME");
+                        None
+                    }
+                }
             }
             "ttl" => {
                 keys.ttl = self.integer(key, v).and_then(|n| {

@@ -32,6 +32,8 @@ struct Globals<'a> {
     coverage: Coverage,
     acme: bool,
     self_signed: bool,
+    /// Any `[server] https` listener: without one, TLS is terminated in front of us.
+    https: bool,
 }
 
 pub(super) fn resolve(
@@ -53,6 +55,13 @@ pub(super) fn resolve(
     domains.reserve_exact(all.iter().map(|f| f.domains.len()).sum());
     for file in &mut all {
         for (name, config) in std::mem::take(&mut file.providers) {
+            if name.value == NO_PROVIDER {
+                problems.error(
+                    name.at,
+                    "`none` is reserved: `provider = \"none\"` means the records are set by hand; give this provider another name",
+                );
+                continue;
+            }
             if let Some(prev) = provider_names.get(&name.value) {
                 problems.error(
                     name.at,
@@ -128,14 +137,14 @@ pub(super) fn resolve(
         check_provider(&provider_names, p, problems);
     }
     let dns = Arc::new(DnsSettings {
-        target: main.dns.target.as_ref().map(|t| t.value.clone()),
+        target: main.dns.target.as_ref().and_then(|t| t.value.clone()),
         ttl: main.dns.ttl.as_ref().map_or(DEFAULT_TTL, |t| t.value),
         tlsrpt: main
             .dns
             .tlsrpt
             .as_ref()
             .map_or_else(Vec::new, |t| t.value.to_vec()),
-        provider: main.dns.provider.as_ref().map(|p| p.value.clone()),
+        provider: main.dns.provider.as_ref().and_then(provider_of),
     });
 
     let globals_dns = dns.clone();
@@ -150,6 +159,7 @@ pub(super) fn resolve(
         coverage: Coverage::new(&tls.certs),
         acme: main.acme.is_some(),
         self_signed: tls.self_signed,
+        https: !server.https.is_empty(),
     };
 
     // Domains: sorted by name; the same name twice is an error naming both places.
@@ -248,7 +258,7 @@ fn resolve_domain(g: &Globals<'_>, d: &RawDomain, problems: &mut Problems) -> Op
             target: pick(|k| k.target.is_some())
                 .target
                 .as_ref()
-                .map(|t| t.value.clone()),
+                .and_then(|t| t.value.clone()),
             ttl: pick(|k| k.ttl.is_some())
                 .ttl
                 .as_ref()
@@ -260,7 +270,7 @@ fn resolve_domain(g: &Globals<'_>, d: &RawDomain, problems: &mut Problems) -> Op
             provider: pick(|k| k.provider.is_some())
                 .provider
                 .as_ref()
-                .map(|p| p.value.clone()),
+                .and_then(provider_of),
         })
     };
 
@@ -281,9 +291,11 @@ fn resolve_domain(g: &Globals<'_>, d: &RawDomain, problems: &mut Problems) -> Op
         Some(CertSource::Acme)
     } else if g.self_signed {
         Some(CertSource::SelfSigned)
+    } else if !g.https {
+        Some(CertSource::NotNeeded)
     } else {
         problems.error(d.at, format!(
-            "no certificate for {host}: no [tls] certificate covers it; add one, set up [acme], or set `self_signed = true` in [tls] for development"
+            "no certificate for {host}: no [tls] certificate covers it; add one, set up [acme], set `self_signed = true` in [tls] for development, or set `https = []` in [server] when a reverse proxy terminates TLS in front of a plain `http` listener"
         ));
         None
     };
@@ -348,8 +360,15 @@ fn domain_policy(
     Some(Arc::new(Policy::new(mode, patterns, max_age)))
 }
 
+/// `provider = "none"`: this domain's records are set by hand, whatever `[dns]` says.
+const NO_PROVIDER: &str = "none";
+
+fn provider_of(p: &At<Arc<str>>) -> Option<Arc<str>> {
+    (&*p.value != NO_PROVIDER).then(|| p.value.clone())
+}
+
 fn check_provider(names: &BTreeMap<String, Loc>, p: &At<Arc<str>>, problems: &mut Problems) {
-    if !names.contains_key(&*p.value) {
+    if &*p.value != NO_PROVIDER && !names.contains_key(&*p.value) {
         let known: Vec<&str> = names.keys().map(String::as_str).collect();
         let hint = if known.is_empty() {
             "no [providers.*] is defined".to_owned()
@@ -358,7 +377,10 @@ fn check_provider(names: &BTreeMap<String, Loc>, p: &At<Arc<str>>, problems: &mu
         };
         problems.error(
             p.at,
-            format!("provider `{}` is not defined ({hint})", p.value),
+            format!(
+                "provider `{}` is not defined ({hint}); `provider = \"none\"` means records set by hand",
+                p.value
+            ),
         );
     }
 }

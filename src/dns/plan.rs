@@ -140,8 +140,9 @@ fn host(plan: &mut DomainPlan, name: &str, desired: &Record, observed: &[&Record
             })
             .collect();
         plan.conflicts.push(format!(
-            "{name} has {}; a CNAME cannot coexist with other data (RFC 1034 §3.6.2), so it is left alone",
-            what.join(", ")
+            "{name} has {}; a CNAME cannot coexist with other data (RFC 1034 §3.6.2), so it is left alone (if that is deliberate, set `target = false` for {domain}: then no CNAME is managed there)",
+            what.join(", "),
+            domain = plan.change.domain,
         ));
         return;
     }

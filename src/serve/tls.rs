@@ -95,6 +95,8 @@ impl ResolvesServerCert for Resolver {
             CertSource::SelfSigned => self.0.self_signed.get(&domain.name.policy_host()),
             // Until the manager has one, the handshake fails.
             CertSource::Acme => self.0.acme.cert(&domain.name.policy_host()),
+            // Never asked: there is no HTTPS listener.
+            CertSource::NotNeeded => None,
         }
     }
 }

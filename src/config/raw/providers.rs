@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::path::Path;
 
 use mta_stsd_providers::tsig::TsigKey;
 use mta_stsd_providers::{Secret, SecretSource};
@@ -92,6 +93,7 @@ impl Reader<'_> {
                 let server = server.and_then(|s| self.dns_server(s.value, s.at));
                 let key = key.and_then(|key| {
                     let path = self.path(key.value);
+                    self.private(&path, key.at);
                     Secret::read(&SecretSource::File(path.clone()))
                         .and_then(|s| {
                             TsigKey::parse_bind(&s)
@@ -163,7 +165,11 @@ impl Reader<'_> {
         let file = text.get(format!("{base}_file").as_str());
         let env = text.get(format!("{base}_env").as_str());
         let (source, at) = match (file, env) {
-            (Some(f), None) => (SecretSource::File(self.path(f.value)), f.at),
+            (Some(f), None) => {
+                let path = self.path(f.value);
+                self.private(&path, f.at);
+                (SecretSource::File(path), f.at)
+            }
             (None, Some(e)) => (SecretSource::Env(e.value.to_owned()), e.at),
             (Some(_), Some(e)) => {
                 self.problems.error(
@@ -181,6 +187,25 @@ impl Reader<'_> {
         Secret::read(&source)
             .map_err(|e| self.problems.error(at, e))
             .ok()
+    }
+
+    /// A secret file every user may read (tsig-keygen writes 0644) is a warning: anyone on
+    /// the machine could change the zone with it.
+    fn private(&mut self, path: &Path, at: Loc) {
+        use std::os::unix::fs::PermissionsExt;
+        let Ok(meta) = std::fs::metadata(path) else {
+            return; // reading it reports the problem
+        };
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o004 != 0 {
+            self.problems.warn(
+                at,
+                format!(
+                    "secret file {} is readable by every user (mode {mode:03o}): `chmod 640` it and give it to the daemon's group (`chown root:mta-stsd`)",
+                    path.display()
+                ),
+            );
+        }
     }
 
     /// A DNS server as `host[:port]`, `ip[:port]` or `[v6][:port]`; port 53 by default.

@@ -445,6 +445,9 @@ impl DnsServer {
     pub fn key_file(&self, dir: &Path) -> PathBuf {
         let path = dir.join(format!("{}.key", self.key.name.trim_end_matches('.')));
         fs::write(&path, self.key.bind_key_file()).expect("writing the key file");
+        // Private, as an operator keeps it (`check` warns about a world-readable secret).
+        fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .expect("chmod 600 the key file");
         path
     }
 }
