@@ -7,7 +7,7 @@ use http::{Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use serde_json::{json, Value};
 
-use crate::config::{CertSource, Domain, Retiring};
+use crate::config::{CertSource, Config, Domain, Retiring};
 use crate::daemon::drift::for_domain;
 use crate::daemon::publish::Publication;
 use crate::daemon::state::Shared;
@@ -44,6 +44,18 @@ pub fn respond<B>(shared: &Shared, req: &Request<B>) -> Response<Full<Bytes>> {
     }
 }
 
+/// A time in `/status`: RFC 3339 in UTC, to the second (`2026-12-01T22:17:27Z`).
+pub fn rfc3339<T: TryInto<i64>>(secs: T) -> String {
+    secs.try_into()
+        .ok()
+        .and_then(|s| time::OffsetDateTime::from_unix_timestamp(s).ok())
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_default()
+}
+
 fn with_type(body: String, content_type: &'static str) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(Bytes::from(body)));
     r.headers_mut()
@@ -70,7 +82,16 @@ pub fn status(shared: &Shared, only: Option<&str>) -> Value {
     let domains: Vec<Value> = match only {
         Some(name) => live
             .served(name)
-            .map(|(d, since)| domain_status(d, since, &publication, drift.as_deref(), &shared.acme))
+            .map(|(d, since)| {
+                domain_status(
+                    d,
+                    since,
+                    &live.config,
+                    &publication,
+                    drift.as_deref(),
+                    &shared.acme,
+                )
+            })
             .into_iter()
             .collect(),
         None if total <= STATUS_LIST_LIMIT => live
@@ -78,25 +99,34 @@ pub fn status(shared: &Shared, only: Option<&str>) -> Value {
             .domains
             .iter()
             .filter_map(|d| live.served(d.name.as_str()))
-            .map(|(d, since)| domain_status(d, since, &publication, drift.as_deref(), &shared.acme))
+            .map(|(d, since)| {
+                domain_status(
+                    d,
+                    since,
+                    &live.config,
+                    &publication,
+                    drift.as_deref(),
+                    &shared.acme,
+                )
+            })
             .collect(),
         None => Vec::new(),
     };
     json!({
         "version": env!("CARGO_PKG_VERSION"),
-        "started_at": shared.started_at,
+        "started_at": rfc3339(shared.started_at),
         "config": {
             "path": shared.config_path.display().to_string(),
             "files": live.config.files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>(),
-            "loaded_at": live.loaded_at,
+            "loaded_at": rfc3339(live.loaded_at),
             "last_reload": {
-                "at": reload.at,
+                "at": rfc3339(reload.at),
                 "ok": reload.ok,
                 "problems": reload.problems.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
             },
         },
         "drift": drift.as_ref().map(|r| json!({
-            "checked_at": r.checked_at,
+            "checked_at": rfc3339(r.checked_at),
             "status": r.status,
             "counts": r.counts,
         })),
@@ -120,13 +150,13 @@ pub fn lifecycle_status(d: &Domain) -> Value {
     match d.retiring {
         None => json!({ "state": "configured" }),
         Some(Retiring::Missing { since, retire_at }) => {
-            json!({ "state": "missing", "missing_since": since, "retire_at": retire_at })
+            json!({ "state": "missing", "missing_since": rfc3339(since), "retire_at": rfc3339(retire_at) })
         }
         Some(Retiring::Retiring { since, withdraw_at }) => {
-            json!({ "state": "retiring", "retiring_since": since, "withdraw_at": withdraw_at })
+            json!({ "state": "retiring", "retiring_since": rfc3339(since), "withdraw_at": rfc3339(withdraw_at) })
         }
         Some(Retiring::Withdrawing { withdraw_at }) => {
-            json!({ "state": "withdrawing", "withdraw_at": withdraw_at })
+            json!({ "state": "withdrawing", "withdraw_at": rfc3339(withdraw_at) })
         }
         Some(Retiring::Held) => json!({ "state": "held" }),
     }
@@ -141,17 +171,18 @@ fn dns_status(d: &Domain, publication: &Publication) -> Value {
         "zone": p.zone,
         "state": p.state.as_str(),
         "published_id": p.published_id,
-        "last_published": p.last_published,
+        "last_published": p.last_published.map(rfc3339),
         "last_error": p.last_error,
         "conflicts": p.conflicts,
         "attempts": p.attempts,
-        "next_retry": p.next_retry,
+        "next_retry": p.next_retry.map(rfc3339),
     })
 }
 
 fn domain_status(
     d: &Domain,
     since: u64,
+    config: &Config,
     publication: &Publication,
     drift: Option<&Report>,
     acme: &crate::acme::AcmeState,
@@ -164,15 +195,32 @@ fn domain_status(
         "domain": d.name.as_str(),
         "policy_id": d.policy.id().as_str(),
         "mode": d.policy.mode.as_str(),
-        "served_since": since,
+        "served_since": rfc3339(since),
         "certificate": match d.cert {
             CertSource::Configured(_) => "configured",
             CertSource::Acme => "acme",
             CertSource::SelfSigned => "self-signed",
+            CertSource::NotNeeded => "none",
+        },
+        "certificate_expires": match d.cert {
+            CertSource::Configured(i) => config.tls.certs.get(i).map(|c| rfc3339(c.not_after)),
+            CertSource::Acme => acme.status(&d.name.policy_host()).not_after.map(rfc3339),
+            CertSource::SelfSigned | CertSource::NotNeeded => None,
         },
         "dns": dns_status(d, publication),
         "drift": drift,
         "acme": (d.cert == CertSource::Acme).then(|| acme.status_json(&d.name.policy_host())),
         "lifecycle": lifecycle_status(d),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::rfc3339;
+
+    #[test]
+    fn times_are_rfc3339_utc() {
+        assert_eq!(rfc3339(0u64), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(1_795_464_302i64), "2026-11-23T21:25:02Z");
+    }
 }

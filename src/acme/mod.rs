@@ -26,6 +26,7 @@ use rustls::ServerConfig;
 use serde_json::{json, Value};
 use tokio::sync::Notify;
 
+use crate::admin::rfc3339;
 use crate::metrics::{CertLabel, Metrics};
 use challenge::Challenges;
 pub use challenge::ACME_TLS_ALPN;
@@ -191,12 +192,12 @@ impl AcmeState {
         json!({
             "name": host,
             "state": s.state.as_str(),
-            "not_after": s.not_after,
-            "renew_at": s.renew_at,
-            "last_issued": s.last_issued,
+            "not_after": s.not_after.map(rfc3339),
+            "renew_at": s.renew_at.map(rfc3339),
+            "last_issued": s.last_issued.map(rfc3339),
             "last_error": s.last_error,
             "attempts": s.attempts,
-            "next_attempt": s.next_attempt,
+            "next_attempt": s.next_attempt.map(rfc3339),
             "detail": s.detail,
         })
     }

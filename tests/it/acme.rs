@@ -17,7 +17,7 @@ use tokio::net::TcpStream;
 use crate::harness::daemon::{plain_client, Daemon, TestCa};
 use crate::harness::dns::free_port;
 use crate::harness::pebble::{Pebble, PebbleOptions};
-use crate::harness::{ConfigDir, MAIN};
+use crate::harness::{epoch, ConfigDir, MAIN};
 
 const PATH: &str = "/.well-known/mta-sts.txt";
 const A: &str = "mta-sts.a.example";
@@ -341,8 +341,8 @@ async fn a_short_lived_certificate_is_renewed_after_two_thirds() {
         |s| s["state"] == "valid",
     )
     .await;
-    let not_after = first["not_after"].as_i64().unwrap();
-    let renew_at = first["renew_at"].as_i64().unwrap();
+    let not_after = epoch(&first["not_after"]).unwrap();
+    let renew_at = epoch(&first["renew_at"]).unwrap();
     assert!(renew_at < not_after, "{first}");
     assert!(
         (not_after - renew_at) * 3 <= 15 + 3,
@@ -355,12 +355,12 @@ async fn a_short_lived_certificate_is_renewed_after_two_thirds() {
         "a.example",
         ACME_DEADLINE,
         || pebble.log(),
-        |s| s["state"] == "valid" && s["not_after"].as_i64().is_some_and(|t| t > not_after),
+        |s| s["state"] == "valid" && epoch(&s["not_after"]).is_some_and(|t| t > not_after),
     )
     .await;
     // Renewed before the old one ran out.
     assert!(
-        second["last_issued"].as_i64().unwrap() < not_after,
+        epoch(&second["last_issued"]).unwrap() < not_after,
         "{second}"
     );
     let new_leaf = stored_leaf(&state, A);
@@ -407,7 +407,7 @@ async fn a_dead_acme_server_is_retried_while_the_rest_is_served() {
         "{failed}"
     );
     assert!(
-        failed["next_attempt"].as_i64().is_some_and(|t| t >= now()),
+        epoch(&failed["next_attempt"]).is_some_and(|t| t >= now()),
         "{failed}"
     );
     assert!(d.status().await["domains"][0]["acme"].is_null());

@@ -335,3 +335,12 @@ pub fn tsig_key_file(name: &str, algorithm: &str) -> String {
         "key \"{name}\" {{\n\talgorithm {algorithm};\n\tsecret \"8rgF3Ehc0tF0r5ZSPzEdrB+ZUMN9Hh0v5QsWQ2Yzjrs=\";\n}};\n"
     )
 }
+
+/// A `/status` time (RFC 3339, UTC) as seconds since the epoch; `None` for null or anything
+/// that is not such a time.
+pub fn epoch(v: &serde_json::Value) -> Option<i64> {
+    let t =
+        time::OffsetDateTime::parse(v.as_str()?, &time::format_description::well_known::Rfc3339)
+            .ok()?;
+    (t.offset() == time::UtcOffset::UTC).then(|| t.unix_timestamp())
+}
