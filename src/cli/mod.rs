@@ -1,10 +1,10 @@
 //! One function per command; errors become messages and exit codes here and nowhere else.
 
-use std::collections::BTreeMap;
-use std::io::Write;
-use std::path::Path;
+mod progress;
+mod sync;
 
-use std::path::PathBuf;
+use std::io::Write;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
@@ -44,27 +44,37 @@ pub enum Command {
         domains: Vec<String>,
     },
     /// Show the DNS changes `apply` would make; changes nothing (exit 0 none, 2 pending, 1 error).
-    Plan,
+    Plan(SyncArgs),
     /// Make DNS match the config and print what changed (exit 0 done, 1 error).
-    Apply,
+    Apply(SyncArgs),
     /// Every policy DOMAIN has served (id, first and last served) and where a removed domain
     /// is in its retirement, from the id history in `[state] dir`.
     History {
         domain: String,
         /// Output format.
-        #[arg(long, value_enum, default_value_t = DriftFormat::Text)]
-        format: DriftFormat,
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
     },
     /// Check what senders see against the config (exit 0 OK, 1 warning, 2 critical, 3 could not check).
     Drift {
         /// Output format.
-        #[arg(long, value_enum, default_value_t = DriftFormat::Text)]
-        format: DriftFormat,
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
     },
 }
 
+#[derive(Debug, clap::Args)]
+pub struct SyncArgs {
+    /// Only this domain (repeatable); its zone's other domains are left alone.
+    #[arg(long = "domain", value_name = "DOMAIN")]
+    pub domains: Vec<String>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum DriftFormat {
+pub enum Format {
     Text,
     Json,
 }
@@ -84,8 +94,8 @@ pub fn run(config_path: &Path, command: Command) -> Result<u8> {
         Command::Check => check(config_path),
         Command::Policy { domain } => policy(config_path, &domain),
         Command::Records { domains } => records(config_path, &domains),
-        Command::Plan => sync(config_path, false),
-        Command::Apply => sync(config_path, true),
+        Command::Plan(a) => sync::run(config_path, false, &a.domains, a.format),
+        Command::Apply(a) => sync::run(config_path, true, &a.domains, a.format),
         Command::Drift { format } => drift(config_path, format),
         Command::History { domain, format } => history(config_path, &domain, format),
     }
@@ -99,12 +109,12 @@ fn check(path: &Path) -> Result<u8> {
             err.flush()?;
             let c = &loaded.config;
             println!(
-                "{}: ok: {} domains, {} providers, {} files, {} warnings",
+                "{}: ok: {}, {}, {}, {}",
                 path.display(),
-                c.domains.len(),
-                c.providers.len(),
-                c.files.len(),
-                loaded.warnings.len()
+                plural(c.domains.len(), "domain"),
+                plural(c.providers.len(), "provider"),
+                plural(c.files.len(), "file"),
+                plural(loaded.warnings.len(), "warning")
             );
             Ok(0)
         }
@@ -118,7 +128,12 @@ fn check(path: &Path) -> Result<u8> {
                 writeln!(err, "{d}")?;
             }
             print_warnings(&mut err, &warnings)?;
-            writeln!(err, "{}: invalid: {} errors", path.display(), errors.len())?;
+            writeln!(
+                err,
+                "{}: invalid: {}",
+                path.display(),
+                plural(errors.len(), "error")
+            )?;
             err.flush()?;
             Ok(1)
         }
@@ -171,6 +186,34 @@ fn find<'c>(config: &'c Config, asked: &str) -> Option<&'c Domain> {
         .or_else(|| config.domain(&asked.trim_end_matches('.').to_ascii_lowercase()))
 }
 
+/// The domains `asked` for, each once, in the order asked; all of them when none is asked.
+fn select<'c>(config: &'c Config, asked: &[String]) -> Result<Vec<&'c Domain>, u8> {
+    if asked.is_empty() {
+        return Ok(config.domains.iter().collect());
+    }
+    let mut selected: Vec<&Domain> = Vec::new();
+    for a in asked {
+        match find(config, a) {
+            Some(d) if selected.iter().any(|s| s.name == d.name) => {}
+            Some(d) => selected.push(d),
+            None => {
+                eprintln!("mta-stsd: `{a}` is not a configured domain");
+                return Err(1);
+            }
+        }
+    }
+    Ok(selected)
+}
+
+/// `1 error`, `2 errors`: the words used here take an `s`.
+fn plural(n: usize, word: &str) -> String {
+    if n == 1 {
+        format!("1 {word}")
+    } else {
+        format!("{n} {word}s")
+    }
+}
+
 fn policy(path: &Path, asked: &str) -> Result<u8> {
     let config = match load_valid(path) {
         Ok(c) => c,
@@ -193,20 +236,10 @@ fn records(path: &Path, asked: &[String]) -> Result<u8> {
         Ok(c) => c,
         Err(code) => return Ok(code),
     };
-    let mut selected = Vec::new();
-    for a in asked {
-        match find(&config, a) {
-            Some(d) if selected.iter().any(|s: &&Domain| s.name == d.name) => {}
-            Some(d) => selected.push(d),
-            None => {
-                eprintln!("mta-stsd: `{a}` is not a configured domain");
-                return Ok(1);
-            }
-        }
-    }
-    if asked.is_empty() {
-        selected.extend(config.domains.iter());
-    }
+    let selected = match select(&config, asked) {
+        Ok(s) => s,
+        Err(code) => return Ok(code),
+    };
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     for (i, d) in selected.iter().enumerate() {
         if i > 0 {
@@ -252,106 +285,28 @@ fn init_logging(format: LogFormat) {
     }
 }
 
-/// `plan` (`apply == false`) and `apply`: every zone of every provider, one change set each.
-fn sync(path: &Path, apply: bool) -> Result<u8> {
+/// `drift`: every check once; the exit code follows the monitoring-plugin convention.
+fn drift(path: &Path, format: Format) -> Result<u8> {
     let config = match load_valid(path) {
+        // Not a config problem for monitoring: "could not check".
+        Err(_) => return Ok(3),
         Ok(c) => c,
-        Err(code) => return Ok(code),
     };
-    let runtime = tokio::runtime::Builder::new_current_thread()
+    let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    let providers = crate::dns::providers::all(&config);
-    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-    let (mut errors, mut changes) = (0usize, 0usize);
-    // Removed domains as the id history has them (RFC 8461 §8.3), and the guard.
-    let (domains, retiring) = match crate::lifecycle::for_commands(&config) {
-        Ok(d) => d,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return Ok(1);
-        }
+    let report = runtime.block_on(crate::drift::run(&config));
+    let text = match format {
+        Format::Text => report.text(),
+        Format::Json => report.json(),
     };
-    for line in &retiring {
-        writeln!(out, "{line}")?;
-    }
-    let (targets, unplaced) = runtime.block_on(crate::dns::sync::targets(&domains, &providers));
-    // One line per provider and error, not one per domain: a dead server fails them all alike.
-    let mut grouped: BTreeMap<(&str, String), Vec<&str>> = BTreeMap::new();
-    for u in &unplaced {
-        grouped
-            .entry((u.provider.as_str(), u.error.to_string()))
-            .or_default()
-            .push(u.domain.name.as_str());
-    }
-    for ((provider, error), domains) in &grouped {
-        errors += 1;
-        let shown: Vec<&str> = domains.iter().take(3).copied().collect();
-        let more = if domains.len() > 3 {
-            format!(" and {} more", domains.len() - 3)
-        } else {
-            String::new()
-        };
-        eprintln!(
-            "error: provider {provider}: finding the zone of {}{more}: {error}",
-            shown.join(", ")
-        );
-    }
-    for t in &targets {
-        let result = runtime.block_on(async {
-            if apply {
-                crate::dns::sync::apply_zone(t).await
-            } else {
-                crate::dns::sync::plan_zone(t).await
-            }
-        });
-        let plans = match result {
-            Ok(p) => p,
-            Err(e) => {
-                errors += 1;
-                eprintln!("error: zone {} (provider {}): {e}", t.zone, t.provider_name);
-                continue;
-            }
-        };
-        let n: usize = plans
-            .iter()
-            .map(|p| p.change.add.len() + p.change.delete.len())
-            .sum();
-        let conflicts: usize = plans.iter().map(|p| p.conflicts.len()).sum();
-        if n == 0 && conflicts == 0 {
-            continue;
-        }
-        changes += n;
-        writeln!(out, "; zone {} (provider {})", t.zone, t.provider_name)?;
-        for p in &plans {
-            for r in &p.change.delete {
-                writeln!(out, "- {r}")?;
-            }
-            for r in &p.change.add {
-                writeln!(out, "+ {r}")?;
-            }
-            for c in &p.conflicts {
-                writeln!(out, "! conflict: {c}")?;
-            }
-        }
-    }
-    let verb = if apply { "changed" } else { "to change" };
-    writeln!(
-        out,
-        "; {changes} records {verb} in {} zones, {errors} errors",
-        targets.len()
-    )?;
-    out.flush()?;
-    Ok(match (errors, changes, apply) {
-        (e, _, _) if e > 0 => 1,
-        (_, c, false) if c > 0 => 2,
-        _ => 0,
-    })
+    std::io::stdout().write_all(text.as_bytes())?;
+    Ok(report.exit_code)
 }
 
 /// `history DOMAIN`: read from the state directory, never written.
-fn history(path: &Path, asked: &str, format: DriftFormat) -> Result<u8> {
+fn history(path: &Path, asked: &str, format: Format) -> Result<u8> {
     let config = match load_valid(path) {
         Ok(c) => c,
         Err(code) => return Ok(code),
@@ -368,31 +323,11 @@ fn history(path: &Path, asked: &str, format: DriftFormat) -> Result<u8> {
         return Ok(1);
     };
     let text = match format {
-        DriftFormat::Text => crate::state::show::text(name, h, &history),
-        DriftFormat::Json => {
+        Format::Text => crate::state::show::text(name, h, &history),
+        Format::Json => {
             serde_json::to_string_pretty(&crate::state::show::json(name, h, &history))? + "\n"
         }
     };
     std::io::stdout().write_all(text.as_bytes())?;
     Ok(0)
-}
-
-/// `drift`: every check once; the exit code follows the monitoring-plugin convention.
-fn drift(path: &Path, format: DriftFormat) -> Result<u8> {
-    let config = match load_valid(path) {
-        // Not a config problem for monitoring: "could not check".
-        Err(_) => return Ok(3),
-        Ok(c) => c,
-    };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
-    let report = runtime.block_on(crate::drift::run(&config));
-    let text = match format {
-        DriftFormat::Text => report.text(),
-        DriftFormat::Json => report.json(),
-    };
-    std::io::stdout().write_all(text.as_bytes())?;
-    Ok(report.exit_code)
 }

@@ -11,13 +11,14 @@ use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::Duration;
 
-use mta_stsd_providers::ProviderError;
+use mta_stsd_providers::{ProviderError, RData, Record};
 use tokio::sync::Notify;
 use tracing::{info, warn, Instrument};
 
 use super::state::{unix_now, Live, Shared};
 use crate::config::{Domain, Retiring};
 use crate::desired;
+use crate::dns::plan::{is_ours, STS_VERSION};
 use crate::dns::providers::{self, Providers};
 use crate::dns::sync;
 
@@ -209,8 +210,21 @@ async fn publish(shared: &Shared, providers: &Providers, due: &[&Domain]) {
                     .map(|p| p.change.add.len() + p.change.delete.len())
                     .sum();
                 if changed > 0 {
-                    info!(zone = %t.zone, provider = %t.provider_name, changed, "published");
                     shared.metrics.dns_update(&t.provider_name, "ok");
+                }
+                for (d, plan) in t.domains.iter().zip(&plans) {
+                    let n = plan.change.add.len() + plan.change.delete.len();
+                    if n == 0 {
+                        continue;
+                    }
+                    let new = d.policy.id().as_str();
+                    let ids = match sts_id(&plan.change.delete) {
+                        Some(old) if old == new => format!("id {new} (unchanged)"),
+                        Some(old) => format!("id {old} → {new}"),
+                        None => format!("id (none) → {new}"),
+                    };
+                    info!(domain = %d.name, zone = %t.zone, provider = %t.provider_name,
+                        changed = n, "published {}: {ids}", d.name);
                 }
                 let now = unix_now();
                 let mut table = shared.publication.lock().unwrap_or_else(|e| e.into_inner());
@@ -256,6 +270,16 @@ fn finish_withdrawals(shared: &Shared, withdrawn: Vec<crate::state::history::Eve
     }
     super::lifecycle::commit(shared, &withdrawn);
     shared.lifecycle_wake.notify_one();
+}
+
+/// The id in the `v=STSv1` TXT record a change deletes: what senders saw until now.
+fn sts_id(deleted: &[Record]) -> Option<&str> {
+    deleted.iter().find_map(|r| match &r.data {
+        RData::Txt(t) if is_ours(t, STS_VERSION) => t
+            .split(';')
+            .find_map(|field| field.trim().strip_prefix("id=")),
+        _ => None,
+    })
 }
 
 fn failed(shared: &Shared, d: &Domain, zone: Option<&str>, provider: &str, e: &ProviderError) {

@@ -3,6 +3,7 @@
 mod acme;
 mod api_providers;
 mod battery;
+mod cli_edges;
 mod config;
 mod dns_harness_selftest;
 mod drift;

@@ -1,0 +1,305 @@
+//! `plan` and `apply`: the selected domains' zones, one change set each, as `+`/`-` lines or
+//! JSON; domains without a provider listed with the records to set by hand.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use serde::Serialize;
+
+use super::progress::Progress;
+use super::{load_valid, plural, select, Format};
+use crate::config::Domain;
+use crate::desired;
+
+/// Text output shows this many manual domains' records, then a count (`records` has them all).
+const MANUAL_SHOWN: usize = 20;
+
+#[derive(Serialize, Default)]
+struct Report {
+    command: &'static str,
+    zones: Vec<ZoneReport>,
+    errors: Vec<ErrorReport>,
+    /// Domains with no provider: their records, to set by hand.
+    manual: Vec<Manual>,
+    /// Removed domains in their retirement, one note each.
+    retiring: Vec<String>,
+    counts: Counts,
+    exit_code: u8,
+}
+
+#[derive(Serialize)]
+struct ZoneReport {
+    zone: String,
+    provider: String,
+    delete: Vec<String>,
+    add: Vec<String>,
+    conflicts: Vec<Conflict>,
+}
+
+#[derive(Serialize)]
+struct Conflict {
+    domain: String,
+    message: String,
+}
+
+#[derive(Serialize)]
+struct ErrorReport {
+    provider: String,
+    /// `None` while the zone itself was being looked for.
+    zone: Option<String>,
+    domains: Vec<String>,
+    code: String,
+    error: String,
+}
+
+#[derive(Serialize)]
+struct Manual {
+    domain: String,
+    /// No `target`: `mta-sts.<domain>` must be pointed at this server some other way.
+    host_unmanaged: bool,
+    records: Vec<String>,
+}
+
+#[derive(Serialize, Default)]
+struct Counts {
+    records: usize,
+    zones_changed: usize,
+    zones_read: usize,
+    errors: usize,
+    conflicts: usize,
+    manual: usize,
+}
+
+/// `plan` (`apply == false`) and `apply` for the domains `asked` (all when empty).
+pub fn run(path: &Path, apply: bool, asked: &[String], format: Format) -> Result<u8> {
+    let config = match load_valid(path) {
+        Ok(c) => c,
+        Err(code) => return Ok(code),
+    };
+    let selected = match select(&config, asked) {
+        Ok(s) => s,
+        Err(code) => return Ok(code),
+    };
+    // Removed domains as the id history has them (RFC 8461 §8.3), and the guard; with
+    // --domain, only the configured domains asked for.
+    let (domains, retiring) = match crate::lifecycle::for_commands(&config) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(1);
+        }
+    };
+    let domains: Vec<Domain> = if asked.is_empty() {
+        domains
+    } else {
+        domains
+            .into_iter()
+            .filter(|d| selected.iter().any(|s| s.name == d.name))
+            .collect()
+    };
+    let (managed, manual): (Vec<&Domain>, Vec<&Domain>) =
+        domains.iter().partition(|d| d.dns.provider.is_some());
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let providers = crate::dns::providers::all(&config);
+    let mut report = Report {
+        command: if apply { "apply" } else { "plan" },
+        retiring: if asked.is_empty() { retiring } else { Vec::new() },
+        ..Report::default()
+    };
+
+    let progress = (!managed.is_empty()).then(|| Progress::start("zones"));
+    if let Some(p) = &progress {
+        p.set(
+            0,
+            0,
+            format!("finding the zones of {}", plural(managed.len(), "domain")),
+        );
+    }
+    let (targets, unplaced) = runtime.block_on(crate::dns::sync::targets(
+        managed.iter().copied(),
+        &providers,
+    ));
+    // One entry per provider and error, not one per domain: a dead server fails them all alike.
+    let mut grouped: BTreeMap<(&str, String), (String, Vec<String>)> = BTreeMap::new();
+    for u in &unplaced {
+        grouped
+            .entry((u.provider.as_str(), u.error.to_string()))
+            .or_insert_with(|| (u.error.code().to_owned(), Vec::new()))
+            .1
+            .push(u.domain.name.to_string());
+    }
+    for ((provider, error), (code, domains)) in grouped {
+        report.errors.push(ErrorReport {
+            provider: provider.to_owned(),
+            zone: None,
+            domains,
+            code,
+            error,
+        });
+    }
+
+    let verb = if apply { "applying" } else { "reading" };
+    for (i, t) in targets.iter().enumerate() {
+        if let Some(p) = &progress {
+            p.set(
+                i as u64,
+                targets.len() as u64,
+                format!("{verb} zone {} at provider {}", t.zone, t.provider_name),
+            );
+        }
+        let result = runtime.block_on(async {
+            if apply {
+                crate::dns::sync::apply_zone(t).await
+            } else {
+                crate::dns::sync::plan_zone(t).await
+            }
+        });
+        report.counts.zones_read += 1;
+        let plans = match result {
+            Ok(p) => p,
+            Err(e) => {
+                report.errors.push(ErrorReport {
+                    provider: t.provider_name.clone(),
+                    zone: Some(t.zone.clone()),
+                    domains: t.domains.iter().map(|d| d.name.to_string()).collect(),
+                    code: e.code().to_owned(),
+                    error: e.to_string(),
+                });
+                continue;
+            }
+        };
+        let mut z = ZoneReport {
+            zone: t.zone.clone(),
+            provider: t.provider_name.clone(),
+            delete: Vec::new(),
+            add: Vec::new(),
+            conflicts: Vec::new(),
+        };
+        for p in plans {
+            z.delete
+                .extend(p.change.delete.iter().map(|r| r.to_string()));
+            z.add.extend(p.change.add.iter().map(|r| r.to_string()));
+            z.conflicts
+                .extend(p.conflicts.into_iter().map(|message| Conflict {
+                    domain: p.change.domain.clone(),
+                    message,
+                }));
+        }
+        let n = z.delete.len() + z.add.len();
+        report.counts.records += n;
+        report.counts.zones_changed += usize::from(n > 0);
+        report.counts.conflicts += z.conflicts.len();
+        if n > 0 || !z.conflicts.is_empty() {
+            report.zones.push(z);
+        }
+    }
+    drop(progress);
+
+    report.manual = manual
+        .iter()
+        .map(|d| Manual {
+            domain: d.name.to_string(),
+            host_unmanaged: d.dns.target.is_none(),
+            records: desired::records(d).iter().map(|r| r.to_string()).collect(),
+        })
+        .collect();
+    report.counts.manual = report.manual.len();
+    report.counts.errors = report.errors.len();
+    report.exit_code = match (report.counts.errors, report.counts.records, apply) {
+        (e, _, _) if e > 0 => 1,
+        (_, c, false) if c > 0 => 2,
+        _ => 0,
+    };
+
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    match format {
+        Format::Json => {
+            serde_json::to_writer_pretty(&mut out, &report)?;
+            writeln!(out)?;
+        }
+        Format::Text => text(&mut out, &report, apply)?,
+    }
+    out.flush()?;
+    Ok(report.exit_code)
+}
+
+fn text(out: &mut impl Write, r: &Report, apply: bool) -> Result<()> {
+    for line in &r.retiring {
+        writeln!(out, "{line}")?;
+    }
+    for e in &r.errors {
+        let shown: Vec<&str> = e.domains.iter().take(3).map(String::as_str).collect();
+        let more = if e.domains.len() > 3 {
+            format!(" and {} more", e.domains.len() - 3)
+        } else {
+            String::new()
+        };
+        match &e.zone {
+            None => eprintln!(
+                "error: provider {}: finding the zone of {}{more}: {}",
+                e.provider,
+                shown.join(", "),
+                e.error
+            ),
+            Some(zone) => eprintln!("error: zone {zone} (provider {}): {}", e.provider, e.error),
+        }
+    }
+    for z in &r.zones {
+        writeln!(out, "; zone {} (provider {})", z.zone, z.provider)?;
+        for d in &z.delete {
+            writeln!(out, "- {d}")?;
+        }
+        for a in &z.add {
+            writeln!(out, "+ {a}")?;
+        }
+        for c in &z.conflicts {
+            writeln!(out, "! conflict: {}", c.message)?;
+        }
+    }
+    for m in r.manual.iter().take(MANUAL_SHOWN) {
+        writeln!(
+            out,
+            "; {}: no provider, set these by hand (`records` prints them too)",
+            m.domain
+        )?;
+        if m.host_unmanaged {
+            writeln!(
+                out,
+                "; mta-sts.{} must point at this server: no [dns] target is set, so no CNAME is managed",
+                m.domain
+            )?;
+        }
+        for rec in &m.records {
+            writeln!(out, "{rec}")?;
+        }
+    }
+    if r.manual.len() > MANUAL_SHOWN {
+        writeln!(
+            out,
+            "; and {} more set by hand: `mta-stsd records` prints them all",
+            plural(r.manual.len() - MANUAL_SHOWN, "domain")
+        )?;
+    }
+    let c = &r.counts;
+    let verb = if apply { "changed" } else { "to change" };
+    let mut summary = format!(
+        "; {} {verb} in {} ({} read), {}",
+        plural(c.records, "record"),
+        plural(c.zones_changed, "zone"),
+        plural(c.zones_read, "zone"),
+        plural(c.errors, "error"),
+    );
+    if c.conflicts > 0 {
+        summary += &format!(", {}", plural(c.conflicts, "conflict"));
+    }
+    if c.manual > 0 {
+        summary += &format!(", {} set by hand", plural(c.manual, "domain"));
+    }
+    writeln!(out, "{summary}")?;
+    Ok(())
+}
