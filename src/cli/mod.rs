@@ -1,9 +1,12 @@
 //! One function per command; errors become messages and exit codes here and nowhere else.
 
+mod docs;
 mod progress;
+mod status;
 mod sync;
 
 use std::io::Write;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
@@ -61,6 +64,26 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
     },
+    /// Ask the running daemon how it is (exit 0 fine, 1 warnings, 2 errors, 3 not reachable).
+    Status {
+        /// The admin listener to ask; default: `[server] admin` of the config.
+        #[arg(long, value_name = "ADDR")]
+        admin: Option<SocketAddr>,
+        /// Only this domain (needed above 1,000 domains, where /status lists none).
+        #[arg(long, value_name = "DOMAIN")]
+        domain: Option<String>,
+        /// `text`: a summary; `json`: /status as the daemon served it.
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+    },
+    /// Print shell completions on stdout: `mta-stsd completions bash > /etc/bash_completion.d/mta-stsd`.
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff) on stdout: `mta-stsd man | man -l -`.
+    Man,
 }
 
 #[derive(Debug, clap::Args)]
@@ -98,6 +121,20 @@ pub fn run(config_path: &Path, command: Command) -> Result<u8> {
         Command::Apply(a) => sync::run(config_path, true, &a.domains, a.format),
         Command::Drift { format } => drift(config_path, format),
         Command::History { domain, format } => history(config_path, &domain, format),
+        Command::Status {
+            admin,
+            domain,
+            format,
+        } => Ok(status::run(config_path, admin, domain.as_deref(), format)),
+        Command::Completions { shell } => {
+            docs::completions(shell, &mut std::io::stdout().lock());
+            Ok(0)
+        }
+        Command::Man => {
+            let mut out = std::io::stdout().lock();
+            docs::man(&mut out).and_then(|()| out.flush())?;
+            Ok(0)
+        }
     }
 }
 

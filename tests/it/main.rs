@@ -10,6 +10,7 @@ mod drift;
 mod files;
 mod harness;
 mod limits;
+mod operator;
 mod rfc2136;
 mod serve;
 mod tlsrpt_config;
