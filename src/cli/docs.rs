@@ -26,9 +26,19 @@ pub fn man(out: &mut dyn Write) -> std::io::Result<()> {
     man.render_version_section(out)
 }
 
-/// Completions for `shell` on stdout (bash, zsh, fish).
-pub fn completions(shell: Shell, out: &mut dyn Write) {
-    clap_complete::generate(shell, &mut Cli::command(), "mta-stsd", out);
+/// Completions for `shell` (bash, zsh, fish). Generated into memory first: clap_complete
+/// panics on a write error (a closed pipe, say), and this one is reported instead.
+pub fn completions(shell: Shell, out: &mut dyn Write) -> std::io::Result<()> {
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command(), "mta-stsd", &mut script);
+    if shell == Shell::Bash {
+        // clap_complete 4.6.12 names the per-subcommand cases of a hyphenated binary
+        // `mta__subcmd__stsd__subcmd__plan` but sets `cmd=mta__stsd__subcmd__plan`, so no
+        // subcommand's options would complete; make the labels match.
+        let fixed = String::from_utf8_lossy(&script).replace("mta__subcmd__stsd", "mta__stsd");
+        script = fixed.into_bytes();
+    }
+    out.write_all(&script)
 }
 
 const DESCRIPTION: &str = r#".PP

@@ -127,7 +127,8 @@ pub fn run(config_path: &Path, command: Command) -> Result<u8> {
             format,
         } => Ok(status::run(config_path, admin, domain.as_deref(), format)),
         Command::Completions { shell } => {
-            docs::completions(shell, &mut std::io::stdout().lock());
+            let mut out = std::io::stdout().lock();
+            docs::completions(shell, &mut out).and_then(|()| out.flush())?;
             Ok(0)
         }
         Command::Man => {

@@ -108,7 +108,11 @@ pub fn run(path: &Path, apply: bool, asked: &[String], format: Format) -> Result
     let providers = crate::dns::providers::all(&config);
     let mut report = Report {
         command: if apply { "apply" } else { "plan" },
-        retiring: if asked.is_empty() { retiring } else { Vec::new() },
+        retiring: if asked.is_empty() {
+            retiring
+        } else {
+            Vec::new()
+        },
         ..Report::default()
     };
 

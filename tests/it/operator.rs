@@ -92,7 +92,9 @@ fn bash_complete(script: &std::path::Path, words: &[&str]) -> Vec<String> {
     let quoted: Vec<String> = words.iter().map(|w| format!("'{w}'")).collect();
     let program = format!(
         "source '{}'\nCOMP_WORDS=({})\nCOMP_CWORD={}\nCOMP_LINE='{line}'\nCOMP_POINT={}\n\
-         _mta-stsd mta-stsd '{}' '{}'\nprintf '%s\\n' \"${{COMPREPLY[@]}}\"\n",
+         f=$(complete -p mta-stsd | sed -n 's/.*-F \\([^ ]*\\).*/\\1/p')\n\
+         [ -n \"$f\" ] || {{ echo 'no completion registered for mta-stsd' >&2; exit 1; }}\n\
+         \"$f\" mta-stsd '{}' '{}'\nprintf '%s\\n' \"${{COMPREPLY[@]}}\"\n",
         script.display(),
         quoted.join(" "),
         words.len() - 1,
