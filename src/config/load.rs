@@ -234,6 +234,16 @@ fn expand_includes(
                     .filter(|p| !p.is_dir())
                     .collect();
                 found.sort();
+                if found.is_empty() {
+                    // Often a typo; the pattern stays watched, so a file added later is read.
+                    problems.warn(
+                        pattern.at,
+                        format!(
+                            "include `{}` matches no file (yet): nothing is read from it",
+                            pattern.value
+                        ),
+                    );
+                }
                 for p in found {
                     if seen.insert(p.clone()) {
                         paths.push(p);

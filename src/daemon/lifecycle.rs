@@ -138,11 +138,17 @@ impl LifecycleTask {
                 let sleep = due.map_or(std::time::Duration::from_secs(86_400), |t| {
                     std::time::Duration::from_secs(t.saturating_sub(unix_now()))
                 });
-                let woken = tokio::select! {
-                    _ = tokio::time::sleep(sleep) => false,
-                    _ = shared.lifecycle_wake.notified() => true,
-                };
-                if woken || due.is_some_and(|t| t <= unix_now()) {
+                // A wake-up means a new state (its deadline is read again above) or a
+                // finished withdrawal (a step is asked for).
+                tokio::select! {
+                    _ = tokio::time::sleep(sleep) => {}
+                    _ = shared.lifecycle_wake.notified() => {}
+                }
+                let asked = shared
+                    .lifecycle_step
+                    .swap(false, std::sync::atomic::Ordering::AcqRel);
+                let due = shared.live.load().next_deadline;
+                if asked || due.is_some_and(|t| t <= unix_now()) {
                     step(&shared).await;
                 }
             }
@@ -155,6 +161,7 @@ impl LifecycleTask {
 
 /// Re-evaluates the live config's own domains against the history now.
 async fn step(shared: &Arc<Shared>) {
+    let _swap = shared.swap.lock().await;
     let s = shared.clone();
     let built = tokio::task::spawn_blocking(move || {
         let previous = s.live.load_full();

@@ -269,6 +269,9 @@ fn finish_withdrawals(shared: &Shared, withdrawn: Vec<crate::state::history::Eve
         return;
     }
     super::lifecycle::commit(shared, &withdrawn);
+    shared
+        .lifecycle_step
+        .store(true, std::sync::atomic::Ordering::Release);
     shared.lifecycle_wake.notify_one();
 }
 

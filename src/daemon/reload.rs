@@ -211,6 +211,7 @@ async fn reload(shared: &Arc<Shared>) -> Option<WatchSet> {
         NotifyState::Reloading,
         NotifyState::monotonic_usec_now().unwrap_or(NotifyState::Status("reloading")),
     ]);
+    let _swap = shared.swap.lock().await;
     let path = shared.config_path.clone();
     let previous = shared.live.load_full();
     let s = shared.clone();
@@ -254,6 +255,7 @@ async fn reload(shared: &Arc<Shared>) -> Option<WatchSet> {
             drop(old);
             shared.live.store(Arc::new(live));
             super::lifecycle::commit(shared, &prepared.events);
+            shared.lifecycle_wake.notify_one();
             // The new policies are being served: now their records may be published.
             shared.publish_wake.notify_one();
             shared.acme.wake.notify_one();

@@ -152,8 +152,13 @@ pub struct Shared {
     pub history: Mutex<History>,
     /// The last failure to write the state directory, for `/status`.
     pub state_error: Mutex<Option<String>>,
-    /// Asks the lifecycle task to re-evaluate (a withdrawal finished).
+    /// Wakes the lifecycle task: a new state to read the deadline of, or (with
+    /// `lifecycle_step` set) a finished withdrawal to evaluate.
     pub lifecycle_wake: tokio::sync::Notify,
+    pub lifecycle_step: std::sync::atomic::AtomicBool,
+    /// Held from building a new `Live` to swapping it in (reloads, retirement steps), so
+    /// that one never replaces a newer state with an older one.
+    pub swap: tokio::sync::Mutex<()>,
 }
 
 impl Shared {
@@ -186,6 +191,8 @@ impl Shared {
             history: Mutex::new(history),
             state_error: Mutex::new(None),
             lifecycle_wake: tokio::sync::Notify::new(),
+            lifecycle_step: std::sync::atomic::AtomicBool::new(false),
+            swap: tokio::sync::Mutex::new(()),
         };
         shared.publish_cert_metrics();
         Arc::new(shared)

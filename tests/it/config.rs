@@ -771,10 +771,16 @@ fn missing_literal_include_is_an_error_at_the_entry() {
         "\"domains.d/*.toml\", \"extra/domains.toml\"",
         "\n[domains.\"example.org\"]\n",
     );
-    // An empty glob is fine (config management may not have dropped a file yet).
+    // An empty glob is only a warning (config management may not have dropped a file yet;
+    // or the pattern has a typo), at its position.
     let d = ConfigDir::with_config(&main);
     let out = d.check();
     out.assert_status(1);
+    out.assert_warning(
+        &d.config_path(),
+        pos1(&main, "\"domains.d/*.toml\""),
+        "include `domains.d/*.toml` matches no file",
+    );
     let line = out.assert_error(
         &d.config_path(),
         pos1(&main, "\"extra/domains.toml\""),
@@ -788,6 +794,7 @@ fn missing_literal_include_is_an_error_at_the_entry() {
     out.assert_error_count(1);
 
     d.write("extra/domains.toml", "[domains.\"example.net\"]\n");
+    d.write("domains.d/c.toml", "[domains.\"example.com\"]\n");
     d.check().assert_clean();
 }
 

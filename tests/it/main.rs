@@ -9,6 +9,7 @@ mod dns_harness_selftest;
 mod drift;
 mod files;
 mod harness;
+mod lifecycle;
 mod limits;
 mod operator;
 mod rfc2136;
