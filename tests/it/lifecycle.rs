@@ -126,7 +126,8 @@ async fn a_removed_domain_retires_end_to_end() {
     let status = d.status().await;
     let b = domain_status(&status, "b").expect("b still listed").clone();
     assert_eq!(b["lifecycle"]["state"], "retiring", "{b}");
-    let withdraw_at = b["lifecycle"]["withdraw_at"].as_u64().unwrap();
+    // RFC 3339 UTC to the second: ordered as strings.
+    let withdraw_at = b["lifecycle"]["withdraw_at"].as_str().unwrap().to_owned();
     let none_id = b["policy_id"].as_str().unwrap().to_owned();
     assert_ne!(none_id, b_id);
     published(&w, "b", &none_id).await;
@@ -142,7 +143,11 @@ async fn a_removed_domain_retires_end_to_end() {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs();
-    assert!(now >= withdraw_at, "withdrawn before {withdraw_at}");
+    let now = mta_stsd::clock::rfc3339(now);
+    assert!(
+        now >= withdraw_at,
+        "withdrawn at {now}, before {withdraw_at}"
+    );
     eventually("b no longer served", || async {
         (body(&d, "b").await.0 == 404).then_some(())
     })
