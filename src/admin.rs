@@ -44,17 +44,7 @@ pub fn respond<B>(shared: &Shared, req: &Request<B>) -> Response<Full<Bytes>> {
     }
 }
 
-/// A time in `/status`: RFC 3339 in UTC, to the second (`2026-12-01T22:17:27Z`).
-pub fn rfc3339<T: TryInto<i64>>(secs: T) -> String {
-    secs.try_into()
-        .ok()
-        .and_then(|s| time::OffsetDateTime::from_unix_timestamp(s).ok())
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_default()
-}
+pub use crate::clock::rfc3339;
 
 fn with_type(body: String, content_type: &'static str) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(Bytes::from(body)));
