@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Real servers the integration tests start themselves on loopback ports.
-packages=(ca-certificates iproute2 bind9 bind9-utils bind9-dnsutils knot knot-dnsutils pdns-server pdns-backend-sqlite3 sqlite3 pebble postgresql)
+packages=(ca-certificates iproute2 bind9 bind9-utils bind9-dnsutils knot knot-dnsutils pdns-server pdns-backend-sqlite3 sqlite3 pebble postgresql postfix)
 
 missing=()
 for p in "${packages[@]}"; do

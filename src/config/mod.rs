@@ -274,6 +274,12 @@ pub struct Drift {
     pub dns_port: u16,
     /// The port the policy is fetched from: 443, but in tests.
     pub https_port: u16,
+    /// Connect to each MX (STARTTLS, certificate, DANE); off where outbound port 25 is blocked.
+    pub smtp: bool,
+    /// The port MX hosts are connected on: 25, but in tests.
+    pub smtp_port: u16,
+    /// Bounds the connect and each SMTP reply and the TLS handshake.
+    pub smtp_timeout: Duration,
 }
 
 impl Default for Drift {
@@ -286,6 +292,9 @@ impl Default for Drift {
             ca: None,
             dns_port: 53,
             https_port: 443,
+            smtp: true,
+            smtp_port: 25,
+            smtp_timeout: Duration::from_secs(10),
         }
     }
 }

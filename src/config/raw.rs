@@ -646,10 +646,21 @@ impl Reader<'_> {
                         .string(kname, v)
                         .and_then(|s| self.readable(s.value, s.at))
                 }
-                "dns_port" | "https_port" => {
+                "smtp" => {
+                    if let Some(b) = self.boolean(kname, v) {
+                        drift.smtp = b;
+                    }
+                }
+                "smtp_timeout" => {
+                    if let Some(d) = self.duration(kname, v) {
+                        drift.smtp_timeout = d;
+                    }
+                }
+                "dns_port" | "https_port" | "smtp_port" => {
                     if let Some(n) = self.integer(kname, v) {
                         match u16::try_from(n.value).ok().filter(|&p| p > 0) {
                             Some(p) if kname == "dns_port" => drift.dns_port = p,
+                            Some(p) if kname == "smtp_port" => drift.smtp_port = p,
                             Some(p) => drift.https_port = p,
                             None => self
                                 .problems
@@ -667,6 +678,9 @@ impl Reader<'_> {
                         "ca",
                         "dns_port",
                         "https_port",
+                        "smtp",
+                        "smtp_port",
+                        "smtp_timeout",
                     ],
                 ),
             }

@@ -4,7 +4,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
+use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::{Name, RData, RecordType};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -31,6 +31,10 @@ pub struct Answer {
     pub mx: Vec<String>,
     /// The zone's SOA owner, from the answer or the authority section.
     pub soa_owner: Option<String>,
+    /// TLSA records: usage, selector, matching type, data.
+    pub tlsa: Vec<(u8, u8, u8, Vec<u8>)>,
+    /// The resolver's AD bit: it validated the answer with DNSSEC (RFC 4035 §3.2.3).
+    pub authentic: bool,
 }
 
 impl Dns {
@@ -47,7 +51,13 @@ impl Dns {
 
     /// Asks the resolver (recursion desired).
     pub async fn lookup(&self, name: &str, rtype: RecordType) -> Result<Answer, String> {
-        ask(self.resolver, name, rtype, true).await
+        ask(self.resolver, name, rtype, true, false).await
+    }
+
+    /// Asks the resolver with DNSSEC OK and AD set (RFC 6840 §5.7), so its answer says whether
+    /// it validated.
+    pub async fn lookup_dnssec(&self, name: &str, rtype: RecordType) -> Result<Answer, String> {
+        ask(self.resolver, name, rtype, true, true).await
     }
 
     /// Asks an authoritative nameserver directly.
@@ -57,7 +67,14 @@ impl Dns {
         name: &str,
         rtype: RecordType,
     ) -> Result<Answer, String> {
-        ask(SocketAddr::new(ip, self.auth_port), name, rtype, false).await
+        ask(
+            SocketAddr::new(ip, self.auth_port),
+            name,
+            rtype,
+            false,
+            false,
+        )
+        .await
     }
 }
 
@@ -77,6 +94,7 @@ async fn ask(
     name: &str,
     rtype: RecordType,
     rd: bool,
+    dnssec: bool,
 ) -> Result<Answer, String> {
     let qname = Name::from_ascii(name).map_err(|e| format!("{name}: {e}"))?;
     let mut m = Message::new();
@@ -85,6 +103,11 @@ async fn ask(
         .set_op_code(OpCode::Query)
         .set_recursion_desired(rd)
         .add_query(Query::query(qname, rtype));
+    if dnssec {
+        let mut edns = Edns::new();
+        edns.set_dnssec_ok(true).set_max_payload(4096);
+        m.set_edns(edns).set_authentic_data(true);
+    }
     let bytes = m.to_vec().map_err(|e| e.to_string())?;
     let exchange = async {
         let mut s = TcpStream::connect(server).await?;
@@ -126,6 +149,7 @@ pub fn parse_wire(buf: &[u8], name: &str) -> Option<Answer> {
 fn parse(answer: &Message, name: &str) -> Answer {
     let mut out = Answer {
         rcode: answer.response_code().to_string(),
+        authentic: answer.authentic_data(),
         ..Answer::default()
     };
     let mut owners = vec![name.to_ascii_lowercase()];
@@ -153,6 +177,12 @@ fn parse(answer: &Message, name: &str) -> Answer {
             RData::NS(ns) => out.names.push(lower(&ns.0)),
             RData::MX(mx) => out.mx.push(lower(mx.exchange())),
             RData::SOA(_) => out.soa_owner = Some(owner),
+            RData::TLSA(t) => out.tlsa.push((
+                t.cert_usage().into(),
+                t.selector().into(),
+                t.matching().into(),
+                t.cert_data().to_vec(),
+            )),
             _ => {}
         }
     }

@@ -33,6 +33,18 @@ const EXPIRY_CRITICAL_DAYS: i64 = 3;
 
 /// System roots plus `[drift] ca`, as a sender would trust.
 pub fn client_config(extra_ca: Option<&Path>) -> Result<Arc<ClientConfig>, String> {
+    let roots = roots(extra_ca)?;
+    let mut config = ClientConfig::builder_with_provider(crate::serve::tls::provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// The roots a sender trusts: the system's plus `[drift] ca`.
+pub fn roots(extra_ca: Option<&Path>) -> Result<Arc<rustls::RootCertStore>, String> {
     let mut roots = rustls::RootCertStore::empty();
     let native = rustls_native_certs::load_native_certs();
     roots.add_parsable_certificates(native.certs);
@@ -46,13 +58,7 @@ pub fn client_config(extra_ca: Option<&Path>) -> Result<Arc<ClientConfig>, Strin
                 .map_err(|e| format!("{}: {e}", path.display()))?;
         }
     }
-    let mut config = ClientConfig::builder_with_provider(crate::serve::tls::provider())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(Arc::new(config))
+    Ok(Arc::new(roots))
 }
 
 pub async fn check(
@@ -256,7 +262,7 @@ async fn fetch(
 }
 
 /// A certificate error in words, with dates rather than Unix times.
-fn describe(e: &rustls::CertificateError) -> String {
+pub(super) fn describe(e: &rustls::CertificateError) -> String {
     use rustls::CertificateError as E;
     let date = |t: rustls::pki_types::UnixTime| {
         x509_parser::time::ASN1Time::from_timestamp(t.as_secs() as i64)

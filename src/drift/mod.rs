@@ -1,13 +1,17 @@
 //! Drift: the world as a sending MTA sees it, against what the config wants. Per domain: the
 //! `_mta-sts` TXT on every authoritative nameserver, the `mta-sts` host, the TLSRPT record,
-//! the policy fetched over HTTPS with its certificate, and the MX hosts against the policy.
+//! the policy fetched over HTTPS with its certificate, the MX hosts against the policy, and
+//! each MX as a sender connects to it (STARTTLS, its certificate, DANE).
 //! A DNS or HTTPS error is "could not check" for that item, never a crash.
 
+pub mod dane;
 pub mod dns;
 pub mod fetch;
 pub mod host;
 pub mod mx;
 pub mod report;
+pub mod smtp;
+pub mod starttls;
 pub mod tlsrpt;
 pub mod txt;
 pub mod zones;
@@ -20,6 +24,7 @@ use tokio::sync::Semaphore;
 use crate::config::{Config, Domain};
 use dns::Dns;
 use report::{Check, DomainReport, Finding, Report, Severity};
+use starttls::MxTls;
 use zones::Zones;
 
 /// Domains checked at once.
@@ -30,9 +35,19 @@ const CHUNK: usize = 1024;
 /// Runs every check for every domain.
 pub async fn run(config: &Config) -> Report {
     let now = crate::daemon::state::unix_now();
-    let setup = Dns::new(config.drift.resolver, config.drift.dns_port)
-        .and_then(|dns| Ok((dns, fetch::client_config(config.drift.ca.as_deref())?)));
-    let (dns, tls) = match setup {
+    let drift = &config.drift;
+    let setup = Dns::new(drift.resolver, drift.dns_port).and_then(|dns| {
+        let mx = match drift.smtp {
+            true => Some(MxTls::new(
+                smtp::Trust::new(fetch::roots(drift.ca.as_deref())?)?,
+                drift.smtp_port,
+                drift.smtp_timeout,
+            )),
+            false => None,
+        };
+        Ok((dns, fetch::client_config(drift.ca.as_deref())?, mx))
+    });
+    let (dns, tls, mx) = match setup {
         Ok(s) => s,
         Err(e) => {
             let domains = config
@@ -58,10 +73,10 @@ pub async fn run(config: &Config) -> Report {
     let mut reports = Vec::with_capacity(config.domains.len());
     for chunk in config.domains.chunks(CHUNK) {
         let done = futures_util::future::join_all(chunk.iter().map(|d| {
-            let (dns, tls, zones, permits) = (&dns, &tls, &zones, &permits);
+            let (dns, tls, zones, permits, mx) = (&dns, &tls, &zones, &permits, mx.as_ref());
             async move {
                 let _p = permits.acquire().await.expect("never closed");
-                check_domain(dns, tls, zones, d, config.drift.https_port, now as i64).await
+                check_domain(dns, tls, zones, mx, d, drift.https_port, now as i64).await
             }
         }))
         .await;
@@ -74,6 +89,7 @@ async fn check_domain(
     dns: &Dns,
     tls: &Arc<ClientConfig>,
     zones: &Zones,
+    mx: Option<&MxTls>,
     d: &Domain,
     https_port: u16,
     now: i64,
@@ -96,5 +112,8 @@ async fn check_domain(
     }
     findings.extend(tlsrpt::check(dns, d).await);
     findings.extend(mx::check(dns, d).await);
+    if let Some(mx) = mx {
+        findings.extend(starttls::check(mx, dns, d, now).await);
+    }
     DomainReport::new(d.name.to_string(), findings)
 }

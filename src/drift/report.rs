@@ -56,6 +56,8 @@ pub enum Check {
     PolicyFetch,
     Certificate,
     Mx,
+    MxTls,
+    Dane,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -20,6 +20,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::harness::daemon::{eventually, Daemon, TestCa};
 use crate::harness::dns::{free_port, DnsServer, Kind, TsigKey};
+use crate::harness::postfix::{Listener, Postfix};
 use crate::harness::{run_with_config, ConfigDir, Output, MAIN};
 
 const ZONE: &str = "example.org";
@@ -73,6 +74,9 @@ struct Build {
     max_age: u32,
     /// Extra lines in `[drift]`.
     drift_extra: String,
+    /// A real Postfix as `mx1` (127.0.0.1) with a certificate from the test CA; without one,
+    /// `[drift] smtp = false` (the other checks are under test).
+    mx_tls: bool,
 }
 
 /// Domains `a` and `b`, enforce with `mx1.example.org`, TLSRPT to `tlsrpt@example.org`.
@@ -81,6 +85,7 @@ fn world() -> Build {
         domains: vec![("a", String::new()), ("b", String::new())],
         max_age: 86400,
         drift_extra: String::new(),
+        mx_tls: false,
     }
 }
 
@@ -103,6 +108,11 @@ impl Build {
 
     fn max_age(mut self, max_age: u32) -> Self {
         self.max_age = max_age;
+        self
+    }
+
+    fn mx_tls(mut self) -> Self {
+        self.mx_tls = true;
         self
     }
 
@@ -149,9 +159,22 @@ impl Build {
             &zone.iter().map(String::as_str).collect::<Vec<_>>(),
         );
         let dns_port = ns[0].addr.port();
+        let postfix = self.mx_tls.then(|| {
+            Postfix::start(
+                &[Listener {
+                    ip: Ipv4Addr::LOCALHOST,
+                    tls: Some(ca.leaf(&["mx1.example.org"])),
+                }],
+                free_port(),
+            )
+        });
+        let smtp = match &postfix {
+            Some(p) => format!("smtp_port = {}", p.port),
+            None => "smtp = false".to_owned(),
+        };
         let drift = format!(
             "\n[drift]\nresolver = \"{NS1}:{dns_port}\"\ndns_port = {dns_port}\n\
-             https_port = {}\nca = \"ca.pem\"\n{}\n",
+             https_port = {}\nca = \"ca.pem\"\n{smtp}\n{}\n",
             daemon_port, self.drift_extra
         );
         let config = policy + &drift;
@@ -161,6 +184,7 @@ impl Build {
             ca,
             dir,
             ns,
+            _postfix: postfix,
             ids,
             config,
             daemon_port,
@@ -201,6 +225,7 @@ struct World {
     dir: ConfigDir,
     /// `ns1` (127.0.0.2, also the resolver) and `ns2` (127.0.0.3).
     ns: Vec<DnsServer>,
+    _postfix: Option<Postfix>,
     ids: Ids,
     /// The main config's text.
     config: String,
@@ -247,7 +272,7 @@ impl World {
 // --- the report ---------------------------------------------------------------------------
 
 const SEVERITIES: [&str; 4] = ["ok", "warning", "unknown", "critical"];
-const CHECKS: [&str; 7] = [
+const CHECKS: [&str; 9] = [
     "sts-txt",
     "ns-agreement",
     "policy-host",
@@ -255,6 +280,8 @@ const CHECKS: [&str; 7] = [
     "policy-fetch",
     "certificate",
     "mx",
+    "mx-tls",
+    "dane",
 ];
 
 /// How much attention a severity needs: unknown ("could not check") outranks warning.
@@ -654,8 +681,9 @@ fn sts(label: &str, text: &str) -> String {
 
 #[test]
 fn clean_world_exits_0_without_findings() {
-    // b's record split in two strings (concatenated, RFC 8461 §3.1), c's delegated by CNAME.
-    let w = world().domains(&["a", "b", "c"]).records(|ids| {
+    // b's record split in two strings (concatenated, RFC 8461 §3.1), c's delegated by CNAME;
+    // the MX a real Postfix with a valid certificate.
+    let w = world().domains(&["a", "b", "c"]).mx_tls().records(|ids| {
         let r = replace(
             correct(ids),
             "_mta-sts.b ",
@@ -1255,7 +1283,7 @@ fn json_report_follows_the_documented_schema() {
             r["domains"][0]["findings"][0]["severity"] = "fatal".into()
         }),
         ("an unknown check", |r| {
-            r["domains"][0]["findings"][0]["check"] = "dane".into()
+            r["domains"][0]["findings"][0]["check"] = "smtp-banner".into()
         }),
         ("a wrong exit code", |r| r["exit_code"] = 0.into()),
         ("a string count", |r| r["counts"]["critical"] = "1".into()),

@@ -7,6 +7,7 @@ mod cli_edges;
 mod config;
 mod dns_harness_selftest;
 mod drift;
+mod drift_mx;
 mod files;
 mod harness;
 mod lifecycle;

@@ -8,6 +8,7 @@ pub mod daemon;
 pub mod dns;
 pub mod pdns;
 pub mod pebble;
+pub mod postfix;
 pub mod postgres;
 
 use std::ffi::OsStr;
