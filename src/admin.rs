@@ -166,6 +166,8 @@ fn dns_status(d: &Domain, publication: &Publication) -> Value {
         "conflicts": p.conflicts,
         "attempts": p.attempts,
         "next_retry": p.next_retry.map(rfc3339),
+        // The last time the records were read back and agreed (or were made to agree).
+        "last_read": p.last_read.map(rfc3339),
     })
 }
 

@@ -53,6 +53,8 @@ pub struct Metrics {
     pub connections_refused: Counter,
     pub tls_handshake_failures: Counter,
     dns_updates: Family<DnsLabel, Counter>,
+    /// Records found changed behind our back by a reconcile read, and put right.
+    pub dns_repairs: Counter,
     drift: Family<SeverityLabel, Gauge>,
     pub drift_last_run: Gauge,
     /// Seconds since the epoch at which each served certificate expires.
@@ -109,6 +111,7 @@ impl Metrics {
             cert_expiry: Family::default(),
             acme_orders: Family::default(),
             dns_updates: Family::default(),
+            dns_repairs: Counter::default(),
             drift: Family::default(),
             drift_last_run: Gauge::default(),
         };
@@ -125,6 +128,11 @@ impl Metrics {
             m.last_reload_timestamp.clone(),
         );
         r.register("domains", "Domains served", m.domains.clone());
+        r.register(
+            "dns_repairs",
+            "Domains whose records a reconcile read found changed behind our back, and repaired",
+            m.dns_repairs.clone(),
+        );
         r.register(
             "connections_open",
             "Client connections open on the public listeners",

@@ -1,7 +1,6 @@
 //! Drift checks in `serve`: once shortly after start, then every `[drift] interval`; the report
 //! is kept for `/status` and metrics and written atomically to `[drift] report`.
 
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -31,48 +30,59 @@ impl DriftTask {
     }
 }
 
+/// Follows the live config: a `[drift]` section added by a reload starts the checks, a
+/// changed interval reschedules them, a removed section stops them.
 async fn run(shared: Arc<Shared>) {
-    tokio::time::sleep(FIRST_RUN_DELAY).await;
+    let mut last_run: Option<tokio::time::Instant> = None;
     loop {
         let live = shared.live.load_full();
-        let report = crate::drift::run(&live.config).await;
-        info!(
-            status = report.status.as_str(),
-            critical = report.counts.critical,
-            warning = report.counts.warning,
-            unknown = report.counts.unknown,
-            "drift checked"
-        );
-        if let Some(path) = &live.config.drift.report {
-            if let Err(e) = write_atomically(path, report.json().as_bytes()) {
-                warn!(path = %path.display(), error = %e, "cannot write the drift report");
-            }
+        let drift = &live.config.drift;
+        if !drift.enabled {
+            shared.drift_wake.notified().await;
+            continue;
         }
-        let m = &shared.metrics;
-        m.drift_last_run.set(report.checked_at as i64);
-        for (severity, n) in [
-            (Severity::Critical, report.counts.critical),
-            (Severity::Warning, report.counts.warning),
-            (Severity::Unknown, report.counts.unknown),
-        ] {
-            m.drift_findings(severity.as_str(), n);
+        let wait = match last_run {
+            None => FIRST_RUN_DELAY,
+            Some(at) => drift.interval.saturating_sub(at.elapsed()),
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            // A reload: look at the (maybe changed) section again.
+            _ = shared.drift_wake.notified() => continue,
         }
-        *shared.drift.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(report));
-        tokio::time::sleep(live.config.drift.interval).await;
+        last_run = Some(tokio::time::Instant::now());
+        check_once(&shared, &live).await;
     }
 }
 
-/// Temp file in the same directory, then rename: readers never see half a report.
-fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir)?;
-    let tmp = dir.join(format!(
-        ".{}.tmp",
-        path.file_name()
-            .map_or("drift".into(), |n| n.to_string_lossy())
-    ));
-    std::fs::write(&tmp, bytes)?;
-    std::fs::rename(&tmp, path)
+async fn check_once(shared: &Shared, live: &super::state::Live) {
+    let report = crate::drift::run(&live.config).await;
+    info!(
+        status = report.status.as_str(),
+        critical = report.counts.critical,
+        warning = report.counts.warning,
+        unknown = report.counts.unknown,
+        "drift checked"
+    );
+    if let Some(path) = &live.config.drift.report {
+        let written = path
+            .parent()
+            .map_or(Ok(()), std::fs::create_dir_all)
+            .and_then(|()| crate::state::write_atomic(path, report.json().as_bytes()));
+        if let Err(e) = written {
+            warn!(path = %path.display(), error = %e, "cannot write the drift report");
+        }
+    }
+    let m = &shared.metrics;
+    m.drift_last_run.set(report.checked_at as i64);
+    for (severity, n) in [
+        (Severity::Critical, report.counts.critical),
+        (Severity::Warning, report.counts.warning),
+        (Severity::Unknown, report.counts.unknown),
+    ] {
+        m.drift_findings(severity.as_str(), n);
+    }
+    *shared.drift.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(report));
 }
 
 /// The last report's entry for one domain.

@@ -75,7 +75,6 @@ async fn serve(config_path: &Path, loaded: config::Loaded) -> Result<u8> {
     let live = prepared.live;
     let server = live.config.server.clone();
     let domains = live.config.domains.len();
-    let config_drift = live.config.drift.enabled;
     let history = history.into_inner().unwrap_or_else(|e| e.into_inner());
     let shared = Shared::new(config_path.to_owned(), live, warnings, history);
     lifecycle::commit(&shared, &prepared.events);
@@ -121,7 +120,8 @@ async fn serve(config_path: &Path, loaded: config::Loaded) -> Result<u8> {
     let publisher = publish::Publisher::start(shared.clone());
     let reloader = reload::Reloader::start(shared.clone())?;
     let retirements = lifecycle::LifecycleTask::start(shared.clone());
-    let drift = config_drift.then(|| drift::DriftTask::start(shared.clone()));
+    // Idle until a config has [drift]; reloads may add, change or remove it.
+    let drift = drift::DriftTask::start(shared.clone());
     // Listening already: challenges are answered by the listeners above.
     let acme = crate::acme::Manager::start(shared.clone());
     let mut sigterm = signal(SignalKind::terminate()).context("SIGTERM handler")?;

@@ -57,6 +57,8 @@ pub struct DomainPublication {
     pub conflicts: Vec<String>,
     pub attempts: u32,
     pub next_retry: Option<u64>,
+    /// When the records were last read back and found (or made) as desired.
+    pub last_read: Option<u64>,
     desired: u64,
     published: Option<u64>,
 }
@@ -103,6 +105,8 @@ impl Publisher {
 async fn run(shared: Arc<Shared>) {
     let wake: &Notify = &shared.publish_wake;
     let mut built: Option<(Arc<Live>, Providers)> = None;
+    // The first round after start reads everything anyway; reconcile one period later.
+    let mut next_reconcile = tokio::time::Instant::now() + shared.live.load().config.reconcile;
     loop {
         let live = shared.live.load_full();
         if built.as_ref().is_none_or(|(l, _)| !Arc::ptr_eq(l, &live)) {
@@ -110,7 +114,12 @@ async fn run(shared: Arc<Shared>) {
         }
         let providers = &built.as_ref().expect("just built").1;
         let now = unix_now();
-        let due = refresh(&shared, &live, now);
+        // Reconcile: read back every record we own and repair what changed behind our back.
+        let reconcile = tokio::time::Instant::now() >= next_reconcile;
+        if reconcile {
+            next_reconcile = tokio::time::Instant::now() + live.config.reconcile;
+        }
+        let due = refresh(&shared, &live, now, reconcile);
         if !due.is_empty() {
             publish(&shared, providers, &due).await;
         }
@@ -122,9 +131,12 @@ async fn run(shared: Arc<Shared>) {
             .values()
             .filter_map(|p| p.next_retry)
             .min();
-        let sleep = next.map_or(Duration::from_secs(3600), |t| {
-            Duration::from_secs(t.saturating_sub(unix_now()).max(1))
-        });
+        let until_reconcile = next_reconcile.saturating_duration_since(tokio::time::Instant::now());
+        let sleep = next
+            .map_or(until_reconcile, |t| {
+                Duration::from_secs(t.saturating_sub(unix_now()).max(1))
+            })
+            .min(until_reconcile);
         tokio::select! {
             _ = wake.notified() => {}
             _ = tokio::time::sleep(sleep) => {}
@@ -133,7 +145,7 @@ async fn run(shared: Arc<Shared>) {
 }
 
 /// Brings the table in line with the live config; returns the domains to push now.
-fn refresh<'l>(shared: &Shared, live: &'l Live, now: u64) -> Vec<&'l Domain> {
+fn refresh<'l>(shared: &Shared, live: &'l Live, now: u64, reconcile: bool) -> Vec<&'l Domain> {
     let mut table = shared.publication.lock().unwrap_or_else(|e| e.into_inner());
     let mut due = Vec::new();
     let mut present = std::collections::HashSet::new();
@@ -156,6 +168,7 @@ fn refresh<'l>(shared: &Shared, live: &'l Live, now: u64) -> Vec<&'l Domain> {
                 conflicts: Vec::new(),
                 attempts: 0,
                 next_retry: None,
+                last_read: None,
                 desired: key,
                 published: None,
             });
@@ -167,7 +180,8 @@ fn refresh<'l>(shared: &Shared, live: &'l Live, now: u64) -> Vec<&'l Domain> {
             entry.next_retry = None;
             entry.attempts = 0;
         }
-        if entry.published != Some(key) && entry.next_retry.is_none_or(|t| t <= now) {
+        if (reconcile || entry.published != Some(key)) && entry.next_retry.is_none_or(|t| t <= now)
+        {
             due.push(d);
         }
     }
@@ -236,6 +250,19 @@ async fn publish(shared: &Shared, providers: &Providers, due: &[&Domain]) {
                         });
                     }
                     if let Some(p) = table.domains.get_mut(d.name.as_str()) {
+                        let key = desired_key(d);
+                        if p.published == Some(key) && !plan.change.is_empty() {
+                            // Published before, and the read found it changed: a repair.
+                            info!(
+                                domain = %d.name,
+                                zone = %t.zone,
+                                removed = plan.change.delete.len(),
+                                added = plan.change.add.len(),
+                                "repaired records changed behind our back"
+                            );
+                            shared.metrics.dns_repairs.inc();
+                        }
+                        p.last_read = Some(now);
                         for c in &plan.conflicts {
                             warn!(domain = %d.name, "{c}");
                         }

@@ -159,6 +159,8 @@ pub struct Shared {
     /// Held from building a new `Live` to swapping it in (reloads, retirement steps), so
     /// that one never replaces a newer state with an older one.
     pub swap: tokio::sync::Mutex<()>,
+    /// Tells the drift task that a reload may have changed `[drift]`.
+    pub drift_wake: tokio::sync::Notify,
 }
 
 impl Shared {
@@ -193,6 +195,7 @@ impl Shared {
             lifecycle_wake: tokio::sync::Notify::new(),
             lifecycle_step: std::sync::atomic::AtomicBool::new(false),
             swap: tokio::sync::Mutex::new(()),
+            drift_wake: tokio::sync::Notify::new(),
         };
         shared.publish_cert_metrics();
         Arc::new(shared)

@@ -33,8 +33,13 @@ impl World {
 
     /// The config with `domains` (under example.org), `max_age` and `[state]` keys.
     fn write(&self, domains: &[&str], max_age: u32, state: &str) {
+        self.write_with(domains, max_age, state, "", "")
+    }
+
+    /// [`World::write`] with more `[dns]` keys and more sections.
+    fn write_with(&self, domains: &[&str], max_age: u32, state: &str, dns: &str, more: &str) {
         let mut text = format!(
-            "[server]\nhttps = [\"127.0.0.1:0\"]\nhttp = [\"127.0.0.1:0\"]\nadmin = \"127.0.0.1:0\"\n\n[tls]\nself_signed = true\n\n[state]\nretire_after = \"1s\"\n{state}\n\n[policy]\nmode = \"enforce\"\nmx = [\"mail.example.org\"]\nmax_age = {max_age}\n\n[dns]\ntarget = \"mail.example.org.\"\nprovider = \"p\"\ntlsrpt = [\"mailto:tlsrpt@example.org\"]\n\n{}\n",
+            "[server]\nhttps = [\"127.0.0.1:0\"]\nhttp = [\"127.0.0.1:0\"]\nadmin = \"127.0.0.1:0\"\n\n[tls]\nself_signed = true\n\n[state]\nretire_after = \"1s\"\n{state}\n\n[policy]\nmode = \"enforce\"\nmx = [\"mail.example.org\"]\nmax_age = {max_age}\n\n[dns]\ntarget = \"mail.example.org.\"\nprovider = \"p\"\ntlsrpt = [\"mailto:tlsrpt@example.org\"]\n{dns}\n\n{more}\n\n{}\n",
             self.provider
         );
         for d in domains {
@@ -325,4 +330,68 @@ async fn a_crash_while_writing_state_loses_nothing_acknowledged() {
     }
     assert!(d.status().await["state"]["error"].is_null());
     let _ = MAIN;
+}
+
+/// `[dns] reconcile`: records changed behind the daemon's back are read back and repaired.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconcile_repairs_a_rogue_txt_and_a_deleted_tlsrpt_record() {
+    let w = World::new();
+    w.write_with(&["a"], 600, "", "reconcile = \"1s\"", "");
+    let a_id = id_of(&w, "a");
+    let d = Daemon::start(&w.dir.config_path());
+    published(&w, "a", &a_id).await;
+    let tlsrpt = || w.dns.query("_smtp._tls.a.example.org.", RecordType::TXT);
+    let want_tlsrpt = vec!["v=TLSRPTv1; rua=mailto:tlsrpt@example.org;".to_owned()];
+    eventually("the TLSRPT record", || async {
+        (tlsrpt() == want_tlsrpt).then_some(())
+    })
+    .await;
+    let seen = d.lines().len();
+    w.dns.nsupdate(
+        "update add _mta-sts.a.example.org. 3600 TXT \"v=STSv1; id=rogue;\"\nupdate delete _smtp._tls.a.example.org. TXT\nsend\n",
+    );
+    assert_eq!(w.txt("a").len(), 2);
+    eventually("both repaired", || async {
+        (w.txt("a") == sts(&a_id) && tlsrpt() == want_tlsrpt).then_some(())
+    })
+    .await;
+    let line = d.wait_log_after(seen, "repaired records changed behind our back");
+    assert!(line.contains("a.example.org"), "{line}");
+    let m = d.metrics().await;
+    assert!(m.contains("mta_stsd_dns_repairs_total 1"), "{m}");
+    let s = d.status().await;
+    let dns = &domain_status(&s, "a").unwrap()["dns"];
+    assert_eq!(dns["state"], "published");
+    assert!(dns["last_read"].is_string(), "{dns}");
+}
+
+/// Hot config: `[drift]` added by a reload starts the periodic checks; a changed interval
+/// reschedules them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drift_added_by_a_reload_runs_and_follows_its_interval() {
+    let w = World::new();
+    w.write(&["a"], 600, "");
+    let d = Daemon::start(&w.dir.config_path());
+    let drift = |interval: &str| {
+        format!(
+            "[drift]\ninterval = \"{interval}\"\nresolver = \"{}\"\ndns_port = {}\n",
+            w.dns.addr,
+            w.dns.addr.port()
+        )
+    };
+    let runs = |d: &Daemon| {
+        d.lines()
+            .iter()
+            .filter(|l| l.contains("drift checked"))
+            .count()
+    };
+    assert_eq!(runs(&d), 0);
+    w.write_with(&["a"], 600, "", "", &drift("1h"));
+    d.wait_log("drift checked");
+    assert_eq!(d.status().await["config"]["last_reload"]["ok"], true);
+    w.write_with(&["a"], 600, "", "", &drift("1s"));
+    eventually("drift rescheduled to every second", || async {
+        (runs(&d) >= 3).then_some(())
+    })
+    .await;
 }
