@@ -70,13 +70,27 @@ pub async fn run(config: &Config) -> Report {
     };
     let zones = Zones::default();
     let permits = Semaphore::new(CONCURRENCY);
+    // Older policies senders may still cache, from the id history (read, never written).
+    let history = crate::state::history::History::read_only(&config.state.dir)
+        .unwrap_or_else(|_| crate::state::history::History::in_memory());
     let mut reports = Vec::with_capacity(config.domains.len());
     for chunk in config.domains.chunks(CHUNK) {
         let done = futures_util::future::join_all(chunk.iter().map(|d| {
             let (dns, tls, zones, permits, mx) = (&dns, &tls, &zones, &permits, mx.as_ref());
+            let cached = mx::cached(&history, d, now);
             async move {
                 let _p = permits.acquire().await.expect("never closed");
-                check_domain(dns, tls, zones, mx, d, drift.https_port, now as i64).await
+                check_domain(
+                    dns,
+                    tls,
+                    zones,
+                    mx,
+                    d,
+                    &cached,
+                    drift.https_port,
+                    now as i64,
+                )
+                .await
             }
         }))
         .await;
@@ -85,12 +99,15 @@ pub async fn run(config: &Config) -> Report {
     Report::new(now, reports)
 }
 
+// The shared checkers of one run, and this domain's own inputs.
+#[allow(clippy::too_many_arguments)]
 async fn check_domain(
     dns: &Dns,
     tls: &Arc<ClientConfig>,
     zones: &Zones,
     mx: Option<&MxTls>,
     d: &Domain,
+    cached: &[mx::Cached],
     https_port: u16,
     now: i64,
 ) -> DomainReport {
@@ -111,7 +128,7 @@ async fn check_domain(
         findings.extend(fetch::check(tls, d, &addrs, https_port, now).await);
     }
     findings.extend(tlsrpt::check(dns, d).await);
-    findings.extend(mx::check(dns, d).await);
+    findings.extend(mx::check(dns, d, cached).await);
     if let Some(mx) = mx {
         findings.extend(starttls::check(mx, dns, d, now).await);
     }

@@ -395,3 +395,59 @@ async fn drift_added_by_a_reload_runs_and_follows_its_interval() {
     })
     .await;
 }
+
+/// Cache-aware MX coverage: a new MX listed in the current policy but not in the previous
+/// one, which senders may still cache, is a warning naming when it is safe.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drift_knows_the_policies_senders_still_cache() {
+    let w = World::new();
+    let drift = format!(
+        "[drift]\nresolver = \"{}\"\ndns_port = {}\n",
+        w.dns.addr,
+        w.dns.addr.port()
+    );
+    w.write_with(&["a"], 600, "", "", &drift);
+    let d = Daemon::start(&w.dir.config_path());
+    published(&w, "a", &id_of(&w, "a")).await;
+    // The admin adds the new MX to the policy, then switches DNS at once.
+    let text = std::fs::read_to_string(w.dir.config_path())
+        .unwrap()
+        .replace(
+            "mx = [\"mail.example.org\"]",
+            "mx = [\"mail.example.org\", \"new.example.org\"]",
+        );
+    let tmp = w.dir.write(".next.toml", text);
+    std::fs::rename(tmp, w.dir.config_path()).unwrap();
+    let new_id = id_of(&w, "a");
+    published(&w, "a", &new_id).await;
+    w.dns.nsupdate(
+        // BIND wants in-zone MX targets to have addresses.
+        "update add mail.example.org. 3600 A 127.0.0.1\nupdate add new.example.org. 3600 A 127.0.0.1\nupdate add a.example.org. 3600 MX 10 mail.example.org.\nupdate add a.example.org. 3600 MX 20 new.example.org.\nsend\n",
+    );
+    drop(d);
+    let out = w.dir.run(&["drift", "--format", "json"]);
+    let report: Value = serde_json::from_str(&out.stdout).expect("drift JSON");
+    let findings = report["domains"][0]["findings"].as_array().unwrap();
+    let cached: Vec<&Value> = findings
+        .iter()
+        .filter(|f| {
+            f["message"]
+                .as_str()
+                .unwrap()
+                .contains("may still have cached")
+        })
+        .collect();
+    assert_eq!(cached.len(), 1, "{findings:#?}");
+    assert_eq!(cached[0]["severity"], "warning");
+    let msg = cached[0]["message"].as_str().unwrap();
+    assert!(msg.contains("MX new.example.org"), "{msg}");
+    assert!(msg.contains("safe after 20"), "{msg}");
+    // The current policy covers both: no finding about it.
+    assert!(
+        !findings.iter().any(|f| f["message"]
+            .as_str()
+            .unwrap()
+            .contains("is not covered by the policy's mx patterns")),
+        "{findings:#?}"
+    );
+}
