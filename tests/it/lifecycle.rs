@@ -136,6 +136,14 @@ async fn a_removed_domain_retires_end_to_end() {
     let none_id = b["policy_id"].as_str().unwrap().to_owned();
     assert_ne!(none_id, b_id);
     published(&w, "b", &none_id).await;
+    // `plan` tells what the retiring domain will do.
+    let plan = w.dir.run(&["plan"]);
+    assert!(
+        plan.stdout.contains("b.example.org is retiring")
+            && plan.stdout.contains(&none_id),
+        "{}",
+        plan.dump()
+    );
 
     // After the longest max_age it published (4 s): our records go, foreign ones stay.
     w.dns
