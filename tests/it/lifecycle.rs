@@ -139,8 +139,7 @@ async fn a_removed_domain_retires_end_to_end() {
     // `plan` tells what the retiring domain will do.
     let plan = w.dir.run(&["plan"]);
     assert!(
-        plan.stdout.contains("b.example.org is retiring")
-            && plan.stdout.contains(&none_id),
+        plan.stdout.contains("b.example.org is retiring") && plan.stdout.contains(&none_id),
         "{}",
         plan.dump()
     );
