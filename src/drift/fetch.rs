@@ -309,15 +309,19 @@ pub fn parse_policy(body: &[u8]) -> Result<(), String> {
             .split_once(':')
             .ok_or_else(|| format!("line {line:?} is not `key: value`"))?;
         let v = v.trim_matches([' ', '\t']);
+        // RFC 8461 §3.2: of a repeated field, senders use the first; later ones are ignored.
         match k {
-            "version" => version = Some(v.to_owned()),
-            "mode" => mode = Some(v.to_owned()),
-            "max_age" => {
+            "version" if version.is_none() => version = Some(v.to_owned()),
+            "mode" if mode.is_none() => mode = Some(v.to_owned()),
+            "max_age" if max_age.is_none() => {
                 let n: u64 = v
                     .parse()
                     .map_err(|_| format!("max_age {v:?} is not a number"))?;
-                if n > 31_557_600 {
-                    return Err(format!("max_age {n} exceeds 31557600"));
+                if n > u64::from(crate::policy::MAX_AGE_LIMIT) {
+                    return Err(format!(
+                        "max_age {n} exceeds {}",
+                        crate::policy::MAX_AGE_LIMIT
+                    ));
                 }
                 max_age = Some(n);
             }
@@ -350,6 +354,16 @@ mod tests {
         )
         .is_ok());
         assert!(parse_policy(b"version: STSv1\nmode: none\nmax_age: 0\n").is_ok());
+        // The first of a repeated field counts (RFC 8461 §3.2): a later bad one is ignored,
+        // a first bad one is not rescued by a later good one.
+        assert!(parse_policy(
+            b"version: STSv1\r\nmode: none\r\nmode: strict\r\nmax_age: 1\r\nmax_age: 99999999999\r\n"
+        )
+        .is_ok());
+        assert!(
+            parse_policy(b"version: STSv1\r\nmode: strict\r\nmode: none\r\nmax_age: 1\r\n")
+                .is_err()
+        );
         for bad in [
             &b"mode: enforce\r\nmx: a\r\nmax_age: 1\r\n"[..],
             b"version: STSv1\r\nmode: strict\r\nmx: a\r\nmax_age: 1\r\n",
