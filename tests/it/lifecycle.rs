@@ -245,6 +245,11 @@ async fn the_guard_refuses_mass_removal_and_keeps_serving() {
         assert_eq!(st["lifecycle"]["state"], "configured", "{st}");
         assert!(body(&d, n).await.1.contains("mode: enforce"));
     }
+    // `apply` refuses the same config for the same reason, and changes nothing.
+    let apply = w.dir.run(&["apply"]);
+    apply.assert_status(1);
+    assert!(apply.stderr.contains("max_retire = 1"), "{}", apply.dump());
+    assert_eq!(w.txt("c"), sts(&ids[2]));
     // One removal is within the limit.
     w.write(&["a", "b"], 600, "max_retire = 1");
     eventually("c missing, within the limit", || async {
