@@ -13,6 +13,7 @@ mod harness;
 mod lifecycle;
 mod limits;
 mod operator;
+mod proxy;
 mod rfc2136;
 mod serve;
 mod tlsrpt_config;

@@ -1,0 +1,122 @@
+//! Behind a reverse proxy: a real nginx terminates TLS and forwards `Host` to mta-stsd's
+//! plain listener (`https = []`, no certificate in mta-stsd); the policy arrives byte-exact.
+
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::harness::daemon::{Daemon, TestCa, DEADLINE};
+use crate::harness::dns::free_port;
+use crate::harness::ConfigDir;
+
+/// nginx on loopback in its own prefix directory; killed on drop.
+struct Nginx {
+    child: Child,
+    dir: ConfigDir,
+}
+
+impl Nginx {
+    fn start(upstream: SocketAddr, cert: &(String, String), port: u16) -> Nginx {
+        let dir = ConfigDir::new();
+        dir.write("cert.pem", &cert.0);
+        dir.write("key.pem", &cert.1);
+        let p = dir.path().display();
+        let conf = format!(
+            "worker_processes 1;\npid {p}/nginx.pid;\nerror_log {p}/error.log info;\n\
+             events {{ worker_connections 64; }}\n\
+             http {{\n  access_log off;\n  client_body_temp_path {p}/body;\n  proxy_temp_path {p}/proxy;\n\
+             fastcgi_temp_path {p}/fastcgi;\n  uwsgi_temp_path {p}/uwsgi;\n  scgi_temp_path {p}/scgi;\n\
+             server {{\n    listen 127.0.0.1:{port} ssl;\n    server_name mta-sts.example.org;\n\
+             ssl_certificate {p}/cert.pem;\n    ssl_certificate_key {p}/key.pem;\n\
+             location / {{\n      proxy_pass http://{upstream};\n      proxy_set_header Host $host;\n    }}\n  }}\n}}\n"
+        );
+        // As root, workers run as this user (nobody cannot read a 0700 temp dir).
+        let user = if is_root() { "user root;\n" } else { "" };
+        dir.write("nginx.conf", format!("{user}{conf}"));
+        let child = Command::new("nginx")
+            .args(["-p", &p.to_string(), "-c"])
+            .arg(dir.file("nginx.conf"))
+            .args(["-g", "daemon off;"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("starting nginx (Debian package nginx)");
+        let mut n = Nginx { child, dir };
+        let deadline = Instant::now() + DEADLINE;
+        while TcpStream::connect((Ipv4Addr::LOCALHOST, port)).is_err() {
+            if let Ok(Some(status)) = n.child.try_wait() {
+                panic!("nginx exited ({status}):\n{}", n.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "nginx did not listen:\n{}",
+                n.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        n
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.file("error.log")).unwrap_or_default()
+    }
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.trim_ascii() == b"0")
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn nginx_in_front_of_the_plain_listener_serves_the_policy_byte_exact() {
+    let dir = ConfigDir::with_config(
+        "[server]\nhttps = []\nhttp = [\"127.0.0.1:0\"]\nadmin = \"127.0.0.1:0\"\n\
+         [policy]\nmode = \"enforce\"\nmx = [\"mail.example.org\", \"*.mx.example.net\"]\nmax_age = 86400\n\
+         [domains.\"example.org\"]\n[domains.\"example.net\"]\n",
+    );
+    dir.check().assert_clean();
+    let policy = dir.run(&["policy", "example.org"]);
+    policy.assert_status(0);
+    let d = Daemon::start(&dir.config_path());
+    let ca = TestCa::new();
+    let port = free_port();
+    let nginx = Nginx::start(
+        d.http.expect("a plain listener"),
+        &ca.leaf(&["mta-sts.example.org"]),
+        port,
+    );
+    let addr: SocketAddr = (Ipv4Addr::LOCALHOST, port).into();
+    let client = ca.client(&["mta-sts.example.org"], addr, true);
+    let r = client
+        .get(format!(
+            "https://mta-sts.example.org:{port}/.well-known/mta-sts.txt"
+        ))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", nginx.log()));
+    assert_eq!(r.status(), 200, "{}", nginx.log());
+    assert_eq!(
+        r.headers()["content-type"].to_str().unwrap(),
+        "text/plain",
+        "{:?}",
+        r.headers()
+    );
+    assert_eq!(r.bytes().await.unwrap().as_ref(), policy.stdout_bytes);
+    // Other paths get mta-stsd's 404 through nginx too.
+    let r = client
+        .get(format!("https://mta-sts.example.org:{port}/nope"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+}
