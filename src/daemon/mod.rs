@@ -78,6 +78,13 @@ async fn serve(config_path: &Path, loaded: config::Loaded) -> Result<u8> {
     let history = history.into_inner().unwrap_or_else(|e| e.into_inner());
     let shared = Shared::new(config_path.to_owned(), live, warnings, history);
     lifecycle::commit(&shared, &prepared.events);
+    if !server.https.is_empty() {
+        // Made now, so its path is in the log before the first handshake asks for it.
+        let live = shared.live.load();
+        if live.config.tls.self_signed {
+            shared.self_signed.ca(&live.config.state.dir);
+        }
+    }
 
     let (stop, stopped) = watch::channel(false);
     let tracker = TaskTracker::new();

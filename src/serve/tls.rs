@@ -2,7 +2,8 @@
 //! handshake refused with `unrecognized_name` for any other name.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::path::Path;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use rustls::crypto::CryptoProvider;
 use rustls::server::{ClientHello, ResolvesServerCert};
@@ -14,6 +15,9 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::LazyConfigAcceptor;
 
+use tracing::{info, warn};
+
+use super::devca::DevCa;
 use crate::acme::ACME_TLS_ALPN;
 use crate::certs::CertFiles;
 use crate::config::CertSource;
@@ -55,20 +59,45 @@ fn load_certified_key(f: &CertFiles, provider: &CryptoProvider) -> Result<Certif
     })
 }
 
-/// Throwaway certificates for `self_signed = true`, made on a name's first handshake and kept
-/// across reloads, so that a million-domain development config starts at once.
+/// Certificates for `self_signed = true`, signed by the development CA in `[state] dir`
+/// (throwaway self-signed ones if that directory cannot hold it), made on a name's first
+/// handshake and kept across reloads, so that a million-domain development config starts at
+/// once.
 #[derive(Debug, Default)]
 pub struct SelfSigned {
     cache: Mutex<HashMap<String, Arc<CertifiedKey>>>,
+    ca: OnceLock<Option<DevCa>>,
 }
 
 impl SelfSigned {
-    pub fn get(&self, host: &str) -> Option<Arc<CertifiedKey>> {
+    /// The development CA, loaded or made on first use; its path is logged for the user to
+    /// trust once.
+    pub fn ca(&self, state_dir: &Path) -> Option<&DevCa> {
+        self.ca
+            .get_or_init(|| match DevCa::open(state_dir) {
+                Ok(ca) => {
+                    info!(path = %ca.cert_path.display(),
+                        "development CA: trust {} to reach the self-signed names", ca.cert_path.display());
+                    Some(ca)
+                }
+                Err(e) => {
+                    warn!("no development CA ({e}): throwaway self-signed certificates instead");
+                    None
+                }
+            })
+            .as_ref()
+    }
+
+    pub fn get(&self, state_dir: &Path, host: &str) -> Option<Arc<CertifiedKey>> {
         let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(k) = cache.get(host) {
             return Some(k.clone());
         }
-        let key = Arc::new(make_self_signed(host).ok()?);
+        let made = match self.ca(state_dir) {
+            Some(ca) => ca.leaf(host),
+            None => make_self_signed(host),
+        };
+        let key = Arc::new(made.ok()?);
         cache.insert(host.to_owned(), key.clone());
         Some(key)
     }
@@ -92,7 +121,10 @@ impl ResolvesServerCert for Resolver {
         let domain = live.domain_for_sni(sni)?;
         match domain.cert {
             CertSource::Configured(i) => live.certs.configured.get(i).cloned(),
-            CertSource::SelfSigned => self.0.self_signed.get(&domain.name.policy_host()),
+            CertSource::SelfSigned => self
+                .0
+                .self_signed
+                .get(&live.config.state.dir, &domain.name.policy_host()),
             // Until the manager has one, the handshake fails.
             CertSource::Acme => self.0.acme.cert(&domain.name.policy_host()),
             // Never asked: there is no HTTPS listener.

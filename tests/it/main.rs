@@ -5,6 +5,7 @@ mod api_providers;
 mod battery;
 mod cli_edges;
 mod config;
+mod devca;
 mod dns_harness_selftest;
 mod drift;
 mod drift_mx;
