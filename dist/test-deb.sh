@@ -11,7 +11,7 @@ echo "== $deb ($(du -h "$deb" | cut -f1))"
 fail() { echo "FAIL: $*" >&2; exit 1; }
 
 contents=$(dpkg-deb -c "$deb")
-for f in ./usr/bin/mta-stsd ./lib/systemd/system/mta-stsd.service ./etc/mta-stsd/mta-stsd.toml \
+for f in ./usr/bin/mta-stsd ./usr/lib/systemd/system/mta-stsd.service ./etc/mta-stsd/mta-stsd.toml \
   ./usr/share/man/man8/mta-stsd.8.gz ./usr/share/bash-completion/completions/mta-stsd \
   ./usr/share/zsh/vendor-completions/_mta-stsd ./usr/share/fish/vendor_completions.d/mta-stsd.fish; do
   grep -q " $f\$" <<<"$contents" || fail "$f is not in the package"
@@ -30,7 +30,7 @@ if grep -q 'deb-systemd-invoke start' "$ctl/postinst"; then fail "postinst start
 echo "== control: conffile, system user, purge, service not started"
 
 dpkg-deb -x "$deb" "$root"
-unit="$root/lib/systemd/system/mta-stsd.service"
+unit="$root/usr/lib/systemd/system/mta-stsd.service"
 for want in Type=notify 'ExecReload=/bin/kill -HUP $MAINPID' ProtectSystem=strict StateDirectory=mta-stsd \
   CapabilityBoundingSet=CAP_NET_BIND_SERVICE NoNewPrivileges=yes; do
   grep -qxF "$want" "$unit" || fail "unit lacks $want"
