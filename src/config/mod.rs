@@ -60,7 +60,7 @@ impl Config {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Server {
     pub https: Vec<SocketAddr>,
     pub http: Vec<SocketAddr>,

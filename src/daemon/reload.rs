@@ -235,8 +235,17 @@ async fn reload(shared: &Arc<Shared>) -> Option<WatchSet> {
     let m = &shared.metrics;
     m.last_reload_timestamp.set(now as i64);
     let result = match built {
-        Ok((prepared, warnings)) => {
+        Ok((prepared, mut warnings)) => {
             let live = prepared.live;
+            if live.config.server != shared.live.load().config.server {
+                // Listeners are bound once; everything else in the config applies at once.
+                warnings.push(Diagnostic {
+                    severity: Severity::Warning,
+                    file: shared.config_path.as_path().into(),
+                    position: None,
+                    message: "[server] changed: listeners and limits take effect at the next restart; the rest of the config is live".into(),
+                });
+            }
             for w in &warnings {
                 warn!("{w}");
             }

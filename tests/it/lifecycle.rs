@@ -406,6 +406,21 @@ async fn drift_added_by_a_reload_runs_and_follows_its_interval() {
         (runs(&d) >= 3).then_some(())
     })
     .await;
+    // What cannot change without a restart says so.
+    let text = std::fs::read_to_string(w.dir.config_path())
+        .unwrap()
+        .replace(
+            "admin = \"127.0.0.1:0\"\n",
+            "admin = \"127.0.0.1:0\"\nmax_connections = 500\n",
+        );
+    let tmp = w.dir.write(".next.toml", text);
+    std::fs::rename(tmp, w.dir.config_path()).unwrap();
+    eventually("the [server] warning", || async {
+        let s = d.status().await;
+        let p = s["config"]["last_reload"]["problems"].to_string();
+        p.contains("[server] changed").then_some(())
+    })
+    .await;
 }
 
 /// Cache-aware MX coverage: a new MX listed in the current policy but not in the previous
