@@ -120,6 +120,7 @@ pub fn status(shared: &Shared, only: Option<&str>) -> Value {
             "status": r.status,
             "counts": r.counts,
         })),
+        "alerts": live.config.alerts.as_ref().map(|_| shared.alerts.json()),
         "state": {
             "dir": live.config.state.dir.display().to_string(),
             "error": shared.state_error.lock().unwrap_or_else(|e| e.into_inner()).clone(),

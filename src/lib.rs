@@ -5,6 +5,7 @@
 
 pub mod acme;
 pub mod admin;
+pub mod alerts;
 pub mod certs;
 pub mod cli;
 pub mod clock;

@@ -60,6 +60,7 @@ pub struct Metrics {
     /// Seconds since the epoch at which each served certificate expires.
     pub cert_expiry: Family<CertLabel, Gauge>,
     acme_orders: Family<ResultLabel, Counter>,
+    alerts: Family<ResultLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -110,6 +111,7 @@ impl Metrics {
             tls_handshake_failures: Counter::default(),
             cert_expiry: Family::default(),
             acme_orders: Family::default(),
+            alerts: Family::default(),
             dns_updates: Family::default(),
             dns_repairs: Counter::default(),
             drift: Family::default(),
@@ -159,6 +161,11 @@ impl Metrics {
             m.cert_expiry.clone(),
         );
         r.register(
+            "alerts",
+            "Alert deliveries, by result (delivered, retried, failed, dropped)",
+            m.alerts.clone(),
+        );
+        r.register(
             "acme_orders",
             "ACME orders finished, by result (ok, error)",
             m.acme_orders.clone(),
@@ -185,6 +192,11 @@ impl Metrics {
         self.drift
             .get_or_create(&SeverityLabel { severity })
             .set(n as i64);
+    }
+
+    /// Counts alert deliveries: `delivered`, `retried`, `failed` or `dropped`.
+    pub fn alerts(&self, result: &'static str, n: u64) {
+        self.alerts.get_or_create(&ResultLabel { result }).inc_by(n);
     }
 
     /// Counts one finished ACME order: `ok` or `error`.

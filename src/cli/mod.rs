@@ -63,6 +63,8 @@ pub enum Command {
         /// Output format.
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
+        /// Check only these domains (the others keep their previous findings).
+        domains: Vec<String>,
     },
     /// Ask the running daemon how it is (exit 0 fine, 1 warnings, 2 errors, 3 not reachable).
     Status {
@@ -119,7 +121,7 @@ pub fn run(config_path: &Path, command: Command) -> Result<u8> {
         Command::Records { domains } => records(config_path, &domains),
         Command::Plan(a) => sync::run(config_path, false, &a.domains, a.format),
         Command::Apply(a) => sync::run(config_path, true, &a.domains, a.format),
-        Command::Drift { format } => drift(config_path, format),
+        Command::Drift { format, domains } => drift(config_path, format, &domains),
         Command::History { domain, format } => history(config_path, &domain, format),
         Command::Status {
             admin,
@@ -324,17 +326,42 @@ fn init_logging(format: LogFormat) {
 }
 
 /// `drift`: every check once; the exit code follows the monitoring-plugin convention.
-fn drift(path: &Path, format: Format) -> Result<u8> {
+fn drift(path: &Path, format: Format, domains: &[String]) -> Result<u8> {
     let config = match load_valid(path) {
         // Not a config problem for monitoring: "could not check".
         Err(_) => return Ok(3),
         Ok(c) => c,
     };
+    let only: Option<std::collections::BTreeSet<String>> = (!domains.is_empty()).then(|| {
+        domains
+            .iter()
+            .map(|d| d.trim_end_matches('.').to_ascii_lowercase())
+            .collect()
+    });
+    if let Some(unknown) = only.iter().flatten().find(|d| config.domain(d).is_none()) {
+        eprintln!("{unknown} is not a domain of the config");
+        return Ok(3);
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    let report = runtime.block_on(crate::drift::run(&config));
+    let stats = crate::alerts::Stats::default();
+    let report = runtime.block_on(crate::drift::run_tracked(
+        &config,
+        only.as_ref(),
+        None,
+        &stats,
+        false,
+    ));
+    if stats.failed.load(std::sync::atomic::Ordering::Relaxed) > 0 {
+        let why = stats
+            .last_error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        eprintln!("alerts: {}", why.unwrap_or_default());
+    }
     let text = match format {
         Format::Text => report.text(),
         Format::Json => report.json(),

@@ -38,6 +38,7 @@ pub struct Config {
     pub domains: Vec<Domain>,
     pub acme: Option<Acme>,
     pub drift: Drift,
+    pub alerts: Option<Alerts>,
     /// `[tlsrpt]`: receiving TLS reports; `None` without the section.
     pub tlsrpt: Option<Tlsrpt>,
     pub state: State,
@@ -259,6 +260,14 @@ pub struct Acme {
     /// `[acme] state`, else `<[state] dir>/acme`.
     pub state: PathBuf,
     pub ca: Option<PathBuf>,
+}
+
+/// `[alerts]`: where drift's events go (at least one of the two).
+#[derive(Debug, Clone, Default)]
+pub struct Alerts {
+    /// An https:// URL; a `Secret`, as it often carries a token.
+    pub webhook: Option<Secret>,
+    pub command: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone)]

@@ -20,6 +20,7 @@ use crate::name::{Converted, DomainName};
 use crate::policy::{Mode, MxPattern, MAX_AGE_LIMIT};
 use crate::tlsrpt::Rua;
 
+mod alerts;
 mod providers;
 mod state;
 mod tlsrpt;
@@ -39,6 +40,7 @@ const TOP_KEYS: &[&str] = &[
     "drift",
     "tlsrpt",
     "state",
+    "alerts",
 ];
 const INCLUDED_KEYS: &[&str] = &["providers", "domains"];
 const POLICY_KEYS: &[&str] = &["mode", "mx", "max_age"];
@@ -105,6 +107,7 @@ pub(crate) struct RawFile {
     pub drift: Option<Drift>,
     pub tlsrpt: Option<super::Tlsrpt>,
     pub state: Option<State>,
+    pub alerts: Option<super::Alerts>,
     pub reconcile: Option<Duration>,
 }
 
@@ -197,6 +200,11 @@ impl Reader<'_> {
                         .and_then(|t| self.tlsrpt(t, item))
                 }
                 "state" => raw.state = self.table("state", item).map(|t| self.state(t)),
+                "alerts" => {
+                    raw.alerts = self
+                        .table("alerts", item)
+                        .and_then(|t| self.alerts(t, item))
+                }
                 _ => unreachable!("checked against the allowed keys"),
             }
         }

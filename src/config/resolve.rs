@@ -215,6 +215,7 @@ pub(super) fn resolve(
             acme
         }),
         drift: main.drift.unwrap_or_default(),
+        alerts: main.alerts,
         tlsrpt: main.tlsrpt,
         state,
         dns_defaults: globals_dns,

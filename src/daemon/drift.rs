@@ -56,7 +56,21 @@ async fn run(shared: Arc<Shared>) {
 }
 
 async fn check_once(shared: &Shared, live: &super::state::Live) {
-    let report = crate::drift::run(&live.config).await;
+    let previous = shared
+        .drift
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    let before = alert_counts(&shared.alerts);
+    let report =
+        crate::drift::run_tracked(&live.config, None, previous, &shared.alerts, true).await;
+    let after = alert_counts(&shared.alerts);
+    for (i, result) in ["delivered", "retried", "failed", "dropped"]
+        .into_iter()
+        .enumerate()
+    {
+        shared.metrics.alerts(result, after[i] - before[i]);
+    }
     info!(
         status = report.status.as_str(),
         critical = report.counts.critical,
@@ -83,6 +97,16 @@ async fn check_once(shared: &Shared, live: &super::state::Live) {
         m.drift_findings(severity.as_str(), n);
     }
     *shared.drift.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(report));
+}
+
+fn alert_counts(s: &crate::alerts::Stats) -> [u64; 4] {
+    use std::sync::atomic::Ordering::Relaxed;
+    [
+        s.delivered.load(Relaxed),
+        s.retried.load(Relaxed),
+        s.failed.load(Relaxed),
+        s.dropped.load(Relaxed),
+    ]
 }
 
 /// The last report's entry for one domain.

@@ -146,6 +146,8 @@ pub struct Shared {
     pub publish_wake: tokio::sync::Notify,
     /// The last drift report, once the first run is done.
     pub drift: Mutex<Option<Arc<crate::drift::report::Report>>>,
+    /// `[alerts]` deliveries and failures.
+    pub alerts: crate::alerts::Stats,
     /// ACME certificates, challenge answers and order status.
     pub acme: crate::acme::AcmeState,
     /// The id history and retirements, in `[state] dir`.
@@ -189,6 +191,7 @@ impl Shared {
             publication: Mutex::new(Publication::default()),
             publish_wake: tokio::sync::Notify::new(),
             drift: Mutex::new(None),
+            alerts: crate::alerts::Stats::default(),
             acme: crate::acme::AcmeState::default(),
             history: Mutex::new(history),
             state_error: Mutex::new(None),

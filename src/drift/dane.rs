@@ -102,6 +102,14 @@ pub async fn check(dns: &Dns, fqdn: &str, probes: &[(SocketAddr, Probe)]) -> Dan
 impl Dane {
     pub fn findings(&self, mx: &str) -> Vec<Finding> {
         let name = format!("_25._tcp.{mx}");
+        let mut out = self.judge(mx, &name);
+        for f in &mut out {
+            f.subject = name.clone();
+        }
+        out
+    }
+
+    fn judge(&self, mx: &str, name: &str) -> Vec<Finding> {
         let (authentic, total, usable, verdicts) = match self {
             Dane::Absent => return Vec::new(),
             Dane::Unknown(e) => {

@@ -4,6 +4,7 @@
 //! each MX as a sender connects to it (STARTTLS, its certificate, DANE).
 //! A DNS or HTTPS error is "could not check" for that item, never a crash.
 
+pub mod changes;
 pub mod dane;
 pub mod dns;
 pub mod fetch;
@@ -16,7 +17,10 @@ pub mod tlsrpt;
 pub mod txt;
 pub mod zones;
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
+
+use tracing::{info, warn};
 
 use rustls::ClientConfig;
 use tokio::sync::Semaphore;
@@ -32,8 +36,64 @@ pub const CONCURRENCY: usize = 32;
 /// Domains whose futures exist at once: bounds memory for a million domains.
 const CHUNK: usize = 1024;
 
-/// Runs every check for every domain.
-pub async fn run(config: &Config) -> Report {
+/// Runs every check for the domains of `only` (all without), against the previous run's
+/// findings kept in the state directory: `since` carried over, each appearance, change and
+/// clearing logged (with `log`) and sent to `[alerts]`; the findings kept for the next run.
+pub async fn run_tracked(
+    config: &Config,
+    only: Option<&BTreeSet<String>>,
+    previous: Option<Arc<Report>>,
+    stats: &crate::alerts::Stats,
+    log: bool,
+) -> Report {
+    let path = changes::state_path(config);
+    let previous = match previous {
+        Some(p) => Some(p),
+        None => match changes::load(&path) {
+            Ok(p) => p.map(Arc::new),
+            Err(e) => {
+                warn!(error = %e, "cannot read the previous drift findings; all count as new");
+                None
+            }
+        },
+    };
+    let mut report = run(config, only).await;
+    if let Some(only) = only {
+        report = changes::keep_unchecked(previous.as_deref(), report, only);
+    }
+    let events = changes::compare(previous.as_deref(), &mut report);
+    if log {
+        for e in &events {
+            let check = e.check.name();
+            match e.event {
+                changes::Kind::Cleared => {
+                    info!(domain = %e.domain, check, "finding cleared: {}", e.message)
+                }
+                _ => info!(
+                    domain = %e.domain,
+                    check,
+                    severity = e.severity.as_str(),
+                    "finding {}: {}",
+                    if e.event == changes::Kind::Appeared { "appeared" } else { "changed" },
+                    e.message
+                ),
+            }
+        }
+    }
+    if let Err(e) = changes::save(&path, &report) {
+        warn!(path = %path.display(), error = %e, "cannot keep the drift findings; the next run alerts again");
+    }
+    if let Some(alerts) = &config.alerts {
+        match fetch::client_config(config.drift.ca.as_deref()) {
+            Ok(tls) => crate::alerts::send(alerts, tls, &events, stats).await,
+            Err(e) => warn!(error = %e, "no TLS for the alert webhook"),
+        }
+    }
+    report
+}
+
+/// Runs every check for the domains of `only` (every domain without).
+pub async fn run(config: &Config, only: Option<&BTreeSet<String>>) -> Report {
     let now = crate::daemon::state::unix_now();
     let drift = &config.drift;
     let setup = Dns::new(drift.resolver, drift.dns_port).and_then(|dns| {
@@ -74,7 +134,12 @@ pub async fn run(config: &Config) -> Report {
     let history = crate::state::history::History::read_only(&config.state.dir)
         .unwrap_or_else(|_| crate::state::history::History::in_memory());
     let mut reports = Vec::with_capacity(config.domains.len());
-    for chunk in config.domains.chunks(CHUNK) {
+    let domains: Vec<&Domain> = config
+        .domains
+        .iter()
+        .filter(|d| only.is_none_or(|o| o.contains(d.name.as_str())))
+        .collect();
+    for chunk in domains.chunks(CHUNK) {
         let done = futures_util::future::join_all(chunk.iter().map(|d| {
             let (dns, tls, zones, permits, mx) = (&dns, &tls, &zones, &permits, mx.as_ref());
             let cached = mx::cached(&history, d, now);

@@ -3,10 +3,10 @@
 
 use std::fmt::Write as _;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Ordered by how much attention a finding needs; `Unknown` means "could not check".
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Severity {
     Ok,
@@ -45,8 +45,18 @@ impl Severity {
     }
 }
 
+impl Check {
+    /// The stable name, as in the JSON.
+    pub fn name(self) -> String {
+        serde_json::to_value(self)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default()
+    }
+}
+
 /// The checks, each a stable name in the JSON.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Check {
     StsTxt,
@@ -60,14 +70,21 @@ pub enum Check {
     Dane,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Finding {
     pub severity: Severity,
     pub check: Check,
+    /// What the finding is about where one check finds several (an MX address); with the
+    /// domain and check, the finding's identity across runs. Empty: the message is.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub subject: String,
     /// What was found, in one line.
     pub message: String,
     /// How to fix it, in one line.
     pub hint: String,
+    /// When this finding (by identity) was first seen, Unix seconds.
+    #[serde(default)]
+    pub since: u64,
 }
 
 impl Finding {
@@ -80,13 +97,30 @@ impl Finding {
         Finding {
             severity,
             check,
+            subject: String::new(),
             message: message.into(),
             hint: hint.into(),
+            since: 0,
+        }
+    }
+
+    /// Names what the finding is about, so that its identity survives a changed message.
+    pub fn about(mut self, subject: impl Into<String>) -> Self {
+        self.subject = subject.into();
+        self
+    }
+
+    /// Subject, or the message where there is none.
+    pub fn key(&self) -> &str {
+        if self.subject.is_empty() {
+            &self.message
+        } else {
+            &self.subject
         }
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DomainReport {
     pub domain: String,
     pub status: Severity,
@@ -110,7 +144,7 @@ impl DomainReport {
 }
 
 /// The JSON schema is versioned; see README "Drift report".
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Report {
     pub schema: u32,
     pub checked_at: u64,
@@ -120,7 +154,7 @@ pub struct Report {
     pub domains: Vec<DomainReport>,
 }
 
-#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Counts {
     pub domains: usize,
     pub critical: usize,

@@ -147,26 +147,32 @@ fn judge(host: &Host, mode: Mode, now: i64, out: &mut Vec<Finding>) {
     };
     let mx = &host.name;
     if let Some(e) = &host.lookup_error {
-        out.push(Finding::new(
-            Severity::Unknown,
-            Check::MxTls,
-            format!("could not resolve MX {mx}: {e}"),
-            "check the resolver ([drift] resolver)",
-        ));
+        out.push(
+            Finding::new(
+                Severity::Unknown,
+                Check::MxTls,
+                format!("could not resolve MX {mx}: {e}"),
+                "check the resolver ([drift] resolver)",
+            )
+            .about(mx),
+        );
         return;
     }
     if host.addrs.is_empty() {
-        out.push(Finding::new(
-            failing,
-            Check::MxTls,
-            format!("MX {mx} has no address; {consequence}"),
-            "publish A/AAAA records for the MX host, or remove the MX",
-        ));
+        out.push(
+            Finding::new(
+                failing,
+                Check::MxTls,
+                format!("MX {mx} has no address; {consequence}"),
+                "publish A/AAAA records for the MX host, or remove the MX",
+            )
+            .about(mx),
+        );
     }
     for (addr, probe) in &host.addrs {
         let at = format!("MX {mx} ({addr})");
         let f = |severity, message: String, hint: &str| {
-            Finding::new(severity, Check::MxTls, message, hint)
+            Finding::new(severity, Check::MxTls, message, hint).about(format!("{mx} {addr}"))
         };
         match probe {
             Probe::Unreachable(e) => out.push(f(

@@ -393,9 +393,18 @@ fn validate_schema(r: &Value) {
         let mut dworst = "ok";
         let mut last_rank = usize::MAX;
         for f in findings {
+            let mut fields = keys(f, "a finding");
+            // `subject` is optional: what the finding is about where a check finds several.
+            if fields.remove("subject") {
+                assert!(!string(&f["subject"], "subject").is_empty());
+            }
             assert_eq!(
-                keys(f, "a finding"),
-                set(&["severity", "check", "message", "hint"])
+                fields,
+                set(&["severity", "check", "message", "hint", "since"])
+            );
+            assert!(
+                uint(&f["since"], "since") <= checked_at,
+                "{name}: since after checked_at"
             );
             let severity = string(&f["severity"], "severity");
             assert!(

@@ -8,6 +8,7 @@ mod config;
 mod devca;
 mod dns_harness_selftest;
 mod drift;
+mod drift_alerts;
 mod drift_mx;
 mod files;
 mod harness;
