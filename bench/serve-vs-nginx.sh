@@ -147,6 +147,8 @@ https = ["127.0.0.1:$M_PORT"]
 http = []
 admin = "127.0.0.1:$ADMIN_PORT"
 idle_timeout = "300s"
+# Every client here is 127.0.0.1: the per-address cap (default 64) would refuse the idle phase.
+max_connections_per_ip = 1000000
 
 [tls]
 certs = [{ cert = "$TMP/cert.pem", key = "$TMP/key.pem" }]
