@@ -25,7 +25,7 @@ async fn tcp_from(src: &str, addr: SocketAddr) -> TcpStream {
 }
 
 /// A TLS connection for `mta-sts.a.example` from `src`, offering `alpn`.
-async fn tls_from(
+pub(crate) async fn tls_from(
     ca: &TestCa,
     src: &str,
     addr: SocketAddr,
