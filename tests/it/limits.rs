@@ -69,11 +69,11 @@ async fn request(tls: &mut TlsStream<TcpStream>, target: &str, host: &str) -> (S
     }
 }
 
-/// Whether the server has closed `tls` (end of stream or reset) within a few seconds.
+/// Whether the server has closed `tls` (end of stream or reset) within a second.
 async fn closed_by_server(tls: &mut TlsStream<TcpStream>) -> bool {
     let mut buf = [0u8; 64];
     matches!(
-        tokio::time::timeout(Duration::from_secs(5), tls.read(&mut buf)).await,
+        tokio::time::timeout(Duration::from_secs(1), tls.read(&mut buf)).await,
         Ok(Ok(0) | Err(_))
     )
 }
@@ -93,7 +93,12 @@ async fn a_peer_at_its_address_cap_while_another_is_served() {
         held.push(tls);
     }
     // A fourth from the same address: closed before its handshake completes.
-    let refused = tls_from(&ca, "127.0.0.2", https, b"http/1.1").await;
+    let refused = tokio::time::timeout(
+        Duration::from_secs(10),
+        tls_from(&ca, "127.0.0.2", https, b"http/1.1"),
+    )
+    .await
+    .expect("the handshake was neither refused nor served");
     assert!(
         refused.is_err(),
         "a fourth connection from 127.0.0.2 was served"
@@ -124,9 +129,9 @@ async fn a_peer_at_its_address_cap_while_another_is_served() {
 }
 
 /// One peer holds every connection the global cap allows, idle after a request each; a new
-/// sender is answered within the handshake timeout, and the oldest idle connection made room.
+/// sender is answered within the handshake timeout, and one idle connection made room.
 #[tokio::test]
-async fn at_the_global_cap_the_oldest_idle_connection_makes_room() {
+async fn at_the_global_cap_an_idle_connection_makes_room() {
     let ca = TestCa::new();
     let dir = two_domains(&ca, "max_connections = 4\nhandshake_timeout = \"3s\"");
     let d = Daemon::start(&dir.config_path());
@@ -144,20 +149,32 @@ async fn at_the_global_cap_the_oldest_idle_connection_makes_room() {
     })
     .await;
     let start = Instant::now();
-    let mut new = tls_from(&ca, "127.0.0.3", https, b"http/1.1")
+    let served = async {
+        let mut new = tls_from(&ca, "127.0.0.3", https, b"http/1.1")
+            .await
+            .unwrap();
+        assert_eq!(request(&mut new, PATH, "mta-sts.a.example").await.1, BODY_A);
+        new
+    };
+    // Bounded, so that a lockout fails rather than hangs.
+    let new = tokio::time::timeout(Duration::from_secs(10), served)
         .await
-        .unwrap();
-    assert_eq!(request(&mut new, PATH, "mta-sts.a.example").await.1, BODY_A);
+        .expect("the new sender was not served");
     assert!(
         start.elapsed() < Duration::from_secs(3),
         "answered after {:?}",
         start.elapsed()
     );
-    assert!(
-        closed_by_server(&mut held[0]).await,
-        "the oldest was not closed"
-    );
-    for tls in &mut held[1..] {
+    // One of the four made room (which one, oldest idle first, is the unit test's in
+    // src/serve/conns.rs, with time under control); the other three are still served.
+    let mut open = Vec::new();
+    for mut tls in held {
+        if !closed_by_server(&mut tls).await {
+            open.push(tls);
+        }
+    }
+    assert_eq!(open.len(), 3, "not exactly one connection closed");
+    for tls in &mut open {
         assert_eq!(request(tls, PATH, "mta-sts.a.example").await.1, BODY_A);
     }
     let m = d.metrics().await;
@@ -166,7 +183,7 @@ async fn at_the_global_cap_the_oldest_idle_connection_makes_room() {
 
     // Connections that never finish a handshake are quiet too: a peer holding them all does
     // not lock a sender out either.
-    drop(held);
+    drop(open);
     drop(new);
     let mut silent = Vec::new();
     for _ in 0..4 {
