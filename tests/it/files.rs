@@ -172,7 +172,11 @@ async fn reload_refuses_odd_files_and_keeps_serving() {
             .then_some(())
     })
     .await;
-    assert_eq!(d.status().await["config"]["last_reload"]["ok"], true);
+    // /status follows the swap: wait for it.
+    eventually("the good reload in /status", || async {
+        (d.status().await["config"]["last_reload"]["ok"] == true).then_some(())
+    })
+    .await;
 }
 
 /// Domains first, `[policy]` last: cut before its `max_age`, the file is valid, has every
