@@ -61,6 +61,7 @@ pub struct Metrics {
     pub cert_expiry: Family<CertLabel, Gauge>,
     acme_orders: Family<ResultLabel, Counter>,
     alerts: Family<ResultLabel, Counter>,
+    pub tlsrpt: crate::tlsrpt::metrics::TlsrptMetrics,
 }
 
 impl Default for Metrics {
@@ -116,6 +117,7 @@ impl Metrics {
             dns_repairs: Counter::default(),
             drift: Family::default(),
             drift_last_run: Gauge::default(),
+            tlsrpt: Default::default(),
         };
         let mut m = m;
         let r = &mut m.registry;
@@ -185,6 +187,7 @@ impl Metrics {
             "When the drift checks last ran",
             m.drift_last_run.clone(),
         );
+        m.tlsrpt.register(r);
         m
     }
 

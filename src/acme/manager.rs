@@ -144,6 +144,14 @@ impl Run {
             .iter()
             .filter(|d| d.cert == CertSource::Acme)
             .map(|d| d.name.policy_host())
+            // [tlsrpt] hosts get theirs the same way.
+            .chain(live.config.tlsrpt.iter().flat_map(|t| {
+                t.hosts
+                    .iter()
+                    .zip(&t.certs)
+                    .filter(|(_, c)| **c == CertSource::Acme)
+                    .map(|(h, _)| h.to_string())
+            }))
             .collect();
         let gone: Vec<Arc<str>> = self
             .names

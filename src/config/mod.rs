@@ -313,6 +313,8 @@ impl Default for Drift {
 pub struct Tlsrpt {
     /// HTTPS names that take reports (and serve nothing else).
     pub hosts: Vec<DomainName>,
+    /// Per host (same order), chosen like an `mta-sts.` name's.
+    pub certs: Vec<CertSource>,
     pub path: String,
     pub store: StoreKind,
     pub retention: Duration,
@@ -326,6 +328,7 @@ impl Default for Tlsrpt {
     fn default() -> Self {
         Tlsrpt {
             hosts: Vec::new(),
+            certs: Vec::new(),
             path: "/v1/tlsrpt".into(),
             store: StoreKind::Sqlite,
             retention: Duration::from_secs(400 * 86400),

@@ -105,7 +105,8 @@ pub(crate) struct RawFile {
     pub domains: Vec<RawDomain>,
     pub acme: Option<At<Acme>>,
     pub drift: Option<Drift>,
-    pub tlsrpt: Option<super::Tlsrpt>,
+    /// With the place of each host, for certificate problems.
+    pub tlsrpt: Option<(super::Tlsrpt, Vec<Loc>)>,
     pub state: Option<State>,
     pub alerts: Option<super::Alerts>,
     pub reconcile: Option<Duration>,

@@ -161,6 +161,16 @@ pub(super) fn resolve(
         self_signed: tls.self_signed,
         https: !server.https.is_empty(),
     };
+    // [tlsrpt] hosts get their certificates like mta-sts names.
+    let tlsrpt = main.tlsrpt.map(|(mut t, locs)| {
+        t.certs = t
+            .hosts
+            .iter()
+            .zip(locs)
+            .filter_map(|(h, at)| cert_for(&globals, h.as_str(), at, problems))
+            .collect();
+        t
+    });
 
     // Domains: sorted by name; the same name twice is an error naming both places.
     domains.par_sort_by(|a, b| a.name.cmp(&b.name));
@@ -216,7 +226,7 @@ pub(super) fn resolve(
         }),
         drift: main.drift.unwrap_or_default(),
         alerts: main.alerts,
-        tlsrpt: main.tlsrpt,
+        tlsrpt,
         state,
         dns_defaults: globals_dns,
         reconcile: main.reconcile.unwrap_or(DEFAULT_RECONCILE),
@@ -285,21 +295,7 @@ fn resolve_domain(g: &Globals<'_>, d: &RawDomain, problems: &mut Problems) -> Op
         }
     }
 
-    let host = d.name.policy_host();
-    let cert = if let Some(i) = g.coverage.find(&host) {
-        Some(CertSource::Configured(i))
-    } else if g.acme {
-        Some(CertSource::Acme)
-    } else if g.self_signed {
-        Some(CertSource::SelfSigned)
-    } else if !g.https {
-        Some(CertSource::NotNeeded)
-    } else {
-        problems.error(d.at, format!(
-            "no certificate for {host}: no [tls] certificate covers it; add one, set up [acme], set `self_signed = true` in [tls] for development, or set `https = []` in [server] when a reverse proxy terminates TLS in front of a plain `http` listener"
-        ));
-        None
-    };
+    let cert = cert_for(g, &d.name.policy_host(), d.at, problems);
 
     Some(Domain {
         name: d.name.clone(),
@@ -395,4 +391,22 @@ fn short_max_age(max_age: u32) -> String {
 
 fn empty_mx(mode: Mode) -> String {
     format!("`mx` is empty but mode is `{mode}`: list the MX host patterns, or use mode `none` (RFC 8461 §3.2)")
+}
+
+/// SPEC "Certificates": a covering `[tls]` certificate, else ACME, else self-signed.
+fn cert_for(g: &Globals<'_>, host: &str, at: Loc, problems: &mut Problems) -> Option<CertSource> {
+    if let Some(i) = g.coverage.find(host) {
+        Some(CertSource::Configured(i))
+    } else if g.acme {
+        Some(CertSource::Acme)
+    } else if g.self_signed {
+        Some(CertSource::SelfSigned)
+    } else if !g.https {
+        Some(CertSource::NotNeeded)
+    } else {
+        problems.error(at, format!(
+            "no certificate for {host}: no [tls] certificate covers it; add one, set up [acme], set `self_signed = true` in [tls] for development, or set `https = []` in [server] when a reverse proxy terminates TLS in front of a plain `http` listener"
+        ));
+        None
+    }
 }

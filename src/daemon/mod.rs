@@ -131,6 +131,7 @@ async fn serve(config_path: &Path, loaded: config::Loaded) -> Result<u8> {
     let drift = drift::DriftTask::start(shared.clone());
     // Listening already: challenges are answered by the listeners above.
     let acme = crate::acme::Manager::start(shared.clone());
+    let reports = crate::tlsrpt::task::start(shared.clone());
     let mut sigterm = signal(SignalKind::terminate()).context("SIGTERM handler")?;
     let mut sigint = signal(SignalKind::interrupt()).context("SIGINT handler")?;
     notify(&[NotifyState::Ready]);
@@ -147,6 +148,7 @@ async fn serve(config_path: &Path, loaded: config::Loaded) -> Result<u8> {
     drop(publisher);
     drop(drift);
     drop(acme);
+    drop(reports);
     let _ = stop.send(true);
     for l in accept_loops {
         let _ = l.await;

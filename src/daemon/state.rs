@@ -99,6 +99,12 @@ impl Live {
         })
     }
 
+    /// Which `[tlsrpt] hosts` entry `name` is (case, port and a trailing dot ignored).
+    pub fn tlsrpt_host(&self, name: &str) -> Option<usize> {
+        let t = self.config.tlsrpt.as_ref()?;
+        with_normalized_host(name, |n| t.hosts.iter().position(|h| h.as_str() == n))
+    }
+
     /// The domain a TLS SNI names: only `mta-sts.<domain>` is served.
     pub fn domain_for_sni(&self, sni: &str) -> Option<&Domain> {
         with_normalized_host(sni, |name| self.domain(name.strip_prefix("mta-sts.")?))
@@ -163,6 +169,8 @@ pub struct Shared {
     pub swap: tokio::sync::Mutex<()>,
     /// Tells the drift task that a reload may have changed `[drift]`.
     pub drift_wake: tokio::sync::Notify,
+    /// The TLS-RPT store, once opened (`[tlsrpt]` configured and the database reachable).
+    pub reports: std::sync::OnceLock<crate::tlsrpt::store::Store>,
 }
 
 impl Shared {
@@ -199,6 +207,7 @@ impl Shared {
             lifecycle_step: std::sync::atomic::AtomicBool::new(false),
             swap: tokio::sync::Mutex::new(()),
             drift_wake: tokio::sync::Notify::new(),
+            reports: std::sync::OnceLock::new(),
         };
         shared.publish_cert_metrics();
         Arc::new(shared)

@@ -126,6 +126,11 @@ impl Listener {
                         debug!("ACME TLS-ALPN-01 validation handshake done");
                         let _ = stream.shutdown().await;
                     }
+                    // [tlsrpt] hosts: hyper, which reads request bodies (the lean path does not).
+                    Ok(Ok(stream)) if self.is_report_host(&stream) => {
+                        let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+                        Box::pin(self.http_as(stream, h2, None, true)).await
+                    }
                     Ok(Ok(stream)) => {
                         let sni: Option<Arc<str>> = stream.get_ref().1.server_name().map(Arc::from);
                         // ALPN settled the protocol: no preface sniffing, no second state.
@@ -175,9 +180,22 @@ impl Listener {
         }
     }
 
+    fn is_report_host<IO>(&self, stream: &tokio_rustls::server::TlsStream<IO>) -> bool {
+        let sni = stream.get_ref().1.server_name();
+        sni.is_some_and(|n| self.shared.live.load().tlsrpt_host(n).is_some())
+    }
+
     /// Serves hyper's HTTP on `io`: HTTP/2 when `h2` (the public listeners), else HTTP/1.1
     /// (the admin listener). `sni`: on TLS, the name every request must be for.
     async fn http<IO>(&self, io: IO, h2: bool, sni: Option<Arc<str>>)
+    where
+        IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        self.http_as(io, h2, sni, false).await
+    }
+
+    /// [`Listener::http`]; `reports`: a `[tlsrpt] hosts` connection, answered by the receiver.
+    async fn http_as<IO>(&self, io: IO, h2: bool, sni: Option<Arc<str>>, reports: bool)
     where
         IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
@@ -203,12 +221,18 @@ impl Listener {
         let admin = matches!(self.kind, Kind::Admin);
         let http01 = matches!(self.kind, Kind::Http);
         let service = service_fn(move |req| {
-            let response = if admin {
-                admin::respond(&shared, &req)
-            } else {
-                handler::respond(&shared, http01, sni.as_deref(), &req)
-            };
-            async move { Ok::<_, Infallible>(response) }
+            let shared = shared.clone();
+            let sni = sni.clone();
+            async move {
+                let response = if reports {
+                    crate::tlsrpt::receiver::respond(shared, req).await
+                } else if admin {
+                    admin::respond(&shared, &req)
+                } else {
+                    handler::respond(&shared, http01, sni.as_deref(), &req)
+                };
+                Ok::<_, Infallible>(response)
+            }
         });
         let conn = builder.serve_connection(TokioIo::new(io), service);
         tokio::pin!(conn);

@@ -118,15 +118,19 @@ impl ResolvesServerCert for Resolver {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
         let sni = hello.server_name()?;
         let live = self.0.live.load();
-        let domain = live.domain_for_sni(sni)?;
-        match domain.cert {
+        let (cert, host) = match live.domain_for_sni(sni) {
+            Some(domain) => (domain.cert, domain.name.policy_host()),
+            None => {
+                let i = live.tlsrpt_host(sni)?;
+                let t = live.config.tlsrpt.as_ref()?;
+                (*t.certs.get(i)?, t.hosts[i].to_string())
+            }
+        };
+        match cert {
             CertSource::Configured(i) => live.certs.configured.get(i).cloned(),
-            CertSource::SelfSigned => self
-                .0
-                .self_signed
-                .get(&live.config.state.dir, &domain.name.policy_host()),
+            CertSource::SelfSigned => self.0.self_signed.get(&live.config.state.dir, &host),
             // Until the manager has one, the handshake fails.
-            CertSource::Acme => self.0.acme.cert(&domain.name.policy_host()),
+            CertSource::Acme => self.0.acme.cert(&host),
             // Never asked: there is no HTTPS listener.
             CertSource::NotNeeded => None,
         }
@@ -176,7 +180,10 @@ where
     let sni = start.client_hello().server_name().map(str::to_owned);
     let refusal = match &sni {
         None => Some(HandshakeError::NoSni),
-        Some(name) if shared.live.load().domain_for_sni(name).is_none() => {
+        Some(name)
+            if shared.live.load().domain_for_sni(name).is_none()
+                && shared.live.load().tlsrpt_host(name).is_none() =>
+        {
             Some(HandshakeError::UnknownName(name.clone()))
         }
         Some(_) => None,

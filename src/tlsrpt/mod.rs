@@ -1,24 +1,16 @@
 //! SMTP TLS Reporting (RFC 8460): the `_smtp._tls` record we publish and the reports we
 //! receive.
 
+pub mod matching;
+pub mod metrics;
+pub mod receiver;
 mod report;
 mod rua;
 pub mod store;
+pub mod task;
 
 pub use report::{is_sts_failure, FailureDetail, Malformed, PolicyResult, PolicyType, Report};
 pub use rua::{record_text, Rua};
-
-use std::path::PathBuf;
-
-/// The directory holding the SQLite store: `$STATE_DIRECTORY` (systemd's `StateDirectory=`),
-/// else `/var/lib/mta-stsd`, the `[state] dir` defaults.
-// TODO(lifecycle): `config.state.dir` once `[state]` is on main.
-pub fn state_dir() -> PathBuf {
-    std::env::var_os("STATE_DIRECTORY")
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/var/lib/mta-stsd"))
-}
 
 /// The store `[tlsrpt]` names, its SQLite file in `state_dir` (created when missing).
 pub fn backend(

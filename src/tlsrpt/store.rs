@@ -150,7 +150,7 @@ impl Store {
         let inserted = sqlx::query(
             "INSERT INTO tlsrpt_reports (report_id, organization, contact, start_time, end_time, \
              received_at, source, json) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
-             ON CONFLICT (report_id) DO NOTHING",
+             ON CONFLICT (report_id) DO NOTHING RETURNING report_id",
         )
         .bind(&report.report_id)
         .bind(&report.organization)
@@ -160,9 +160,9 @@ impl Store {
         .bind(received_at)
         .bind(source.as_str())
         .bind(json)
-        .execute(&mut *tx)
+        .fetch_optional(&mut *tx)
         .await?;
-        if inserted.rows_affected() == 0 {
+        if inserted.is_none() {
             tx.rollback().await?;
             return Ok(Stored::Duplicate);
         }
@@ -224,21 +224,23 @@ impl Store {
 
     /// Retention: removes reports whose range ended before `before` (unix seconds).
     pub async fn prune(&self, before: i64) -> Result<u64, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        for sql in [
-            "DELETE FROM tlsrpt_failures WHERE report_id IN \
-             (SELECT report_id FROM tlsrpt_reports WHERE end_time < $1)",
-            "DELETE FROM tlsrpt_policies WHERE report_id IN \
-             (SELECT report_id FROM tlsrpt_reports WHERE end_time < $1)",
-        ] {
-            sqlx::query(sql).bind(before).execute(&mut *tx).await?;
-        }
+        // Reports first, then rows left without one: a report committed meanwhile by another
+        // writer keeps its rows, one still being written is invisible here.
         let gone = sqlx::query("DELETE FROM tlsrpt_reports WHERE end_time < $1")
             .bind(before)
-            .execute(&mut *tx)
+            .execute(&self.pool)
             .await?
             .rows_affected();
-        tx.commit().await?;
+        if gone > 0 {
+            for sql in [
+                "DELETE FROM tlsrpt_failures WHERE NOT EXISTS \
+                 (SELECT 1 FROM tlsrpt_reports r WHERE r.report_id = tlsrpt_failures.report_id)",
+                "DELETE FROM tlsrpt_policies WHERE NOT EXISTS \
+                 (SELECT 1 FROM tlsrpt_reports r WHERE r.report_id = tlsrpt_policies.report_id)",
+            ] {
+                sqlx::query(sql).execute(&self.pool).await?;
+            }
+        }
         Ok(gone)
     }
 

@@ -20,4 +20,5 @@ mod proxy;
 mod rfc2136;
 mod serve;
 mod tlsrpt_config;
+mod tlsrpt_receiver;
 mod tlsrpt_store;

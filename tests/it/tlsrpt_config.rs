@@ -1,6 +1,6 @@
 //! `[tlsrpt]` in the config: accepted as the SPEC writes it, every mistake at file:line:col.
 
-use crate::harness::{pos1, ConfigDir};
+use crate::harness::{pos1, write_cert, ConfigDir};
 
 const BASE: &str = r#"[tls]
 self_signed = true
@@ -71,4 +71,22 @@ fn tlsrpt_bad_values() {
         "unknown key `host` in [tlsrpt]",
     );
     out.assert_error_count(6);
+}
+
+#[test]
+fn tlsrpt_host_needs_a_certificate() {
+    let d = ConfigDir::new();
+    let (cert, key) = write_cert(&d, "sts", &["mta-sts.example.org"]);
+    let text = format!(
+        "[tls]\ncerts = [{{ cert = \"{cert}\", key = \"{key}\" }}]\n\n[policy]\nmode = \"enforce\"\nmx = [\"mail.example.org\"]\nmax_age = 604800\n\n[domains.\"example.org\"]\n\n[tlsrpt]\nhosts = [\"tlsrpt.example.org\"]\n"
+    );
+    d.write(crate::harness::MAIN, &text);
+    let out = d.check();
+    out.assert_status(1);
+    out.assert_error(
+        &d.config_path(),
+        pos1(&text, "\"tlsrpt.example.org\""),
+        "no certificate for tlsrpt.example.org",
+    );
+    out.assert_error_count(1);
 }

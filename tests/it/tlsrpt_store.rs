@@ -159,11 +159,17 @@ async fn store_sqlite() {
     battery(a, b).await;
     // WAL, so readers and writers in other processes do not block each other.
     let mode = std::process::Command::new("sqlite3")
+        .args(["-cmd", ".timeout 10000"])
         .arg(dir.path().join("tlsrpt.sqlite"))
         .arg("PRAGMA journal_mode;")
         .output()
         .expect("sqlite3 (Debian package sqlite3)");
-    assert_eq!(String::from_utf8_lossy(&mode.stdout).trim(), "wal");
+    assert_eq!(
+        String::from_utf8_lossy(&mode.stdout).trim(),
+        "wal",
+        "{}",
+        String::from_utf8_lossy(&mode.stderr)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use toml::de::DeTable;
 
 use super::{Item, Reader};
-use crate::config::diag::At;
+use crate::config::diag::{At, Loc};
 use crate::config::{StoreKind, Tlsrpt};
 
 const KEYS: &[&str] = &[
@@ -20,10 +20,15 @@ const KEYS: &[&str] = &[
 ];
 
 impl Reader<'_> {
-    pub(super) fn tlsrpt(&mut self, table: &DeTable<'_>, item: &Item<'_>) -> Option<Tlsrpt> {
+    pub(super) fn tlsrpt(
+        &mut self,
+        table: &DeTable<'_>,
+        item: &Item<'_>,
+    ) -> Option<(Tlsrpt, Vec<Loc>)> {
         let at = self.at(item.span());
         let mut t = Tlsrpt::default();
         let mut ok = true;
+        let mut locs = Vec::new();
         let mut store = None;
         let mut url: HashMap<&str, At<&str>> = HashMap::new();
         for (k, v) in table.iter() {
@@ -36,7 +41,10 @@ impl Reader<'_> {
                     };
                     for s in list {
                         match self.name_fqdn("[tlsrpt] hosts entry", s) {
-                            Some(n) => t.hosts.push(n.value),
+                            Some(n) => {
+                                t.hosts.push(n.value);
+                                locs.push(n.at);
+                            }
                             None => ok = false,
                         }
                     }
@@ -120,6 +128,6 @@ impl Reader<'_> {
                 }
             }
         }
-        ok.then_some(t)
+        ok.then_some((t, locs))
     }
 }

@@ -1,0 +1,341 @@
+//! The HTTPS report receiver (RFC 8460 §5.3) on the `[tlsrpt] hosts` names: `POST` at
+//! `[tlsrpt] path`, the body bounded before and after decompression, stored once.
+
+use std::io::Write;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::header::{HeaderValue, ALLOW, CONTENT_LENGTH, CONTENT_TYPE, HOST, RETRY_AFTER};
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Body;
+use tracing::{debug, info, warn};
+
+use super::report::Report;
+use super::store::{Source, Stored};
+use crate::daemon::state::{unix_now, Shared};
+
+/// RFC 8460 §5.3 media types.
+const JSON: &str = "application/tlsrpt+json";
+const GZIP: &str = "application/tlsrpt+gzip";
+
+/// What became of one POSTed report, with the status it is answered with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Stored,
+    Duplicate,
+    Malformed,
+    TooLarge,
+    UnsupportedType,
+    UnknownDomain,
+    Unavailable,
+}
+
+impl Outcome {
+    pub fn status(self) -> StatusCode {
+        match self {
+            // RFC 8460 §5.3: "a 201 Created".
+            Outcome::Stored => StatusCode::CREATED,
+            Outcome::Duplicate => StatusCode::OK,
+            Outcome::Malformed => StatusCode::BAD_REQUEST,
+            Outcome::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Outcome::UnsupportedType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Outcome::UnknownDomain => StatusCode::UNPROCESSABLE_ENTITY,
+            Outcome::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    /// The `result` label in `/metrics`.
+    pub fn label(self) -> &'static str {
+        match self {
+            Outcome::Stored => "stored",
+            Outcome::Duplicate => "duplicate",
+            Outcome::Malformed => "malformed",
+            Outcome::TooLarge => "too_large",
+            Outcome::UnsupportedType => "unsupported_type",
+            Outcome::UnknownDomain => "unknown_domain",
+            Outcome::Unavailable => "unavailable",
+        }
+    }
+}
+
+/// Answers one request on a `[tlsrpt] hosts` connection.
+pub async fn respond<B>(shared: Arc<Shared>, req: Request<B>) -> Response<Full<Bytes>>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: std::fmt::Display,
+{
+    let live = shared.live.load_full();
+    let Some(cfg) = live.config.tlsrpt.as_ref() else {
+        return text(StatusCode::NOT_FOUND, "not found\n".into());
+    };
+    let host = req
+        .uri()
+        .authority()
+        .map(|a| a.as_str())
+        .or_else(|| req.headers().get(HOST).and_then(|h| h.to_str().ok()));
+    // The connection's SNI was a report host; a request naming another host is misdirected.
+    if host.and_then(|h| live.tlsrpt_host(h)).is_none() {
+        return text(
+            StatusCode::MISDIRECTED_REQUEST,
+            "not a report host\n".into(),
+        );
+    }
+    if req.uri().path() != cfg.path {
+        return text(StatusCode::NOT_FOUND, "not found\n".into());
+    }
+    if req.method() != http::Method::POST {
+        let mut r = text(StatusCode::METHOD_NOT_ALLOWED, "POST a report\n".into());
+        r.headers_mut()
+            .insert(ALLOW, HeaderValue::from_static("POST"));
+        return r;
+    }
+    let (outcome, msg) = receive(&shared, &live, cfg.max_report_bytes, req).await;
+    shared.metrics.tlsrpt.report(outcome.label());
+    let mut r = text(outcome.status(), msg);
+    if outcome == Outcome::Unavailable {
+        r.headers_mut()
+            .insert(RETRY_AFTER, HeaderValue::from_static("60"));
+    }
+    r
+}
+
+async fn receive<B>(
+    shared: &Shared,
+    live: &crate::daemon::state::Live,
+    limit: usize,
+    req: Request<B>,
+) -> (Outcome, String)
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: std::fmt::Display,
+{
+    let media = req
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        });
+    let gzip = match media.as_deref() {
+        Some(JSON) => false,
+        Some(GZIP) => true,
+        _ => {
+            return (
+                Outcome::UnsupportedType,
+                format!("Content-Type must be {JSON} or {GZIP} (RFC 8460 §5.3)\n"),
+            )
+        }
+    };
+    let declared = req
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return too_large(limit);
+    }
+    let json = match read_body(req.into_body(), gzip, limit).await {
+        Ok(j) => j,
+        Err(BodyError::TooLarge) => return too_large(limit),
+        Err(BodyError::Bad(e)) => return (Outcome::Malformed, format!("{e}\n")),
+    };
+    let report = match std::str::from_utf8(&json)
+        .map_err(|e| format!("not UTF-8: {e}"))
+        .and_then(|_| Report::parse(&json).map_err(|e| e.0))
+    {
+        Ok(r) => r,
+        Err(e) => {
+            debug!(error = %e, "malformed report");
+            return (Outcome::Malformed, format!("malformed report: {e}\n"));
+        }
+    };
+    // RFC 8460 §4.4 "policy-domain": a report about none of our domains is not ours to keep.
+    let ours = report.policies.iter().any(|p| {
+        p.domain
+            .as_deref()
+            .is_some_and(|d| live.domain(d).is_some())
+    });
+    if !ours {
+        return (
+            Outcome::UnknownDomain,
+            "no policy-domain in this report is served here\n".into(),
+        );
+    }
+    let Some(store) = shared.reports.get() else {
+        return (
+            Outcome::Unavailable,
+            "the report store is not open\n".into(),
+        );
+    };
+    let ids = {
+        let history = shared.history.lock().unwrap_or_else(|e| e.into_inner());
+        super::matching::match_ids(&*history, &report)
+    };
+    let json = String::from_utf8(json).expect("checked above");
+    match store
+        .insert(&report, &json, Source::Https, unix_now() as i64, &ids)
+        .await
+    {
+        Ok(Stored::New) => {
+            shared.metrics.tlsrpt.sessions(&report);
+            info!(report_id = %report.report_id, org = %report.organization, "TLS report stored");
+            (Outcome::Stored, "stored\n".into())
+        }
+        Ok(Stored::Duplicate) => (Outcome::Duplicate, "already stored\n".into()),
+        Err(e) => {
+            warn!(error = %e, "TLS report not stored");
+            (
+                Outcome::Unavailable,
+                "the report store is unavailable\n".into(),
+            )
+        }
+    }
+}
+
+fn too_large(limit: usize) -> (Outcome, String) {
+    (
+        Outcome::TooLarge,
+        format!("a report is at most {limit} bytes, compressed or not\n"),
+    )
+}
+
+#[derive(Debug)]
+pub enum BodyError {
+    TooLarge,
+    Bad(String),
+}
+
+/// Reads the body, inflating as it arrives when `gzip`; neither the compressed nor the
+/// inflated bytes may exceed `limit`, and inflating stops there (a gzip bomb costs `limit`).
+pub async fn read_body<B>(mut body: B, gzip: bool, limit: usize) -> Result<Vec<u8>, BodyError>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: std::fmt::Display,
+{
+    let mut inflate = gzip.then(|| flate2::write::MultiGzDecoder::new(Bounded::new(limit)));
+    let mut plain = Bounded::new(limit);
+    let mut received = 0usize;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| BodyError::Bad(format!("reading the body: {e}")))?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        received += data.len();
+        if received > limit {
+            return Err(BodyError::TooLarge);
+        }
+        match &mut inflate {
+            Some(d) => d
+                .write_all(&data)
+                .map_err(|e| inflate_error(d.get_ref(), e))?,
+            None => plain.write_all(&data).map_err(|_| BodyError::TooLarge)?,
+        }
+    }
+    match inflate {
+        Some(mut d) => {
+            d.try_finish().map_err(|e| inflate_error(d.get_ref(), e))?;
+            let out = d
+                .finish()
+                .map_err(|e| BodyError::Bad(format!("gzip: {e}")))?
+                .buf;
+            if out.is_empty() {
+                return Err(BodyError::Bad("gzip: no data".into()));
+            }
+            Ok(out)
+        }
+        None => Ok(plain.buf),
+    }
+}
+
+fn inflate_error(sink: &Bounded, e: std::io::Error) -> BodyError {
+    if sink.over {
+        BodyError::TooLarge
+    } else {
+        BodyError::Bad(format!("gzip: {e}"))
+    }
+}
+
+/// A buffer that refuses to grow past its limit.
+pub struct Bounded {
+    buf: Vec<u8>,
+    limit: usize,
+    over: bool,
+}
+
+impl Bounded {
+    pub fn new(limit: usize) -> Self {
+        Bounded {
+            buf: Vec::new(),
+            limit,
+            over: false,
+        }
+    }
+}
+
+impl Write for Bounded {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        if self.buf.len() + b.len() > self.limit {
+            self.over = true;
+            return Err(std::io::Error::other("over the limit"));
+        }
+        self.buf.extend_from_slice(b);
+        Ok(b.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flate2::write::GzEncoder;
+
+    fn gz(data: &[u8]) -> Vec<u8> {
+        let mut e = GzEncoder::new(Vec::new(), flate2::Compression::default());
+        e.write_all(data).unwrap();
+        e.finish().unwrap()
+    }
+
+    async fn read(body: Vec<u8>, gzip: bool, limit: usize) -> Result<Vec<u8>, BodyError> {
+        read_body(Full::new(Bytes::from(body)), gzip, limit).await
+    }
+
+    #[tokio::test]
+    async fn limits_before_and_after_inflating() {
+        let json = br#"{"report-id":"x"}"#.to_vec();
+        assert_eq!(read(json.clone(), false, 100).await.unwrap(), json);
+        assert_eq!(read(gz(&json), true, 100).await.unwrap(), json);
+        assert!(matches!(
+            read(json.clone(), false, 10).await,
+            Err(BodyError::TooLarge)
+        ));
+        // Small compressed, large inflated: refused once the inflated size passes the limit.
+        let zeros = gz(&vec![0u8; 1 << 20]);
+        assert!(zeros.len() < 10_000);
+        assert!(matches!(
+            read(zeros, true, 64 * 1024).await,
+            Err(BodyError::TooLarge)
+        ));
+        assert!(matches!(
+            read(b"not gzip".to_vec(), true, 100).await,
+            Err(BodyError::Bad(_))
+        ));
+        let mut cut = gz(&json);
+        cut.truncate(cut.len() - 4);
+        assert!(matches!(read(cut, true, 100).await, Err(BodyError::Bad(_))));
+    }
+}
