@@ -69,36 +69,24 @@ pub fn status(shared: &Shared, only: Option<&str>) -> Value {
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .clone();
+    let show = |(d, since): (&Domain, u64)| {
+        domain_status(
+            d,
+            since,
+            &live.config,
+            &publication,
+            drift.as_deref(),
+            &shared.acme,
+        )
+    };
     let domains: Vec<Value> = match only {
-        Some(name) => live
-            .served(name)
-            .map(|(d, since)| {
-                domain_status(
-                    d,
-                    since,
-                    &live.config,
-                    &publication,
-                    drift.as_deref(),
-                    &shared.acme,
-                )
-            })
-            .into_iter()
-            .collect(),
+        Some(name) => live.served(name).map(show).into_iter().collect(),
         None if total <= STATUS_LIST_LIMIT => live
             .config
             .domains
             .iter()
             .filter_map(|d| live.served(d.name.as_str()))
-            .map(|(d, since)| {
-                domain_status(
-                    d,
-                    since,
-                    &live.config,
-                    &publication,
-                    drift.as_deref(),
-                    &shared.acme,
-                )
-            })
+            .map(show)
             .collect(),
         None => Vec::new(),
     };
