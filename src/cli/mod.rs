@@ -1,6 +1,7 @@
 //! One function per command; errors become messages and exit codes here and nowhere else.
 
 mod docs;
+mod ingest;
 mod progress;
 mod status;
 mod sync;
@@ -78,6 +79,11 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
     },
+    /// TLS reports (RFC 8460) received by mail.
+    Tlsrpt {
+        #[command(subcommand)]
+        command: TlsrptCommand,
+    },
     /// Print shell completions on stdout: `mta-stsd completions bash > /etc/bash_completion.d/mta-stsd`.
     Completions {
         /// The shell.
@@ -86,6 +92,13 @@ pub enum Command {
     },
     /// Print the man page (roff) on stdout: `mta-stsd man | man -l -`.
     Man,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TlsrptCommand {
+    /// Store the report mail on stdin (an MTA pipe transport): DKIM-verified, exit 0 stored,
+    /// duplicate or dropped (logged), 75 (EX_TEMPFAIL) when it should be retried.
+    Ingest,
 }
 
 #[derive(Debug, clap::Args)]
@@ -128,6 +141,9 @@ pub fn run(config_path: &Path, command: Command) -> Result<u8> {
             domain,
             format,
         } => Ok(status::run(config_path, admin, domain.as_deref(), format)),
+        Command::Tlsrpt {
+            command: TlsrptCommand::Ingest,
+        } => Ok(ingest::run(config_path)),
         Command::Completions { shell } => {
             let mut out = std::io::stdout().lock();
             docs::completions(shell, &mut out).and_then(|()| out.flush())?;

@@ -1,6 +1,7 @@
 //! SMTP TLS Reporting (RFC 8460): the `_smtp._tls` record we publish and the reports we
 //! receive.
 
+pub mod mail;
 pub mod matching;
 pub mod metrics;
 pub mod receiver;

@@ -20,5 +20,6 @@ mod proxy;
 mod rfc2136;
 mod serve;
 mod tlsrpt_config;
+mod tlsrpt_ingest;
 mod tlsrpt_receiver;
 mod tlsrpt_store;
