@@ -68,6 +68,9 @@ pub struct Server {
     /// `/metrics`, `/healthz`, `/status`: never one of the public listeners.
     pub admin: Option<SocketAddr>,
     pub limits: Limits,
+    /// Peers whose `X-Forwarded-Host` names the host (a reverse proxy that cannot forward
+    /// `Host`); empty by default, so no client can choose the domain by a header.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 impl Default for Server {
@@ -78,6 +81,7 @@ impl Default for Server {
             http: Vec::new(),
             admin: Some(SocketAddr::from(([127, 0, 0, 1], 9464))),
             limits: Limits::default(),
+            trusted_proxies: Vec::new(),
         }
     }
 }

@@ -453,6 +453,17 @@ impl Reader<'_> {
                         Some(a)
                     })
                 }
+                "trusted_proxies" => {
+                    for s in self.strings(kname, v).unwrap_or_default() {
+                        match proxy_net(s.value) {
+                            Some(net) => server.trusted_proxies.push(net),
+                            None => self.problems.error(
+                                s.at,
+                                format!("`{}` is not an IP address or network (e.g. \"127.0.0.1\", \"10.0.0.0/8\")", s.value),
+                            ),
+                        }
+                    }
+                }
                 "handshake_timeout" | "header_timeout" | "idle_timeout" | "shutdown_timeout" => {
                     if let Some(d) = self.duration(kname, v) {
                         let l = &mut server.limits;
@@ -478,7 +489,7 @@ impl Reader<'_> {
                 _ => self.unknown(
                     "[server]",
                     k,
-                    &["https", "http", "admin", "handshake_timeout", "header_timeout", "idle_timeout", "shutdown_timeout", "max_header_bytes", "max_connections", "max_connections_per_ip"],
+                    &["https", "http", "admin", "trusted_proxies", "handshake_timeout", "header_timeout", "idle_timeout", "shutdown_timeout", "max_header_bytes", "max_connections", "max_connections_per_ip"],
                 ),
             }
         }
@@ -920,6 +931,14 @@ pub(crate) fn parse_duration(s: &str) -> Option<Duration> {
     Some(total)
 }
 
+/// A `trusted_proxies` entry: one address, or a network in CIDR notation.
+fn proxy_net(s: &str) -> Option<ipnet::IpNet> {
+    s.parse::<ipnet::IpNet>()
+        .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        .ok()
+        .map(|n| n.trunc())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -931,6 +950,19 @@ mod tests {
         assert_eq!(parse_duration("500ms"), Some(Duration::from_millis(500)));
         for bad in ["", "h", "6", "6x", "1.5h", "-1s"] {
             assert_eq!(parse_duration(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn proxy_nets() {
+        let ip = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
+        let one = proxy_net("127.0.0.1").unwrap();
+        assert!(one.contains(&ip("127.0.0.1")) && !one.contains(&ip("127.0.0.2")));
+        let net = proxy_net("10.1.2.3/8").unwrap();
+        assert!(net.contains(&ip("10.200.0.1")) && !net.contains(&ip("11.0.0.1")));
+        assert!(proxy_net("fd00::/8").unwrap().contains(&ip("fd12::1")));
+        for bad in ["", "localhost", "10.0.0.0/33", "1.2.3"] {
+            assert_eq!(proxy_net(bad), None, "{bad}");
         }
     }
 }

@@ -95,6 +95,7 @@ async fn serve(config_path: &Path, loaded: config::Loaded) -> Result<u8> {
         shared: shared.clone(),
         limits: server.limits.clone(),
         conns,
+        trusted_proxies: server.trusted_proxies.clone().into(),
         shutdown: stopped.clone(),
         tracker: tracker.clone(),
     };

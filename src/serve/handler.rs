@@ -28,6 +28,31 @@ pub struct Head<'a> {
     pub has_body: bool,
     /// The TLS connection's SNI; `None` on plain HTTP.
     pub sni: Option<&'a str>,
+    /// The last value of `X-Forwarded-Host`, read by the listener only from a trusted proxy.
+    pub forwarded_host: Option<&'a str>,
+}
+
+impl<'a> Head<'a> {
+    /// This request as the router sees it when it came from a `trusted` proxy: the host the
+    /// proxy forwarded, else its `Host`.
+    pub fn via(self, trusted: bool) -> Head<'a> {
+        match self.forwarded_host {
+            Some(host) if trusted => Head {
+                host: Some(host),
+                ..self
+            },
+            _ => self,
+        }
+    }
+}
+
+/// The host a proxy forwarded: the last element of the last `X-Forwarded-Host` field, the
+/// one the nearest proxy (the trusted peer) appended; `None` when empty or not visible ASCII.
+pub fn forwarded_host<'a>(fields: impl Iterator<Item = &'a [u8]>) -> Option<&'a str> {
+    let last = fields.last()?;
+    let value = last.rsplit(|&b| b == b',').next()?.trim_ascii();
+    let text = std::str::from_utf8(value).ok()?;
+    (!text.is_empty() && text.bytes().all(|b| b.is_ascii_graphic())).then_some(text)
 }
 
 /// An answer, whichever protocol carries it back.
@@ -135,6 +160,7 @@ pub fn respond<B: Body>(
     shared: &Shared,
     http01: bool,
     sni: Option<&str>,
+    trusted: bool,
     req: &Request<B>,
 ) -> Response<Full<Bytes>> {
     // HTTP/2 carries :authority in the URI; HTTP/1.1 the Host header (RFC 9112 §3.2).
@@ -154,7 +180,14 @@ pub fn respond<B: Body>(
         host,
         has_body: !req.body().is_end_stream(),
         sni,
-    };
+        forwarded_host: forwarded_host(
+            req.headers()
+                .get_all("x-forwarded-host")
+                .iter()
+                .map(|v| v.as_bytes()),
+        ),
+    }
+    .via(trusted);
     let a = answer(shared, http01, &head);
     let len = a.body.len();
     let body = if req.method() == Method::HEAD {
@@ -184,7 +217,27 @@ pub fn plain(status: StatusCode, text: &'static str) -> Response<Full<Bytes>> {
 
 #[cfg(test)]
 mod tests {
-    use super::same_site;
+    use super::{forwarded_host, same_site};
+
+    #[test]
+    fn the_forwarded_host_is_the_last_value_of_the_last_field() {
+        fn f<'a>(fields: &[&'a str]) -> Option<&'a str> {
+            forwarded_host(fields.iter().map(|f| f.as_bytes()))
+        }
+        assert_eq!(f(&[]), None);
+        assert_eq!(f(&["mta-sts.a.example"]), Some("mta-sts.a.example"));
+        assert_eq!(
+            f(&["evil.example, mta-sts.a.example"]),
+            Some("mta-sts.a.example")
+        );
+        assert_eq!(
+            f(&["evil.example", " mta-sts.a.example "]),
+            Some("mta-sts.a.example")
+        );
+        for bad in ["", "a.example, ", "a b", "mta-sts.\u{e9}.example"] {
+            assert_eq!(f(&[bad]), None, "{bad:?}");
+        }
+    }
 
     #[test]
     fn sni_and_host_compare_as_domains() {

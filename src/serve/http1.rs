@@ -245,6 +245,7 @@ where
 
     let mut hosts = 0;
     let mut host = None;
+    let mut forwarded = None;
     let mut content_length = None;
     let mut chunked_or_other_coding = false;
     let mut close = false;
@@ -253,6 +254,8 @@ where
         if h.name.eq_ignore_ascii_case("host") {
             hosts += 1;
             host = visible_ascii(h.value);
+        } else if h.name.eq_ignore_ascii_case("x-forwarded-host") {
+            forwarded = Some(h.value);
         } else if h.name.eq_ignore_ascii_case("content-length") {
             match (content_length_of(h.value), content_length) {
                 (Some(n), None) => content_length = Some(n),
@@ -285,6 +288,7 @@ where
         host,
         has_body,
         sni: None,
+        forwarded_host: super::handler::forwarded_host(forwarded.into_iter()),
     };
     let a = route(&head);
     let keep_alive = !close && (!http10 || keep_alive_asked) && !has_body && !stopping;

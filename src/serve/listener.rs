@@ -45,6 +45,8 @@ pub struct Listener {
     /// Shared by the public listeners; the admin listener has its own, so a flood of public
     /// connections never locks the operator out.
     pub conns: Arc<Conns>,
+    /// `[server] trusted_proxies`: peers whose `X-Forwarded-Host` is believed.
+    pub trusted_proxies: Arc<[ipnet::IpNet]>,
     pub shutdown: watch::Receiver<bool>,
     pub tracker: TaskTracker,
 }
@@ -94,8 +96,11 @@ impl Listener {
                         this.shared.metrics.connections.inc();
                     }
                     let slot = admission.slot.clone();
+                    // A peer on a dual-stack socket may appear as ::ffff:a.b.c.d.
+                    let ip = peer.ip().to_canonical();
+                    let trusted = this.trusted_proxies.iter().any(|n| n.contains(&ip));
                     tokio::select! {
-                        _ = this.connection(tcp, slot.clone()) => {}
+                        _ = this.connection(tcp, slot.clone(), trusted) => {}
                         _ = slot.evicted() => {
                             if public {
                                 this.shared.metrics.connections_evicted.inc();
@@ -113,7 +118,8 @@ impl Listener {
         }
     }
 
-    async fn connection(&self, tcp: TcpStream, slot: Arc<Slot>) {
+    /// `trusted`: the peer is one of `[server] trusted_proxies`.
+    async fn connection(&self, tcp: TcpStream, slot: Arc<Slot>, trusted: bool) {
         let _ = tcp.set_nodelay(true);
         let io = Idle::new(tcp, self.limits.idle_timeout).with_slot(slot);
         match &self.kind {
@@ -129,15 +135,15 @@ impl Listener {
                     // [tlsrpt] hosts: hyper, which reads request bodies (the lean path does not).
                     Ok(Ok(stream)) if self.is_report_host(&stream) => {
                         let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
-                        Box::pin(self.http_as(stream, h2, None, true)).await
+                        Box::pin(self.http_as(stream, h2, None, false, true)).await
                     }
                     Ok(Ok(stream)) => {
                         let sni: Option<Arc<str>> = stream.get_ref().1.server_name().map(Arc::from);
                         // ALPN settled the protocol: no preface sniffing, no second state.
                         if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
-                            Box::pin(self.http(stream, true, sni)).await
+                            Box::pin(self.http(stream, true, sni, trusted)).await
                         } else {
-                            self.http1(stream, false, sni.as_deref()).await
+                            self.http1(stream, false, sni.as_deref(), trusted).await
                         }
                     }
                     Ok(Err(e)) => {
@@ -151,16 +157,16 @@ impl Listener {
                 }
             }
             // Plain HTTP: HTTP/1.1, or HTTP/2 with prior knowledge (h2c).
-            Kind::Http => self.http1(io, true, None).await,
-            Kind::Admin => Box::pin(self.http(io, false, None)).await,
+            Kind::Http => self.http1(io, true, None, trusted).await,
+            Kind::Admin => Box::pin(self.http(io, false, None, false)).await,
         }
     }
 
     /// Serves a public connection with the lean HTTP/1.1 server; on a `plain` listener, one
     /// that starts with the HTTP/2 preface goes on with hyper's HTTP/2, and HTTP-01 validation
     /// requests are answered (RFC 8555 §8.3: they come to port 80). `sni`: on TLS, the name
-    /// every request must be for.
-    async fn http1<IO>(&self, io: IO, plain: bool, sni: Option<&str>)
+    /// every request must be for. `trusted`: a trusted proxy's connection.
+    async fn http1<IO>(&self, io: IO, plain: bool, sni: Option<&str>, trusted: bool)
     where
         IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
@@ -172,11 +178,11 @@ impl Listener {
         };
         let shared = &self.shared;
         let served = http1::serve(io, &opts, self.shutdown.clone(), |head| {
-            handler::answer(shared, plain, &Head { sni, ..*head })
+            handler::answer(shared, plain, &Head { sni, ..*head }.via(trusted))
         })
         .await;
         if let http1::Served::H2c(io, read) = served {
-            Box::pin(self.http(Rewind::new(io, read), true, None)).await
+            Box::pin(self.http(Rewind::new(io, read), true, None, trusted)).await
         }
     }
 
@@ -187,16 +193,22 @@ impl Listener {
 
     /// Serves hyper's HTTP on `io`: HTTP/2 when `h2` (the public listeners), else HTTP/1.1
     /// (the admin listener). `sni`: on TLS, the name every request must be for.
-    async fn http<IO>(&self, io: IO, h2: bool, sni: Option<Arc<str>>)
+    async fn http<IO>(&self, io: IO, h2: bool, sni: Option<Arc<str>>, trusted: bool)
     where
         IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        self.http_as(io, h2, sni, false).await
+        self.http_as(io, h2, sni, trusted, false).await
     }
 
     /// [`Listener::http`]; `reports`: a `[tlsrpt] hosts` connection, answered by the receiver.
-    async fn http_as<IO>(&self, io: IO, h2: bool, sni: Option<Arc<str>>, reports: bool)
-    where
+    async fn http_as<IO>(
+        &self,
+        io: IO,
+        h2: bool,
+        sni: Option<Arc<str>>,
+        trusted: bool,
+        reports: bool,
+    ) where
         IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -229,7 +241,7 @@ impl Listener {
                 } else if admin {
                     admin::respond(&shared, &req)
                 } else {
-                    handler::respond(&shared, http01, sni.as_deref(), &req)
+                    handler::respond(&shared, http01, sni.as_deref(), trusted, &req)
                 };
                 Ok::<_, Infallible>(response)
             }

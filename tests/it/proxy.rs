@@ -1,5 +1,6 @@
-//! Behind a reverse proxy: a real nginx terminates TLS and forwards `Host` to mta-stsd's
-//! plain listener (`https = []`, no certificate in mta-stsd); the policy arrives byte-exact.
+//! Behind a reverse proxy: a real nginx terminates TLS and forwards `Host` (or, from a trusted
+//! proxy address only, `X-Forwarded-Host`) to mta-stsd's plain listener (`https = []`, no
+//! certificate in mta-stsd); the policy arrives byte-exact.
 
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
@@ -16,7 +17,8 @@ struct Nginx {
 }
 
 impl Nginx {
-    fn start(upstream: SocketAddr, cert: &(String, String), port: u16) -> Nginx {
+    /// nginx forwarding to `upstream` with the proxy header lines `headers`.
+    fn start(upstream: SocketAddr, cert: &(String, String), port: u16, headers: &str) -> Nginx {
         let dir = ConfigDir::new();
         dir.write("cert.pem", &cert.0);
         dir.write("key.pem", &cert.1);
@@ -28,7 +30,7 @@ impl Nginx {
              fastcgi_temp_path {p}/fastcgi;\n  uwsgi_temp_path {p}/uwsgi;\n  scgi_temp_path {p}/scgi;\n\
              server {{\n    listen 127.0.0.1:{port} ssl;\n    server_name mta-sts.example.org;\n\
              ssl_certificate {p}/cert.pem;\n    ssl_certificate_key {p}/key.pem;\n\
-             location / {{\n      proxy_pass http://{upstream};\n      proxy_set_header Host $host;\n    }}\n  }}\n}}\n"
+             location / {{\n      proxy_pass http://{upstream};\n      {headers}\n    }}\n  }}\n}}\n"
         );
         // As root, workers run as this user (nobody cannot read a 0700 temp dir).
         let user = if is_root() { "user root;\n" } else { "" };
@@ -94,6 +96,7 @@ async fn nginx_in_front_of_the_plain_listener_serves_the_policy_byte_exact() {
         d.http.expect("a plain listener"),
         &ca.leaf(&["mta-sts.example.org"]),
         port,
+        "proxy_set_header Host $host;",
     );
     let addr: SocketAddr = (Ipv4Addr::LOCALHOST, port).into();
     let client = ca.client(&["mta-sts.example.org"], addr, true);
@@ -119,4 +122,107 @@ async fn nginx_in_front_of_the_plain_listener_serves_the_policy_byte_exact() {
         .await
         .unwrap();
     assert_eq!(r.status(), 404);
+}
+
+/// A request for `host`'s policy sent from `from` to the plain listener `to`, with an
+/// `X-Forwarded-Host` of `forwarded`; `h2c`: HTTP/2 with prior knowledge (hyper's path), else
+/// HTTP/1.1 (the lean path). The URL's own authority, an address, names no domain.
+async fn fetch_forwarded(
+    from: Ipv4Addr,
+    to: SocketAddr,
+    forwarded: &str,
+    h2c: bool,
+) -> (u16, String) {
+    // reqwest wants a process-wide provider even for plain HTTP.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut b = reqwest::Client::builder()
+        .local_address(std::net::IpAddr::V4(from))
+        .no_proxy()
+        .timeout(DEADLINE);
+    if h2c {
+        b = b.http2_prior_knowledge();
+    }
+    let r = b
+        .build()
+        .unwrap()
+        .get(format!("http://{to}/.well-known/mta-sts.txt"))
+        .header("x-forwarded-host", forwarded)
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.text().await.unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn x_forwarded_host_is_read_from_trusted_proxies_only() {
+    let dir = ConfigDir::with_config(
+        "[server]\nhttps = []\nhttp = [\"127.0.0.1:0\"]\nadmin = \"127.0.0.1:0\"\n\
+         trusted_proxies = [\"127.0.0.2\", \"10.0.0.0/8\"]\n\
+         [policy]\nmode = \"enforce\"\nmx = [\"mail.example.org\"]\nmax_age = 86400\n\
+         [domains.\"example.org\"]\n[domains.\"example.net\"]\nmode = \"testing\"\n",
+    );
+    dir.check().assert_valid();
+    let org = dir.run(&["policy", "example.org"]);
+    let net = dir.run(&["policy", "example.net"]);
+    let d = Daemon::start(&dir.config_path());
+    let http = d.http.expect("a plain listener");
+    let proxy = Ipv4Addr::new(127, 0, 0, 2);
+    for h2c in [false, true] {
+        // From the trusted address the header names the domain, its last value counting.
+        let r = fetch_forwarded(proxy, http, "mta-sts.example.net", h2c).await;
+        assert_eq!(
+            (r.0, r.1.as_bytes()),
+            (200, &net.stdout_bytes[..]),
+            "h2c {h2c}"
+        );
+        let r = fetch_forwarded(proxy, http, "mta-sts.example.net, mta-sts.example.org", h2c).await;
+        assert_eq!(
+            (r.0, r.1.as_bytes()),
+            (200, &org.stdout_bytes[..]),
+            "h2c {h2c}"
+        );
+        // From any other address it is ignored: the authority, an address, has no policy.
+        let r = fetch_forwarded(Ipv4Addr::LOCALHOST, http, "mta-sts.example.org", h2c).await;
+        assert_eq!(r.0, 404, "h2c {h2c}: {}", r.1);
+    }
+
+    // nginx on the trusted address sends its upstream's name as Host and the client's in
+    // X-Forwarded-Host, as a proxy that cannot forward Host would.
+    let ca = TestCa::new();
+    let port = free_port();
+    let nginx = Nginx::start(
+        http,
+        &ca.leaf(&["mta-sts.example.org"]),
+        port,
+        "proxy_set_header Host backend.internal;\n      proxy_set_header X-Forwarded-Host $host;\n      \
+         proxy_bind 127.0.0.2;",
+    );
+    let addr: SocketAddr = (Ipv4Addr::LOCALHOST, port).into();
+    let client = ca.client(&["mta-sts.example.org"], addr, true);
+    let r = client
+        .get(format!(
+            "https://mta-sts.example.org:{port}/.well-known/mta-sts.txt"
+        ))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", nginx.log()));
+    assert_eq!(r.status(), 200, "{}", nginx.log());
+    assert_eq!(r.bytes().await.unwrap().as_ref(), org.stdout_bytes);
+}
+
+#[test]
+fn a_bad_trusted_proxy_is_a_config_error() {
+    let dir = ConfigDir::with_config(
+        "[server]\nhttps = []\nhttp = [\"127.0.0.1:0\"]\ntrusted_proxies = [\"proxy.internal\"]\n\
+         [policy]\nmode = \"testing\"\nmx = [\"mail.example.org\"]\nmax_age = 86400\n\
+         [domains.\"example.org\"]\n",
+    );
+    let out = dir.check();
+    out.assert_status(1);
+    assert!(
+        out.stderr
+            .contains("`proxy.internal` is not an IP address or network"),
+        "{}",
+        out.stderr
+    );
 }
