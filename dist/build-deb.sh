@@ -2,7 +2,7 @@
 # Builds the Debian package: the release binary, then the man page and completions generated
 # by that binary into target/assets/, then `cargo deb --no-build`. Prints the .deb's path.
 # A release build takes minutes, so `cargo test` only checks the package's inputs
-# (tests/it/package.rs); dist/test-deb.sh builds, inspects, lints and unpacks the real thing.
+# (tests/it/operator.rs); dist/test-deb.sh builds, inspects, lints and unpacks the real thing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
