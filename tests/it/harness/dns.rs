@@ -116,6 +116,21 @@ pub struct Options {
     pub ns: Vec<(String, Ipv4Addr)>,
     /// BIND only: answer queries signed with the zone's key only (`allow-query { key …; }`).
     pub queries_need_key: bool,
+    /// BIND only: further zones on the same server, each updatable only with its own key.
+    pub more_zones: Vec<Zone>,
+    /// BIND only: zone transfers (AXFR/IXFR) allowed to each zone's key.
+    pub transfers: bool,
+    /// BIND only: log every query received (`querying` in [`DnsServer::log`]).
+    pub querylog: bool,
+}
+
+/// One more zone on a BIND server: its name, its update key and zone-file lines (as
+/// [`DnsServer::start`] takes them, under the zone's own `$ORIGIN`).
+#[derive(Debug, Clone)]
+pub struct Zone {
+    pub name: String,
+    pub key: TsigKey,
+    pub records: Vec<String>,
 }
 
 impl Default for Options {
@@ -125,6 +140,9 @@ impl Default for Options {
             port: None,
             ns: Vec::new(),
             queries_need_key: false,
+            more_zones: Vec::new(),
+            transfers: false,
+            querylog: false,
         }
     }
 }
@@ -273,6 +291,14 @@ impl DnsServer {
         };
         fs::write(dir.path().join("zone.db"), zone_file(&zone, &ns, records))
             .expect("writing zone");
+        for (i, z) in options.more_zones.iter().enumerate() {
+            let records: Vec<&str> = z.records.iter().map(String::as_str).collect();
+            fs::write(
+                dir.path().join(format!("zone{}.db", i + 1)),
+                zone_file(&absolute(&z.name), &ns, &records),
+            )
+            .expect("writing zone");
+        }
         let program = match kind {
             Kind::Bind => unconfined_named(program, dir.path()),
             Kind::Knot => program,
@@ -281,11 +307,16 @@ impl DnsServer {
         let launch = Launch {
             kind,
             program,
-            args: write_config(kind, dir.path(), addr, &zone, key, options.queries_need_key),
+            args: write_config(kind, dir.path(), addr, &zone, key, options),
             dir: dir.path().to_path_buf(),
             addr,
             zone: zone.clone(),
             queries_need_key: options.queries_need_key,
+            more_zones: options
+                .more_zones
+                .iter()
+                .map(|z| absolute(&z.name))
+                .collect(),
         };
         let child = launch.run()?;
         Ok(DnsServer {
@@ -414,12 +445,45 @@ impl DnsServer {
     /// Like [`DnsServer::nsupdate`] with any key, returning what nsupdate did: for tests that
     /// expect a refusal.
     pub fn nsupdate_with_key(&self, key: &TsigKey, commands: &str) -> Output {
+        self.nsupdate_zone(&self.zone, key, commands)
+    }
+
+    /// `dig AXFR` of `zone` signed with `key` (needs [`Options::transfers`]): the zone's
+    /// records as text, one a line, in the server's order.
+    #[track_caller]
+    pub fn axfr(&self, zone: &str, key: &TsigKey) -> String {
+        let out = Command::new(find_program("dig", "bind9-dnsutils"))
+            .arg(format!("@{}", self.addr.ip()))
+            .args([
+                "-p",
+                &self.addr.port().to_string(),
+                "-y",
+                &key.nsupdate_arg(),
+            ])
+            .args([zone, "AXFR", "+nocmd", "+nostats", "+nocomments", "+time=5"])
+            .output()
+            .expect("running dig");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success() && text.contains("SOA") && !text.contains("Transfer failed"),
+            "AXFR of {zone} failed\n{text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // The transfer's own signature differs each time; the zone's records do not.
+        text.lines()
+            .filter(|l| !l.split_whitespace().any(|w| w == "TSIG"))
+            .map(|l| format!("{l}\n"))
+            .collect()
+    }
+
+    /// `nsupdate` of any zone on this server with any key, returning what nsupdate did.
+    pub fn nsupdate_zone(&self, zone: &str, key: &TsigKey, commands: &str) -> Output {
         let program = find_program("nsupdate", "bind9-dnsutils");
         let script = format!(
             "server {} {}\nzone {}\n{}\nsend\n",
             self.addr.ip(),
             self.addr.port(),
-            self.zone,
+            absolute(zone),
             commands.trim_end()
         );
         let mut child = Command::new(program)
@@ -468,6 +532,7 @@ struct Launch {
     addr: SocketAddr,
     zone: String,
     queries_need_key: bool,
+    more_zones: Vec<String>,
 }
 
 impl Launch {
@@ -560,6 +625,13 @@ impl Launch {
 
     fn ready(&self) -> Result<(), String> {
         let short = Duration::from_millis(500);
+        for zone in &self.more_zones {
+            let msg = exchange(self.addr, zone, RecordType::SOA, true, short)
+                .map_err(|e| format!("SOA of {zone}: {e}"))?;
+            if msg.response_code() != ResponseCode::NoError || msg.answers().is_empty() {
+                return Err(format!("SOA of {zone}: {}", msg.response_code()));
+            }
+        }
         for tcp in [true, false] {
             let proto = if tcp { "TCP" } else { "UDP" };
             let msg = exchange(self.addr, &self.zone, RecordType::SOA, tcp, short)
@@ -651,12 +723,33 @@ fn write_config(
     addr: SocketAddr,
     zone: &str,
     key: &TsigKey,
-    queries_need_key: bool,
+    options: &Options,
 ) -> Vec<String> {
     let d = dir.display();
     let (ip, port) = (addr.ip(), addr.port());
+    let queries_need_key = options.queries_need_key;
     match kind {
         Kind::Bind => {
+            let transfer = |key: &TsigKey| {
+                if options.transfers {
+                    format!("\tallow-transfer {{ key \"{}\"; }};\n", key.name)
+                } else {
+                    String::new()
+                }
+            };
+            let mut more = String::new();
+            for (i, z) in options.more_zones.iter().enumerate() {
+                if z.key.name != key.name {
+                    more.push_str(&z.key.bind_key_file());
+                }
+                more.push_str(&format!(
+                    "zone \"{zone}\" {{\n\ttype primary;\n\tfile \"{d}/zone{n}.db\";\n\tallow-update {{ key \"{name}\"; }};\n{transfer}}};\n",
+                    zone = absolute(&z.name),
+                    n = i + 1,
+                    name = z.key.name,
+                    transfer = transfer(&z.key),
+                ));
+            }
             let conf = format!(
                 "options {{\n\
                  \tdirectory \"{d}\";\n\
@@ -676,7 +769,16 @@ fn write_config(
                  \tfile \"{d}/zone.db\";\n\
                  \tallow-update {{ key \"{name}\"; }};\n\
                  {allow_query}\
-                 }};\n",
+                 {transfer}\
+                 }};\n\
+                 {more}\
+                 {querylog}",
+                transfer = transfer(key),
+                querylog = if options.querylog {
+                    "logging { category queries { default_stderr; }; };\n"
+                } else {
+                    ""
+                },
                 key_clause = key.bind_key_file(),
                 name = key.name,
                 allow_query = if queries_need_key {
