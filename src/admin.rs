@@ -160,6 +160,40 @@ fn dns_status(d: &Domain, publication: &Publication) -> Value {
     })
 }
 
+/// RFC 8461 §8.2: our TXT's zone, the customer's records and whether the last drift run saw
+/// them in place (`not checked` without one).
+fn delegation_status(d: &Domain, zone: &crate::name::DomainName, drift: Option<&Report>) -> Value {
+    let customer: Vec<String> = crate::desired::customer_records(d)
+        .iter()
+        .map(|r| r.to_string())
+        .collect();
+    let (state, missing) = match drift.and_then(|r| for_domain(r, d.name.as_str())) {
+        None => ("not checked", Vec::new()),
+        Some(dr) => {
+            let missing: Vec<&str> = dr
+                .findings
+                .iter()
+                .filter(|f| f.check == crate::drift::report::Check::Delegation)
+                .map(|f| f.message.as_str())
+                .collect();
+            (
+                if missing.is_empty() {
+                    "in place"
+                } else {
+                    "missing"
+                },
+                missing,
+            )
+        }
+    };
+    json!({
+        "zone": zone.fqdn(),
+        "customer_records": customer,
+        "customer_side": state,
+        "problems": missing,
+    })
+}
+
 fn domain_status(
     d: &Domain,
     since: u64,
@@ -168,6 +202,7 @@ fn domain_status(
     drift: Option<&Report>,
     acme: &crate::acme::AcmeState,
 ) -> Value {
+    let report = drift;
     let drift = drift.map(|r| match for_domain(r, d.name.as_str()) {
         Some(dr) => json!({ "status": dr.status, "findings": dr.findings }),
         None => json!({ "status": "not checked" }),
@@ -189,6 +224,7 @@ fn domain_status(
             CertSource::SelfSigned | CertSource::NotNeeded => None,
         },
         "dns": dns_status(d, publication),
+        "delegation": d.dns.delegated.as_ref().map(|zone| delegation_status(d, zone, report)),
         "drift": drift,
         "acme": (d.cert == CertSource::Acme).then(|| acme.status_json(&d.name.policy_host())),
         "lifecycle": lifecycle_status(d),

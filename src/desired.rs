@@ -5,24 +5,35 @@ use mta_stsd_providers::Record;
 use crate::config::{Domain, Retiring};
 use crate::tlsrpt;
 
-/// The three names mta-stsd manages under a domain, fully qualified.
+/// The names mta-stsd manages for a domain, fully qualified.
 pub struct Names {
+    /// The STS TXT: `_mta-sts.<domain>.`, or `<domain>.<delegation zone>.` when delegated.
     pub sts: String,
-    pub host: String,
+    /// `mta-sts.<domain>.`; `None` when delegated: that CNAME is in the customer's zone.
+    pub host: Option<String>,
+    /// The TLSRPT TXT: `_smtp._tls.<domain>.`, or under the delegation zone when delegated.
     pub tlsrpt: String,
 }
 
 pub fn names(domain: &Domain) -> Names {
     let d = domain.name.as_str();
-    Names {
-        sts: format!("_mta-sts.{d}."),
-        host: format!("mta-sts.{d}."),
-        tlsrpt: format!("_smtp._tls.{d}."),
+    match &domain.dns.delegated {
+        Some(zone) => Names {
+            sts: domain.dns.sts_name(&domain.name),
+            host: None,
+            tlsrpt: format!("_smtp._tls.{d}.{zone}."),
+        },
+        None => Names {
+            sts: format!("_mta-sts.{d}."),
+            host: Some(format!("mta-sts.{d}.")),
+            tlsrpt: format!("_smtp._tls.{d}."),
+        },
     }
 }
 
 /// SPEC "Records per domain": `_mta-sts` TXT with the policy id, `mta-sts` CNAME to the
-/// target when one is set, `_smtp._tls` TXT when TLSRPT is configured.
+/// target when one is set, `_smtp._tls` TXT when TLSRPT is configured. For a delegated domain
+/// the TXT records at their delegated names, and no CNAME (that one is the customer's).
 pub fn records(domain: &Domain) -> Vec<Record> {
     if let Some(Retiring::Withdrawing { .. }) = domain.retiring {
         // RFC 8461 §8.3: after the last max_age, nothing of ours stays.
@@ -37,8 +48,8 @@ pub fn records(domain: &Domain) -> Vec<Record> {
         ttl,
         format!("v=STSv1; id={};", domain.policy.id()),
     ));
-    if let Some(target) = &domain.dns.target {
-        out.push(Record::cname(n.host, ttl, target.fqdn()));
+    if let (Some(host), Some(target)) = (n.host, &domain.dns.target) {
+        out.push(Record::cname(host, ttl, target.fqdn()));
     }
     if !domain.dns.tlsrpt.is_empty() {
         out.push(Record::txt(
@@ -46,6 +57,26 @@ pub fn records(domain: &Domain) -> Vec<Record> {
             ttl,
             tlsrpt::record_text(&domain.dns.tlsrpt),
         ));
+    }
+    out
+}
+
+/// RFC 8461 §8.2: the records a delegated domain's owner sets once in their own zone — the
+/// `_mta-sts` CNAME to our TXT, `mta-sts` CNAME to the target, and (with TLSRPT) the
+/// `_smtp._tls` CNAME to ours. Empty for a domain that is not delegated.
+pub fn customer_records(domain: &Domain) -> Vec<Record> {
+    if domain.dns.delegated.is_none() {
+        return Vec::new();
+    }
+    let d = domain.name.as_str();
+    let n = names(domain);
+    let ttl = domain.dns.ttl;
+    let mut out = vec![Record::cname(format!("_mta-sts.{d}."), ttl, n.sts)];
+    if let Some(target) = &domain.dns.target {
+        out.push(Record::cname(format!("mta-sts.{d}."), ttl, target.fqdn()));
+    }
+    if !domain.dns.tlsrpt.is_empty() {
+        out.push(Record::cname(format!("_smtp._tls.{d}."), ttl, n.tlsrpt));
     }
     out
 }

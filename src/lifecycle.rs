@@ -211,6 +211,7 @@ fn saved_of(before: Option<&Domain>, config: &Config) -> SavedDns {
             target: d.dns.target.as_ref().map(|t| t.as_str().to_owned()),
             ttl: d.dns.ttl,
             tlsrpt: d.dns.tlsrpt.iter().map(|r| r.as_str().to_owned()).collect(),
+            delegated: d.dns.delegated.as_ref().map(|z| z.as_str().to_owned()),
         },
         None => {
             let defaults = &config.dns_defaults;
@@ -224,6 +225,7 @@ fn saved_of(before: Option<&Domain>, config: &Config) -> SavedDns {
                     .iter()
                     .map(|r| r.as_str().to_owned())
                     .collect(),
+                delegated: defaults.delegated.as_ref().map(|z| z.as_str().to_owned()),
             }
         }
     }
@@ -254,6 +256,10 @@ fn domain(
             .filter_map(|r| Rua::parse(r).ok())
             .collect(),
         provider: provider.map(Arc::from),
+        delegated: saved
+            .delegated
+            .as_deref()
+            .and_then(|z| DomainName::parse(z).ok().map(|n| n.0)),
     };
     let cert = match coverage.find(&name.policy_host()) {
         Some(i) => CertSource::Configured(i),

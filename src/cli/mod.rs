@@ -319,6 +319,18 @@ fn records(path: &Path, asked: &[String]) -> Result<u8> {
                 d.name
             )?;
         }
+        if let Some(zone) = &d.dns.delegated {
+            // RFC 8461 §8.2: the customer's records first, set once by them; then ours.
+            writeln!(
+                out,
+                "; delegated: the owner of {} sets these once in their zone",
+                d.name
+            )?;
+            for r in desired::customer_records(d) {
+                writeln!(out, "{r}")?;
+            }
+            writeln!(out, "; ours, in {zone}.")?;
+        }
         for r in desired::records(d) {
             writeln!(out, "{r}")?;
         }

@@ -44,6 +44,8 @@ pub struct Config {
     pub state: State,
     /// The `[dns]` settings a domain inherits.
     pub dns_defaults: Arc<DnsSettings>,
+    /// `[delegation] zone`: where delegated domains' STS TXT records live (RFC 8461 §8.2).
+    pub delegation: Option<DomainName>,
     /// `[dns] reconcile`: how often `serve` re-reads the records it owns and repairs them.
     pub reconcile: Duration,
     /// Every file read (the main one first), for the watcher.
@@ -212,6 +214,19 @@ pub struct DnsSettings {
     pub ttl: u32,
     pub tlsrpt: Vec<Rua>,
     pub provider: Option<Arc<str>>,
+    /// `delegated = true`: the `[delegation] zone` the STS TXT is published in, at
+    /// `<domain>.<zone>.`, which the customer's `_mta-sts` CNAME points at (RFC 8461 §8.2).
+    pub delegated: Option<DomainName>,
+}
+
+impl DnsSettings {
+    /// The name our STS TXT record is published at for `domain`.
+    pub fn sts_name(&self, domain: &DomainName) -> String {
+        match &self.delegated {
+            Some(zone) => format!("{domain}.{zone}."),
+            None => format!("_mta-sts.{domain}."),
+        }
+    }
 }
 
 /// Where the certificate for `mta-sts.<domain>` comes from (SPEC "Certificates").

@@ -21,6 +21,7 @@ use crate::policy::{Mode, MxPattern, MAX_AGE_LIMIT};
 use crate::tlsrpt::Rua;
 
 mod alerts;
+mod delegation;
 mod providers;
 mod state;
 mod tlsrpt;
@@ -41,14 +42,23 @@ const TOP_KEYS: &[&str] = &[
     "tlsrpt",
     "state",
     "alerts",
+    "delegation",
 ];
 const INCLUDED_KEYS: &[&str] = &["providers", "domains"];
 const POLICY_KEYS: &[&str] = &["mode", "mx", "max_age"];
-const DNS_KEYS: &[&str] = &["target", "ttl", "tlsrpt", "provider"];
+const DNS_KEYS: &[&str] = &["target", "ttl", "tlsrpt", "provider", "delegated"];
 /// `[dns]` keys that are global, not inherited per domain.
 const DNS_GLOBAL_KEYS: &[&str] = &["reconcile"];
 const DOMAIN_KEYS: &[&str] = &[
-    "mode", "mx", "max_age", "target", "ttl", "tlsrpt", "provider", "zone",
+    "mode",
+    "mx",
+    "max_age",
+    "target",
+    "ttl",
+    "tlsrpt",
+    "provider",
+    "delegated",
+    "zone",
 ];
 
 /// The keys a domain inherits from `[policy]` and `[dns]`; `None` where not written.
@@ -62,6 +72,8 @@ pub(crate) struct Inherit {
     pub ttl: Option<At<u32>>,
     pub tlsrpt: Option<At<Arc<[Rua]>>>,
     pub provider: Option<At<Arc<str>>>,
+    /// `delegated = true`: the STS TXT lives in `[delegation] zone` (RFC 8461 §8.2).
+    pub delegated: Option<At<bool>>,
     /// `mode` / `mx` was written but its value was rejected (and reported): no follow-on
     /// "no `mode`" or "no `mx`" diagnostics for a key the admin did write.
     pub mode_rejected: bool,
@@ -78,6 +90,7 @@ impl Inherit {
             || self.ttl.is_some()
             || self.tlsrpt.is_some()
             || self.provider.is_some()
+            || self.delegated.is_some()
     }
 }
 
@@ -110,6 +123,8 @@ pub(crate) struct RawFile {
     pub state: Option<State>,
     pub alerts: Option<super::Alerts>,
     pub reconcile: Option<Duration>,
+    /// `[delegation] zone`.
+    pub delegation: Option<At<DomainName>>,
 }
 
 /// Reads one parsed file. `dir` anchors relative paths; `main` allows the global sections.
@@ -201,6 +216,11 @@ impl Reader<'_> {
                         .and_then(|t| self.tlsrpt(t, item))
                 }
                 "state" => raw.state = self.table("state", item).map(|t| self.state(t)),
+                "delegation" => {
+                    raw.delegation = self
+                        .table("delegation", item)
+                        .and_then(|t| self.delegation(t, item))
+                }
                 "alerts" => {
                     raw.alerts = self
                         .table("alerts", item)
@@ -408,6 +428,12 @@ impl Reader<'_> {
                 keys.provider = self.string(key, v).map(|s| At {
                     value: s.value.into(),
                     at: s.at,
+                })
+            }
+            "delegated" => {
+                keys.delegated = self.boolean(key, v).map(|b| At {
+                    value: b,
+                    at: self.at(v.span()),
                 })
             }
             _ => return false,

@@ -11,6 +11,7 @@ use super::diag::{At, Loc, Problems, Sources};
 use super::raw::{Inherit, RawDomain, RawFile};
 use super::{CertSource, Challenge, Config, DnsSettings, Domain, ProviderConfig, Server, Tls};
 use crate::certs::Coverage;
+use crate::name::DomainName;
 use crate::policy::{Mode, MxPattern, Policy};
 
 const DEFAULT_MODE: Mode = Mode::Testing;
@@ -22,6 +23,7 @@ const SHORT_MAX_AGE: u32 = 86_400;
 
 /// What every domain inherits, resolved once.
 struct Globals<'a> {
+    delegation: Option<&'a DomainName>,
     policy_keys: &'a Inherit,
     dns_keys: &'a Inherit,
     mode: Mode,
@@ -136,6 +138,8 @@ pub(super) fn resolve(
     if let Some(p) = &main.dns.provider {
         check_provider(&provider_names, p, problems);
     }
+    let delegation = main.delegation.as_ref().map(|z| z.value.clone());
+    check_delegated(&main.dns, delegation.as_ref(), problems);
     let dns = Arc::new(DnsSettings {
         target: main.dns.target.as_ref().and_then(|t| t.value.clone()),
         ttl: main.dns.ttl.as_ref().map_or(DEFAULT_TTL, |t| t.value),
@@ -145,10 +149,12 @@ pub(super) fn resolve(
             .as_ref()
             .map_or_else(Vec::new, |t| t.value.to_vec()),
         provider: main.dns.provider.as_ref().and_then(provider_of),
+        delegated: delegated(&main.dns, delegation.as_ref()),
     });
 
     let globals_dns = dns.clone();
     let globals = Globals {
+        delegation: delegation.as_ref(),
         policy_keys: &main.policy,
         dns_keys: &main.dns,
         mode,
@@ -229,6 +235,7 @@ pub(super) fn resolve(
         tlsrpt,
         state,
         dns_defaults: globals_dns,
+        delegation,
         reconcile: main.reconcile.unwrap_or(DEFAULT_RECONCILE),
         files,
         include_patterns,
@@ -264,6 +271,7 @@ fn resolve_domain(g: &Globals<'_>, d: &RawDomain, problems: &mut Problems) -> Op
         if let Some(p) = &keys.provider {
             check_provider(g.provider_names, p, problems);
         }
+        check_delegated(keys, g.delegation, problems);
         let pick = |k: fn(&Inherit) -> bool| if k(keys) { keys } else { g.dns_keys };
         Arc::new(DnsSettings {
             target: pick(|k| k.target.is_some())
@@ -282,10 +290,22 @@ fn resolve_domain(g: &Globals<'_>, d: &RawDomain, problems: &mut Problems) -> Op
                 .provider
                 .as_ref()
                 .and_then(provider_of),
+            delegated: delegated(pick(|k| k.delegated.is_some()), g.delegation),
         })
     };
 
-    if let Some(zone) = &d.zone {
+    let zone = match (&dns.delegated, &d.zone) {
+        (Some(_), Some(zone)) => {
+            problems.error(zone.at, format!(
+                "`zone` does not apply to the delegated domain `{}`: its TXT record lives in [delegation] zone, and its own zone is the customer's (RFC 8461 §8.2)", d.name
+            ));
+            None
+        }
+        // A delegated domain's records are all in the delegation zone.
+        (Some(delegation), None) => Some(delegation.clone()),
+        (None, zone) => zone.as_ref().map(|z| z.value.clone()),
+    };
+    if let (None, Some(zone)) = (&dns.delegated, &d.zone) {
         let (name, z) = (d.name.as_str(), zone.value.as_str());
         if name != z && !name.ends_with(&format!(".{z}")) {
             problems.error(
@@ -301,7 +321,7 @@ fn resolve_domain(g: &Globals<'_>, d: &RawDomain, problems: &mut Problems) -> Op
         name: d.name.clone(),
         policy: policy?,
         dns,
-        zone: d.zone.as_ref().map(|z| z.value.clone()),
+        zone,
         cert: cert?,
         retiring: None,
     })
@@ -355,6 +375,23 @@ fn domain_policy(
         }
     }
     Some(Arc::new(Policy::new(mode, patterns, max_age)))
+}
+
+/// The delegation zone, for settings that say `delegated = true`.
+fn delegated(keys: &Inherit, zone: Option<&DomainName>) -> Option<DomainName> {
+    keys.delegated
+        .as_ref()
+        .filter(|d| d.value)
+        .and(zone.cloned())
+}
+
+fn check_delegated(keys: &Inherit, zone: Option<&DomainName>, problems: &mut Problems) {
+    if let (Some(At { value: true, at }), None) = (&keys.delegated, zone) {
+        problems.error(
+            *at,
+            "`delegated = true` needs a [delegation] section with the `zone` that holds the delegated TXT records (RFC 8461 §8.2)",
+        );
+    }
 }
 
 /// `provider = "none"`: this domain's records are set by hand, whatever `[dns]` says.

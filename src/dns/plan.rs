@@ -58,8 +58,8 @@ pub fn plan_domain(
         want(&names.tlsrpt),
         &at(&names.tlsrpt),
     );
-    if let Some(cname) = want(&names.host) {
-        host(&mut plan, &names.host, cname, &at(&names.host));
+    if let Some((name, cname)) = names.host.as_ref().and_then(|h| Some((h, want(h)?))) {
+        host(&mut plan, name, cname, &at(name));
     }
     plan
 }
@@ -232,7 +232,7 @@ mod tests {
     fn names() -> Names {
         Names {
             sts: "_mta-sts.example.org.".into(),
-            host: "mta-sts.example.org.".into(),
+            host: Some("mta-sts.example.org.".into()),
             tlsrpt: "_smtp._tls.example.org.".into(),
         }
     }

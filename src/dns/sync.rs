@@ -97,7 +97,10 @@ pub async fn plan_zone(t: &Target<'_>) -> Result<Vec<DomainPlan>, ProviderError>
     let mut index: HashMap<&str, usize> = HashMap::with_capacity(names.len() * 3);
     let mut all = Vec::with_capacity(names.len() * 3);
     for (i, n) in names.iter().enumerate() {
-        for name in [&n.sts, &n.host, &n.tlsrpt] {
+        for name in [Some(&n.sts), n.host.as_ref(), Some(&n.tlsrpt)]
+            .into_iter()
+            .flatten()
+        {
             index.insert(name.as_str(), i);
             all.push(name.clone());
         }
@@ -115,9 +118,10 @@ pub async fn plan_zone(t: &Target<'_>) -> Result<Vec<DomainPlan>, ProviderError>
         .zip(&per_domain)
         .map(|((d, n), observed)| {
             let mut plan = plan_domain(d.name.as_str(), n, &desired::records(d), observed);
-            if let (Some(Retiring::Withdrawing { .. }), Some(target)) = (d.retiring, &d.dns.target)
+            if let (Some(Retiring::Withdrawing { .. }), Some(target), Some(host)) =
+                (d.retiring, &d.dns.target, &n.host)
             {
-                withdraw_cname(&mut plan, &n.host, &target.fqdn(), observed);
+                withdraw_cname(&mut plan, host, &target.fqdn(), observed);
             }
             plan
         })

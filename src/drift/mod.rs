@@ -6,6 +6,7 @@
 
 pub mod changes;
 pub mod dane;
+pub mod delegation;
 pub mod dns;
 pub mod fetch;
 pub mod host;
@@ -178,7 +179,13 @@ async fn check_domain(
 ) -> DomainReport {
     let mut findings = Vec::new();
     let sts_name = format!("_mta-sts.{}.", d.name);
-    match zones.ns_for(dns, &sts_name).await {
+    // A delegated domain's `_mta-sts` is a CNAME in its owner's zone: the SOA asked at it may
+    // come from our zone (or nowhere); the domain's own name is in the owner's zone.
+    let zone_of = match d.dns.delegated {
+        Some(_) => format!("{}.", d.name),
+        None => sts_name.clone(),
+    };
+    match zones.ns_for(dns, &zone_of).await {
         Ok(ns) => {
             findings.extend(txt::check(dns, d.name.as_str(), &ns, d.policy.id().as_str()).await)
         }
@@ -193,6 +200,9 @@ async fn check_domain(
         findings.extend(fetch::check(tls, d, &addrs, https_port, now).await);
     }
     findings.extend(tlsrpt::check(dns, d).await);
+    if d.dns.delegated.is_some() {
+        findings.extend(delegation::check(dns, d).await);
+    }
     findings.extend(mx::check(dns, d, cached).await);
     if let Some(mx) = mx {
         findings.extend(starttls::check(mx, dns, d, now).await);

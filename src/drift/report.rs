@@ -68,6 +68,8 @@ pub enum Check {
     Mx,
     MxTls,
     Dane,
+    /// A delegated domain's CNAMEs in its owner's zone (RFC 8461 §8.2).
+    Delegation,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

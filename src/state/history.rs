@@ -56,6 +56,9 @@ pub struct SavedDns {
     pub target: Option<String>,
     pub ttl: u32,
     pub tlsrpt: Vec<String>,
+    /// The `[delegation] zone` it was published in, when delegated (RFC 8461 §8.2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delegated: Option<String>,
 }
 
 /// One policy a domain served.

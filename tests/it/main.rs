@@ -6,6 +6,7 @@ mod attacks;
 mod battery;
 mod cli_edges;
 mod config;
+mod delegation;
 mod devca;
 mod dns_harness_selftest;
 mod drift;

@@ -1,0 +1,40 @@
+//! `[delegation]` (RFC 8461 §8.2): the zone we control where delegated domains' STS TXT
+//! records live, each at `<domain>.<zone>.`.
+
+use toml::de::DeTable;
+
+use super::{Item, Reader};
+use crate::config::diag::At;
+use crate::name::DomainName;
+
+const KEYS: &[&str] = &["zone"];
+
+impl Reader<'_> {
+    pub(super) fn delegation(
+        &mut self,
+        table: &DeTable<'_>,
+        item: &Item<'_>,
+    ) -> Option<At<DomainName>> {
+        let mut zone = None;
+        let mut ok = true;
+        for (k, v) in table.iter() {
+            let kname = k.get_ref().as_ref();
+            match kname {
+                "zone" => {
+                    zone = self
+                        .string(kname, v)
+                        .and_then(|s| self.name_fqdn("zone", s));
+                    ok &= zone.is_some();
+                }
+                _ => self.unknown("[delegation]", k, KEYS),
+            }
+        }
+        if zone.is_none() && ok {
+            self.problems.error(
+                self.at(item.span()),
+                "[delegation] needs `zone`: the zone (ours, through the [dns] provider) that holds delegated domains' TXT records",
+            );
+        }
+        zone
+    }
+}
