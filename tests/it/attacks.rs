@@ -277,6 +277,10 @@ async fn a_dns_server_that_never_answers() {
     dir.write("ns.key", tsig_key_file("mta-stsd", "hmac-sha256"));
     crate::serve::replace_config(&dir, &text);
     let mut apply = command()
+        .env(
+            "STATE_DIRECTORY",
+            crate::harness::state_dir_for(&dir.config_path()),
+        )
         .arg("--config")
         .arg(dir.config_path())
         .arg("apply")

@@ -271,6 +271,10 @@ fn plan_against_a_silent_server_says_what_it_waits_for() {
     );
     let started = Instant::now();
     let mut child = command()
+        .env(
+            "STATE_DIRECTORY",
+            crate::harness::state_dir_for(&dir.config_path()),
+        )
         .arg("--config")
         .arg(dir.config_path())
         .arg("plan")
