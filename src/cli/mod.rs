@@ -3,6 +3,7 @@
 mod docs;
 mod ingest;
 mod progress;
+mod reports;
 mod status;
 mod sync;
 
@@ -79,6 +80,18 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
     },
+    /// The stored TLS reports (RFC 8460) per domain and day, and for a domain in `testing`
+    /// whether they show it is ready for `enforce`.
+    Reports {
+        /// Only these domains (default: every domain with reports).
+        domains: Vec<String>,
+        /// From this UTC day on (YYYY-MM-DD); default: the last 30 days.
+        #[arg(long, value_name = "DATE")]
+        since: Option<String>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+    },
     /// TLS reports (RFC 8460) received by mail.
     Tlsrpt {
         #[command(subcommand)]
@@ -141,6 +154,11 @@ pub fn run(config_path: &Path, command: Command) -> Result<u8> {
             domain,
             format,
         } => Ok(status::run(config_path, admin, domain.as_deref(), format)),
+        Command::Reports {
+            domains,
+            since,
+            format,
+        } => reports::run(config_path, &domains, since.as_deref(), format),
         Command::Tlsrpt {
             command: TlsrptCommand::Ingest,
         } => Ok(ingest::run(config_path)),

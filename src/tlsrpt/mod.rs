@@ -8,6 +8,7 @@ pub mod receiver;
 mod report;
 mod rua;
 pub mod store;
+pub mod summary;
 pub mod task;
 
 pub use report::{is_sts_failure, FailureDetail, Malformed, PolicyResult, PolicyType, Report};

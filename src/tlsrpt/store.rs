@@ -73,14 +73,25 @@ pub struct DayRow {
     pub failed: i64,
 }
 
-/// Failed sessions of one domain and day by result type and receiving MX.
+/// Failed sessions of one domain and day by result type and receiving MX, under one
+/// matched policy id.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct FailureRow {
     pub domain: String,
     pub day: String,
     pub result_type: String,
     pub receiving_mx: Option<String>,
+    pub policy_id: Option<String>,
     pub count: i64,
+}
+
+/// One domain's reports in `/status`: the last one received, and the sessions of recent days.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Sums {
+    /// Unix seconds.
+    pub last_received: Option<i64>,
+    pub successful: i64,
+    pub failed: i64,
 }
 
 #[derive(Debug, Clone)]
@@ -285,12 +296,13 @@ impl Store {
         since_day: &str,
     ) -> Result<Vec<FailureRow>, StoreError> {
         let sql = format!(
-            "SELECT p.domain, p.day, f.result_type, f.receiving_mx, CAST(SUM(f.count) AS BIGINT) \
+            "SELECT p.domain, p.day, f.result_type, f.receiving_mx, p.policy_id, \
+             CAST(SUM(f.count) AS BIGINT) \
              FROM tlsrpt_failures f JOIN tlsrpt_policies p \
              ON p.report_id = f.report_id AND p.idx = f.idx \
              WHERE p.domain IS NOT NULL AND p.day >= $1{} \
-             GROUP BY p.domain, p.day, f.result_type, f.receiving_mx \
-             ORDER BY p.domain, p.day, f.result_type, f.receiving_mx",
+             GROUP BY p.domain, p.day, f.result_type, f.receiving_mx, p.policy_id \
+             ORDER BY p.domain, p.day, f.result_type, f.receiving_mx, p.policy_id",
             domain_filter(domains.len())
         );
         // Only placeholders are generated; every value is bound.
@@ -306,10 +318,48 @@ impl Store {
                     day: r.try_get(1)?,
                     result_type: r.try_get(2)?,
                     receiving_mx: r.try_get(3)?,
-                    count: r.try_get(4)?,
+                    policy_id: r.try_get(4)?,
+                    count: r.try_get(5)?,
                 })
             })
             .collect()
+    }
+
+    /// Per domain of `domains` that has reports: the last one received (ever) and the
+    /// sessions of reports from `since_day` (YYYY-MM-DD) on.
+    pub async fn sums(
+        &self,
+        domains: &[String],
+        since_day: &str,
+    ) -> Result<std::collections::HashMap<String, Sums>, StoreError> {
+        let mut out = std::collections::HashMap::new();
+        if domains.is_empty() {
+            return Ok(out);
+        }
+        let sql = format!(
+            "SELECT p.domain, MAX(r.received_at), \
+             CAST(SUM(CASE WHEN p.day >= $1 THEN p.successful ELSE 0 END) AS BIGINT), \
+             CAST(SUM(CASE WHEN p.day >= $1 THEN p.failed ELSE 0 END) AS BIGINT) \
+             FROM tlsrpt_policies p JOIN tlsrpt_reports r ON r.report_id = p.report_id \
+             WHERE p.domain IS NOT NULL{} GROUP BY p.domain",
+            domain_filter(domains.len())
+        );
+        // Only placeholders are generated; every value is bound.
+        let mut q = sqlx::query(AssertSqlSafe(sql)).bind(since_day);
+        for d in domains {
+            q = q.bind(d.as_str());
+        }
+        for r in q.fetch_all(&self.pool).await? {
+            out.insert(
+                r.try_get(0)?,
+                Sums {
+                    last_received: r.try_get(1)?,
+                    successful: r.try_get(2)?,
+                    failed: r.try_get(3)?,
+                },
+            );
+        }
+        Ok(out)
     }
 }
 

@@ -23,4 +23,5 @@ mod serve;
 mod tlsrpt_config;
 mod tlsrpt_ingest;
 mod tlsrpt_receiver;
+mod tlsrpt_reports;
 mod tlsrpt_store;

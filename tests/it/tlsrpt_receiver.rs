@@ -383,4 +383,31 @@ async fn receiver_two_daemons_one_postgres() {
     .await;
     assert_eq!(days[0].organization, "Company-X");
     assert_eq!(days[1].organization, "Microsoft Corporation");
+    // `reports` reads the shared database: both daemons' reports, each under the id served.
+    let out = dir.run_env(
+        &[
+            "reports",
+            "example.org",
+            "--since",
+            "2016-01-01",
+            "--format",
+            "json",
+        ],
+        &[("TEST_REPORTS_URL", Some(pg.url().as_str()))],
+    );
+    out.assert_status(0);
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    let orgs: Vec<&str> = v["domains"][0]["days"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|d| d["reporters"].as_array().unwrap())
+        .map(|r| r["organization"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        orgs,
+        ["Company-X", "Microsoft Corporation"],
+        "{}",
+        out.stdout
+    );
 }
