@@ -17,7 +17,7 @@ use crate::serve::handler::plain;
 /// Above this many domains `/status` lists none unless asked for one (`?domain=NAME`).
 const STATUS_LIST_LIMIT: usize = 1000;
 
-pub fn respond<B>(shared: &Shared, req: &Request<B>) -> Response<Full<Bytes>> {
+pub async fn respond<B>(shared: &Shared, req: &Request<B>) -> Response<Full<Bytes>> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return plain(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
     }
@@ -33,8 +33,9 @@ pub fn respond<B>(shared: &Shared, req: &Request<B>) -> Response<Full<Bytes>> {
                     .find_map(|kv| kv.strip_prefix("domain="))
                     .map(str::to_ascii_lowercase)
             });
+            let reports = reports(shared, only.as_deref()).await;
             with_type(
-                serde_json::to_string_pretty(&status(shared, only.as_deref()))
+                serde_json::to_string_pretty(&status(shared, only.as_deref(), &reports))
                     .expect("JSON values serialize")
                     + "\n",
                 "application/json",
@@ -53,9 +54,37 @@ fn with_type(body: String, content_type: &'static str) -> Response<Full<Bytes>> 
     r
 }
 
+/// The TLS-RPT sums of the domains `/status` is about to list (SPEC "/status sums them per
+/// domain"), read before the state locks are taken.
+async fn reports(shared: &Shared, only: Option<&str>) -> crate::tlsrpt::status::Reports {
+    use crate::tlsrpt::status::{fetch, Reports};
+    let names: Vec<String> = {
+        let live = shared.live.load();
+        if live.config.tlsrpt.is_none() {
+            return Reports::Off;
+        }
+        match only {
+            Some(name) => vec![name.to_owned()],
+            None if live.config.domains.len() <= STATUS_LIST_LIMIT => live
+                .config
+                .domains
+                .iter()
+                .map(|d| d.name.as_str().to_owned())
+                .collect(),
+            None => Vec::new(),
+        }
+    };
+    let now = crate::daemon::state::unix_now() as i64;
+    fetch(shared.reports.get(), &names, now).await
+}
+
 /// SPEC "/status": every domain's id, served since, DNS publication state, last error; the
-/// last reload and its problems.
-pub fn status(shared: &Shared, only: Option<&str>) -> Value {
+/// last reload and its problems; TLS-RPT sums.
+pub fn status(
+    shared: &Shared,
+    only: Option<&str>,
+    reports: &crate::tlsrpt::status::Reports,
+) -> Value {
     let live = shared.live.load();
     let reload = shared
         .last_reload
@@ -77,6 +106,7 @@ pub fn status(shared: &Shared, only: Option<&str>) -> Value {
             &publication,
             drift.as_deref(),
             &shared.acme,
+            reports,
         )
     };
     let domains: Vec<Value> = match only {
@@ -109,6 +139,7 @@ pub fn status(shared: &Shared, only: Option<&str>) -> Value {
             "counts": r.counts,
         })),
         "alerts": live.config.alerts.as_ref().map(|_| shared.alerts.json()),
+        "tlsrpt": reports.summary(),
         "state": {
             "dir": live.config.state.dir.display().to_string(),
             "error": shared.state_error.lock().unwrap_or_else(|e| e.into_inner()).clone(),
@@ -201,6 +232,7 @@ fn domain_status(
     publication: &Publication,
     drift: Option<&Report>,
     acme: &crate::acme::AcmeState,
+    reports: &crate::tlsrpt::status::Reports,
 ) -> Value {
     let report = drift;
     let drift = drift.map(|r| match for_domain(r, d.name.as_str()) {
@@ -228,6 +260,7 @@ fn domain_status(
         "drift": drift,
         "acme": (d.cert == CertSource::Acme).then(|| acme.status_json(&d.name.policy_host())),
         "lifecycle": lifecycle_status(d),
+        "tlsrpt": reports.domain(d.name.as_str()),
     })
 }
 

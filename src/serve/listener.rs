@@ -239,7 +239,7 @@ impl Listener {
                 let response = if reports {
                     crate::tlsrpt::receiver::respond(shared, req).await
                 } else if admin {
-                    admin::respond(&shared, &req)
+                    admin::respond(&shared, &req).await
                 } else {
                     handler::respond(&shared, http01, sni.as_deref(), trusted, &req)
                 };

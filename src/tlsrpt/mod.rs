@@ -7,6 +7,7 @@ pub mod metrics;
 pub mod receiver;
 mod report;
 mod rua;
+pub mod status;
 pub mod store;
 pub mod summary;
 pub mod task;

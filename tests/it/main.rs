@@ -24,4 +24,5 @@ mod tlsrpt_config;
 mod tlsrpt_ingest;
 mod tlsrpt_receiver;
 mod tlsrpt_reports;
+mod tlsrpt_status;
 mod tlsrpt_store;

@@ -15,7 +15,7 @@ use crate::harness::{ConfigDir, MAIN};
 const HOST: &str = "tlsrpt.example.org";
 const NAMES: &[&str] = &[HOST, "mta-sts.example.org", "mta-sts.example.com"];
 
-fn fixture(name: &str) -> Vec<u8> {
+pub fn fixture(name: &str) -> Vec<u8> {
     let path = format!(
         "{}/tests/fixtures/tlsrpt/{name}",
         env!("CARGO_MANIFEST_DIR")
@@ -31,7 +31,7 @@ fn gz(data: &[u8]) -> Vec<u8> {
 
 /// A config serving example.org/.net/.com with report host [`HOST`]; `store` is the rest of
 /// `[tlsrpt]`.
-fn setup(ca: &TestCa, store: &str) -> ConfigDir {
+pub fn setup(ca: &TestCa, store: &str) -> ConfigDir {
     let dir = ConfigDir::new();
     let (cert, key) = ca.leaf(&[
         HOST,
@@ -74,7 +74,7 @@ retention = "100000d" # the RFC 8460 example is from 2016
     dir
 }
 
-fn start(dir: &ConfigDir, env: &[(&str, &str)]) -> Daemon {
+pub fn start(dir: &ConfigDir, env: &[(&str, &str)]) -> Daemon {
     let state = dir.path().join("state");
     let mut env = env.to_vec();
     env.push(("STATE_DIRECTORY", state.to_str().unwrap()));
@@ -83,13 +83,13 @@ fn start(dir: &ConfigDir, env: &[(&str, &str)]) -> Daemon {
     d
 }
 
-struct Poster {
+pub struct Poster {
     client: reqwest::Client,
     url: String,
 }
 
 impl Poster {
-    fn new(ca: &TestCa, d: &Daemon, http1: bool) -> Poster {
+    pub fn new(ca: &TestCa, d: &Daemon, http1: bool) -> Poster {
         let addr = d.https.unwrap();
         let mut tls = ca.client_config();
         tls.alpn_protocols = if http1 {
@@ -114,7 +114,7 @@ impl Poster {
         }
     }
 
-    async fn post(&self, media: &str, body: Vec<u8>) -> (StatusCode, String) {
+    pub async fn post(&self, media: &str, body: Vec<u8>) -> (StatusCode, String) {
         let t = std::time::Instant::now();
         let len = body.len();
         let r = self
@@ -129,7 +129,7 @@ impl Poster {
     }
 }
 
-const JSON: &str = "application/tlsrpt+json";
+pub const JSON: &str = "application/tlsrpt+json";
 const GZIP: &str = "application/tlsrpt+gzip";
 
 fn vm(pid: i32, key: &str) -> u64 {
