@@ -24,5 +24,6 @@ mod tlsrpt_config;
 mod tlsrpt_ingest;
 mod tlsrpt_receiver;
 mod tlsrpt_reports;
+mod tlsrpt_samples;
 mod tlsrpt_status;
 mod tlsrpt_store;
