@@ -45,7 +45,7 @@ pub async fn respond<B>(shared: &Shared, req: &Request<B>) -> Response<Full<Byte
     }
 }
 
-pub use crate::clock::rfc3339;
+use crate::clock::rfc3339;
 
 fn with_type(body: String, content_type: &'static str) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(Bytes::from(body)));
@@ -74,7 +74,7 @@ async fn reports(shared: &Shared, only: Option<&str>) -> crate::tlsrpt::status::
             None => Vec::new(),
         }
     };
-    let now = crate::daemon::state::unix_now() as i64;
+    let now = crate::clock::unix_now() as i64;
     fetch(shared.reports.get(), &names, now).await
 }
 

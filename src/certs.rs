@@ -1,12 +1,22 @@
-//! Configured certificate files: which `mta-sts.<domain>` names each one covers.
+//! Certificates: the one crypto provider every TLS config uses, and the configured
+//! certificate files with the `mta-sts.<domain>` names each one covers.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rustls::crypto::CryptoProvider;
 
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use x509_parser::extensions::GeneralName;
 use x509_parser::prelude::{FromDer, X509Certificate};
+
+/// ring, for every client and server config: one provider, so no process-wide default is
+/// needed.
+pub fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
 
 /// A `[tls] certs` entry, read and checked at load.
 #[derive(Debug, Clone)]

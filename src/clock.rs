@@ -1,4 +1,13 @@
-//! Time as the daemon shows it to people and in `/status`.
+//! Time: the clock the daemon reads, and how it shows instants to people and in `/status`.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Seconds since the Unix epoch; 0 for a clock set before it.
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
 
 /// RFC 3339 in UTC, to the second (`2026-12-01T22:17:27Z`); empty for a time out of range.
 pub fn rfc3339<T: TryInto<i64>>(secs: T) -> String {

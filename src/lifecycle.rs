@@ -294,13 +294,7 @@ pub fn for_commands(config: &Config) -> Result<(Vec<Domain>, Vec<String>), Strin
         .domains()
         .filter(|(_, d)| d.current().is_some())
         .count();
-    let out = evaluate(
-        config,
-        &history,
-        None,
-        crate::daemon::state::unix_now(),
-        false,
-    );
+    let out = evaluate(config, &history, None, crate::clock::unix_now(), false);
     let limit = config.state.max_retire.of(served);
     if out.newly_missing.len() as u64 > limit {
         return Err(format!(

@@ -17,8 +17,8 @@ use tracing::info;
 
 use super::store::Store;
 use super::AcmeError;
+use crate::certs::provider;
 use crate::config;
-use crate::serve::tls::provider;
 
 /// How long a connection to the ACME server may take to open.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);

@@ -20,7 +20,7 @@ use sha2::{Digest, Sha256};
 use tracing::warn;
 
 use super::store::write_atomic;
-use crate::serve::tls::provider;
+use crate::certs::provider;
 
 /// RFC 8737 §6.2: the ALPN protocol ID of a validation handshake.
 pub const ACME_TLS_ALPN: &[u8] = b"acme-tls/1";

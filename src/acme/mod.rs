@@ -26,7 +26,7 @@ use rustls::ServerConfig;
 use serde_json::{json, Value};
 use tokio::sync::Notify;
 
-use crate::admin::rfc3339;
+use crate::clock::rfc3339;
 use crate::metrics::{CertLabel, Metrics};
 use challenge::Challenges;
 pub use challenge::ACME_TLS_ALPN;

@@ -22,7 +22,7 @@ use tracing::warn;
 use x509_parser::extensions::GeneralName;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
-use crate::serve::tls::provider;
+use crate::certs::provider;
 
 /// A certificate from the store, ready to serve.
 #[derive(Debug, Clone)]

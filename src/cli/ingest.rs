@@ -137,7 +137,7 @@ async fn ingest(config: &crate::config::Config, t: &crate::config::Tlsrpt, raw: 
         }
         let store = store.as_ref().expect("opened above");
         let ids = crate::tlsrpt::matching::match_ids(&history, &report);
-        let now = crate::daemon::state::unix_now() as i64;
+        let now = crate::clock::unix_now() as i64;
         match store.insert(&report, &json, Source::Mail, now, &ids).await {
             Ok(Stored::New) => log(&format!(
                 "TLS report {} from {} (signed by {signer}) stored",

@@ -32,7 +32,7 @@ pub fn run(path: &Path, asked: &[String], since: Option<&str>, format: Format) -
                 }
             }
         }
-        None => utc_day(crate::daemon::state::unix_now() as i64 - DEFAULT_DAYS * 86_400),
+        None => utc_day(crate::clock::unix_now() as i64 - DEFAULT_DAYS * 86_400),
     };
     let domains: Vec<String> = asked
         .iter()

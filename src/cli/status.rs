@@ -315,7 +315,7 @@ mod tests {
     }
 
     fn at(secs: i64) -> Value {
-        Value::String(crate::admin::rfc3339(secs))
+        Value::String(crate::clock::rfc3339(secs))
     }
 
     #[test]

@@ -6,7 +6,8 @@ use std::sync::Arc;
 
 use tracing::{error, info, warn};
 
-use super::state::{unix_now, Live, Shared};
+use super::state::{Live, Shared};
+use crate::clock::unix_now;
 use crate::config::{Config, Retiring};
 use crate::lifecycle;
 use crate::state::history::Event;

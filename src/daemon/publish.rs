@@ -15,7 +15,8 @@ use mta_stsd_providers::{ProviderError, RData, Record};
 use tokio::sync::Notify;
 use tracing::{info, warn, Instrument};
 
-use super::state::{unix_now, Live, Shared};
+use super::state::{Live, Shared};
+use crate::clock::unix_now;
 use crate::config::{Domain, Retiring};
 use crate::desired;
 use crate::dns::plan::{is_ours, STS_VERSION};

@@ -19,7 +19,8 @@ use tracing::{error, info, warn};
 
 use super::notify;
 use super::settle::{self, Change, Touch};
-use super::state::{unix_now, ReloadStatus, Shared};
+use super::state::{ReloadStatus, Shared};
+use crate::clock::unix_now;
 use crate::config::{self, Config, Diagnostic, Severity};
 
 /// Changes waiting for the reload task; beyond, events are dropped (a reload is pending).

@@ -4,7 +4,6 @@
 use std::hash::{BuildHasher, RandomState};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
 use hashbrown::HashTable;
@@ -231,11 +230,8 @@ impl Shared {
     }
 }
 
-pub fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
+/// Kept for the modules that still import it from here (`acme::manager`, `drift`).
+pub use crate::clock::unix_now;
 
 #[cfg(test)]
 mod tests {

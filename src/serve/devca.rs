@@ -12,7 +12,7 @@ use rustls::sign::CertifiedKey;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
-use super::tls::provider;
+use crate::certs::provider;
 
 const CA_NAME: &str = "mta-stsd development CA";
 

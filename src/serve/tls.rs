@@ -23,9 +23,8 @@ use crate::certs::CertFiles;
 use crate::config::CertSource;
 use crate::daemon::state::Shared;
 
-pub fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
-}
+/// Kept for `drift`, which still imports it from here.
+pub use crate::certs::provider;
 
 /// The configured certificates, read when a config is (re)loaded; indexed like `[tls] certs`.
 #[derive(Debug, Default)]

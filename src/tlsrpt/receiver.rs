@@ -13,7 +13,8 @@ use tracing::{debug, info, warn};
 
 use super::report::Report;
 use super::store::{Source, Stored};
-use crate::daemon::state::{unix_now, Shared};
+use crate::clock::unix_now;
+use crate::daemon::state::Shared;
 
 /// RFC 8460 §5.3 media types.
 const JSON: &str = "application/tlsrpt+json";

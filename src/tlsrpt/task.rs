@@ -8,7 +8,8 @@ use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
 use super::store::Store;
-use crate::daemon::state::{unix_now, Shared};
+use crate::clock::unix_now;
+use crate::daemon::state::Shared;
 
 const DAY: Duration = Duration::from_secs(86_400);
 
