@@ -1,7 +1,31 @@
 //! mta-stsd: MTA-STS (RFC 8461) and TLS-RPT (RFC 8460) for mail domains, from one config file.
 //!
-//! `config` loads and checks the TOML; `policy` renders bodies and ids; `desired` derives the
-//! records; `cli` runs the commands.
+//! # Layout
+//!
+//! From the bottom up, one line per module: what it owns, and the modules it may use, all on
+//! lines above its own — so no layer imports one above it and there are no import cycles.
+//! `tests/it/layout.rs` checks every `crate::` path outside `mod tests` against this list (and
+//! README's copy of it); the few known exceptions are listed there, each with its reason.
+//!
+//! - `name`: domain names, parsed once (lowercase A-labels). Uses: nothing.
+//! - `clock`: the time the daemon reads and RFC 3339 for people. Uses: nothing.
+//! - `certs`: the crypto provider, configured certificate files and what they cover. Uses: nothing.
+//! - `policy`: the MTA-STS policy (RFC 8461 §3.2), its bytes and id. Uses: `name`.
+//! - `state`: `[state] dir`, the id history, atomic durable writes. Uses: `clock`.
+//! - `config`: TOML loaded, checked in full and resolved per domain. Uses: `certs`, `name`, `policy`.
+//! - `tlsrpt`: TLS-RPT (RFC 8460) record, reports, store, receiver. Uses: `clock`, `config`, `name`, `state`.
+//! - `desired`: the records and bodies the config wants, pure. Uses: `config`, `tlsrpt`.
+//! - `dns`: plan (pure diff) and sync through the providers. Uses: `config`, `desired`.
+//! - `lifecycle`: removed domains on their way out (RFC 8461 §8.3). Uses: `certs`, `clock`, `config`, `name`, `policy`, `state`, `tlsrpt`.
+//! - `metrics`: the Prometheus registry and its handles. Uses: `tlsrpt`.
+//! - `alerts`: drift events to a webhook or command. Uses: `config`.
+//! - `drift`: the world as a sender sees it, against the config. Uses: `alerts`, `certs`, `clock`, `config`, `desired`, `dns`, `name`, `policy`, `state`, `tlsrpt`.
+//! - `acme`: ACME (RFC 8555) certificates, challenge answers, the renewal task. Uses: `certs`, `clock`, `config`, `metrics`, `name`, `state`.
+//! - `serve`: the public listeners: TLS by SNI, HTTP/1.1 and HTTP/2, routing, limits. Uses: `acme`, `certs`, `config`, `metrics`, `name`, `state`.
+//! - `daemon`: wires the tasks together; reload, publication, shutdown. Uses: `acme`, `alerts`, `clock`, `config`, `desired`, `dns`, `drift`, `lifecycle`, `metrics`, `name`, `serve`, `state`, `tlsrpt`.
+//! - `admin`: `/healthz`, `/status`, `/metrics` on the admin listener. Uses: `acme`, `clock`, `config`, `daemon`, `desired`, `drift`, `name`, `serve`, `tlsrpt`.
+//! - `cli`: one function per command; anyhow stops here. Uses: `alerts`, `clock`, `config`, `daemon`, `desired`, `dns`, `drift`, `lifecycle`, `name`, `state`, `tlsrpt`.
+//! - `fuzzing`: ways in for the fuzz targets and property tests. Uses: `config`, `daemon`, `drift`, `policy`, `serve`, `tlsrpt`.
 
 pub mod acme;
 pub mod admin;

@@ -14,6 +14,7 @@ mod drift_alerts;
 mod drift_mx;
 mod files;
 mod harness;
+mod layout;
 mod lifecycle;
 mod limits;
 mod operator;
