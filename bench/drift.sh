@@ -1,53 +1,73 @@
 #!/usr/bin/env bash
 # bench/drift.sh — `mta-stsd drift` over N domains (default 1,000) in one zone on a local BIND,
-# the policies served by the local daemon.
+# the policies served by the local daemon, the MX check on: every domain names the same two MX
+# hosts, served by a real Postfix with STARTTLS.
 #
-# Setup: BIND on 127.0.0.1:<port> with every record `mta-stsd records` prints plus an MX per
-# domain (so the world is clean: no findings); a test CA made with openssl and one certificate
-# whose SANs are all N `mta-sts.dN.example.org` names (so the WebPKI check passes); the daemon
-# serving them on 127.0.0.1:<port>; `[drift]` pointing at both (resolver, dns_port, https_port,
-# ca). Per domain drift asks: SOA, the `_mta-sts` TXT of every nameserver, A and AAAA of the
-# policy host, the HTTPS fetch (TCP, TLS handshake, GET), `_smtp._tls` TXT, MX — every DNS
-# question on its own TCP connection.
+# Setup: BIND on 127.0.0.1:<port> with every record `mta-stsd records` prints plus two MX per
+# domain (so the world is clean: no findings); a test CA made with openssl, certificates for
+# the `mta-sts.dN.example.org` names (so the WebPKI check passes; SANS names each, default all
+# N in one) and one for mx1/mx2.example.org; the daemon serving the policies on 127.0.0.1:<port>; Postfix smtpd on
+# 127.0.0.3 and 127.0.0.4:<port>; `[drift]` pointing at all three (resolver, dns_port,
+# https_port, smtp_port, ca). Per domain drift asks: SOA, the `_mta-sts` TXT of every
+# nameserver, A and AAAA of the policy host, the HTTPS fetch (TCP, TLS handshake, GET),
+# `_smtp._tls` TXT, MX (twice: policy coverage and the MX-TLS check); per run, each MX host
+# once: A, AAAA, TLSA, banner, EHLO, STARTTLS, certificate. DNS over UDP, sockets shared.
 #
-# Prints the wall time of RUNS runs (default 3), domains per second, and the concurrency used
+# Reference, in the same run against the same BIND: `dig -f` asking the same DNS questions
+# (7 per domain) one after another over UDP — the DNS part alone, without HTTPS or SMTP.
+# Prints for RUNS rounds (default 3) of both: wall time, domains per second, CPU time (own, and
+# the daemon's and BIND's), the median, and the ratios; and the concurrency used
 # (CONCURRENCY in src/drift/mod.rs).
 #
-# Run: bench/drift.sh [N] [RUNS]   (needs bind9, bind9-dnsutils, openssl, python3; loopback only)
+# Run: [SANS=100] bench/drift.sh [N] [RUNS]
+# (needs bind9, bind9-dnsutils, postfix, openssl, python3; root for Postfix; loopback only)
 set -euo pipefail
 N=${1:-1000}
 RUNS=${2:-3}
+# Names per policy-host certificate (default all N in one; Let's Encrypt allows 100).
+SANS=${SANS:-$N}
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 command -v named >/dev/null || PATH="$PATH:/usr/sbin"
-for p in named dig openssl python3; do
-  command -v "$p" >/dev/null || { echo "missing $p (apt-get install bind9 bind9-dnsutils openssl python3)" >&2; exit 1; }
+for p in named dig postfix openssl python3; do
+  command -v "$p" >/dev/null || { echo "missing $p (apt-get install bind9 bind9-dnsutils postfix openssl python3)" >&2; exit 1; }
 done
-cargo build --release --locked -q
+[ -n "${NO_BUILD:-}" ] || cargo build --release --locked -q
 BIN="$ROOT/target/release/mta-stsd"
 CONCURRENCY=$(sed -n 's/^pub const CONCURRENCY: usize = \([0-9]*\);/\1/p' src/drift/mod.rs)
 
 TMP=$(mktemp -d)
+# The findings kept between runs go here, not into the machine's /var/lib/mta-stsd.
+export STATE_DIRECTORY="$TMP/state"
+mkdir -p "$STATE_DIRECTORY"
 PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$TMP"; }
+cleanup() {
+  if [ -f "$TMP/pf/queue/pid/master.pid" ]; then kill "$(cat "$TMP/pf/queue/pid/master.pid")" 2>/dev/null || true; fi
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$TMP"
+}
 trap cleanup EXIT
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 DNS_PORT=$(free_port)
 HTTPS_PORT=$(free_port)
+SMTP_PORT=$(free_port)
 
 # --- the config (no [drift] yet) and the records it wants -------------------------------
-python3 - "$TMP" "$N" "$HTTPS_PORT" <<'EOF'
+python3 - "$TMP" "$N" "$HTTPS_PORT" "$SANS" <<'EOF'
 import sys
-tmp, n, https = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+tmp, n, https, sans = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+certs = ", ".join(f'{{ cert = "leaf{c}.pem", key = "leaf{c}.key" }}' for c in range(0, n, sans))
 with open(f"{tmp}/policy.toml", "w") as f:
     f.write(f'''[server]
 https = ["127.0.0.1:{https}"]
+admin = "127.0.0.1:0"
 [tls]
-certs = [{{ cert = "leaf.pem", key = "leaf.key" }}]
+certs = [{certs}]
 [policy]
 mode = "enforce"
-mx = ["mx1.example.org"]
+mx = ["mx1.example.org", "mx2.example.org"]
 [dns]
 target = "mail.example.org."
 tlsrpt = ["mailto:tlsrpt@example.org"]
@@ -56,20 +76,28 @@ tlsrpt = ["mailto:tlsrpt@example.org"]
         f.write(f'[domains."d{i}.example.org"]\n')
 EOF
 
-# --- a CA and one leaf for every mta-sts name --------------------------------------------
+# --- a CA, leaves for the mta-sts names (SANS a leaf), one for both MX ---------------------
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 30 \
   -subj "/CN=mta-stsd bench CA" -keyout "$TMP/ca.key" -out "$TMP/ca.pem" 2>/dev/null
-python3 - "$TMP" "$N" <<'EOF'
+for ((c = 0; c < N; c += SANS)); do
+  python3 - "$TMP" "$c" "$(( c + SANS < N ? c + SANS : N ))" <<'EOF'
 import sys
-tmp, n = sys.argv[1], int(sys.argv[2])
+tmp, lo, hi = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 with open(f"{tmp}/leaf.ext", "w") as f:
     f.write("basicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n")
-    f.write("subjectAltName=" + ",".join(f"DNS:mta-sts.d{i}.example.org" for i in range(n)) + "\n")
+    f.write("subjectAltName=" + ",".join(f"DNS:mta-sts.d{i}.example.org" for i in range(lo, hi)) + "\n")
 EOF
-openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=mta-sts.d0.example.org" \
-  -keyout "$TMP/leaf.key" -out "$TMP/leaf.csr" 2>/dev/null
-openssl x509 -req -in "$TMP/leaf.csr" -CA "$TMP/ca.pem" -CAkey "$TMP/ca.key" -CAcreateserial \
-  -days 30 -extfile "$TMP/leaf.ext" -out "$TMP/leaf.pem" 2>/dev/null
+  openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=mta-sts.d$c.example.org" \
+    -keyout "$TMP/leaf$c.key" -out "$TMP/leaf.csr" 2>/dev/null
+  openssl x509 -req -in "$TMP/leaf.csr" -CA "$TMP/ca.pem" -CAkey "$TMP/ca.key" -CAcreateserial \
+    -days 30 -extfile "$TMP/leaf.ext" -out "$TMP/leaf$c.pem" 2>/dev/null
+done
+
+printf 'basicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=serverAuth\nsubjectAltName=DNS:mx1.example.org,DNS:mx2.example.org\n' > "$TMP/mx.ext"
+openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=mx1.example.org" \
+  -keyout "$TMP/mx.key" -out "$TMP/mx.csr" 2>/dev/null
+openssl x509 -req -in "$TMP/mx.csr" -CA "$TMP/ca.pem" -CAkey "$TMP/ca.key" -CAcreateserial \
+  -days 30 -extfile "$TMP/mx.ext" -out "$TMP/mx.pem" 2>/dev/null
 
 cp "$TMP/policy.toml" "$TMP/mta-stsd.toml"
 "$BIN" --config "$TMP/mta-stsd.toml" records > "$TMP/records.txt"
@@ -79,7 +107,7 @@ python3 - "$TMP" <<'EOF'
 import sys
 tmp = sys.argv[1]
 out = ["$TTL 300", "@ IN SOA ns1 hostmaster 1 3600 600 86400 300", "@ IN NS ns1",
-       "ns1 IN A 127.0.0.1", "mail IN A 127.0.0.1", "mx1 IN A 127.0.0.1"]
+       "ns1 IN A 127.0.0.1", "mail IN A 127.0.0.1", "mx1 IN A 127.0.0.3", "mx2 IN A 127.0.0.4"]
 domains = set()
 for line in open(f"{tmp}/records.txt"):
     if line.startswith(";") or not line.strip():
@@ -90,7 +118,15 @@ for line in open(f"{tmp}/records.txt"):
         domains.add(name[len("_mta-sts."):])
 for d in sorted(domains):
     out.append(f"{d} 300 IN MX 10 mx1.example.org.")
+    out.append(f"{d} 300 IN MX 20 mx2.example.org.")
 open(f"{tmp}/zone.db", "w").write("\n".join(out) + "\n")
+# The reference: the DNS questions drift asks per domain, for `dig -f`.
+with open(f"{tmp}/questions.txt", "w") as f:
+    for d in sorted(domains):
+        d = d.rstrip(".")
+        for q in (f"_mta-sts.{d} SOA", f"_mta-sts.{d} TXT", f"mta-sts.{d} A", f"mta-sts.{d} AAAA",
+                  f"_smtp._tls.{d} TXT", f"{d} MX", f"{d} MX"):
+            f.write(q + "\n")
 EOF
 
 cat > "$TMP/named.conf" <<EOF
@@ -102,10 +138,52 @@ zone "example.org" { type primary; file "$TMP/zone.db"; };
 EOF
 named -g -4 -c "$TMP/named.conf" > "$TMP/named.log" 2>&1 &
 PIDS+=($!)
+NAMED_PID=$!
 deadline=$((SECONDS + 20))
 until dig +tcp +short +time=1 +tries=1 -p "$DNS_PORT" @127.0.0.1 example.org SOA | grep -q hostmaster; do
   (( SECONDS < deadline )) || { cat "$TMP/named.log"; exit 1; }
   sleep 0.1
+done
+
+# --- Postfix: smtpd with STARTTLS on the two MX addresses (config as tests/it/harness/postfix.rs)
+PF="$TMP/pf"
+mkdir -p "$PF"; chmod 755 "$TMP" "$PF"
+cp "$TMP/mx.pem" "$TMP/mx.key" "$PF/"
+cat "$TMP/ca.pem" >> "$PF/mx.pem"
+: > "$PF/master.cf"
+for ip in 127.0.0.3 127.0.0.4; do
+  echo "$ip:$SMTP_PORT inet n - n - - smtpd -o smtpd_tls_security_level=may -o smtpd_tls_chain_files=$PF/mx.key,$PF/mx.pem" >> "$PF/master.cf"
+done
+printf 'tlsmgr unix - - n 1000? 1 tlsmgr\npostlog unix-dgram n - n - 1 postlogd\n' >> "$PF/master.cf"
+cat > "$PF/main.cf" <<EOF
+compatibility_level = 3.6
+config_directory = $PF
+queue_directory = $PF/queue
+data_directory = $PF/data
+mail_owner = postfix
+inet_interfaces = loopback-only
+inet_protocols = ipv4
+myhostname = mx1.example.org
+maillog_file = /dev/stdout
+smtpd_banner = \$myhostname ESMTP
+smtpd_tls_session_cache_database =
+local_recipient_maps =
+alias_maps =
+alias_database =
+smtpd_relay_restrictions = reject
+EOF
+mkdir -p "$PF/queue/pid" "$PF/queue/private" "$PF/queue/public" "$PF/data"
+chown postfix "$PF/queue/private" "$PF/data"; chown postfix:postdrop "$PF/queue/public"
+chmod 700 "$PF/queue/private" "$PF/data"; chmod 710 "$PF/queue/public"
+: > "$PF/queue/quick-start"
+postfix -c "$PF" start-fg > "$TMP/postfix.log" 2>&1 &
+PIDS+=($!)
+for ip in 127.0.0.3 127.0.0.4; do
+  deadline=$((SECONDS + 20))
+  until python3 -c "import socket,sys; s=socket.create_connection(('$ip',$SMTP_PORT),1); s.settimeout(2); sys.exit(s.recv(3)!=b'220')" 2>/dev/null; do
+    (( SECONDS < deadline )) || { cat "$TMP/postfix.log"; exit 1; }
+    sleep 0.1
+  done
 done
 
 cat >> "$TMP/mta-stsd.toml" <<EOF
@@ -113,6 +191,7 @@ cat >> "$TMP/mta-stsd.toml" <<EOF
 resolver = "127.0.0.1:$DNS_PORT"
 dns_port = $DNS_PORT
 https_port = $HTTPS_PORT
+smtp_port = $SMTP_PORT
 ca = "ca.pem"
 EOF
 "$BIN" --config "$TMP/mta-stsd.toml" check >/dev/null
@@ -120,6 +199,7 @@ EOF
 # --- the daemon; its own first drift run (1 s after start) is waited out ------------------
 RUST_LOG=info "$BIN" --config "$TMP/mta-stsd.toml" serve > "$TMP/serve.log" 2>&1 &
 PIDS+=($!)
+DAEMON_PID=$!
 deadline=$((SECONDS + 120))
 until grep -q "drift checked" "$TMP/serve.log"; do
   (( SECONDS < deadline )) || { tail -20 "$TMP/serve.log"; exit 1; }
@@ -127,32 +207,65 @@ until grep -q "drift checked" "$TMP/serve.log"; do
   sleep 0.2
 done
 
-# --- the runs ------------------------------------------------------------------------------
-now() { date +%s.%N; }
-TIMES=()
-for r in $(seq 1 "$RUNS"); do
-  t0=$(now)
-  set +e; "$BIN" --config "$TMP/mta-stsd.toml" drift --format json > "$TMP/drift.json"; rc=$?; set -e
-  t1=$(now)
-  TIMES+=("$t0" "$t1")
-  if [ "$rc" -ne 0 ]; then
-    echo "run $r: drift exited $rc (findings appear in the numbers; first ones:)" >&2
-    "$BIN" --config "$TMP/mta-stsd.toml" drift --format text | head -5 >&2 || true
-  fi
-done
+# --- the runs, each followed by the reference ---------------------------------------------
+# Reference, against the same BIND: `dig -f` asking the same DNS questions one after another
+# over UDP. Each round runs both, so that load from elsewhere weighs on both alike; CPU time
+# (drift itself, and the daemon and BIND answering it) is counted too, as load does not change it.
+python3 - "$BIN" "$TMP" "$DNS_PORT" "$N" "$RUNS" "$CONCURRENCY" "$DAEMON_PID" "$NAMED_PID" "$SANS" <<'EOF'
+import json, os, resource, statistics, subprocess, sys, time
+bin_, tmp, dns_port, n, runs, conc, daemon, named, sans = sys.argv[1:]
+n, runs, sans = int(n), int(runs), min(int(sans), int(n))
+tick = os.sysconf("SC_CLK_TCK")
 
-python3 - "$N" "$CONCURRENCY" "$TMP/drift.json" "${TIMES[@]}" <<'EOF'
-import json, statistics, sys
-n, conc, report = int(sys.argv[1]), sys.argv[2], json.load(open(sys.argv[3]))
-t = list(map(float, sys.argv[4:]))
-secs = [t[i + 1] - t[i] for i in range(0, len(t), 2)]
+def proc_cpu(pid):
+    f = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(f[11]) + int(f[12])) / tick
+
+def idle():
+    f = open("/proc/stat").readline().split()
+    return (int(f[4]) + int(f[5])) / tick
+
+def timed(cmd, out):
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    servers = proc_cpu(daemon) + proc_cpu(named)
+    i0, t0 = idle(), time.monotonic()
+    rc = subprocess.run(cmd, stdout=open(out, "w")).returncode
+    wall = time.monotonic() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    own = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return rc, wall, own, proc_cpu(daemon) + proc_cpu(named) - servers, idle() - i0
+
+questions = sum(1 for _ in open(f"{tmp}/questions.txt"))
+drift_cmd = [bin_, "--config", f"{tmp}/mta-stsd.toml", "drift", "--format", "json"]
+dig_cmd = ["dig", "-p", dns_port, "@127.0.0.1", "+notcp", "+time=2", "+tries=1", "+noall",
+           "+answer", "-f", f"{tmp}/questions.txt"]
+drift, ref = [], []
+for r in range(1, runs + 1):
+    rc, *m = timed(drift_cmd, f"{tmp}/drift.json")
+    if rc != 0:
+        print(f"run {r}: drift exited {rc}: findings weigh on the numbers", file=sys.stderr)
+    drift.append(m)
+    rc, *m = timed(dig_cmd, f"{tmp}/dig.out")
+    ref.append(m)
+report = json.load(open(f"{tmp}/drift.json"))
 c = report["counts"]
-print(f"{n} domains, one zone, local BIND + local daemon (HTTPS, one certificate with {n} SANs)")
+print(f"{n} domains, one zone, local BIND + local daemon (HTTPS, certificates of {sans} SANs)"
+      f" + Postfix (2 MX hosts, STARTTLS); {os.cpu_count()} cores")
 print(f"  concurrency (src/drift/mod.rs CONCURRENCY): {conc}")
 print(f"  last report: status {report['status']}, {c['critical']} critical, {c['warning']} warning, "
       f"{c['unknown']} could not check")
-for i, s in enumerate(secs, 1):
-    print(f"  run {i}: {s:6.2f} s  {n / s:8.0f} domains/s")
-med = statistics.median(secs)
-print(f"  median: {med:6.2f} s  {n / med:8.0f} domains/s")
+def show(name, rows, unit):
+    print(name)
+    for i, (wall, own, servers, idle_s) in enumerate(rows, 1):
+        print(f"  run {i}: {wall:6.2f} s  {n / wall:7.0f} domains/s   CPU: {own:5.2f} s own, "
+              f"{servers:5.2f} s daemon+BIND; cores idle meanwhile {idle_s:5.2f} s{unit}")
+    wall = statistics.median(r[0] for r in rows)
+    cpu = statistics.median(r[1] + r[2] for r in rows)
+    print(f"  median: {wall:6.2f} s  {n / wall:7.0f} domains/s   {n / cpu:7.0f} domains per CPU-second")
+    return wall, cpu
+dw, dc = show("drift (every check: DNS over UDP, HTTPS fetch, SMTP STARTTLS):", drift, "")
+rw, rc_ = show(f"reference: dig -f, the same {questions} DNS questions ({questions // n} a domain), "
+               "one at a time over UDP:", ref, "")
+print(f"ratio drift / reference: {rw / dw:.2f}x the domains per second (wall), "
+      f"{rc_ / dc:.2f}x the domains per CPU-second")
 EOF

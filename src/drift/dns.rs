@@ -1,13 +1,15 @@
 //! DNS as a sending MTA sees it: a recursive resolver for lookups, and direct questions to
-//! each authoritative nameserver. Over TCP, every exchange bounded in time.
+//! each authoritative nameserver. Over UDP with TCP fallback ([`super::transport`]), every
+//! exchange bounded in time.
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::{Name, RData, RecordType};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use std::sync::Arc;
+
+use super::transport::{Transport, UDP_PAYLOAD};
 
 const TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -17,6 +19,8 @@ pub struct Dns {
     pub resolver: SocketAddr,
     /// The port authoritative nameservers are asked on (53 but in tests).
     pub auth_port: u16,
+    /// The sockets, shared by every question of the run.
+    transport: Arc<Transport>,
 }
 
 /// An answer's records owned by the name asked (or along its CNAME chain), as text.
@@ -46,18 +50,19 @@ impl Dns {
         Ok(Dns {
             resolver,
             auth_port,
+            transport: Arc::default(),
         })
     }
 
     /// Asks the resolver (recursion desired).
     pub async fn lookup(&self, name: &str, rtype: RecordType) -> Result<Answer, String> {
-        ask(self.resolver, name, rtype, true, false).await
+        ask(&self.transport, self.resolver, name, rtype, true, false).await
     }
 
     /// Asks the resolver with DNSSEC OK and AD set (RFC 6840 §5.7), so its answer says whether
     /// it validated.
     pub async fn lookup_dnssec(&self, name: &str, rtype: RecordType) -> Result<Answer, String> {
-        ask(self.resolver, name, rtype, true, true).await
+        ask(&self.transport, self.resolver, name, rtype, true, true).await
     }
 
     /// Asks an authoritative nameserver directly.
@@ -68,6 +73,7 @@ impl Dns {
         rtype: RecordType,
     ) -> Result<Answer, String> {
         ask(
+            &self.transport,
             SocketAddr::new(ip, self.auth_port),
             name,
             rtype,
@@ -90,6 +96,7 @@ fn system_resolver() -> Result<SocketAddr, String> {
 }
 
 async fn ask(
+    transport: &Transport,
     server: SocketAddr,
     name: &str,
     rtype: RecordType,
@@ -103,27 +110,18 @@ async fn ask(
         .set_op_code(OpCode::Query)
         .set_recursion_desired(rd)
         .add_query(Query::query(qname, rtype));
+    // EDNS on every question, so that long TXT and TLSA answers fit UDP (RFC 6891).
+    let mut edns = Edns::new();
+    edns.set_max_payload(UDP_PAYLOAD).set_dnssec_ok(dnssec);
+    m.set_edns(edns);
     if dnssec {
-        let mut edns = Edns::new();
-        edns.set_dnssec_ok(true).set_max_payload(4096);
-        m.set_edns(edns).set_authentic_data(true);
+        m.set_authentic_data(true);
     }
     let bytes = m.to_vec().map_err(|e| e.to_string())?;
-    let exchange = async {
-        let mut s = TcpStream::connect(server).await?;
-        s.write_all(&(bytes.len() as u16).to_be_bytes()).await?;
-        s.write_all(&bytes).await?;
-        let len = s.read_u16().await?;
-        let mut buf = vec![0u8; usize::from(len)];
-        s.read_exact(&mut buf).await?;
-        Ok::<_, std::io::Error>(buf)
-    };
-    let buf = tokio::time::timeout(TIMEOUT, exchange)
+    let answer = tokio::time::timeout(TIMEOUT, transport.exchange(server, &bytes))
         .await
         .map_err(|_| format!("{server}: no answer within {TIMEOUT:?} for {name} {rtype}"))?
-        .map_err(|e| format!("{server}: {e} (asking {name} {rtype})"))?;
-    let answer =
-        Message::from_vec(&buf).map_err(|e| format!("{server}: unreadable answer: {e}"))?;
+        .map_err(|e| format!("{e} (asking {name} {rtype})"))?;
     let rcode = answer.response_code();
     if !matches!(rcode, ResponseCode::NoError | ResponseCode::NXDomain) {
         return Err(format!("{server}: {rcode} for {name} {rtype}"));

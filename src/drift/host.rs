@@ -13,8 +13,12 @@ pub async fn check(dns: &Dns, d: &Domain, findings: &mut Vec<Finding>) -> Option
     let host = format!("mta-sts.{}.", d.name);
     let mut addrs = Vec::new();
     let mut cnames = Vec::new();
-    for t in [RecordType::A, RecordType::AAAA] {
-        match dns.lookup(&host, t).await {
+    let (a, aaaa) = tokio::join!(
+        dns.lookup(&host, RecordType::A),
+        dns.lookup(&host, RecordType::AAAA)
+    );
+    for answer in [a, aaaa] {
+        match answer {
             Ok(a) => {
                 addrs.extend(a.addrs);
                 cnames.extend(a.cnames);

@@ -1,0 +1,130 @@
+//! How drift asks DNS, read from a real BIND's query log: over UDP, every question of a run
+//! from one socket; an answer too long for UDP (truncated, RFC 7766 §5) asked again over TCP
+//! and read whole.
+
+use std::collections::BTreeSet;
+use std::net::Ipv4Addr;
+
+use serde_json::Value;
+
+use crate::harness::dns::{free_port, DnsServer, Kind, Options, TsigKey};
+use crate::harness::{run_with_config, ConfigDir, MAIN};
+
+const NS: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 2);
+
+/// One question in BIND's query log: (client port, name, type, flags such as `+E(0)K`).
+fn questions(log: &str) -> Vec<(u16, String, String, String)> {
+    log.lines()
+        .filter_map(|l| {
+            // client @0x… 127.0.0.2#40000 (name): query: name IN TXT +E(0)K (127.0.0.2)
+            let (_, rest) = l.split_once("client @")?;
+            let port = rest.split_once('#')?.1.split_once(' ')?.0.parse().ok()?;
+            let q = rest.split_once("): query: ")?.1;
+            let f: Vec<&str> = q.split_whitespace().collect();
+            Some((port, f[0].to_owned(), f[2].to_owned(), f[3].to_owned()))
+        })
+        .collect()
+}
+
+#[test]
+fn udp_from_one_socket_and_tcp_for_a_truncated_answer() {
+    // A TLSRPT record with 40 rua URIs: ~1.7 KB, over the 1232-byte EDNS payload drift asks.
+    let rua: Vec<String> = (0..40)
+        .map(|i| format!("mailto:tls-reports-{i:02}@reports.example.org"))
+        .collect();
+    let text = format!("v=TLSRPTv1; rua={};", rua.join(","));
+    let chunks: Vec<String> = text
+        .as_bytes()
+        .chunks(200)
+        .map(|c| format!("\"{}\"", std::str::from_utf8(c).unwrap()))
+        .collect();
+    let long = format!("_smtp._tls.a TXT {}", chunks.join(" "));
+    let key = TsigKey::generate("transport-test", "hmac-sha256");
+    let dns = DnsServer::start_with(
+        Kind::Bind,
+        &Options {
+            ip: NS,
+            ns: vec![("ns1".into(), NS)],
+            querylog: true,
+            ..Options::default()
+        },
+        "example.org",
+        &key,
+        &[
+            &long,
+            "a MX 10 mx1",
+            "mx1 A 127.0.0.1",
+            "mta-sts.a CNAME mail",
+            "mail A 127.0.0.1",
+        ],
+    );
+    let port = dns.addr.port();
+    let dir = ConfigDir::new();
+    let uris: Vec<String> = rua.iter().map(|u| format!("\"{u}\"")).collect();
+    dir.write(
+        MAIN,
+        format!(
+            "[server]\nhttps = [\"127.0.0.1:{}\"]\n\n[tls]\nself_signed = true\n\n\
+             [policy]\nmode = \"enforce\"\nmx = [\"mx1.example.org\"]\nmax_age = 86400\n\n\
+             [dns]\ntarget = \"mail.example.org.\"\ntlsrpt = [{}]\n\n\
+             [domains.\"a.example.org\"]\n\n\
+             [drift]\nresolver = \"{NS}:{port}\"\ndns_port = {port}\nhttps_port = {}\nsmtp = false\n",
+            free_port(),
+            uris.join(", "),
+            free_port()
+        ),
+    );
+    // The harness asked its own questions while waiting for BIND to answer: not drift's.
+    let before = dns.log().len();
+    let out = run_with_config(&dir.config_path(), &["drift", "--format", "json"]);
+    let report: Value =
+        serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("{e}\n{}", out.dump()));
+    let findings = report["domains"][0]["findings"].as_array().unwrap();
+    // The long record was read whole: it is the configured one.
+    assert!(
+        !findings.iter().any(|f| f["check"] == "tlsrpt"),
+        "{report:#}"
+    );
+    // The other checks did run (no policy is served here): a real report, not an empty one.
+    assert!(
+        findings.iter().any(|f| f["check"] == "policy-fetch"),
+        "{report:#}"
+    );
+
+    let log = dns.log()[before..].to_owned();
+    let asked = questions(&log);
+    let tcp = |flags: &str| flags.contains('T');
+    let long_name = "_smtp._tls.a.example.org";
+    let over = |want_tcp: bool| {
+        asked
+            .iter()
+            .filter(|(_, n, t, f)| n == long_name && t == "TXT" && tcp(f) == want_tcp)
+            .count()
+    };
+    assert_eq!((over(false), over(true)), (1, 1), "{log}");
+    // Every other question over UDP only, each with EDNS (so TXT and TLSA answers fit).
+    let others: Vec<_> = asked.iter().filter(|(_, n, _, _)| n != long_name).collect();
+    for want in [
+        ("_mta-sts.a.example.org", "TXT"),
+        ("a.example.org", "MX"),
+        ("mta-sts.a.example.org", "A"),
+        ("mta-sts.a.example.org", "AAAA"),
+    ] {
+        assert!(
+            others
+                .iter()
+                .any(|(_, n, t, _)| (n.as_str(), t.as_str()) == want),
+            "{want:?} never asked\n{log}"
+        );
+    }
+    for (_, n, t, f) in &others {
+        assert!(!tcp(f) && f.contains("E(0)"), "{n} {t} {f}\n{log}");
+    }
+    // One UDP socket for the whole run.
+    let ports: BTreeSet<u16> = asked
+        .iter()
+        .filter(|(_, _, _, f)| !tcp(f))
+        .map(|(p, _, _, _)| *p)
+        .collect();
+    assert_eq!(ports.len(), 1, "{ports:?}\n{log}");
+}
