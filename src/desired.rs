@@ -3,7 +3,7 @@
 use mta_stsd_providers::Record;
 
 use crate::config::{Domain, Retiring};
-use crate::tlsrpt;
+use crate::rua;
 
 /// The names mta-stsd manages for a domain, fully qualified.
 pub struct Names {
@@ -55,7 +55,7 @@ pub fn records(domain: &Domain) -> Vec<Record> {
         out.push(Record::txt(
             n.tlsrpt,
             ttl,
-            tlsrpt::record_text(&domain.dns.tlsrpt),
+            rua::record_text(&domain.dns.tlsrpt),
         ));
     }
     out

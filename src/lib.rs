@@ -11,12 +11,13 @@
 //! - `clock`: the time the daemon reads and RFC 3339 for people. Uses: nothing.
 //! - `certs`: the crypto provider, configured certificate files and what they cover. Uses: nothing.
 //! - `policy`: the MTA-STS policy (RFC 8461 §3.2), its bytes and id. Uses: `name`.
+//! - `rua`: the TLS-RPT record we publish (RFC 8460 §3), its `rua` URIs. Uses: `name`.
 //! - `state`: `[state] dir`, the id history, atomic durable writes. Uses: `clock`.
-//! - `config`: TOML loaded, checked in full and resolved per domain. Uses: `certs`, `name`, `policy`.
-//! - `tlsrpt`: TLS-RPT (RFC 8460) record, reports, store, receiver. Uses: `clock`, `config`, `name`, `state`.
-//! - `desired`: the records and bodies the config wants, pure. Uses: `config`, `tlsrpt`.
+//! - `config`: TOML loaded, checked in full and resolved per domain. Uses: `certs`, `name`, `policy`, `rua`.
+//! - `tlsrpt`: TLS-RPT (RFC 8460) reports, their store and receiver. Uses: `clock`, `config`, `name`, `rua`, `state`.
+//! - `desired`: the records and bodies the config wants, pure. Uses: `config`, `rua`.
 //! - `dns`: plan (pure diff) and sync through the providers. Uses: `config`, `desired`.
-//! - `lifecycle`: removed domains on their way out (RFC 8461 §8.3). Uses: `certs`, `clock`, `config`, `name`, `policy`, `state`, `tlsrpt`.
+//! - `lifecycle`: removed domains on their way out (RFC 8461 §8.3). Uses: `certs`, `clock`, `config`, `name`, `policy`, `rua`, `state`.
 //! - `metrics`: the Prometheus registry and its handles. Uses: `tlsrpt`.
 //! - `alerts`: drift events to a webhook or command. Uses: `config`.
 //! - `drift`: the world as a sender sees it, against the config. Uses: `alerts`, `certs`, `clock`, `config`, `desired`, `dns`, `name`, `policy`, `state`, `tlsrpt`.
@@ -44,6 +45,7 @@ pub mod lifecycle;
 pub mod metrics;
 pub mod name;
 pub mod policy;
+pub mod rua;
 pub mod serve;
 pub mod state;
 pub mod tlsrpt;

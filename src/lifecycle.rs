@@ -11,8 +11,8 @@ use crate::certs::Coverage;
 use crate::config::{CertSource, Config, DnsSettings, Domain, Retiring};
 use crate::name::DomainName;
 use crate::policy::{Mode, Policy};
+use crate::rua::Rua;
 use crate::state::history::{DomainHistory, Event, History, SavedDns};
-use crate::tlsrpt::Rua;
 
 /// What to serve and publish now.
 #[derive(Debug, Default)]

@@ -24,7 +24,7 @@ pub use load::{load, Failed, Loaded};
 use crate::certs::CertFiles;
 use crate::name::DomainName;
 use crate::policy::Policy;
-use crate::tlsrpt::Rua;
+use crate::rua::Rua;
 
 /// Where the config is read from when neither `--config` nor `$MTA_STSD_CONFIG` says.
 pub const DEFAULT_PATH: &str = "/etc/mta-stsd/mta-stsd.toml";

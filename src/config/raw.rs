@@ -18,7 +18,7 @@ use super::{Acme, Challenge, Drift, ProviderConfig, Server, State};
 use crate::certs::CertFiles;
 use crate::name::{Converted, DomainName};
 use crate::policy::{Mode, MxPattern, MAX_AGE_LIMIT};
-use crate::tlsrpt::Rua;
+use crate::rua::Rua;
 
 mod alerts;
 mod delegation;

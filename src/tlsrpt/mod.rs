@@ -6,14 +6,14 @@ pub mod matching;
 pub mod metrics;
 pub mod receiver;
 mod report;
-mod rua;
 pub mod status;
 pub mod store;
 pub mod summary;
 pub mod task;
 
+/// Kept for drift and the fuzz targets, which still import them from here.
+pub use crate::rua::{record_text, Rua};
 pub use report::{is_sts_failure, FailureDetail, Malformed, PolicyResult, PolicyType, Report};
-pub use rua::{record_text, Rua};
 
 /// The store `[tlsrpt]` names, its SQLite file in `state_dir` (created when missing).
 pub fn backend(

@@ -1,4 +1,4 @@
-//! The `rua` URIs published in `_smtp._tls` TXT (RFC 8460 §3).
+//! The TLS-RPT record we publish (RFC 8460 §3): the `rua` URIs and the `_smtp._tls` TXT text.
 
 use std::fmt;
 
