@@ -1,13 +1,14 @@
-//! Certificates: the one crypto provider every TLS config uses, and the configured
-//! certificate files with the `mta-sts.<domain>` names each one covers.
+//! Certificates: the one crypto provider every TLS config uses, the one PEM reader (for the
+//! configured files and ACME's stored pairs), and the configured certificate files with the
+//! `mta-sts.<domain>` names each one covers.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rustls::crypto::CryptoProvider;
-
-use rustls_pki_types::pem::PemObject;
+use rustls::sign::CertifiedKey;
+use rustls_pki_types::pem::{self, PemObject};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use x509_parser::extensions::GeneralName;
 use x509_parser::prelude::{FromDer, X509Certificate};
@@ -16,6 +17,65 @@ use x509_parser::prelude::{FromDer, X509Certificate};
 /// needed.
 pub fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// Why a PEM certificate file could not be read: opening it, or what it holds.
+#[derive(Debug)]
+pub enum ReadError {
+    Open(pem::Error),
+    Content(pem::Error),
+}
+
+/// The certificates of a PEM file, in file order (a chain: leaf first).
+pub fn chain_file(path: &Path) -> Result<Vec<CertificateDer<'static>>, ReadError> {
+    CertificateDer::pem_file_iter(path)
+        .map_err(ReadError::Open)?
+        .collect::<Result<_, _>>()
+        .map_err(ReadError::Content)
+}
+
+/// The first private key of a PEM file.
+pub fn key_file(path: &Path) -> Result<PrivateKeyDer<'static>, pem::Error> {
+    PrivateKeyDer::from_pem_file(path)
+}
+
+/// The certificates of PEM text, in order (a chain: leaf first).
+pub fn chain_pem(text: &[u8]) -> Result<Vec<CertificateDer<'static>>, pem::Error> {
+    CertificateDer::pem_slice_iter(text).collect()
+}
+
+/// The first private key of PEM text.
+pub fn key_pem(text: &[u8]) -> Result<PrivateKeyDer<'static>, pem::Error> {
+    PrivateKeyDer::from_pem_slice(text)
+}
+
+/// A chain and its key as rustls serves them; an error if the key is not the leaf's.
+pub fn certified_key(
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+) -> Result<CertifiedKey, rustls::Error> {
+    CertifiedKey::from_der(chain, key, &provider())
+}
+
+/// The configured certificates, read when a config is (re)loaded; indexed like `[tls] certs`.
+#[derive(Debug, Default)]
+pub struct CertStore {
+    configured: Vec<Arc<CertifiedKey>>,
+}
+
+impl CertStore {
+    pub fn load(files: &[CertFiles]) -> Result<Self, String> {
+        let configured = files
+            .iter()
+            .map(|f| f.certified_key().map(Arc::new))
+            .collect::<Result<_, _>>()?;
+        Ok(CertStore { configured })
+    }
+
+    /// The `[tls] certs` entry at `i`, ready to serve.
+    pub fn configured(&self, i: usize) -> Option<Arc<CertifiedKey>> {
+        self.configured.get(i).cloned()
+    }
 }
 
 /// A `[tls] certs` entry, read and checked at load.
@@ -32,10 +92,10 @@ pub struct CertFiles {
 impl CertFiles {
     /// Reads the chain and key; the leaf's SANs decide which names it serves.
     pub fn load(cert: &Path, key: &Path) -> Result<Self, String> {
-        let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
-            .map_err(|e| format!("cannot read certificate {}: {e}", cert.display()))?
-            .collect::<Result<_, _>>()
-            .map_err(|e| format!("certificate {}: {e}", cert.display()))?;
+        let chain = chain_file(cert).map_err(|e| match e {
+            ReadError::Open(e) => format!("cannot read certificate {}: {e}", cert.display()),
+            ReadError::Content(e) => format!("certificate {}: {e}", cert.display()),
+        })?;
         let leaf = chain
             .first()
             .ok_or_else(|| format!("{}: no PEM certificate in the file", cert.display()))?;
@@ -55,13 +115,29 @@ impl CertFiles {
                 cert.display()
             ));
         }
-        PrivateKeyDer::from_pem_file(key)
+        key_file(key)
             .map_err(|e| format!("cannot read a PEM private key from {}: {e}", key.display()))?;
         Ok(CertFiles {
             cert: cert.to_owned(),
             key: key.to_owned(),
             names,
             not_after: x509.validity().not_after.timestamp(),
+        })
+    }
+
+    /// The pair read again, as served: when a config is swapped in.
+    fn certified_key(&self) -> Result<CertifiedKey, String> {
+        let (cert, key) = (&self.cert, &self.key);
+        let chain = chain_file(cert).map_err(|(ReadError::Open(e) | ReadError::Content(e))| {
+            format!("certificate {}: {e}", cert.display())
+        })?;
+        let private = key_file(key).map_err(|e| format!("private key {}: {e}", key.display()))?;
+        certified_key(chain, private).map_err(|e| {
+            format!(
+                "certificate {} and key {} do not go together: {e}",
+                cert.display(),
+                key.display()
+            )
         })
     }
 }

@@ -11,13 +11,11 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use instant_acme::{Account, AccountCredentials, BodyWrapper, HttpClient, NewAccount};
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::CertificateDer;
 use tracing::info;
 
 use super::store::Store;
 use super::AcmeError;
-use crate::certs::provider;
+use crate::certs::{self, provider};
 use crate::config;
 
 /// How long a connection to the ACME server may take to open.
@@ -29,13 +27,11 @@ const ACCOUNT_LOCK_STALE: Duration = Duration::from_secs(120);
 pub fn http_client(cfg: &config::Acme) -> Result<Box<dyn HttpClient>, AcmeError> {
     let mut extra = Vec::new();
     if let Some(ca) = &cfg.ca {
-        for cert in CertificateDer::pem_file_iter(ca)
-            .map_err(|e| AcmeError::Local(format!("[acme] ca {}: {e}", ca.display())))?
-        {
-            extra.push(
-                cert.map_err(|e| AcmeError::Local(format!("[acme] ca {}: {e}", ca.display())))?,
-            );
-        }
+        extra = certs::chain_file(ca).map_err(
+            |(certs::ReadError::Open(e) | certs::ReadError::Content(e))| {
+                AcmeError::Local(format!("[acme] ca {}: {e}", ca.display()))
+            },
+        )?;
     }
     let verifier = rustls_platform_verifier::Verifier::new_with_extra_roots(extra, provider())
         .map_err(|e| AcmeError::Local(format!("trust anchors for the ACME server: {e}")))?;

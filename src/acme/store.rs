@@ -15,14 +15,12 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use rustls::sign::CertifiedKey;
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use sha2::{Digest, Sha256};
 use tracing::warn;
 use x509_parser::extensions::GeneralName;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
-use crate::certs::provider;
+use crate::certs;
 
 /// A certificate from the store, ready to serve.
 #[derive(Debug, Clone)]
@@ -200,9 +198,7 @@ impl Drop for Lock {
 
 /// Checks the pair and reads the leaf's validity.
 fn parse(name: &str, chain_pem: &[u8], key_pem: &[u8]) -> Result<StoredCert, String> {
-    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(chain_pem)
-        .collect::<Result<_, _>>()
-        .map_err(|e| e.to_string())?;
+    let chain = certs::chain_pem(chain_pem).map_err(|e| e.to_string())?;
     let leaf = chain.first().ok_or("no PEM certificate in the file")?;
     let (_, x509) = X509Certificate::from_der(leaf).map_err(|e| e.to_string())?;
     let covers = x509
@@ -220,8 +216,8 @@ fn parse(name: &str, chain_pem: &[u8], key_pem: &[u8]) -> Result<StoredCert, Str
     }
     let not_before = x509.validity().not_before.timestamp();
     let not_after = x509.validity().not_after.timestamp();
-    let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| format!("key: {e}"))?;
-    let key = CertifiedKey::from_der(chain, key, &provider())
+    let key = certs::key_pem(key_pem).map_err(|e| format!("key: {e}"))?;
+    let key = certs::certified_key(chain, key)
         .map_err(|e| format!("certificate and key do not go together: {e}"))?;
     Ok(StoredCert {
         key: Arc::new(key),

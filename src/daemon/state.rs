@@ -9,9 +9,10 @@ use arc_swap::ArcSwap;
 use hashbrown::HashTable;
 
 use super::publish::Publication;
+use crate::certs::CertStore;
 use crate::config::{Config, Diagnostic, Domain};
 use crate::metrics::Metrics;
-use crate::serve::tls::{CertStore, SelfSigned};
+use crate::serve::tls::SelfSigned;
 use crate::state::history::History;
 
 /// Everything a request needs, built completely before it is swapped in: a request sees

@@ -5,12 +5,10 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex, OnceLock};
 
-use rustls::crypto::CryptoProvider;
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use rustls::ServerConfig;
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use rustls_pki_types::PrivateKeyDer;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::LazyConfigAcceptor;
@@ -19,44 +17,11 @@ use tracing::{info, warn};
 
 use super::devca::DevCa;
 use crate::acme::ACME_TLS_ALPN;
-use crate::certs::CertFiles;
 use crate::config::CertSource;
 use crate::daemon::state::Shared;
 
 /// Kept for `drift`, which still imports it from here.
 pub use crate::certs::provider;
-
-/// The configured certificates, read when a config is (re)loaded; indexed like `[tls] certs`.
-#[derive(Debug, Default)]
-pub struct CertStore {
-    configured: Vec<Arc<CertifiedKey>>,
-}
-
-impl CertStore {
-    pub fn load(files: &[CertFiles]) -> Result<Self, String> {
-        let provider = provider();
-        let configured = files
-            .iter()
-            .map(|f| load_certified_key(f, &provider).map(Arc::new))
-            .collect::<Result<_, _>>()?;
-        Ok(CertStore { configured })
-    }
-}
-
-fn load_certified_key(f: &CertFiles, provider: &CryptoProvider) -> Result<CertifiedKey, String> {
-    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&f.cert)
-        .and_then(|it| it.collect::<Result<_, _>>())
-        .map_err(|e| format!("certificate {}: {e}", f.cert.display()))?;
-    let key = PrivateKeyDer::from_pem_file(&f.key)
-        .map_err(|e| format!("private key {}: {e}", f.key.display()))?;
-    CertifiedKey::from_der(chain, key, provider).map_err(|e| {
-        format!(
-            "certificate {} and key {} do not go together: {e}",
-            f.cert.display(),
-            f.key.display()
-        )
-    })
-}
 
 /// Certificates for `self_signed = true`, signed by the development CA in `[state] dir`
 /// (throwaway self-signed ones if that directory cannot hold it), made on a name's first
@@ -106,7 +71,7 @@ fn make_self_signed(host: &str) -> Result<CertifiedKey, String> {
     let rcgen::CertifiedKey { cert, signing_key } =
         rcgen::generate_simple_self_signed(vec![host.to_owned()]).map_err(|e| e.to_string())?;
     let key = PrivateKeyDer::try_from(signing_key.serialize_der()).map_err(|e| e.to_string())?;
-    CertifiedKey::from_der(vec![cert.der().clone()], key, &provider()).map_err(|e| e.to_string())
+    crate::certs::certified_key(vec![cert.der().clone()], key).map_err(|e| e.to_string())
 }
 
 /// Chooses the certificate by SNI against the live config at handshake time.
@@ -126,7 +91,7 @@ impl ResolvesServerCert for Resolver {
             }
         };
         match cert {
-            CertSource::Configured(i) => live.certs.configured.get(i).cloned(),
+            CertSource::Configured(i) => live.certs.configured(i),
             CertSource::SelfSigned => self.0.self_signed.get(&live.config.state.dir, &host),
             // Until the manager has one, the handshake fails.
             CertSource::Acme => self.0.acme.cert(&host),
