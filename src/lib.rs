@@ -14,7 +14,8 @@
 //! - `rua`: the TLS-RPT record we publish (RFC 8460 §3), its `rua` URIs. Uses: `name`.
 //! - `state`: `[state] dir`, the id history, atomic durable writes. Uses: `clock`.
 //! - `config`: TOML loaded, checked in full and resolved per domain. Uses: `certs`, `name`, `policy`, `rua`.
-//! - `tlsrpt`: TLS-RPT (RFC 8460) reports, their store and receiver. Uses: `clock`, `config`, `name`, `rua`, `state`.
+//! - `live`: the snapshot a request reads: config, domain index, served certificates. Uses: `certs`, `clock`, `config`, `name`.
+//! - `tlsrpt`: TLS-RPT (RFC 8460) reports, their store and receiver. Uses: `clock`, `config`, `live`, `name`, `rua`, `state`.
 //! - `desired`: the records and bodies the config wants, pure. Uses: `config`, `rua`.
 //! - `dns`: plan (pure diff) and sync through the providers. Uses: `config`, `desired`.
 //! - `lifecycle`: removed domains on their way out (RFC 8461 §8.3). Uses: `certs`, `clock`, `config`, `name`, `policy`, `rua`, `state`.
@@ -22,8 +23,8 @@
 //! - `alerts`: drift events to a webhook or command. Uses: `config`.
 //! - `drift`: the world as a sender sees it, against the config. Uses: `alerts`, `certs`, `clock`, `config`, `desired`, `dns`, `name`, `policy`, `state`, `tlsrpt`.
 //! - `acme`: ACME (RFC 8555) certificates, challenge answers, the renewal task. Uses: `certs`, `clock`, `config`, `metrics`, `name`, `state`.
-//! - `serve`: the public listeners: TLS by SNI, HTTP/1.1 and HTTP/2, routing, limits. Uses: `acme`, `certs`, `config`, `metrics`, `name`, `state`.
-//! - `daemon`: wires the tasks together; reload, publication, shutdown. Uses: `acme`, `alerts`, `clock`, `config`, `desired`, `dns`, `drift`, `lifecycle`, `metrics`, `name`, `serve`, `state`, `tlsrpt`.
+//! - `serve`: the public listeners: TLS by SNI, HTTP/1.1 and HTTP/2, routing, limits. Uses: `acme`, `certs`, `config`, `live`, `metrics`, `name`, `state`.
+//! - `daemon`: wires the tasks together; reload, publication, shutdown. Uses: `acme`, `alerts`, `clock`, `config`, `desired`, `dns`, `drift`, `lifecycle`, `live`, `metrics`, `name`, `serve`, `state`, `tlsrpt`.
 //! - `admin`: `/healthz`, `/status`, `/metrics` on the admin listener. Uses: `acme`, `clock`, `config`, `daemon`, `desired`, `drift`, `name`, `serve`, `tlsrpt`.
 //! - `cli`: one function per command; anyhow stops here. Uses: `alerts`, `clock`, `config`, `daemon`, `desired`, `dns`, `drift`, `lifecycle`, `name`, `state`, `tlsrpt`.
 //! - `fuzzing`: ways in for the fuzz targets and property tests. Uses: `config`, `daemon`, `drift`, `policy`, `serve`, `tlsrpt`.
@@ -42,6 +43,7 @@ pub mod drift;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod lifecycle;
+pub mod live;
 pub mod metrics;
 pub mod name;
 pub mod policy;

@@ -6,10 +6,11 @@ use std::sync::Arc;
 
 use tracing::{error, info, warn};
 
-use super::state::{Live, Shared};
+use super::state::Shared;
 use crate::clock::unix_now;
 use crate::config::{Config, Retiring};
 use crate::lifecycle;
+use crate::live::Live;
 use crate::state::history::Event;
 
 /// A state ready to swap in, and what to record once it is served.

@@ -15,13 +15,14 @@ use mta_stsd_providers::{ProviderError, RData, Record};
 use tokio::sync::Notify;
 use tracing::{info, warn, Instrument};
 
-use super::state::{Live, Shared};
+use super::state::Shared;
 use crate::clock::unix_now;
 use crate::config::{Domain, Retiring};
 use crate::desired;
 use crate::dns::plan::{is_ours, STS_VERSION};
 use crate::dns::providers::{self, Providers};
 use crate::dns::sync;
+use crate::live::Live;
 
 /// Zones worked on at once.
 const ZONES_IN_PARALLEL: usize = 8;

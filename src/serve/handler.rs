@@ -10,7 +10,8 @@ use http::{Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Body;
 
-use crate::daemon::state::{Live, Shared};
+use crate::daemon::state::Shared;
+use crate::live::Live;
 
 /// RFC 8461 §3.3: the policy is at this path on `mta-sts.<domain>`.
 pub const POLICY_PATH: &str = "/.well-known/mta-sts.txt";

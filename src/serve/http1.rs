@@ -452,7 +452,7 @@ mod tests {
     use tokio::task::JoinHandle;
 
     use super::*;
-    use crate::daemon::state::Live;
+    use crate::live::Live;
     use crate::serve::handler::{route, POLICY_PATH};
 
     const BODY: &str =

@@ -103,7 +103,7 @@ where
 
 async fn receive<B>(
     shared: &Shared,
-    live: &crate::daemon::state::Live,
+    live: &crate::live::Live,
     limit: usize,
     req: Request<B>,
 ) -> (Outcome, String)
