@@ -65,6 +65,9 @@ pub enum Command {
         /// Output format.
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
+        /// Also list the checks that passed, with what each looked at.
+        #[arg(long)]
+        verbose: bool,
         /// Check only these domains (the others keep their previous findings).
         domains: Vec<String>,
     },
@@ -147,7 +150,11 @@ pub fn run(config_path: &Path, command: Command) -> Result<u8> {
         Command::Records { domains } => records(config_path, &domains),
         Command::Plan(a) => sync::run(config_path, false, &a.domains, a.format),
         Command::Apply(a) => sync::run(config_path, true, &a.domains, a.format),
-        Command::Drift { format, domains } => drift(config_path, format, &domains),
+        Command::Drift {
+            format,
+            verbose,
+            domains,
+        } => drift(config_path, format, verbose, &domains),
         Command::History { domain, format } => history(config_path, &domain, format),
         Command::Status {
             admin,
@@ -372,7 +379,7 @@ fn init_logging(format: LogFormat) {
 }
 
 /// `drift`: every check once; the exit code follows the monitoring-plugin convention.
-fn drift(path: &Path, format: Format, domains: &[String]) -> Result<u8> {
+fn drift(path: &Path, format: Format, verbose: bool, domains: &[String]) -> Result<u8> {
     let config = match load_valid(path) {
         // Not a config problem for monitoring: "could not check".
         Err(_) => return Ok(3),
@@ -399,6 +406,7 @@ fn drift(path: &Path, format: Format, domains: &[String]) -> Result<u8> {
         None,
         &stats,
         false,
+        verbose,
     ));
     if stats.failed.load(std::sync::atomic::Ordering::Relaxed) > 0 {
         let why = stats

@@ -63,7 +63,7 @@ async fn check_once(shared: &Shared, live: &super::state::Live) {
         .clone();
     let before = alert_counts(&shared.alerts);
     let report =
-        crate::drift::run_tracked(&live.config, None, previous, &shared.alerts, true).await;
+        crate::drift::run_tracked(&live.config, None, previous, &shared.alerts, true, false).await;
     let after = alert_counts(&shared.alerts);
     for (i, result) in ["delivered", "retried", "failed", "dropped"]
         .into_iter()

@@ -83,8 +83,13 @@ pub fn keep_unchecked(
 }
 
 /// Sets each finding's `since` from `previous` and returns what changed, in report order
-/// (cleared findings after the domain's current ones).
-pub fn compare(previous: Option<&Report>, current: &mut Report) -> Vec<Event> {
+/// (cleared findings after the domain's current ones). With `checked`, `current` covers those
+/// domains only: the others' findings did not clear.
+pub fn compare(
+    previous: Option<&Report>,
+    current: &mut Report,
+    checked: Option<&BTreeSet<String>>,
+) -> Vec<Event> {
     let now = current.checked_at;
     let mut before: HashMap<(&str, Check, &str), (Severity, u64, &str)> = HashMap::new();
     if let Some(p) = previous {
@@ -129,6 +134,9 @@ pub fn compare(previous: Option<&Report>, current: &mut Report) -> Vec<Event> {
     }
     if let Some(p) = previous {
         for d in &p.domains {
+            if checked.is_some_and(|c| !c.contains(&d.domain)) {
+                continue;
+            }
             for f in &d.findings {
                 if !seen.contains(&(d.domain.clone(), f.check, f.key().to_owned())) {
                     events.push(Event {
@@ -159,18 +167,18 @@ mod tests {
     fn appear_stay_change_clear() {
         let mx = |s, m: &str| Finding::new(s, Check::MxTls, m, "h").about("mx1 127.0.0.1:25");
         let mut r1 = report(100, vec![mx(Severity::Warning, "expires in 13 days")]);
-        let e = compare(None, &mut r1);
+        let e = compare(None, &mut r1, None);
         assert_eq!(e.len(), 1);
         assert_eq!((e[0].event, e[0].since), (Kind::Appeared, 100));
         // The message changes (a day passed), the identity does not: nothing fires.
         let mut r2 = report(200, vec![mx(Severity::Warning, "expires in 12 days")]);
-        assert_eq!(compare(Some(&r1), &mut r2), vec![]);
+        assert_eq!(compare(Some(&r1), &mut r2, None), vec![]);
         assert_eq!(r2.domains[0].findings[0].since, 100);
         let mut r3 = report(300, vec![mx(Severity::Critical, "expires in 2 days")]);
-        let e = compare(Some(&r2), &mut r3);
+        let e = compare(Some(&r2), &mut r3, None);
         assert_eq!((e.len(), e[0].event, e[0].since), (1, Kind::Changed, 100));
         let mut r4 = report(400, vec![]);
-        let e = compare(Some(&r3), &mut r4);
+        let e = compare(Some(&r3), &mut r4, None);
         assert_eq!(
             (e.len(), e[0].event, e[0].severity),
             (1, Kind::Cleared, Severity::Ok)
@@ -178,6 +186,29 @@ mod tests {
         // The report round-trips through its JSON, as it does through the state file.
         let back: Report = serde_json::from_str(&r3.json()).unwrap();
         let mut r5 = report(500, vec![mx(Severity::Critical, "expires in 1 days")]);
-        assert_eq!(compare(Some(&back), &mut r5), vec![]);
+        assert_eq!(compare(Some(&back), &mut r5, None), vec![]);
+    }
+
+    #[test]
+    fn a_subset_run_clears_only_its_own_domains() {
+        let f = || Finding::new(Severity::Critical, Check::StsTxt, "stale id", "h");
+        let previous = Report::new(
+            100,
+            vec![
+                DomainReport::new("a.example".into(), vec![f()]),
+                DomainReport::new("b.example".into(), vec![f()]),
+            ],
+        );
+        let only: BTreeSet<String> = ["b.example".to_owned()].into();
+        let mut now = Report::new(200, vec![DomainReport::new("b.example".into(), vec![])]);
+        let e = compare(Some(&previous), &mut now, Some(&only));
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert_eq!(
+            (e[0].event, e[0].domain.as_str()),
+            (Kind::Cleared, "b.example")
+        );
+        let kept = keep_unchecked(Some(&previous), now, &only);
+        assert_eq!(kept.domains[0].findings.len(), 1, "a kept as it was");
+        assert!(kept.domains[1].findings.is_empty());
     }
 }

@@ -111,7 +111,12 @@ impl Dane {
 
     fn judge(&self, mx: &str, name: &str) -> Vec<Finding> {
         let (authentic, total, usable, verdicts) = match self {
-            Dane::Absent => return Vec::new(),
+            Dane::Absent => {
+                return vec![Finding::passed(
+                    Check::Dane,
+                    format!("no TLSA at {name}: DANE not in use for MX {mx}"),
+                )]
+            }
             Dane::Unknown(e) => {
                 return vec![Finding::new(
                     Severity::Unknown,
@@ -160,7 +165,15 @@ impl Dane {
             )];
         }
         if mismatched.is_empty() {
-            return Vec::new();
+            let at: Vec<String> = verdicts.iter().map(|(a, _)| a.to_string()).collect();
+            return vec![Finding::passed(
+                Check::Dane,
+                format!(
+                    "{} usable TLSA record(s) at {name}, DNSSEC-validated, match at {}",
+                    usable.len(),
+                    at.join(", ")
+                ),
+            )];
         }
         vec![Finding::new(
             Severity::Critical,

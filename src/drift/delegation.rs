@@ -38,7 +38,13 @@ pub async fn check(dns: &Dns, d: &Domain) -> Vec<Finding> {
             }
         };
         let message = match found {
-            Some(t) if t.eq_ignore_ascii_case(target) => continue,
+            Some(t) if t.eq_ignore_ascii_case(target) => {
+                findings.push(Finding::passed(
+                    Check::Delegation,
+                    format!("{} is a CNAME to {target}", want.name),
+                ));
+                continue;
+            }
             Some(t) => format!("{} is a CNAME to {t}, not to {target}", want.name),
             None => format!("{} is not a CNAME to {target}", want.name),
         };

@@ -145,6 +145,12 @@ async fn fetch(
         }
     };
     let mut findings = Vec::new();
+    let version = stream
+        .get_ref()
+        .1
+        .protocol_version()
+        .map(|v| format!("{v:?}"))
+        .unwrap_or_default();
     if let Some(leaf) = stream
         .get_ref()
         .1
@@ -160,13 +166,19 @@ async fn fetch(
             } else {
                 None
             };
-            if let Some(severity) = severity {
-                findings.push(Finding::new(
+            match severity {
+                Some(severity) => findings.push(Finding::new(
                     severity,
                     Check::Certificate,
                     format!("the certificate of {host} expires in {days} days"),
                     "renew it (certbot renew, or [acme])",
-                ));
+                )),
+                None => findings.push(Finding::passed(
+                    Check::Certificate,
+                    format!(
+                        "the certificate of {host} is valid for it ({version}), {days} days left"
+                    ),
+                )),
             }
         }
     }
@@ -256,6 +268,16 @@ async fn fetch(
                 String::from_utf8_lossy(&body)
             ),
             "serve the body `mta-stsd policy <domain>` prints (is another server answering?)",
+        ));
+    }
+    if !findings.iter().any(|f| f.check == Check::PolicyFetch) {
+        findings.push(Finding::passed(
+            Check::PolicyFetch,
+            format!(
+                "GET https://{host}{POLICY_PATH}: 200 text/plain, {} bytes, the policy served for id {}",
+                body.len(),
+                d.policy.id().as_str()
+            ),
         ));
     }
     findings

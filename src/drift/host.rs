@@ -55,5 +55,14 @@ pub async fn check(dns: &Dns, d: &Domain, findings: &mut Vec<Finding>) -> Option
         return None;
     }
     addrs.dedup();
+    let shown: Vec<String> = addrs.iter().map(ToString::to_string).collect();
+    let via = cnames
+        .first()
+        .map(|c| format!(" (CNAME to {c})"))
+        .unwrap_or_default();
+    findings.push(Finding::passed(
+        Check::PolicyHost,
+        format!("{host}{via} resolves to {}", shown.join(", ")),
+    ));
     Some(addrs)
 }

@@ -45,12 +45,15 @@ const CHUNK: usize = 1024;
 /// Runs every check for the domains of `only` (all without), against the previous run's
 /// findings kept in the state directory: `since` carried over, each appearance, change and
 /// clearing logged (with `log`) and sent to `[alerts]`; the findings kept for the next run.
+/// The report returned covers the domains of `only`; with `verbose`, it keeps what each check
+/// that passed looked at.
 pub async fn run_tracked(
     config: &Config,
     only: Option<&BTreeSet<String>>,
     previous: Option<Arc<Report>>,
     stats: &crate::alerts::Stats,
     log: bool,
+    verbose: bool,
 ) -> Report {
     let path = changes::state_path(config);
     let previous = match previous {
@@ -63,11 +66,9 @@ pub async fn run_tracked(
             }
         },
     };
-    let mut report = run(config, only).await;
-    if let Some(only) = only {
-        report = changes::keep_unchecked(previous.as_deref(), report, only);
-    }
-    let events = changes::compare(previous.as_deref(), &mut report);
+    let mut checked = run(config, only, verbose).await;
+    // Events and `since` from this run's domains alone.
+    let events = changes::compare(previous.as_deref(), &mut checked, only);
     if log {
         for e in &events {
             let check = e.check.name();
@@ -86,7 +87,16 @@ pub async fn run_tracked(
             }
         }
     }
-    if let Err(e) = changes::save(&path, &report) {
+    // Kept for the next run: the other domains' findings as they were, no passed checks.
+    let saved = match (only, verbose) {
+        (None, false) => changes::save(&path, &checked),
+        (None, true) => changes::save(&path, &checked.clone().without_passed()),
+        (Some(only), _) => changes::save(
+            &path,
+            &changes::keep_unchecked(previous.as_deref(), checked.clone().without_passed(), only),
+        ),
+    };
+    if let Err(e) = saved {
         warn!(path = %path.display(), error = %e, "cannot keep the drift findings; the next run alerts again");
     }
     if let Some(alerts) = &config.alerts {
@@ -95,11 +105,13 @@ pub async fn run_tracked(
             Err(e) => warn!(error = %e, "no TLS for the alert webhook"),
         }
     }
-    report
+    checked
 }
 
-/// Runs every check for the domains of `only` (every domain without).
-pub async fn run(config: &Config, only: Option<&BTreeSet<String>>) -> Report {
+/// Runs every check for the domains of `only` (every domain without); with `verbose`, each
+/// domain's report keeps what its passed checks looked at (else dropped as each domain ends:
+/// a million domains' would weigh gigabytes).
+pub async fn run(config: &Config, only: Option<&BTreeSet<String>>, verbose: bool) -> Report {
     let now = crate::daemon::state::unix_now();
     let drift = &config.drift;
     let setup = Dns::new(drift.resolver, drift.dns_port).and_then(|dns| {
@@ -153,7 +165,7 @@ pub async fn run(config: &Config, only: Option<&BTreeSet<String>>) -> Report {
             let cached = mx::cached(&history, d, now);
             async move {
                 let _p = permits.acquire().await.expect("never closed");
-                check_domain(
+                let mut report = check_domain(
                     dns,
                     (tls, fetches),
                     zones,
@@ -163,7 +175,11 @@ pub async fn run(config: &Config, only: Option<&BTreeSet<String>>) -> Report {
                     drift.https_port,
                     now as i64,
                 )
-                .await
+                .await;
+                if !verbose {
+                    report.passed = Vec::new();
+                }
+                report
             }
         }))
         .await;

@@ -102,6 +102,22 @@ pub async fn check(dns: &Dns, d: &Domain, cached: &[Cached]) -> Vec<Finding> {
             ));
         }
     }
+    if findings.is_empty() {
+        let shown: Vec<&str> = hosts.iter().map(|h| h.trim_end_matches('.')).collect();
+        findings.push(Finding::passed(
+            Check::Mx,
+            format!(
+                "MX {} covered by the policy's mx patterns ({})",
+                shown.join(", "),
+                d.policy
+                    .mx
+                    .iter()
+                    .map(|p| p.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        ));
+    }
     findings
 }
 

@@ -106,6 +106,11 @@ impl Finding {
         }
     }
 
+    /// A check that passed, and what it looked at (for `drift --verbose`).
+    pub fn passed(check: Check, looked_at: impl Into<String>) -> Self {
+        Finding::new(Severity::Ok, check, looked_at, "")
+    }
+
     /// Names what the finding is about, so that its identity survives a changed message.
     pub fn about(mut self, subject: impl Into<String>) -> Self {
         self.subject = subject.into();
@@ -122,15 +127,37 @@ impl Finding {
     }
 }
 
+/// A check that found nothing wrong, and what it looked at.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Passed {
+    pub check: Check,
+    pub looked_at: String,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DomainReport {
     pub domain: String,
     pub status: Severity,
     pub findings: Vec<Finding>,
+    /// Only with `drift --verbose`; never kept in the state directory.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub passed: Vec<Passed>,
 }
 
 impl DomainReport {
-    pub fn new(domain: String, mut findings: Vec<Finding>) -> Self {
+    /// Findings of severity `ok` are checks that passed: kept apart, in check order.
+    pub fn new(domain: String, findings: Vec<Finding>) -> Self {
+        let (ok, mut findings): (Vec<Finding>, Vec<Finding>) = findings
+            .into_iter()
+            .partition(|f| f.severity == Severity::Ok);
+        let mut passed: Vec<Passed> = ok
+            .into_iter()
+            .map(|f| Passed {
+                check: f.check,
+                looked_at: f.message,
+            })
+            .collect();
+        passed.sort_by_key(|p| p.check);
         findings.sort_by(|a, b| b.severity.cmp(&a.severity).then(a.check.cmp(&b.check)));
         let status = findings
             .iter()
@@ -141,6 +168,7 @@ impl DomainReport {
             domain,
             status,
             findings,
+            passed,
         }
     }
 }
@@ -194,7 +222,16 @@ impl Report {
         }
     }
 
-    /// First line: the plugin summary; then one line per finding, grouped by domain, worst first.
+    /// Drops what the checks that passed looked at (kept only for `drift --verbose`).
+    pub fn without_passed(mut self) -> Self {
+        for d in &mut self.domains {
+            d.passed = Vec::new();
+        }
+        self
+    }
+
+    /// First line: the plugin summary; then one line per finding, grouped by domain, worst
+    /// first, each domain's passed checks (if kept) after its findings.
     pub fn text(&self) -> String {
         let c = &self.counts;
         let mut out = format!(
@@ -219,6 +256,9 @@ impl Report {
                     f.message,
                     f.hint
                 );
+            }
+            for p in &d.passed {
+                let _ = writeln!(out, "OK {} [{}] {}", d.domain, p.check.name(), p.looked_at);
             }
         }
         out

@@ -218,12 +218,16 @@ fn judge(host: &Host, mode: Mode, now: i64, out: &mut Vec<Finding>) {
                     } else {
                         None
                     };
-                    if let Some(severity) = severity {
-                        out.push(f(
+                    match severity {
+                        Some(severity) => out.push(f(
                             severity,
                             format!("the certificate of {at} expires in {days} days"),
                             "renew the MX certificate",
-                        ));
+                        )),
+                        None => out.push(Finding::passed(
+                            Check::MxTls,
+                            format!("{at}: STARTTLS, {:?}, certificate valid for {mx}, {days} days left", s.version),
+                        )),
                     }
                 }
             }

@@ -28,8 +28,18 @@ pub async fn check(dns: &Dns, d: &Domain) -> Vec<Finding> {
     };
     let want = (!d.dns.tlsrpt.is_empty()).then(|| record_text(&d.dns.tlsrpt));
     let (severity, message, hint) = match (&want, ours.as_slice()) {
-        (None, []) => return Vec::new(),
-        (Some(w), [one]) if same_record(one, w) => return Vec::new(),
+        (None, []) => {
+            return vec![Finding::passed(
+                Check::Tlsrpt,
+                format!("{name}: no v=TLSRPTv1 record, and none configured"),
+            )]
+        }
+        (Some(w), [one]) if same_record(one, w) => {
+            return vec![Finding::passed(
+                Check::Tlsrpt,
+                format!("{name} TXT {one:?}, as configured"),
+            )]
+        }
         (None, found) => (
             Severity::Warning,
             format!("{name} publishes {found:?} but the config has no tlsrpt"),

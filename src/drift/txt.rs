@@ -92,13 +92,34 @@ pub async fn check(dns: &Dns, domain: &str, ns: &NsSet, want_id: &str) -> Vec<Fi
         ));
     }
     let several = views.len() > 1;
+    if let (false, Some(servers)) = (several, views.values().next()) {
+        findings.push(Finding::passed(
+            Check::NsAgreement,
+            format!(
+                "{} nameserver(s) of {} agree on {name}",
+                servers.len(),
+                ns.zone
+            ),
+        ));
+    }
     for (records, servers) in &views {
         let who = if several {
             format!(" (at {})", servers.join(", "))
         } else {
             String::new()
         };
-        findings.extend(judge(&name, records, want_id, &who));
+        findings.extend(judge(&name, records, want_id, &who).or_else(|| {
+            // Sorted: the answers come in any order.
+            let mut at = servers.clone();
+            at.sort();
+            Some(Finding::passed(
+                Check::StsTxt,
+                format!(
+                    "{name} TXT at {}: id {want_id}, the served policy's",
+                    at.join(", ")
+                ),
+            ))
+        }));
     }
     findings
 }
