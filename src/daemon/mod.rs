@@ -1,6 +1,7 @@
 //! `serve`: load, bind every listener, tell systemd we are ready, reload on change, and shut
 //! down gracefully on SIGTERM/SIGINT.
 
+pub mod admin;
 pub mod drift;
 pub mod lifecycle;
 pub mod publish;
@@ -23,7 +24,7 @@ use tracing::{error, info, warn};
 use crate::config;
 use crate::serve::conns::Conns;
 use crate::serve::listener::{Kind, Listener};
-use crate::serve::tls;
+use crate::serve::{tls, Respond};
 use state::Shared;
 
 /// Admin connections have their own small cap, apart from the public one.
@@ -90,9 +91,15 @@ async fn serve(config_path: &Path, loaded: config::Loaded) -> Result<u8> {
     let tracker = TaskTracker::new();
     let limits = &server.limits;
     let public = Conns::new(limits.max_connections, limits.max_connections_per_ip);
+    let site = Arc::new(shared.site());
+    let reports: Respond = {
+        let shared = shared.clone();
+        Arc::new(move |req| Box::pin(crate::tlsrpt::receiver::respond(shared.clone(), req)))
+    };
     let listener = |kind: Kind, conns: Arc<Conns>| Listener {
         kind,
-        shared: shared.clone(),
+        site: site.clone(),
+        reports: reports.clone(),
         limits: server.limits.clone(),
         conns,
         trusted_proxies: server.trusted_proxies.clone().into(),
@@ -101,7 +108,7 @@ async fn serve(config_path: &Path, loaded: config::Loaded) -> Result<u8> {
     };
 
     // Bind everything before announcing readiness: a port in use fails the start.
-    let tls_config = tls::server_config(shared.clone());
+    let tls_config = tls::server_config(site.clone());
     let mut bound = Vec::new();
     for addr in &server.https {
         let socket = bind("https", *addr).await?;
@@ -117,7 +124,14 @@ async fn serve(config_path: &Path, loaded: config::Loaded) -> Result<u8> {
     if let Some(addr) = server.admin {
         let socket = bind("admin", addr).await?;
         let conns = Conns::new(ADMIN_CONNECTIONS, ADMIN_CONNECTIONS);
-        bound.push((listener(Kind::Admin, conns), socket));
+        let admin: Respond = {
+            let shared = shared.clone();
+            Arc::new(move |req| {
+                let shared = shared.clone();
+                Box::pin(async move { admin::respond(&shared, &req).await })
+            })
+        };
+        bound.push((listener(Kind::Admin(admin), conns), socket));
     }
     let accept_loops: Vec<_> = bound
         .into_iter()

@@ -10,6 +10,7 @@ use super::publish::Publication;
 use crate::config::Diagnostic;
 use crate::metrics::Metrics;
 use crate::serve::tls::SelfSigned;
+use crate::serve::Site;
 use crate::state::history::History;
 
 /// The outcome of the last (re)load, for `/status` and logs.
@@ -24,10 +25,10 @@ pub struct ReloadStatus {
 #[derive(Debug)]
 pub struct Shared {
     pub config_path: PathBuf,
-    pub live: ArcSwap<Live>,
+    pub live: Arc<ArcSwap<Live>>,
     pub last_reload: Mutex<ReloadStatus>,
-    pub self_signed: SelfSigned,
-    pub metrics: Metrics,
+    pub self_signed: Arc<SelfSigned>,
+    pub metrics: Arc<Metrics>,
     pub started_at: u64,
     pub publication: Mutex<Publication>,
     /// Wakes the publisher after a reload swapped in a new config.
@@ -37,7 +38,7 @@ pub struct Shared {
     /// `[alerts]` deliveries and failures.
     pub alerts: crate::alerts::Stats,
     /// ACME certificates, challenge answers and order status.
-    pub acme: crate::acme::AcmeState,
+    pub acme: Arc<crate::acme::AcmeState>,
     /// The id history and retirements, in `[state] dir`.
     pub history: Mutex<History>,
     /// The last failure to write the state directory, for `/status`.
@@ -74,15 +75,15 @@ impl Shared {
                 ok: true,
                 problems: warnings,
             }),
-            live: ArcSwap::from_pointee(live),
-            self_signed: SelfSigned::default(),
-            metrics,
+            live: Arc::new(ArcSwap::from_pointee(live)),
+            self_signed: Arc::default(),
+            metrics: Arc::new(metrics),
             started_at: now,
             publication: Mutex::new(Publication::default()),
             publish_wake: tokio::sync::Notify::new(),
             drift: Mutex::new(None),
             alerts: crate::alerts::Stats::default(),
-            acme: crate::acme::AcmeState::default(),
+            acme: Arc::default(),
             history: Mutex::new(history),
             state_error: Mutex::new(None),
             lifecycle_wake: tokio::sync::Notify::new(),
@@ -93,6 +94,16 @@ impl Shared {
         };
         shared.publish_cert_metrics();
         Arc::new(shared)
+    }
+
+    /// What the public listeners read of all this.
+    pub fn site(&self) -> Site {
+        Site {
+            live: self.live.clone(),
+            self_signed: self.self_signed.clone(),
+            acme: self.acme.clone(),
+            metrics: self.metrics.clone(),
+        }
     }
 
     /// Sets the expiry gauge of every configured certificate.

@@ -10,7 +10,7 @@ use http::{Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Body;
 
-use crate::daemon::state::Shared;
+use super::Site;
 use crate::live::Live;
 
 /// RFC 8461 §3.3: the policy is at this path on `mta-sts.<domain>`.
@@ -81,9 +81,9 @@ impl Answer {
 
 /// The public listeners' answer to `req`, counted in the metrics. `http01`: a plain listener,
 /// where ACME HTTP-01 validation requests come (RFC 8555 §8.3).
-pub fn answer(shared: &Shared, http01: bool, req: &Head<'_>) -> Answer {
+pub fn answer(site: &Site, http01: bool, req: &Head<'_>) -> Answer {
     let a = match http01
-        .then(|| shared.acme.http01_body(req.method, req.path))
+        .then(|| site.acme.http01_body(req.method, req.path))
         .flatten()
     {
         // RFC 8555 §8.3: the body is the key authorization; any media type is accepted,
@@ -94,9 +94,9 @@ pub fn answer(shared: &Shared, http01: bool, req: &Head<'_>) -> Answer {
             body,
             allow: None,
         },
-        None => route(&shared.live.load(), req),
+        None => route(&site.live.load(), req),
     };
-    shared.metrics.request(a.status.as_u16());
+    site.metrics.request(a.status.as_u16());
     a
 }
 
@@ -158,7 +158,7 @@ fn same_site(sni: &str, host: &str) -> bool {
 
 /// [`answer`] for hyper (HTTP/2, and h2c on the plain listeners); `sni` on TLS.
 pub fn respond<B: Body>(
-    shared: &Shared,
+    site: &Site,
     http01: bool,
     sni: Option<&str>,
     trusted: bool,
@@ -189,7 +189,7 @@ pub fn respond<B: Body>(
         ),
     }
     .via(trusted);
-    let a = answer(shared, http01, &head);
+    let a = answer(site, http01, &head);
     let len = a.body.len();
     let body = if req.method() == Method::HEAD {
         Bytes::new()

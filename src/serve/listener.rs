@@ -23,24 +23,25 @@ use tracing::{debug, warn, Instrument};
 use super::conns::{AddressFull, Conns, Slot};
 use super::handler::Head;
 use super::idle::Idle;
-use super::{handler, http1, tls};
-use crate::admin;
+use super::{handler, http1, tls, Respond, Site};
 use crate::config::Limits;
-use crate::daemon::state::Shared;
 
 /// What a listener serves.
 #[derive(Clone)]
 pub enum Kind {
     Https(Arc<ServerConfig>),
     Http,
-    Admin,
+    /// The admin listener: every request goes to the daemon's admin service.
+    Admin(Respond),
 }
 
 /// Everything an accept loop needs; cloned into each connection task.
 #[derive(Clone)]
 pub struct Listener {
     pub kind: Kind,
-    pub shared: Arc<Shared>,
+    pub site: Arc<Site>,
+    /// Answers the `[tlsrpt] hosts` connections: the report receiver.
+    pub reports: Respond,
     pub limits: Limits,
     /// Shared by the public listeners; the admin listener has its own, so a flood of public
     /// connections never locks the operator out.
@@ -56,7 +57,7 @@ impl Listener {
     /// the global cap the quietest connection is closed to make room, or, while every one is
     /// busy, new connections wait in the kernel's backlog.
     pub async fn run(mut self, socket: TcpListener) {
-        let public = !matches!(self.kind, Kind::Admin);
+        let public = !matches!(self.kind, Kind::Admin(_));
         let mut backoff = Duration::from_millis(10);
         loop {
             let (tcp, peer) = tokio::select! {
@@ -77,7 +78,7 @@ impl Listener {
                 Ok(a) => a,
                 Err(AddressFull) => {
                     if public {
-                        self.shared.metrics.connections_refused.inc();
+                        self.site.metrics.connections_refused.inc();
                     }
                     debug!(%peer, "closed: the address holds max_connections_per_ip already");
                     continue;
@@ -93,7 +94,7 @@ impl Listener {
             self.tracker.spawn(
                 async move {
                     if public {
-                        this.shared.metrics.connections.inc();
+                        this.site.metrics.connections.inc();
                     }
                     let slot = admission.slot.clone();
                     // A peer on a dual-stack socket may appear as ::ffff:a.b.c.d.
@@ -103,13 +104,13 @@ impl Listener {
                         _ = this.connection(tcp, slot.clone(), trusted) => {}
                         _ = slot.evicted() => {
                             if public {
-                                this.shared.metrics.connections_evicted.inc();
+                                this.site.metrics.connections_evicted.inc();
                             }
                             debug!("closed to make room for a new connection");
                         }
                     }
                     if public {
-                        this.shared.metrics.connections.dec();
+                        this.site.metrics.connections.dec();
                     }
                     drop(admission);
                 }
@@ -126,7 +127,7 @@ impl Listener {
             Kind::Https(config) => {
                 // Boxed, as is every state that is not the idle one, so that the task of an
                 // idle connection is no bigger than that state needs.
-                let handshake = Box::pin(tls::accept(io, &self.shared, config.clone()));
+                let handshake = Box::pin(tls::accept(io, &self.site, config.clone()));
                 match tokio::time::timeout(self.limits.handshake_timeout, handshake).await {
                     Ok(Ok(mut stream)) if tls::is_acme_validation(&stream) => {
                         debug!("ACME TLS-ALPN-01 validation handshake done");
@@ -147,18 +148,18 @@ impl Listener {
                         }
                     }
                     Ok(Err(e)) => {
-                        self.shared.metrics.tls_handshake_failures.inc();
+                        self.site.metrics.tls_handshake_failures.inc();
                         debug!(error = %e, "TLS handshake failed");
                     }
                     Err(_) => {
-                        self.shared.metrics.tls_handshake_failures.inc();
+                        self.site.metrics.tls_handshake_failures.inc();
                         debug!("TLS handshake timed out");
                     }
                 }
             }
             // Plain HTTP: HTTP/1.1, or HTTP/2 with prior knowledge (h2c).
             Kind::Http => self.http1(io, true, None, trusted).await,
-            Kind::Admin => Box::pin(self.http(io, false, None, false)).await,
+            Kind::Admin(_) => Box::pin(self.http(io, false, None, false)).await,
         }
     }
 
@@ -176,9 +177,9 @@ impl Listener {
             header_timeout: self.limits.header_timeout,
             h2c: plain,
         };
-        let shared = &self.shared;
+        let site = &self.site;
         let served = http1::serve(io, &opts, self.shutdown.clone(), |head| {
-            handler::answer(shared, plain, &Head { sni, ..*head }.via(trusted))
+            handler::answer(site, plain, &Head { sni, ..*head }.via(trusted))
         })
         .await;
         if let http1::Served::H2c(io, read) = served {
@@ -188,7 +189,7 @@ impl Listener {
 
     fn is_report_host<IO>(&self, stream: &tokio_rustls::server::TlsStream<IO>) -> bool {
         let sni = stream.get_ref().1.server_name();
-        sni.is_some_and(|n| self.shared.live.load().tlsrpt_host(n).is_some())
+        sni.is_some_and(|n| self.site.live.load().tlsrpt_host(n).is_some())
     }
 
     /// Serves hyper's HTTP on `io`: HTTP/2 when `h2` (the public listeners), else HTTP/1.1
@@ -229,19 +230,22 @@ impl Listener {
         } else {
             builder.http1_only()
         };
-        let shared = self.shared.clone();
-        let admin = matches!(self.kind, Kind::Admin);
+        let site = self.site.clone();
+        // Requests serve does not answer itself go to the daemon's service.
+        let other = match &self.kind {
+            _ if reports => Some(self.reports.clone()),
+            Kind::Admin(respond) => Some(respond.clone()),
+            _ => None,
+        };
         let http01 = matches!(self.kind, Kind::Http);
         let service = service_fn(move |req| {
-            let shared = shared.clone();
+            let site = site.clone();
             let sni = sni.clone();
+            let other = other.clone();
             async move {
-                let response = if reports {
-                    crate::tlsrpt::receiver::respond(shared, req).await
-                } else if admin {
-                    admin::respond(&shared, &req).await
-                } else {
-                    handler::respond(&shared, http01, sni.as_deref(), trusted, &req)
+                let response = match other {
+                    Some(respond) => respond(req).await,
+                    None => handler::respond(&site, http01, sni.as_deref(), trusted, &req),
                 };
                 Ok::<_, Infallible>(response)
             }

@@ -16,9 +16,9 @@ use tokio_rustls::LazyConfigAcceptor;
 use tracing::{info, warn};
 
 use super::devca::DevCa;
+use super::Site;
 use crate::acme::ACME_TLS_ALPN;
 use crate::config::CertSource;
-use crate::daemon::state::Shared;
 
 /// Kept for `drift`, which still imports it from here.
 pub use crate::certs::provider;
@@ -76,7 +76,7 @@ fn make_self_signed(host: &str) -> Result<CertifiedKey, String> {
 
 /// Chooses the certificate by SNI against the live config at handshake time.
 #[derive(Debug)]
-pub struct Resolver(pub Arc<Shared>);
+pub struct Resolver(pub Arc<Site>);
 
 impl ResolvesServerCert for Resolver {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
@@ -102,12 +102,12 @@ impl ResolvesServerCert for Resolver {
 }
 
 /// The server config for every HTTPS listener: TLS 1.2 and 1.3, HTTP/2 and HTTP/1.1 by ALPN.
-pub fn server_config(shared: Arc<Shared>) -> Arc<ServerConfig> {
+pub fn server_config(site: Arc<Site>) -> Arc<ServerConfig> {
     let mut config = ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .expect("ring supports TLS 1.2 and 1.3")
         .with_no_client_auth()
-        .with_cert_resolver(Arc::new(Resolver(shared)));
+        .with_cert_resolver(Arc::new(Resolver(site)));
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     // A sender fetches a policy about once per max_age (days to weeks): resumption is rarely
     // used, so one ticket rather than rustls's two. Not none: the ticket is what the server
@@ -134,7 +134,7 @@ pub enum HandshakeError {
 /// Reads the ClientHello, refuses names we do not serve, then completes the handshake.
 pub async fn accept<IO>(
     io: IO,
-    shared: &Shared,
+    site: &Site,
     config: Arc<ServerConfig>,
 ) -> Result<TlsStream<IO>, HandshakeError>
 where
@@ -145,8 +145,8 @@ where
     let refusal = match &sni {
         None => Some(HandshakeError::NoSni),
         Some(name)
-            if shared.live.load().domain_for_sni(name).is_none()
-                && shared.live.load().tlsrpt_host(name).is_none() =>
+            if site.live.load().domain_for_sni(name).is_none()
+                && site.live.load().tlsrpt_host(name).is_none() =>
         {
             Some(HandshakeError::UnknownName(name.clone()))
         }
@@ -166,7 +166,7 @@ where
         .alpn()
         .is_some_and(|mut p| p.any(|p| p == ACME_TLS_ALPN));
     let config = if validation {
-        shared.acme.validation_config()
+        site.acme.validation_config()
     } else {
         config
     };

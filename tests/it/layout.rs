@@ -22,12 +22,6 @@ const KNOWN: &[(&str, &str)] = &[
     // The renewal task (another change's files): `Shared`, `Live` and `unix_now`.
     ("acme/manager.rs", "daemon"),
     ("acme/attempt.rs", "daemon"),
-    // The listeners read the daemon's `Shared` and route to admin and the report receiver.
-    ("serve/handler.rs", "daemon"),
-    ("serve/tls.rs", "daemon"),
-    ("serve/listener.rs", "daemon"),
-    ("serve/listener.rs", "admin"),
-    ("serve/listener.rs", "tlsrpt"),
 ];
 
 fn root() -> PathBuf {
