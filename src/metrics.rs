@@ -29,6 +29,11 @@ struct SeverityLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabel {
+    state: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CertLabel {
     pub name: String,
     pub source: &'static str,
@@ -56,6 +61,7 @@ pub struct Metrics {
     /// Records found changed behind our back by a reconcile read, and put right.
     pub dns_repairs: Counter,
     drift: Family<SeverityLabel, Gauge>,
+    dns_states: Family<StateLabel, Gauge>,
     pub drift_last_run: Gauge,
     /// Seconds since the epoch at which each served certificate expires.
     pub cert_expiry: Family<CertLabel, Gauge>,
@@ -116,6 +122,7 @@ impl Metrics {
             dns_updates: Family::default(),
             dns_repairs: Counter::default(),
             drift: Family::default(),
+            dns_states: Family::default(),
             drift_last_run: Gauge::default(),
             tlsrpt: Default::default(),
         };
@@ -183,6 +190,12 @@ impl Metrics {
             m.drift.clone(),
         );
         r.register(
+            "domains_by_dns_state",
+            "Domains by the state of their DNS records as the last drift run saw them \
+             (ok, warning, critical, unknown: the worst of sts-txt, ns-agreement, policy-host, tlsrpt, mx, delegation)",
+            m.dns_states.clone(),
+        );
+        r.register(
             "drift_last_run_timestamp_seconds",
             "When the drift checks last ran",
             m.drift_last_run.clone(),
@@ -194,6 +207,13 @@ impl Metrics {
     pub fn drift_findings(&self, severity: &'static str, n: usize) {
         self.drift
             .get_or_create(&SeverityLabel { severity })
+            .set(n as i64);
+    }
+
+    /// Sets the number of domains whose DNS records drift saw in `state`.
+    pub fn domains_by_dns_state(&self, state: &'static str, n: usize) {
+        self.dns_states
+            .get_or_create(&StateLabel { state })
             .set(n as i64);
     }
 

@@ -96,6 +96,18 @@ async fn check_once(shared: &Shared, live: &super::state::Live) {
     ] {
         m.drift_findings(severity.as_str(), n);
     }
+    let mut by_state = [0usize; 4];
+    for d in &report.domains {
+        by_state[d.dns_state() as usize] += 1;
+    }
+    for s in [
+        Severity::Ok,
+        Severity::Warning,
+        Severity::Unknown,
+        Severity::Critical,
+    ] {
+        m.domains_by_dns_state(s.as_str(), by_state[s as usize]);
+    }
     *shared.drift.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(report));
 }
 

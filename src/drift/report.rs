@@ -55,6 +55,21 @@ impl Check {
     }
 }
 
+impl Check {
+    /// The checks of DNS records alone (no HTTPS, no SMTP): a domain's "DNS state".
+    pub fn is_dns(self) -> bool {
+        matches!(
+            self,
+            Check::StsTxt
+                | Check::NsAgreement
+                | Check::PolicyHost
+                | Check::Tlsrpt
+                | Check::Mx
+                | Check::Delegation
+        )
+    }
+}
+
 /// The checks, each a stable name in the JSON.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -145,6 +160,16 @@ pub struct DomainReport {
 }
 
 impl DomainReport {
+    /// The worst finding of the DNS checks ([`Check::is_dns`]).
+    pub fn dns_state(&self) -> Severity {
+        self.findings
+            .iter()
+            .filter(|f| f.check.is_dns())
+            .map(|f| f.severity)
+            .max()
+            .unwrap_or(Severity::Ok)
+    }
+
     /// Findings of severity `ok` are checks that passed: kept apart, in check order.
     pub fn new(domain: String, findings: Vec<Finding>) -> Self {
         let (ok, mut findings): (Vec<Finding>, Vec<Finding>) = findings

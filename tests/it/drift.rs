@@ -77,6 +77,8 @@ struct Build {
     /// A real Postfix as `mx1` (127.0.0.1) with a certificate from the test CA; without one,
     /// `[drift] smtp = false` (the other checks are under test).
     mx_tls: bool,
+    /// `[alerts] command`: a script appending each event to `events.jsonl` in the config dir.
+    alert_command: bool,
 }
 
 /// Domains `a` and `b`, enforce with `mx1.example.org`, TLSRPT to `tlsrpt@example.org`.
@@ -86,6 +88,7 @@ fn world() -> Build {
         max_age: 86400,
         drift_extra: String::new(),
         mx_tls: false,
+        alert_command: false,
     }
 }
 
@@ -113,6 +116,11 @@ impl Build {
 
     fn mx_tls(mut self) -> Self {
         self.mx_tls = true;
+        self
+    }
+
+    fn alert_command(mut self) -> Self {
+        self.alert_command = true;
         self
     }
 
@@ -177,7 +185,16 @@ impl Build {
              https_port = {}\nca = \"ca.pem\"\n{smtp}\n{}\n",
             daemon_port, self.drift_extra
         );
-        let config = policy + &drift;
+        let mut config = policy + &drift;
+        if self.alert_command {
+            let script = dir.write(
+                "alert.sh",
+                format!("#!/bin/sh\ncat >> {}\n", dir.file("events.jsonl").display()),
+            );
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+            config += "\n[alerts]\ncommand = \"alert.sh\"\n";
+        }
         dir.write(MAIN, &config);
         dir.check().assert_status(0);
         World {
@@ -1446,6 +1463,7 @@ const CRITICAL: &str = "mta_stsd_drift_findings{severity=\"critical\"}";
 async fn serve_runs_drift_periodically_into_the_report_status_and_metrics() {
     let w = world()
         .drift_extra("report = \"state/drift.json\"\ninterval = \"1s\"")
+        .alert_command()
         .records(|ids| {
             replace(
                 correct(ids),
@@ -1454,6 +1472,12 @@ async fn serve_runs_drift_periodically_into_the_report_status_and_metrics() {
             )
         });
     let path = w.dir.file("state/drift.json");
+    let events = || {
+        std::fs::read_to_string(w.dir.file("events.jsonl"))
+            .unwrap_or_default()
+            .lines()
+            .count()
+    };
     let d = w.serve();
     let read_report = || {
         let text = std::fs::read_to_string(&path).ok()?;
@@ -1491,6 +1515,40 @@ async fn serve_runs_drift_periodically_into_the_report_status_and_metrics() {
     assert_eq!(b["findings"], serde_json::json!([]));
     let m = d.metrics().await;
     assert_eq!(sample(&m, CRITICAL), Some(1.0), "{m}");
+    // a's DNS is critical (the stale id), b's fine; no label names a domain.
+    for (state, n) in [
+        ("ok", 1.0),
+        ("warning", 0.0),
+        ("unknown", 0.0),
+        ("critical", 1.0),
+    ] {
+        let name = format!("mta_stsd_domains_by_dns_state{{state=\"{state}\"}}");
+        assert_eq!(sample(&m, &name), Some(n), "{name}\n{m}");
+    }
+    let series = m
+        .lines()
+        .filter(|l| l.starts_with("mta_stsd_domains_by_dns_state{"))
+        .count();
+    assert_eq!(series, 4, "{m}");
+    // One event so far (a's finding appeared), delivered to the command and counted.
+    let delivered = "mta_stsd_alerts_total{result=\"delivered\"}";
+    let m = eventually("the delivered alert in /metrics", || async {
+        let m = d.metrics().await;
+        (sample(&m, delivered) == Some(1.0)).then_some(m)
+    })
+    .await;
+    assert_eq!(events(), 1, "{m}");
+    assert_eq!(
+        sample(&m, "mta_stsd_alerts_total{result=\"failed\"}"),
+        Some(0.0),
+        "{m}"
+    );
+    let s = d.status().await;
+    assert_eq!(
+        (&s["alerts"]["delivered"], &s["alerts"]["failed"]),
+        (&1.into(), &0.into()),
+        "{s:#}"
+    );
     assert!(
         sample(&m, "mta_stsd_drift_last_run_timestamp_seconds").unwrap() > 0.0,
         "{m}"
@@ -1526,4 +1584,26 @@ async fn serve_runs_drift_periodically_into_the_report_status_and_metrics() {
         Some(0.0),
         "{m}"
     );
+    let ok = "mta_stsd_domains_by_dns_state{state=\"ok\"}";
+    assert_eq!(sample(&m, ok), Some(2.0), "{m}");
+    // The finding cleared: a second event, and nothing more while nothing changes.
+    eventually("the cleared alert counted", || async {
+        let s = d.status().await;
+        (s["alerts"]["delivered"] == 2).then_some(())
+    })
+    .await;
+    assert_eq!(events(), 2);
+    let runs = sample(
+        &d.metrics().await,
+        "mta_stsd_drift_last_run_timestamp_seconds",
+    )
+    .unwrap();
+    eventually("two more drift runs", || async {
+        let m = d.metrics().await;
+        (sample(&m, "mta_stsd_drift_last_run_timestamp_seconds").unwrap() >= runs + 2.0)
+            .then_some(())
+    })
+    .await;
+    assert_eq!(events(), 2);
+    assert_eq!(sample(&d.metrics().await, delivered), Some(2.0));
 }
