@@ -11,6 +11,7 @@ mod devca;
 mod dns_harness_selftest;
 mod drift;
 mod drift_alerts;
+mod drift_dane;
 mod drift_dns;
 mod drift_mx;
 mod files;

@@ -937,7 +937,7 @@ pub fn find_program(name: &str, package: &str) -> PathBuf {
 /// Debian ships an AppArmor profile for `/usr/sbin/named` that keeps it out of temporary
 /// directories. Where that profile is enforced, run a copy of the binary from `dir` instead
 /// (profiles attach by path); elsewhere the installed binary as it is.
-fn unconfined_named(program: PathBuf, dir: &Path) -> PathBuf {
+pub fn unconfined_named(program: PathBuf, dir: &Path) -> PathBuf {
     let profiles = fs::read_to_string("/sys/kernel/security/apparmor/profiles").unwrap_or_default();
     let confined = profiles.lines().any(|l| {
         (l.starts_with("named ") || l.starts_with("/usr/sbin/named ")) && l.contains("(enforce)")
