@@ -126,7 +126,7 @@ pub fn http1(data: &[u8]) {
     let (_stop, shutdown) = tokio::sync::watch::channel(false);
     let served = RUNTIME.with(|rt| {
         rt.block_on(http1::serve(&mut feed, &opts, shutdown, |head| {
-            route(live, &Head { sni, ..*head })
+            route(live, &Head { sni, ..*head }).into()
         }))
     });
     if let Served::H2c(_, read) = served {

@@ -156,14 +156,8 @@ fn same_site(sni: &str, host: &str) -> bool {
     }
 }
 
-/// [`answer`] for hyper (HTTP/2, and h2c on the plain listeners); `sni` on TLS.
-pub fn respond<B: Body>(
-    site: &Site,
-    http01: bool,
-    sni: Option<&str>,
-    trusted: bool,
-    req: &Request<B>,
-) -> Response<Full<Bytes>> {
+/// A hyper request as the router sees it (from a `trusted` proxy: the host it forwarded).
+pub fn head_of<'a, B: Body>(req: &'a Request<B>, sni: Option<&'a str>, trusted: bool) -> Head<'a> {
     // HTTP/2 carries :authority in the URI; HTTP/1.1 the Host header (RFC 9112 §3.2).
     let host = match req.uri().authority() {
         Some(a) => Some(a.as_str()),
@@ -175,7 +169,7 @@ pub fn respond<B: Body>(
             }
         }
     };
-    let head = Head {
+    Head {
         method: req.method().as_str(),
         path: req.uri().path(),
         host,
@@ -188,7 +182,18 @@ pub fn respond<B: Body>(
                 .map(|v| v.as_bytes()),
         ),
     }
-    .via(trusted);
+    .via(trusted)
+}
+
+/// [`answer`] for hyper (HTTP/2, and h2c on the plain listeners); `sni` on TLS.
+pub fn respond<B: Body>(
+    site: &Site,
+    http01: bool,
+    sni: Option<&str>,
+    trusted: bool,
+    req: &Request<B>,
+) -> Response<Full<Bytes>> {
+    let head = head_of(req, sni, trusted);
     let a = answer(site, http01, &head);
     let len = a.body.len();
     let body = if req.method() == Method::HEAD {

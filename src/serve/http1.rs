@@ -14,8 +14,9 @@
 //! connection closed), graceful shutdown (the request in flight is answered, an idle connection
 //! closed at once). Routing is [`super::handler`]'s, shared with hyper's HTTP/2. The idle
 //! timeout is the transport's ([`super::idle::Idle`]). HTTP/2 (ALPN `h2`, or h2c prior
-//! knowledge on a plain listener, handed back as [`Served::H2c`]) and the admin listener stay
-//! with hyper.
+//! knowledge on a plain listener, handed back as [`Served::H2c`]), requests whose body must
+//! be read (TLS reports behind a proxy, handed back as [`Served::Hyper`]) and the admin
+//! listener stay with hyper.
 
 use std::cell::Cell;
 use std::future::{poll_fn, Future};
@@ -55,11 +56,28 @@ pub struct Options {
     pub h2c: bool,
 }
 
+/// What the router makes of one request head.
+#[derive(Debug)]
+pub enum Route {
+    Answer(Answer),
+    /// This request, and the connection from it on, are hyper's: it reads request bodies.
+    Hyper,
+}
+
+impl From<Answer> for Route {
+    fn from(a: Answer) -> Route {
+        Route::Answer(a)
+    }
+}
+
 /// How a connection ended.
 pub enum Served<IO> {
     Closed,
     /// It started with the HTTP/2 preface: the transport and the bytes already read from it.
     H2c(IO, Vec<u8>),
+    /// The router handed a request to hyper: the transport and the bytes read from it, that
+    /// request's head first (nothing of it was answered).
+    Hyper(IO, Vec<u8>),
 }
 
 /// Serves HTTP/1.x on `io` until the client or `shutdown` closes it; `route` answers each
@@ -72,7 +90,7 @@ pub async fn serve<IO, R>(
 ) -> Served<IO>
 where
     IO: AsyncRead + AsyncWrite + Unpin,
-    R: Fn(&Head<'_>) -> Answer,
+    R: Fn(&Head<'_>) -> Route,
 {
     // Empty, with nothing allocated, whenever no request is being read.
     let mut buf: Vec<u8> = Vec::new();
@@ -114,7 +132,8 @@ where
             }
             let stopping = *shutdown.borrow();
             match step(&buf, opts.max_header_bytes, &route, stopping) {
-                Some(reply) => break reply,
+                Some(Step::Reply(reply)) => break reply,
+                Some(Step::Hyper) => return Served::Hyper(io, buf),
                 None if read_more(&mut io, &mut buf, deadline).await => {}
                 None => return Served::Closed,
             }
@@ -214,32 +233,47 @@ impl Reply {
 
 /// Parses the request head at the start of `buf` and answers it; `None` while it is
 /// incomplete. `stopping`: the daemon is shutting down, so this is the connection's last answer.
-fn step<R>(buf: &[u8], max_head: usize, route: &R, stopping: bool) -> Option<Reply>
+/// A parsed head's outcome.
+enum Step {
+    Reply(Reply),
+    Hyper,
+}
+
+/// `None` while the head is incomplete.
+fn step<R>(buf: &[u8], max_head: usize, route: &R, stopping: bool) -> Option<Step>
 where
-    R: Fn(&Head<'_>) -> Answer,
+    R: Fn(&Head<'_>) -> Route,
 {
     let mut headers = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut []);
     let len = match req.parse_with_uninit_headers(buf, &mut headers) {
         Ok(httparse::Status::Complete(len)) if len <= max_head => len,
         Ok(httparse::Status::Complete(_)) | Err(httparse::Error::TooManyHeaders) => {
-            return Some(Reply::error(
+            return Some(Step::Reply(Reply::error(
                 StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
                 buf.len(),
-            ))
+            )))
         }
         Ok(httparse::Status::Partial) if buf.len() < max_head => return None,
         Ok(httparse::Status::Partial) => {
-            return Some(Reply::error(
+            return Some(Step::Reply(Reply::error(
                 StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
                 buf.len(),
-            ))
+            )))
         }
         // A bad token, header or version (HTTP/2.0 in a request line, say): 400 as hyper.
-        Err(_) => return Some(Reply::error(StatusCode::BAD_REQUEST, buf.len())),
+        Err(_) => {
+            return Some(Step::Reply(Reply::error(
+                StatusCode::BAD_REQUEST,
+                buf.len(),
+            )))
+        }
     };
     let (Some(method), Some(target), Some(version)) = (req.method, req.path, req.version) else {
-        return Some(Reply::error(StatusCode::BAD_REQUEST, buf.len()));
+        return Some(Step::Reply(Reply::error(
+            StatusCode::BAD_REQUEST,
+            buf.len(),
+        )));
     };
     let http10 = version == 0;
 
@@ -261,7 +295,12 @@ where
                 (Some(n), None) => content_length = Some(n),
                 (Some(n), Some(m)) if n == m => {}
                 // Invalid, or differing lengths: the message cannot be framed (RFC 9112 §6.3).
-                _ => return Some(Reply::error(StatusCode::BAD_REQUEST, buf.len())),
+                _ => {
+                    return Some(Step::Reply(Reply::error(
+                        StatusCode::BAD_REQUEST,
+                        buf.len(),
+                    )))
+                }
             }
         } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
             chunked_or_other_coding = true;
@@ -290,9 +329,12 @@ where
         sni: None,
         forwarded_host: super::handler::forwarded_host(forwarded.into_iter()),
     };
-    let a = route(&head);
+    let a = match route(&head) {
+        Route::Answer(a) => a,
+        Route::Hyper => return Some(Step::Hyper),
+    };
     let keep_alive = !close && (!http10 || keep_alive_asked) && !has_body && !stopping;
-    Some(Reply {
+    Some(Step::Reply(Reply {
         status: a.status,
         content_type: Some(a.content_type),
         body: a.body,
@@ -302,7 +344,7 @@ where
         keep_alive,
         linger: has_body,
         consumed: len,
-    })
+    }))
 }
 
 /// The authority (`Some(None)`: an empty one) and the path of a request target; query strings
@@ -490,10 +532,9 @@ mod tests {
         let (client, io) = tokio::io::duplex(64 * 1024);
         let (stop, shutdown) = watch::channel(false);
         let live = live();
-        let task =
-            tokio::spawn(
-                async move { serve(io, &opts, shutdown, |head| route(&live, head)).await },
-            );
+        let task = tokio::spawn(async move {
+            serve(io, &opts, shutdown, |head| route(&live, head).into()).await
+        });
         Server { client, task, stop }
     }
 
@@ -762,6 +803,34 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_request_the_router_hands_to_hyper_comes_back_unread() {
+        let (mut client, io) = tokio::io::duplex(64 * 1024);
+        let (_stop, shutdown) = watch::channel(false);
+        let live = live();
+        let task = tokio::spawn(async move {
+            serve(io, &opts(), shutdown, |head| match head.method {
+                "POST" => Route::Hyper,
+                _ => route(&live, head).into(),
+            })
+            .await
+        });
+        let get = b"GET /.well-known/mta-sts.txt HTTP/1.1\r\nHost: mta-sts.a.example\r\n\r\n";
+        let post = b"POST /r HTTP/1.1\r\nHost: r.example.org\r\nContent-Length: 4\r\n\r\nbody";
+        client.write_all(get).await.unwrap();
+        let mut answer = vec![0; 4096];
+        let n = client.read(&mut answer).await.unwrap();
+        assert!(answer[..n].starts_with(b"HTTP/1.1 200 OK\r\n"));
+        client.write_all(post).await.unwrap();
+        match task.await.unwrap() {
+            // The head and whatever of the body came with it, for hyper to read again.
+            Served::Hyper(_, read) => {
+                assert!(post.starts_with(&read) && read.len() > 40, "{read:?}")
+            }
+            _ => panic!("not handed over"),
+        }
+    }
+
+    #[tokio::test]
     async fn the_http2_preface_is_handed_back_on_a_plain_listener() {
         let mut s = server(opts());
         // In pieces: "P" could still be POST.
@@ -771,7 +840,7 @@ mod tests {
         s.client.write_all(b"\0\0\0\x04").await.unwrap();
         match s.task.await.unwrap() {
             Served::H2c(_, read) => assert!(read.starts_with(H2_PREFACE)),
-            Served::Closed => panic!("not handed back"),
+            _ => panic!("not handed back"),
         }
         // Not on TLS (ALPN chose HTTP/1.1) nor after a first request.
         let mut s = server(Options {

@@ -10,6 +10,8 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use http::header::{HeaderValue, HOST};
+use http::{Request, Uri};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -179,17 +181,27 @@ impl Listener {
         };
         let site = &self.site;
         let served = http1::serve(io, &opts, self.shutdown.clone(), |head| {
-            handler::answer(site, plain, &Head { sni, ..*head }.via(trusted))
+            let head = Head { sni, ..*head }.via(trusted);
+            // A report through a proxy (TLS ended there): hyper reads its body.
+            if plain && is_report_host(site, head.host) {
+                return http1::Route::Hyper;
+            }
+            handler::answer(site, plain, &head).into()
         })
         .await;
-        if let http1::Served::H2c(io, read) = served {
-            Box::pin(self.http(Rewind::new(io, read), true, None, trusted)).await
+        match served {
+            http1::Served::H2c(io, read) => {
+                Box::pin(self.http(Rewind::new(io, read), true, None, trusted)).await
+            }
+            http1::Served::Hyper(io, read) => {
+                Box::pin(self.http(Rewind::new(io, read), false, None, trusted)).await
+            }
+            http1::Served::Closed => {}
         }
     }
 
     fn is_report_host<IO>(&self, stream: &tokio_rustls::server::TlsStream<IO>) -> bool {
-        let sni = stream.get_ref().1.server_name();
-        sni.is_some_and(|n| self.site.live.load().tlsrpt_host(n).is_some())
+        is_report_host(&self.site, stream.get_ref().1.server_name())
     }
 
     /// Serves hyper's HTTP on `io`: HTTP/2 when `h2` (the public listeners), else HTTP/1.1
@@ -238,14 +250,24 @@ impl Listener {
             _ => None,
         };
         let http01 = matches!(self.kind, Kind::Http);
+        let receiver = self.reports.clone();
         let service = service_fn(move |req| {
             let site = site.clone();
             let sni = sni.clone();
             let other = other.clone();
+            let receiver = receiver.clone();
             async move {
-                let response = match other {
-                    Some(respond) => respond(req).await,
-                    None => handler::respond(&site, http01, sni.as_deref(), trusted, &req),
+                // A plain listener: TLS ended at a proxy, so the host says what a request is
+                // for, a report host's going to the receiver with that host as its Host.
+                let report_host = http01
+                    .then(|| handler::head_of(&req, None, trusted).host)
+                    .flatten()
+                    .filter(|h| is_report_host(&site, Some(h)))
+                    .map(str::to_owned);
+                let response = match (other, report_host) {
+                    (Some(respond), _) => respond(req).await,
+                    (None, Some(host)) => receiver(with_host(req, &host)).await,
+                    (None, None) => handler::respond(&site, http01, sni.as_deref(), trusted, &req),
                 };
                 Ok::<_, Infallible>(response)
             }
@@ -331,4 +353,27 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for Rewind<IO> {
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
     }
+}
+
+/// Whether `host` is one of `[tlsrpt] hosts`.
+fn is_report_host(site: &Site, host: Option<&str>) -> bool {
+    host.is_some_and(|h| site.live.load().tlsrpt_host(h).is_some())
+}
+
+/// `req` naming `host` alone (its `Host`, no authority in the target): the host the listener
+/// resolved (a trusted proxy's `X-Forwarded-Host`, else the request's own), for a service that
+/// reads the host from the request.
+fn with_host<B>(mut req: Request<B>, host: &str) -> Request<B> {
+    if let Ok(v) = HeaderValue::from_str(host) {
+        req.headers_mut().insert(HOST, v);
+    }
+    if req.uri().authority().is_some() {
+        let mut parts = req.uri().clone().into_parts();
+        parts.scheme = None;
+        parts.authority = None;
+        if let Ok(uri) = Uri::from_parts(parts) {
+            *req.uri_mut() = uri;
+        }
+    }
+    req
 }

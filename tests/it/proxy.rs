@@ -226,3 +226,174 @@ fn a_bad_trusted_proxy_is_a_config_error() {
         out.stderr
     );
 }
+
+/// A Google-shaped report about example.org under `id`, gzipped.
+fn report(id: &str) -> Vec<u8> {
+    let json = String::from_utf8(crate::tlsrpt_receiver::fixture("google.json"))
+        .unwrap()
+        .replace("2024-09-03T00:00:00Z_example.net", id)
+        .replace("example.net", "example.org");
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    std::io::Write::write_all(&mut e, json.as_bytes()).unwrap();
+    e.finish().unwrap()
+}
+
+/// One HTTP/1.1 request on `conn` and its answer's status and body (Content-Length framed).
+fn exchange(conn: &mut TcpStream, head: &str, body: &[u8]) -> (u16, String) {
+    use std::io::{Read, Write};
+    conn.write_all(head.as_bytes()).unwrap();
+    conn.write_all(body).unwrap();
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let end = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        let n = conn.read(&mut chunk).unwrap();
+        assert!(
+            n > 0,
+            "closed before an answer: {:?}",
+            String::from_utf8_lossy(&buf)
+        );
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let text = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+    let status = text[9..12].parse().unwrap();
+    let len: usize = text
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length: "))
+        .expect("a content-length")
+        .trim()
+        .parse()
+        .unwrap();
+    while buf.len() < end + len {
+        let n = conn.read(&mut chunk).unwrap();
+        assert!(n > 0, "closed in the body");
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    assert_eq!(buf.len(), end + len, "bytes beyond the answer");
+    (status, String::from_utf8_lossy(&buf[end..]).into_owned())
+}
+
+fn post(host: &str, extra: &str, body: &[u8]) -> String {
+    format!(
+        "POST /v1/tlsrpt HTTP/1.1\r\nHost: {host}\r\n{extra}Content-Type: application/tlsrpt+gzip\r\n\
+         Content-Length: {}\r\n\r\n",
+        body.len()
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tls_reports_through_a_proxy_reach_the_receiver_on_the_plain_listener() {
+    let dir = ConfigDir::with_config(
+        "[server]\nhttps = []\nhttp = [\"127.0.0.1:0\"]\nadmin = \"127.0.0.1:0\"\n\
+         trusted_proxies = [\"127.0.0.2\"]\n\
+         [policy]\nmode = \"testing\"\nmx = [\"mail.example.org\"]\nmax_age = 86400\n\
+         [domains.\"example.org\"]\n\
+         [tlsrpt]\nhosts = [\"tlsrpt.example.org\"]\npath = \"/v1/tlsrpt\"\nretention = \"100000d\"\n\
+         [state]\ndir = \"state\"\n",
+    );
+    dir.check().assert_valid();
+    let policy = dir.run(&["policy", "example.org"]);
+    let d = Daemon::start(&dir.config_path());
+    d.wait_log("TLS-RPT store open");
+    let http = d.http.expect("a plain listener");
+
+    // One keep-alive connection: a policy (the lean path), then reports (handed to hyper,
+    // which reads bodies), then the policy again on the same connection.
+    let mut conn = TcpStream::connect(http).unwrap();
+    conn.set_read_timeout(Some(DEADLINE)).unwrap();
+    let get = "GET /.well-known/mta-sts.txt HTTP/1.1\r\nHost: mta-sts.example.org\r\n\r\n";
+    let r = exchange(&mut conn, get, b"");
+    assert_eq!((r.0, r.1.as_bytes()), (200, &policy.stdout_bytes[..]));
+    let one = report("proxy-1");
+    let r = exchange(&mut conn, &post("tlsrpt.example.org", "", &one), &one);
+    assert_eq!(r.0, 201, "{}", r.1);
+    let r = exchange(&mut conn, &post("tlsrpt.example.org:80", "", &one), &one);
+    assert_eq!(r.0, 200, "a duplicate report-id: {}", r.1);
+    let r = exchange(&mut conn, get, b"");
+    assert_eq!((r.0, r.1.as_bytes()), (200, &policy.stdout_bytes[..]));
+    // Only the report host's path takes reports; policy hosts never do.
+    let r = exchange(&mut conn, &post("mta-sts.example.org", "", &one), &one);
+    assert_eq!(r.0, 404, "{}", r.1);
+
+    // X-Forwarded-Host names the report host only from the trusted proxy address.
+    let two = report("proxy-2");
+    let fwd = "X-Forwarded-Host: tlsrpt.example.org\r\n";
+    let mut untrusted = TcpStream::connect(http).unwrap();
+    untrusted.set_read_timeout(Some(DEADLINE)).unwrap();
+    let r = exchange(&mut untrusted, &post("backend.internal", fwd, &two), &two);
+    assert_eq!(r.0, 404, "untrusted X-Forwarded-Host: {}", r.1);
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.bind((Ipv4Addr::new(127, 0, 0, 2), 0).into()).unwrap();
+    let mut trusted = sock.connect(http).await.unwrap().into_std().unwrap();
+    trusted.set_nonblocking(false).unwrap();
+    trusted.set_read_timeout(Some(DEADLINE)).unwrap();
+    let r = exchange(&mut trusted, &post("backend.internal", fwd, &two), &two);
+    assert_eq!(r.0, 201, "trusted X-Forwarded-Host: {}", r.1);
+
+    // h2c with prior knowledge (hyper from the first byte).
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let h2c = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .resolve("tlsrpt.example.org", http)
+        .no_proxy()
+        .timeout(DEADLINE)
+        .build()
+        .unwrap();
+    let r = h2c
+        .post(format!(
+            "http://tlsrpt.example.org:{}/v1/tlsrpt",
+            http.port()
+        ))
+        .header("content-type", "application/tlsrpt+gzip")
+        .body(report("proxy-3"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "h2c");
+
+    // A real nginx ends TLS and forwards Host, the report's body with it.
+    let ca = TestCa::new();
+    let port = free_port();
+    let nginx = Nginx::start(
+        http,
+        &ca.leaf(&["tlsrpt.example.org"]),
+        port,
+        "proxy_set_header Host $host;",
+    );
+    let addr: SocketAddr = (Ipv4Addr::LOCALHOST, port).into();
+    let client = ca.client(&["tlsrpt.example.org"], addr, true);
+    let r = client
+        .post(format!("https://tlsrpt.example.org:{port}/v1/tlsrpt"))
+        .header("content-type", "application/tlsrpt+gzip")
+        .body(report("proxy-4"))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", nginx.log()));
+    assert_eq!(r.status(), 201, "{}", nginx.log());
+
+    // Four stored, one duplicate: what the store holds, not only what was answered.
+    let m = d.metrics().await;
+    assert!(
+        m.contains("mta_stsd_tlsrpt_reports_total{result=\"stored\"} 4\n")
+            && m.contains("mta_stsd_tlsrpt_reports_total{result=\"duplicate\"} 1\n"),
+        "{m}"
+    );
+    let out = dir.run(&[
+        "reports",
+        "example.org",
+        "--since",
+        "2024-09-01",
+        "--format",
+        "json",
+    ]);
+    out.assert_status(0);
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    let day = &v["domains"][0]["days"][0];
+    assert_eq!(
+        (day["successful"].as_i64(), day["failed"].as_i64()),
+        (Some(4 * 41), Some(4 * 2)),
+        "{v}"
+    );
+}
