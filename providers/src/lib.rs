@@ -2,7 +2,9 @@
 //! implementation per provider kind.
 //!
 //! Providers see only the names mta-stsd owns (`_mta-sts`, `mta-sts`, `_smtp._tls` under each
-//! domain), never a whole zone: a hosting provider may publish a million domains.
+//! domain): a hosting provider may publish a million domains. The one exception is a zone
+//! transfer where it reads less than the queries would (RFC 2136, a key that may transfer, a
+//! zone not much larger than our names); even then only our names are kept.
 
 pub mod cloudflare;
 mod error;

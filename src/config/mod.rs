@@ -240,13 +240,13 @@ pub enum CertSource {
     NotNeeded,
 }
 
-#[derive(Debug)]
+#[derive(Debug, PartialEq, Eq)]
 pub struct ProviderConfig {
     pub name: String,
     pub kind: ProviderKind,
 }
 
-#[derive(Debug)]
+#[derive(Debug, PartialEq, Eq)]
 pub enum ProviderKind {
     Rfc2136 {
         /// `host:port`, port 53 when the config gives none.

@@ -112,7 +112,9 @@ async fn run(shared: Arc<Shared>) {
     loop {
         let live = shared.live.load_full();
         if built.as_ref().is_none_or(|(l, _)| !Arc::ptr_eq(l, &live)) {
-            built = Some((live.clone(), providers::all(&live.config)));
+            let before = built.as_ref().map(|(l, p)| (&l.config, p));
+            let next = providers::rebuild(&live.config, before);
+            built = Some((live.clone(), next));
         }
         let providers = &built.as_ref().expect("just built").1;
         let now = unix_now();

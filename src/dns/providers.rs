@@ -38,6 +38,24 @@ pub fn build(config: &ProviderConfig) -> Result<Arc<dyn Provider>, ProviderError
     }
 }
 
+/// Every configured provider as [`all`], keeping the instances of `before` (the previous
+/// config and its providers) whose settings did not change: what they remember of the zones
+/// (SOA serials, records read) survives a reload.
+pub fn rebuild(config: &Config, before: Option<(&Config, &Providers)>) -> Providers {
+    config
+        .providers
+        .iter()
+        .map(|(name, p)| {
+            let kept = before.and_then(|(old, built)| {
+                (old.providers.get(name)? == p)
+                    .then(|| built.get(name)?.as_ref().ok().cloned())
+                    .flatten()
+            });
+            (name.clone(), kept.map_or_else(|| build(p), Ok))
+        })
+        .collect()
+}
+
 /// Every configured provider, or why it could not be set up.
 pub fn all(config: &Config) -> Providers {
     config

@@ -9,6 +9,7 @@ mod config;
 mod delegation;
 mod devca;
 mod dns_harness_selftest;
+mod dns_reads;
 mod drift;
 mod drift_alerts;
 mod drift_dane;

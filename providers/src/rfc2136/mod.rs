@@ -3,7 +3,9 @@
 //! Reads go to the server itself (never a cache). Each zone's changes go in one UPDATE whose
 //! prerequisites (RFC 2136 §2.4) assert that the records being replaced are still exactly
 //! what was read: a concurrent edit fails the update (NXRRSET/YXRRSET) instead of being lost.
+//! Reads (`read`) cost one SOA query while the zone's serial stands still (`cache`).
 
+mod cache;
 mod read;
 mod wire;
 
@@ -18,6 +20,7 @@ use hickory_proto::serialize::binary::{BinEncodable, BinEncoder};
 use crate::record::{txt_strings, RData, Record};
 use crate::tsig::{TsigAlgorithm, TsigKey};
 use crate::{Changes, DomainChange, Expect, Provider, ProviderError};
+use cache::Cache;
 use wire::Wire;
 
 /// Room left under the 64 KiB message limit for the TSIG record and headers.
@@ -30,6 +33,7 @@ pub struct Rfc2136 {
     /// `host:port`.
     server: String,
     signer: TSigner,
+    cache: Cache,
 }
 
 impl Rfc2136 {
@@ -47,6 +51,7 @@ impl Rfc2136 {
             name: name.to_owned(),
             server: server.to_owned(),
             signer,
+            cache: Cache::default(),
         })
     }
 
@@ -269,16 +274,41 @@ impl Provider for Rfc2136 {
     /// Asks the server for the SOA of each name, pipelined on one connection: the owner of the
     /// SOA in the answer (at the apex) or in the authority section (below it) is the zone.
     async fn zones_of(&self, names: &[String]) -> Vec<Result<String, ProviderError>> {
-        self.ask_zones(names).await
+        self.zones_cached(names).await
     }
 
     /// TXT at the TXT names; A and AAAA at `mta-sts.` names, which reveal a CNAME as well as
-    /// the address records that would conflict with one.
-    async fn records(&self, _zone: &str, names: &[String]) -> Result<Vec<Record>, ProviderError> {
-        self.query_names(names).await
+    /// the address records that would conflict with one. Nothing is read when the zone's serial
+    /// is the one of the last read (or of our own last write); a large read is one zone
+    /// transfer where the key may transfer.
+    async fn records(&self, zone: &str, names: &[String]) -> Result<Vec<Record>, ProviderError> {
+        self.records_cached(zone, names).await
     }
 
     async fn apply(&self, zone: &str, changes: &Changes) -> Result<(), ProviderError> {
+        let zone_lc = zone.to_ascii_lowercase();
+        let before = self.cache.serial(&zone_lc);
+        let result = self.send_updates(zone, changes).await;
+        match (&result, before) {
+            (Ok(sent), Some(before)) if *sent > 0 => match self.serial(&zone_lc).await {
+                Ok(after) => self.cache.wrote(&zone_lc, before, after, *sent, changes),
+                Err(_) => self.cache.forget(&zone_lc),
+            },
+            (Ok(_), _) => {}
+            (Err(e), _) => {
+                self.cache.forget(&zone_lc);
+                if matches!(e, ProviderError::Refused { .. }) {
+                    self.cache.forget_zones(&zone_lc);
+                }
+            }
+        }
+        result.map(|_| ())
+    }
+}
+
+impl Rfc2136 {
+    /// The UPDATE messages for `changes`, in turn; how many were sent.
+    async fn send_updates(&self, zone: &str, changes: &Changes) -> Result<usize, ProviderError> {
         let messages = pack(&name(zone)?, changes)?;
         let total = messages.len();
         for (i, m) in messages.into_iter().enumerate() {
@@ -293,7 +323,7 @@ impl Provider for Rfc2136 {
                 return Err(self.refused(&what, rcode));
             }
         }
-        Ok(())
+        Ok(total)
     }
 }
 

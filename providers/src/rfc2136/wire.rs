@@ -6,19 +6,22 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use hickory_proto::dnssec::rdata::DNSSECRData;
 use hickory_proto::dnssec::tsig::TSigner;
-use hickory_proto::op::{Message, MessageVerifier, ResponseCode};
-use hickory_proto::rr::RData;
+use hickory_proto::op::{Message, MessageType, MessageVerifier, OpCode, Query, ResponseCode};
+use hickory_proto::rr::{Name, RData, RecordType};
 use hickory_proto::serialize::binary::{BinEncodable, BinEncoder};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::ProviderError;
 
-/// Connecting, and each exchange as a whole, are bounded: a dead server is an error, not a hang.
+/// Connecting, and the wait for each answer, are bounded: a dead server is an error, not a hang.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 pub const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(15);
-/// Queries in flight on one connection at most.
+/// Up to this many messages go on one connection; more are spread over [`CONNECTIONS`].
 pub const PIPELINE: usize = 256;
+/// Messages written on one connection before their answers are all in: below 65,536, as their
+/// ids must differ.
+pub const WINDOW: usize = 16_384;
 /// Connections used at once for a large batch of queries: servers answer a connection's
 /// pipelined queries largely in turn, so several connections keep a multi-threaded server busy.
 pub const CONNECTIONS: usize = 4;
@@ -53,7 +56,9 @@ impl Wire<'_> {
         Ok(out)
     }
 
-    /// One connection, [`PIPELINE`] messages in flight at most.
+    /// One connection: every message written while the answers are read, so the server is
+    /// never idle waiting for us; in windows of [`WINDOW`] messages, as ids must be unique
+    /// among those in flight.
     async fn exchange_on_one(
         &self,
         messages: &mut [Message],
@@ -61,17 +66,8 @@ impl Wire<'_> {
         let mut stream = self.connect().await?;
         let mut out = Vec::with_capacity(messages.len());
         let base: u16 = rand::random();
-        for batch in messages.chunks_mut(PIPELINE) {
-            let answers =
-                tokio::time::timeout(EXCHANGE_TIMEOUT, self.batch(&mut stream, batch, base))
-                    .await
-                    .map_err(|_| {
-                        ProviderError::transient(
-                            "timeout",
-                            format!("{}: no answer within {EXCHANGE_TIMEOUT:?}", self.server),
-                        )
-                    })??;
-            out.extend(answers);
+        for window in messages.chunks_mut(WINDOW) {
+            out.extend(self.window(&mut stream, window, base).await?);
         }
         Ok(out)
     }
@@ -94,10 +90,10 @@ impl Wire<'_> {
         }
     }
 
-    async fn batch(
+    async fn window(
         &self,
         stream: &mut TcpStream,
-        batch: &mut [Message],
+        window: &mut [Message],
         base: u16,
     ) -> Result<Vec<Message>, ProviderError> {
         let now = SystemTime::now()
@@ -105,7 +101,7 @@ impl Wire<'_> {
             .map_or(0, |d| d.as_secs() as u32);
         let mut verifiers: HashMap<u16, (usize, Option<MessageVerifier>)> = HashMap::new();
         let mut wire = Vec::new();
-        for (i, m) in batch.iter_mut().enumerate() {
+        for (i, m) in window.iter_mut().enumerate() {
             let id = base.wrapping_add(i as u16);
             m.set_id(id);
             let verifier = match self.signer {
@@ -127,23 +123,44 @@ impl Wire<'_> {
         let io = |e: std::io::Error| {
             ProviderError::transient("connection", format!("{}: {e}", self.server))
         };
-        stream.write_all(&wire).await.map_err(io)?;
-        let mut answers: Vec<Option<Message>> = (0..batch.len()).map(|_| None).collect();
-        let mut pending = batch.len();
-        while pending > 0 {
-            let len = stream.read_u16().await.map_err(io)?;
-            let mut buf = vec![0u8; usize::from(len)];
-            stream.read_exact(&mut buf).await.map_err(io)?;
-            if buf.len() < 2 {
-                continue;
+        let timeout = || {
+            ProviderError::transient(
+                "timeout",
+                format!("{}: no answer within {EXCHANGE_TIMEOUT:?}", self.server),
+            )
+        };
+        let (mut rd, mut wr) = stream.split();
+        let write = async {
+            wr.write_all(&wire).await.map_err(io)?;
+            Ok::<(), ProviderError>(())
+        };
+        let read = async {
+            let mut answers: Vec<Option<Message>> = (0..window.len()).map(|_| None).collect();
+            let mut pending = window.len();
+            while pending > 0 {
+                // Bounded per answer: a dead server is an error, a long window is not.
+                let buf = tokio::time::timeout(EXCHANGE_TIMEOUT, async {
+                    let len = rd.read_u16().await?;
+                    let mut buf = vec![0u8; usize::from(len)];
+                    rd.read_exact(&mut buf).await?;
+                    Ok::<_, std::io::Error>(buf)
+                })
+                .await
+                .map_err(|_| timeout())?
+                .map_err(io)?;
+                if buf.len() < 2 {
+                    continue;
+                }
+                let id = u16::from_be_bytes([buf[0], buf[1]]);
+                let Some((i, verifier)) = verifiers.remove(&id) else {
+                    continue; // not ours (or answered twice): ignore, as RFC 7766 §7 allows
+                };
+                answers[i] = Some(self.check(&buf, verifier)?);
+                pending -= 1;
             }
-            let id = u16::from_be_bytes([buf[0], buf[1]]);
-            let Some((i, verifier)) = verifiers.remove(&id) else {
-                continue; // not ours (or answered twice): ignore, as RFC 7766 §7 allows
-            };
-            answers[i] = Some(self.check(&buf, verifier)?);
-            pending -= 1;
-        }
+            Ok::<_, ProviderError>(answers)
+        };
+        let ((), answers) = tokio::try_join!(write, read)?;
         Ok(answers
             .into_iter()
             .map(|a| a.expect("every id answered"))
@@ -222,4 +239,133 @@ pub(super) fn tsig_error(message: &Message) -> Option<u16> {
         }
     }
     None
+}
+
+/// A zone transfer's outcome.
+pub enum Transfer {
+    /// The zone's records that `keep` chose, and how many records it has in all.
+    Records {
+        kept: Vec<hickory_proto::rr::Record>,
+        size: usize,
+    },
+    /// Stopped past the limit, after `seen` records.
+    TooLarge { seen: usize },
+    /// Not given: REFUSED, NOTAUTH or NOTIMP (the key may not transfer), or messages left
+    /// unsigned, which RFC 8945 §5.3.1 allows but we do not verify.
+    Declined,
+}
+
+/// A transfer as a whole; large zones take longer than one exchange.
+pub const TRANSFER_TIMEOUT: Duration = Duration::from_secs(60);
+
+impl Wire<'_> {
+    /// AXFR (RFC 5936) of `zone` on one connection, stopped past `limit` records; every
+    /// message's TSIG verified in sequence (RFC 8945 §5.3.1).
+    pub async fn transfer(
+        &self,
+        zone: &Name,
+        limit: usize,
+        keep: impl FnMut(&hickory_proto::rr::Record) -> bool,
+    ) -> Result<Transfer, ProviderError> {
+        tokio::time::timeout(TRANSFER_TIMEOUT, self.transfer_inner(zone, limit, keep))
+            .await
+            .map_err(|_| {
+                ProviderError::transient(
+                    "timeout",
+                    format!(
+                        "{}: zone transfer not done within {TRANSFER_TIMEOUT:?}",
+                        self.server
+                    ),
+                )
+            })?
+    }
+
+    async fn transfer_inner(
+        &self,
+        zone: &Name,
+        limit: usize,
+        mut keep: impl FnMut(&hickory_proto::rr::Record) -> bool,
+    ) -> Result<Transfer, ProviderError> {
+        let mut m = Message::new();
+        let id: u16 = rand::random();
+        m.set_id(id)
+            .set_message_type(MessageType::Query)
+            .set_op_code(OpCode::Query)
+            .add_query(Query::query(zone.clone(), RecordType::AXFR));
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as u32);
+        let mut verifier = match self.signer {
+            Some(signer) => m
+                .finalize(signer, now)
+                .map_err(|e| ProviderError::config(format!("signing a message: {e}")))?,
+            None => None,
+        };
+        let bytes = m
+            .to_vec()
+            .map_err(|e| ProviderError::config(format!("encoding a message: {e}")))?;
+        let io = |e: std::io::Error| {
+            ProviderError::transient("connection", format!("{}: {e}", self.server))
+        };
+        let mut stream = self.connect().await?;
+        let mut wire = (bytes.len() as u16).to_be_bytes().to_vec();
+        wire.extend_from_slice(&bytes);
+        stream.write_all(&wire).await.map_err(io)?;
+        let (mut kept, mut size, mut soas) = (Vec::new(), 0usize, 0);
+        loop {
+            let len = stream.read_u16().await.map_err(io)?;
+            let mut buf = vec![0u8; usize::from(len)];
+            stream.read_exact(&mut buf).await.map_err(io)?;
+            let message = Message::from_vec(&buf).map_err(|e| {
+                ProviderError::transient(
+                    "FORMERR",
+                    format!("{}: unreadable transfer message: {e}", self.server),
+                )
+            })?;
+            if message.id() != id {
+                continue;
+            }
+            let rcode = message.response_code();
+            if matches!(
+                rcode,
+                ResponseCode::Refused | ResponseCode::NotAuth | ResponseCode::NotImp
+            ) {
+                return Ok(Transfer::Declined);
+            }
+            if rcode != ResponseCode::NoError {
+                return Err(ProviderError::transient(
+                    "transfer",
+                    format!("{}: zone transfer answered {rcode}", self.server),
+                ));
+            }
+            if let Some(verify) = verifier.as_mut() {
+                if message.signature().is_empty() {
+                    return Ok(Transfer::Declined);
+                }
+                verify(&buf).map_err(|e| ProviderError::Auth {
+                    code: "BADSIG".into(),
+                    message: format!(
+                        "{}: a zone transfer message's TSIG does not verify: {e}",
+                        self.server
+                    ),
+                })?;
+            }
+            for r in message.answers() {
+                // RFC 5936 §2.2: the zone's SOA opens and closes the transfer.
+                if r.record_type() == RecordType::SOA {
+                    soas += 1;
+                    if soas == 2 {
+                        return Ok(Transfer::Records { kept, size });
+                    }
+                }
+                size += 1;
+                if keep(r) {
+                    kept.push(r.clone());
+                }
+            }
+            if size > limit {
+                return Ok(Transfer::TooLarge { seen: size });
+            }
+        }
+    }
 }
