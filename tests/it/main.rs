@@ -22,6 +22,7 @@ mod lifecycle;
 mod limits;
 mod operator;
 mod proxy;
+mod replicas;
 mod rfc2136;
 mod serve;
 mod tlsrpt_config;
