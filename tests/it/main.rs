@@ -2,6 +2,7 @@
 
 mod acme;
 mod api_providers;
+mod apply_crash;
 mod attacks;
 mod battery;
 mod cli_edges;
