@@ -42,3 +42,8 @@ fi
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked
+
+# A smoke run of every fuzz target (coverage-guided, libFuzzer on stable Rust; see fuzz/run.sh):
+# 10 s each, so a parser change that panics on the seeds or near them fails here.
+command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --version 0.13.2 --locked
+bash fuzz/run.sh 10

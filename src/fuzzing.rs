@@ -8,6 +8,9 @@
 //! - [`config`]: config loading, a main file and one include.
 //! - [`drift_text`]: the policy and TXT parsers drift applies to what the world serves.
 //! - [`dns_answer`]: DNS answers as drift and the RFC 2136 provider read them.
+//! - [`tlsrpt_json`]: TLS-RPT report bodies as the HTTPS receiver reads them (gzip inflated
+//!   within the size limit, then the JSON).
+//! - [`tlsrpt_mail`]: report mails as `tlsrpt ingest` reads them (DKIM, MIME parts).
 
 use std::io;
 use std::path::PathBuf;
@@ -201,6 +204,61 @@ pub fn dns_answer(data: &[u8]) {
     let _ = mta_stsd_providers::rfc2136::read_wire(data);
 }
 
+/// The size limit the TLS-RPT targets read within (the real one is `max_report_bytes`).
+const REPORT_LIMIT: usize = 64 * 1024;
+
+/// A report body: the first byte says whether it is gzip, the rest is the body. What is read
+/// never exceeds the limit, and a report that parses has an id and a date range in order.
+pub fn tlsrpt_json(data: &[u8]) {
+    let Some((&mode, body)) = data.split_first() else {
+        return;
+    };
+    let frame = http_body_util::Full::new(bytes::Bytes::copy_from_slice(body));
+    let read = RUNTIME.with(|rt| {
+        rt.block_on(crate::tlsrpt::receiver::read_body(
+            frame,
+            mode & 1 == 1,
+            REPORT_LIMIT,
+        ))
+    });
+    let Ok(json) = read else {
+        return;
+    };
+    assert!(json.len() <= REPORT_LIMIT, "read {} bytes", json.len());
+    if let Ok(r) = crate::tlsrpt::Report::parse(&json) {
+        assert!(!r.report_id.is_empty());
+    }
+}
+
+/// A report mail: its report parts each within the limit, and a DKIM verdict that is never a
+/// pass, since the verifier's resolver has no servers to find a key at.
+pub fn tlsrpt_mail(data: &[u8]) {
+    static AUTH: OnceLock<mail_auth::MessageAuthenticator> = OnceLock::new();
+    for part in crate::tlsrpt::mail::reports(data, REPORT_LIMIT)
+        .into_iter()
+        .flatten()
+    {
+        assert!(
+            part.1.len() <= REPORT_LIMIT,
+            "part of {} bytes",
+            part.1.len()
+        );
+    }
+    let auth = AUTH.get_or_init(|| {
+        use mail_auth::hickory_resolver::config::{ResolverConfig, ResolverOpts};
+        let mut opts = ResolverOpts::default();
+        opts.timeout = Duration::from_millis(1);
+        opts.attempts = 0;
+        mail_auth::MessageAuthenticator::new(ResolverConfig::from_name_servers(vec![]), opts)
+            .expect("a resolver without servers")
+    });
+    let verdict = RUNTIME.with(|rt| rt.block_on(crate::tlsrpt::mail::verify(auth, data)));
+    assert!(
+        !matches!(verdict, crate::tlsrpt::mail::Dkim::Pass(_)),
+        "a pass without a key: {verdict:?}"
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;
@@ -255,6 +313,11 @@ mod tests {
         fn dns_answer_any_bytes(data in proptest::collection::vec(any::<u8>(), 0..512)) {
             dns_answer(&data);
         }
+
+        #[test]
+        fn tlsrpt_json_any_bytes(data in proptest::collection::vec(any::<u8>(), 0..512)) {
+            tlsrpt_json(&data);
+        }
     }
 
     proptest! {
@@ -266,6 +329,18 @@ mod tests {
             data.push(0);
             data.extend(inc.as_bytes());
             config(&data);
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 100, ..ProptestConfig::default() })]
+
+        #[test]
+        fn tlsrpt_mail_any_headers(head in "[A-Za-z:=; \\-\r\n@.]{0,160}", junk in proptest::collection::vec(any::<u8>(), 0..64)) {
+            let mut data = format!("{head}\r\nDKIM-Signature: v=1; a=rsa-sha256; d=a.example; s=s; h=from; bh=; b=\r\n\
+                Content-Type: application/tlsrpt+json\r\n\r\n").into_bytes();
+            data.extend(junk);
+            tlsrpt_mail(&data);
         }
     }
 

@@ -1,0 +1,4 @@
+#![no_main]
+//! See `mta_stsd::fuzzing::tlsrpt_mail` for what it feeds and checks.
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| mta_stsd::fuzzing::tlsrpt_mail(data));
