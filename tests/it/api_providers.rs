@@ -531,16 +531,17 @@ async fn cloudflare_concurrent_change_is_a_conflict() {
     assert_eq!(b.query(name, "TXT"), vec!["v=STSv1; id=sneaky;"]);
 }
 
-/// A name's zone is its longest suffix the account holds, asked from the longest down, each
-/// suffix asked once however many names share it.
+/// A name's zone is its longest suffix the account holds, from one listing of the account's
+/// zones (paged: the fake sends two a page), not a request per candidate suffix; zones are
+/// remembered, and listed again only for a name none of them holds.
 #[tokio::test]
-async fn cloudflare_zone_found_by_longest_suffix() {
-    let fake = FakeCloudflare::start(CF_TOKEN, &["example.org", "b.example.org"]);
+async fn cloudflare_zone_found_by_longest_suffix_from_one_listing() {
+    let fake = FakeCloudflare::start(CF_TOKEN, &["example.org", "b.example.org", "other.test"]);
     let p = Cloudflare::new("p", &fake.base_url(), Secret::new(CF_TOKEN.into())).unwrap();
     let names: Vec<String> = [
         "x.a.b.example.org.",
         "a.example.org.",
-        "c.example.org.",
+        "C.Example.org",
         "nope.test.",
     ]
     .map(String::from)
@@ -554,24 +555,28 @@ async fn cloudflare_zone_found_by_longest_suffix() {
         "{:?}",
         got[3]
     );
-    let asked: Vec<String> = fake
-        .requests()
-        .iter()
-        .filter_map(|r| r.strip_prefix("GET /client/v4/zones?name="))
-        .map(|r| r.split(' ').next().unwrap().to_owned())
-        .collect();
-    assert_eq!(
-        asked,
-        [
-            "x.a.b.example.org",
-            "a.b.example.org",
-            "b.example.org",
-            "a.example.org",
-            "example.org",
-            "c.example.org",
-            "nope.test",
-        ]
-    );
+    let zone_requests = || -> Vec<String> {
+        fake.requests()
+            .iter()
+            .filter(|r| r.starts_with("GET /client/v4/zones"))
+            .map(|r| r.split(' ').nth(1).unwrap().to_owned())
+            .collect()
+    };
+    let listing = [
+        "/client/v4/zones?per_page=50&page=1",
+        "/client/v4/zones?per_page=50&page=2",
+    ];
+    // nope.test is in no zone: listed once, not once per suffix.
+    assert_eq!(zone_requests(), listing);
+    // Known zones: no request at all.
+    let again = p.zones_of(&names[..3]).await;
+    assert!(again.iter().all(Result::is_ok), "{again:?}");
+    assert_eq!(zone_requests(), listing);
+    // A zone added to the account since: one listing more finds it.
+    fake.add_zone("nope.test");
+    let added = p.zone_of("nope.test.").await;
+    assert_eq!(added.as_deref(), Ok("nope.test."));
+    assert_eq!(zone_requests().len(), 4, "{:?}", zone_requests());
 }
 
 /// TXT content shown raw (the API's older behaviour) reads the same as quoted.

@@ -14,6 +14,8 @@ use crate::{ProviderError, Secret};
 
 /// Records asked for per page; the server may send fewer (it clamps `per_page`).
 const PER_PAGE: u32 = 500;
+/// Zones per page: the most `GET /zones` allows (documented range 5–50).
+const ZONES_PER_PAGE: u32 = 50;
 /// Tries of one request answered 429, the last one's 429 becoming a transient error.
 const RATE_LIMIT_TRIES: u32 = 4;
 /// The wait when a 429 has no usable `Retry-After`, and the longest wait honoured.
@@ -108,6 +110,12 @@ impl Client {
         Ok(zones)
     }
 
+    /// `GET /zones`: every zone of the account, page by page.
+    pub async fn all_zones(&self) -> Result<Vec<Zone>, ProviderError> {
+        self.paged(&["zones"], &[], ZONES_PER_PAGE, "the zone list")
+            .await
+    }
+
     /// `GET /zones/{id}/dns_records`, at `name` only when given, following `result_info` from
     /// page to page until the last.
     pub async fn records(
@@ -115,32 +123,37 @@ impl Client {
         zone_id: &str,
         name: Option<&str>,
     ) -> Result<Vec<DnsRecord>, ProviderError> {
+        let filter: Vec<(&str, &str)> = name.map(|n| ("name", n)).into_iter().collect();
+        let what = format!("the records of zone {zone_id}");
+        self.paged(&["zones", zone_id, "dns_records"], &filter, PER_PAGE, &what)
+            .await
+    }
+
+    /// A listing at `path`, `per_page` at a time, until `result_info` says it was the last.
+    async fn paged<T: DeserializeOwned>(
+        &self,
+        path: &[&str],
+        filter: &[(&str, &str)],
+        per_page: u32,
+        what: &str,
+    ) -> Result<Vec<T>, ProviderError> {
         let mut out = Vec::new();
-        let per_page = PER_PAGE.to_string();
+        let per_page_text = per_page.to_string();
         for page in 1..=MAX_PAGES {
             let page_text = page.to_string();
-            let mut query = vec![("per_page", per_page.as_str()), ("page", &page_text)];
-            if let Some(n) = name {
-                query.insert(0, ("name", n));
-            }
-            let (records, info): (Vec<DnsRecord>, _) = self
-                .call(
-                    Method::GET,
-                    &["zones", zone_id, "dns_records"],
-                    &query,
-                    None,
-                )
-                .await?;
-            let got = records.len() as u32;
-            out.extend(records);
-            if got == 0 || is_last_page(page, got, info) {
+            let mut query = filter.to_vec();
+            query.extend([("per_page", per_page_text.as_str()), ("page", &page_text)]);
+            let (items, info): (Vec<T>, _) = self.call(Method::GET, path, &query, None).await?;
+            let got = items.len() as u32;
+            out.extend(items);
+            if got == 0 || is_last_page(page, got, per_page, info) {
                 return Ok(out);
             }
         }
         Err(ProviderError::Refused {
             code: "paging".into(),
             message: format!(
-                "Cloudflare {}: the records of zone {zone_id} did not end after {MAX_PAGES} pages",
+                "Cloudflare {}: {what} did not end after {MAX_PAGES} pages",
                 self.base
             ),
         })
@@ -266,12 +279,12 @@ impl Client {
 }
 
 /// Whether `page` was the last: by `total_pages` when given, else by a short page.
-fn is_last_page(page: u32, got: u32, info: Option<ResultInfo>) -> bool {
+fn is_last_page(page: u32, got: u32, asked: u32, info: Option<ResultInfo>) -> bool {
     let Some(info) = info else { return true };
     if let Some(total) = info.total_pages {
         return info.page.unwrap_or(page) >= total;
     }
-    let per_page = info.per_page.unwrap_or(PER_PAGE);
+    let per_page = info.per_page.unwrap_or(asked);
     info.count.unwrap_or(got) < per_page
 }
 
@@ -333,11 +346,11 @@ mod tests {
                 count: Some(count),
             })
         };
-        assert!(!is_last_page(1, 2, info(1, 2, Some(3), 2)));
-        assert!(is_last_page(3, 1, info(3, 2, Some(3), 1)));
+        assert!(!is_last_page(1, 2, 2, info(1, 2, Some(3), 2)));
+        assert!(is_last_page(3, 1, 2, info(3, 2, Some(3), 1)));
         // Without total_pages: a full page may have a successor, a short one does not.
-        assert!(!is_last_page(1, 2, info(1, 2, None, 2)));
-        assert!(is_last_page(2, 1, info(2, 2, None, 1)));
-        assert!(is_last_page(1, 5, None));
+        assert!(!is_last_page(1, 2, 2, info(1, 2, None, 2)));
+        assert!(is_last_page(2, 1, 2, info(2, 2, None, 1)));
+        assert!(is_last_page(1, 5, 500, None));
     }
 }

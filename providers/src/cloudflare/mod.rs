@@ -60,6 +60,26 @@ impl Cloudflare {
             .cloned()
     }
 
+    /// The longest suffix of `name` (absolute) among the remembered zones, of two labels or
+    /// more: `a.b.example.org`, then `b.example.org`, then `example.org`.
+    fn longest_zone(&self, name: &str) -> Option<String> {
+        let ids = self.zone_ids.lock().unwrap_or_else(|e| e.into_inner());
+        let labels: Vec<&str> = name.trim_end_matches('.').split('.').collect();
+        (0..labels.len().saturating_sub(1))
+            .map(|start| format!("{}.", labels[start..].join(".")))
+            .find(|candidate| ids.contains_key(candidate))
+    }
+
+    /// Every zone of the account, remembered with its id.
+    async fn list_zones(&self) -> Result<(), ProviderError> {
+        let zones = self.client.all_zones().await?;
+        let mut ids = self.zone_ids.lock().unwrap_or_else(|e| e.into_inner());
+        for z in zones {
+            ids.insert(absolute(&z.name), z.id);
+        }
+        Ok(())
+    }
+
     /// The zone's id, from an earlier lookup or a new one.
     async fn zone_id(&self, zone: &str) -> Result<String, ProviderError> {
         let zone = absolute(zone);
@@ -232,50 +252,25 @@ impl Provider for Cloudflare {
         &self.name
     }
 
-    /// Each name's zone is the longest of its suffixes (of two labels or more) that the account
-    /// has: `a.b.example.org`, then `b.example.org`, then `example.org`. Answers are shared
-    /// between the names; after a failure the remaining names get the same error.
+    /// Each name's zone is the longest of its suffixes that the account has, from one listing
+    /// of the account's zones (`GET /zones`, paged), remembered: a later call lists again only
+    /// for a name none of the remembered zones holds. A failed listing fails every name.
     async fn zones_of(&self, names: &[String]) -> Vec<Result<String, ProviderError>> {
-        let mut known: HashMap<String, bool> = HashMap::new();
-        let mut out = Vec::with_capacity(names.len());
-        let mut failed: Option<ProviderError> = None;
-        for n in names {
-            if let Some(e) = &failed {
-                out.push(Err(e.clone()));
-                continue;
+        let names: Vec<String> = names.iter().map(|n| absolute(n)).collect();
+        if names.iter().any(|n| self.longest_zone(n).is_none()) {
+            if let Err(e) = self.list_zones().await {
+                return names.iter().map(|_| Err(e.clone())).collect();
             }
-            let n = absolute(n);
-            let labels: Vec<&str> = n.trim_end_matches('.').split('.').collect();
-            let mut result = None;
-            for start in 0..labels.len().saturating_sub(1) {
-                let candidate = format!("{}.", labels[start..].join("."));
-                let exists = match known.get(&candidate) {
-                    Some(&e) => e,
-                    None => match self.lookup(&candidate).await {
-                        Ok(id) => {
-                            known.insert(candidate.clone(), id.is_some());
-                            id.is_some()
-                        }
-                        Err(e) => {
-                            failed = Some(e.clone());
-                            result = Some(Err(e));
-                            break;
-                        }
-                    },
-                };
-                if exists {
-                    result = Some(Ok(candidate));
-                    break;
-                }
-            }
-            out.push(result.unwrap_or_else(|| {
-                Err(ProviderError::Config {
+        }
+        names
+            .iter()
+            .map(|n| {
+                self.longest_zone(n).ok_or_else(|| ProviderError::Config {
                     code: "no zone".into(),
                     message: format!("Cloudflare: no zone in this account holds {n}"),
                 })
-            }));
-        }
-        out
+            })
+            .collect()
     }
 
     async fn records(&self, zone: &str, names: &[String]) -> Result<Vec<Record>, ProviderError> {

@@ -195,6 +195,13 @@ impl FakeCloudflare {
     }
 
     /// Every request so far: `METHOD /path?query -> status`.
+    /// A zone added to the account after start, as from the dashboard.
+    pub fn add_zone(&self, name: &str) {
+        let mut s = self.state();
+        let id = s.new_id();
+        s.zones.push((id, normalize(name)));
+    }
+
     pub fn requests(&self) -> Vec<String> {
         self.state().requests.clone()
     }
