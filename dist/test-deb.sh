@@ -64,8 +64,9 @@ conf=/etc/mta-stsd/mta-stsd.toml
 out=$(in_sys dpkg -i /tmp/mta-stsd.deb 2>&1) || fail "dpkg -i: $out"
 grep -q "edit $conf" <<<"$out" || fail "the first install does not say what to do next: $out"
 in_sys getent passwd mta-stsd | grep -q ':/var/lib/mta-stsd:' || fail "postinst made no system user mta-stsd"
-[ "$(stat -c '%U:%G %a' "$sys/etc/mta-stsd")" = "root:mta-stsd 750" ] ||
-  fail "/etc/mta-stsd is $(stat -c '%U:%G %a' "$sys/etc/mta-stsd"), not root:mta-stsd 750"
+# Names as the root's own passwd and group files say (the host's may give its ids other names).
+mode=$(in_sys stat -c '%U:%G %a' /etc/mta-stsd)
+[ "$mode" = "root:mta-stsd 750" ] || fail "/etc/mta-stsd is $mode, not root:mta-stsd 750"
 in_sys dpkg-query -W -f='${Conffiles}' mta-stsd | grep -q " *$conf " || fail "dpkg does not know $conf as a conffile"
 in_sys mta-stsd --help >/dev/null || fail "--help in the installed root"
 in_sys runuser -u mta-stsd -- mta-stsd --config "$conf" check || fail "check as the service user"
