@@ -1,10 +1,12 @@
 //! DNS exchanges for drift: over UDP first, one socket per server shared by every question of a
 //! run (answers matched by id, then by question); over TCP when the answer is truncated
-//! (RFC 7766 §5), does not match, or the server refuses UDP. A hoster's million domains ask the
-//! same resolver and nameservers, so a socket (and a TCP handshake) per question would dominate.
+//! (RFC 7766 §5), does not match, or the server refuses UDP or leaves it unanswered. A hoster's
+//! million domains ask the same resolver and nameservers, so a socket (and a TCP handshake) per
+//! question would dominate.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -17,6 +19,9 @@ use tokio::sync::oneshot;
 pub const UDP_PAYLOAD: u16 = 1232;
 /// A UDP question unanswered this long is sent again (the caller bounds the whole exchange).
 const RETRANSMIT: Duration = Duration::from_millis(700);
+/// Sent this often over UDP without an answer, the question goes over TCP: a server or path
+/// that drops UDP still answers there (RFC 7766 §5).
+const UDP_TRIES: u32 = 3;
 /// Questions in flight on one socket; past this, TCP.
 const MAX_PENDING: usize = 16_384;
 
@@ -38,6 +43,8 @@ struct Server {
     sock: Arc<UdpSocket>,
     pending: Pending,
     reader: tokio::task::JoinHandle<()>,
+    /// UDP went unanswered [`UDP_TRIES`] times: the rest of the run asks over TCP at once.
+    tcp_only: AtomicBool,
 }
 
 impl Drop for Server {
@@ -86,6 +93,9 @@ impl Transport {
         let Ok(s) = self.server(server).await else {
             return Ok(None);
         };
+        if s.tcp_only.load(Ordering::Relaxed) {
+            return Ok(None);
+        }
         let (tx, mut rx) = oneshot::channel();
         let id = {
             let mut pending = lock(&s.pending);
@@ -107,14 +117,20 @@ impl Transport {
         };
         let mut wire = query.to_vec();
         wire[..2].copy_from_slice(&id.to_be_bytes());
+        let mut sent = 0;
         let bytes = loop {
             if s.sock.send(&wire).await.is_err() {
                 return Ok(None);
             }
+            sent += 1;
             match tokio::time::timeout(RETRANSMIT, &mut rx).await {
                 Ok(Ok(Some(bytes))) => break bytes,
                 // The socket failed (ICMP port unreachable): TCP says why, or works.
                 Ok(_) => return Ok(None),
+                Err(_) if sent >= UDP_TRIES => {
+                    s.tcp_only.store(true, Ordering::Relaxed);
+                    return Ok(None);
+                }
                 Err(_) => continue,
             }
         };
@@ -144,6 +160,7 @@ impl Transport {
             sock,
             pending,
             reader,
+            tcp_only: AtomicBool::new(false),
         });
         // Two questions may race to open the first socket; the one kept serves both.
         Ok(lock(&self.servers).entry(addr).or_insert(s).clone())

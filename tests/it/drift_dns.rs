@@ -1,9 +1,13 @@
 //! How drift asks DNS, read from a real BIND's query log: over UDP, every question of a run
 //! from one socket; an answer too long for UDP (truncated, RFC 7766 §5) asked again over TCP
-//! and read whole.
+//! and read whole; a resolver whose UDP is dropped on the way asked over TCP.
 
 use std::collections::BTreeSet;
-use std::net::Ipv4Addr;
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, TcpListener, TcpStream, UdpSocket};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
 
 use serde_json::Value;
 
@@ -127,4 +131,137 @@ fn udp_from_one_socket_and_tcp_for_a_truncated_answer() {
         .map(|(p, _, _, _)| *p)
         .collect();
     assert_eq!(ports.len(), 1, "{ports:?}\n{log}");
+}
+
+/// A resolver address that reads and drops every UDP question, and passes each TCP one to
+/// `upstream` over TCP: a path that filters UDP. Counts both; stops when dropped.
+struct TcpOnly {
+    addr: std::net::SocketAddr,
+    udp_dropped: Arc<AtomicUsize>,
+    tcp_answered: Arc<AtomicUsize>,
+    stop: Arc<AtomicBool>,
+}
+
+impl TcpOnly {
+    fn start(upstream: std::net::SocketAddr) -> TcpOnly {
+        let port = free_port();
+        let tcp = TcpListener::bind((Ipv4Addr::LOCALHOST, port)).unwrap();
+        tcp.set_nonblocking(true).unwrap();
+        let udp = UdpSocket::bind((Ipv4Addr::LOCALHOST, port)).unwrap();
+        udp.set_read_timeout(Some(Duration::from_millis(50)))
+            .unwrap();
+        let (udp_dropped, tcp_answered) =
+            (Arc::<AtomicUsize>::default(), Arc::<AtomicUsize>::default());
+        let stop = Arc::new(AtomicBool::new(false));
+        std::thread::spawn({
+            let (n, stop) = (udp_dropped.clone(), stop.clone());
+            move || {
+                let mut buf = [0u8; 4096];
+                while !stop.load(Ordering::Relaxed) {
+                    if udp.recv(&mut buf).is_ok() {
+                        n.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+        });
+        std::thread::spawn({
+            let (n, stop) = (tcp_answered.clone(), stop.clone());
+            move || {
+                while !stop.load(Ordering::Relaxed) {
+                    let Ok((mut client, _)) = tcp.accept() else {
+                        std::thread::sleep(Duration::from_millis(5));
+                        continue;
+                    };
+                    let n = n.clone();
+                    std::thread::spawn(move || {
+                        client.set_nonblocking(false).unwrap();
+                        let mut up = TcpStream::connect(upstream).unwrap();
+                        // One framed question, one framed answer, as drift asks.
+                        let mut len = [0u8; 2];
+                        client.read_exact(&mut len).unwrap();
+                        let mut q = vec![0u8; u16::from_be_bytes(len) as usize];
+                        client.read_exact(&mut q).unwrap();
+                        up.write_all(&len).unwrap();
+                        up.write_all(&q).unwrap();
+                        up.read_exact(&mut len).unwrap();
+                        let mut a = vec![0u8; u16::from_be_bytes(len) as usize];
+                        up.read_exact(&mut a).unwrap();
+                        client.write_all(&len).unwrap();
+                        client.write_all(&a).unwrap();
+                        n.fetch_add(1, Ordering::Relaxed);
+                    });
+                }
+            }
+        });
+        TcpOnly {
+            addr: (Ipv4Addr::LOCALHOST, port).into(),
+            udp_dropped,
+            tcp_answered,
+            stop,
+        }
+    }
+}
+
+impl Drop for TcpOnly {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+#[test]
+fn a_resolver_that_drops_udp_is_asked_over_tcp() {
+    let key = TsigKey::generate("transport-test", "hmac-sha256");
+    let dns = DnsServer::start_with(
+        Kind::Bind,
+        &Options {
+            ip: NS,
+            ns: vec![("ns1".into(), NS)],
+            ..Options::default()
+        },
+        "example.org",
+        &key,
+        &["a MX 10 mx1", "mx1 A 127.0.0.1"],
+    );
+    let resolver = TcpOnly::start(dns.addr);
+    let dir = ConfigDir::new();
+    dir.write(
+        MAIN,
+        format!(
+            "[server]\nhttps = [\"127.0.0.1:{}\"]\n\n[tls]\nself_signed = true\n\n\
+             [policy]\nmode = \"enforce\"\nmx = [\"mx1.example.org\"]\nmax_age = 86400\n\n\
+             [domains.\"a.example.org\"]\n\n\
+             [drift]\nresolver = \"{}\"\ndns_port = {}\nhttps_port = {}\nsmtp = false\n",
+            free_port(),
+            resolver.addr,
+            dns.addr.port(),
+            free_port()
+        ),
+    );
+    let started = std::time::Instant::now();
+    let out = run_with_config(&dir.config_path(), &["drift", "--format", "json"]);
+    let took = started.elapsed();
+    let report: Value =
+        serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("{e}\n{}", out.dump()));
+    let findings = report["domains"][0]["findings"].as_array().unwrap();
+    // The resolver's answers arrived: the MX is covered, and nothing is "could not check"
+    // for want of them.
+    assert!(
+        !findings.iter().any(|f| f["check"] == "mx"
+            || f["check"] == "tlsrpt"
+            || f["check"] == "policy-host" && f["severity"] == "unknown"),
+        "{report:#}"
+    );
+    let (udp, tcp) = (
+        resolver.udp_dropped.load(Ordering::Relaxed),
+        resolver.tcp_answered.load(Ordering::Relaxed),
+    );
+    // Each question sent over UDP at most three times, then over TCP; the later ones
+    // straight over TCP.
+    assert!(
+        udp > 0 && udp % 3 == 0 && udp < 3 * tcp,
+        "{udp} datagrams dropped, {tcp} questions over TCP"
+    );
+    // Three unanswered sends for the questions asked first; the rest of the run at once over
+    // TCP: one wait of 2.1 s, not one per lookup in a chain (SOA, NS, address: 8 s).
+    assert!(took < Duration::from_secs(6), "drift took {took:?}");
 }
