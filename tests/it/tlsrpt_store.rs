@@ -112,6 +112,29 @@ async fn battery(a: Store, b: Store) {
     outcomes.sort_by_key(|s| *s == Stored::New);
     assert_eq!(outcomes, [Stored::Duplicate, Stored::New]);
 
+    // Many at once, as just after midnight UTC: committed together, each its own outcome (the
+    // duplicate among them included).
+    let burst: Vec<String> = (0..300)
+        .map(|i| {
+            fixture("google.json")
+                .replace("2024-09-03T00:00:00Z_example.net", &format!("burst-{i}"))
+        })
+        .chain([one.clone()])
+        .collect();
+    let outcomes = futures_util::future::join_all(burst.iter().map(|j| put(&a, j))).await;
+    assert_eq!(
+        outcomes.iter().filter(|o| **o == Stored::New).count(),
+        300,
+        "{outcomes:?}"
+    );
+    assert_eq!(outcomes[300], Stored::Duplicate);
+    let net = b.days(&["example.net".into()], "2024-09-03").await.unwrap();
+    assert_eq!(
+        net.iter().map(|d| d.successful).sum::<i64>(),
+        41 * 302,
+        "{net:?}"
+    );
+
     // 10,000 policies in one report.
     let p = r#"{"policy":{"policy-type":"sts","policy-domain":"big.example"},"summary":{"total-successful-session-count":1,"total-failure-session-count":1},"failure-details":[{"result-type":"validation-failure","failed-session-count":1}]}"#;
     let big = format!(
@@ -178,6 +201,35 @@ async fn store_postgres() {
     let backend = Backend::Postgres(Secret::new(pg.url()));
     let (a, b) = tokio::join!(Store::open(&backend), Store::open(&backend));
     battery(a.unwrap(), b.unwrap()).await;
+}
+
+/// A report PostgreSQL refuses (a NUL in a text field) among others written at the same time:
+/// it fails alone, the others are stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_refused_report_does_not_fail_those_committed_with_it() {
+    let pg = Postgres::start();
+    let store = Store::open(&Backend::Postgres(Secret::new(pg.url())))
+        .await
+        .unwrap();
+    let json = |i: usize| {
+        fixture("google.json").replace("2024-09-03T00:00:00Z_example.net", &format!("n-{i}"))
+    };
+    let bad = json(999).replace("Google Inc.", "Google\\u0000Inc.");
+    let bad_report = Report::parse(bad.as_bytes()).unwrap();
+    assert!(bad_report.organization.contains('\0'));
+    let ids = vec![None; 1];
+    let good: Vec<String> = (0..40).map(json).collect();
+    let (bad_outcome, outcomes) = tokio::join!(
+        store.insert(&bad_report, &bad, Source::Https, 1_700_000_000, &ids),
+        futures_util::future::join_all(good.iter().map(|j| put(&store, j)))
+    );
+    assert!(bad_outcome.is_err(), "{bad_outcome:?}");
+    assert!(outcomes.iter().all(|o| *o == Stored::New), "{outcomes:?}");
+    let days = store
+        .days(&["example.net".into()], "2024-09-03")
+        .await
+        .unwrap();
+    assert_eq!(days.iter().map(|d| d.successful).sum::<i64>(), 41 * 40);
 }
 
 #[tokio::test]
