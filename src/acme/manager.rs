@@ -1,8 +1,9 @@
 //! The task that keeps every ACME name served: follows the live config, loads certificates
-//! from the store, and runs orders — at most [`MAX_IN_FLIGHT`] at once, each name on its own
-//! schedule (renewal at two thirds of the lifetime, backoff after a failure).
+//! from the store, and runs orders — at most [`MAX_IN_FLIGHT`] at once, at most
+//! `[acme] orders_per_hour` started in any hour (first certificates before renewals), each
+//! name on its own schedule (renewal at two thirds of the lifetime, backoff after a failure).
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -15,6 +16,8 @@ use super::{cert_label, AcmeError, CertState, MAX_IN_FLIGHT};
 use crate::config::{self, CertSource};
 use crate::daemon::state::{unix_now, Live, Shared};
 
+/// The window `[acme] orders_per_hour` counts in.
+const HOUR: u64 = 3600;
 /// How soon to look at the store again while another replica holds a name's lock.
 const LOCK_RECHECK: Duration = Duration::from_secs(5);
 /// How often a name in backoff looks at the store, for a certificate another replica got.
@@ -65,6 +68,7 @@ impl Manager {
                 names: HashMap::new(),
                 order_after: HashMap::new(),
                 queue: BTreeSet::new(),
+                orders: VecDeque::new(),
                 in_flight: JoinSet::new(),
             }
             .run(),
@@ -84,6 +88,9 @@ struct Run {
     /// Names in backoff after a failure: no order before then (the store is still read).
     order_after: HashMap<Arc<str>, u64>,
     queue: BTreeSet<(u64, Arc<str>)>,
+    /// Attempts that could order, by start time, over the last [`HOUR`]; those that found a
+    /// certificate in the store (or the lock taken) leave it again.
+    orders: VecDeque<(u64, Arc<str>)>,
     in_flight: JoinSet<(u64, Arc<str>, Outcome)>,
 }
 
@@ -201,21 +208,48 @@ impl Run {
         }
     }
 
-    /// Starts attempts for the names that are due, up to the bound.
+    /// Starts attempts for the names that are due, up to the bounds: names without a
+    /// certificate first, then renewals, each group by due time. A name that may order but
+    /// finds no slot in the hour stays queued until the oldest order leaves the window.
     fn start_due(&mut self) {
         let Some(cfg) = self.cfg.clone() else { return };
         let now = unix_now();
-        while self.in_flight.len() < MAX_IN_FLIGHT {
-            match self.queue.first() {
-                Some((t, _)) if *t <= now => {}
-                _ => break,
+        while self.orders.front().is_some_and(|(t, _)| t + HOUR <= now) {
+            self.orders.pop_front();
+        }
+        let (first, renewals): (Vec<_>, Vec<_>) = self
+            .queue
+            .iter()
+            .take_while(|(t, _)| *t <= now)
+            .cloned()
+            .partition(|(_, name)| !self.has_cert(name));
+        for (due, name) in first.into_iter().chain(renewals) {
+            if self.in_flight.len() >= MAX_IN_FLIGHT {
+                break;
             }
-            let (_, name) = self.queue.pop_first().expect("just seen");
-            self.names.insert(name.clone(), None);
             let may_order = self.order_after.get(&name).is_none_or(|t| *t <= now);
             if may_order {
+                if let Some(limit) = cfg.orders_per_hour {
+                    if self.orders.len() >= limit as usize {
+                        let free_at = self.orders.front().map_or(now, |(t, _)| t + HOUR);
+                        self.queue.remove(&(due, name.clone()));
+                        self.schedule(&name, free_at);
+                        let detail =
+                            format!("{limit} orders started in the last hour (orders_per_hour)");
+                        self.update(&name, |s| {
+                            if s.state != CertState::Valid {
+                                s.state = CertState::Queued;
+                            }
+                            s.detail = Some(detail);
+                        });
+                        continue;
+                    }
+                }
+                self.orders.push_back((now, name.clone()));
                 self.update(&name, |s| s.state = CertState::Ordering);
             }
+            self.queue.remove(&(due, name.clone()));
+            self.names.insert(name.clone(), None);
             let span = tracing::info_span!("acme", name = %name);
             let generation = self.generation;
             let (cfg, account) = (cfg.clone(), self.account.clone());
@@ -230,6 +264,14 @@ impl Run {
         }
     }
 
+    fn has_cert(&self, name: &str) -> bool {
+        self.shared
+            .acme
+            .status_map()
+            .get(name)
+            .is_some_and(|s| s.not_after.is_some())
+    }
+
     fn finish(&mut self, name: Arc<str>, outcome: Outcome) {
         if !self.names.contains_key(&name) {
             return; // left the config meanwhile
@@ -237,6 +279,15 @@ impl Run {
         let now = unix_now();
         if matches!(outcome, Outcome::Loaded(_) | Outcome::Issued(_)) {
             self.order_after.remove(&name);
+        }
+        if matches!(
+            outcome,
+            Outcome::Loaded(_) | Outcome::Waiting | Outcome::Failed(AcmeError::Busy(_))
+        ) {
+            // No order was placed: its slot is free again.
+            if let Some(i) = self.orders.iter().rposition(|(_, n)| *n == name) {
+                self.orders.remove(i);
+            }
         }
         match outcome {
             Outcome::Waiting => {

@@ -98,6 +98,8 @@ fn chain(e: &dyn std::error::Error) -> String {
 pub enum CertState {
     /// No certificate yet, and none being ordered.
     Pending,
+    /// Due, waiting for an order slot (`[acme] orders_per_hour`).
+    Queued,
     /// An order is running.
     Ordering,
     Valid,
@@ -109,6 +111,7 @@ impl CertState {
     pub fn as_str(self) -> &'static str {
         match self {
             CertState::Pending => "pending",
+            CertState::Queued => "queued",
             CertState::Ordering => "ordering",
             CertState::Valid => "valid",
             CertState::Failed => "failed",

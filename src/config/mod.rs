@@ -279,6 +279,9 @@ pub struct Acme {
     /// `[acme] state`, else `<[state] dir>/acme`.
     pub state: PathBuf,
     pub ca: Option<PathBuf>,
+    /// `[acme] orders_per_hour`: new orders started in any hour at most (renewals and first
+    /// certificates together, first certificates first).
+    pub orders_per_hour: Option<u32>,
 }
 
 /// `[alerts]`: where drift's events go (at least one of the two).

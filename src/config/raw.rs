@@ -596,6 +596,7 @@ impl Reader<'_> {
             // Empty: `<[state] dir>/acme`, filled in when the files are combined.
             state: PathBuf::new(),
             ca: None,
+            orders_per_hour: None,
         };
         let mut ok = true;
         for (k, v) in table.iter() {
@@ -645,10 +646,29 @@ impl Reader<'_> {
                         .string(kname, v)
                         .and_then(|s| self.readable(s.value, s.at))
                 }
+                "orders_per_hour" => match self.integer(kname, v) {
+                    Some(n) if (1..=100_000).contains(&n.value) => {
+                        acme.orders_per_hour = Some(n.value as u32);
+                    }
+                    // Reported; the rest of [acme] stays, so no domain loses its certificate
+                    // source over it.
+                    Some(n) => {
+                        self.problems
+                            .error(n.at, "`orders_per_hour` must be 1 to 100000");
+                    }
+                    None => {}
+                },
                 _ => self.unknown(
                     "[acme]",
                     k,
-                    &["directory", "contact", "challenge", "state", "ca"],
+                    &[
+                        "directory",
+                        "contact",
+                        "challenge",
+                        "state",
+                        "ca",
+                        "orders_per_hour",
+                    ],
                 ),
             }
         }

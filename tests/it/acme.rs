@@ -589,3 +589,56 @@ async fn replicas_sharing_state_one_orders_the_other_answers_validation_and_pick
         .count();
     assert_eq!(left, 0);
 }
+
+/// `[acme] orders_per_hour = 1` with two names due: one is ordered, the other waits queued
+/// in `/status` until that order leaves the hour, and pebble issues one certificate.
+#[tokio::test]
+async fn orders_per_hour_queues_what_exceeds_it() {
+    let ports = Ports::new();
+    let pebble = Pebble::start(PebbleOptions::new(ports.http, ports.https)).await;
+    let acme = format!(
+        "{}orders_per_hour = 1\n",
+        acme_section(&pebble, "tls-alpn-01")
+    );
+    let dir = ConfigDir::with_config(&config(&ports, "", &acme));
+    let d = Daemon::start(&dir.config_path());
+    let started = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    // Whichever name went first gets its certificate; the other is queued behind it.
+    let states = || async {
+        let a = acme_status(&d, "a.example").await;
+        let b = acme_status(&d, "b.example").await;
+        (a, b)
+    };
+    let deadline = Instant::now() + ACME_DEADLINE;
+    let queued = loop {
+        let (a, b) = states().await;
+        match (a["state"].as_str(), b["state"].as_str()) {
+            (Some("valid"), Some("queued")) => break b,
+            (Some("queued"), Some("valid")) => break a,
+            _ => {}
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not one valid and one queued: {a} {b}\n{}\n{}",
+            d.lines().join("\n"),
+            pebble.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let next = epoch(&queued["next_attempt"]).expect("a next attempt");
+    assert!(
+        next >= started + 3600 - 5 && next <= started + 3600 + 120,
+        "next attempt {next}, started {started}: {queued}"
+    );
+    assert!(
+        queued["detail"]
+            .as_str()
+            .is_some_and(|t| t.contains("orders_per_hour")),
+        "{queued}"
+    );
+    assert!(queued["not_after"].is_null(), "{queued}");
+    assert_eq!(pebble.issued(), 1, "{}", pebble.log());
+}

@@ -1269,6 +1269,33 @@ max_age = 604800
     d.check().assert_clean();
 }
 
+/// `[acme] orders_per_hour`: a positive count of orders; 0 would never order.
+#[test]
+fn acme_orders_per_hour_must_be_positive() {
+    let section = |n: &str| {
+        format!(
+            "[tls]\nself_signed = false\n\n[acme]\ndirectory = \"https://acme.example.org/directory\"\n\
+             state = \"acme\"\norders_per_hour = {n}\n\n[policy]\nmode = \"enforce\"\n\
+             mx = [\"mail.example.org\"]\nmax_age = 604800\n\n[domains.\"example.org\"]\n"
+        )
+    };
+    ConfigDir::with_config(&section("30"))
+        .check()
+        .assert_clean();
+    for bad in ["0", "-1"] {
+        let text = section(bad);
+        let d = ConfigDir::with_config(&text);
+        let out = d.check();
+        out.assert_status(1);
+        out.assert_error(
+            &d.config_path(),
+            pos1(&text, &format!("{bad}\n\n[policy]")),
+            "`orders_per_hour` must be 1 to 100000",
+        );
+        out.assert_error_count(1);
+    }
+}
+
 #[test]
 fn missing_cert_file_is_an_error_with_its_path() {
     let d = ConfigDir::new();
