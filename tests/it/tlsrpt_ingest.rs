@@ -155,7 +155,12 @@ fn ingest(dir: &ConfigDir, msg: &[u8], env: &[(&str, &str)]) -> Ingested {
         cmd.env(k, v);
     }
     let mut child = cmd.spawn().expect("running mta-stsd");
-    child.stdin.take().unwrap().write_all(msg).unwrap();
+    // It may exit (75: the store is down) before reading the message, as an MTA's pipe
+    // allows; the write then meets a closed pipe.
+    match child.stdin.take().unwrap().write_all(msg) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => panic!("writing stdin: {e}"),
+        _ => {}
+    }
     let out = child.wait_with_output().unwrap();
     Ingested {
         status: out.status.code(),
