@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use mta_stsd_providers::{ProviderError, RData, Record};
 use tokio::sync::Notify;
+use tokio_util::task::AbortOnDropHandle;
 use tracing::{info, warn, Instrument};
 
 use super::state::Shared;
@@ -87,20 +88,16 @@ fn backoff(attempts: u32) -> Duration {
     base + base.mul_f64(rand::random::<f64>() * 0.2)
 }
 
+/// Dropping it stops the task.
 pub struct Publisher {
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for Publisher {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
+    _task: AbortOnDropHandle<()>,
 }
 
 impl Publisher {
     pub fn start(shared: Arc<Shared>) -> Publisher {
-        let task = tokio::spawn(run(shared));
-        Publisher { task }
+        Publisher {
+            _task: AbortOnDropHandle::new(tokio::spawn(run(shared))),
+        }
     }
 }
 

@@ -14,7 +14,7 @@ use notify::{RecommendedWatcher, RecursiveMode, Watcher};
 use sd_notify::NotifyState;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
+use tokio_util::task::AbortOnDropHandle;
 use tracing::{error, info, warn};
 
 use super::notify;
@@ -101,13 +101,7 @@ fn parent(p: &Path) -> Option<PathBuf> {
 
 /// Owns the watcher and the reload task; dropping it stops both.
 pub struct Reloader {
-    task: JoinHandle<()>,
-}
-
-impl Drop for Reloader {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
+    _task: AbortOnDropHandle<()>,
 }
 
 impl Reloader {
@@ -157,7 +151,9 @@ impl Reloader {
                 }
             }
         });
-        Ok(Reloader { task })
+        Ok(Reloader {
+            _task: AbortOnDropHandle::new(task),
+        })
     }
 }
 

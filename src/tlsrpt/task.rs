@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::task::JoinHandle;
+use tokio_util::task::AbortOnDropHandle;
 use tracing::{info, warn};
 
 use super::store::Store;
@@ -14,13 +14,7 @@ use crate::daemon::state::Shared;
 const DAY: Duration = Duration::from_secs(86_400);
 
 /// Aborts the task when dropped (at shutdown).
-pub struct Task(JoinHandle<()>);
-
-impl Drop for Task {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
+pub type Task = AbortOnDropHandle<()>;
 
 /// Starts the task when the config has `[tlsrpt]`. The store settings are those at start.
 pub fn start(shared: Arc<Shared>) -> Option<Task> {
@@ -28,7 +22,7 @@ pub fn start(shared: Arc<Shared>) -> Option<Task> {
     let cfg = live.config.tlsrpt.clone()?;
     let state_dir = live.config.state.dir.clone();
     drop(live);
-    Some(Task(tokio::spawn(async move {
+    Some(AbortOnDropHandle::new(tokio::spawn(async move {
         let backend = match super::backend(&cfg, &state_dir) {
             Ok(b) => b,
             Err(e) => {
