@@ -9,6 +9,7 @@
 //!
 //! - `name`: domain names, parsed once (lowercase A-labels). Uses: nothing.
 //! - `clock`: the time the daemon reads and RFC 3339 for people. Uses: nothing.
+//! - `errors`: an error and its causes as one line. Uses: nothing.
 //! - `certs`: the crypto provider, configured certificate files and what they cover. Uses: nothing.
 //! - `policy`: the MTA-STS policy (RFC 8461 §3.2), its bytes and id. Uses: `name`.
 //! - `rua`: the TLS-RPT record we publish (RFC 8460 §3), its `rua` URIs. Uses: `name`.
@@ -22,7 +23,7 @@
 //! - `metrics`: the Prometheus registry and its handles. Uses: `tlsrpt`.
 //! - `alerts`: drift events to a webhook or command. Uses: `config`.
 //! - `drift`: the world as a sender sees it, against the config. Uses: `alerts`, `certs`, `clock`, `config`, `desired`, `dns`, `name`, `policy`, `state`, `tlsrpt`.
-//! - `acme`: ACME (RFC 8555) certificates, challenge answers, the renewal task. Uses: `certs`, `clock`, `config`, `metrics`, `name`, `state`.
+//! - `acme`: ACME (RFC 8555) certificates, challenge answers, the renewal task. Uses: `certs`, `clock`, `config`, `errors`, `metrics`, `name`, `state`.
 //! - `serve`: the public listeners: TLS by SNI, HTTP/1.1 and HTTP/2, routing, limits. Uses: `acme`, `certs`, `config`, `live`, `metrics`, `name`, `state`.
 //! - `daemon`: wires the tasks together; reload, publication, shutdown, the admin endpoints. Uses: `acme`, `alerts`, `clock`, `config`, `desired`, `dns`, `drift`, `lifecycle`, `live`, `metrics`, `name`, `serve`, `state`, `tlsrpt`.
 //! - `cli`: one function per command; anyhow stops here. Uses: `alerts`, `clock`, `config`, `daemon`, `desired`, `dns`, `drift`, `lifecycle`, `name`, `state`, `tlsrpt`.
@@ -38,6 +39,7 @@ pub mod daemon;
 pub mod desired;
 pub mod dns;
 pub mod drift;
+pub mod errors;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod lifecycle;

@@ -27,6 +27,7 @@ use serde_json::{json, Value};
 use tokio::sync::Notify;
 
 use crate::clock::rfc3339;
+use crate::errors::chain;
 use crate::metrics::{CertLabel, Metrics};
 use challenge::Challenges;
 pub use challenge::ACME_TLS_ALPN;
@@ -76,21 +77,6 @@ impl AcmeError {
             AcmeError::Local(_) => "local",
         }
     }
-}
-
-/// An error and its sources, as one line (hyper's own message says only "client error").
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut source = e.source();
-    while let Some(inner) = source {
-        let text = inner.to_string();
-        if !s.contains(&text) {
-            s.push_str(": ");
-            s.push_str(&text);
-        }
-        source = inner.source();
-    }
-    s
 }
 
 /// Where a name's certificate stands, as `/status` shows it.
