@@ -21,7 +21,7 @@
 //! - `dns`: plan (pure diff) and sync through the providers. Uses: `config`, `desired`.
 //! - `lifecycle`: removed domains on their way out (RFC 8461 §8.3). Uses: `certs`, `clock`, `config`, `name`, `policy`, `rua`, `state`.
 //! - `metrics`: the Prometheus registry and its handles. Uses: `tlsrpt`.
-//! - `alerts`: drift events to a webhook or command. Uses: `config`.
+//! - `alerts`: drift events to a webhook or command. Uses: `config`, `errors`.
 //! - `drift`: the world as a sender sees it, against the config. Uses: `alerts`, `certs`, `clock`, `config`, `desired`, `dns`, `name`, `policy`, `state`, `tlsrpt`.
 //! - `acme`: ACME (RFC 8555) certificates, challenge answers, the renewal task. Uses: `certs`, `clock`, `config`, `errors`, `metrics`, `name`, `state`.
 //! - `serve`: the public listeners: TLS by SNI, HTTP/1.1 and HTTP/2, routing, limits. Uses: `acme`, `certs`, `config`, `live`, `metrics`, `name`, `state`.

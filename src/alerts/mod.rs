@@ -123,7 +123,7 @@ async fn webhook(client: &HttpsClient, url: &str, json: &[u8], stats: &Stats) {
             Ok(Ok(r)) if r.status().is_success() => Ok(()),
             Ok(Ok(r)) => Err(format!("answered {}", r.status())),
             // hyper's error chain names neither the URL nor its path.
-            Ok(Err(e)) => Err(error_chain(&e)),
+            Ok(Err(e)) => Err(crate::errors::chain(&e)),
             Err(_) => Err(format!("no answer within {TIMEOUT:?}")),
         };
         match outcome {
@@ -143,17 +143,6 @@ async fn webhook(client: &HttpsClient, url: &str, json: &[u8], stats: &Stats) {
             }
         }
     }
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
 }
 
 /// Runs `cmd` with the event on stdin, within [`TIMEOUT`] (then killed).
