@@ -1,0 +1,104 @@
+//! The `[acme]` table: the ACME server (RFC 8555), contacts, challenge and state directory.
+
+use std::path::PathBuf;
+
+use toml::de::DeTable;
+
+use super::{Item, Reader};
+use crate::config::diag::At;
+use crate::config::{Acme, Challenge};
+
+const KEYS: &[&str] = &[
+    "directory",
+    "contact",
+    "challenge",
+    "state",
+    "ca",
+    "orders_per_hour",
+];
+
+impl Reader<'_> {
+    pub(super) fn acme(&mut self, table: &DeTable<'_>, item: &Item<'_>) -> Option<At<Acme>> {
+        let at = self.at(item.span());
+        let mut acme = Acme {
+            directory: String::new(),
+            contact: Vec::new(),
+            challenge: Challenge::TlsAlpn01,
+            // Empty: `<[state] dir>/acme`, filled in when the files are combined.
+            state: PathBuf::new(),
+            ca: None,
+            orders_per_hour: None,
+        };
+        let mut ok = true;
+        for (k, v) in table.iter() {
+            let kname = k.get_ref().as_ref();
+            match kname {
+                "directory" => match self.string(kname, v) {
+                    Some(s) => match self.base_url(s.value, s.at, None) {
+                        Some(u) => acme.directory = u,
+                        None => ok = false,
+                    },
+                    None => ok = false,
+                },
+                "contact" => {
+                    for s in self.strings(kname, v).unwrap_or_default() {
+                        if s.value.starts_with("mailto:") && s.value.contains('@') {
+                            acme.contact.push(s.value.to_owned());
+                        } else {
+                            self.problems.error(
+                                s.at,
+                                format!(
+                                    "contact `{}` must be a mailto: URI (RFC 8555 §7.3)",
+                                    s.value
+                                ),
+                            );
+                            ok = false;
+                        }
+                    }
+                }
+                "challenge" => match self.string(kname, v).map(|s| (s.value, s.at)) {
+                    Some(("tls-alpn-01", _)) => acme.challenge = Challenge::TlsAlpn01,
+                    Some(("http-01", _)) => acme.challenge = Challenge::Http01,
+                    Some((other, at)) => {
+                        self.problems.error(
+                            at,
+                            format!("challenge `{other}` is not `tls-alpn-01` or `http-01`"),
+                        );
+                        ok = false;
+                    }
+                    None => ok = false,
+                },
+                "state" => match self.string(kname, v) {
+                    Some(s) => acme.state = self.path(s.value),
+                    None => ok = false,
+                },
+                "ca" => {
+                    acme.ca = self
+                        .string(kname, v)
+                        .and_then(|s| self.readable(s.value, s.at))
+                }
+                "orders_per_hour" => match self.integer(kname, v) {
+                    Some(n) if (1..=100_000).contains(&n.value) => {
+                        acme.orders_per_hour = Some(n.value as u32);
+                    }
+                    // Reported; the rest of [acme] stays, so no domain loses its certificate
+                    // source over it.
+                    Some(n) => {
+                        self.problems
+                            .error(n.at, "`orders_per_hour` must be 1 to 100000");
+                    }
+                    None => {}
+                },
+                _ => self.unknown("[acme]", k, KEYS),
+            }
+        }
+        if acme.directory.is_empty() {
+            self.problems.error(
+                at,
+                "[acme] needs `directory`, the ACME server's directory URL",
+            );
+            ok = false;
+        }
+        ok.then_some(At { value: acme, at })
+    }
+}

@@ -1,0 +1,199 @@
+//! The `[server]` and `[tls]` tables: listeners, limits, trusted proxies, and the configured
+//! certificate files.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+
+use toml::de::DeTable;
+
+use super::{Item, RawFile, Reader};
+use crate::certs::CertFiles;
+use crate::config::diag::{At, Loc};
+use crate::config::Server;
+
+/// `[server]` keys, for the parser and its "expected one of".
+const SERVER_KEYS: &[&str] = &[
+    "https",
+    "http",
+    "admin",
+    "trusted_proxies",
+    "handshake_timeout",
+    "header_timeout",
+    "idle_timeout",
+    "shutdown_timeout",
+    "max_header_bytes",
+    "max_connections",
+    "max_connections_per_ip",
+];
+const TLS_KEYS: &[&str] = &["certs", "self_signed"];
+const CERT_KEYS: &[&str] = &["cert", "key"];
+
+impl Reader<'_> {
+    pub(super) fn server(&mut self, table: &DeTable<'_>, item: &Item<'_>) -> At<Server> {
+        let mut server = Server::default();
+        let mut seen: HashMap<SocketAddr, &str> = HashMap::new();
+        let mut check_dup = |r: &mut Self, addr: SocketAddr, at: Loc, what: &'static str| {
+            // Port 0 asks the kernel for a free port: never a clash.
+            if addr.port() == 0 {
+                return;
+            }
+            if let Some(prev) = seen.insert(addr, what) {
+                r.problems
+                    .error(at, format!("{addr} is already the {prev} listener"));
+            }
+        };
+        for (k, v) in table.iter() {
+            let kname = k.get_ref().as_ref();
+            match kname {
+                "https" | "http" => {
+                    let mut addrs = Vec::new();
+                    for s in self.strings(kname, v).unwrap_or_default() {
+                        if let Some(a) = self.socket_addr(s.value, s.at) {
+                            check_dup(self, a, s.at, if kname == "https" { "https" } else { "http" });
+                            addrs.push(a);
+                        }
+                    }
+                    if kname == "https" { server.https = addrs } else { server.http = addrs }
+                }
+                "admin" => {
+                    server.admin = self.string(kname, v).and_then(|s| {
+                        let a = self.socket_addr(s.value, s.at)?;
+                        check_dup(self, a, s.at, "admin");
+                        if !a.ip().is_loopback() {
+                            self.problems.warn(s.at, format!(
+                                "admin listener {a} is not on loopback: /status and /metrics will be reachable from the network"
+                            ));
+                        }
+                        Some(a)
+                    })
+                }
+                "trusted_proxies" => {
+                    for s in self.strings(kname, v).unwrap_or_default() {
+                        match proxy_net(s.value) {
+                            Some(net) => server.trusted_proxies.push(net),
+                            None => self.problems.error(
+                                s.at,
+                                format!("`{}` is not an IP address or network (e.g. \"127.0.0.1\", \"10.0.0.0/8\")", s.value),
+                            ),
+                        }
+                    }
+                }
+                "handshake_timeout" | "header_timeout" | "idle_timeout" | "shutdown_timeout" => {
+                    if let Some(d) = self.duration(kname, v) {
+                        let l = &mut server.limits;
+                        *match kname {
+                            "handshake_timeout" => &mut l.handshake_timeout,
+                            "header_timeout" => &mut l.header_timeout,
+                            "idle_timeout" => &mut l.idle_timeout,
+                            _ => &mut l.shutdown_timeout,
+                        } = d;
+                    }
+                }
+                "max_header_bytes" | "max_connections" | "max_connections_per_ip" => {
+                    if let Some(n) = self.integer(kname, v) {
+                        let l = &mut server.limits;
+                        match usize::try_from(n.value).ok().filter(|&n| n > 0) {
+                            Some(n) if kname == "max_header_bytes" => l.max_header_bytes = n,
+                            Some(n) if kname == "max_connections" => l.max_connections = n,
+                            Some(n) => l.max_connections_per_ip = n,
+                            None => self.problems.error(n.at, format!("`{kname}` must be a positive number")),
+                        }
+                    }
+                }
+                _ => self.unknown("[server]", k, SERVER_KEYS),
+            }
+        }
+        At {
+            value: server,
+            at: self.at(item.span()),
+        }
+    }
+
+    pub(super) fn tls(&mut self, table: &DeTable<'_>, raw: &mut RawFile) {
+        for (k, v) in table.iter() {
+            match k.get_ref().as_ref() {
+                "self_signed" => raw.self_signed = self.boolean("self_signed", v).unwrap_or(false),
+                "certs" => {
+                    let Some(list) = self.array("certs", v) else {
+                        continue;
+                    };
+                    for entry in list {
+                        let Some(t) = self.table("certs entry", entry) else {
+                            continue;
+                        };
+                        let at = self.at(entry.span());
+                        let (mut cert, mut key) = (None, None);
+                        for (ck, cv) in t.iter() {
+                            match ck.get_ref().as_ref() {
+                                "cert" => {
+                                    cert = self.string("cert", cv).map(|s| self.path(s.value))
+                                }
+                                "key" => key = self.string("key", cv).map(|s| self.path(s.value)),
+                                _ => self.unknown("a [tls] certs entry", ck, CERT_KEYS),
+                            }
+                        }
+                        match (cert, key) {
+                            (Some(cert), Some(key)) => match CertFiles::load(&cert, &key) {
+                                Ok(files) => {
+                                    self.expiry_warning(&files, at);
+                                    raw.certs.push(files);
+                                }
+                                Err(e) => self.problems.error(at, e),
+                            },
+                            _ => self
+                                .problems
+                                .error(at, "a certs entry needs both `cert` and `key`"),
+                        }
+                    }
+                }
+                _ => self.unknown("[tls]", k, TLS_KEYS),
+            }
+        }
+    }
+
+    pub(super) fn expiry_warning(&mut self, files: &CertFiles, at: Loc) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        if files.not_after < now {
+            self.problems.warn(
+                at,
+                format!("certificate {} has expired", files.cert.display()),
+            );
+        } else if files.not_after < now + 14 * 86400 {
+            self.problems.warn(
+                at,
+                format!(
+                    "certificate {} expires within 14 days",
+                    files.cert.display()
+                ),
+            );
+        }
+    }
+}
+
+/// A `trusted_proxies` entry: one address, or a network in CIDR notation.
+fn proxy_net(s: &str) -> Option<ipnet::IpNet> {
+    s.parse::<ipnet::IpNet>()
+        .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        .ok()
+        .map(|n| n.trunc())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proxy_nets() {
+        let ip = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
+        let one = proxy_net("127.0.0.1").unwrap();
+        assert!(one.contains(&ip("127.0.0.1")) && !one.contains(&ip("127.0.0.2")));
+        let net = proxy_net("10.1.2.3/8").unwrap();
+        assert!(net.contains(&ip("10.200.0.1")) && !net.contains(&ip("11.0.0.1")));
+        assert!(proxy_net("fd00::/8").unwrap().contains(&ip("fd12::1")));
+        for bad in ["", "localhost", "10.0.0.0/33", "1.2.3"] {
+            assert_eq!(proxy_net(bad), None, "{bad}");
+        }
+    }
+}
