@@ -7,6 +7,7 @@ mod attacks;
 mod battery;
 mod cli_edges;
 mod config;
+mod config_unknown_keys;
 mod delegation;
 mod devca;
 mod dns_harness_selftest;
