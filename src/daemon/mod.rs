@@ -8,6 +8,7 @@ pub mod publish;
 pub mod reload;
 pub mod settle;
 pub mod state;
+pub mod trim;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -147,6 +148,7 @@ async fn serve(config_path: &Path, loaded: config::Loaded) -> Result<u8> {
     // Listening already: challenges are answered by the listeners above.
     let acme = crate::acme::Manager::start(shared.clone());
     let reports = crate::tlsrpt::task::start(shared.clone());
+    let trimmer = trim::start();
     let mut sigterm = signal(SignalKind::terminate()).context("SIGTERM handler")?;
     let mut sigint = signal(SignalKind::interrupt()).context("SIGINT handler")?;
     notify(&[NotifyState::Ready]);
@@ -164,6 +166,7 @@ async fn serve(config_path: &Path, loaded: config::Loaded) -> Result<u8> {
     drop(drift);
     drop(acme);
     drop(reports);
+    drop(trimmer);
     let _ = stop.send(true);
     for l in accept_loops {
         let _ = l.await;
