@@ -47,3 +47,76 @@ fn a_bogus_key_in_every_table_is_refused_at_its_place() {
         .count();
     assert_eq!(unknown, expected.len(), "{failed:?}");
 }
+
+/// The example with `extra` written after the header of `table`.
+fn with_line(text: &str, table: &str, extra: &str) -> String {
+    let mut out = Vec::new();
+    for line in text.lines() {
+        out.push(line.to_owned());
+        if line.strip_prefix('[').and_then(|h| h.split(']').next()) == Some(table) {
+            out.push(extra.to_owned());
+        }
+    }
+    out.join("\n")
+}
+
+/// The keys already written in `table` of the example.
+fn written_keys(text: &str, table: &str) -> Vec<String> {
+    let header = format!("[{table}]");
+    text.lines()
+        .skip_while(|l| !l.starts_with(&header))
+        .skip(1)
+        .take_while(|l| !l.starts_with('['))
+        .filter_map(|l| l.split_once(" = ").map(|(k, _)| k.trim().to_owned()))
+        .filter(|k| !k.starts_with('#'))
+        .collect()
+}
+
+/// Each section's one key list is what its parser accepts: every key the "expected one of"
+/// message names is taken (perhaps with a complaint about its value), never called unknown.
+#[test]
+fn every_key_an_error_message_lists_is_accepted() {
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/mta-stsd.toml");
+    // The example's tables, and those it has only in comments (empty here).
+    let text = std::fs::read_to_string(&example).unwrap()
+        + "\n[acme]\n[drift]\n[alerts]\n[tlsrpt]\n[delegation]\n";
+    let tables: Vec<String> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix('['))
+        .map(|h| h.split(']').next().unwrap().to_owned())
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mta-stsd.toml");
+    let load = |config: String| {
+        std::fs::write(&path, config).unwrap();
+        mta_stsd::config::load(&path)
+            .err()
+            .map(|f| f.diagnostics)
+            .unwrap_or_default()
+    };
+    let mut checked = 0;
+    for table in &tables {
+        let problems = load(with_line(&text, table, "bogus = 1"));
+        let message = &problems
+            .iter()
+            .find(|d| d.message.starts_with("unknown key `bogus`"))
+            .unwrap_or_else(|| panic!("[{table}]: bogus not refused: {problems:?}"))
+            .message;
+        let list = message.split_once("expected one of: ").unwrap().1;
+        let written = written_keys(&text, table);
+        for key in list.split(", ") {
+            if written.iter().any(|w| w == key) {
+                continue;
+            }
+            let problems = load(with_line(&text, table, &format!("{key} = 1")));
+            assert!(
+                !problems
+                    .iter()
+                    .any(|d| d.message.starts_with("unknown key")),
+                "[{table}] lists `{key}` but refuses it: {problems:?}"
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked > 50, "only {checked} keys checked");
+}
