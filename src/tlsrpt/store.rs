@@ -7,7 +7,8 @@ use std::time::Duration;
 use mta_stsd_providers::Secret;
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, AssertSqlSafe, Row};
-use tokio::sync::{mpsc, oneshot};
+use std::sync::Arc;
+use tokio::sync::{mpsc, oneshot, Mutex};
 
 use super::report::Report;
 
@@ -164,7 +165,12 @@ impl Store {
             }
         }
         let (writer, jobs) = mpsc::channel(QUEUE);
-        tokio::spawn(write_reports(pool.clone(), jobs));
+        // SQLite has one writer at a time anyway; PostgreSQL commits several at once.
+        let writers = if is_sqlite { 1 } else { 4 };
+        let jobs = Arc::new(Mutex::new(jobs));
+        for _ in 0..writers {
+            tokio::spawn(write_reports(pool.clone(), jobs.clone()));
+        }
         Ok(Store { pool, writer })
     }
 
@@ -375,22 +381,30 @@ fn sqlite_url(path: &Path) -> String {
     format!("sqlite://{}?mode=rwc", path.display())
 }
 
-/// The writer: takes what is queued (at least one report), writes it in one transaction, and
+/// A writer: takes what is queued (at least one report), writes it in one transaction, and
 /// answers each report. If that transaction fails, each report is tried alone, so one that
 /// fails does not take the others with it. Ends when every [`Store`] is dropped.
-async fn write_reports(pool: AnyPool, mut jobs: mpsc::Receiver<Job>) {
-    while let Some(first) = jobs.recv().await {
-        let mut bytes = first.json.len();
-        let mut batch = vec![first];
-        while batch.len() < BATCH_REPORTS && bytes < BATCH_BYTES {
-            match jobs.try_recv() {
-                Ok(job) => {
-                    bytes += job.json.len();
-                    batch.push(job);
+async fn write_reports(pool: AnyPool, jobs: Arc<Mutex<mpsc::Receiver<Job>>>) {
+    loop {
+        // One writer takes a batch while the others write theirs.
+        let mut batch = {
+            let mut jobs = jobs.lock().await;
+            let Some(first) = jobs.recv().await else {
+                return;
+            };
+            let mut bytes = first.json.len();
+            let mut batch = vec![first];
+            while batch.len() < BATCH_REPORTS && bytes < BATCH_BYTES {
+                match jobs.try_recv() {
+                    Ok(job) => {
+                        bytes += job.json.len();
+                        batch.push(job);
+                    }
+                    Err(_) => break,
                 }
-                Err(_) => break,
             }
-        }
+            batch
+        };
         match write_batch(&pool, &batch).await {
             Ok(outcomes) => {
                 for (job, outcome) in batch.into_iter().zip(outcomes) {
