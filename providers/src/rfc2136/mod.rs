@@ -143,13 +143,25 @@ fn from_hickory(r: &HRecord) -> Record {
         HRData::CNAME(c) => RData::Cname(fqdn_lower(&c.0)),
         other => RData::Other {
             rtype: r.record_type().to_string(),
-            text: other.to_string(),
+            text: presentation(other),
         },
     };
     Record {
         name: fqdn_lower(r.name()),
         ttl: r.ttl(),
         data,
+    }
+}
+
+/// A record's data as text. hickory's `Display` fails for some data a server can send (an
+/// OPT record in the answer section, say), and `to_string` would panic on that: found by
+/// fuzzing `read_wire`.
+fn presentation(data: &HRData) -> String {
+    use std::fmt::Write;
+    let mut text = String::new();
+    match write!(text, "{data}") {
+        Ok(()) => text,
+        Err(_) => "(data that cannot be shown as text)".to_owned(),
     }
 }
 
@@ -330,6 +342,31 @@ impl Rfc2136 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Found by fuzzing: data whose `Display` fails (an OPT record among the answers) is kept
+    /// as unprintable instead of panicking the reader.
+    #[test]
+    fn an_answer_hickory_cannot_print_is_read_without_a_panic() {
+        let hex = concat!(
+            "123481ed00010002000000000000000015010000080000001000000000000000290000000000000010000000",
+            "0000000000000000000000000000000000000000000000000000000000000000000000000000000000000000",
+            "0100000000000000001234818100010002000000000000000015010000080000001000000000000000290000",
+            "0000000000100000000000000000000000000000000000000000000000000000000000000000000000000000",
+            "000000000000000074a22d73748800000001",
+        );
+        let msg: Vec<u8> = (0..hex.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+            .collect();
+        let (_, _, records) = read_wire(&msg).expect("a message hickory parses");
+        assert!(
+            records.iter().any(|r| matches!(
+                &r.data,
+                RData::Other { text, .. } if text == "(data that cannot be shown as text)"
+            )),
+            "{records:?}"
+        );
+    }
 
     #[test]
     fn one_domain_per_message_boundary() {
