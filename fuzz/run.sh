@@ -3,6 +3,7 @@
 #
 #   fuzz/run.sh [SECONDS] [TARGET...]     (default: 60 s each, every target)
 #   RUNS=10000000 fuzz/run.sh 3600 http1  (stops at RUNS executions or SECONDS, the first)
+#   SEED=1 RUNS=200000 fuzz/run.sh 60     (the same inputs every time, as scripts/test.sh runs it)
 #
 # Stable Rust only: cargo-fuzz (libFuzzer) with `--sanitizer none`, which needs no nightly
 # (`cargo install cargo-fuzz --version 0.13.2 --locked` once). The targets' assertions live in
@@ -45,7 +46,7 @@ for t in "${targets[@]}"; do
   log=$(mktemp)
   rc=0
   # The binary cargo fuzz built, run directly: `cargo fuzz run` would check the build again.
-  nice -n "${NICE:-19}" "$bin/$t" "corpus/$t" "seeds/$t" -max_total_time="$secs" -runs="${RUNS:--1}" \
+  nice -n "${NICE:-19}" "$bin/$t" "corpus/$t" "seeds/$t" -max_total_time="$secs" -runs="${RUNS:--1}" -seed="${SEED:-0}" \
     -max_len="$(max_len "$t")" -print_final_stats=1 -artifact_prefix="artifacts/$t/" \
     >"$log" 2>&1 || rc=$?
   execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -n 1)
