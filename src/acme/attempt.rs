@@ -12,8 +12,8 @@ use super::challenge::Challenges;
 use super::manager::backoff;
 use super::store::{Store, StoredCert};
 use super::{account, order, AcmeError};
+use crate::clock::unix_now;
 use crate::config;
-use crate::daemon::state::unix_now;
 
 /// One order may take this long, validation and download included.
 const ORDER_TIMEOUT: Duration = Duration::from_secs(180);

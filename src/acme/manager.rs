@@ -7,14 +7,17 @@ use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
 use tokio::task::{JoinHandle, JoinSet};
 use tracing::{info, warn, Instrument};
 
 use super::attempt::{attempt, load_all, AccountCell, Outcome};
 use super::store::StoredCert;
-use super::{cert_label, AcmeError, CertState, MAX_IN_FLIGHT};
+use super::{cert_label, AcmeError, AcmeState, CertState, MAX_IN_FLIGHT};
+use crate::clock::unix_now;
 use crate::config::{self, CertSource};
-use crate::daemon::state::{unix_now, Live, Shared};
+use crate::live::Live;
+use crate::metrics::Metrics;
 
 /// The window `[acme] orders_per_hour` counts in.
 const HOUR: u64 = 3600;
@@ -46,6 +49,15 @@ fn jitter() -> f64 {
     (n % 10_000) as f64 / 10_000.0
 }
 
+/// What the task reads and writes, handed in by the daemon: the live snapshot it follows, the
+/// ACME state the listeners and `/status` read, the metrics.
+#[derive(Debug)]
+pub struct Shared {
+    pub live: Arc<ArcSwap<Live>>,
+    pub acme: Arc<AcmeState>,
+    pub metrics: Arc<Metrics>,
+}
+
 /// Owns the task; dropping it stops the task and every order in flight.
 pub struct Manager {
     task: JoinHandle<()>,
@@ -58,7 +70,8 @@ impl Drop for Manager {
 }
 
 impl Manager {
-    pub fn start(shared: Arc<Shared>) -> Manager {
+    pub fn start(shared: Shared) -> Manager {
+        let shared = Arc::new(shared);
         let task = tokio::spawn(
             Run {
                 shared,

@@ -31,7 +31,7 @@ use crate::errors::chain;
 use crate::metrics::{CertLabel, Metrics};
 use challenge::Challenges;
 pub use challenge::ACME_TLS_ALPN;
-pub use manager::Manager;
+pub use manager::{Manager, Shared};
 
 /// Orders running at once, across all names.
 pub const MAX_IN_FLIGHT: usize = 4;

@@ -146,7 +146,11 @@ async fn serve(config_path: &Path, loaded: config::Loaded) -> Result<u8> {
     // Idle until a config has [drift]; reloads may add, change or remove it.
     let drift = drift::DriftTask::start(shared.clone());
     // Listening already: challenges are answered by the listeners above.
-    let acme = crate::acme::Manager::start(shared.clone());
+    let acme = crate::acme::Manager::start(crate::acme::Shared {
+        live: shared.live.clone(),
+        acme: shared.acme.clone(),
+        metrics: shared.metrics.clone(),
+    });
     let reports = crate::tlsrpt::task::start(shared.clone());
     let trimmer = trim::start();
     let mut sigterm = signal(SignalKind::terminate()).context("SIGTERM handler")?;

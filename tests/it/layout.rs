@@ -19,9 +19,6 @@ const KNOWN: &[(&str, &str)] = &[
     ("drift/fetch.rs", "serve"),
     ("drift/dane.rs", "serve"),
     ("drift/smtp.rs", "serve"),
-    // The renewal task (another change's files): `Shared`, `Live` and `unix_now`.
-    ("acme/manager.rs", "daemon"),
-    ("acme/attempt.rs", "daemon"),
 ];
 
 fn root() -> PathBuf {
