@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use crate::daemon::state::Live;
+use crate::live::Live;
 use crate::serve::handler::{route, Head};
 use crate::serve::http1::{self, Served};
 

@@ -9,6 +9,9 @@ use sha2::{Digest, Sha256};
 
 use crate::name::{check_hostname, to_a_labels, Converted, NameError};
 
+/// RFC 8461 §3.3: the policy is at this path on `mta-sts.<domain>`.
+pub const POLICY_PATH: &str = "/.well-known/mta-sts.txt";
+
 /// RFC 8461 §3.2: "max_age: Max lifetime of the policy ... up to 31557600".
 pub const MAX_AGE_LIMIT: u32 = 31_557_600;
 

@@ -55,7 +55,7 @@ async fn run(shared: Arc<Shared>) {
     }
 }
 
-async fn check_once(shared: &Shared, live: &super::state::Live) {
+async fn check_once(shared: &Shared, live: &crate::live::Live) {
     let previous = shared
         .drift
         .lock()

@@ -7,7 +7,9 @@ use std::sync::{Arc, Mutex};
 use arc_swap::ArcSwap;
 
 use super::publish::Publication;
+use crate::clock::unix_now;
 use crate::config::Diagnostic;
+use crate::live::Live;
 use crate::metrics::Metrics;
 use crate::serve::tls::SelfSigned;
 use crate::serve::Site;
@@ -123,10 +125,3 @@ impl Shared {
         self.acme.publish_cert_metrics(&self.metrics);
     }
 }
-
-/// Kept for the modules that still import it from here (`acme::manager`, `drift`, the fuzz
-/// targets).
-pub use crate::live::Live;
-
-/// Kept for the modules that still import it from here (`acme::manager`, `drift`).
-pub use crate::clock::unix_now;

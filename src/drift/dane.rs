@@ -230,8 +230,7 @@ fn chains_to(
         return false;
     }
     let Ok(verifier) =
-        WebPkiServerVerifier::builder_with_provider(roots.into(), crate::serve::tls::provider())
-            .build()
+        WebPkiServerVerifier::builder_with_provider(roots.into(), crate::certs::provider()).build()
     else {
         return false;
     };

@@ -22,7 +22,7 @@ use x509_parser::prelude::{FromDer, X509Certificate};
 
 use super::report::{Check, Finding, Severity};
 use crate::config::Domain;
-use crate::serve::handler::POLICY_PATH;
+use crate::policy::POLICY_PATH;
 
 /// RFC 8461 §3.3: senders "SHOULD" limit the body (64 KiB) and the time (60 s).
 const MAX_BODY: usize = 64 * 1024;
@@ -34,7 +34,7 @@ const EXPIRY_CRITICAL_DAYS: i64 = 3;
 /// System roots plus `[drift] ca`, as a sender would trust.
 pub fn client_config(extra_ca: Option<&Path>) -> Result<Arc<ClientConfig>, String> {
     let roots = roots(extra_ca)?;
-    let mut config = ClientConfig::builder_with_provider(crate::serve::tls::provider())
+    let mut config = ClientConfig::builder_with_provider(crate::certs::provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?
         .with_root_certificates(roots)

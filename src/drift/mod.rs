@@ -112,7 +112,7 @@ pub async fn run_tracked(
 /// domain's report keeps what its passed checks looked at (else dropped as each domain ends:
 /// a million domains' would weigh gigabytes).
 pub async fn run(config: &Config, only: Option<&BTreeSet<String>>, verbose: bool) -> Report {
-    let now = crate::daemon::state::unix_now();
+    let now = crate::clock::unix_now();
     let drift = &config.drift;
     let setup = Dns::new(drift.resolver, drift.dns_port).and_then(|dns| {
         let mx = match drift.smtp {

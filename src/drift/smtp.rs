@@ -57,10 +57,9 @@ pub struct Trust {
 
 impl Trust {
     pub fn new(roots: Arc<rustls::RootCertStore>) -> Result<Self, String> {
-        let verifier =
-            WebPkiServerVerifier::builder_with_provider(roots, crate::serve::tls::provider())
-                .build()
-                .map_err(|e| format!("no trust roots for the MX check: {e}"))?;
+        let verifier = WebPkiServerVerifier::builder_with_provider(roots, crate::certs::provider())
+            .build()
+            .map_err(|e| format!("no trust roots for the MX check: {e}"))?;
         Ok(Trust { verifier })
     }
 }
@@ -138,7 +137,7 @@ async fn handshake(trust: &Trust, c: Conn, host: &str) -> Probe {
         verdict: Mutex::new(None),
     });
     // RFC 8461 §4: "TLS version 1.2 or higher"; rustls offers nothing older.
-    let config = ClientConfig::builder_with_provider(crate::serve::tls::provider())
+    let config = ClientConfig::builder_with_provider(crate::certs::provider())
         .with_safe_default_protocol_versions()
         .expect("ring supports the default versions")
         .dangerous()

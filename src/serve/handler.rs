@@ -12,9 +12,7 @@ use hyper::body::Body;
 
 use super::Site;
 use crate::live::Live;
-
-/// RFC 8461 §3.3: the policy is at this path on `mta-sts.<domain>`.
-pub const POLICY_PATH: &str = "/.well-known/mta-sts.txt";
+use crate::policy::POLICY_PATH;
 
 /// A request as the router sees it, whichever protocol carried it.
 #[derive(Debug, Clone, Copy)]

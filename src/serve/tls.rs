@@ -18,10 +18,8 @@ use tracing::{info, warn};
 use super::devca::DevCa;
 use super::Site;
 use crate::acme::ACME_TLS_ALPN;
+use crate::certs::provider;
 use crate::config::CertSource;
-
-/// Kept for `drift`, which still imports it from here.
-pub use crate::certs::provider;
 
 /// Certificates for `self_signed = true`, signed by the development CA in `[state] dir`
 /// (throwaway self-signed ones if that directory cannot hold it), made on a name's first

@@ -14,11 +14,6 @@ const KNOWN: &[(&str, &str)] = &[
     ("tlsrpt/task.rs", "daemon"),
     // drift's `Event` type, used by the alert sender.
     ("alerts/mod.rs", "drift"),
-    // drift (another change's files): `Shared`, the crypto provider and POLICY_PATH via serve.
-    ("drift/mod.rs", "daemon"),
-    ("drift/fetch.rs", "serve"),
-    ("drift/dane.rs", "serve"),
-    ("drift/smtp.rs", "serve"),
 ];
 
 fn root() -> PathBuf {

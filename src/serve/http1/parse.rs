@@ -184,7 +184,7 @@ fn content_length_of(value: &[u8]) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::serve::handler::POLICY_PATH;
+    use crate::policy::POLICY_PATH;
 
     #[test]
     fn targets() {

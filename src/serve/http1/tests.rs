@@ -7,7 +7,8 @@ use tokio::task::JoinHandle;
 
 use super::*;
 use crate::live::Live;
-use crate::serve::handler::{route, POLICY_PATH};
+use crate::policy::POLICY_PATH;
+use crate::serve::handler::route;
 
 const BODY: &str = "version: STSv1\r\nmode: enforce\r\nmx: mail.a.example\r\nmax_age: 86400\r\n";
 
