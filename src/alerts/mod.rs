@@ -11,11 +11,11 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
+use serde::Serialize;
 use tokio::io::AsyncWriteExt;
 use tracing::{info, warn};
 
 use crate::config::Alerts;
-use crate::drift::changes::Event;
 
 /// Events sent per run at most: a first run over a million domains must not send a million.
 pub const MAX_EVENTS: usize = 100;
@@ -52,11 +52,12 @@ impl Stats {
     }
 }
 
-/// Sends `events` (at most [`MAX_EVENTS`]) in order to every configured channel.
-pub async fn send(
+/// Sends `events` (at most [`MAX_EVENTS`]) in order to every configured channel, each as its
+/// JSON. Drift owns the event type (`drift::changes::Event`); alerts only delivers it.
+pub async fn send<E: Serialize>(
     alerts: &Alerts,
     tls: Arc<rustls::ClientConfig>,
-    events: &[Event],
+    events: &[E],
     stats: &Stats,
 ) {
     if events.len() > MAX_EVENTS {

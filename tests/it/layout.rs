@@ -12,8 +12,6 @@ const KNOWN: &[(&str, &str)] = &[
     // The daemon's `Shared`, handed whole to the receiver and the store task.
     ("tlsrpt/receiver.rs", "daemon"),
     ("tlsrpt/task.rs", "daemon"),
-    // drift's `Event` type, used by the alert sender.
-    ("alerts/mod.rs", "drift"),
 ];
 
 fn root() -> PathBuf {
