@@ -8,7 +8,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
-use tokio::task::{JoinHandle, JoinSet};
+use tokio::task::JoinSet;
+use tokio_util::task::AbortOnDropHandle;
 use tracing::{info, warn, Instrument};
 
 use super::attempt::{attempt, load_all, AccountCell, Outcome};
@@ -60,19 +61,13 @@ pub struct Shared {
 
 /// Owns the task; dropping it stops the task and every order in flight.
 pub struct Manager {
-    task: JoinHandle<()>,
-}
-
-impl Drop for Manager {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
+    _task: AbortOnDropHandle<()>,
 }
 
 impl Manager {
     pub fn start(shared: Shared) -> Manager {
         let shared = Arc::new(shared);
-        let task = tokio::spawn(
+        let task = AbortOnDropHandle::new(tokio::spawn(
             Run {
                 shared,
                 cfg: None,
@@ -85,8 +80,8 @@ impl Manager {
                 in_flight: JoinSet::new(),
             }
             .run(),
-        );
-        Manager { task }
+        ));
+        Manager { _task: task }
     }
 }
 

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio_util::task::AbortOnDropHandle;
 use tracing::{info, warn};
 
 use super::state::Shared;
@@ -12,20 +13,15 @@ use crate::drift::report::{Report, Severity};
 /// The first run waits this long, so the listeners answer before we ask them.
 const FIRST_RUN_DELAY: Duration = Duration::from_secs(1);
 
+/// Aborts the checks when dropped (at shutdown).
 pub struct DriftTask {
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for DriftTask {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
+    _task: AbortOnDropHandle<()>,
 }
 
 impl DriftTask {
     pub fn start(shared: Arc<Shared>) -> DriftTask {
         DriftTask {
-            task: tokio::spawn(run(shared)),
+            _task: AbortOnDropHandle::new(tokio::spawn(run(shared))),
         }
     }
 }

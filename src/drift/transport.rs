@@ -14,6 +14,7 @@ use hickory_proto::op::Message;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 use tokio::sync::oneshot;
+use tokio_util::task::AbortOnDropHandle;
 
 /// EDNS UDP payload we advertise (RFC 6891 §6.2.5; 1232 avoids IP fragmentation).
 pub const UDP_PAYLOAD: u16 = 1232;
@@ -42,15 +43,10 @@ impl std::fmt::Debug for Transport {
 struct Server {
     sock: Arc<UdpSocket>,
     pending: Pending,
-    reader: tokio::task::JoinHandle<()>,
+    /// Stops the reader when the run's transport is dropped.
+    _reader: AbortOnDropHandle<()>,
     /// UDP went unanswered [`UDP_TRIES`] times: the rest of the run asks over TCP at once.
     tcp_only: AtomicBool,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.reader.abort();
-    }
 }
 
 /// Takes its id back out of the table however the exchange ends (answer, timeout, cancel).
@@ -155,11 +151,11 @@ impl Transport {
         sock.connect(addr).await?;
         let sock = Arc::new(sock);
         let pending: Pending = Arc::default();
-        let reader = tokio::spawn(read(sock.clone(), pending.clone()));
+        let reader = AbortOnDropHandle::new(tokio::spawn(read(sock.clone(), pending.clone())));
         let s = Arc::new(Server {
             sock,
             pending,
-            reader,
+            _reader: reader,
             tcp_only: AtomicBool::new(false),
         });
         // Two questions may race to open the first socket; the one kept serves both.
