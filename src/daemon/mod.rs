@@ -94,8 +94,8 @@ async fn serve(config_path: &Path, loaded: config::Loaded) -> Result<u8> {
     let public = Conns::new(limits.max_connections, limits.max_connections_per_ip);
     let site = Arc::new(shared.site());
     let reports: Respond = {
-        let shared = shared.clone();
-        Arc::new(move |req| Box::pin(crate::tlsrpt::receiver::respond(shared.clone(), req)))
+        let tlsrpt = Arc::new(shared.tlsrpt());
+        Arc::new(move |req| Box::pin(crate::tlsrpt::receiver::respond(tlsrpt.clone(), req)))
     };
     let listener = |kind: Kind, conns: Arc<Conns>| Listener {
         kind,
@@ -151,7 +151,7 @@ async fn serve(config_path: &Path, loaded: config::Loaded) -> Result<u8> {
         acme: shared.acme.clone(),
         metrics: shared.metrics.clone(),
     });
-    let reports = crate::tlsrpt::task::start(shared.clone());
+    let reports = crate::tlsrpt::task::start(shared.tlsrpt());
     let trimmer = trim::start();
     let mut sigterm = signal(SignalKind::terminate()).context("SIGTERM handler")?;
     let mut sigint = signal(SignalKind::interrupt()).context("SIGINT handler")?;

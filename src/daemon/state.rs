@@ -42,7 +42,7 @@ pub struct Shared {
     /// ACME certificates, challenge answers and order status.
     pub acme: Arc<crate::acme::AcmeState>,
     /// The id history and retirements, in `[state] dir`.
-    pub history: Mutex<History>,
+    pub history: Arc<Mutex<History>>,
     /// The last failure to write the state directory, for `/status`.
     pub state_error: Mutex<Option<String>>,
     /// Wakes the lifecycle task: a new state to read the deadline of, or (with
@@ -55,7 +55,7 @@ pub struct Shared {
     /// Tells the drift task that a reload may have changed `[drift]`.
     pub drift_wake: tokio::sync::Notify,
     /// The TLS-RPT store, once opened (`[tlsrpt]` configured and the database reachable).
-    pub reports: std::sync::OnceLock<crate::tlsrpt::store::Store>,
+    pub reports: Arc<std::sync::OnceLock<crate::tlsrpt::store::Store>>,
 }
 
 impl Shared {
@@ -86,13 +86,13 @@ impl Shared {
             drift: Mutex::new(None),
             alerts: crate::alerts::Stats::default(),
             acme: Arc::default(),
-            history: Mutex::new(history),
+            history: Arc::new(Mutex::new(history)),
             state_error: Mutex::new(None),
             lifecycle_wake: tokio::sync::Notify::new(),
             lifecycle_step: std::sync::atomic::AtomicBool::new(false),
             swap: tokio::sync::Mutex::new(()),
             drift_wake: tokio::sync::Notify::new(),
-            reports: std::sync::OnceLock::new(),
+            reports: Arc::default(),
         };
         shared.publish_cert_metrics();
         Arc::new(shared)
@@ -105,6 +105,16 @@ impl Shared {
             self_signed: self.self_signed.clone(),
             acme: self.acme.clone(),
             metrics: self.metrics.clone(),
+        }
+    }
+
+    /// What the TLS-RPT receiver and its store task read and fill.
+    pub fn tlsrpt(&self) -> crate::tlsrpt::Shared {
+        crate::tlsrpt::Shared {
+            live: self.live.clone(),
+            reports: self.reports.clone(),
+            history: self.history.clone(),
+            metrics: self.metrics.tlsrpt.clone(),
         }
     }
 

@@ -28,7 +28,8 @@ const RESULT_TYPES: &[&str] = &[
     "sts-webpki-invalid",
 ];
 
-#[derive(Debug, Default)]
+/// A clone counts into the same series (each family is shared behind an `Arc`).
+#[derive(Debug, Default, Clone)]
 pub struct TlsrptMetrics {
     reports: Family<ResultLabel, Counter>,
     sessions: Family<ResultLabel, Counter>,

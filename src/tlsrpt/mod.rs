@@ -11,9 +11,28 @@ pub mod store;
 pub mod summary;
 pub mod task;
 
+use std::sync::{Arc, Mutex, OnceLock};
+
+use arc_swap::ArcSwap;
+
+use crate::live::Live;
+use crate::state::history::History;
+
 /// Kept for drift and the fuzz targets, which still import them from here.
 pub use crate::rua::{record_text, Rua};
 pub use report::{is_sts_failure, FailureDetail, Malformed, PolicyResult, PolicyType, Report};
+
+/// What the receiver and the store task share with the daemon, handed in by it: the live
+/// snapshot (hosts, domains, `[tlsrpt]`), the store once open, the id history (to match a
+/// report's policies to the ids we served) and the counters.
+#[derive(Debug, Clone)]
+pub struct Shared {
+    pub live: Arc<ArcSwap<Live>>,
+    /// Set by the store task once the database is open.
+    pub reports: Arc<OnceLock<store::Store>>,
+    pub history: Arc<Mutex<History>>,
+    pub metrics: metrics::TlsrptMetrics,
+}
 
 /// The store `[tlsrpt]` names, its SQLite file in `state_dir` (created when missing).
 pub fn backend(

@@ -13,8 +13,8 @@ use tracing::{debug, info, warn};
 
 use super::report::Report;
 use super::store::{Source, Stored};
+use super::Shared;
 use crate::clock::unix_now;
-use crate::daemon::state::Shared;
 
 /// RFC 8460 §5.3 media types.
 const JSON: &str = "application/tlsrpt+json";
@@ -92,7 +92,7 @@ where
         return r;
     }
     let (outcome, msg) = receive(&shared, &live, cfg.max_report_bytes, req).await;
-    shared.metrics.tlsrpt.report(outcome.label());
+    shared.metrics.report(outcome.label());
     let mut r = text(outcome.status(), msg);
     if outcome == Outcome::Unavailable {
         r.headers_mut()
@@ -182,7 +182,7 @@ where
         .await
     {
         Ok(Stored::New) => {
-            shared.metrics.tlsrpt.sessions(&report);
+            shared.metrics.sessions(&report);
             info!(report_id = %report.report_id, org = %report.organization, "TLS report stored");
             (Outcome::Stored, "stored\n".into())
         }

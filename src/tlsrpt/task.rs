@@ -1,15 +1,14 @@
 //! The receiver's background work in `serve`: open the store (retrying while the database is
 //! down) and apply `[tlsrpt] retention` once a day.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use tokio_util::task::AbortOnDropHandle;
 use tracing::{info, warn};
 
 use super::store::Store;
+use super::Shared;
 use crate::clock::unix_now;
-use crate::daemon::state::Shared;
 
 const DAY: Duration = Duration::from_secs(86_400);
 
@@ -17,7 +16,7 @@ const DAY: Duration = Duration::from_secs(86_400);
 pub type Task = AbortOnDropHandle<()>;
 
 /// Starts the task when the config has `[tlsrpt]`. The store settings are those at start.
-pub fn start(shared: Arc<Shared>) -> Option<Task> {
+pub fn start(shared: Shared) -> Option<Task> {
     let live = shared.live.load();
     let cfg = live.config.tlsrpt.clone()?;
     let state_dir = live.config.state.dir.clone();
