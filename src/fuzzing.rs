@@ -194,7 +194,7 @@ pub fn drift_text(data: &[u8]) {
             Some(parsed.as_str())
         );
     }
-    let _ = crate::tlsrpt::Rua::parse(text);
+    let _ = crate::rua::Rua::parse(text);
     let _ = crate::policy::MxPattern::parse(text);
 }
 

@@ -7,7 +7,7 @@ use super::dns::Dns;
 use super::report::{Check, Finding, Severity};
 use crate::config::Domain;
 use crate::dns::plan::{is_ours, TLSRPT_VERSION};
-use crate::tlsrpt::record_text;
+use crate::rua::record_text;
 
 pub async fn check(dns: &Dns, d: &Domain) -> Vec<Finding> {
     let name = format!("_smtp._tls.{}.", d.name);

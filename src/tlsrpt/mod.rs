@@ -18,8 +18,6 @@ use arc_swap::ArcSwap;
 use crate::live::Live;
 use crate::state::history::History;
 
-/// Kept for drift and the fuzz targets, which still import them from here.
-pub use crate::rua::{record_text, Rua};
 pub use report::{is_sts_failure, FailureDetail, Malformed, PolicyResult, PolicyType, Report};
 
 /// What the receiver and the store task share with the daemon, handed in by it: the live
