@@ -176,7 +176,7 @@ impl Metrics {
         );
         r.register(
             "acme_orders",
-            "ACME orders finished, by result (ok, error)",
+            "ACME orders finished, by result (ok, error, throttled: the server asked to wait)",
             m.acme_orders.clone(),
         );
         r.register(

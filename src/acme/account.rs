@@ -3,6 +3,8 @@
 //! the HTTPS client that speaks to the ACME server, trusting the platform's roots plus
 //! `[acme] ca`.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,11 +12,13 @@ use bytes::Bytes;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use instant_acme::{Account, AccountCredentials, BodyWrapper, HttpClient, NewAccount};
+use instant_acme::{
+    Account, AccountCredentials, BodyWrapper, BytesResponse, HttpClient, NewAccount,
+};
 use tracing::info;
 
 use super::store::Store;
-use super::AcmeError;
+use super::{throttle, AcmeError};
 use crate::certs::{self, provider};
 use crate::config;
 
@@ -54,7 +58,25 @@ pub fn http_client(cfg: &config::Acme) -> Result<Box<dyn HttpClient>, AcmeError>
         .wrap_connector(http);
     let client: Client<_, BodyWrapper<Bytes>> =
         Client::builder(TokioExecutor::new()).build(connector);
-    Ok(Box::new(client))
+    Ok(Box::new(Noting(client)))
+}
+
+/// Notes each response's status and `Retry-After` for the attempt it belongs to, which
+/// instant-acme would drop with the headers of an error response.
+struct Noting<C>(C);
+
+impl<C: HttpClient> HttpClient for Noting<C> {
+    fn request(
+        &self,
+        req: http::Request<BodyWrapper<Bytes>>,
+    ) -> Pin<Box<dyn Future<Output = Result<BytesResponse, instant_acme::Error>> + Send>> {
+        let response = self.0.request(req);
+        Box::pin(async move {
+            let response = response.await?;
+            throttle::note(&response.parts);
+            Ok(response)
+        })
+    }
 }
 
 /// The account for `cfg.directory`: restored from the store, or registered and stored.

@@ -11,7 +11,7 @@ use tracing::{info, warn};
 use super::challenge::Challenges;
 use super::manager::backoff;
 use super::store::{Store, StoredCert};
-use super::{account, order, AcmeError};
+use super::{account, order, throttle, AcmeError};
 use crate::clock::unix_now;
 use crate::config;
 
@@ -26,7 +26,7 @@ const LOCK_STALE: Duration = Duration::from_secs(600);
 pub struct AccountCell {
     pub account: Option<instant_acme::Account>,
     failures: u32,
-    retry_at: Option<(Instant, String)>,
+    retry_at: Option<(Instant, AcmeError)>,
 }
 
 /// What one look at a name came to.
@@ -69,9 +69,10 @@ pub async fn attempt(
     name: &str,
     may_order: bool,
 ) -> Outcome {
-    let attempt = try_attempt(cfg, account, challenges, name, may_order);
+    let attempt = throttle::scope(try_attempt(cfg, account, challenges, name, may_order));
     match tokio::time::timeout(ORDER_TIMEOUT, attempt).await {
         Ok(Ok(o)) => o,
+        Ok(Err(AcmeError::Throttled(t))) => Outcome::Failed(AcmeError::Throttled(t.for_name(name))),
         Ok(Err(e)) => Outcome::Failed(e),
         Err(_) => Outcome::Failed(AcmeError::Unreachable(format!(
             "the order took longer than {ORDER_TIMEOUT:?}"
@@ -147,9 +148,9 @@ async fn account_for(
     if let Some(a) = &cell.account {
         return Ok(a.clone());
     }
-    if let Some((at, why)) = &cell.retry_at {
+    if let Some((at, e)) = &cell.retry_at {
         if Instant::now() < *at {
-            return Err(AcmeError::Unreachable(why.clone()));
+            return Err(e.clone());
         }
     }
     match account::load_or_create(cfg, store).await {
@@ -161,9 +162,17 @@ async fn account_for(
             Ok(a)
         }
         Err(e) => {
-            cell.failures += 1;
-            let delay = backoff(&e, cell.failures);
-            cell.retry_at = Some((Instant::now() + delay, e.to_string()));
+            let delay = match &e {
+                // The server said how long; a throttle is no failure of ours.
+                AcmeError::Throttled(t) => t.until.map_or(Duration::from_secs(60), |u| {
+                    Duration::from_secs(u.saturating_sub(unix_now()))
+                }),
+                _ => {
+                    cell.failures += 1;
+                    backoff(&e, cell.failures)
+                }
+            };
+            cell.retry_at = Some((Instant::now() + delay, e.clone()));
             Err(e)
         }
     }

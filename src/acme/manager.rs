@@ -14,8 +14,8 @@ use tracing::{info, warn, Instrument};
 
 use super::attempt::{attempt, load_all, AccountCell, Outcome};
 use super::store::StoredCert;
-use super::{cert_label, AcmeError, AcmeState, CertState, MAX_IN_FLIGHT};
-use crate::clock::unix_now;
+use super::{cert_label, throttle, AcmeError, AcmeState, CertState, Throttle, MAX_IN_FLIGHT};
+use crate::clock::{rfc3339, unix_now};
 use crate::config::{self, CertSource};
 use crate::live::Live;
 use crate::metrics::Metrics;
@@ -31,12 +31,16 @@ const BACKOFF_UNREACHABLE: (Duration, Duration) =
     (Duration::from_secs(2), Duration::from_secs(600));
 const BACKOFF_REFUSED: (Duration, Duration) =
     (Duration::from_secs(60), Duration::from_secs(6 * 3600));
+/// A rate limit without a `Retry-After` we could read: CAs count over hours.
+const BACKOFF_THROTTLED: (Duration, Duration) =
+    (Duration::from_secs(60), Duration::from_secs(3 * 3600));
 
 /// Exponential backoff with up to 20 % jitter, so that many names do not retry in step.
 pub(super) fn backoff(error: &AcmeError, failures: u32) -> Duration {
     let (first, cap) = match error {
         AcmeError::Unreachable(_) | AcmeError::Busy(_) => BACKOFF_UNREACHABLE,
         AcmeError::Refused(_) | AcmeError::Local(_) => BACKOFF_REFUSED,
+        AcmeError::Throttled(_) => BACKOFF_THROTTLED,
     };
     let base = first
         .saturating_mul(1 << failures.saturating_sub(1).min(20))
@@ -76,6 +80,8 @@ impl Manager {
                 names: HashMap::new(),
                 order_after: HashMap::new(),
                 queue: BTreeSet::new(),
+                paused: None,
+                throttled: HashMap::new(),
                 orders: VecDeque::new(),
                 in_flight: JoinSet::new(),
             }
@@ -96,6 +102,11 @@ struct Run {
     /// Names in backoff after a failure: no order before then (the store is still read).
     order_after: HashMap<Arc<str>, u64>,
     queue: BTreeSet<(u64, Arc<str>)>,
+    /// An account-wide limit of the server: no name orders before then (Unix seconds), and
+    /// why.
+    paused: Option<(u64, String)>,
+    /// Throttles in a row per name, for the fallback when the server gave no `Retry-After`.
+    throttled: HashMap<Arc<str>, u32>,
     /// Attempts that could order, by start time, over the last [`HOUR`]; those that found a
     /// certificate in the store (or the lock taken) leave it again.
     orders: VecDeque<(u64, Arc<str>)>,
@@ -113,9 +124,10 @@ impl Run {
             }
             self.start_due();
             let now = unix_now();
+            let paused = self.paused.as_ref().map_or(0, |(t, _)| *t);
             let sleep = match self.queue.first() {
                 Some((t, _)) if self.in_flight.len() < MAX_IN_FLIGHT => {
-                    Duration::from_secs(t.saturating_sub(now))
+                    Duration::from_secs((*t).max(paused).saturating_sub(now))
                 }
                 _ => Duration::from_secs(3600),
             };
@@ -147,6 +159,8 @@ impl Run {
             }
             self.queue.clear();
             self.order_after.clear();
+            self.throttled.clear();
+            self.pause(None);
         }
         self.cfg = cfg;
         self.shared
@@ -179,6 +193,7 @@ impl Run {
                 self.queue.remove(&(t, name.clone()));
             }
             self.order_after.remove(&name);
+            self.throttled.remove(&name);
             self.forget(&name);
         }
         let added: Vec<String> = wanted
@@ -222,6 +237,12 @@ impl Run {
     fn start_due(&mut self) {
         let Some(cfg) = self.cfg.clone() else { return };
         let now = unix_now();
+        match &self.paused {
+            // The whole queue waits for the server (see `throttle`).
+            Some((until, _)) if *until > now => return,
+            Some(_) => self.pause(None),
+            None => {}
+        }
         while self.orders.front().is_some_and(|(t, _)| t + HOUR <= now) {
             self.orders.pop_front();
         }
@@ -254,7 +275,10 @@ impl Run {
                     }
                 }
                 self.orders.push_back((now, name.clone()));
-                self.update(&name, |s| s.state = CertState::Ordering);
+                self.update(&name, |s| {
+                    s.state = CertState::Ordering;
+                    s.detail = None;
+                });
             }
             self.queue.remove(&(due, name.clone()));
             self.names.insert(name.clone(), None);
@@ -287,10 +311,13 @@ impl Run {
         let now = unix_now();
         if matches!(outcome, Outcome::Loaded(_) | Outcome::Issued(_)) {
             self.order_after.remove(&name);
+            self.throttled.remove(&name);
         }
         if matches!(
             outcome,
-            Outcome::Loaded(_) | Outcome::Waiting | Outcome::Failed(AcmeError::Busy(_))
+            Outcome::Loaded(_)
+                | Outcome::Waiting
+                | Outcome::Failed(AcmeError::Busy(_) | AcmeError::Throttled(_))
         ) {
             // No order was placed: its slot is free again.
             if let Some(i) = self.orders.iter().rposition(|(_, n)| *n == name) {
@@ -333,11 +360,76 @@ impl Run {
                 });
                 self.schedule(&name, due);
             }
+            Outcome::Failed(AcmeError::Throttled(t)) => self.throttle(name, t),
             Outcome::Failed(e) => {
                 self.shared.metrics.acme_order("error");
                 self.back_off(name, e);
             }
         }
+    }
+
+    /// The server asked us to wait: not counted as a failure (no escalating backoff, no
+    /// `attempts`); the name orders again once `Retry-After` has passed — every name, for an
+    /// account-wide limit — and `/status` says until when and why.
+    fn throttle(&mut self, name: Arc<str>, t: Throttle) {
+        let now = unix_now();
+        let in_row = self.throttled.entry(name.clone()).or_default();
+        *in_row += 1;
+        let until = match t.until {
+            Some(u) => u.clamp(now + 1, now + throttle::MAX_WAIT.as_secs()),
+            // No Retry-After we could read: our own backoff.
+            None => now + backoff(&AcmeError::Throttled(t.clone()), *in_row).as_secs(),
+        };
+        self.shared.metrics.acme_order("throttled");
+        warn!(name = %name, account_wide = t.account_wide, until = %rfc3339(until),
+            "ACME server asks to wait: {}", t.why);
+        let whom = if t.account_wide {
+            "every name"
+        } else {
+            "this name"
+        };
+        let detail = format!(
+            "the ACME server asks to wait until {} ({whom}): {}",
+            rfc3339(until),
+            t.why
+        );
+        self.order_after.insert(name.clone(), until);
+        if t.account_wide {
+            let until = self.paused.as_ref().map_or(until, |(p, _)| (*p).max(until));
+            // Every name due before then waits as well; later ones are not affected.
+            let waiting: Vec<Arc<str>> = self
+                .queue
+                .iter()
+                .take_while(|(due, _)| *due < until)
+                .map(|(_, n)| n.clone())
+                .collect();
+            for n in waiting {
+                self.show_wait(&n, until, &detail);
+            }
+            self.pause(Some((until, detail.clone())));
+        }
+        self.schedule(&name, until.min(now + STORE_RECHECK.as_secs()));
+        self.show_wait(&name, until, &detail);
+    }
+
+    fn show_wait(&self, name: &str, until: u64, detail: &str) {
+        self.update(name, |s| {
+            if s.state != CertState::Valid {
+                s.state = CertState::Queued;
+            }
+            s.detail = Some(detail.to_owned());
+            s.next_attempt = Some(s.next_attempt.map_or(until, |t| t.max(until)));
+        });
+    }
+
+    fn pause(&mut self, pause: Option<(u64, String)>) {
+        *self
+            .shared
+            .acme
+            .pause
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = pause.clone();
+        self.paused = pause;
     }
 
     /// Records a failure and schedules the next order after the backoff; the store is still

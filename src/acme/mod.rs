@@ -6,7 +6,8 @@
 //! - At start, and before every order, the store is read: a certificate that is valid and not
 //!   due for renewal (two thirds of its lifetime) is served with no order, whoever wrote it.
 //! - At most [`MAX_IN_FLIGHT`] orders run at once; each name has its own schedule and backoff,
-//!   so a name that fails never holds up another.
+//!   so a name that fails never holds up another; the server's `rateLimited` or `Retry-After`
+//!   ([`throttle`]) makes the name, or for an account-wide limit every name, wait that long.
 //! - An order holds `<name>.lock` in the store, so replicas sharing it never order the same
 //!   name at once; a replica that finds the lock taken looks at the store again shortly.
 
@@ -16,6 +17,7 @@ pub mod challenge;
 mod manager;
 mod order;
 mod store;
+mod throttle;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
@@ -37,7 +39,7 @@ pub use manager::{Manager, Shared};
 pub const MAX_IN_FLIGHT: usize = 4;
 
 /// Why an attempt at a name failed; the kind decides how soon it is tried again.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum AcmeError {
     /// The ACME server could not be reached, timed out or answered 5xx: cheap to retry.
     #[error("{0}")]
@@ -52,19 +54,93 @@ pub enum AcmeError {
     /// Our side: the state directory, key generation, `[acme] ca`.
     #[error("{0}")]
     Local(String),
+    /// The server asks us to wait (RFC 8555 §6.6 `rateLimited`, or a 429 or 503 with
+    /// `Retry-After`): not a failure of ours, so it does not escalate the backoff.
+    #[error("{}", .0.why)]
+    Throttled(Throttle),
+}
+
+/// The server's request to wait.
+#[derive(Debug, Clone)]
+pub struct Throttle {
+    pub why: String,
+    /// Unix seconds, from `Retry-After`; `None` when it gave none we could read.
+    pub until: Option<u64>,
+    /// Holds for every name (an account or server limit), or for this name only.
+    pub account_wide: bool,
+    /// The texts of a rate-limit problem, to tell the two apart once the name is known;
+    /// `None` once decided.
+    names: Option<Vec<String>>,
+}
+
+impl Throttle {
+    /// A limit that names neither `name` nor a parent domain of it holds for the account.
+    pub(super) fn for_name(mut self, name: &str) -> Self {
+        if let Some(texts) = self.names.take() {
+            let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
+            self.account_wide = !throttle::names(&texts, name);
+        }
+        self
+    }
 }
 
 impl AcmeError {
+    /// Maps instant-acme's error, with the status and `Retry-After` of the response it came
+    /// from (noted by our HTTP client, see [`throttle`]).
     fn from_acme(what: &str, e: instant_acme::Error) -> Self {
         use instant_acme::Error as E;
+        let answer = throttle::last();
+        let status = answer.map(|a| a.status);
+        let retry_after = answer.and_then(|a| a.retry_after);
+        let throttled = |why: String, account_wide: bool, names: Option<Vec<String>>| {
+            AcmeError::Throttled(Throttle {
+                why,
+                until: retry_after,
+                account_wide,
+                names,
+            })
+        };
+        let rate_limited = |p: &instant_acme::Problem| {
+            p.r#type.as_deref() == Some(throttle::RATE_LIMITED) || status == Some(429)
+        };
         match e {
-            E::Api(p) if p.status.is_some_and(|s| s >= 500) => {
+            // RFC 8555 §6.6: "the server MAY additionally include a Retry-After header".
+            E::Api(p) if rate_limited(&p) => {
+                let mut names: Vec<String> = p.detail.iter().cloned().collect();
+                for sub in &p.subproblems {
+                    names.extend(sub.detail.iter().cloned());
+                    if let Some(instant_acme::Identifier::Dns(n)) = &sub.identifier {
+                        names.push(n.clone());
+                    }
+                }
+                throttled(format!("{what}: {p}"), false, Some(names))
+            }
+            // A 429 that is not ACME JSON names nothing: the account waits.
+            E::Json(_) if status == Some(429) => throttled(format!("{what}: HTTP 429"), true, None),
+            // The server as a whole is unavailable and says for how long.
+            E::Api(_) | E::Json(_) if status == Some(503) && retry_after.is_some() => {
+                throttled(format!("{what}: HTTP 503: {}", chain(&e)), true, None)
+            }
+            E::Api(p) if p.status.is_some_and(|s| s >= 500) || status.is_some_and(|s| s >= 500) => {
                 AcmeError::Unreachable(format!("{what}: {p}"))
             }
             E::Api(p) => AcmeError::Refused(format!("{what}: {p}")),
             E::Crypto | E::KeyRejected => AcmeError::Local(format!("{what}: {e}")),
+            E::Json(_) if status.is_some_and(|s| s >= 500) => {
+                AcmeError::Unreachable(format!("{what}: HTTP {}", status.unwrap_or_default()))
+            }
             // Not ACME JSON: something else answers at the directory URL.
             E::Json(_) => AcmeError::Refused(format!("{what}: {}", chain(&e))),
+            // The server's Retry-After while the order is processed is past our deadline.
+            E::Timeout(Some(at)) => {
+                let wait = at.saturating_duration_since(std::time::Instant::now());
+                AcmeError::Throttled(Throttle {
+                    why: format!("{what}: the ACME server asks to come back in {wait:?}"),
+                    until: Some(crate::clock::unix_now() + wait.as_secs() + 1),
+                    account_wide: false,
+                    names: None,
+                })
+            }
             other => AcmeError::Unreachable(format!("{what}: {}", chain(&other))),
         }
     }
@@ -75,6 +151,7 @@ impl AcmeError {
             AcmeError::Refused(_) => "refused",
             AcmeError::Busy(_) => "busy",
             AcmeError::Local(_) => "local",
+            AcmeError::Throttled(_) => "throttled",
         }
     }
 }
@@ -144,6 +221,8 @@ pub struct AcmeState {
     challenges: Arc<Challenges>,
     validation: OnceLock<Arc<ServerConfig>>,
     status: Mutex<HashMap<String, NameStatus>>,
+    /// The server's account-wide wait: until when (Unix seconds), and why.
+    pause: Mutex<Option<(u64, String)>>,
     /// Wakes the manager after a reload.
     pub wake: Notify,
 }
@@ -188,6 +267,26 @@ impl AcmeState {
             "attempts": s.attempts,
             "next_attempt": s.next_attempt.map(rfc3339),
             "detail": s.detail,
+        })
+    }
+
+    /// `/status`'s `acme` object: how many names stand where, and the server's account-wide
+    /// wait, if any.
+    pub fn summary_json(&self) -> Value {
+        let mut counts: HashMap<&'static str, usize> = HashMap::new();
+        let mut next: Option<u64> = None;
+        for s in self.status_map().values() {
+            *counts.entry(s.state.as_str()).or_default() += 1;
+            if let Some(t) = s.next_attempt {
+                next = Some(next.map_or(t, |n| n.min(t)));
+            }
+        }
+        let pause = self.pause.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        json!({
+            "names": counts,
+            "next_attempt": next.map(rfc3339),
+            "paused_until": pause.as_ref().map(|(t, _)| rfc3339(*t)),
+            "paused_why": pause.map(|(_, why)| why),
         })
     }
 

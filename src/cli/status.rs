@@ -189,6 +189,28 @@ impl Summary {
                 ));
             }
         }
+        if let Some(acme) = s["acme"].as_object() {
+            let mut counts: Vec<String> = acme["names"]
+                .as_object()
+                .into_iter()
+                .flatten()
+                .map(|(state, n)| format!("{n} {state}"))
+                .collect();
+            counts.sort();
+            m.line(format!(
+                "acme: {}; next attempt {}",
+                if counts.is_empty() {
+                    "no names".to_owned()
+                } else {
+                    counts.join(", ")
+                },
+                acme["next_attempt"].as_str().unwrap_or("none"),
+            ));
+            if let Some(why) = acme["paused_why"].as_str() {
+                m.warnings += 1;
+                m.line(format!("  {why}"));
+            }
+        }
         let domains = s["domains"].as_array().cloned().unwrap_or_default();
         if s["domains_listed"] == Value::Bool(false) {
             m.line(format!(

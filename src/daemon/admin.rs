@@ -139,6 +139,7 @@ pub fn status(
             "counts": r.counts,
         })),
         "alerts": live.config.alerts.as_ref().map(|_| shared.alerts.json()),
+        "acme": live.config.acme.as_ref().map(|_| shared.acme.summary_json()),
         "tlsrpt": reports.summary(),
         "state": {
             "dir": live.config.state.dir.display().to_string(),

@@ -23,17 +23,17 @@ const PATH: &str = "/.well-known/mta-sts.txt";
 const A: &str = "mta-sts.a.example";
 const B: &str = "mta-sts.b.example";
 /// Orders, validation and renewal take seconds against pebble; leave room on a slow machine.
-const ACME_DEADLINE: Duration = Duration::from_secs(60);
+pub(crate) const ACME_DEADLINE: Duration = Duration::from_secs(60);
 
 /// The daemon's listeners on fixed ports (pebble must know them before it starts).
-struct Ports {
-    https: u16,
-    http: u16,
+pub(crate) struct Ports {
+    pub https: u16,
+    pub http: u16,
     dead: u16,
 }
 
 impl Ports {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Ports {
             https: free_port(),
             http: free_port(),
@@ -44,7 +44,7 @@ impl Ports {
 
 /// A config for `a.example` and `b.example`; `tls` adds a `[tls]` section, `acme` is the body
 /// of `[acme]`.
-fn config(ports: &Ports, tls: &str, acme: &str) -> String {
+pub(crate) fn config(ports: &Ports, tls: &str, acme: &str) -> String {
     format!(
         r#"[server]
 https = ["127.0.0.1:{https}"]
@@ -76,11 +76,11 @@ resolver = "127.0.0.1:{dead}"
 }
 
 /// `[acme]` for `pebble`, with the state in `acme/` beside the config.
-fn acme_section(pebble: &Pebble, challenge: &str) -> String {
+pub(crate) fn acme_section(pebble: &Pebble, challenge: &str) -> String {
     acme_with_state(pebble, challenge, "acme")
 }
 
-fn acme_with_state(pebble: &Pebble, challenge: &str, state: &str) -> String {
+pub(crate) fn acme_with_state(pebble: &Pebble, challenge: &str, state: &str) -> String {
     format!(
         "directory = \"{}\"\ncontact = [\"mailto:hostmaster@a.example\"]\n\
          challenge = \"{challenge}\"\nca = \"{}\"\nstate = \"{state}\"\n",
@@ -90,7 +90,7 @@ fn acme_with_state(pebble: &Pebble, challenge: &str, state: &str) -> String {
 }
 
 /// The `acme` object of `domain` in /status.
-async fn acme_status(d: &Daemon, domain: &str) -> Value {
+pub(crate) async fn acme_status(d: &Daemon, domain: &str) -> Value {
     let s = d.status().await;
     s["domains"]
         .as_array()
@@ -102,7 +102,7 @@ async fn acme_status(d: &Daemon, domain: &str) -> Value {
 }
 
 /// Polls `acme_status` until `ok` holds; panics with the status and the logs after `bound`.
-async fn wait_acme(
+pub(crate) async fn wait_acme(
     d: &Daemon,
     domain: &str,
     bound: Duration,
@@ -142,7 +142,7 @@ fn client_config(root_pem: &str) -> rustls::ClientConfig {
 }
 
 /// An HTTPS client that trusts only `root_pem` and resolves both names to `addr`.
-fn client_trusting(root_pem: &str, addr: SocketAddr) -> reqwest::Client {
+pub(crate) fn client_trusting(root_pem: &str, addr: SocketAddr) -> reqwest::Client {
     reqwest::Client::builder()
         .tls_backend_preconfigured(client_config(root_pem))
         .redirect(reqwest::redirect::Policy::none())
@@ -156,7 +156,7 @@ fn client_trusting(root_pem: &str, addr: SocketAddr) -> reqwest::Client {
 }
 
 /// Fetches the policy of `host` and returns the leaf certificate it was served with.
-async fn fetch_policy(client: &reqwest::Client, host: &str, port: u16) -> Vec<u8> {
+pub(crate) async fn fetch_policy(client: &reqwest::Client, host: &str, port: u16) -> Vec<u8> {
     let r = client
         .get(format!("https://{host}:{port}{PATH}"))
         .send()
@@ -177,7 +177,7 @@ async fn fetch_policy(client: &reqwest::Client, host: &str, port: u16) -> Vec<u8
     leaf
 }
 
-fn stored_leaf(state: &Path, name: &str) -> Vec<u8> {
+pub(crate) fn stored_leaf(state: &Path, name: &str) -> Vec<u8> {
     let pem = std::fs::read(state.join(format!("{name}.crt"))).unwrap();
     CertificateDer::pem_slice_iter(&pem)
         .next()
@@ -186,11 +186,11 @@ fn stored_leaf(state: &Path, name: &str) -> Vec<u8> {
         .to_vec()
 }
 
-fn addr(port: u16) -> SocketAddr {
+pub(crate) fn addr(port: u16) -> SocketAddr {
     SocketAddr::from((Ipv4Addr::LOCALHOST, port))
 }
 
-fn now() -> i64 {
+pub(crate) fn now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()

@@ -148,6 +148,11 @@ impl Pebble {
         p
     }
 
+    /// The CA that signed pebble's own HTTPS certificate (for a proxy in front of it).
+    pub fn api_ca(&self) -> &TestCa {
+        &self.ca
+    }
+
     /// The CA file to put in `[acme] ca`: it signed pebble's own HTTPS certificate.
     pub fn ca_file(&self) -> PathBuf {
         self.dir.path().join("ca.pem")

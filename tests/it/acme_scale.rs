@@ -1,0 +1,130 @@
+//! ACME at scale (issue 16): the CA's `rateLimited` problem and `Retry-After` honoured, from a
+//! fault-injecting proxy in front of a real pebble.
+
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::acme::{acme_status, addr, client_trusting, config, fetch_policy, Ports, ACME_DEADLINE};
+use crate::harness::acme_proxy::FaultProxy;
+use crate::harness::daemon::Daemon;
+use crate::harness::pebble::{Pebble, PebbleOptions};
+use crate::harness::{epoch, ConfigDir};
+
+const A: &str = "mta-sts.a.example";
+const B: &str = "mta-sts.b.example";
+
+/// `[acme]` pointing at `directory` (the proxy), trusting pebble's API CA.
+fn acme_via(directory: &str, pebble: &Pebble) -> String {
+    format!(
+        "directory = \"{directory}\"\nchallenge = \"tls-alpn-01\"\nca = \"{}\"\nstate = \"acme\"\n",
+        pebble.ca_file().display()
+    )
+}
+
+/// Both first newOrders are answered `rateLimited` with `Retry-After: 3` (an account-wide
+/// limit, as the problem names no domain): no order reaches pebble before those 3 s have
+/// passed, `/status` shows the wait meanwhile without counting a failure, then both names
+/// get their certificates.
+#[tokio::test]
+async fn a_rate_limited_new_order_waits_for_retry_after_then_is_issued() {
+    let ports = Ports::new();
+    let pebble = Pebble::start(PebbleOptions::new(ports.http, ports.https)).await;
+    let proxy = FaultProxy::start(&pebble, 2, "3").await;
+    let dir = ConfigDir::with_config(&config(&ports, "", &acme_via(&proxy.directory(), &pebble)));
+    let d = Daemon::start(&dir.config_path());
+    let logs = || {
+        format!(
+            "{}\n{}\n{:?}",
+            d.lines().join("\n"),
+            pebble.log(),
+            proxy.new_orders()
+        )
+    };
+
+    let deadline = Instant::now() + ACME_DEADLINE;
+    let mut waits: Vec<Option<Value>> = vec![None, None];
+    let mut top: Option<Value> = None;
+    loop {
+        let mut valid = 0;
+        for (i, domain) in ["a.example", "b.example"].iter().enumerate() {
+            let s = acme_status(&d, domain).await;
+            let waiting = s["state"] == "queued"
+                && s["detail"]
+                    .as_str()
+                    .is_some_and(|t| t.contains("rateLimited"));
+            if waiting && waits[i].is_none() {
+                waits[i] = Some(s.clone());
+                top.get_or_insert(d.status().await["acme"].clone());
+            }
+            valid += usize::from(s["state"] == "valid");
+        }
+        if valid == 2 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not both valid in time\n{}",
+            logs()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // The wait as /status showed it: queued, until a time in the future, no failure.
+    for (w, domain) in waits.iter().zip(["a.example", "b.example"]) {
+        let w = w
+            .as_ref()
+            .unwrap_or_else(|| panic!("{domain}: the wait never showed in /status\n{}", logs()));
+        assert_eq!(w["attempts"], 0, "a rate limit is no failure: {w}");
+        assert!(w["last_error"].is_null(), "{w}");
+        assert!(epoch(&w["next_attempt"]).is_some(), "{w}");
+        assert!(
+            w["detail"].as_str().unwrap().contains("every name"),
+            "an account-wide limit: {w}"
+        );
+    }
+    let top = top.unwrap();
+    assert!(epoch(&top["paused_until"]).is_some(), "{top}");
+    assert!(
+        top["paused_why"]
+            .as_str()
+            .is_some_and(|t| t.contains("rateLimited")),
+        "{top}"
+    );
+
+    // At the proxy: two refused, then nothing forwarded before Retry-After had passed.
+    let orders = proxy.new_orders();
+    let refused: Vec<_> = orders.iter().filter(|o| o.refused).collect();
+    assert_eq!(refused.len(), 2, "{orders:?}");
+    let mut asked: Vec<&str> = refused.iter().map(|o| o.names[0].as_str()).collect();
+    asked.sort();
+    assert_eq!(asked, [A, B], "{orders:?}");
+    let last_refusal = refused.iter().map(|o| o.at).max().unwrap();
+    let forwarded: Vec<_> = orders.iter().filter(|o| !o.refused).collect();
+    assert_eq!(
+        forwarded.len(),
+        2,
+        "one order per name after the wait: {orders:?}"
+    );
+    for o in &forwarded {
+        let after = o.at.duration_since(last_refusal);
+        assert!(
+            after >= Duration::from_secs(3),
+            "{:?} ordered {after:?} after the last 429 (Retry-After: 3)\n{}",
+            o.names,
+            logs()
+        );
+    }
+    assert_eq!(pebble.issued(), 2, "{}", pebble.log());
+    let m = d.metrics().await;
+    assert!(
+        m.contains("mta_stsd_acme_orders_total{result=\"throttled\"} 2"),
+        "{m}"
+    );
+    assert!(!m.contains("acme_orders_total{result=\"error\"}"), "{m}");
+    let root = pebble.issuing_root().await;
+    let client = client_trusting(&root, addr(ports.https));
+    for host in [A, B] {
+        fetch_policy(&client, host, ports.https).await;
+    }
+}
