@@ -11,6 +11,7 @@ pub mod pdns;
 pub mod pebble;
 pub mod postfix;
 pub mod postgres;
+pub mod process;
 
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};

@@ -18,7 +18,8 @@ use hickory_proto::rr::RecordType;
 use serde_json::{json, Value};
 use tempfile::TempDir;
 
-use super::dns::{exchange, find_program, free_port, rdata_text, QUERY_TIMEOUT, READY_DEADLINE};
+use super::dns::{exchange, rdata_text, QUERY_TIMEOUT, READY_DEADLINE};
+use super::process::{find_program, free_port};
 
 /// Where Debian's `pdns-backend-sqlite3` puts the schema (the second is the package's doc copy).
 const SCHEMAS: &[&str] = &[

@@ -18,7 +18,8 @@ use hickory_proto::rr::RecordType;
 use tempfile::TempDir;
 
 use super::daemon::TestCa;
-use super::dns::{exchange, find_program, free_port};
+use super::dns::exchange;
+use super::process::{find_program, free_port};
 
 /// How long pebble and its DNS may take to come up.
 const START_DEADLINE: Duration = Duration::from_secs(20);

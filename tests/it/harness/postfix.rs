@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
-use super::dns::find_program;
+use super::process::find_program;
 
 const READY: Duration = Duration::from_secs(20);
 

@@ -10,7 +10,7 @@ use std::process::Command;
 
 use tempfile::TempDir;
 
-use super::dns::free_port;
+use super::process::free_port;
 
 const PGBIN: &str = "/usr/lib/postgresql/15/bin";
 

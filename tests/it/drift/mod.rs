@@ -1,0 +1,14 @@
+//! `drift` against a real world: zone `example.org.` on two independent BIND primaries
+//! (`ns1` on 127.0.0.2, `ns2` on 127.0.0.3, one port), the daemon serving the policies over
+//! HTTPS with a certificate from a test CA, and the real binary's `drift` command, in both
+//! formats. Each finding is provoked on purpose and seen with its severity, check and exit code;
+//! every JSON report is validated against the schema README "Drift checks" documents, and the
+//! text output checked line by line against it.
+
+mod canned;
+mod dns_findings;
+mod https_findings;
+mod report;
+mod schema;
+mod serve;
+mod world;
