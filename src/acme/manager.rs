@@ -1,7 +1,8 @@
 //! The task that keeps every ACME name served: follows the live config, loads certificates
 //! from the store, and runs orders — at most [`MAX_IN_FLIGHT`] at once, at most
 //! `[acme] orders_per_hour` started in any hour (first certificates before renewals), each
-//! name on its own schedule (renewal at two thirds of the lifetime, backoff after a failure).
+//! name on its own schedule (renewal spread over 60–75 % of the lifetime, backoff after a
+//! failure, the server's `Retry-After`).
 
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;

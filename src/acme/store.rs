@@ -29,13 +29,29 @@ pub struct StoredCert {
     /// Unix seconds.
     pub not_before: i64,
     pub not_after: i64,
+    /// When renewal is due (Unix seconds): see [`renewal_point`].
+    renew_at: i64,
+}
+
+/// Where in the lifetime renewal falls, in basis points: `[RENEW_FROM, RENEW_UNTIL)`.
+pub const RENEW_FROM: i64 = 6_000;
+pub const RENEW_UNTIL: i64 = 7_500;
+
+/// The name's point in `[60 %, 75 %)` of the lifetime (Let's Encrypt advises renewing 90-day
+/// certificates at about 60 days): spread by a hash of the name, so that names issued
+/// together are not all renewed together, and the same on every replica and after every
+/// restart.
+pub fn renewal_point(name: &str, not_before: i64, not_after: i64) -> i64 {
+    let hash = Sha256::digest(name.as_bytes());
+    let n = u64::from_be_bytes(hash[..8].try_into().expect("8 bytes"));
+    let bp = RENEW_FROM + (n % (RENEW_UNTIL - RENEW_FROM) as u64) as i64;
+    let lifetime = i128::from((not_after - not_before).max(0));
+    not_before + (lifetime * i128::from(bp) / 10_000) as i64
 }
 
 impl StoredCert {
-    /// Renewal is due once two thirds of the lifetime have passed (what Let's Encrypt
-    /// advises for its 90-day certificates: renew at 60 days).
     pub fn renew_at(&self) -> i64 {
-        self.not_before + (self.not_after - self.not_before).max(0) * 2 / 3
+        self.renew_at
     }
 
     /// Valid now and not yet due for renewal.
@@ -223,6 +239,7 @@ fn parse(name: &str, chain_pem: &[u8], key_pem: &[u8]) -> Result<StoredCert, Str
         key: Arc::new(key),
         not_before,
         not_after,
+        renew_at: renewal_point(name, not_before, not_after),
     })
 }
 
@@ -316,16 +333,49 @@ mod tests {
     }
 
     #[test]
-    fn renewal_is_due_after_two_thirds() {
+    fn renewal_is_due_at_the_names_point() {
         let c = StoredCert {
             key: Arc::new(parse_any()),
             not_before: 0,
             not_after: 90,
+            renew_at: 60,
         };
-        assert_eq!(c.renew_at(), 60);
         assert!(c.fresh(59));
         assert!(!c.fresh(60));
         assert!(!c.fresh(-1));
+    }
+
+    /// 1,000 names with certificates issued at the same moment: their renewals cover the
+    /// whole window `[60 %, 75 %)`, none outside it, and each name's point is the same every
+    /// time it is computed.
+    #[test]
+    fn renewals_are_spread_over_the_window_and_stable() {
+        let (not_before, not_after) = (1_000_000, 1_000_000 + 90 * 86_400);
+        let lifetime = not_after - not_before;
+        let names: Vec<String> = (0..1000).map(|i| format!("mta-sts.d{i}.example")).collect();
+        let mut buckets = [0usize; 15];
+        for name in &names {
+            let t = renewal_point(name, not_before, not_after);
+            assert_eq!(t, renewal_point(name, not_before, not_after), "{name}");
+            let at = t - not_before;
+            assert!(at * 100 >= lifetime * 60, "{name}: {at}");
+            assert!(at * 100 < lifetime * 75, "{name}: {at}");
+            buckets[((at * 100 / lifetime) - 60) as usize] += 1;
+        }
+        // Each percent of the window holds about 1000/15 ≈ 67 names; none is empty or holds
+        // a crowd.
+        for (i, n) in buckets.iter().enumerate() {
+            assert!(
+                (30..=110).contains(n),
+                "{}–{} %: {n} names {buckets:?}",
+                60 + i,
+                61 + i
+            );
+        }
+        // Another lifetime moves the point with it.
+        assert_eq!(renewal_point("x", 0, 0), 0);
+        let short = renewal_point(&names[0], 0, 15);
+        assert!((9..12).contains(&short), "{short}");
     }
 
     fn parse_any() -> CertifiedKey {

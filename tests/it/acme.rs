@@ -326,7 +326,7 @@ async fn http_01_for_two_domains() {
 }
 
 #[tokio::test]
-async fn a_short_lived_certificate_is_renewed_after_two_thirds() {
+async fn a_short_lived_certificate_is_renewed_within_its_window() {
     let ports = Ports::new();
     let mut opts = PebbleOptions::new(ports.http, ports.https);
     opts.validity = Some(15);
@@ -344,9 +344,10 @@ async fn a_short_lived_certificate_is_renewed_after_two_thirds() {
     let not_after = epoch(&first["not_after"]).unwrap();
     let renew_at = epoch(&first["renew_at"]).unwrap();
     assert!(renew_at < not_after, "{first}");
+    // [60 %, 75 %) of 15 s leaves 3.75 to 6 s, a second either way for pebble's rounding.
     assert!(
-        (not_after - renew_at) * 3 <= 15 + 3,
-        "renewal planned at two thirds of 15 s: {first}"
+        (3..=7).contains(&(not_after - renew_at)),
+        "renewal planned in [60 %, 75 %) of 15 s: {first}"
     );
     let state = dir.file("acme");
     let old_leaf = stored_leaf(&state, A);
