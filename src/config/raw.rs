@@ -16,11 +16,13 @@ use crate::certs::CertFiles;
 use crate::name::{Converted, DomainName};
 use crate::policy::{Mode, MxPattern, MAX_AGE_LIMIT};
 use crate::rua::Rua;
+use keys::keys;
 
 mod acme;
 mod alerts;
 mod delegation;
 mod drift;
+mod keys;
 mod providers;
 mod server;
 mod state;
@@ -30,37 +32,48 @@ mod values;
 type Item<'i> = Spanned<DeValue<'i>>;
 type Key<'i> = Spanned<DeString<'i>>;
 
-const TOP_KEYS: &[&str] = &[
-    "include",
-    "server",
-    "tls",
-    "policy",
-    "dns",
-    "providers",
-    "domains",
-    "acme",
-    "drift",
-    "tlsrpt",
-    "state",
-    "alerts",
-    "delegation",
-];
-const INCLUDED_KEYS: &[&str] = &["providers", "domains"];
-const POLICY_KEYS: &[&str] = &["mode", "mx", "max_age"];
-const DNS_KEYS: &[&str] = &["target", "ttl", "tlsrpt", "provider", "delegated"];
-/// `[dns]` keys that are global, not inherited per domain.
-const DNS_GLOBAL_KEYS: &[&str] = &["reconcile"];
-const DOMAIN_KEYS: &[&str] = &[
-    "mode",
-    "mx",
-    "max_age",
-    "target",
-    "ttl",
-    "tlsrpt",
-    "provider",
-    "delegated",
-    "zone",
-];
+keys! {
+    /// The top-level keys of the main file.
+    enum Top {
+        Include = "include",
+        Server = "server",
+        Tls = "tls",
+        Policy = "policy",
+        Dns = "dns",
+        Providers = "providers",
+        Domains = "domains",
+        Acme = "acme",
+        Drift = "drift",
+        Tlsrpt = "tlsrpt",
+        State = "state",
+        Alerts = "alerts",
+        Delegation = "delegation",
+    }
+}
+
+/// The top-level keys of an included file.
+const INCLUDED_KEYS: &[&str] = &[Top::Providers.name(), Top::Domains.name()];
+
+keys! {
+    /// The keys a domain inherits: from `[policy]` ([`POLICY_KEYS`]), then from `[dns]`.
+    enum Inherited {
+        Mode = "mode",
+        Mx = "mx",
+        MaxAge = "max_age",
+        Target = "target",
+        Ttl = "ttl",
+        Tlsrpt = "tlsrpt",
+        Provider = "provider",
+        Delegated = "delegated",
+    }
+}
+
+const POLICY_KEYS: &[&str] = Inherited::ALL.split_at(3).0;
+const DNS_KEYS: &[&str] = Inherited::ALL.split_at(3).1;
+/// The `[dns]` key that is global, not inherited per domain.
+const RECONCILE: &str = "reconcile";
+/// A domain's own key, beside the inherited ones.
+const ZONE: &str = "zone";
 
 /// The keys a domain inherits from `[policy]` and `[dns]`; `None` where not written.
 #[derive(Debug, Default, Clone)]
@@ -139,11 +152,11 @@ pub(crate) struct Reader<'p> {
 impl Reader<'_> {
     pub fn read(&mut self, root: &DeTable<'_>) -> RawFile {
         let mut raw = RawFile::default();
-        let allowed = if self.main { TOP_KEYS } else { INCLUDED_KEYS };
+        let allowed = if self.main { Top::ALL } else { INCLUDED_KEYS };
         for (key, item) in root.iter() {
             let name = key.get_ref().as_ref();
             if !allowed.contains(&name) {
-                if TOP_KEYS.contains(&name) {
+                if Top::of(name).is_some() {
                     self.problems.error(
                         self.at(key.span()),
                         format!("`{name}` may appear only in the main config file; included files hold [providers.*] and [domains.*]"),
@@ -153,10 +166,10 @@ impl Reader<'_> {
                 }
                 continue;
             }
-            match name {
-                "include" => {
+            match Top::of(name).expect("checked against the allowed keys") {
+                Top::Include => {
                     raw.include = self
-                        .strings("include", item)
+                        .strings(name, item)
                         .unwrap_or_default()
                         .into_iter()
                         .map(|s| At {
@@ -165,28 +178,28 @@ impl Reader<'_> {
                         })
                         .collect()
                 }
-                "server" => raw.server = self.table("server", item).map(|t| self.server(t, item)),
-                "tls" => {
-                    if let Some(t) = self.table("tls", item) {
+                Top::Server => raw.server = self.table(name, item).map(|t| self.server(t, item)),
+                Top::Tls => {
+                    if let Some(t) = self.table(name, item) {
                         self.tls(t, &mut raw);
                     }
                 }
-                "policy" => {
-                    if let Some(t) = self.table("policy", item) {
+                Top::Policy => {
+                    if let Some(t) = self.table(name, item) {
                         raw.policy_at = Some(self.at(key.span()));
                         raw.policy = self.inherit("[policy]", t, POLICY_KEYS);
                     }
                 }
-                "dns" => {
-                    if let Some(t) = self.table("dns", item) {
-                        if let Some(v) = t.get("reconcile") {
-                            raw.reconcile = self.duration("reconcile", v);
+                Top::Dns => {
+                    if let Some(t) = self.table(name, item) {
+                        if let Some(v) = t.get(RECONCILE) {
+                            raw.reconcile = self.duration(RECONCILE, v);
                         }
-                        raw.dns = self.inherit_except("[dns]", t, DNS_KEYS, DNS_GLOBAL_KEYS);
+                        raw.dns = self.inherit_except("[dns]", t, DNS_KEYS, &[RECONCILE]);
                     }
                 }
-                "providers" => {
-                    for (pkey, pitem) in self.table("providers", item).into_iter().flatten() {
+                Top::Providers => {
+                    for (pkey, pitem) in self.table(name, item).into_iter().flatten() {
                         let pname = pkey.get_ref().as_ref();
                         let at = At {
                             value: pname.to_owned(),
@@ -198,8 +211,8 @@ impl Reader<'_> {
                         raw.providers.push((at, config));
                     }
                 }
-                "domains" => {
-                    let Some(t) = self.table("domains", item) else {
+                Top::Domains => {
+                    let Some(t) = self.table(name, item) else {
                         continue;
                     };
                     raw.domains.reserve(t.len());
@@ -209,25 +222,24 @@ impl Reader<'_> {
                         }
                     }
                 }
-                "acme" => raw.acme = self.table("acme", item).and_then(|t| self.acme(t, item)),
-                "drift" => raw.drift = self.table("drift", item).map(|t| self.drift(t)),
-                "tlsrpt" => {
+                Top::Acme => raw.acme = self.table(name, item).and_then(|t| self.acme(t, item)),
+                Top::Drift => raw.drift = self.table(name, item).map(|t| self.drift(t)),
+                Top::Tlsrpt => {
                     raw.tlsrpt = self
                         .table("tlsrpt", item)
                         .and_then(|t| self.tlsrpt(t, item))
                 }
-                "state" => raw.state = self.table("state", item).map(|t| self.state(t)),
-                "delegation" => {
+                Top::State => raw.state = self.table(name, item).map(|t| self.state(t)),
+                Top::Delegation => {
                     raw.delegation = self
                         .table("delegation", item)
                         .and_then(|t| self.delegation(t, item))
                 }
-                "alerts" => {
+                Top::Alerts => {
                     raw.alerts = self
                         .table("alerts", item)
                         .and_then(|t| self.alerts(t, item))
                 }
-                _ => unreachable!("checked against the allowed keys"),
             }
         }
         raw
@@ -257,12 +269,11 @@ impl Reader<'_> {
         let mut zone = None;
         for (k, v) in table.iter() {
             let kname = k.get_ref().as_ref();
-            if kname == "zone" {
-                zone = self
-                    .string("zone", v)
-                    .and_then(|s| self.name_fqdn("zone", s));
+            if kname == ZONE {
+                zone = self.string(ZONE, v).and_then(|s| self.name_fqdn(ZONE, s));
             } else if !self.inherit_key(&mut keys, kname, v) {
-                self.unknown(&section, k, DOMAIN_KEYS);
+                let expected: Vec<&str> = Inherited::ALL.iter().copied().chain([ZONE]).collect();
+                self.unknown(&section, k, &expected);
             }
         }
         let keys = (keys.has_policy_keys()
@@ -306,8 +317,8 @@ impl Reader<'_> {
 
     /// Reads one inheritable key; false when `key` is not one.
     fn inherit_key(&mut self, keys: &mut Inherit, key: &str, v: &Item<'_>) -> bool {
-        match key {
-            "mode" => {
+        match Inherited::of(key) {
+            Some(Inherited::Mode) => {
                 keys.mode = self
                     .string(key, v)
                     .and_then(|s| match s.value.parse::<Mode>() {
@@ -322,7 +333,7 @@ impl Reader<'_> {
                     });
                 keys.mode_rejected = keys.mode.is_none();
             }
-            "mx" => {
+            Some(Inherited::Mx) => {
                 let entries = self.strings(key, v);
                 let mut ok = entries.is_some();
                 let mut patterns = Vec::new();
@@ -349,7 +360,7 @@ impl Reader<'_> {
                 });
                 keys.mx_rejected = !ok;
             }
-            "max_age" => {
+            Some(Inherited::MaxAge) => {
                 keys.max_age = self.integer(key, v).and_then(|n| {
                     match u32::try_from(n.value).ok().filter(|&s| s <= MAX_AGE_LIMIT) {
                         Some(s) => Some(At { value: s, at: n.at }),
@@ -366,7 +377,7 @@ impl Reader<'_> {
                     }
                 })
             }
-            "target" => {
+            Some(Inherited::Target) => {
                 keys.target = match v.get_ref() {
                     // A deliberate A record at mta-sts.<domain>: no CNAME for it.
                     DeValue::Boolean(false) => Some(At {
@@ -375,7 +386,7 @@ impl Reader<'_> {
                     }),
                     DeValue::String(_) => self
                         .string(key, v)
-                        .and_then(|s| self.name_fqdn("target", s))
+                        .and_then(|s| self.name_fqdn(key, s))
                         .map(|t| At {
                             value: Some(t.value),
                             at: t.at,
@@ -386,7 +397,7 @@ impl Reader<'_> {
                     }
                 }
             }
-            "ttl" => {
+            Some(Inherited::Ttl) => {
                 keys.ttl = self.integer(key, v).and_then(|n| {
                     // RFC 2181 §8: a TTL is at most 2^31 - 1.
                     match u32::try_from(n.value).ok().filter(|&t| (1..=0x7fff_ffff).contains(&t)) {
@@ -407,7 +418,7 @@ impl Reader<'_> {
                     }
                 })
             }
-            "tlsrpt" => {
+            Some(Inherited::Tlsrpt) => {
                 let entries = self.strings(key, v);
                 let mut ok = entries.is_some();
                 let mut rua = Vec::new();
@@ -425,19 +436,19 @@ impl Reader<'_> {
                     at: self.at(v.span()),
                 });
             }
-            "provider" => {
+            Some(Inherited::Provider) => {
                 keys.provider = self.string(key, v).map(|s| At {
                     value: s.value.into(),
                     at: s.at,
                 })
             }
-            "delegated" => {
+            Some(Inherited::Delegated) => {
                 keys.delegated = self.boolean(key, v).map(|b| At {
                     value: b,
                     at: self.at(v.span()),
                 })
             }
-            _ => return false,
+            None => return false,
         }
         true
     }

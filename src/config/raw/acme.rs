@@ -4,18 +4,22 @@ use std::path::PathBuf;
 
 use toml::de::DeTable;
 
+use super::keys::keys;
 use super::{Item, Reader};
 use crate::config::diag::At;
 use crate::config::{Acme, Challenge};
 
-const KEYS: &[&str] = &[
-    "directory",
-    "contact",
-    "challenge",
-    "state",
-    "ca",
-    "orders_per_hour",
-];
+keys! {
+    /// `[acme]` keys.
+    enum Key {
+        Directory = "directory",
+        Contact = "contact",
+        Challenge = "challenge",
+        State = "state",
+        Ca = "ca",
+        OrdersPerHour = "orders_per_hour",
+    }
+}
 
 impl Reader<'_> {
     pub(super) fn acme(&mut self, table: &DeTable<'_>, item: &Item<'_>) -> Option<At<Acme>> {
@@ -32,15 +36,15 @@ impl Reader<'_> {
         let mut ok = true;
         for (k, v) in table.iter() {
             let kname = k.get_ref().as_ref();
-            match kname {
-                "directory" => match self.string(kname, v) {
+            match Key::of(kname) {
+                Some(Key::Directory) => match self.string(kname, v) {
                     Some(s) => match self.base_url(s.value, s.at, None) {
                         Some(u) => acme.directory = u,
                         None => ok = false,
                     },
                     None => ok = false,
                 },
-                "contact" => {
+                Some(Key::Contact) => {
                     for s in self.strings(kname, v).unwrap_or_default() {
                         if s.value.starts_with("mailto:") && s.value.contains('@') {
                             acme.contact.push(s.value.to_owned());
@@ -56,7 +60,7 @@ impl Reader<'_> {
                         }
                     }
                 }
-                "challenge" => match self.string(kname, v).map(|s| (s.value, s.at)) {
+                Some(Key::Challenge) => match self.string(kname, v).map(|s| (s.value, s.at)) {
                     Some(("tls-alpn-01", _)) => acme.challenge = Challenge::TlsAlpn01,
                     Some(("http-01", _)) => acme.challenge = Challenge::Http01,
                     Some((other, at)) => {
@@ -68,16 +72,16 @@ impl Reader<'_> {
                     }
                     None => ok = false,
                 },
-                "state" => match self.string(kname, v) {
+                Some(Key::State) => match self.string(kname, v) {
                     Some(s) => acme.state = self.path(s.value),
                     None => ok = false,
                 },
-                "ca" => {
+                Some(Key::Ca) => {
                     acme.ca = self
                         .string(kname, v)
                         .and_then(|s| self.readable(s.value, s.at))
                 }
-                "orders_per_hour" => match self.integer(kname, v) {
+                Some(Key::OrdersPerHour) => match self.integer(kname, v) {
                     Some(n) if (1..=100_000).contains(&n.value) => {
                         acme.orders_per_hour = Some(n.value as u32);
                     }
@@ -89,7 +93,7 @@ impl Reader<'_> {
                     }
                     None => {}
                 },
-                _ => self.unknown("[acme]", k, KEYS),
+                None => self.unknown("[acme]", k, Key::ALL),
             }
         }
         if acme.directory.is_empty() {

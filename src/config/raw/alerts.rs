@@ -6,11 +6,20 @@ use std::collections::HashMap;
 use mta_stsd_providers::Secret;
 use toml::de::DeTable;
 
+use super::keys::keys;
 use super::{Item, Reader};
 use crate::config::diag::At;
 use crate::config::Alerts;
 
-const KEYS: &[&str] = &["webhook", "webhook_env", "webhook_file", "command"];
+keys! {
+    /// `[alerts]` keys.
+    enum Key {
+        Webhook = "webhook",
+        WebhookEnv = "webhook_env",
+        WebhookFile = "webhook_file",
+        Command = "command",
+    }
+}
 
 impl Reader<'_> {
     pub(super) fn alerts(&mut self, table: &DeTable<'_>, item: &Item<'_>) -> Option<Alerts> {
@@ -20,19 +29,21 @@ impl Reader<'_> {
         let mut source: HashMap<&str, At<&str>> = HashMap::new();
         for (k, v) in table.iter() {
             let kname = k.get_ref().as_ref();
-            match kname {
-                "webhook" | "webhook_env" | "webhook_file" => match self.string(kname, v) {
-                    Some(s) => {
-                        source.insert(kname, s);
+            match Key::of(kname) {
+                Some(Key::Webhook | Key::WebhookEnv | Key::WebhookFile) => {
+                    match self.string(kname, v) {
+                        Some(s) => {
+                            source.insert(kname, s);
+                        }
+                        None => ok = false,
                     }
-                    None => ok = false,
-                },
-                "command" => match self.string(kname, v) {
+                }
+                Some(Key::Command) => match self.string(kname, v) {
                     Some(s) => alerts.command = self.readable(s.value, s.at),
                     None => ok = false,
                 },
-                _ => {
-                    self.unknown("[alerts]", k, KEYS);
+                None => {
+                    self.unknown("[alerts]", k, Key::ALL);
                     ok = false;
                 }
             }
@@ -44,7 +55,7 @@ impl Reader<'_> {
             );
             return None;
         }
-        if let Some(inline) = source.remove("webhook") {
+        if let Some(inline) = source.remove(Key::Webhook.name()) {
             alerts.webhook = Some(Secret::new(inline.value.to_owned()));
         } else if !source.is_empty() {
             alerts.webhook = Some(self.secret(&source, "webhook", "[alerts]", at)?);

@@ -3,11 +3,17 @@
 
 use toml::de::DeTable;
 
+use super::keys::keys;
 use super::{Item, Reader};
 use crate::config::diag::At;
 use crate::name::DomainName;
 
-const KEYS: &[&str] = &["zone"];
+keys! {
+    /// `[delegation]` keys.
+    enum Key {
+        Zone = "zone",
+    }
+}
 
 impl Reader<'_> {
     pub(super) fn delegation(
@@ -19,14 +25,14 @@ impl Reader<'_> {
         let mut ok = true;
         for (k, v) in table.iter() {
             let kname = k.get_ref().as_ref();
-            match kname {
-                "zone" => {
+            match Key::of(kname) {
+                Some(Key::Zone) => {
                     zone = self
                         .string(kname, v)
                         .and_then(|s| self.name_fqdn("zone", s));
                     ok &= zone.is_some();
                 }
-                _ => self.unknown("[delegation]", k, KEYS),
+                None => self.unknown("[delegation]", k, Key::ALL),
             }
         }
         if zone.is_none() && ok {

@@ -2,20 +2,24 @@
 
 use toml::de::DeTable;
 
+use super::keys::keys;
 use super::Reader;
 use crate::config::Drift;
 
-const KEYS: &[&str] = &[
-    "interval",
-    "report",
-    "resolver",
-    "ca",
-    "dns_port",
-    "https_port",
-    "smtp",
-    "smtp_port",
-    "smtp_timeout",
-];
+keys! {
+    /// `[drift]` keys.
+    enum Key {
+        Interval = "interval",
+        Report = "report",
+        Resolver = "resolver",
+        Ca = "ca",
+        DnsPort = "dns_port",
+        HttpsPort = "https_port",
+        Smtp = "smtp",
+        SmtpPort = "smtp_port",
+        SmtpTimeout = "smtp_timeout",
+    }
+}
 
 impl Reader<'_> {
     pub(super) fn drift(&mut self, table: &DeTable<'_>) -> Drift {
@@ -26,14 +30,16 @@ impl Reader<'_> {
         };
         for (k, v) in table.iter() {
             let kname = k.get_ref().as_ref();
-            match kname {
-                "interval" => {
+            match Key::of(kname) {
+                Some(Key::Interval) => {
                     if let Some(d) = self.duration(kname, v) {
                         drift.interval = d;
                     }
                 }
-                "report" => drift.report = self.string(kname, v).map(|s| self.path(s.value)),
-                "resolver" => {
+                Some(Key::Report) => {
+                    drift.report = self.string(kname, v).map(|s| self.path(s.value))
+                }
+                Some(Key::Resolver) => {
                     drift.resolver = self.string(kname, v).and_then(|s| {
                         let with_port = if s.value.parse::<std::net::IpAddr>().is_ok() {
                             format!("{}:53", s.value)
@@ -43,26 +49,26 @@ impl Reader<'_> {
                         self.socket_addr(&with_port, s.at)
                     })
                 }
-                "ca" => {
+                Some(Key::Ca) => {
                     drift.ca = self
                         .string(kname, v)
                         .and_then(|s| self.readable(s.value, s.at))
                 }
-                "smtp" => {
+                Some(Key::Smtp) => {
                     if let Some(b) = self.boolean(kname, v) {
                         drift.smtp = b;
                     }
                 }
-                "smtp_timeout" => {
+                Some(Key::SmtpTimeout) => {
                     if let Some(d) = self.duration(kname, v) {
                         drift.smtp_timeout = d;
                     }
                 }
-                "dns_port" | "https_port" | "smtp_port" => {
+                Some(key @ (Key::DnsPort | Key::HttpsPort | Key::SmtpPort)) => {
                     if let Some(n) = self.integer(kname, v) {
                         match u16::try_from(n.value).ok().filter(|&p| p > 0) {
-                            Some(p) if kname == "dns_port" => drift.dns_port = p,
-                            Some(p) if kname == "smtp_port" => drift.smtp_port = p,
+                            Some(p) if key == Key::DnsPort => drift.dns_port = p,
+                            Some(p) if key == Key::SmtpPort => drift.smtp_port = p,
                             Some(p) => drift.https_port = p,
                             None => self
                                 .problems
@@ -70,7 +76,7 @@ impl Reader<'_> {
                         }
                     }
                 }
-                _ => self.unknown("[drift]", k, KEYS),
+                None => self.unknown("[drift]", k, Key::ALL),
             }
         }
         drift

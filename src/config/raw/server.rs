@@ -6,27 +6,44 @@ use std::net::SocketAddr;
 
 use toml::de::DeTable;
 
+use super::keys::keys;
 use super::{Item, RawFile, Reader};
 use crate::certs::CertFiles;
 use crate::config::diag::{At, Loc};
 use crate::config::Server;
 
-/// `[server]` keys, for the parser and its "expected one of".
-const SERVER_KEYS: &[&str] = &[
-    "https",
-    "http",
-    "admin",
-    "trusted_proxies",
-    "handshake_timeout",
-    "header_timeout",
-    "idle_timeout",
-    "shutdown_timeout",
-    "max_header_bytes",
-    "max_connections",
-    "max_connections_per_ip",
-];
-const TLS_KEYS: &[&str] = &["certs", "self_signed"];
-const CERT_KEYS: &[&str] = &["cert", "key"];
+keys! {
+    /// `[server]` keys.
+    enum ServerKey {
+        Https = "https",
+        Http = "http",
+        Admin = "admin",
+        TrustedProxies = "trusted_proxies",
+        HandshakeTimeout = "handshake_timeout",
+        HeaderTimeout = "header_timeout",
+        IdleTimeout = "idle_timeout",
+        ShutdownTimeout = "shutdown_timeout",
+        MaxHeaderBytes = "max_header_bytes",
+        MaxConnections = "max_connections",
+        MaxConnectionsPerIp = "max_connections_per_ip",
+    }
+}
+
+keys! {
+    /// `[tls]` keys.
+    enum TlsKey {
+        Certs = "certs",
+        SelfSigned = "self_signed",
+    }
+}
+
+keys! {
+    /// The keys of a `[tls] certs` entry.
+    enum CertKey {
+        Cert = "cert",
+        Key = "key",
+    }
+}
 
 impl Reader<'_> {
     pub(super) fn server(&mut self, table: &DeTable<'_>, item: &Item<'_>) -> At<Server> {
@@ -44,18 +61,18 @@ impl Reader<'_> {
         };
         for (k, v) in table.iter() {
             let kname = k.get_ref().as_ref();
-            match kname {
-                "https" | "http" => {
+            match ServerKey::of(kname) {
+                Some(key @ (ServerKey::Https | ServerKey::Http)) => {
                     let mut addrs = Vec::new();
                     for s in self.strings(kname, v).unwrap_or_default() {
                         if let Some(a) = self.socket_addr(s.value, s.at) {
-                            check_dup(self, a, s.at, if kname == "https" { "https" } else { "http" });
+                            check_dup(self, a, s.at, key.name());
                             addrs.push(a);
                         }
                     }
-                    if kname == "https" { server.https = addrs } else { server.http = addrs }
+                    if key == ServerKey::Https { server.https = addrs } else { server.http = addrs }
                 }
-                "admin" => {
+                Some(ServerKey::Admin) => {
                     server.admin = self.string(kname, v).and_then(|s| {
                         let a = self.socket_addr(s.value, s.at)?;
                         check_dup(self, a, s.at, "admin");
@@ -67,7 +84,7 @@ impl Reader<'_> {
                         Some(a)
                     })
                 }
-                "trusted_proxies" => {
+                Some(ServerKey::TrustedProxies) => {
                     for s in self.strings(kname, v).unwrap_or_default() {
                         match proxy_net(s.value) {
                             Some(net) => server.trusted_proxies.push(net),
@@ -78,29 +95,38 @@ impl Reader<'_> {
                         }
                     }
                 }
-                "handshake_timeout" | "header_timeout" | "idle_timeout" | "shutdown_timeout" => {
+                Some(
+                    key @ (ServerKey::HandshakeTimeout
+                    | ServerKey::HeaderTimeout
+                    | ServerKey::IdleTimeout
+                    | ServerKey::ShutdownTimeout),
+                ) => {
                     if let Some(d) = self.duration(kname, v) {
                         let l = &mut server.limits;
-                        *match kname {
-                            "handshake_timeout" => &mut l.handshake_timeout,
-                            "header_timeout" => &mut l.header_timeout,
-                            "idle_timeout" => &mut l.idle_timeout,
+                        *match key {
+                            ServerKey::HandshakeTimeout => &mut l.handshake_timeout,
+                            ServerKey::HeaderTimeout => &mut l.header_timeout,
+                            ServerKey::IdleTimeout => &mut l.idle_timeout,
                             _ => &mut l.shutdown_timeout,
                         } = d;
                     }
                 }
-                "max_header_bytes" | "max_connections" | "max_connections_per_ip" => {
+                Some(
+                    key @ (ServerKey::MaxHeaderBytes
+                    | ServerKey::MaxConnections
+                    | ServerKey::MaxConnectionsPerIp),
+                ) => {
                     if let Some(n) = self.integer(kname, v) {
                         let l = &mut server.limits;
                         match usize::try_from(n.value).ok().filter(|&n| n > 0) {
-                            Some(n) if kname == "max_header_bytes" => l.max_header_bytes = n,
-                            Some(n) if kname == "max_connections" => l.max_connections = n,
+                            Some(n) if key == ServerKey::MaxHeaderBytes => l.max_header_bytes = n,
+                            Some(n) if key == ServerKey::MaxConnections => l.max_connections = n,
                             Some(n) => l.max_connections_per_ip = n,
                             None => self.problems.error(n.at, format!("`{kname}` must be a positive number")),
                         }
                     }
                 }
-                _ => self.unknown("[server]", k, SERVER_KEYS),
+                None => self.unknown("[server]", k, ServerKey::ALL),
             }
         }
         At {
@@ -111,10 +137,12 @@ impl Reader<'_> {
 
     pub(super) fn tls(&mut self, table: &DeTable<'_>, raw: &mut RawFile) {
         for (k, v) in table.iter() {
-            match k.get_ref().as_ref() {
-                "self_signed" => raw.self_signed = self.boolean("self_signed", v).unwrap_or(false),
-                "certs" => {
-                    let Some(list) = self.array("certs", v) else {
+            match TlsKey::of(k.get_ref().as_ref()) {
+                Some(TlsKey::SelfSigned) => {
+                    raw.self_signed = self.boolean(TlsKey::SelfSigned.name(), v).unwrap_or(false)
+                }
+                Some(TlsKey::Certs) => {
+                    let Some(list) = self.array(TlsKey::Certs.name(), v) else {
                         continue;
                     };
                     for entry in list {
@@ -124,12 +152,18 @@ impl Reader<'_> {
                         let at = self.at(entry.span());
                         let (mut cert, mut key) = (None, None);
                         for (ck, cv) in t.iter() {
-                            match ck.get_ref().as_ref() {
-                                "cert" => {
-                                    cert = self.string("cert", cv).map(|s| self.path(s.value))
+                            match CertKey::of(ck.get_ref().as_ref()) {
+                                Some(CertKey::Cert) => {
+                                    cert = self
+                                        .string(CertKey::Cert.name(), cv)
+                                        .map(|s| self.path(s.value))
                                 }
-                                "key" => key = self.string("key", cv).map(|s| self.path(s.value)),
-                                _ => self.unknown("a [tls] certs entry", ck, CERT_KEYS),
+                                Some(CertKey::Key) => {
+                                    key = self
+                                        .string(CertKey::Key.name(), cv)
+                                        .map(|s| self.path(s.value))
+                                }
+                                None => self.unknown("a [tls] certs entry", ck, CertKey::ALL),
                             }
                         }
                         match (cert, key) {
@@ -146,7 +180,7 @@ impl Reader<'_> {
                         }
                     }
                 }
-                _ => self.unknown("[tls]", k, TLS_KEYS),
+                None => self.unknown("[tls]", k, TlsKey::ALL),
             }
         }
     }

@@ -2,33 +2,41 @@
 
 use toml::de::DeTable;
 
+use super::keys::keys;
 use super::Reader;
 use crate::config::{RetireLimit, State};
 
-pub(crate) const STATE_KEYS: &[&str] = &["dir", "max_retire", "retire_after"];
+keys! {
+    /// `[state]` keys.
+    enum Key {
+        Dir = "dir",
+        MaxRetire = "max_retire",
+        RetireAfter = "retire_after",
+    }
+}
 
 impl Reader<'_> {
     pub(super) fn state(&mut self, table: &DeTable<'_>) -> State {
         let mut state = State::default();
         for (k, v) in table.iter() {
             let kname = k.get_ref().as_ref();
-            match kname {
-                "dir" => {
+            match Key::of(kname) {
+                Some(Key::Dir) => {
                     if let Some(s) = self.string(kname, v) {
                         state.dir = self.path(s.value);
                     }
                 }
-                "retire_after" => {
+                Some(Key::RetireAfter) => {
                     if let Some(d) = self.duration(kname, v) {
                         state.retire_after = d;
                     }
                 }
-                "max_retire" => {
+                Some(Key::MaxRetire) => {
                     if let Some(limit) = self.retire_limit(v) {
                         state.max_retire = limit;
                     }
                 }
-                _ => self.unknown("[state]", k, STATE_KEYS),
+                None => self.unknown("[state]", k, Key::ALL),
             }
         }
         state

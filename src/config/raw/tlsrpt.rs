@@ -4,20 +4,24 @@ use std::collections::HashMap;
 
 use toml::de::DeTable;
 
+use super::keys::keys;
 use super::{Item, Reader};
 use crate::config::diag::{At, Loc};
 use crate::config::{StoreKind, Tlsrpt};
 
-const KEYS: &[&str] = &[
-    "hosts",
-    "path",
-    "store",
-    "url_env",
-    "url_file",
-    "retention",
-    "max_report_bytes",
-    "resolver",
-];
+keys! {
+    /// `[tlsrpt]` keys.
+    enum Key {
+        Hosts = "hosts",
+        Path = "path",
+        Store = "store",
+        UrlEnv = "url_env",
+        UrlFile = "url_file",
+        Retention = "retention",
+        MaxReportBytes = "max_report_bytes",
+        Resolver = "resolver",
+    }
+}
 
 impl Reader<'_> {
     pub(super) fn tlsrpt(
@@ -33,8 +37,8 @@ impl Reader<'_> {
         let mut url: HashMap<&str, At<&str>> = HashMap::new();
         for (k, v) in table.iter() {
             let kname = k.get_ref().as_ref();
-            match kname {
-                "hosts" => {
+            match Key::of(kname) {
+                Some(Key::Hosts) => {
                     let Some(list) = self.strings(kname, v) else {
                         ok = false;
                         continue;
@@ -49,7 +53,7 @@ impl Reader<'_> {
                         }
                     }
                 }
-                "path" => match self.string(kname, v) {
+                Some(Key::Path) => match self.string(kname, v) {
                     Some(s) if s.value.starts_with('/') && !s.value.contains(['?', '#']) => {
                         t.path = s.value.to_owned()
                     }
@@ -62,7 +66,7 @@ impl Reader<'_> {
                     }
                     None => ok = false,
                 },
-                "store" => match self.string(kname, v) {
+                Some(Key::Store) => match self.string(kname, v) {
                     Some(s) if s.value == "sqlite" || s.value == "postgres" => store = Some(s),
                     Some(s) => {
                         self.problems
@@ -71,17 +75,17 @@ impl Reader<'_> {
                     }
                     None => ok = false,
                 },
-                "url_env" | "url_file" => match self.string(kname, v) {
+                Some(Key::UrlEnv | Key::UrlFile) => match self.string(kname, v) {
                     Some(s) => {
                         url.insert(kname, s);
                     }
                     None => ok = false,
                 },
-                "retention" => match self.duration(kname, v) {
+                Some(Key::Retention) => match self.duration(kname, v) {
                     Some(d) => t.retention = d,
                     None => ok = false,
                 },
-                "max_report_bytes" => match self.integer(kname, v) {
+                Some(Key::MaxReportBytes) => match self.integer(kname, v) {
                     Some(n) if n.value > 0 => t.max_report_bytes = n.value as usize,
                     Some(n) => {
                         self.problems
@@ -90,7 +94,7 @@ impl Reader<'_> {
                     }
                     None => ok = false,
                 },
-                "resolver" => {
+                Some(Key::Resolver) => {
                     t.resolver = self.string(kname, v).and_then(|s| {
                         let with_port = if s.value.parse::<std::net::IpAddr>().is_ok() {
                             format!("{}:53", s.value)
@@ -101,15 +105,16 @@ impl Reader<'_> {
                     });
                     ok &= t.resolver.is_some();
                 }
-                "url" | "password" => {
+                // Not keys: secrets written inline.
+                None if matches!(kname, "url" | "password") => {
                     self.problems.error(
                         self.at(k.span()),
                         format!("`{kname}`: the database URL is not allowed inline; give `url_env` or `url_file`"),
                     );
                     ok = false;
                 }
-                _ => {
-                    self.unknown("[tlsrpt]", k, KEYS);
+                None => {
+                    self.unknown("[tlsrpt]", k, Key::ALL);
                     ok = false;
                 }
             }
