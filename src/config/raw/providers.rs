@@ -14,6 +14,11 @@ use crate::config::diag::{At, Loc};
 use crate::config::{ProviderConfig, ProviderKind};
 use crate::name::DomainName;
 
+/// Each kind's keys, `kind` first: the keys it takes and its "expected one of".
+const RFC2136_KEYS: &[&str] = &["kind", "server", "tsig_key"];
+const POWERDNS_KEYS: &[&str] = &["kind", "url", "server_id", "api_key_file", "api_key_env"];
+const CLOUDFLARE_KEYS: &[&str] = &["kind", "base_url", "api_token_file", "api_token_env"];
+
 impl Reader<'_> {
     pub(super) fn provider(
         &mut self,
@@ -31,21 +36,15 @@ impl Reader<'_> {
                     format!("{section} needs `kind`: rfc2136, powerdns or cloudflare"),
                 );
                 // Still report keys no kind has (a misspelt `kind`, say).
-                const ANY_KIND: &[&str] = &[
-                    "kind",
-                    "server",
-                    "tsig_key",
-                    "url",
-                    "server_id",
-                    "api_key_file",
-                    "api_key_env",
-                    "base_url",
-                    "api_token_file",
-                    "api_token_env",
-                ];
+                let mut any_kind: Vec<&str> = Vec::new();
+                for key in [RFC2136_KEYS, POWERDNS_KEYS, CLOUDFLARE_KEYS].concat() {
+                    if !any_kind.contains(&key) {
+                        any_kind.push(key);
+                    }
+                }
                 for (k, _) in table.iter() {
-                    if !ANY_KIND.contains(&k.get_ref().as_ref()) {
-                        self.unknown(&section, k, ANY_KIND);
+                    if !any_kind.contains(&k.get_ref().as_ref()) {
+                        self.unknown(&section, k, &any_kind);
                     }
                 }
                 return None;
@@ -53,9 +52,9 @@ impl Reader<'_> {
         };
         let mut text: HashMap<&str, At<&str>> = HashMap::new();
         let allowed: &[&str] = match kind.value {
-            "rfc2136" => &["kind", "server", "tsig_key"],
-            "powerdns" => &["kind", "url", "server_id", "api_key_file", "api_key_env"],
-            "cloudflare" => &["kind", "base_url", "api_token_file", "api_token_env"],
+            "rfc2136" => RFC2136_KEYS,
+            "powerdns" => POWERDNS_KEYS,
+            "cloudflare" => CLOUDFLARE_KEYS,
             other => {
                 self.problems.error(
                     kind.at,
