@@ -13,7 +13,7 @@ use std::time::Duration;
 use hickory_proto::op::Message;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, Semaphore};
 use tokio_util::task::AbortOnDropHandle;
 
 /// EDNS UDP payload we advertise (RFC 6891 §6.2.5; 1232 avoids IP fragmentation).
@@ -23,8 +23,12 @@ const RETRANSMIT: Duration = Duration::from_millis(700);
 /// Sent this often over UDP without an answer, the question goes over TCP: a server or path
 /// that drops UDP still answers there (RFC 7766 §5).
 const UDP_TRIES: u32 = 3;
-/// Questions in flight on one socket; past this, TCP.
-const MAX_PENDING: usize = 16_384;
+/// Questions in flight on one socket; more wait for one to end. Their answers must fit the
+/// socket's receive buffer when they arrive together (or the kernel drops the rest, each loss
+/// costing a [`RETRANSMIT`]): a loopback datagram takes up to ~2 KiB of it.
+const WINDOW: usize = 256;
+/// The receive buffer asked for (the kernel caps it at `net.core.rmem_max`, 208 KiB by default).
+const RECV_BUFFER: usize = 1 << 20;
 
 type Pending = Arc<Mutex<HashMap<u16, oneshot::Sender<Option<Vec<u8>>>>>>;
 
@@ -43,6 +47,7 @@ impl std::fmt::Debug for Transport {
 struct Server {
     sock: Arc<UdpSocket>,
     pending: Pending,
+    window: Semaphore,
     /// Stops the reader when the run's transport is dropped.
     _reader: AbortOnDropHandle<()>,
     /// UDP went unanswered [`UDP_TRIES`] times: the rest of the run asks over TCP at once.
@@ -92,12 +97,10 @@ impl Transport {
         if s.tcp_only.load(Ordering::Relaxed) {
             return Ok(None);
         }
+        let _permit = s.window.acquire().await.expect("never closed");
         let (tx, mut rx) = oneshot::channel();
         let id = {
             let mut pending = lock(&s.pending);
-            if pending.len() >= MAX_PENDING {
-                return Ok(None);
-            }
             let id = loop {
                 let id: u16 = rand::random();
                 if !pending.contains_key(&id) {
@@ -149,17 +152,35 @@ impl Transport {
         };
         let sock = UdpSocket::bind(SocketAddr::new(local, 0)).await?;
         sock.connect(addr).await?;
+        set_recv_buffer(&sock, RECV_BUFFER);
         let sock = Arc::new(sock);
         let pending: Pending = Arc::default();
         let reader = AbortOnDropHandle::new(tokio::spawn(read(sock.clone(), pending.clone())));
         let s = Arc::new(Server {
             sock,
             pending,
+            window: Semaphore::new(WINDOW),
             _reader: reader,
             tcp_only: AtomicBool::new(false),
         });
         // Two questions may race to open the first socket; the one kept serves both.
         Ok(lock(&self.servers).entry(addr).or_insert(s).clone())
+    }
+}
+
+/// Best effort: a smaller buffer only costs retransmissions.
+fn set_recv_buffer(sock: &UdpSocket, bytes: usize) {
+    use std::os::fd::AsRawFd;
+    let size = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+    // SAFETY: a valid socket descriptor, and a c_int option value of the size passed.
+    unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            (&size as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
     }
 }
 
