@@ -233,9 +233,10 @@ async fn check_domain(
             None => Vec::new(),
         }
     };
+    let mx_hosts = mx::Lookup::default();
     let mx_tls = async {
         match mx {
-            Some(mx) => starttls::check(mx, dns, d, now).await,
+            Some(mx) => starttls::check(mx, dns, d, &mx_hosts, now).await,
             None => Vec::new(),
         }
     };
@@ -244,7 +245,7 @@ async fn check_domain(
         policy,
         tlsrpt::check(dns, d),
         delegated,
-        mx::check(dns, d, cached),
+        mx::check(dns, d, cached, &mx_hosts),
         mx_tls
     );
     let findings = [sts, policy, tlsrpt, delegated, mx, mx_tls].concat();

@@ -36,13 +36,29 @@ pub fn cached(history: &History, d: &Domain, now: u64) -> Vec<Cached> {
         .collect()
 }
 
-pub async fn check(dns: &Dns, d: &Domain, cached: &[Cached]) -> Vec<Finding> {
+/// The domain's MX hosts, looked up once for the checks that need them (this one and the
+/// MX-TLS check run together).
+#[derive(Debug, Default)]
+pub struct Lookup(tokio::sync::OnceCell<Result<Vec<String>, String>>);
+
+impl Lookup {
+    pub async fn hosts(&self, dns: &Dns, d: &Domain) -> &Result<Vec<String>, String> {
+        self.0
+            .get_or_init(|| async {
+                let name = format!("{}.", d.name);
+                dns.lookup(&name, RecordType::MX).await.map(|a| a.mx)
+            })
+            .await
+    }
+}
+
+pub async fn check(dns: &Dns, d: &Domain, cached: &[Cached], lookup: &Lookup) -> Vec<Finding> {
     if d.policy.mode == Mode::None && cached.is_empty() {
         return Vec::new();
     }
     let name = format!("{}.", d.name);
-    let hosts: Vec<String> = match dns.lookup(&name, RecordType::MX).await {
-        Ok(a) => a.mx,
+    let hosts: Vec<String> = match lookup.hosts(dns, d).await {
+        Ok(h) => h.clone(),
         Err(e) => {
             return vec![Finding::new(
                 Severity::Unknown,

@@ -106,10 +106,15 @@ impl MxTls {
 
 /// The findings for domain `d`: its MX hosts looked up, each probed (or taken from the run's
 /// cache) and judged under the domain's mode.
-pub async fn check(mx: &MxTls, dns: &Dns, d: &Domain, now: i64) -> Vec<Finding> {
-    let name = format!("{}.", d.name);
-    let hosts = match dns.lookup(&name, RecordType::MX).await {
-        Ok(a) => a.mx,
+pub async fn check(
+    mx: &MxTls,
+    dns: &Dns,
+    d: &Domain,
+    lookup: &super::mx::Lookup,
+    now: i64,
+) -> Vec<Finding> {
+    let hosts = match lookup.hosts(dns, d).await {
+        Ok(h) => h,
         // The `mx` check reports a failed lookup already.
         Err(_) => return Vec::new(),
     };

@@ -72,9 +72,11 @@ fn udp_from_one_socket_and_tcp_for_a_truncated_answer() {
              [policy]\nmode = \"enforce\"\nmx = [\"mx1.example.org\"]\nmax_age = 86400\n\n\
              [dns]\ntarget = \"mail.example.org.\"\ntlsrpt = [{}]\n\n\
              [domains.\"a.example.org\"]\n\n\
-             [drift]\nresolver = \"{NS}:{port}\"\ndns_port = {port}\nhttps_port = {}\nsmtp = false\n",
+             [drift]\nresolver = \"{NS}:{port}\"\ndns_port = {port}\nhttps_port = {}\nsmtp_port = {}\n",
             free_port(),
             uris.join(", "),
+            free_port(),
+            // The MX-TLS check runs too (nothing listens there): it asks for the MX as well.
             free_port()
         ),
     );
@@ -124,6 +126,12 @@ fn udp_from_one_socket_and_tcp_for_a_truncated_answer() {
     for (_, n, t, f) in &others {
         assert!(!tcp(f) && f.contains("E(0)"), "{n} {t} {f}\n{log}");
     }
+    // The MX coverage and MX-TLS checks share one MX lookup.
+    let mx = asked
+        .iter()
+        .filter(|(_, n, t, _)| n == "a.example.org" && t == "MX")
+        .count();
+    assert_eq!(mx, 1, "{log}");
     // One UDP socket for the whole run.
     let ports: BTreeSet<u16> = asked
         .iter()
