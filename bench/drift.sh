@@ -5,27 +5,32 @@
 #
 # Setup: BIND on 127.0.0.1:<port> with every record `mta-stsd records` prints plus two MX per
 # domain (so the world is clean: no findings); a test CA made with openssl, certificates for
-# the `mta-sts.dN.example.org` names (so the WebPKI check passes; SANS names each, default all
-# N in one) and one for mx1/mx2.example.org; the daemon serving the policies on 127.0.0.1:<port>; Postfix smtpd on
+# the `mta-sts.dN.example.org` names (so the WebPKI check passes; SANS names each, default 1)
+# and one for mx1/mx2.example.org; the daemon serving the policies on 127.0.0.1:<port>; Postfix smtpd on
 # 127.0.0.3 and 127.0.0.4:<port>; `[drift]` pointing at all three (resolver, dns_port,
 # https_port, smtp_port, ca). Per domain drift asks: SOA, the `_mta-sts` TXT of every
 # nameserver, A and AAAA of the policy host, the HTTPS fetch (TCP, TLS handshake, GET),
-# `_smtp._tls` TXT, MX (twice: policy coverage and the MX-TLS check); per run, each MX host
+# `_smtp._tls` TXT, MX (once, for both the coverage and the MX-TLS check); per run, each MX host
 # once: A, AAAA, TLSA, banner, EHLO, STARTTLS, certificate. DNS over UDP, sockets shared.
 #
 # Reference, in the same run against the same BIND: `dig -f` asking the same DNS questions
-# (7 per domain) one after another over UDP — the DNS part alone, without HTTPS or SMTP.
+# (6 per domain) one after another over UDP — the DNS part alone, without HTTPS or SMTP.
 # Prints for RUNS rounds (default 3) of both: wall time, domains per second, CPU time (own, and
 # the daemon's and BIND's), the median, and the ratios; and the concurrency used
 # (CONCURRENCY in src/drift/mod.rs).
 #
-# Run: [SANS=100] bench/drift.sh [N] [RUNS]
+# BEFORE=/path/to/an/older/mta-stsd runs that binary's `drift` too in every round (same world,
+# same daemon), for a before/after ratio from one run. UDP datagrams the kernel dropped for a
+# full receive buffer (/proc/net/snmp RcvbufErrors) are counted per run: each costs a resend.
+#
+# Run: [SANS=100] [BEFORE=bin] [NO_BUILD=1] [BIN=bin] bench/drift.sh [N] [RUNS]
 # (needs bind9, bind9-dnsutils, postfix, openssl, python3; root for Postfix; loopback only)
 set -euo pipefail
 N=${1:-1000}
 RUNS=${2:-3}
-# Names per policy-host certificate (default all N in one; Let's Encrypt allows 100).
-SANS=${SANS:-$N}
+# Names per policy-host certificate: default 1, as `[acme]` orders them (one per policy host);
+# certbot-style SAN certificates hold up to 100 (Let's Encrypt's limit).
+SANS=${SANS:-1}
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 command -v named >/dev/null || PATH="$PATH:/usr/sbin"
@@ -33,7 +38,8 @@ for p in named dig postfix openssl python3; do
   command -v "$p" >/dev/null || { echo "missing $p (apt-get install bind9 bind9-dnsutils postfix openssl python3)" >&2; exit 1; }
 done
 [ -n "${NO_BUILD:-}" ] || cargo build --release --locked -q
-BIN="$ROOT/target/release/mta-stsd"
+BIN="${BIN:-$ROOT/target/release/mta-stsd}"
+BEFORE="${BEFORE:-}"
 CONCURRENCY=$(sed -n 's/^pub const CONCURRENCY: usize = \([0-9]*\);/\1/p' src/drift/mod.rs)
 
 TMP=$(mktemp -d)
@@ -79,16 +85,15 @@ EOF
 # --- a CA, leaves for the mta-sts names (SANS a leaf), one for both MX ---------------------
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 30 \
   -subj "/CN=mta-stsd bench CA" -keyout "$TMP/ca.key" -out "$TMP/ca.pem" 2>/dev/null
+# One key and request for every leaf (the names come from the extensions file).
+openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=mta-stsd bench leaf" \
+  -keyout "$TMP/leaf.key" -out "$TMP/leaf.csr" 2>/dev/null
 for ((c = 0; c < N; c += SANS)); do
-  python3 - "$TMP" "$c" "$(( c + SANS < N ? c + SANS : N ))" <<'EOF'
-import sys
-tmp, lo, hi = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-with open(f"{tmp}/leaf.ext", "w") as f:
-    f.write("basicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n")
-    f.write("subjectAltName=" + ",".join(f"DNS:mta-sts.d{i}.example.org" for i in range(lo, hi)) + "\n")
-EOF
-  openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=mta-sts.d$c.example.org" \
-    -keyout "$TMP/leaf$c.key" -out "$TMP/leaf.csr" 2>/dev/null
+  hi=$(( c + SANS < N ? c + SANS : N ))
+  { printf 'basicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=serverAuth\nsubjectAltName='
+    for ((i = c; i < hi; i++)); do printf '%sDNS:mta-sts.d%d.example.org' "$([ $i -gt $c ] && echo ,)" "$i"; done
+    echo; } > "$TMP/leaf.ext"
+  cp "$TMP/leaf.key" "$TMP/leaf$c.key"
   openssl x509 -req -in "$TMP/leaf.csr" -CA "$TMP/ca.pem" -CAkey "$TMP/ca.key" -CAcreateserial \
     -days 30 -extfile "$TMP/leaf.ext" -out "$TMP/leaf$c.pem" 2>/dev/null
 done
@@ -125,7 +130,7 @@ with open(f"{tmp}/questions.txt", "w") as f:
     for d in sorted(domains):
         d = d.rstrip(".")
         for q in (f"_mta-sts.{d} SOA", f"_mta-sts.{d} TXT", f"mta-sts.{d} A", f"mta-sts.{d} AAAA",
-                  f"_smtp._tls.{d} TXT", f"{d} MX", f"{d} MX"):
+                  f"_smtp._tls.{d} TXT", f"{d} MX"):
             f.write(q + "\n")
 EOF
 
@@ -211,9 +216,9 @@ done
 # Reference, against the same BIND: `dig -f` asking the same DNS questions one after another
 # over UDP. Each round runs both, so that load from elsewhere weighs on both alike; CPU time
 # (drift itself, and the daemon and BIND answering it) is counted too, as load does not change it.
-python3 - "$BIN" "$TMP" "$DNS_PORT" "$N" "$RUNS" "$CONCURRENCY" "$DAEMON_PID" "$NAMED_PID" "$SANS" <<'EOF'
+python3 - "$BIN" "$TMP" "$DNS_PORT" "$N" "$RUNS" "$CONCURRENCY" "$DAEMON_PID" "$NAMED_PID" "$SANS" "$BEFORE" <<'EOF'
 import json, os, resource, statistics, subprocess, sys, time
-bin_, tmp, dns_port, n, runs, conc, daemon, named, sans = sys.argv[1:]
+bin_, tmp, dns_port, n, runs, conc, daemon, named, sans, before_bin = sys.argv[1:]
 n, runs, sans = int(n), int(runs), min(int(sans), int(n))
 tick = os.sysconf("SC_CLK_TCK")
 
@@ -225,7 +230,12 @@ def idle():
     f = open("/proc/stat").readline().split()
     return (int(f[4]) + int(f[5])) / tick
 
+def rcvbuf_errors():
+    lines = [l.split() for l in open("/proc/net/snmp") if l.startswith("Udp:")]
+    return int(lines[1][lines[0].index("RcvbufErrors")])
+
 def timed(cmd, out):
+    drops = rcvbuf_errors()
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     servers = proc_cpu(daemon) + proc_cpu(named)
     i0, t0 = idle(), time.monotonic()
@@ -233,18 +243,24 @@ def timed(cmd, out):
     wall = time.monotonic() - t0
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     own = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return rc, wall, own, proc_cpu(daemon) + proc_cpu(named) - servers, idle() - i0
+    return rc, wall, own, proc_cpu(daemon) + proc_cpu(named) - servers, idle() - i0, rcvbuf_errors() - drops
 
 questions = sum(1 for _ in open(f"{tmp}/questions.txt"))
 drift_cmd = [bin_, "--config", f"{tmp}/mta-stsd.toml", "drift", "--format", "json"]
 dig_cmd = ["dig", "-p", dns_port, "@127.0.0.1", "+notcp", "+time=2", "+tries=1", "+noall",
            "+answer", "-f", f"{tmp}/questions.txt"]
-drift, ref = [], []
+old_cmd = [before_bin] + drift_cmd[1:]
+drift, old, ref = [], [], []
 for r in range(1, runs + 1):
     rc, *m = timed(drift_cmd, f"{tmp}/drift.json")
     if rc != 0:
         print(f"run {r}: drift exited {rc}: findings weigh on the numbers", file=sys.stderr)
     drift.append(m)
+    if before_bin:
+        rc, *m = timed(old_cmd, f"{tmp}/drift-before.json")
+        if rc != 0:
+            print(f"run {r}: the older drift exited {rc}", file=sys.stderr)
+        old.append(m)
     rc, *m = timed(dig_cmd, f"{tmp}/dig.out")
     ref.append(m)
 report = json.load(open(f"{tmp}/drift.json"))
@@ -256,9 +272,10 @@ print(f"  last report: status {report['status']}, {c['critical']} critical, {c['
       f"{c['unknown']} could not check")
 def show(name, rows, unit):
     print(name)
-    for i, (wall, own, servers, idle_s) in enumerate(rows, 1):
+    for i, (wall, own, servers, idle_s, drops) in enumerate(rows, 1):
         print(f"  run {i}: {wall:6.2f} s  {n / wall:7.0f} domains/s   CPU: {own:5.2f} s own, "
-              f"{servers:5.2f} s daemon+BIND; cores idle meanwhile {idle_s:5.2f} s{unit}")
+              f"{servers:5.2f} s daemon+BIND; cores idle meanwhile {idle_s:5.2f} s; "
+              f"{drops} UDP datagrams dropped{unit}")
     wall = statistics.median(r[0] for r in rows)
     cpu = statistics.median(r[1] + r[2] for r in rows)
     print(f"  median: {wall:6.2f} s  {n / wall:7.0f} domains/s   {n / cpu:7.0f} domains per CPU-second")
@@ -268,4 +285,8 @@ rw, rc_ = show(f"reference: dig -f, the same {questions} DNS questions ({questio
                "one at a time over UDP:", ref, "")
 print(f"ratio drift / reference: {rw / dw:.2f}x the domains per second (wall), "
       f"{rc_ / dc:.2f}x the domains per CPU-second")
+if before_bin:
+    ow, oc = show(f"before ({before_bin}):", old, "")
+    print(f"ratio drift / before: {ow / dw:.2f}x the domains per second (wall), "
+          f"{oc / dc:.2f}x the domains per CPU-second")
 EOF
