@@ -197,10 +197,17 @@ fn failure(v: &Value) -> Result<FailureDetail, Malformed> {
     })
 }
 
+/// A report's text as we keep it: NUL (legal in JSON as `\u0000`) becomes U+FFFD, since
+/// PostgreSQL's text cannot hold it and would refuse the report at every resend. The JSON
+/// stored beside keeps the exact original.
+fn text(s: &str) -> String {
+    s.replace('\0', "\u{FFFD}")
+}
+
 fn opt_str(o: &Map<String, Value>, key: &str) -> Result<Option<String>, Malformed> {
     match o.get(key) {
         None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(Value::String(s)) => Ok(Some(text(s))),
         Some(_) => Err(bad(format!("`{key}` is not a string"))),
     }
 }
@@ -208,12 +215,12 @@ fn opt_str(o: &Map<String, Value>, key: &str) -> Result<Option<String>, Malforme
 /// A string or an array of strings.
 fn strings(v: &Value) -> Result<Vec<String>, Malformed> {
     match v {
-        Value::String(s) => Ok(vec![s.clone()]),
+        Value::String(s) => Ok(vec![text(s)]),
         Value::Array(a) => a
             .iter()
             .map(|s| {
                 s.as_str()
-                    .map(str::to_owned)
+                    .map(text)
                     .ok_or_else(|| bad("an element is not a string"))
             })
             .collect(),
