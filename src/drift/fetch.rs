@@ -31,6 +31,17 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const EXPIRY_WARNING_DAYS: i64 = 14;
 const EXPIRY_CRITICAL_DAYS: i64 = 3;
 
+/// A TLS version as admins write it ("TLS 1.3"), not rustls' `TLSv1_3`.
+pub fn version_name(v: rustls::ProtocolVersion) -> String {
+    match v {
+        rustls::ProtocolVersion::TLSv1_3 => "TLS 1.3".into(),
+        rustls::ProtocolVersion::TLSv1_2 => "TLS 1.2".into(),
+        rustls::ProtocolVersion::TLSv1_1 => "TLS 1.1".into(),
+        rustls::ProtocolVersion::TLSv1_0 => "TLS 1.0".into(),
+        other => format!("{other:?}"),
+    }
+}
+
 /// System roots plus `[drift] ca`, as a sender would trust.
 pub fn client_config(extra_ca: Option<&Path>) -> Result<Arc<ClientConfig>, String> {
     let roots = roots(extra_ca)?;
@@ -149,7 +160,7 @@ async fn fetch(
         .get_ref()
         .1
         .protocol_version()
-        .map(|v| format!("{v:?}"))
+        .map(version_name)
         .unwrap_or_default();
     if let Some(leaf) = stream
         .get_ref()

@@ -231,7 +231,7 @@ fn judge(host: &Host, mode: Mode, now: i64, out: &mut Vec<Finding>) {
                         )),
                         None => out.push(Finding::passed(
                             Check::MxTls,
-                            format!("{at}: STARTTLS, {:?}, certificate valid for {mx}, {days} days left", s.version),
+                            format!("{at}: STARTTLS, {}, certificate valid for {mx}, {days} days left", super::fetch::version_name(s.version)),
                         )),
                     }
                 }

@@ -74,7 +74,7 @@ fn verbose_lists_the_passed_checks_and_names_select_a_subset() {
         "[mx-tls] MX mx1.example.org (127.0.0.1:",
         "[dane] no TLSA at _25._tcp.mx1.example.org: DANE not in use for MX mx1.example.org",
         "[tlsrpt] _smtp._tls.a.example.org. TXT \"v=TLSRPTv1; rua=mailto:tlsrpt@example.org;\", as configured",
-        "[certificate] the certificate of mta-sts.a.example.org is valid for it (TLSv1_3), ",
+        "[certificate] the certificate of mta-sts.a.example.org is valid for it (TLS 1.3), ",
     ] {
         assert!(a.stdout.contains(want), "no {want:?}\n{}", a.dump());
     }
