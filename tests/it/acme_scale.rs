@@ -1,13 +1,16 @@
 //! ACME at scale (issue 16): the CA's `rateLimited` problem and `Retry-After` honoured, from a
-//! fault-injecting proxy in front of a real pebble.
+//! fault-injecting proxy in front of a real pebble; new names before renewals.
 
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::acme::{acme_status, addr, client_trusting, config, fetch_policy, Ports, ACME_DEADLINE};
+use crate::acme::{
+    acme_section, acme_status, addr, client_trusting, config, fetch_policy, stored_leaf, wait_acme,
+    Ports, ACME_DEADLINE,
+};
 use crate::harness::acme_proxy::FaultProxy;
-use crate::harness::daemon::Daemon;
+use crate::harness::daemon::{Daemon, TestCa};
 use crate::harness::pebble::{Pebble, PebbleOptions};
 use crate::harness::{epoch, ConfigDir};
 
@@ -127,4 +130,76 @@ async fn a_rate_limited_new_order_waits_for_retry_after_then_is_issued() {
     for host in [A, B] {
         fetch_policy(&client, host, ports.https).await;
     }
+}
+
+/// With `orders_per_hour = 1`, a name without a certificate goes before a renewal that is due
+/// as well (and would come first by name): the new name is ordered, the renewal waits queued
+/// with the reason in `/status`, and its old certificate is still served.
+#[tokio::test]
+async fn a_new_name_is_ordered_before_a_due_renewal() {
+    let ports = Ports::new();
+    let pebble = Pebble::start(PebbleOptions::new(ports.http, ports.https)).await;
+    let dir = ConfigDir::with_config(&config(
+        &ports,
+        "",
+        &format!(
+            "{}orders_per_hour = 1\n",
+            acme_section(&pebble, "tls-alpn-01")
+        ),
+    ));
+    // a's certificate is valid for ten more days but 80 of its 90 days are gone: past any
+    // point of the renewal window.
+    let ca = TestCa::new();
+    let now = time::OffsetDateTime::now_utc();
+    let (cert, key) = ca.leaf_with(&[A], |p| {
+        p.not_before = now - time::Duration::days(80);
+        p.not_after = now + time::Duration::days(10);
+    });
+    let state = dir.file("acme");
+    std::fs::create_dir_all(&state).unwrap();
+    std::fs::write(state.join(format!("{A}.key")), key).unwrap();
+    std::fs::write(state.join(format!("{A}.crt")), &cert).unwrap();
+    let started = now.unix_timestamp();
+
+    let d = Daemon::start(&dir.config_path());
+    let b = wait_acme(
+        &d,
+        "b.example",
+        ACME_DEADLINE,
+        || pebble.log(),
+        |s| s["state"] == "valid" && !s["last_issued"].is_null(),
+    )
+    .await;
+    let a = wait_acme(
+        &d,
+        "a.example",
+        ACME_DEADLINE,
+        || pebble.log(),
+        |s| {
+            s["detail"]
+                .as_str()
+                .is_some_and(|t| t.contains("orders_per_hour"))
+        },
+    )
+    .await;
+    assert!(b["detail"].is_null(), "{b}");
+    // Still serving its old certificate, renewal due, waiting for the hour to pass.
+    assert_eq!(a["state"], "valid", "{a}");
+    assert!(a["last_issued"].is_null(), "{a}");
+    assert!(epoch(&a["renew_at"]).is_some_and(|t| t <= started), "{a}");
+    let next = epoch(&a["next_attempt"]).expect("a next attempt");
+    assert!(
+        next >= started + 3600 - 5 && next <= started + 3600 + 120,
+        "next attempt {next}, started {started}: {a}"
+    );
+    assert_eq!(pebble.issued(), 1, "{}", pebble.log());
+    assert_eq!(
+        std::fs::read_to_string(state.join(format!("{A}.crt"))).unwrap(),
+        cert,
+        "a was not renewed"
+    );
+    let served = fetch_policy(&ca.client(&[A], addr(ports.https), false), A, ports.https).await;
+    assert_eq!(served, stored_leaf(&state, A));
+    let top = d.status().await["acme"].clone();
+    assert_eq!(top["names"]["valid"], 2, "{top}");
 }
