@@ -83,6 +83,7 @@ impl Manager {
                 queue: BTreeSet::new(),
                 paused: None,
                 throttled: HashMap::new(),
+                urgent: HashSet::new(),
                 orders: VecDeque::new(),
                 in_flight: JoinSet::new(),
             }
@@ -108,6 +109,9 @@ struct Run {
     paused: Option<(u64, String)>,
     /// Throttles in a row per name, for the fallback when the server gave no `Retry-After`.
     throttled: HashMap<Arc<str>, u32>,
+    /// Names without a certificate asked for by a handshake (`[acme] on_demand`): ordered
+    /// before every other name, as soon as pacing, backoff and the server allow.
+    urgent: HashSet<Arc<str>>,
     /// Attempts that could order, by start time, over the last [`HOUR`]; those that found a
     /// certificate in the store (or the lock taken) leave it again.
     orders: VecDeque<(u64, Arc<str>)>,
@@ -123,6 +127,7 @@ impl Run {
                 self.sync(&live).await;
                 seen = Some(live);
             }
+            self.take_demands();
             self.start_due();
             let now = unix_now();
             let paused = self.paused.as_ref().map_or(0, |(t, _)| *t);
@@ -161,6 +166,7 @@ impl Run {
             self.queue.clear();
             self.order_after.clear();
             self.throttled.clear();
+            self.urgent.clear();
             self.pause(None);
         }
         self.cfg = cfg;
@@ -195,6 +201,7 @@ impl Run {
             }
             self.order_after.remove(&name);
             self.throttled.remove(&name);
+            self.urgent.remove(&name);
             self.forget(&name);
         }
         let added: Vec<String> = wanted
@@ -247,12 +254,16 @@ impl Run {
         while self.orders.front().is_some_and(|(t, _)| t + HOUR <= now) {
             self.orders.pop_front();
         }
-        let (first, renewals): (Vec<_>, Vec<_>) = self
+        let (mut first, renewals): (Vec<_>, Vec<_>) = self
             .queue
             .iter()
             .take_while(|(t, _)| *t <= now)
             .cloned()
             .partition(|(_, name)| !self.has_cert(name));
+        // Asked for by a handshake: ahead of the other first certificates (a stable sort).
+        if !self.urgent.is_empty() {
+            first.sort_by_key(|(_, name)| !self.urgent.contains(name));
+        }
         for (due, name) in first.into_iter().chain(renewals) {
             if self.in_flight.len() >= MAX_IN_FLIGHT {
                 break;
@@ -276,6 +287,7 @@ impl Run {
                     }
                 }
                 self.orders.push_back((now, name.clone()));
+                self.urgent.remove(&name);
                 self.update(&name, |s| {
                     s.state = CertState::Ordering;
                     s.detail = None;
@@ -297,6 +309,31 @@ impl Run {
         }
     }
 
+    /// `[acme] on_demand`: names asked for by a handshake are due now and go first. Names
+    /// that left the config, have a certificate meanwhile, or are being ordered are
+    /// dropped; a name in backoff or waiting for the server keeps its wait.
+    fn take_demands(&mut self) {
+        let demands = self.shared.acme.take_demands();
+        if !self.cfg.as_ref().is_some_and(|c| c.on_demand) {
+            return;
+        }
+        let now = unix_now();
+        for host in demands {
+            let Some((name, Some(due))) = self.names.get_key_value(host.as_str()) else {
+                continue;
+            };
+            let (name, due) = (name.clone(), *due);
+            if self.has_cert(&name) || !self.urgent.insert(name.clone()) {
+                continue;
+            }
+            info!(name = %name, "ACME: a handshake asked for it, ordering it first");
+            if due > now {
+                self.queue.remove(&(due, name.clone()));
+                self.schedule(&name, now);
+            }
+        }
+    }
+
     fn has_cert(&self, name: &str) -> bool {
         self.shared
             .acme
@@ -313,6 +350,7 @@ impl Run {
         if matches!(outcome, Outcome::Loaded(_) | Outcome::Issued(_)) {
             self.order_after.remove(&name);
             self.throttled.remove(&name);
+            self.urgent.remove(&name);
         }
         if matches!(
             outcome,

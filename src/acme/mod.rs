@@ -20,7 +20,7 @@ mod order;
 mod store;
 mod throttle;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use bytes::Bytes;
@@ -38,6 +38,10 @@ pub use manager::{Manager, Shared};
 
 /// Orders running at once, across all names.
 pub const MAX_IN_FLIGHT: usize = 4;
+
+/// Names asked for on demand and not yet taken by the manager, at most: a flood of
+/// handshakes grows nothing beyond this.
+pub const MAX_DEMANDS: usize = 1024;
 
 /// Why an attempt at a name failed; the kind decides how soon it is tried again.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -224,6 +228,9 @@ pub struct AcmeState {
     status: Mutex<HashMap<String, NameStatus>>,
     /// The server's account-wide wait: until when (Unix seconds), and why.
     pause: Mutex<Option<(u64, String)>>,
+    /// `[acme] on_demand`: names whose handshake found no certificate, for the manager to
+    /// order first (see [`AcmeState::demand`]).
+    demands: Mutex<HashSet<String>>,
     /// Wakes the manager after a reload.
     pub wake: Notify,
 }
@@ -236,6 +243,24 @@ impl AcmeState {
             .unwrap_or_else(|e| e.into_inner())
             .get(host)
             .cloned()
+    }
+
+    /// `[acme] on_demand`: a handshake for `host`, a configured ACME name (the caller's
+    /// allow list), found no certificate: the manager orders it first. One-way and bounded:
+    /// a name already asked for costs a lookup, and beyond [`MAX_DEMANDS`] nothing is kept.
+    pub fn demand(&self, host: &str) {
+        let mut demands = self.demands.lock().unwrap_or_else(|e| e.into_inner());
+        if demands.len() >= MAX_DEMANDS || demands.contains(host) {
+            return;
+        }
+        demands.insert(host.to_owned());
+        drop(demands);
+        self.wake.notify_one();
+    }
+
+    /// The names asked for since the last call.
+    fn take_demands(&self) -> HashSet<String> {
+        std::mem::take(&mut *self.demands.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
     /// The TLS config for a handshake that offers ALPN `acme-tls/1` (RFC 8737).
@@ -317,5 +342,24 @@ fn cert_label(name: &str) -> CertLabel {
     CertLabel {
         name: name.to_owned(),
         source: "acme",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn demands_are_a_bounded_set() {
+        let s = AcmeState::default();
+        for _ in 0..10 {
+            s.demand("mta-sts.a.example");
+        }
+        assert_eq!(s.take_demands().len(), 1);
+        for i in 0..5 * MAX_DEMANDS {
+            s.demand(&format!("mta-sts.d{i}.example"));
+        }
+        assert_eq!(s.take_demands().len(), MAX_DEMANDS);
+        assert!(s.take_demands().is_empty());
     }
 }

@@ -282,6 +282,9 @@ pub struct Acme {
     /// `[acme] orders_per_hour`: new orders started in any hour at most (renewals and first
     /// certificates together, first certificates first).
     pub orders_per_hour: Option<u32>,
+    /// `[acme] on_demand`: a handshake for a configured name without a certificate yet moves
+    /// it to the front of the queue.
+    pub on_demand: bool,
 }
 
 /// `[alerts]`: where drift's events go (at least one of the two).

@@ -92,7 +92,15 @@ impl ResolvesServerCert for Resolver {
             CertSource::Configured(i) => live.certs.configured(i),
             CertSource::SelfSigned => self.0.self_signed.get(&live.config.state.dir, &host),
             // Until the manager has one, the handshake fails.
-            CertSource::Acme => self.0.acme.cert(&host),
+            CertSource::Acme => {
+                let cert = self.0.acme.cert(&host);
+                // Issue 16: the name's handshake queues it first; only configured names
+                // get here, so the config is the allow list.
+                if cert.is_none() && live.config.acme.as_ref().is_some_and(|a| a.on_demand) {
+                    self.0.acme.demand(&host);
+                }
+                cert
+            }
             // Never asked: there is no HTTPS listener.
             CertSource::NotNeeded => None,
         }

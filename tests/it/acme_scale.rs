@@ -1,9 +1,13 @@
 //! ACME at scale (issue 16): the CA's `rateLimited` problem and `Retry-After` honoured, from a
-//! fault-injecting proxy in front of a real pebble; new names before renewals.
+//! fault-injecting proxy in front of a real pebble; new names before renewals; on-demand
+//! issuance.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use rustls_pki_types::ServerName;
 use serde_json::Value;
+use tokio::net::TcpStream;
 
 use crate::acme::{
     acme_section, acme_status, addr, client_trusting, config, fetch_policy, stored_leaf, wait_acme,
@@ -202,4 +206,81 @@ async fn a_new_name_is_ordered_before_a_due_renewal() {
     assert_eq!(served, stored_leaf(&state, A));
     let top = d.status().await["acme"].clone();
     assert_eq!(top["names"]["valid"], 2, "{top}");
+}
+
+/// `[acme] on_demand = true` with twelve names, ordered four at a time in name order: a
+/// handshake for the last of them (twenty, in fact) moves it to the front, so its order is
+/// among the first eight, not the last four; a handshake for a name not in the config does
+/// nothing.
+#[tokio::test]
+async fn on_demand_a_handshake_moves_its_name_to_the_front() {
+    let ports = Ports::new();
+    let pebble = Pebble::start(PebbleOptions::new(ports.http, ports.https)).await;
+    let proxy = FaultProxy::start(&pebble, 0, "0").await;
+    let names: Vec<String> = (0..12).map(|i| format!("d{i:02}.example")).collect();
+    let domains: String = names
+        .iter()
+        .map(|n| format!("[domains.\"{n}\"]\n"))
+        .collect();
+    let dir = ConfigDir::with_config(&format!(
+        r#"[server]
+https = ["127.0.0.1:{https}"]
+http = ["127.0.0.1:{http}"]
+admin = "127.0.0.1:0"
+
+[policy]
+mode = "enforce"
+mx = ["mail.example"]
+max_age = 86400
+
+{domains}
+[acme]
+{acme}on_demand = true
+"#,
+        https = ports.https,
+        http = ports.http,
+        acme = acme_via(&proxy.directory(), &pebble),
+    ));
+    let d = Daemon::start(&dir.config_path());
+    let last = "mta-sts.d11.example";
+    let tls = Arc::new(TestCa::new().client_config());
+    for host in std::iter::repeat_n(last, 20).chain(["mta-sts.unknown.example"]) {
+        let tcp = TcpStream::connect(addr(ports.https)).await.unwrap();
+        let name = ServerName::try_from(host.to_owned()).unwrap();
+        // No certificate yet (or not ours): the handshake fails, the name is queued.
+        let _ = tokio_rustls::TlsConnector::from(tls.clone())
+            .connect(name, tcp)
+            .await;
+    }
+    wait_acme(
+        &d,
+        "d11.example",
+        ACME_DEADLINE,
+        || pebble.log(),
+        |s| s["state"] == "valid",
+    )
+    .await;
+    let orders = proxy.new_orders();
+    let at = orders
+        .iter()
+        .position(|o| o.names == [last])
+        .unwrap_or_else(|| panic!("{last} never ordered: {orders:?}"));
+    assert!(
+        at < 8,
+        "{last} was order {} of {}: {:?}\n{}",
+        at + 1,
+        orders.len(),
+        orders.iter().map(|o| &o.names[0]).collect::<Vec<_>>(),
+        d.lines().join("\n")
+    );
+    let asked = d
+        .lines()
+        .iter()
+        .filter(|l| l.contains("a handshake asked for it"))
+        .count();
+    assert_eq!(asked, 1, "{}", d.lines().join("\n"));
+    assert!(!d
+        .lines()
+        .iter()
+        .any(|l| l.contains("unknown.example") && l.contains("ACME")));
 }

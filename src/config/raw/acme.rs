@@ -18,6 +18,7 @@ keys! {
         State = "state",
         Ca = "ca",
         OrdersPerHour = "orders_per_hour",
+        OnDemand = "on_demand",
     }
 }
 
@@ -32,6 +33,7 @@ impl Reader<'_> {
             state: PathBuf::new(),
             ca: None,
             orders_per_hour: None,
+            on_demand: false,
         };
         let mut ok = true;
         for (k, v) in table.iter() {
@@ -93,6 +95,11 @@ impl Reader<'_> {
                     }
                     None => {}
                 },
+                Some(Key::OnDemand) => {
+                    if let Some(b) = self.boolean(kname, v) {
+                        acme.on_demand = b;
+                    }
+                }
                 None => self.unknown("[acme]", k, Key::ALL),
             }
         }
