@@ -54,7 +54,7 @@ pub(crate) struct At<T> {
 }
 
 /// A problem not yet turned into line and column.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Pending {
     pub severity: Severity,
     pub at: Option<Loc>,
@@ -99,10 +99,12 @@ impl Problems {
     }
 }
 
-/// The files read for one config, kept until problems have their line and column.
+/// The files read for one config, kept until problems have their line and column. Indexed
+/// by the file number in each [`Loc`]; an included file kept by the reload cache keeps its
+/// number (and its text, shared) across loads.
 #[derive(Debug, Default)]
 pub(crate) struct Sources {
-    pub files: Vec<Source>,
+    pub files: Vec<Arc<Source>>,
 }
 
 #[derive(Debug)]
@@ -115,6 +117,14 @@ pub(crate) struct Source {
 }
 
 impl Source {
+    pub fn new(path: PathBuf, text: String) -> Arc<Source> {
+        Arc::new(Source {
+            path: path.into(),
+            text,
+            line_starts: Default::default(),
+        })
+    }
+
     fn line_col(&self, offset: usize) -> (u32, u32) {
         let starts = self.line_starts.get_or_init(|| {
             std::iter::once(0)
@@ -140,12 +150,17 @@ impl Source {
 
 impl Sources {
     pub fn add(&mut self, path: PathBuf, text: String) -> u32 {
-        self.files.push(Source {
-            path: path.into(),
-            text,
-            line_starts: Default::default(),
-        });
+        self.files.push(Source::new(path, text));
         (self.files.len() - 1) as u32
+    }
+
+    /// Puts `source` at number `file`; numbers not (yet) given hold an empty placeholder.
+    pub fn put(&mut self, file: u32, source: Arc<Source>) {
+        let i = file as usize;
+        while self.files.len() <= i {
+            self.files.push(Source::new(PathBuf::new(), String::new()));
+        }
+        self.files[i] = source;
     }
 
     pub fn loc(file: u32, span: &Range<usize>) -> Loc {

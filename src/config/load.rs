@@ -1,15 +1,20 @@
-//! Reading the config: the main file, then its includes in parallel, then resolution. Every
-//! file is bounded (SPEC "Config files"): a regular file of at most [`MAX_FILE_BYTES`].
+//! Reading the config: the main file, then its includes in parallel (those a [`Cache`] still
+//! holds unchanged are not parsed again), then resolution. Every file is bounded (SPEC "Config
+//! files"): a regular file of at most [`MAX_FILE_BYTES`].
 
+use std::collections::HashMap;
 use std::fs::{File, Metadata, OpenOptions};
 use std::io::Read;
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use rayon::prelude::*;
 use toml::de::DeTable;
 
-use super::diag::{Diagnostic, Problems, Severity, Sources};
+use super::cache::{Cache, Cached, Counts, Parsed, Stamp};
+use super::diag::{Diagnostic, Problems, Severity, Source, Sources};
 use super::raw::{RawFile, Reader};
 use super::{resolve, Config};
 
@@ -35,12 +40,22 @@ impl Failed {
 }
 
 pub fn load(path: &Path) -> Result<Loaded, Failed> {
+    load_from(path, None)
+}
+
+/// Like [`load`], parsing again only the included files that changed since the last load with
+/// `cache` (which then holds this load's files): the same result as [`load`], sooner.
+pub fn load_cached(path: &Path, cache: &mut Cache) -> Result<Loaded, Failed> {
+    load_from(path, Some(cache))
+}
+
+fn load_from(path: &Path, cache: Option<&mut Cache>) -> Result<Loaded, Failed> {
     let mut sources = Sources::default();
     let mut problems = Problems::default();
     let dir = path.parent().unwrap_or(Path::new(".")).to_owned();
 
     let text = match read_bounded(path) {
-        Ok(t) => t,
+        Ok((t, _)) => t,
         Err(e) => {
             return Err(Failed {
                 diagnostics: vec![Diagnostic {
@@ -54,53 +69,130 @@ pub fn load(path: &Path) -> Result<Loaded, Failed> {
     };
     let main_file = sources.add(path.to_owned(), String::new());
     let main = read_one(main_file, &dir, true, &text);
-    sources.files[main_file as usize].text = text;
+    sources.put(main_file, Source::new(path.to_owned(), text));
     problems.0.extend(main.1 .0);
     let Some(main) = main.0 else {
-        return Err(finish(&sources, problems));
+        return Err(finish(&sources, problems, &[]));
     };
 
     let (paths, patterns) = expand_includes(&main, &dir, path, &mut problems);
-    let base = sources.files.len() as u32;
-    let included: Vec<(Result<String, String>, Option<RawFile>, Problems)> = paths
+    let numbers = match &cache {
+        Some(c) => c.numbers(&paths),
+        None => (1..=paths.len() as u32).collect(),
+    };
+    let view = cache.as_deref();
+    let window = view.map_or(Duration::ZERO, Cache::racy_window);
+    let got: Vec<Got> = paths
         .par_iter()
-        .enumerate()
-        .map(|(i, p)| {
-            let file = base + i as u32;
-            match read_bounded(p) {
-                Ok(text) => {
-                    let d = p.parent().unwrap_or(Path::new("."));
-                    let (raw, probs) = read_one(file, d, false, &text);
-                    (Ok(text), raw, probs)
-                }
-                Err(e) => (Err(e), None, Problems::default()),
-            }
-        })
+        .zip(numbers.par_iter())
+        .map(|(p, &file)| include(p, file, view.and_then(|c| c.get(p)), window))
         .collect();
-    let mut raws = Vec::with_capacity(included.len());
-    for (p, (text, raw, probs)) in paths.iter().zip(included) {
-        let file = match text {
-            Ok(text) => sources.add(p.clone(), text),
-            Err(e) => {
-                let file = sources.add(p.clone(), String::new());
+
+    // Problems are ordered by where their file is in the load, whatever its number.
+    let mut rank = vec![0u32; numbers.iter().max().map_or(1, |&n| n as usize + 1)];
+    let mut counts = Counts {
+        included: paths.len(),
+        ..Counts::default()
+    };
+    let mut parsed = Vec::with_capacity(got.len());
+    let mut keep = HashMap::new();
+    for (i, ((p, &file), got)) in paths.iter().zip(&numbers).zip(got).enumerate() {
+        rank[file as usize] = i as u32 + 1;
+        match got {
+            Got::Unreadable(e) => {
+                sources.put(file, Source::new(p.clone(), String::new()));
                 problems.file_error(file, format!("cannot read the included file: {e}"));
-                file
             }
-        };
-        debug_assert!(probs.0.iter().all(|pp| pp.file == file));
-        problems.0.extend(probs.0);
-        raws.extend(raw);
+            Got::Read {
+                cached,
+                read,
+                parsed: fresh,
+            } => {
+                counts.read += usize::from(read);
+                counts.parsed += usize::from(fresh);
+                debug_assert!(cached.parsed.problems.iter().all(|pp| pp.file == file));
+                sources.put(file, cached.source.clone());
+                problems.0.extend(cached.parsed.problems.iter().cloned());
+                parsed.push(cached.parsed.clone());
+                if cache.is_some() {
+                    keep.insert(p.clone(), cached);
+                }
+            }
+        }
     }
+    if let Some(c) = cache {
+        c.replace(keep, counts);
+    }
+    let raws: Vec<&RawFile> = parsed.iter().filter_map(|p| p.raw.as_ref()).collect();
 
     let mut files = vec![path.to_owned()];
     files.extend(paths);
-    let config = resolve::resolve(&sources, main, raws, &mut problems, files, patterns);
+    let config = resolve::resolve(&sources, main, &raws, &mut problems, files, patterns);
     match config {
         Some(config) if !problems.has_errors() => {
-            let warnings = finish(&sources, problems).diagnostics;
+            let warnings = finish(&sources, problems, &rank).diagnostics;
             Ok(Loaded { config, warnings })
         }
-        _ => Err(finish(&sources, problems)),
+        _ => Err(finish(&sources, problems, &rank)),
+    }
+}
+
+/// One included file, as read (or not) for one load.
+enum Got {
+    Unreadable(String),
+    Read {
+        cached: Cached,
+        /// Its content was read: its metadata did not prove it unchanged.
+        read: bool,
+        /// It was parsed: new, or its content changed.
+        parsed: bool,
+    },
+}
+
+/// Reads and parses the included file `p` as file number `file`, unless `cached` is still
+/// what it holds. `window`: see [`Stamp::racy`].
+fn include(p: &Path, file: u32, cached: Option<&Cached>, window: Duration) -> Got {
+    if let Some(c) = cached {
+        if std::fs::metadata(p).is_ok_and(|m| c.unchanged(&m)) {
+            return Got::Read {
+                cached: c.clone(),
+                read: false,
+                parsed: false,
+            };
+        }
+    }
+    let (text, meta) = match read_bounded(p) {
+        Ok(got) => got,
+        Err(e) => return Got::Unreadable(e),
+    };
+    let stamp = Stamp::of(&meta);
+    let racy = stamp.racy(SystemTime::now(), window);
+    if let Some(c) = cached.filter(|c| c.source.text == text) {
+        return Got::Read {
+            cached: Cached {
+                stamp,
+                racy,
+                ..c.clone()
+            },
+            read: true,
+            parsed: false,
+        };
+    }
+    let dir = p.parent().unwrap_or(Path::new("."));
+    let (raw, problems) = read_one(file, dir, false, &text);
+    Got::Read {
+        cached: Cached {
+            file,
+            stamp,
+            racy,
+            source: Source::new(p.to_owned(), text),
+            parsed: Arc::new(Parsed {
+                raw,
+                problems: problems.0,
+            }),
+        },
+        read: true,
+        parsed: true,
     }
 }
 
@@ -109,8 +201,8 @@ pub const MAX_FILE_BYTES: u64 = 256 * 1024 * 1024;
 
 /// Reads a config file whole, refusing one that is not a regular file (a FIFO would block the
 /// reader, `/dev/zero` never ends) or is over [`MAX_FILE_BYTES`]. Symlinks are followed; a
-/// loop of them is an error too.
-fn read_bounded(path: &Path) -> Result<String, String> {
+/// loop of them is an error too. With the text, the metadata of the file read.
+fn read_bounded(path: &Path) -> Result<(String, Metadata), String> {
     check_file(&std::fs::metadata(path).map_err(|e| e.to_string())?)?;
     // Non-blocking: should a FIFO replace the file after the check, opening it does not wait
     // for a writer; the check is repeated on what was opened.
@@ -121,7 +213,8 @@ fn read_bounded(path: &Path) -> Result<String, String> {
         .map_err(|e| e.to_string())?;
     let meta = file.metadata().map_err(|e| e.to_string())?;
     check_file(&meta)?;
-    read_at_most(file, meta.len())
+    let text = read_at_most(file, meta.len())?;
+    Ok((text, meta))
 }
 
 fn read_at_most(file: File, expected: u64) -> Result<String, String> {
@@ -260,9 +353,14 @@ fn expand_includes(
     (paths, patterns)
 }
 
-fn finish(sources: &Sources, problems: Problems) -> Failed {
+/// Problems in file order (`rank`: a file number's place in the load; the main file's is 0),
+/// then by place in the file.
+fn finish(sources: &Sources, problems: Problems, rank: &[u32]) -> Failed {
     let mut pending = problems.0;
-    pending.sort_by_key(|p| (p.file, p.at.map_or(0, |a| a.offset)));
+    pending.sort_by_key(|p| {
+        let file = rank.get(p.file as usize).copied().unwrap_or(p.file);
+        (file, p.at.map_or(0, |a| a.offset))
+    });
     Failed {
         diagnostics: pending.into_iter().map(|p| sources.resolve(p)).collect(),
     }

@@ -4,6 +4,7 @@
 //! A `Config` that exists is valid: every problem is found at load and reported as
 //! `file:line:col: severity: message`.
 
+mod cache;
 mod diag;
 mod load;
 mod raw;
@@ -18,8 +19,9 @@ use std::time::Duration;
 use mta_stsd_providers::tsig::TsigKey;
 use mta_stsd_providers::Secret;
 
+pub use cache::{Cache, Counts};
 pub use diag::{Diagnostic, Severity};
-pub use load::{load, Failed, Loaded};
+pub use load::{load, load_cached, Failed, Loaded};
 
 use crate::certs::CertFiles;
 use crate::name::DomainName;
@@ -240,13 +242,13 @@ pub enum CertSource {
     NotNeeded,
 }
 
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProviderConfig {
     pub name: String,
     pub kind: ProviderKind,
 }
 
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ProviderKind {
     Rfc2136 {
         /// `host:port`, port 53 when the config gives none.

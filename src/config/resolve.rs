@@ -40,23 +40,27 @@ struct Globals<'a> {
 
 pub(super) fn resolve(
     sources: &Sources,
-    main: RawFile,
-    included: Vec<RawFile>,
+    mut main: RawFile,
+    included: &[&RawFile],
     problems: &mut Problems,
     files: Vec<PathBuf>,
     include_patterns: Vec<String>,
 ) -> Option<Config> {
     let main_start = Loc { file: 0, offset: 0 };
 
-    // Providers, from every file, each name once.
+    // Providers, from every file, each name once. Included files are borrowed: the reload
+    // cache keeps them for the next load.
     let mut provider_names: BTreeMap<String, Loc> = BTreeMap::new();
     let mut providers: BTreeMap<String, Arc<ProviderConfig>> = BTreeMap::new();
-    let mut domains: Vec<RawDomain> = Vec::new();
-    let mut all = vec![main];
-    all.extend(included);
-    domains.reserve_exact(all.iter().map(|f| f.domains.len()).sum());
-    for file in &mut all {
-        for (name, config) in std::mem::take(&mut file.providers) {
+    let main_providers = std::mem::take(&mut main.providers);
+    let main_domains = std::mem::take(&mut main.domains);
+    let mut domains: Vec<&RawDomain> = Vec::with_capacity(
+        main_domains.len() + included.iter().map(|f| f.domains.len()).sum::<usize>(),
+    );
+    let parts = std::iter::once((&main_providers, &main_domains))
+        .chain(included.iter().map(|f| (&f.providers, &f.domains)));
+    for (file_providers, file_domains) in parts {
+        for (name, config) in file_providers {
             if name.value == NO_PROVIDER {
                 problems.error(
                     name.at,
@@ -77,13 +81,11 @@ pub(super) fn resolve(
             }
             provider_names.insert(name.value.clone(), name.at);
             if let Some(c) = config {
-                providers.insert(name.value, Arc::new(c));
+                providers.insert(name.value.clone(), Arc::new(c.clone()));
             }
         }
-        domains.append(&mut file.domains);
+        domains.extend(file_domains);
     }
-    let main = all.swap_remove(0);
-    drop(all);
 
     let server = main.server.map_or_else(Server::default, |s| s.value);
     if let Some(acme) = &main.acme {

@@ -33,7 +33,9 @@ const ADMIN_CONNECTIONS: usize = 64;
 
 /// Runs the daemon until SIGTERM or SIGINT; 0 on a clean shutdown, 1 if it could not start.
 pub fn run(config_path: &Path) -> Result<u8> {
-    let loaded = match config::load(config_path) {
+    // Kept for reloads: they parse again only the included files that changed.
+    let mut cache = config::Cache::default();
+    let loaded = match config::load_cached(config_path, &mut cache) {
         Ok(l) => l,
         Err(failed) => {
             for d in &failed.diagnostics {
@@ -50,10 +52,10 @@ pub fn run(config_path: &Path) -> Result<u8> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    runtime.block_on(serve(config_path, loaded))
+    runtime.block_on(serve(config_path, loaded, cache))
 }
 
-async fn serve(config_path: &Path, loaded: config::Loaded) -> Result<u8> {
+async fn serve(config_path: &Path, loaded: config::Loaded, cache: config::Cache) -> Result<u8> {
     let state_dir = loaded.config.state.dir.clone();
     let history = std::sync::Mutex::new(
         crate::state::history::History::open(&state_dir).with_context(|| {
@@ -79,7 +81,6 @@ async fn serve(config_path: &Path, loaded: config::Loaded) -> Result<u8> {
     let domains = live.config.domains.len();
     let history = history.into_inner().unwrap_or_else(|e| e.into_inner());
     let shared = Shared::new(config_path.to_owned(), live, warnings, history);
-    lifecycle::commit(&shared, &prepared.events);
     if !server.https.is_empty() {
         // Made now, so its path is in the log before the first handshake asks for it.
         let live = shared.live.load();
@@ -139,9 +140,18 @@ async fn serve(config_path: &Path, loaded: config::Loaded) -> Result<u8> {
         .map(|(l, socket)| tokio::spawn(l.run(socket)))
         .collect();
 
+    // Watching before the first record: an edit made meanwhile is not missed; its reload
+    // waits for the record (the swap lock), so the history sees the start first.
+    let reloader = reload::Reloader::start(shared.clone(), cache)?;
+    // Recorded once served, as a reload does: a million domains' first record takes seconds,
+    // during which they are answered already.
+    {
+        let _swap = shared.swap.lock().await;
+        lifecycle::commit(&shared, &prepared.events);
+    }
+    drop(prepared.events);
     // Listening already: a policy is served before its id is published.
     let publisher = publish::Publisher::start(shared.clone());
-    let reloader = reload::Reloader::start(shared.clone())?;
     let retirements = lifecycle::LifecycleTask::start(shared.clone());
     // Idle until a config has [drift]; reloads may add, change or remove it.
     let drift = drift::DriftTask::start(shared.clone());

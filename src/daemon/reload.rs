@@ -105,7 +105,8 @@ pub struct Reloader {
 }
 
 impl Reloader {
-    pub fn start(shared: Arc<Shared>) -> Result<Reloader> {
+    /// `cache` holds the included files of the load that started the daemon.
+    pub fn start(shared: Arc<Shared>, cache: config::Cache) -> Result<Reloader> {
         let (tx, rx) = mpsc::channel::<Change>(PENDING_CHANGES);
         let set = Arc::new(Mutex::new(WatchSet::of(&shared.live.load().config)));
         let filter = set.clone();
@@ -132,6 +133,7 @@ impl Reloader {
             &set.lock().expect("fresh lock").dirs,
         );
         let mut hup = signal(SignalKind::hangup()).context("SIGHUP handler")?;
+        let cache = Arc::new(Mutex::new(cache));
         let task = tokio::spawn(async move {
             let mut rx = rx;
             loop {
@@ -145,7 +147,7 @@ impl Reloader {
                         info!("config changed: reloading");
                     }
                 }
-                if let Some(config_set) = reload(&shared).await {
+                if let Some(config_set) = reload(&shared, &cache).await {
                     watch_dirs(&mut watcher, &mut watched, &config_set.dirs);
                     *set.lock().unwrap_or_else(|e| e.into_inner()) = config_set;
                 }
@@ -203,7 +205,7 @@ fn watch_dirs(
 }
 
 /// Loads and swaps in the new config, or records why not. Returns the new watch set.
-async fn reload(shared: &Arc<Shared>) -> Option<WatchSet> {
+async fn reload(shared: &Arc<Shared>, cache: &Arc<Mutex<config::Cache>>) -> Option<WatchSet> {
     notify(&[
         NotifyState::Reloading,
         NotifyState::monotonic_usec_now().unwrap_or(NotifyState::Status("reloading")),
@@ -212,8 +214,15 @@ async fn reload(shared: &Arc<Shared>) -> Option<WatchSet> {
     let path = shared.config_path.clone();
     let previous = shared.live.load_full();
     let s = shared.clone();
+    let cache = cache.clone();
+    let started = std::time::Instant::now();
     let built = tokio::task::spawn_blocking(move || {
-        let loaded = config::load(&path).map_err(|f| f.diagnostics)?;
+        let mut cache = cache.lock().unwrap_or_else(|e| e.into_inner());
+        let loaded = config::load_cached(&path, &mut cache);
+        let counts = cache.last_load();
+        drop(cache);
+        let loaded = loaded.map_err(|f| f.diagnostics)?;
+        let load_ms = started.elapsed().as_millis();
         let live =
             super::lifecycle::prepare(&s.history, loaded.config, Some(&previous)).map_err(|e| {
                 vec![Diagnostic {
@@ -223,7 +232,12 @@ async fn reload(shared: &Arc<Shared>) -> Option<WatchSet> {
                     message: e,
                 }]
             })?;
-        Ok::<_, Vec<Diagnostic>>((live, loaded.warnings))
+        let spent = Spent {
+            files: counts,
+            load_ms,
+            prepare_ms: started.elapsed().as_millis() - load_ms,
+        };
+        Ok::<_, Vec<Diagnostic>>((live, loaded.warnings, spent))
     })
     .await
     .unwrap_or_else(|e| Err(vec![internal(&shared.config_path, e)]));
@@ -232,7 +246,7 @@ async fn reload(shared: &Arc<Shared>) -> Option<WatchSet> {
     let m = &shared.metrics;
     m.last_reload_timestamp.set(now as i64);
     let result = match built {
-        Ok((prepared, mut warnings)) => {
+        Ok((prepared, mut warnings, spent)) => {
             let live = prepared.live;
             if live.config.server != shared.live.load().config.server {
                 // Listeners are bound once; everything else in the config applies at once.
@@ -270,7 +284,16 @@ async fn reload(shared: &Arc<Shared>) -> Option<WatchSet> {
             m.last_reload_ok.set(1);
             m.domains.set(domains as i64);
             shared.publish_cert_metrics();
-            info!(domains, changed, "config reloaded");
+            info!(
+                domains,
+                changed,
+                files = spent.files.included,
+                parsed = spent.files.parsed,
+                load_ms = spent.load_ms,
+                prepare_ms = spent.prepare_ms,
+                total_ms = started.elapsed().as_millis(),
+                "config reloaded"
+            );
             *shared.last_reload.lock().unwrap_or_else(|e| e.into_inner()) = ReloadStatus {
                 at: now,
                 ok: true,
@@ -298,6 +321,13 @@ async fn reload(shared: &Arc<Shared>) -> Option<WatchSet> {
     };
     notify(&[NotifyState::Ready]);
     result
+}
+
+/// Where a reload's time went, for the log.
+struct Spent {
+    files: config::Counts,
+    load_ms: u128,
+    prepare_ms: u128,
 }
 
 fn internal(path: &Path, e: tokio::task::JoinError) -> Diagnostic {

@@ -1,0 +1,257 @@
+#!/usr/bin/env bash
+# bench/million.sh — `serve` with a million domains (issue "hosting", item 5).
+#
+# What it measures, in one run on one generated config (1,000 include files of 1,000 domains,
+# `[tls] self_signed`, the generator of bench/check-scale.sh):
+#   1. `check`: wall clock and peak RSS (GNU time);
+#   2. `serve` from a fresh state directory: time from the start to the first policy answered
+#      over HTTPS (a client polling every 10 ms), VmRSS and VmHWM then;
+#   3. EDITS times: one include file edited (one domain's mode toggled between `testing` and
+#      `enforce`), saved the way editors and config management do (a new file renamed over
+#      the old; EDIT=inplace rewrites it in place instead, which waits for the writer to be
+#      quiet, see src/daemon/settle.rs), and the time until that domain's new policy is served;
+#      meanwhile two clients fetch policies in a loop over keep-alive (the edited domain, and
+#      one in another file), and every non-200 answer or connection error is counted;
+#   4. VmRSS and VmHWM after the last swap (and 6 s of quiet, so the trimmer has run).
+#   Goals (issue 16): check < 5 s; first answer < 5 s at < 512 MiB; an edit live < 1.5 s; no
+#   failed request; < 768 MiB after.
+#
+# How to run
+#   bench/million.sh [DOMAINS]        # default 1,000,000 (1,000 domains per include file)
+#   EDITS=5 bench/million.sh          # more edits (the median is reported)
+#   BIN=/path/to/mta-stsd bench/million.sh   # another build (default: release in the target dir)
+#   NO_BUILD=1, KEEP=1 as in bench/check-scale.sh.
+#   Loopback only; needs python3 and GNU time. Run it under `nice -n 10` on a shared machine.
+
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+N="${1:-1000000}"
+N="${N//_/}"
+[[ "$N" =~ ^[1-9][0-9]*$ ]] || { echo "usage: $0 [DOMAINS]" >&2; exit 64; }
+EDITS="${EDITS:-3}"
+EDIT="${EDIT:-rename}"
+PER_FILE=1000
+
+command -v python3 >/dev/null || { echo "$0: python3 is required" >&2; exit 69; }
+[ -x /usr/bin/time ] || { echo "$0: GNU time (/usr/bin/time) is required" >&2; exit 69; }
+
+if [ -n "${BIN:-}" ]; then NO_BUILD=1; fi
+BIN="${BIN:-${CARGO_TARGET_DIR:-$ROOT/target}/release/mta-stsd}"
+if [ -z "${NO_BUILD:-}" ]; then
+    echo "== building: cargo build --release --locked" >&2
+    cargo build --release --locked --quiet
+fi
+[ -x "$BIN" ] || { echo "$0: no binary at $BIN" >&2; exit 1; }
+
+WORK="$(mktemp -d "${TMPDIR:-/tmp}/mta-stsd-million.XXXXXX")"
+pid=""
+cleanup() {
+    [ -n "$pid" ] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null
+    if [ -n "${KEEP:-}" ]; then echo "== kept $WORK" >&2; else rm -rf "$WORK"; fi
+}
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+HTTPS_PORT=$(free_port)
+ADMIN_PORT=$(free_port)
+
+# --- config (bench/check-scale.sh's generator, with our ports and a state dir) ---------------
+python3 - "$WORK" "$N" "$PER_FILE" "$HTTPS_PORT" "$ADMIN_PORT" <<'PY'
+import os, sys
+
+out, total, per_file, https, admin = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5]
+os.makedirs(os.path.join(out, "domains.d"), exist_ok=True)
+with open(os.path.join(out, "mta-stsd.toml"), "w") as f:
+    f.write('''include = ["domains.d/*.toml"]
+
+[server]
+https = ["127.0.0.1:%s"]
+admin = "127.0.0.1:%s"
+
+[tls]
+self_signed = true
+
+[state]
+dir = "state"
+
+[policy]
+mode = "enforce"
+mx = ["mail.example.org", "*.mx.example.net"]
+max_age = 604800
+
+[dns]
+target = "mail.example.org."
+ttl = 3600
+tlsrpt = ["mailto:tlsrpt@example.org"]
+''' % (https, admin))
+files = max(1, (total + per_file - 1) // per_file)
+width = max(4, len(str(files - 1)))
+for n in range(files):
+    lo, hi = n * per_file, min(total, (n + 1) * per_file)
+    parts = []
+    for i in range(lo, hi):
+        name = "d%06d.example" % i
+        if i % 10 == 3:                   # 1 in 10 overrides something
+            if (i // 10) % 2:
+                parts.append('[domains."%s"]\nmode = "testing"\n\n' % name)
+            else:
+                parts.append('[domains."%s"]\nmx = ["mx1.%s", "mx2.%s"]\n\n' % (name, name, name))
+        else:
+            parts.append('[domains."%s"]\n\n' % name)
+    with open(os.path.join(out, "domains.d", "part-%0*d.toml" % (width, n)), "w") as f:
+        f.write("".join(parts))
+PY
+files=$(find "$WORK/domains.d" -name '*.toml' | wc -l)
+echo "== $N domains in $files files ($(du -sm "$WORK/domains.d" | cut -f1) MB), $(nproc) cores, $("$BIN" --version 2>/dev/null | head -1)" >&2
+
+# --- 1. check --------------------------------------------------------------------------------
+t0=$(date +%s%N)
+/usr/bin/time -v -o "$WORK/time.txt" "$BIN" --config "$WORK/mta-stsd.toml" check >"$WORK/check.out" 2>&1 \
+    || { echo "!! check failed:" >&2; head -20 "$WORK/check.out" >&2; exit 1; }
+check_ms=$(( ($(date +%s%N) - t0) / 1000000 ))
+check_mib=$(awk '/Maximum resident set size/ {printf "%.0f", $NF / 1024}' "$WORK/time.txt")
+
+# --- 2.-4. serve, first answer, edits under load ------------------------------------------------
+# The domain edited: a bare one in the middle file; the other client's domain is in file 0.
+EDITED=$(printf 'd%06d.example' $(( (files / 2) * PER_FILE < N ? (files / 2) * PER_FILE : 0 )))
+EDITED_FILE="$WORK/domains.d/$(cd "$WORK/domains.d" && ls | sed -n "$(( files / 2 + 1 ))p")"
+[ "$files" -gt 1 ] || EDITED_FILE="$WORK/domains.d/$(ls "$WORK/domains.d" | head -1)"
+OTHER="d000001.example"
+
+start_ns=$(date +%s%N)
+RUST_LOG=info "$BIN" --config "$WORK/mta-stsd.toml" serve >"$WORK/serve.log" 2>&1 &
+pid=$!
+
+python3 - "$pid" "$start_ns" "$HTTPS_PORT" "$EDITED" "$EDITED_FILE" "$OTHER" "$EDITS" "$EDIT" \
+    "$check_ms" "$check_mib" "$N" <<'PY'
+import http.client, os, socket, ssl, statistics, sys, threading, time
+
+pid, start_ns, port, edited, edited_file, other, edits, how, check_ms, check_mib, n = sys.argv[1:]
+pid, start_ns, port, edits = int(pid), int(start_ns), int(port), int(edits)
+PATH = "/.well-known/mta-sts.txt"
+ctx = ssl.create_default_context()
+ctx.check_hostname = False
+ctx.verify_mode = ssl.CERT_NONE
+
+def status(field):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) // 1024
+    raise SystemExit("serve exited (see serve.log)")
+
+def connect(domain):
+    host = "mta-sts." + domain
+    s = socket.create_connection(("127.0.0.1", port), timeout=5)
+    c = http.client.HTTPConnection(host, port, timeout=5)
+    c.sock = ctx.wrap_socket(s, server_hostname=host)
+    return c
+
+def fetch(c):
+    c.request("GET", PATH, headers={"Connection": "keep-alive"})
+    r = c.getresponse()
+    return r.status, r.read()
+
+# First answer: poll until a policy comes back.
+first = None
+while first is None:
+    if not os.path.exists("/proc/%d" % pid):
+        raise SystemExit("serve exited before answering (see serve.log)")
+    try:
+        c = connect(other)
+        st, body = fetch(c)
+        c.close()
+        if st == 200:
+            first = (time.time_ns() - start_ns) / 1e9
+            break
+    except (OSError, http.client.HTTPException):
+        pass
+    time.sleep(0.01)
+ready_rss, ready_hwm = status("VmRSS"), status("VmHWM")
+
+class Client(threading.Thread):
+    """Fetches one domain's policy in a loop on one keep-alive connection."""
+    def __init__(self, domain):
+        super().__init__(daemon=True)
+        self.domain, self.ok, self.failed, self.stop = domain, 0, 0, False
+        self.body, self.changed_at, self.errors = None, None, []
+    def run(self):
+        c = None
+        while not self.stop:
+            try:
+                if c is None:
+                    c = connect(self.domain)
+                st, body = fetch(c)
+                if st != 200:
+                    self.failed += 1
+                    self.errors.append("status %d" % st)
+                    continue
+                self.ok += 1
+                if body != self.body:
+                    self.body, self.changed_at = body, time.monotonic()
+                # About 1,000 requests a second each: the clients must not take the cores the
+                # reload needs.
+                time.sleep(0.001)
+            except (OSError, http.client.HTTPException) as e:
+                self.failed += 1
+                self.errors.append(repr(e))
+                c = None
+
+clients = [Client(edited), Client(other)]
+for cl in clients:
+    cl.start()
+time.sleep(1)
+header = '[domains."%s"]\n' % edited
+lat = []
+for k in range(edits):
+    with open(edited_file) as f:
+        text = f.read()
+    mode = "testing" if k % 2 == 0 else "enforce"
+    at = text.index(header) + len(header)
+    rest = text[at:]
+    if rest.startswith("mode = "):
+        rest = rest[rest.index("\n") + 1:]
+    new = text[:at] + 'mode = "%s"\n' % mode + rest
+    assert new != text, "the edit changed nothing"
+    want = ("mode: %s" % mode).encode()
+    before = clients[0].changed_at
+    t = time.monotonic()
+    if how == "inplace":
+        with open(edited_file, "w") as f:
+            f.write(new)
+    else:
+        tmp = edited_file + ".tmp"
+        with open(tmp, "w") as f:
+            f.write(new)
+        os.rename(tmp, edited_file)
+    deadline = t + 60
+    while not (clients[0].body and want in clients[0].body and clients[0].changed_at != before):
+        if time.monotonic() > deadline:
+            raise SystemExit("edit %d: the new policy was not served within 60 s" % k)
+        time.sleep(0.002)
+    lat.append(clients[0].changed_at - t)
+    print("   edit %d (mode %s): served after %.3f s" % (k + 1, mode, lat[-1]), file=sys.stderr)
+    time.sleep(1.5)
+time.sleep(6)        # the trimmer runs every 5 s
+for cl in clients:
+    cl.stop = True
+for cl in clients:
+    cl.join(10)
+after_rss, after_hwm = status("VmRSS"), status("VmHWM")
+ok = sum(c.ok for c in clients)
+failed = sum(c.failed for c in clients)
+errs = sorted(set(e for c in clients for e in c.errors))[:5]
+
+print()
+print("mta-stsd serve, %s domains, %d edits by %s" % (n, edits, how))
+print("  check:          %6.2f s, %5d MiB peak RSS        (goal < 5 s)" % (int(check_ms) / 1000, int(check_mib)))
+print("  first answer:   %6.2f s, VmRSS %4d MiB, VmHWM %4d MiB (goal < 5 s, < 512 MiB)" % (first, ready_rss, ready_hwm))
+print("  edit -> served: median %.3f s (%s)              (goal < 1.5 s)" % (
+    statistics.median(lat), ", ".join("%.3f" % l for l in lat)))
+print("  requests:       %d ok, %d failed%s   (goal: 0 failed)" % (ok, failed, (" " + "; ".join(errs)) if errs else ""))
+print("  after:          VmRSS %4d MiB, VmHWM %4d MiB          (goal < 768 MiB)" % (after_rss, after_hwm))
+PY
+grep -c "config reloaded" "$WORK/serve.log" | sed 's/^/  reloads logged: /'
