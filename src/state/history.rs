@@ -96,6 +96,10 @@ pub struct History {
     domains: HashMap<String, DomainHistory>,
     /// Unreadable journal lines seen (torn by a crash, or damaged).
     pub skipped: usize,
+    /// About how many bytes a compacted journal would take, as last measured: until the
+    /// journal outgrows it [`COMPACT_FACTOR`] times, no snapshot is built to measure again
+    /// (a million domains' snapshot takes seconds, and every reload records).
+    held: u64,
 }
 
 impl History {
@@ -107,6 +111,7 @@ impl History {
             bodies: HashMap::new(),
             domains: HashMap::new(),
             skipped: 0,
+            held: 0,
         }
     }
 
@@ -168,11 +173,12 @@ impl History {
             return Ok(());
         };
         let len = j.size();
-        if len < COMPACT_MIN_BYTES {
+        if len < COMPACT_MIN_BYTES || len <= self.held * COMPACT_FACTOR {
             return Ok(());
         }
         let snapshot = self.snapshot();
         let size: u64 = snapshot.iter().map(|e| approx_len(e) as u64).sum();
+        self.held = size;
         if len > size * COMPACT_FACTOR {
             j.rewrite(&snapshot)?;
             self.offset = j.size();
@@ -312,6 +318,15 @@ impl History {
 
     pub fn domain(&self, name: &str) -> Option<&DomainHistory> {
         self.domains.get(name)
+    }
+
+    /// How many domains the history knows (served, retiring or withdrawn).
+    pub fn len(&self) -> usize {
+        self.domains.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.domains.is_empty()
     }
 
     pub fn domains(&self) -> impl Iterator<Item = (&str, &DomainHistory)> {
