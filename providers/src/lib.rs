@@ -118,6 +118,11 @@ pub trait Provider: Send + Sync {
 
     /// Applies `changes` to `zone`, one atomic step per domain at least.
     async fn apply(&self, zone: &str, changes: &Changes) -> Result<(), ProviderError>;
+
+    /// Said before `zones` are read one after another: a provider that learns something of
+    /// all of them at once does it here (RFC 2136: every zone's SOA serial in one pipelined
+    /// exchange). Nothing by default; failures show at each zone's read.
+    async fn prepare_reads(&self, _zones: &[String]) {}
 }
 
 #[cfg(test)]

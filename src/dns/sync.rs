@@ -30,7 +30,8 @@ pub struct Unplaced<'c> {
     pub error: ProviderError,
 }
 
-/// Groups domains by provider and zone; domains without a provider are left out.
+/// Groups domains by provider and zone; domains without a provider are left out. Each
+/// provider is told the zones about to be read ([`Provider::prepare_reads`]).
 pub async fn targets<'c>(
     domains: impl IntoIterator<Item = &'c Domain>,
     providers: &Providers,
@@ -88,7 +89,13 @@ pub async fn targets<'c>(
             }
         }
     }
-    (targets.into_values().collect(), unplaced)
+    let targets: Vec<Target<'c>> = targets.into_values().collect();
+    // Sorted by provider, then zone.
+    for group in targets.chunk_by(|a, b| a.provider_name == b.provider_name) {
+        let zones: Vec<String> = group.iter().map(|t| t.zone.clone()).collect();
+        group[0].provider.prepare_reads(&zones).await;
+    }
+    (targets, unplaced)
 }
 
 /// Reads the zone's records at our names and plans every domain in it.

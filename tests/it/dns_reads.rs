@@ -1,11 +1,12 @@
 //! DNS reads at scale against a real BIND that logs every query: a reconcile of a zone
-//! nothing changed asks only its SOA; a change behind our back is read and repaired; a large
-//! read is one zone transfer where the key may transfer.
+//! nothing changed asks only its SOA, and of many zones asks their SOAs on one connection; a
+//! change behind our back is read and repaired; a large read is one zone transfer where the
+//! key may transfer.
 
 use hickory_proto::rr::RecordType;
 
 use crate::harness::daemon::{eventually, Daemon};
-use crate::harness::dns::{DnsServer, Kind, Options, TsigKey};
+use crate::harness::dns::{DnsServer, Kind, Options, TsigKey, Zone};
 use crate::harness::{ConfigDir, MAIN};
 
 const ZONE: &str = "example.org.";
@@ -44,16 +45,27 @@ fn write_config(dns: &DnsServer, dir: &ConfigDir, domains: usize, d1_max_age: u3
 
 /// The queries BIND logged (`name type`, lowercase) from line `skip` of its log on.
 fn queries(dns: &DnsServer, skip: usize) -> (Vec<String>, usize) {
+    let (asked, end) = queries_from(dns, skip);
+    (asked.into_iter().map(|(q, _)| q).collect(), end)
+}
+
+/// Like [`queries`], with the client's address and port each came from (one per connection).
+fn queries_from(dns: &DnsServer, skip: usize) -> (Vec<(String, String)>, usize) {
     let log = dns.log();
     let lines: Vec<&str> = log.lines().collect();
     let asked = lines
         .iter()
         .skip(skip)
         .filter_map(|l| {
-            let q = l.split(": query: ").nth(1)?;
+            let (client, q) = l.split_once(": query: ")?;
+            // `client @0x… 127.0.0.1#40321 (name)`
+            let peer = client.split_whitespace().find(|w| w.contains('#'))?;
             let mut w = q.split_whitespace();
             let (name, _class, rtype) = (w.next()?, w.next()?, w.next()?);
-            Some(format!("{name} {rtype}").to_ascii_lowercase())
+            Some((
+                format!("{name} {rtype}").to_ascii_lowercase(),
+                peer.to_owned(),
+            ))
         })
         .collect();
     (asked, lines.len())
@@ -123,6 +135,98 @@ async fn a_reconcile_of_an_unchanged_zone_is_one_soa_query() {
     );
     d.wait_log("repaired records changed behind our back");
     soa_only("after the repair").await;
+}
+
+/// One zone per domain, as a hosting provider's customers have them: a reconcile of the
+/// unchanged zones asks their SOA serials pipelined on one connection and nothing else (not a
+/// connection and an exchange per zone); a zone changed behind our back is the only one read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reconcile_of_many_zones_asks_their_serials_together() {
+    const ZONES: usize = 20;
+    let key = TsigKey::generate("mta-stsd", "hmac-sha256");
+    let zone = |i: usize| format!("z{i}.example.");
+    let options = Options {
+        querylog: true,
+        more_zones: (0..ZONES)
+            .map(|i| Zone {
+                name: zone(i),
+                key: key.clone(),
+                records: Vec::new(),
+            })
+            .collect(),
+        ..Options::default()
+    };
+    let dns = DnsServer::start_with(Kind::Bind, &options, ZONE, &key, &[]);
+    let dir = ConfigDir::new();
+    let key_file = dns.key_file(dir.path());
+    let mut text = format!(
+        "[server]\nhttps = [\"127.0.0.1:0\"]\nadmin = \"127.0.0.1:0\"\n\n[tls]\nself_signed = true\n\n\
+         [policy]\nmode = \"enforce\"\nmx = [\"mail.example.org\"]\n\n\
+         [dns]\ntarget = \"mail.example.org.\"\nprovider = \"p\"\nreconcile = \"1s\"\n\n\
+         [providers.p]\nkind = \"rfc2136\"\nserver = \"{}\"\ntsig_key = \"{}\"\n\n",
+        dns.addr,
+        key_file.display()
+    );
+    for i in 0..ZONES {
+        text.push_str(&format!("[domains.\"z{i}.example\"]\n"));
+    }
+    dir.write(MAIN, text);
+    let d = Daemon::start(&dir.config_path());
+    eventually("every zone published", || async {
+        (0..ZONES)
+            .all(|i| txt(&dns, &format!("_mta-sts.z{i}.example.")).len() == 1)
+            .then_some(())
+    })
+    .await;
+
+    // Three reconciles or more, each every zone's SOA: on as many connections as rounds.
+    let (_, start) = queries_from(&dns, 0);
+    let asked = eventually("three idle reconciles", || async {
+        let (asked, _) = queries_from(&dns, start);
+        let soa = asked.iter().filter(|(q, _)| q.ends_with(" soa")).count();
+        (soa >= 3 * ZONES).then_some(asked)
+    })
+    .await;
+    let others: Vec<&String> = asked
+        .iter()
+        .map(|(q, _)| q)
+        .filter(|q| !q.ends_with(".example soa") || !q.starts_with('z'))
+        .collect();
+    assert!(
+        others.is_empty(),
+        "idle reconciles read more than SOAs: {others:?}"
+    );
+    let connections: std::collections::HashSet<&String> = asked.iter().map(|(_, p)| p).collect();
+    // A round cut by the start of the log, and one in progress at its end.
+    let rounds = asked.len().div_ceil(ZONES) + 1;
+    assert!(
+        connections.len() <= rounds,
+        "{} SOA questions came on {} connections (at most {rounds} rounds)",
+        asked.len(),
+        connections.len()
+    );
+
+    // One zone changed behind our back: only its names are read.
+    let (_, start) = queries_from(&dns, 0);
+    let out = dns.nsupdate_zone(
+        &zone(5),
+        &key,
+        "update add _mta-sts.z5.example. 3600 TXT \"v=STSv1; id=rogue;\"",
+    );
+    assert!(out.status.success(), "{out:?}");
+    eventually("the rogue record repaired", || async {
+        (txt(&dns, "_mta-sts.z5.example.").len() == 1).then_some(())
+    })
+    .await;
+    d.wait_log("repaired records changed behind our back");
+    let (asked, _) = queries(&dns, start);
+    let read: Vec<&String> = asked.iter().filter(|q| !q.ends_with(" soa")).collect();
+    assert!(!read.is_empty(), "the changed zone was not read: {asked:?}");
+    assert!(
+        read.iter()
+            .all(|q| q.split(' ').next().unwrap().ends_with("z5.example")),
+        "zones that did not change were read: {read:?}"
+    );
 }
 
 /// A plan of many names where the key may transfer: one AXFR instead of a query per name,

@@ -297,6 +297,18 @@ impl Provider for Rfc2136 {
         self.records_cached(zone, names).await
     }
 
+    /// The zones' SOA serials, in one pipelined exchange: each zone's read then asks nothing
+    /// more while its serial has not moved.
+    async fn prepare_reads(&self, zones: &[String]) {
+        let mut zones: Vec<String> = zones.iter().map(|z| z.to_ascii_lowercase()).collect();
+        zones.sort();
+        zones.dedup();
+        // One zone asks its serial at its read, as before.
+        if zones.len() > 1 {
+            self.ask_serials(&zones).await;
+        }
+    }
+
     async fn apply(&self, zone: &str, changes: &Changes) -> Result<(), ProviderError> {
         let zone_lc = zone.to_ascii_lowercase();
         let before = self.cache.serial(&zone_lc);
