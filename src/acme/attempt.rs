@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::challenge::Challenges;
 use super::manager::backoff;
@@ -98,7 +98,22 @@ async fn try_attempt(
             None
         }
     };
-    if let Some(c) = fresh(&store) {
+    let mut stored = match store.load(name) {
+        Ok(c) => c.filter(|c| (unix_now() as i64) < c.not_after),
+        Err(e) => {
+            warn!("ignoring the stored certificate: {e}");
+            None
+        }
+    };
+    // RFC 9773: where the CA offers renewal information, its window decides, not our point.
+    if let Some(c) = stored.as_mut().filter(|c| may_order && c.ari_id.is_some()) {
+        // Without the account there is no asking; the order below reports why.
+        if let Ok(acct) = account_for(cfg, account, &store).await {
+            follow_ari(&acct, name, c).await;
+        }
+    }
+    let had = stored.as_ref().map(|c| c.not_after);
+    if let Some(c) = stored.filter(|c| c.fresh(unix_now() as i64)) {
         return Ok(Outcome::Loaded(c));
     }
     if !may_order {
@@ -113,8 +128,9 @@ async fn try_attempt(
             store.dir().display()
         )));
     };
-    // The lock's last holder may have just written a certificate.
-    if let Some(c) = fresh(&store) {
+    // The lock's last holder may have just written a certificate (a newer one than the CA's
+    // window just told us to renew).
+    if let Some(c) = fresh(&store).filter(|c| had.is_none_or(|t| c.not_after > t)) {
         return Ok(Outcome::Loaded(c));
     }
     let acct = account_for(cfg, account, &store).await?;
@@ -133,9 +149,33 @@ async fn try_attempt(
         .save(name, &issued.chain_pem, &issued.key_pem)
         .map_err(|e| AcmeError::Local(format!("storing the certificate: {e}")))?;
     match store.load(name) {
-        Ok(Some(c)) => Ok(Outcome::Issued(c)),
+        Ok(Some(mut c)) => {
+            follow_ari(&acct, name, &mut c).await;
+            Ok(Outcome::Issued(c))
+        }
         Ok(None) => Err(AcmeError::Local("the stored certificate vanished".into())),
         Err(e) => Err(AcmeError::Refused(format!("the issued certificate: {e}"))),
+    }
+}
+
+/// Asks the CA for `c`'s renewal window (RFC 9773 §4.2) and follows it; a CA without
+/// renewal information, or one that fails to answer, leaves our own point.
+async fn follow_ari(acct: &instant_acme::Account, name: &str, c: &mut StoredCert) {
+    let Some((aki, serial)) = &c.ari_id else {
+        return;
+    };
+    let id = instant_acme::CertificateIdentifier::new(
+        rustls_pki_types::Der::from_slice(aki),
+        rustls_pki_types::Der::from_slice(serial),
+    );
+    match acct.renewal_info(&id).await {
+        Ok((info, _)) => {
+            let w = info.suggested_window;
+            c.follow_window(name, w.start.unix_timestamp(), w.end.unix_timestamp());
+            debug!(renew_at = c.renew_at(), "following the CA's renewal window");
+        }
+        Err(instant_acme::Error::Unsupported(_)) => {}
+        Err(e) => debug!("no renewal information: {e}"),
     }
 }
 

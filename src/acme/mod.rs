@@ -4,8 +4,9 @@
 //! ones and renews them.
 //!
 //! - At start, and before every order, the store is read: a certificate that is valid and not
-//!   due for renewal (a point in 60–75 % of its lifetime, by a hash of the name) is served
-//!   with no order, whoever wrote it.
+//!   due for renewal (a point in 60–75 % of its lifetime, by a hash of the name, or in the
+//!   CA's window where it offers RFC 9773 renewal information) is served with no order,
+//!   whoever wrote it.
 //! - At most [`MAX_IN_FLIGHT`] orders run at once; each name has its own schedule and backoff,
 //!   so a name that fails never holds up another; the server's `rateLimited` or `Retry-After`
 //!   ([`throttle`]) makes the name, or for an account-wide limit every name, wait that long.

@@ -17,7 +17,7 @@ use std::time::{Duration, SystemTime};
 use rustls::sign::CertifiedKey;
 use sha2::{Digest, Sha256};
 use tracing::warn;
-use x509_parser::extensions::GeneralName;
+use x509_parser::extensions::{GeneralName, ParsedExtension};
 use x509_parser::prelude::{FromDer, X509Certificate};
 
 use crate::certs;
@@ -29,8 +29,11 @@ pub struct StoredCert {
     /// Unix seconds.
     pub not_before: i64,
     pub not_after: i64,
-    /// When renewal is due (Unix seconds): see [`renewal_point`].
+    /// When renewal is due (Unix seconds): see [`renewal_point`], or the CA's window.
     renew_at: i64,
+    /// RFC 9773 §4.1: the leaf's Authority Key Identifier `keyIdentifier` and its serial
+    /// number (DER), which name it to the CA's renewal information.
+    pub ari_id: Option<(Vec<u8>, Vec<u8>)>,
 }
 
 /// Where in the lifetime renewal falls, in basis points: `[RENEW_FROM, RENEW_UNTIL)`.
@@ -42,16 +45,28 @@ pub const RENEW_UNTIL: i64 = 7_500;
 /// together are not all renewed together, and the same on every replica and after every
 /// restart.
 pub fn renewal_point(name: &str, not_before: i64, not_after: i64) -> i64 {
-    let hash = Sha256::digest(name.as_bytes());
-    let n = u64::from_be_bytes(hash[..8].try_into().expect("8 bytes"));
-    let bp = RENEW_FROM + (n % (RENEW_UNTIL - RENEW_FROM) as u64) as i64;
+    let bp = RENEW_FROM + (name_hash(name) % (RENEW_UNTIL - RENEW_FROM) as u64) as i64;
     let lifetime = i128::from((not_after - not_before).max(0));
     not_before + (lifetime * i128::from(bp) / 10_000) as i64
+}
+
+fn name_hash(name: &str) -> u64 {
+    let hash = Sha256::digest(name.as_bytes());
+    u64::from_be_bytes(hash[..8].try_into().expect("8 bytes"))
 }
 
 impl StoredCert {
     pub fn renew_at(&self) -> i64 {
         self.renew_at
+    }
+
+    /// RFC 9773 §4.2: the CA's suggested window `[start, end)` wins over our own point; the
+    /// name's place in it comes from the same hash (the RFC's "uniformly random" point, yet
+    /// the same on every replica), never after the certificate expires.
+    pub fn follow_window(&mut self, name: &str, start: i64, end: i64) {
+        let width = (end - start).max(0) as u64;
+        let at = start + (name_hash(name) % width.max(1)) as i64;
+        self.renew_at = at.min(self.not_after - 1);
     }
 
     /// Valid now and not yet due for renewal.
@@ -232,6 +247,13 @@ fn parse(name: &str, chain_pem: &[u8], key_pem: &[u8]) -> Result<StoredCert, Str
     }
     let not_before = x509.validity().not_before.timestamp();
     let not_after = x509.validity().not_after.timestamp();
+    let aki = x509
+        .iter_extensions()
+        .find_map(|e| match e.parsed_extension() {
+            ParsedExtension::AuthorityKeyIdentifier(a) => a.key_identifier.as_ref().map(|k| k.0),
+            _ => None,
+        });
+    let ari_id = aki.map(|k| (k.to_vec(), x509.tbs_certificate.raw_serial().to_vec()));
     let key = certs::key_pem(key_pem).map_err(|e| format!("key: {e}"))?;
     let key = certs::certified_key(chain, key)
         .map_err(|e| format!("certificate and key do not go together: {e}"))?;
@@ -240,6 +262,7 @@ fn parse(name: &str, chain_pem: &[u8], key_pem: &[u8]) -> Result<StoredCert, Str
         not_before,
         not_after,
         renew_at: renewal_point(name, not_before, not_after),
+        ari_id,
     })
 }
 
@@ -339,6 +362,7 @@ mod tests {
             not_before: 0,
             not_after: 90,
             renew_at: 60,
+            ari_id: None,
         };
         assert!(c.fresh(59));
         assert!(!c.fresh(60));

@@ -284,3 +284,48 @@ max_age = 86400
         .iter()
         .any(|l| l.contains("unknown.example") && l.contains("ACME")));
 }
+
+/// Where the CA offers renewal information (RFC 9773; added by the proxy, as pebble here
+/// has none), its window wins: a 30 s certificate whose window opens 8 s after issuance is
+/// renewed then, not at our own point in [60 %, 75 %) (18 s or later).
+#[tokio::test]
+async fn the_cas_renewal_window_wins_over_our_point() {
+    let ports = Ports::new();
+    let mut opts = PebbleOptions::new(ports.http, ports.https);
+    opts.validity = Some(30);
+    let pebble = Pebble::start(opts).await;
+    let proxy = FaultProxy::with_ari(&pebble, 8).await;
+    let dir = ConfigDir::with_config(&config(&ports, "", &acme_via(&proxy.directory(), &pebble)));
+    let d = Daemon::start(&dir.config_path());
+    let first = wait_acme(
+        &d,
+        "a.example",
+        ACME_DEADLINE,
+        || pebble.log(),
+        |s| s["state"] == "valid" && !s["last_issued"].is_null(),
+    )
+    .await;
+    let not_after = epoch(&first["not_after"]).unwrap();
+    let issued = epoch(&first["last_issued"]).unwrap();
+    let renew_at = epoch(&first["renew_at"]).unwrap();
+    assert!(
+        renew_at < not_after - 30 * 25 / 100 - 2 && renew_at <= issued + 10,
+        "the CA's window, not our point: {first}"
+    );
+    let second = wait_acme(
+        &d,
+        "a.example",
+        ACME_DEADLINE,
+        || pebble.log(),
+        |s| epoch(&s["not_after"]).is_some_and(|t| t > not_after),
+    )
+    .await;
+    let renewed = epoch(&second["last_issued"]).unwrap();
+    assert!(
+        (issued + 7..issued + 16).contains(&renewed),
+        "renewed {} s after issuance (window at 8 s, our point at 18 s or later): {second}\n{}",
+        renewed - issued,
+        d.lines().join("\n")
+    );
+    assert!(proxy.ari_asked() >= 2, "{}", proxy.ari_asked());
+}

@@ -39,7 +39,15 @@ struct State {
     refuse: usize,
     retry_after: String,
     new_orders: Vec<NewOrder>,
+    /// RFC 9773 renewal information added to pebble's directory: each certificate's window
+    /// opens this many seconds after its first request, for a second.
+    ari_after: Option<u64>,
+    /// Per certificate id: its window (Unix seconds).
+    windows: std::collections::HashMap<String, (u64, u64)>,
 }
+
+/// The path the proxy serves renewal information under.
+const ARI_PATH: &str = "/renewal-info/";
 
 pub struct FaultProxy {
     addr: SocketAddr,
@@ -52,6 +60,21 @@ impl FaultProxy {
     /// A proxy to `pebble` that refuses the first `refuse` newOrder requests with
     /// `Retry-After: <retry_after>`.
     pub async fn start(pebble: &Pebble, refuse: usize, retry_after: &str) -> FaultProxy {
+        Self::launch(pebble, refuse, retry_after, None).await
+    }
+
+    /// A proxy that adds renewal information (RFC 9773) to pebble, which has none: each
+    /// certificate's suggested window opens `after` seconds after it is first asked about.
+    pub async fn with_ari(pebble: &Pebble, after: u64) -> FaultProxy {
+        Self::launch(pebble, 0, "0", Some(after)).await
+    }
+
+    async fn launch(
+        pebble: &Pebble,
+        refuse: usize,
+        retry_after: &str,
+        ari_after: Option<u64>,
+    ) -> FaultProxy {
         let upstream = pebble
             .directory
             .strip_suffix("/dir")
@@ -100,6 +123,8 @@ impl FaultProxy {
             refuse,
             retry_after: retry_after.to_owned(),
             new_orders: Vec::new(),
+            ari_after,
+            windows: Default::default(),
         }));
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("binding the proxy");
         listener.set_nonblocking(true).unwrap();
@@ -153,6 +178,11 @@ impl FaultProxy {
         format!("https://{}/dir", self.addr)
     }
 
+    /// The certificates asked about (renewal information) so far.
+    pub fn ari_asked(&self) -> usize {
+        self.state.lock().unwrap().windows.len()
+    }
+
     /// The newOrder requests so far, in order of arrival.
     pub fn new_orders(&self) -> Vec<NewOrder> {
         self.state.lock().unwrap().new_orders.clone()
@@ -179,6 +209,33 @@ async fn handle(
     let Ok(body) = body.collect().await.map(|b| b.to_bytes()) else {
         return status(StatusCode::BAD_REQUEST);
     };
+    if let Some(id) = parts.uri.path().strip_prefix(ARI_PATH) {
+        let mut st = state.lock().unwrap();
+        let Some(after) = st.ari_after else {
+            return status(StatusCode::NOT_FOUND);
+        };
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let (start, end) = *st
+            .windows
+            .entry(id.to_owned())
+            .or_insert((now + after, now + after + 1));
+        let rfc3339 = |t: u64| {
+            time::OffsetDateTime::from_unix_timestamp(t as i64)
+                .unwrap()
+                .format(&time::format_description::well_known::Rfc3339)
+                .unwrap()
+        };
+        let info = json!({ "suggestedWindow": { "start": rfc3339(start), "end": rfc3339(end) } });
+        return Response::builder()
+            .header("content-type", "application/json")
+            // RFC 9773 §4.3.2: when to ask again.
+            .header("retry-after", "21600")
+            .body(Full::new(Bytes::from(info.to_string())))
+            .unwrap();
+    }
     if parts.method == Method::POST && parts.uri.path() == new_order_path {
         let at = Instant::now();
         let mut st = state.lock().unwrap();
@@ -224,7 +281,15 @@ async fn handle(
             response = response.header(name, value);
         }
     }
-    let body = answer.bytes().await.unwrap_or_default();
+    let mut body = answer.bytes().await.unwrap_or_default();
+    let ari = state.lock().unwrap().ari_after.is_some();
+    if ari && path == "/dir" {
+        // Pebble's directory, with renewal information at the proxy's address.
+        let mut dir: Value = serde_json::from_slice(&body).unwrap();
+        let host = parts.headers["host"].to_str().unwrap();
+        dir["renewalInfo"] = format!("https://{host}{}", ARI_PATH.trim_end_matches('/')).into();
+        body = Bytes::from(dir.to_string());
+    }
     response.body(Full::new(body)).unwrap()
 }
 
