@@ -5,7 +5,7 @@
 //! From the bottom up, one line per module: what it owns, and the modules it may use, all on
 //! lines above its own — so no layer imports one above it and there are no import cycles.
 //! `tests/it/layout.rs` checks every `crate::` path outside `mod tests` against this list (and
-//! README's copy of it); the few known exceptions are listed there, each with its reason.
+//! README's copy of it), with no exceptions.
 //!
 //! - `name`: domain names, parsed once (lowercase A-labels). Uses: nothing.
 //! - `clock`: the time the daemon reads and RFC 3339 for people. Uses: nothing.

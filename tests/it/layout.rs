@@ -5,11 +5,6 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-/// Imports that still point the wrong way: (file under `src/`, module it uses). Each is a
-/// debt of issue 12, left where another change owns the file; the test fails once one is
-/// gone, so that this list only shrinks.
-const KNOWN: &[(&str, &str)] = &[];
-
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
@@ -135,7 +130,6 @@ fn every_crate_path_follows_the_layout() {
     let mut files = Vec::new();
     rust_files(&root().join("src"), &mut files);
     let mut wrong = Vec::new();
-    let mut known_seen = BTreeSet::new();
     for path in files {
         let rel = path.strip_prefix(root().join("src")).unwrap();
         let rel_str = rel.to_str().unwrap().to_owned();
@@ -151,11 +145,7 @@ fn every_crate_path_follows_the_layout() {
             if used == module || may.contains(&used) {
                 continue;
             }
-            if KNOWN.contains(&(rel_str.as_str(), used.as_str())) {
-                known_seen.insert((rel_str.clone(), used));
-            } else {
-                wrong.push(format!("src/{rel_str} uses crate::{used}"));
-            }
+            wrong.push(format!("src/{rel_str} uses crate::{used}"));
         }
     }
     assert!(
@@ -163,11 +153,6 @@ fn every_crate_path_follows_the_layout() {
         "imports the Layout in src/lib.rs does not allow:\n{}",
         wrong.join("\n")
     );
-    let stale: Vec<_> = KNOWN
-        .iter()
-        .filter(|(f, m)| !known_seen.contains(&(f.to_string(), m.to_string())))
-        .collect();
-    assert!(stale.is_empty(), "fixed, remove from KNOWN: {stale:?}");
 }
 
 #[test]
