@@ -4,6 +4,8 @@
 //! name on its own schedule (renewal spread over 60–75 % of the lifetime, backoff after a
 //! failure, the server's `Retry-After`).
 
+mod outcome;
+
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -11,12 +13,11 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwap;
 use tokio::task::JoinSet;
 use tokio_util::task::AbortOnDropHandle;
-use tracing::{info, warn, Instrument};
+use tracing::{info, Instrument};
 
 use super::attempt::{attempt, load_all, AccountCell, Outcome};
-use super::store::StoredCert;
-use super::{cert_label, throttle, AcmeError, AcmeState, CertState, Throttle, MAX_IN_FLIGHT};
-use crate::clock::{rfc3339, unix_now};
+use super::{AcmeError, AcmeState, CertState, MAX_IN_FLIGHT};
+use crate::clock::unix_now;
 use crate::config::{self, CertSource};
 use crate::live::Live;
 use crate::metrics::Metrics;
@@ -340,206 +341,6 @@ impl Run {
             .status_map()
             .get(name)
             .is_some_and(|s| s.not_after.is_some())
-    }
-
-    fn finish(&mut self, name: Arc<str>, outcome: Outcome) {
-        if !self.names.contains_key(&name) {
-            return; // left the config meanwhile
-        }
-        let now = unix_now();
-        if matches!(outcome, Outcome::Loaded(_) | Outcome::Issued(_)) {
-            self.order_after.remove(&name);
-            self.throttled.remove(&name);
-            self.urgent.remove(&name);
-        }
-        if matches!(
-            outcome,
-            Outcome::Loaded(_)
-                | Outcome::Waiting
-                | Outcome::Failed(AcmeError::Busy(_) | AcmeError::Throttled(_))
-        ) {
-            // No order was placed: its slot is free again.
-            if let Some(i) = self.orders.iter().rposition(|(_, n)| *n == name) {
-                self.orders.remove(i);
-            }
-        }
-        match outcome {
-            Outcome::Waiting => {
-                let after = self.order_after.get(&name).copied().unwrap_or(now);
-                self.schedule(&name, after.min(now + STORE_RECHECK.as_secs()));
-            }
-            Outcome::Loaded(c) => {
-                self.install(&name, &c, None);
-                self.schedule(&name, (c.renew_at() as u64).max(now + 1));
-            }
-            Outcome::Issued(c) => {
-                self.shared.metrics.acme_order("ok");
-                info!(name = %name, not_after = c.not_after, "ACME certificate installed");
-                self.install(&name, &c, Some(now));
-                if c.fresh(now as i64) {
-                    self.schedule(&name, c.renew_at() as u64);
-                } else {
-                    // Ordering again at once would only repeat this, into the CA's limits.
-                    let e = AcmeError::Refused(
-                        "the CA issued a certificate already due for renewal".into(),
-                    );
-                    self.back_off(name, e);
-                }
-            }
-            Outcome::Failed(AcmeError::Busy(why)) => {
-                let due = now + LOCK_RECHECK.as_secs();
-                self.update(&name, |s| {
-                    s.state = if s.not_after.is_some() {
-                        CertState::Valid
-                    } else {
-                        CertState::Pending
-                    };
-                    s.detail = Some(why);
-                    s.next_attempt = Some(due);
-                });
-                self.schedule(&name, due);
-            }
-            Outcome::Failed(AcmeError::Throttled(t)) => self.throttle(name, t),
-            Outcome::Failed(e) => {
-                self.shared.metrics.acme_order("error");
-                self.back_off(name, e);
-            }
-        }
-    }
-
-    /// The server asked us to wait: not counted as a failure (no escalating backoff, no
-    /// `attempts`); the name orders again once `Retry-After` has passed — every name, for an
-    /// account-wide limit — and `/status` says until when and why.
-    fn throttle(&mut self, name: Arc<str>, t: Throttle) {
-        let now = unix_now();
-        let in_row = self.throttled.entry(name.clone()).or_default();
-        *in_row += 1;
-        let until = match t.until {
-            Some(u) => u.clamp(now + 1, now + throttle::MAX_WAIT.as_secs()),
-            // No Retry-After we could read: our own backoff.
-            None => now + backoff(&AcmeError::Throttled(t.clone()), *in_row).as_secs(),
-        };
-        self.shared.metrics.acme_order("throttled");
-        warn!(name = %name, account_wide = t.account_wide, until = %rfc3339(until),
-            "ACME server asks to wait: {}", t.why);
-        let whom = if t.account_wide {
-            "every name"
-        } else {
-            "this name"
-        };
-        let detail = format!(
-            "the ACME server asks to wait until {} ({whom}): {}",
-            rfc3339(until),
-            t.why
-        );
-        self.order_after.insert(name.clone(), until);
-        if t.account_wide {
-            let until = self.paused.as_ref().map_or(until, |(p, _)| (*p).max(until));
-            // Every name due before then waits as well; later ones are not affected.
-            let waiting: Vec<Arc<str>> = self
-                .queue
-                .iter()
-                .take_while(|(due, _)| *due < until)
-                .map(|(_, n)| n.clone())
-                .collect();
-            for n in waiting {
-                self.show_wait(&n, until, &detail);
-            }
-            self.pause(Some((until, detail.clone())));
-        }
-        self.schedule(&name, until.min(now + STORE_RECHECK.as_secs()));
-        self.show_wait(&name, until, &detail);
-    }
-
-    fn show_wait(&self, name: &str, until: u64, detail: &str) {
-        self.update(name, |s| {
-            if s.state != CertState::Valid {
-                s.state = CertState::Queued;
-            }
-            s.detail = Some(detail.to_owned());
-            s.next_attempt = Some(s.next_attempt.map_or(until, |t| t.max(until)));
-        });
-    }
-
-    fn pause(&mut self, pause: Option<(u64, String)>) {
-        *self
-            .shared
-            .acme
-            .pause
-            .lock()
-            .unwrap_or_else(|e| e.into_inner()) = pause.clone();
-        self.paused = pause;
-    }
-
-    /// Records a failure and schedules the next order after the backoff; the store is still
-    /// read every [`STORE_RECHECK`] meanwhile.
-    fn back_off(&mut self, name: Arc<str>, e: AcmeError) {
-        let now = unix_now();
-        let failures = self.status_attempts(&name) + 1;
-        let delay = backoff(&e, failures);
-        let after = now + delay.as_secs().max(1);
-        self.order_after.insert(name.clone(), after);
-        warn!(name = %name, kind = e.kind(), failures, retry_in = ?delay, "ACME: {e}");
-        self.update(&name, |s| {
-            s.state = CertState::Failed;
-            s.attempts = failures;
-            s.last_error = Some(e.to_string());
-            s.detail = None;
-        });
-        self.schedule(&name, after.min(now + STORE_RECHECK.as_secs()));
-    }
-
-    fn schedule(&mut self, name: &Arc<str>, due: u64) {
-        self.names.insert(name.clone(), Some(due));
-        self.queue.insert((due, name.clone()));
-        // What `/status` calls the next attempt is the next order, not a look at the store.
-        let next = self.order_after.get(name).map_or(due, |t| due.max(*t));
-        self.update(name, |s| s.next_attempt = Some(next));
-    }
-
-    /// Serves `c` for `name` and records it; `issued` when this replica just ordered it.
-    fn install(&self, name: &str, c: &StoredCert, issued: Option<u64>) {
-        let acme = &self.shared.acme;
-        acme.set_cert(name, Some(c.key.clone()));
-        self.shared
-            .metrics
-            .cert_expiry
-            .get_or_create(&cert_label(name))
-            .set(c.not_after);
-        let fresh = c.fresh(unix_now() as i64);
-        self.update(name, |s| {
-            s.state = CertState::Valid;
-            s.not_after = Some(c.not_after);
-            s.renew_at = Some(c.renew_at());
-            if issued.is_some() {
-                s.last_issued = issued;
-            }
-            if fresh {
-                s.attempts = 0;
-                s.last_error = None;
-            }
-            s.detail = None;
-        });
-    }
-
-    fn forget(&self, name: &str) {
-        let acme = &self.shared.acme;
-        acme.set_cert(name, None);
-        acme.status_map().remove(name);
-        self.shared.metrics.cert_expiry.remove(&cert_label(name));
-    }
-
-    fn update(&self, name: &str, f: impl FnOnce(&mut super::NameStatus)) {
-        let mut map = self.shared.acme.status_map();
-        f(map.entry(name.to_owned()).or_default());
-    }
-
-    fn status_attempts(&self, name: &str) -> u32 {
-        self.shared
-            .acme
-            .status_map()
-            .get(name)
-            .map_or(0, |s| s.attempts)
     }
 }
 
