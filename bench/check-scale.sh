@@ -74,48 +74,7 @@ fi
 # --- config generator --------------------------------------------------------------------------
 # gen DIR DOMAINS: writes DIR/mta-stsd.toml and DIR/domains.d/part-NNNN.toml, 1,000 domains each.
 gen() {
-    python3 - "$1" "$2" "$PER_FILE" <<'PY'
-import os, sys
-
-out, total, per_file = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-os.makedirs(os.path.join(out, "domains.d"), exist_ok=True)
-with open(os.path.join(out, "mta-stsd.toml"), "w") as f:
-    f.write('''include = ["domains.d/*.toml"]
-
-[server]
-https = ["127.0.0.1:8443"]
-admin = "127.0.0.1:9464"
-
-[tls]
-self_signed = true
-
-[policy]
-mode = "enforce"
-mx = ["mail.example.org", "*.mx.example.net"]
-max_age = 604800
-
-[dns]
-target = "mail.example.org."
-ttl = 3600
-tlsrpt = ["mailto:tlsrpt@example.org"]
-''')
-files = max(1, (total + per_file - 1) // per_file)
-width = max(4, len(str(files - 1)))
-for n in range(files):
-    lo, hi = n * per_file, min(total, (n + 1) * per_file)
-    parts = []
-    for i in range(lo, hi):
-        name = "d%06d.example" % i
-        if i % 10 == 3:                   # 1 in 10 overrides something
-            if (i // 10) % 2:
-                parts.append('[domains."%s"]\nmode = "testing"\n\n' % name)
-            else:
-                parts.append('[domains."%s"]\nmx = ["mx1.%s", "mx2.%s"]\n\n' % (name, name, name))
-        else:
-            parts.append('[domains."%s"]\n\n' % name)
-    with open(os.path.join(out, "domains.d", "part-%0*d.toml" % (width, n)), "w") as f:
-        f.write("".join(parts))
-PY
+    python3 "$ROOT/bench/gen-config.py" "$1" "$2" "$PER_FILE"
 }
 
 median() { printf '%s\n' "$@" | sort -g | awk '{v[NR]=$1} END {print v[int((NR+1)/2)]}'; }
