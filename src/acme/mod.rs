@@ -10,12 +10,15 @@
 //! - At most [`MAX_IN_FLIGHT`] orders run at once; each name has its own schedule and backoff,
 //!   so a name that fails never holds up another; the server's `rateLimited` or `Retry-After`
 //!   ([`throttle`]) makes the name, or for an account-wide limit every name, wait that long.
+//! - What the CA's limits left us (the hour's orders, its `Retry-After` waits, backoffs, the
+//!   on-demand names) is kept in the state directory across restarts ([`limits`]).
 //! - An order holds `<name>.lock` in the store, so replicas sharing it never order the same
 //!   name at once; a replica that finds the lock taken looks at the store again shortly.
 
 mod account;
 mod attempt;
 pub mod challenge;
+mod limits;
 mod manager;
 mod order;
 mod store;

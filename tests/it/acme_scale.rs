@@ -22,7 +22,7 @@ const A: &str = "mta-sts.a.example";
 const B: &str = "mta-sts.b.example";
 
 /// `[acme]` pointing at `directory` (the proxy), trusting pebble's API CA.
-fn acme_via(directory: &str, pebble: &Pebble) -> String {
+pub(crate) fn acme_via(directory: &str, pebble: &Pebble) -> String {
     format!(
         "directory = \"{directory}\"\nchallenge = \"tls-alpn-01\"\nca = \"{}\"\nstate = \"acme\"\n",
         pebble.ca_file().display()

@@ -5,6 +5,7 @@
 //! failure, the server's `Retry-After`).
 
 mod outcome;
+mod persist;
 
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -16,14 +17,13 @@ use tokio_util::task::AbortOnDropHandle;
 use tracing::{info, Instrument};
 
 use super::attempt::{attempt, load_all, AccountCell, Outcome};
+use super::limits::HOUR;
 use super::{AcmeError, AcmeState, CertState, MAX_IN_FLIGHT};
 use crate::clock::unix_now;
 use crate::config::{self, CertSource};
 use crate::live::Live;
 use crate::metrics::Metrics;
 
-/// The window `[acme] orders_per_hour` counts in.
-const HOUR: u64 = 3600;
 /// How soon to look at the store again while another replica holds a name's lock.
 const LOCK_RECHECK: Duration = Duration::from_secs(5);
 /// How often a name in backoff looks at the store, for a certificate another replica got.
@@ -86,6 +86,9 @@ impl Manager {
                 throttled: HashMap::new(),
                 urgent: HashSet::new(),
                 orders: VecDeque::new(),
+                wanted: Arc::default(),
+                persist: persist::Persist::default(),
+                starting: Vec::new(),
                 in_flight: JoinSet::new(),
             }
             .run(),
@@ -116,6 +119,12 @@ struct Run {
     /// Attempts that could order, by start time, over the last [`HOUR`]; those that found a
     /// certificate in the store (or the lock taken) leave it again.
     orders: VecDeque<(u64, Arc<str>)>,
+    /// The names of the config, for what the limits file keeps.
+    wanted: Arc<HashSet<String>>,
+    /// The CA's limits across restarts (see [`persist`]).
+    persist: persist::Persist,
+    /// Attempts chosen by [`Run::start_due`], spawned once their orders are written down.
+    starting: Vec<(Arc<str>, bool)>,
     in_flight: JoinSet<(u64, Arc<str>, Outcome)>,
 }
 
@@ -130,14 +139,19 @@ impl Run {
             }
             self.take_demands();
             self.start_due();
+            self.save().await;
+            self.spawn_starting();
             let now = unix_now();
             let paused = self.paused.as_ref().map_or(0, |(t, _)| *t);
-            let sleep = match self.queue.first() {
+            let mut sleep = match self.queue.first() {
                 Some((t, _)) if self.in_flight.len() < MAX_IN_FLIGHT => {
                     Duration::from_secs((*t).max(paused).saturating_sub(now))
                 }
                 _ => Duration::from_secs(3600),
             };
+            if let Some(save) = self.persist.due_in() {
+                sleep = sleep.min(save);
+            }
             tokio::select! {
                 Some(joined) = self.in_flight.join_next(), if !self.in_flight.is_empty() => {
                     if let Ok((generation, name, outcome)) = joined {
@@ -156,7 +170,8 @@ impl Run {
     /// there means no order), names gone are dropped.
     async fn sync(&mut self, live: &Live) {
         let cfg = live.config.acme.clone().map(Arc::new);
-        if !same_setup(self.cfg.as_deref(), cfg.as_deref()) {
+        let new_setup = !same_setup(self.cfg.as_deref(), cfg.as_deref());
+        if new_setup {
             // A new directory, account or state: start over.
             self.generation += 1;
             self.in_flight.abort_all();
@@ -190,6 +205,7 @@ impl Run {
                     .map(|(h, _)| h.to_string())
             }))
             .collect();
+        self.wanted = Arc::new(wanted.clone());
         let gone: Vec<Arc<str>> = self
             .names
             .keys()
@@ -204,12 +220,18 @@ impl Run {
             self.throttled.remove(&name);
             self.urgent.remove(&name);
             self.forget(&name);
+            self.persist.mark(false);
         }
         let added: Vec<String> = wanted
             .into_iter()
             .filter(|n| !self.names.contains_key(n.as_str()))
             .collect();
         let Some(cfg) = self.cfg.clone() else { return };
+        let mut waits = if new_setup {
+            self.restore(&cfg).await
+        } else {
+            HashMap::new()
+        };
         if added.is_empty() {
             return;
         }
@@ -229,7 +251,14 @@ impl Run {
                 }
                 self.install(&name, &c, None);
             }
+            // The last run's wait, where it still matters.
+            if let Some(w) = waits.remove(&*name).filter(|_| due <= now) {
+                self.restore_wait(&name, w);
+            }
             self.schedule(&name, due);
+        }
+        if let Some((until, why)) = self.paused.clone() {
+            self.show_paused(until, &why);
         }
         if served > 0 {
             info!(
@@ -255,6 +284,10 @@ impl Run {
         while self.orders.front().is_some_and(|(t, _)| t + HOUR <= now) {
             self.orders.pop_front();
         }
+        // Other writers' orders of the hour (an earlier run's, other replicas'): the CA
+        // counts them with ours.
+        let others: Vec<u64> = self.persist.others(now).collect();
+        let mut ordered = false;
         let (mut first, renewals): (Vec<_>, Vec<_>) = self
             .queue
             .iter()
@@ -266,14 +299,23 @@ impl Run {
             first.sort_by_key(|(_, name)| !self.urgent.contains(name));
         }
         for (due, name) in first.into_iter().chain(renewals) {
-            if self.in_flight.len() >= MAX_IN_FLIGHT {
+            if self.in_flight.len() + self.starting.len() >= MAX_IN_FLIGHT {
                 break;
             }
             let may_order = self.order_after.get(&name).is_none_or(|t| *t <= now);
             if may_order {
                 if let Some(limit) = cfg.orders_per_hour {
-                    if self.orders.len() >= limit as usize {
-                        let free_at = self.orders.front().map_or(now, |(t, _)| t + HOUR);
+                    let used = self.orders.len() + others.len();
+                    if used >= limit as usize {
+                        // When the hour holds one order less than the limit.
+                        let mut starts: Vec<u64> = self
+                            .orders
+                            .iter()
+                            .map(|(t, _)| *t)
+                            .chain(others.clone())
+                            .collect();
+                        starts.sort_unstable();
+                        let free_at = starts[used - limit as usize] + HOUR;
                         self.queue.remove(&(due, name.clone()));
                         self.schedule(&name, free_at);
                         let detail =
@@ -288,6 +330,7 @@ impl Run {
                     }
                 }
                 self.orders.push_back((now, name.clone()));
+                ordered = true;
                 self.urgent.remove(&name);
                 self.update(&name, |s| {
                     s.state = CertState::Ordering;
@@ -296,6 +339,21 @@ impl Run {
             }
             self.queue.remove(&(due, name.clone()));
             self.names.insert(name.clone(), None);
+            self.starting.push((name, may_order));
+        }
+        if ordered {
+            // Written down before any of them is sent (see `persist`).
+            self.persist.mark(true);
+        }
+    }
+
+    /// Spawns the attempts [`Run::start_due`] chose.
+    fn spawn_starting(&mut self) {
+        let Some(cfg) = self.cfg.clone() else {
+            self.starting.clear();
+            return;
+        };
+        for (name, may_order) in std::mem::take(&mut self.starting) {
             let span = tracing::info_span!("acme", name = %name);
             let generation = self.generation;
             let (cfg, account) = (cfg.clone(), self.account.clone());
@@ -328,6 +386,7 @@ impl Run {
                 continue;
             }
             info!(name = %name, "ACME: a handshake asked for it, ordering it first");
+            self.persist.mark(false);
             if due > now {
                 self.queue.remove(&(due, name.clone()));
                 self.schedule(&name, now);

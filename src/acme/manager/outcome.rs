@@ -17,6 +17,9 @@ impl Run {
         if !self.names.contains_key(&name) {
             return; // left the config meanwhile
         }
+        // The server's request to wait is written at once (a restart must not forget it).
+        let throttled = matches!(outcome, Outcome::Failed(AcmeError::Throttled(_)));
+        self.persist.mark(throttled);
         let now = unix_now();
         if matches!(outcome, Outcome::Loaded(_) | Outcome::Issued(_)) {
             self.order_after.remove(&name);
@@ -106,20 +109,25 @@ impl Run {
         self.order_after.insert(name.clone(), until);
         if t.account_wide {
             let until = self.paused.as_ref().map_or(until, |(p, _)| (*p).max(until));
-            // Every name due before then waits as well; later ones are not affected.
-            let waiting: Vec<Arc<str>> = self
-                .queue
-                .iter()
-                .take_while(|(due, _)| *due < until)
-                .map(|(_, n)| n.clone())
-                .collect();
-            for n in waiting {
-                self.show_wait(&n, until, &detail);
-            }
+            self.show_paused(until, &detail);
             self.pause(Some((until, detail.clone())));
         }
         self.schedule(&name, until.min(now + STORE_RECHECK.as_secs()));
         self.show_wait(&name, until, &detail);
+    }
+
+    /// An account-wide pause until `until`: every name due before then waits as well;
+    /// later ones are not affected.
+    pub(super) fn show_paused(&self, until: u64, detail: &str) {
+        let waiting: Vec<Arc<str>> = self
+            .queue
+            .iter()
+            .take_while(|(due, _)| *due < until)
+            .map(|(_, n)| n.clone())
+            .collect();
+        for n in waiting {
+            self.show_wait(&n, until, detail);
+        }
     }
 
     pub(super) fn show_wait(&self, name: &str, until: u64, detail: &str) {
