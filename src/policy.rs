@@ -3,6 +3,7 @@
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
@@ -111,9 +112,9 @@ impl fmt::Debug for MxPattern {
     }
 }
 
-/// RFC 8461 §3.1: `id` is 1–32 characters of `[A-Za-z0-9]`.
+/// RFC 8461 §3.1: `id` is 1–32 characters of `[A-Za-z0-9]`. Clones share the text.
 #[derive(Clone, PartialEq, Eq, Hash)]
-pub struct PolicyId(Box<str>);
+pub struct PolicyId(Arc<str>);
 
 impl PolicyId {
     /// The first 128 bits of SHA-256 over the exact body, in lowercase hex: 32 characters,
@@ -126,11 +127,16 @@ impl PolicyId {
             id.push(HEX[usize::from(b >> 4)] as char);
             id.push(HEX[usize::from(b & 0xf)] as char);
         }
-        PolicyId(id.into_boxed_str())
+        PolicyId(id.into())
     }
 
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// The text, shared (no copy).
+    pub fn shared(&self) -> Arc<str> {
+        self.0.clone()
     }
 }
 
