@@ -14,11 +14,11 @@ use crate::policy::{Mode, Policy};
 use crate::rua::Rua;
 use crate::state::history::{DomainHistory, Event, History, SavedDns};
 
-/// What to serve and publish now.
+/// What to serve and publish now: the config's domains (see [`served`]) and these.
 #[derive(Debug, Default)]
 pub struct Outcome {
-    /// Sorted by name: the config's domains and the removed ones still served.
-    pub domains: Vec<Domain>,
+    /// Sorted by name: the removed domains still served.
+    pub removed: Vec<Domain>,
     /// Removed domains whose records are due to be withdrawn.
     pub withdraw: Vec<Domain>,
     /// To be recorded once `domains` is served.
@@ -45,7 +45,7 @@ pub fn evaluate(
         let id = p.id().as_str();
         if !history.has_body(id) && new_bodies.insert(id.to_owned()) {
             out.events.push(Event::Policy {
-                id: id.to_owned(),
+                id: p.id().shared(),
                 body: String::from_utf8_lossy(p.body()).into_owned(),
             });
         }
@@ -55,18 +55,18 @@ pub fn evaluate(
         let name = d.name.as_str();
         let h = history.domain(name);
         known += usize::from(h.is_some());
-        if h.is_some_and(|h| h.missing.is_some()) {
+        if h.is_some_and(|h| h.missing().is_some()) {
             out.events.push(Event::Present {
-                domain: name.to_owned(),
+                domain: d.name.shared(),
                 at: now,
             });
         }
         let current = h.and_then(|h| h.current()).map(|c| &*c.id);
-        if current != Some(d.policy.id().as_str()) || h.is_some_and(|h| h.withdrawn.is_some()) {
+        if current != Some(d.policy.id().as_str()) || h.is_some_and(|h| h.withdrawn().is_some()) {
             policy_event(&mut out, &d.policy);
             out.events.push(Event::Served {
-                domain: name.to_owned(),
-                id: d.policy.id().to_string(),
+                domain: d.name.shared(),
+                id: d.policy.id().shared(),
                 at: now,
             });
         }
@@ -83,7 +83,7 @@ pub fn evaluate(
             config.domains.iter().map(|d| d.name.as_str()).collect();
         history
             .domains()
-            .filter(|(name, h)| !present.contains(name) && h.withdrawn.is_none())
+            .filter(|(name, h)| !present.contains(name) && h.withdrawn().is_none())
             .collect()
     };
     for (name, h) in gone {
@@ -101,7 +101,7 @@ pub fn evaluate(
                 .ok()
                 .map(|i| &p[i])
         });
-        let (since, saved) = match &h.missing {
+        let (since, saved) = match h.missing() {
             Some((since, saved)) => (*since, saved.clone()),
             None if hold => {
                 // Served unchanged; its retirement waits for a config that passes the guard.
@@ -119,15 +119,15 @@ pub fn evaluate(
                 let saved = saved_of(before, config);
                 out.newly_missing.push(name.to_owned());
                 out.events.push(Event::Missing {
-                    domain: name.to_owned(),
+                    domain: name.into(),
                     at: now,
-                    dns: saved.clone(),
+                    dns: Box::new(saved.clone()),
                 });
                 (now, saved)
             }
         };
         let retire_at = since.saturating_add(config.state.retire_after.as_secs());
-        let (retired_at, withdraw_at) = match h.retired {
+        let (retired_at, withdraw_at) = match h.retired() {
             Some(r) => r,
             None if now < retire_at => {
                 let state = Retiring::Missing { since, retire_at };
@@ -140,7 +140,7 @@ pub fn evaluate(
                 // wait for the longest max_age senders may have cached.
                 let withdraw_at = now.saturating_add(u64::from(longest_max_age(history, h)));
                 out.events.push(Event::Retired {
-                    domain: name.to_owned(),
+                    domain: name.into(),
                     at: now,
                     withdraw_at,
                 });
@@ -155,8 +155,8 @@ pub fn evaluate(
         if h.current().map(|c| &*c.id) != Some(none.id().as_str()) && now < withdraw_at {
             policy_event(&mut out, &none);
             out.events.push(Event::Served {
-                domain: name.to_owned(),
-                id: none.id().to_string(),
+                domain: name.into(),
+                id: none.id().shared(),
                 at: now,
             });
         }
@@ -180,23 +180,28 @@ pub fn evaluate(
         if d.dns.provider.is_none() {
             // Nothing of ours to remove: the admin set the records by hand.
             out.events.push(Event::Withdrawn {
-                domain: name.to_owned(),
+                domain: name.into(),
                 at: now,
             });
         } else {
             out.withdraw.push(d);
         }
     }
-    let mut domains = Vec::with_capacity(config.domains.len() + removed.len());
-    domains.extend(config.domains.iter().cloned());
-    if !removed.is_empty() {
-        domains.extend(removed);
-        domains.sort_by(|a, b| a.name.cmp(&b.name));
-    }
+    removed.sort_by(|a, b| a.name.cmp(&b.name));
     out.withdraw.sort_by(|a, b| a.name.cmp(&b.name));
     out.newly_missing.sort();
-    out.domains = domains;
+    out.removed = removed;
     out
+}
+
+/// The domains to serve, sorted: the config's (moved, not copied: a million of them) and the
+/// removed ones [`evaluate`] still serves.
+pub fn served(mut config: Vec<Domain>, removed: Vec<Domain>) -> Vec<Domain> {
+    if !removed.is_empty() {
+        config.extend(removed);
+        config.sort_by(|a, b| a.name.cmp(&b.name));
+    }
+    config
 }
 
 fn deadline(out: &mut Outcome, at: u64) {
@@ -301,12 +306,12 @@ pub fn for_commands(config: &Config) -> Result<(Vec<Domain>, Vec<String>), Strin
             config.state.dir.display()
         )
     })?;
-    let served = history
+    let serving = history
         .domains()
         .filter(|(_, d)| d.current().is_some())
         .count();
     let out = evaluate(config, &history, None, crate::clock::unix_now(), false);
-    let limit = config.state.max_retire.of(served);
+    let limit = config.state.max_retire.of(serving);
     if out.newly_missing.len() as u64 > limit {
         return Err(format!(
             "{} served domains are missing from the config, more than [state] max_retire = {}: {}; raise `max_retire` if this is intended",
@@ -316,7 +321,7 @@ pub fn for_commands(config: &Config) -> Result<(Vec<Domain>, Vec<String>), Strin
         ));
     }
     let mut notes = Vec::new();
-    for d in out.domains.iter().chain(&out.withdraw) {
+    for d in out.removed.iter().chain(&out.withdraw) {
         let note = match d.retiring {
             None => continue,
             Some(Retiring::Missing { retire_at, .. }) => format!(
@@ -337,7 +342,7 @@ pub fn for_commands(config: &Config) -> Result<(Vec<Domain>, Vec<String>), Strin
         };
         notes.push(note);
     }
-    let mut domains = out.domains;
+    let mut domains = served(config.domains.clone(), out.removed);
     domains.extend(out.withdraw);
     Ok((domains, notes))
 }
@@ -364,13 +369,27 @@ mod tests {
             .config
     }
 
-    fn run(c: &Config, h: &mut History, prev: Option<&[Domain]>, now: u64) -> Outcome {
-        let out = evaluate(c, h, prev, now, false);
-        h.record(&out.events).unwrap();
-        out
+    /// An evaluation, recorded; `domains`: what is served after it.
+    struct Ran {
+        out: Outcome,
+        domains: Vec<Domain>,
     }
 
-    fn state_of<'o>(out: &'o Outcome, name: &str) -> Option<(&'o Domain, Option<Retiring>)> {
+    impl std::ops::Deref for Ran {
+        type Target = Outcome;
+        fn deref(&self) -> &Outcome {
+            &self.out
+        }
+    }
+
+    fn run(c: &Config, h: &mut History, prev: Option<&[Domain]>, now: u64) -> Ran {
+        let out = evaluate(c, h, prev, now, false);
+        h.record(&out.events).unwrap();
+        let domains = served(c.domains.clone(), out.removed.clone());
+        Ran { out, domains }
+    }
+
+    fn state_of<'o>(out: &'o Ran, name: &str) -> Option<(&'o Domain, Option<Retiring>)> {
         out.domains
             .iter()
             .chain(&out.withdraw)
@@ -423,7 +442,7 @@ mod tests {
         // Without a provider there is nothing of ours to remove: withdrawn at once.
         let out = run(&only_a, &mut h, Some(&out.domains), 1670);
         assert!(state_of(&out, "b.example").is_none(), "no longer served");
-        assert_eq!(h.domain("b.example").unwrap().withdrawn, Some(1670));
+        assert_eq!(h.domain("b.example").unwrap().withdrawn(), Some(1670));
         assert!(run(&only_a, &mut h, Some(&out.domains), 1700)
             .events
             .is_empty());
@@ -449,7 +468,7 @@ mod tests {
         let back = run(&both, &mut h, Some(&out.domains), 1200);
         let (b, st) = state_of(&back, "b.example").unwrap();
         assert_eq!((st, b.policy.id()), (None, both.domains[1].policy.id()));
-        assert!(h.domain("b.example").unwrap().missing.is_none());
+        assert!(h.domain("b.example").unwrap().missing().is_none());
         assert_eq!(back.next_deadline, None);
     }
 

@@ -72,7 +72,7 @@ pub fn prepare(
         held = Some(why);
     }
     drop(h);
-    config.domains = std::mem::take(&mut outcome.domains);
+    config.domains = lifecycle::served(config.domains, std::mem::take(&mut outcome.removed));
     let mut live = Live::build(config, previous)?;
     live.withdraw = outcome.withdraw;
     live.next_deadline = outcome.next_deadline;

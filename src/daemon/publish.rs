@@ -246,7 +246,7 @@ async fn publish(shared: &Shared, providers: &Providers, due: &[&Domain]) {
                 for (d, plan) in t.domains.iter().zip(plans) {
                     if let Some(Retiring::Withdrawing { .. }) = d.retiring {
                         withdrawn.push(crate::state::history::Event::Withdrawn {
-                            domain: d.name.as_str().to_owned(),
+                            domain: d.name.shared(),
                             at: now,
                         });
                     }

@@ -15,34 +15,39 @@ use super::Journal;
 const COMPACT_FACTOR: u64 = 4;
 const COMPACT_MIN_BYTES: u64 = 1 << 20;
 
-/// One line of the journal.
+/// One line of the journal. Names and ids are shared with the config they came from: a
+/// start records a million of them at once.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Event {
     /// A policy body, written once per id.
-    Policy { id: String, body: String },
+    Policy { id: Arc<str>, body: String },
     /// `domain` is served `id` from `at` on (the policy before it, until `at`).
-    Served { domain: String, id: String, at: u64 },
+    Served {
+        domain: Arc<str>,
+        id: Arc<str>,
+        at: u64,
+    },
     /// `domain` is no longer in the config since `at`; `dns` is how it was published.
     Missing {
-        domain: String,
+        domain: Arc<str>,
         at: u64,
-        dns: SavedDns,
+        dns: Box<SavedDns>,
     },
     /// `domain` is in the config again: any retirement is cancelled.
-    Present { domain: String, at: u64 },
+    Present { domain: Arc<str>, at: u64 },
     /// `domain` is served `mode: none` since `at`; its records go at `withdraw_at`.
     Retired {
-        domain: String,
+        domain: Arc<str>,
         at: u64,
         withdraw_at: u64,
     },
     /// `domain`'s records were withdrawn; it is no longer served.
-    Withdrawn { domain: String, at: u64 },
+    Withdrawn { domain: Arc<str>, at: u64 },
     /// One served policy as a whole, as compaction writes it.
     Entry {
-        domain: String,
-        id: String,
+        domain: Arc<str>,
+        id: Arc<str>,
         first: u64,
         last: Option<u64>,
     },
@@ -70,19 +75,56 @@ pub struct Entry {
     pub last: Option<u64>,
 }
 
+/// Kept per domain for every domain ever served, so small: the policies in a slice of their
+/// exact length (usually one), the rare retirement behind a box.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DomainHistory {
     /// Oldest first.
-    pub served: Vec<Entry>,
-    pub missing: Option<(u64, SavedDns)>,
+    pub served: Box<[Entry]>,
+    gone: Option<Box<Gone>>,
+}
+
+/// Where a removed domain is in its retirement.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Gone {
+    missing: Option<(u64, SavedDns)>,
     /// Since, withdraw at.
-    pub retired: Option<(u64, u64)>,
-    pub withdrawn: Option<u64>,
+    retired: Option<(u64, u64)>,
+    withdrawn: Option<u64>,
 }
 
 impl DomainHistory {
     pub fn current(&self) -> Option<&Entry> {
         self.served.last().filter(|e| e.last.is_none())
+    }
+
+    /// Since when it is missing from the config, and how it was published.
+    pub fn missing(&self) -> Option<&(u64, SavedDns)> {
+        self.gone.as_ref()?.missing.as_ref()
+    }
+
+    /// Since when it is retiring, and when its records are withdrawn.
+    pub fn retired(&self) -> Option<(u64, u64)> {
+        self.gone.as_ref()?.retired
+    }
+
+    pub fn withdrawn(&self) -> Option<u64> {
+        self.gone.as_ref()?.withdrawn
+    }
+
+    fn push(&mut self, e: Entry) {
+        let mut served = std::mem::take(&mut self.served).into_vec();
+        served.push(e);
+        self.served = served.into_boxed_slice();
+    }
+
+    fn gone(&mut self) -> &mut Gone {
+        self.gone.get_or_insert_default()
+    }
+
+    /// Back in the config: no retirement left.
+    fn present(&mut self) {
+        self.gone = None;
     }
 }
 
@@ -93,7 +135,7 @@ pub struct History {
     /// Where the next read of the journal starts (appends by other replicas).
     offset: u64,
     bodies: HashMap<Arc<str>, Arc<str>>,
-    domains: HashMap<String, DomainHistory>,
+    domains: HashMap<Arc<str>, DomainHistory>,
     /// Unreadable journal lines seen (torn by a crash, or damaged).
     pub skipped: usize,
     /// About how many bytes a compacted journal would take, as last measured: until the
@@ -176,14 +218,32 @@ impl History {
         if len < COMPACT_MIN_BYTES || len <= self.held * COMPACT_FACTOR {
             return Ok(());
         }
-        let snapshot = self.snapshot();
-        let size: u64 = snapshot.iter().map(|e| approx_len(e) as u64).sum();
+        // Measured without building the snapshot: a million domains' is hundreds of MB.
+        let size = self.snapshot_len();
         self.held = size;
         if len > size * COMPACT_FACTOR {
-            j.rewrite(&snapshot)?;
+            j.rewrite(&self.snapshot())?;
             self.offset = j.size();
         }
         Ok(())
+    }
+
+    /// About how many bytes [`Self::snapshot`] takes written.
+    fn snapshot_len(&self) -> u64 {
+        let bodies: usize = self.bodies.values().map(|b| b.len() + POLICY_LINE).sum();
+        let lines: usize = self
+            .domains
+            .values()
+            .map(|d| {
+                d.served.len()
+                    + d.gone.as_ref().map_or(0, |g| {
+                        usize::from(g.missing.is_some())
+                            + usize::from(g.retired.is_some())
+                            + usize::from(g.withdrawn.is_some())
+                    })
+            })
+            .sum();
+        (bodies + lines * LINE) as u64
     }
 
     /// Events that rebuild exactly this history.
@@ -192,37 +252,37 @@ impl History {
             .bodies
             .iter()
             .map(|(id, body)| Event::Policy {
-                id: id.to_string(),
+                id: id.clone(),
                 body: body.to_string(),
             })
             .collect();
-        let mut names: Vec<&String> = self.domains.keys().collect();
+        let mut names: Vec<&Arc<str>> = self.domains.keys().collect();
         names.sort();
         for name in names {
             let d = &self.domains[name];
             for e in &d.served {
                 out.push(Event::Entry {
                     domain: name.clone(),
-                    id: e.id.to_string(),
+                    id: e.id.clone(),
                     first: e.first,
                     last: e.last,
                 });
             }
-            if let Some((at, dns)) = &d.missing {
+            if let Some((at, dns)) = d.missing() {
                 out.push(Event::Missing {
                     domain: name.clone(),
                     at: *at,
-                    dns: dns.clone(),
+                    dns: Box::new(dns.clone()),
                 });
             }
-            if let Some((at, withdraw_at)) = d.retired {
+            if let Some((at, withdraw_at)) = d.retired() {
                 out.push(Event::Retired {
                     domain: name.clone(),
                     at,
                     withdraw_at,
                 });
             }
-            if let Some(at) = d.withdrawn {
+            if let Some(at) = d.withdrawn() {
                 out.push(Event::Withdrawn {
                     domain: name.clone(),
                     at,
@@ -235,8 +295,8 @@ impl History {
     fn apply(&mut self, e: &Event) {
         match e {
             Event::Policy { id, body } => {
-                if !self.bodies.contains_key(id.as_str()) {
-                    self.bodies.insert(id.as_str().into(), body.as_str().into());
+                if !self.bodies.contains_key(&**id) {
+                    self.bodies.insert(id.clone(), body.as_str().into());
                 }
             }
             Event::Served { domain, id, at } => {
@@ -248,7 +308,7 @@ impl History {
                 if let Some(c) = d.served.last_mut() {
                     c.last.get_or_insert(*at);
                 }
-                d.served.push(Entry {
+                d.push(Entry {
                     id,
                     first: *at,
                     last: None,
@@ -261,27 +321,21 @@ impl History {
                 last,
             } => {
                 let id = self.intern(id);
-                self.domains
-                    .entry(domain.clone())
-                    .or_default()
-                    .served
-                    .push(Entry {
-                        id,
-                        first: *first,
-                        last: *last,
-                    });
+                self.domains.entry(domain.clone()).or_default().push(Entry {
+                    id,
+                    first: *first,
+                    last: *last,
+                });
             }
             Event::Missing { domain, at, dns } => {
                 let d = self.domains.entry(domain.clone()).or_default();
-                if d.missing.is_none() && d.withdrawn.is_none() {
-                    d.missing = Some((*at, dns.clone()));
+                if d.missing().is_none() && d.withdrawn().is_none() {
+                    d.gone().missing = Some((*at, (**dns).clone()));
                 }
             }
             Event::Present { domain, .. } => {
-                if let Some(d) = self.domains.get_mut(domain) {
-                    d.missing = None;
-                    d.retired = None;
-                    d.withdrawn = None;
+                if let Some(d) = self.domains.get_mut(&**domain) {
+                    d.present();
                 }
             }
             Event::Retired {
@@ -289,16 +343,16 @@ impl History {
                 at,
                 withdraw_at,
             } => {
-                if let Some(d) = self.domains.get_mut(domain) {
-                    if d.retired.is_none() && d.missing.is_some() {
-                        d.retired = Some((*at, *withdraw_at));
+                if let Some(d) = self.domains.get_mut(&**domain) {
+                    if d.retired().is_none() && d.missing().is_some() {
+                        d.gone().retired = Some((*at, *withdraw_at));
                     }
                 }
             }
             Event::Withdrawn { domain, at } => {
-                if let Some(d) = self.domains.get_mut(domain) {
-                    if d.withdrawn.is_none() && d.missing.is_some() {
-                        d.withdrawn = Some(*at);
+                if let Some(d) = self.domains.get_mut(&**domain) {
+                    if d.withdrawn().is_none() && d.missing().is_some() {
+                        d.gone().withdrawn = Some(*at);
                         if let Some(c) = d.served.last_mut() {
                             c.last.get_or_insert(*at);
                         }
@@ -309,10 +363,10 @@ impl History {
     }
 
     /// One allocation per distinct id, however many domains serve it.
-    fn intern(&mut self, id: &str) -> Arc<str> {
-        match self.bodies.get_key_value(id) {
+    fn intern(&mut self, id: &Arc<str>) -> Arc<str> {
+        match self.bodies.get_key_value(&**id) {
             Some((k, _)) => k.clone(),
-            None => id.into(),
+            None => id.clone(),
         }
     }
 
@@ -330,7 +384,7 @@ impl History {
     }
 
     pub fn domains(&self) -> impl Iterator<Item = (&str, &DomainHistory)> {
-        self.domains.iter().map(|(k, v)| (k.as_str(), v))
+        self.domains.iter().map(|(k, v)| (&**k, v))
     }
 
     pub fn body(&self, id: &str) -> Option<&str> {
@@ -342,12 +396,9 @@ impl History {
     }
 }
 
-fn approx_len(e: &Event) -> usize {
-    match e {
-        Event::Policy { body, .. } => body.len() + 64,
-        _ => 96,
-    }
-}
+/// About how long a journal line is beside its body, and any other line.
+const POLICY_LINE: usize = 64;
+const LINE: usize = 96;
 
 #[cfg(test)]
 mod tests {
@@ -391,7 +442,7 @@ mod tests {
             Event::Missing {
                 domain: "a.example".into(),
                 at: 200,
-                dns: SavedDns::default(),
+                dns: Box::default(),
             },
             Event::Retired {
                 domain: "a.example".into(),

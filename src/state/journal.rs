@@ -83,11 +83,6 @@ impl Journal {
         if records.is_empty() {
             return Ok(());
         }
-        let mut out = Vec::with_capacity(records.len() * 96);
-        for r in records {
-            serde_json::to_writer(&mut out, r)?;
-            out.push(b'\n');
-        }
         let _lock = self.lock()?;
         let created = !self.path.exists();
         let mut f = OpenOptions::new()
@@ -97,15 +92,24 @@ impl Journal {
             .open(&self.path)?;
         // After a torn append (crash), start on a line of our own.
         let len = f.metadata()?.len();
+        let mut torn = false;
         if len > 0 {
             let mut last = [0u8];
             f.seek(SeekFrom::Start(len - 1))?;
             f.read_exact(&mut last)?;
-            if last[0] != b'\n' {
-                out.insert(0, b'\n');
-            }
+            torn = last[0] != b'\n';
         }
-        f.write_all(&out)?;
+        // Written as serialized: a start's million lines are never all in memory at once.
+        let mut out = io::BufWriter::with_capacity(1 << 20, &mut f);
+        if torn {
+            out.write_all(b"\n")?;
+        }
+        for r in records {
+            serde_json::to_writer(&mut out, r)?;
+            out.write_all(b"\n")?;
+        }
+        out.flush()?;
+        drop(out);
         f.sync_data()?;
         if created {
             super::sync_dir(self.path.parent().unwrap_or(Path::new(".")))?;

@@ -7,16 +7,16 @@ use crate::clock::rfc3339;
 pub fn text(name: &str, d: &DomainHistory, h: &History) -> String {
     use std::fmt::Write;
     let mut out = format!("{name}\n");
-    if let Some(at) = d.withdrawn {
+    if let Some(at) = d.withdrawn() {
         let _ = writeln!(out, "  retired: withdrawn at {}", rfc3339(at));
-    } else if let Some((at, withdraw_at)) = d.retired {
+    } else if let Some((at, withdraw_at)) = d.retired() {
         let _ = writeln!(
             out,
             "  retiring since {}: `mode: none`, records withdrawn at {}",
             rfc3339(at),
             rfc3339(withdraw_at)
         );
-    } else if let Some((at, _)) = &d.missing {
+    } else if let Some((at, _)) = d.missing() {
         let _ = writeln!(out, "  missing from the config since {}", rfc3339(*at));
     }
     for e in d.served.iter().rev() {
@@ -35,10 +35,10 @@ pub fn text(name: &str, d: &DomainHistory, h: &History) -> String {
 pub fn json(name: &str, d: &DomainHistory, h: &History) -> serde_json::Value {
     serde_json::json!({
         "domain": name,
-        "missing_since": d.missing.as_ref().map(|m| m.0),
-        "retiring_since": d.retired.map(|r| r.0),
-        "withdraw_at": d.retired.map(|r| r.1),
-        "withdrawn_at": d.withdrawn,
+        "missing_since": d.missing().map(|m| m.0),
+        "retiring_since": d.retired().map(|r| r.0),
+        "withdraw_at": d.retired().map(|r| r.1),
+        "withdrawn_at": d.withdrawn(),
         "policies": d.served.iter().map(|e| serde_json::json!({
             "id": &*e.id,
             "body": h.body(&e.id),
