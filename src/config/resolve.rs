@@ -198,13 +198,14 @@ pub(super) fn resolve(
     if domains.is_empty() {
         problems.warn(main_start, "no [domains.*] configured: nothing to serve");
     }
+    let inherited = Inherited::default();
     let chunks: Vec<(Vec<Domain>, Problems)> = domains
         .par_chunks(4096)
         .map(|chunk| {
             let mut probs = Problems::default();
             let out = chunk
                 .iter()
-                .filter_map(|d| resolve_domain(&globals, d, &mut probs))
+                .filter_map(|d| resolve_domain(&globals, d, &inherited, &mut probs))
                 .collect();
             (out, probs)
         })
@@ -244,7 +245,16 @@ pub(super) fn resolve(
     })
 }
 
-fn resolve_domain(g: &Globals<'_>, d: &RawDomain, problems: &mut Problems) -> Option<Domain> {
+/// Policies of domains that override only `mode` or `max_age` and inherit `[policy] mx`: one
+/// per distinct pair, not one per domain (50,000 `testing` domains share one).
+type Inherited = std::sync::Mutex<std::collections::HashMap<(Mode, u32), Arc<Policy>>>;
+
+fn resolve_domain(
+    g: &Globals<'_>,
+    d: &RawDomain,
+    inherited: &Inherited,
+    problems: &mut Problems,
+) -> Option<Domain> {
     let none = Inherit::default();
     let keys = d.keys.as_deref().unwrap_or(&none);
 
@@ -264,7 +274,7 @@ fn resolve_domain(g: &Globals<'_>, d: &RawDomain, problems: &mut Problems) -> Op
             }
         }
     } else {
-        domain_policy(g, d, keys, problems)
+        domain_policy(g, d, keys, inherited, problems)
     };
 
     let dns = if !keys.has_dns_keys() {
@@ -334,6 +344,7 @@ fn domain_policy(
     g: &Globals<'_>,
     d: &RawDomain,
     keys: &Inherit,
+    inherited: &Inherited,
     problems: &mut Problems,
 ) -> Option<Arc<Policy>> {
     let mode = keys.mode.as_ref().map_or(g.mode, |m| m.value);
@@ -375,6 +386,13 @@ fn domain_policy(
         if global.mode == mode && global.max_age == max_age && global.mx == patterns {
             return Some(global.clone());
         }
+    }
+    if keys.mx.is_none() {
+        let mut inherited = inherited.lock().unwrap_or_else(|e| e.into_inner());
+        let p = inherited
+            .entry((mode, max_age))
+            .or_insert_with(|| Arc::new(Policy::new(mode, patterns, max_age)));
+        return Some(p.clone());
     }
     Some(Arc::new(Policy::new(mode, patterns, max_age)))
 }

@@ -123,6 +123,38 @@ fn an_edited_file_is_the_only_one_parsed() {
     assert_eq!((n.read, n.parsed), (1, 1));
     assert_ne!(id_of(&first, "b1.example"), id_of(&after, "b1.example"));
     assert_eq!(id_of(&first, "a1.example"), id_of(&after, "a1.example"));
+    // Memory: an unchanged file's names are the cached parse's, shared by both loads; the
+    // edited file's are new.
+    let text = |r: &Result<Loaded, Failed>, name: &str| {
+        let config = &r.as_ref().expect("a valid config").config;
+        config.domain(name).unwrap().name.as_str().as_ptr()
+    };
+    assert_eq!(text(&first, "a1.example"), text(&after, "a1.example"));
+    assert_eq!(text(&first, "c1.example"), text(&after, "c1.example"));
+    assert_ne!(text(&first, "b2.example"), text(&after, "b2.example"));
+}
+
+/// Domains that override only `mode` share one policy, not one each.
+#[test]
+fn domains_overriding_only_the_mode_share_their_policy() {
+    let dir = Dir::new();
+    let text: String = (0..5000)
+        .map(|i| format!("[domains.\"t{i}.example\"]\nmode = \"testing\"\n"))
+        .collect();
+    dir.save("d/t.toml", &text);
+    dir.save(
+        "d/u.toml",
+        "[domains.\"u.example\"]\nmode = \"testing\"\nmx = [\"mx.u.example\"]\n",
+    );
+    let config = load(&dir.main()).expect("a valid config").config;
+    let policy = |n: &str| config.domain(n).unwrap().policy.clone();
+    let first = policy("t0.example");
+    assert_eq!(first.mode, crate::policy::Mode::Testing);
+    // Across the parallel resolver's chunks too.
+    for n in ["t1.example", "t4999.example"] {
+        assert!(std::sync::Arc::ptr_eq(&first, &policy(n)), "{n}");
+    }
+    assert!(!std::sync::Arc::ptr_eq(&first, &policy("u.example")));
 }
 
 #[test]
