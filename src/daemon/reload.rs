@@ -274,9 +274,12 @@ async fn reload(shared: &Arc<Shared>, cache: &Arc<Mutex<config::Cache>>) -> Opti
                 })
                 .count();
             drop((old, live));
-            for w in &warnings {
-                warn!("{w}");
-            }
+            let warnings: Arc<[Diagnostic]> = warnings.into();
+            let new_warnings = log_new(shared, &warnings);
+            *shared
+                .good_warnings
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()) = warnings.clone();
             super::lifecycle::commit(shared, &prepared.events);
             shared.lifecycle_wake.notify_one();
             shared.drift_wake.notify_one();
@@ -296,6 +299,8 @@ async fn reload(shared: &Arc<Shared>, cache: &Arc<Mutex<config::Cache>>) -> Opti
                 prepare_ms = spent.prepare_ms,
                 served_ms = served_at,
                 total_ms = started.elapsed().as_millis(),
+                warnings = warnings.len(),
+                new_warnings,
                 "config reloaded"
             );
             *shared.last_reload.lock().unwrap_or_else(|e| e.into_inner()) = ReloadStatus {
@@ -306,13 +311,16 @@ async fn reload(shared: &Arc<Shared>, cache: &Arc<Mutex<config::Cache>>) -> Opti
             Some(set)
         }
         Err(problems) => {
-            for p in &problems {
-                match p.severity {
-                    Severity::Error => error!("{p}"),
-                    Severity::Warning => warn!("{p}"),
-                }
-            }
-            error!("reload failed: still serving the last good config");
+            let problems: Arc<[Diagnostic]> = problems.into();
+            let warnings = problems
+                .iter()
+                .filter(|p| p.severity == Severity::Warning)
+                .count();
+            let new_warnings = log_new(shared, &problems);
+            error!(
+                warnings,
+                new_warnings, "reload failed: still serving the last good config"
+            );
             m.reloads_failed.inc();
             m.last_reload_ok.set(0);
             *shared.last_reload.lock().unwrap_or_else(|e| e.into_inner()) = ReloadStatus {
@@ -325,6 +333,31 @@ async fn reload(shared: &Arc<Shared>, cache: &Arc<Mutex<config::Cache>>) -> Opti
     };
     notify(&[NotifyState::Ready]);
     result
+}
+
+/// Logs the errors, and the warnings that the config being served did not have (with a
+/// million domains, the same 50,000 would otherwise fill the log on every reload; all are in
+/// `/status`). A warning is the same when its file, line, column and text are. Returns how
+/// many warnings were logged.
+fn log_new(shared: &Shared, problems: &[Diagnostic]) -> usize {
+    let good = shared
+        .good_warnings
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    let known: HashSet<&Diagnostic> = good.iter().collect();
+    let mut logged = 0;
+    for p in problems {
+        match p.severity {
+            Severity::Error => error!("{p}"),
+            Severity::Warning if !known.contains(p) => {
+                warn!("{p}");
+                logged += 1;
+            }
+            Severity::Warning => {}
+        }
+    }
+    logged
 }
 
 /// Where a reload's time went, for the log.
