@@ -39,6 +39,13 @@ if command -v rustup >/dev/null; then
   rustup component list --installed | grep -q '^clippy' || rustup component add clippy
 fi
 
+# The build, the test binaries and the fuzz build take about 5 GB here; a full disk shows up
+# late and obscurely (a linker killed by SIGBUS), so say so at the start.
+free_kb=$(df -Pk . | awk 'NR == 2 { print $4 }')
+if ((free_kb < 8 * 1024 * 1024)); then
+  echo "warning: only $((free_kb / 1024)) MiB free here; the suite's builds need about 5 GB" >&2
+fi
+
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked
