@@ -1,0 +1,196 @@
+//! The writer side of the store: reports queued by [`super::Store::insert`] are committed in groups,
+//! one transaction (one fsync) for all that arrived meanwhile.
+
+use std::sync::Arc;
+
+use sqlx::{AnyPool, AssertSqlSafe};
+use tokio::sync::{mpsc, oneshot, Mutex};
+
+use super::{utc_day, Source, StoreError, Stored};
+use crate::tlsrpt::report::Report;
+
+/// Rows per multi-row INSERT: well below either backend's bound-parameter limit.
+const ROWS_PER_INSERT: usize = 400;
+
+/// A report waiting for the writer, and where its outcome goes.
+#[derive(Debug)]
+pub(super) struct Job {
+    pub(super) report: Report,
+    pub(super) json: String,
+    pub(super) source: Source,
+    pub(super) received_at: i64,
+    pub(super) policy_ids: Vec<Option<String>>,
+    pub(super) done: oneshot::Sender<Result<Stored, StoreError>>,
+}
+
+/// Reports queued for the writer before `insert` waits to queue (each holds its JSON).
+pub(super) const QUEUE: usize = 256;
+/// The most reports, and JSON bytes, one commit takes.
+const BATCH_REPORTS: usize = 128;
+const BATCH_BYTES: usize = 16 << 20;
+
+/// A writer: takes what is queued (at least one report), writes it in one transaction, and
+/// answers each report. If that transaction fails, each report is tried alone, so one that
+/// fails does not take the others with it. Ends when every
+/// [`super::Store`] is dropped.
+pub(super) async fn write_reports(pool: AnyPool, jobs: Arc<Mutex<mpsc::Receiver<Job>>>) {
+    loop {
+        // One writer takes a batch while the others write theirs.
+        let mut batch = {
+            let mut jobs = jobs.lock().await;
+            let Some(first) = jobs.recv().await else {
+                return;
+            };
+            let mut bytes = first.json.len();
+            let mut batch = vec![first];
+            while batch.len() < BATCH_REPORTS && bytes < BATCH_BYTES {
+                match jobs.try_recv() {
+                    Ok(job) => {
+                        bytes += job.json.len();
+                        batch.push(job);
+                    }
+                    Err(_) => break,
+                }
+            }
+            batch
+        };
+        match write_batch(&pool, &batch).await {
+            Ok(outcomes) => {
+                for (job, outcome) in batch.into_iter().zip(outcomes) {
+                    let _ = job.done.send(Ok(outcome));
+                }
+            }
+            Err(_) if batch.len() > 1 => {
+                for job in batch {
+                    let outcome = write_batch(&pool, std::slice::from_ref(&job))
+                        .await
+                        .map(|o| o[0]);
+                    let _ = job.done.send(outcome);
+                }
+            }
+            Err(e) => {
+                if let Some(job) = batch.pop() {
+                    let _ = job.done.send(Err(e));
+                }
+            }
+        }
+    }
+}
+
+/// `batch` in one transaction: every report's outcome, or the error that undid them all.
+async fn write_batch(pool: &AnyPool, batch: &[Job]) -> Result<Vec<Stored>, StoreError> {
+    let mut tx = pool.begin().await?;
+    let mut outcomes = Vec::with_capacity(batch.len());
+    for job in batch {
+        outcomes.push(insert_in(&mut tx, job).await?);
+    }
+    tx.commit().await?;
+    Ok(outcomes)
+}
+
+/// One report's rows inside `tx`; a duplicate `report-id` writes nothing.
+async fn insert_in(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    job: &Job,
+) -> Result<Stored, StoreError> {
+    let Job {
+        report,
+        json,
+        source,
+        received_at,
+        policy_ids,
+        ..
+    } = job;
+    let (source, received_at) = (*source, *received_at);
+    // RFC 8460 §4.4: "report-id" is unique per report; a resend is a duplicate.
+    let inserted = sqlx::query(
+        "INSERT INTO tlsrpt_reports (report_id, organization, contact, start_time, end_time, \
+         received_at, source, json) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+         ON CONFLICT (report_id) DO NOTHING RETURNING report_id",
+    )
+    .bind(&report.report_id)
+    .bind(&report.organization)
+    .bind(report.contact.as_deref())
+    .bind(report.start)
+    .bind(report.end)
+    .bind(received_at)
+    .bind(source.as_str())
+    .bind(json)
+    .fetch_optional(&mut **tx)
+    .await?;
+    if inserted.is_none() {
+        // Nothing was written: the transaction goes on with the other reports.
+        return Ok(Stored::Duplicate);
+    }
+    let day = utc_day(report.start);
+    let policies: Vec<_> = report.policies.iter().enumerate().collect();
+    for chunk in policies.chunks(ROWS_PER_INSERT) {
+        let mut sql = String::from(
+            "INSERT INTO tlsrpt_policies (report_id, idx, policy_type, domain, policy_string, \
+             policy_id, day, successful, failed) VALUES ",
+        );
+        push_placeholders(&mut sql, chunk.len(), 9);
+        // Only placeholders are generated; every value is bound.
+        let mut q = sqlx::query(AssertSqlSafe(sql));
+        for &(i, p) in chunk {
+            q = q
+                .bind(&report.report_id)
+                .bind(i as i64)
+                .bind(p.policy_type.as_str())
+                .bind(p.domain.as_deref())
+                .bind(p.policy_string.as_ref().map(|l| l.join("\n")))
+                .bind(policy_ids.get(i).cloned().flatten())
+                .bind(day.as_str())
+                .bind(clamp(p.successful))
+                .bind(clamp(p.failed));
+        }
+        q.execute(&mut **tx).await?;
+    }
+    let failures: Vec<_> = report
+        .policies
+        .iter()
+        .enumerate()
+        .flat_map(|(i, p)| p.failures.iter().enumerate().map(move |(n, f)| (i, n, f)))
+        .collect();
+    for chunk in failures.chunks(ROWS_PER_INSERT) {
+        let mut sql = String::from(
+            "INSERT INTO tlsrpt_failures (report_id, idx, n, result_type, receiving_mx, \
+             sending_ip, receiving_ip, reason, count) VALUES ",
+        );
+        push_placeholders(&mut sql, chunk.len(), 9);
+        // Only placeholders are generated; every value is bound.
+        let mut q = sqlx::query(AssertSqlSafe(sql));
+        for &(i, n, f) in chunk {
+            q = q
+                .bind(&report.report_id)
+                .bind(i as i64)
+                .bind(n as i64)
+                .bind(f.result_type.as_str())
+                .bind(f.receiving_mx_hostname.as_deref())
+                .bind(f.sending_mta_ip.as_deref())
+                .bind(f.receiving_ip.as_deref())
+                .bind(f.failure_reason_code.as_deref())
+                .bind(clamp(f.count));
+        }
+        q.execute(&mut **tx).await?;
+    }
+    Ok(Stored::New)
+}
+
+/// `($1, …, $k), ($k+1, …)` for `rows` rows of `cols` values.
+fn push_placeholders(sql: &mut String, rows: usize, cols: usize) {
+    use std::fmt::Write;
+    for r in 0..rows {
+        sql.push_str(if r == 0 { "(" } else { ", (" });
+        for c in 0..cols {
+            let sep = if c == 0 { "" } else { ", " };
+            let _ = write!(sql, "{sep}${}", r * cols + c + 1);
+        }
+        sql.push(')');
+    }
+}
+
+/// Counts are u64 in JSON, BIGINT in SQL; a reporter's absurd count is capped, not refused.
+fn clamp(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
