@@ -1,0 +1,94 @@
+//! `serve` over TLS: SNI picks each domain's certificate, unknown names fail the handshake,
+//! HTTP/2 by ALPN.
+
+use std::sync::Arc;
+
+use reqwest::{StatusCode, Version};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, ServerName};
+
+use tokio::net::TcpStream;
+
+use super::{policy_url, sample, two_domains, BODY_B};
+use crate::harness::daemon::{Daemon, TestCa};
+
+#[tokio::test]
+async fn sni_chooses_each_domains_certificate() {
+    let ca = TestCa::new();
+    let dir = two_domains(&ca, "");
+    let d = Daemon::start(&dir.config_path());
+    let https = d.https.unwrap();
+    let client = ca.client(&["mta-sts.a.example", "mta-sts.b.example"], https, false);
+    for (host, cert_file) in [
+        ("mta-sts.a.example", "a.pem"),
+        ("mta-sts.b.example", "b.pem"),
+    ] {
+        let r = client.get(policy_url(host, https)).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK, "{host}");
+        let served = r
+            .extensions()
+            .get::<reqwest::tls::TlsInfo>()
+            .and_then(|i| i.peer_certificate())
+            .expect("TLS info")
+            .to_vec();
+        let pem = std::fs::read(dir.file(cert_file)).unwrap();
+        let want = CertificateDer::from_pem_slice(&pem).unwrap();
+        assert_eq!(served, want.as_ref(), "{host} got another certificate");
+    }
+}
+
+/// A raw rustls handshake; the error it ends with.
+async fn handshake_error(
+    addr: std::net::SocketAddr,
+    ca: &TestCa,
+    name: ServerName<'static>,
+) -> rustls::Error {
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(ca.client_config()));
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let err = connector
+        .connect(name, tcp)
+        .await
+        .expect_err("handshake must fail");
+    *err.into_inner()
+        .expect("a TLS error")
+        .downcast::<rustls::Error>()
+        .expect("a rustls error")
+}
+
+#[tokio::test]
+async fn unknown_or_missing_sni_fails_with_unrecognized_name() {
+    let ca = TestCa::new();
+    let dir = two_domains(&ca, "");
+    let d = Daemon::start(&dir.config_path());
+    let https = d.https.unwrap();
+    let unrecognized = rustls::Error::AlertReceived(rustls::AlertDescription::UnrecognisedName);
+    for name in ["mta-sts.unknown.example", "a.example", "www.b.example"] {
+        let err = handshake_error(https, &ca, ServerName::try_from(name.to_owned()).unwrap()).await;
+        assert_eq!(err, unrecognized, "SNI {name}");
+    }
+    // rustls sends no SNI for an IP address.
+    let err = handshake_error(https, &ca, ServerName::IpAddress(https.ip().into())).await;
+    assert_eq!(err, unrecognized, "no SNI");
+    let m = d.metrics().await;
+    assert!(
+        sample(&m, "mta_stsd_tls_handshake_failures_total") >= 4.0,
+        "{m}"
+    );
+}
+
+#[tokio::test]
+async fn http2_by_alpn() {
+    let ca = TestCa::new();
+    let dir = two_domains(&ca, "");
+    let d = Daemon::start(&dir.config_path());
+    let https = d.https.unwrap();
+    let client = ca.client(&["mta-sts.b.example"], https, false);
+    let r = client
+        .get(policy_url("mta-sts.b.example", https))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.version(), Version::HTTP_2);
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.bytes().await.unwrap(), BODY_B.as_bytes());
+}
