@@ -35,7 +35,7 @@ TMP=$(mktemp -d)
 cleanup() { [ -f "$TMP/pids" ] && while read -r p; do kill "$p" 2>/dev/null || true; done < "$TMP/pids"; rm -rf "$TMP"; }
 trap cleanup EXIT
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+source bench/lib.sh # the script runs from the repo root
 
 start_named() { # $1 = dir, $2 = allow-transfer list
   local dir=$1 transfer=$2 port

@@ -55,7 +55,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+source bench/lib.sh # the script runs from the repo root
 DNS_PORT=$(free_port)
 HTTPS_PORT=$(free_port)
 SMTP_PORT=$(free_port)

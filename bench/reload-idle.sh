@@ -5,6 +5,7 @@
 # change") keeps reloading and burning CPU.
 #   bench/reload-idle.sh [BINARY] [DOMAINS] [SECONDS]
 set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 bin=${1:-target/release/mta-stsd}
 n=${2:-5000}
 secs=${3:-3}
@@ -18,7 +19,7 @@ port=$((20000 + RANDOM % 20000))
 } >"$dir/c.toml"
 STATE_DIRECTORY="$dir/state" "$bin" --config "$dir/c.toml" serve 2>"$dir/log" &
 pid=$!
-for _ in $(seq 1 200); do grep -q ready "$dir/log" && break; sleep 0.05; done
+wait_ready "$dir/log"
 reloads() { curl -s "http://127.0.0.1:$port/metrics" | awk '/^mta_stsd_config_reloads_total\{result="ok"\}/ {print $2}'; }
 cpu() { awk '{print $14 + $15}' "/proc/$pid/stat"; }
 r0=$(reloads); c0=$(cpu)

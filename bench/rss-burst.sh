@@ -35,7 +35,7 @@ ulimit -n "$((BURST + 1024))" # per process: the daemon and the client each hold
 TMP=$(mktemp -d)
 trap 'kill "${PID:-}" 2>/dev/null || true; rm -rf "$TMP"' EXIT
 
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+source bench/lib.sh # the script runs from the repo root
 
 cat >"$TMP/burst.py" <<'EOF'
 import socket, ssl, sys, time
@@ -80,8 +80,8 @@ run() { # name, binary, env...
   local name=$1 bin=$2
   shift 2
   local p a
-  p=$(port)
-  a=$(port)
+  p=$(free_port)
+  a=$(free_port)
   mkdir -p "$TMP/$name"
   cat >"$TMP/$name/mta-stsd.toml" <<EOF
 [server]
@@ -102,7 +102,7 @@ mx = ["mail.example.org"]
 EOF
   env "$@" STATE_DIRECTORY="$TMP/$name" "$bin" --config "$TMP/$name/mta-stsd.toml" serve 2>"$TMP/$name/log" &
   PID=$!
-  for _ in $(seq 100); do grep -q ready "$TMP/$name/log" && break; sleep 0.1; done
+  wait_ready "$TMP/$name/log"
   read -r idle peak after < <(python3 "$TMP/burst.py" "$p" "$BURST" "$PID" "$SETTLE")
   kill "$PID"
   wait "$PID" 2>/dev/null || true

@@ -39,7 +39,7 @@ cleanup() {
 }
 trap cleanup EXIT
 as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+source bench/lib.sh # the script runs from the repo root
 
 cat >"$TMP/load.py" <<'EOF'
 import gzip, http.client, json, multiprocessing as mp, ssl, sys, time
@@ -141,8 +141,8 @@ run() { # store name, [tlsrpt] store lines, env...
   local name=$1 store=$2
   shift 2
   local p a
-  p=$(port)
-  a=$(port)
+  p=$(free_port)
+  a=$(free_port)
   mkdir -p "$TMP/$name/state"
   cat >"$TMP/$name/mta-stsd.toml" <<EOF
 [server]
@@ -167,8 +167,7 @@ EOF
   env "$@" STATE_DIRECTORY="$TMP/$name/state" "$BIN" --config "$TMP/$name/mta-stsd.toml" serve \
     2>"$TMP/$name/log" &
   PID=$!
-  for _ in $(seq 200); do grep -q ready "$TMP/$name/log" && break; sleep 0.1; done
-  grep -q ready "$TMP/$name/log" || { cat "$TMP/$name/log" >&2; exit 1; }
+  wait_ready "$TMP/$name/log"
   read -r created other rate a50 a99 amax d50 d99 dmax r50 r99 < <(python3 "$TMP/load.py" "$p" "$WORKERS" "$DURATION")
   kill "$PID"
   wait "$PID" 2>/dev/null || true
@@ -190,7 +189,7 @@ run sqlite 'store = "sqlite"'
 mkdir -p "$TMP/pg"
 [ "$(id -u)" != 0 ] || chown postgres:postgres "$TMP/pg"
 as_pg "$PGBIN/initdb" -D "$TMP/pg/data" -U mta --auth=trust -E UTF8 >/dev/null
-pgport=$(port)
+pgport=$(free_port)
 as_pg "$PGBIN/pg_ctl" -D "$TMP/pg/data" -l "$TMP/pg/log" -w \
   -o "-p $pgport -k $TMP/pg -c listen_addresses=127.0.0.1" start >/dev/null
 as_pg "$PGBIN/createdb" -h 127.0.0.1 -p "$pgport" -U mta mtasts
