@@ -97,11 +97,37 @@ impl Changes {
     }
 }
 
+/// What a provider can guarantee when our write races someone else's (README's provider table,
+/// and `check`'s output).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Consistency {
+    /// The server applies a change only if what we read is still there (RFC 2136 §3.2
+    /// prerequisites; a Route 53 batch whose DELETE names the exact old values): a lost race
+    /// fails the change, and we read again.
+    CompareAndSwap,
+    /// The API has no conditional write: our writes to one name are serialised and read back
+    /// after writing, and a foreign value is carried over, never removed.
+    ReadVerifyWrite,
+}
+
+impl Consistency {
+    /// As README's provider table and `check` say it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Consistency::CompareAndSwap => "compare-and-swap",
+            Consistency::ReadVerifyWrite => "read-verify-write",
+        }
+    }
+}
+
 /// A place DNS records are read from and written to.
 #[async_trait]
 pub trait Provider: Send + Sync {
     /// The configured name, for logs and metrics.
     fn name(&self) -> &str;
+
+    /// What this provider guarantees against concurrent writers.
+    fn consistency(&self) -> Consistency;
 
     /// The zone (fully qualified, trailing dot) that holds each of `names`: one batch, since
     /// every provider can answer many names in one round (a zone list, pipelined SOA queries).

@@ -163,6 +163,10 @@ impl Provider for Meddler {
         self.inner.name()
     }
 
+    fn consistency(&self) -> mta_stsd_providers::Consistency {
+        self.inner.consistency()
+    }
+
     async fn zones_of(&self, names: &[String]) -> Vec<Result<String, ProviderError>> {
         self.inner.zones_of(names).await
     }

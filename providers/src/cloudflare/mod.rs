@@ -252,6 +252,10 @@ impl Provider for Cloudflare {
         &self.name
     }
 
+    fn consistency(&self) -> crate::Consistency {
+        crate::Consistency::ReadVerifyWrite
+    }
+
     /// Each name's zone is the longest of its suffixes that the account has, from one listing
     /// of the account's zones (`GET /zones`, paged), remembered: a later call lists again only
     /// for a name none of the remembered zones holds. A failed listing fails every name.

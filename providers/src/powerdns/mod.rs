@@ -206,6 +206,10 @@ impl Provider for PowerDns {
         &self.name
     }
 
+    fn consistency(&self) -> crate::Consistency {
+        crate::Consistency::ReadVerifyWrite
+    }
+
     /// One zone list for all names; each gets the longest zone that is a suffix of it.
     async fn zones_of(&self, names: &[String]) -> Vec<Result<String, ProviderError>> {
         let zones = match self.client.zones().await {

@@ -283,6 +283,10 @@ impl Provider for Rfc2136 {
         &self.name
     }
 
+    fn consistency(&self) -> crate::Consistency {
+        crate::Consistency::CompareAndSwap
+    }
+
     /// Asks the server for the SOA of each name, pipelined on one connection: the owner of the
     /// SOA in the answer (at the apex) or in the authority section (below it) is the zone.
     async fn zones_of(&self, names: &[String]) -> Vec<Result<String, ProviderError>> {
