@@ -47,6 +47,11 @@ impl ProviderError {
         }
     }
 
+    /// A record type this provider does not write (TLSA at most of the HTTP APIs).
+    pub fn cannot_publish(provider: &str, rtype: &str) -> Self {
+        ProviderError::config(format!("provider {provider} cannot publish {rtype}"))
+    }
+
     pub fn config(message: impl Into<String>) -> Self {
         ProviderError::Config {
             code: "config".into(),

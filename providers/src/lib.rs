@@ -18,7 +18,7 @@ pub mod tsig;
 use async_trait::async_trait;
 
 pub use error::ProviderError;
-pub use record::{RData, Record};
+pub use record::{RData, Record, Tlsa};
 pub use secret::{Secret, SecretSource};
 
 /// What must still hold at apply time for a change to be safe (RFC 2136 §2.4).
@@ -95,6 +95,14 @@ impl Changes {
     pub fn is_empty(&self) -> bool {
         self.domains.iter().all(DomainChange::is_empty)
     }
+
+    /// Whether any record added or deleted is of type `rtype`.
+    pub fn touches(&self, rtype: &str) -> bool {
+        self.domains
+            .iter()
+            .flat_map(|d| d.delete.iter().chain(&d.add))
+            .any(|r| r.data.type_name() == rtype)
+    }
 }
 
 /// What a provider can guarantee when our write races someone else's (README's provider table,
@@ -128,6 +136,12 @@ pub trait Provider: Send + Sync {
 
     /// What this provider guarantees against concurrent writers.
     fn consistency(&self) -> Consistency;
+
+    /// Whether it can publish TLSA records (DANE, RFC 7672). Those that cannot answer a TLSA
+    /// change with [`ProviderError::Config`] "provider X cannot publish TLSA".
+    fn writes_tlsa(&self) -> bool {
+        false
+    }
 
     /// The zone (fully qualified, trailing dot) that holds each of `names`: one batch, since
     /// every provider can answer many names in one round (a zone list, pipelined SOA queries).

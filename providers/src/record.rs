@@ -10,6 +10,8 @@ pub enum RData {
     Txt(String),
     /// A fully qualified, lowercase target with its trailing dot.
     Cname(String),
+    /// RFC 6698 §2.1: a TLSA record, at `_25._tcp.<mx host>.` for DANE (RFC 7672).
+    Tlsa(Tlsa),
     /// Any other type found at one of our names: never written, only reported as a conflict.
     Other { rtype: String, text: String },
 }
@@ -19,6 +21,7 @@ impl RData {
         match self {
             RData::Txt(_) => "TXT",
             RData::Cname(_) => "CNAME",
+            RData::Tlsa(_) => "TLSA",
             RData::Other { rtype, .. } => rtype,
         }
     }
@@ -49,6 +52,24 @@ impl Record {
         }
     }
 
+    pub fn tlsa(name: impl Into<String>, ttl: u32, tlsa: Tlsa) -> Self {
+        Record {
+            name: name.into(),
+            ttl,
+            data: RData::Tlsa(tlsa),
+        }
+    }
+
+    /// The data as a zone file shows it (`3 1 1 AB…`, a quoted TXT, a CNAME target).
+    pub fn data_text(&self) -> String {
+        match &self.data {
+            RData::Txt(text) => txt_presentation(text),
+            RData::Cname(target) => target.clone(),
+            RData::Tlsa(t) => t.to_string(),
+            RData::Other { text, .. } => text.clone(),
+        }
+    }
+
     /// Same name, type and data; the TTL aside.
     pub fn same_data(&self, other: &Record) -> bool {
         self.name == other.name && self.data == other.data
@@ -68,8 +89,57 @@ impl fmt::Display for Record {
         match &self.data {
             RData::Txt(text) => f.write_str(&txt_presentation(text)),
             RData::Cname(target) => f.write_str(target),
+            RData::Tlsa(t) => write!(f, "{t}"),
             RData::Other { text, .. } => f.write_str(text),
         }
+    }
+}
+
+/// RFC 6698 §2.1 TLSA data; names per RFC 7218 (`DANE-EE(3) SPKI(1) SHA2-256(1)` is "3 1 1").
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Tlsa {
+    /// Certificate usage: 2 DANE-TA, 3 DANE-EE (RFC 7218 §2.1).
+    pub usage: u8,
+    /// 0 Cert, 1 SPKI (RFC 7218 §2.2).
+    pub selector: u8,
+    /// 0 Full, 1 SHA2-256, 2 SHA2-512 (RFC 7218 §2.3).
+    pub matching: u8,
+    pub data: Vec<u8>,
+}
+
+impl Tlsa {
+    /// RFC 6698 §2.2 presentation form: three numbers and the data in hex, which may be split
+    /// by whitespace. `None` when it is not that.
+    pub fn parse(s: &str) -> Option<Tlsa> {
+        let mut parts = s.split_ascii_whitespace();
+        let usage = parts.next()?.parse().ok()?;
+        let selector = parts.next()?.parse().ok()?;
+        let matching = parts.next()?.parse().ok()?;
+        let hex: String = parts.collect();
+        if hex.is_empty() || !hex.len().is_multiple_of(2) || hex.len() > 2 * 1024 {
+            return None;
+        }
+        let data = (0..hex.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
+            .collect::<Option<Vec<u8>>>()?;
+        Some(Tlsa {
+            usage,
+            selector,
+            matching,
+            data,
+        })
+    }
+}
+
+impl fmt::Display for Tlsa {
+    /// `3 1 1 ABCD…`, the data in upper-case hex as BIND prints it.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {} {} ", self.usage, self.selector, self.matching)?;
+        for b in &self.data {
+            write!(f, "{b:02X}")?;
+        }
+        Ok(())
     }
 }
 
@@ -182,6 +252,22 @@ mod tests {
             c.to_string(),
             "mta-sts.example.org.\t60\tIN\tCNAME\tmail.example.org."
         );
+    }
+
+    #[test]
+    fn tlsa_presentation() {
+        let t = Tlsa::parse("3 1 1 0aFF 10").expect("valid");
+        assert_eq!((t.usage, t.selector, t.matching), (3, 1, 1));
+        assert_eq!(t.data, vec![0x0a, 0xff, 0x10]);
+        let r = Record::tlsa("_25._tcp.mail.example.org.", 300, t.clone());
+        assert_eq!(
+            r.to_string(),
+            "_25._tcp.mail.example.org.\t300\tIN\tTLSA\t3 1 1 0AFF10"
+        );
+        assert_eq!(Tlsa::parse(&t.to_string()), Some(t));
+        for bad in ["3 1 1", "3 1 1 abc", "3 1 x ab", "300 1 1 ab", "3 1 1 zz"] {
+            assert_eq!(Tlsa::parse(bad), None, "{bad}");
+        }
     }
 
     #[test]

@@ -137,6 +137,7 @@ fn host(plan: &mut DomainPlan, name: &str, desired: &Record, observed: &[&Record
                 RData::Other { rtype, text } => format!("{rtype} {text}"),
                 RData::Txt(t) => format!("TXT {t:?}"),
                 RData::Cname(t) => format!("CNAME {t}"),
+                RData::Tlsa(t) => format!("TLSA {t}"),
             })
             .collect();
         plan.conflicts.push(format!(

@@ -173,6 +173,7 @@ fn body(r: &Record, create: bool) -> Result<RecordBody, ProviderError> {
             target.trim_end_matches('.').to_owned(),
             create.then_some(false),
         ),
+        RData::Tlsa(_) => return Err(ProviderError::cannot_publish("cloudflare", "TLSA")),
         RData::Other { rtype, .. } => {
             return Err(ProviderError::config(format!(
                 "{}: a {rtype} record is never written by mta-stsd",
@@ -291,6 +292,9 @@ impl Provider for Cloudflare {
     async fn apply(&self, zone: &str, changes: &Changes) -> Result<(), ProviderError> {
         if changes.is_empty() {
             return Ok(());
+        }
+        if changes.touches("TLSA") {
+            return Err(ProviderError::cannot_publish(&self.name, "TLSA"));
         }
         let zone_id = self.zone_id(zone).await?;
         let names: BTreeSet<String> = changes

@@ -13,7 +13,7 @@ use std::sync::Mutex;
 
 use async_trait::async_trait;
 
-use crate::record::{parse_txt_presentation, txt_presentation, RData, Record};
+use crate::record::{parse_txt_presentation, txt_presentation, RData, Record, Tlsa};
 use crate::{Changes, Provider, ProviderError, Secret};
 use client::{Client, RRset, RRsetChange, Rr};
 
@@ -92,6 +92,13 @@ fn to_record(set: &RRset, rr: &Rr) -> Record {
             RData::Txt(parse_txt_presentation(&rr.content).unwrap_or_else(|| rr.content.clone()))
         }
         "CNAME" => RData::Cname(absolute(&rr.content)),
+        "TLSA" => Tlsa::parse(&rr.content).map_or_else(
+            || RData::Other {
+                rtype: "TLSA".to_owned(),
+                text: rr.content.clone(),
+            },
+            RData::Tlsa,
+        ),
         other => RData::Other {
             rtype: other.to_owned(),
             text: rr.content.clone(),
@@ -109,6 +116,8 @@ fn content(r: &Record) -> Result<String, ProviderError> {
     match &r.data {
         RData::Txt(text) => Ok(txt_presentation(text)),
         RData::Cname(target) => Ok(absolute(target)),
+        // RFC 6698 §2.2 presentation form, as PowerDNS's API takes it.
+        RData::Tlsa(t) => Ok(t.to_string()),
         RData::Other { rtype, .. } => Err(ProviderError::config(format!(
             "{}: a {rtype} record is never written by mta-stsd",
             r.name
@@ -208,6 +217,10 @@ impl Provider for PowerDns {
 
     fn consistency(&self) -> crate::Consistency {
         crate::Consistency::ReadVerifyWrite
+    }
+
+    fn writes_tlsa(&self) -> bool {
+        true
     }
 
     /// One zone list for all names; each gets the longest zone that is a suffix of it.

@@ -13,11 +13,11 @@ use async_trait::async_trait;
 use hickory_proto::dnssec::rdata::tsig::TsigAlgorithm as HickoryAlgorithm;
 use hickory_proto::dnssec::tsig::TSigner;
 use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode, UpdateMessage};
-use hickory_proto::rr::rdata::{CNAME, TXT};
+use hickory_proto::rr::rdata::{CNAME, TLSA, TXT};
 use hickory_proto::rr::{DNSClass, Name, RData as HRData, Record as HRecord, RecordType};
 use hickory_proto::serialize::binary::{BinEncodable, BinEncoder};
 
-use crate::record::{txt_strings, RData, Record};
+use crate::record::{txt_strings, RData, Record, Tlsa};
 use crate::tsig::{TsigAlgorithm, TsigKey};
 use crate::{Changes, DomainChange, Expect, Provider, ProviderError};
 use cache::Cache;
@@ -141,6 +141,12 @@ fn from_hickory(r: &HRecord) -> Record {
             RData::Txt(String::from_utf8_lossy(&bytes).into_owned())
         }
         HRData::CNAME(c) => RData::Cname(fqdn_lower(&c.0)),
+        HRData::TLSA(t) => RData::Tlsa(Tlsa {
+            usage: t.cert_usage().into(),
+            selector: t.selector().into(),
+            matching: t.matching().into(),
+            data: t.cert_data().to_vec(),
+        }),
         other => RData::Other {
             rtype: r.record_type().to_string(),
             text: presentation(other),
@@ -169,6 +175,13 @@ fn to_hickory(r: &Record, ttl: u32, class: DNSClass) -> Result<HRecord, Provider
     let rdata = match &r.data {
         RData::Txt(text) => HRData::TXT(TXT::from_bytes(txt_strings(text.as_bytes()).collect())),
         RData::Cname(target) => HRData::CNAME(CNAME(name(target)?)),
+        // RFC 6698 §2.1: usage, selector, matching type, then the data.
+        RData::Tlsa(t) => HRData::TLSA(TLSA::new(
+            t.usage.into(),
+            t.selector.into(),
+            t.matching.into(),
+            t.data.clone(),
+        )),
         RData::Other { rtype, .. } => {
             return Err(ProviderError::config(format!(
                 "{}: a {rtype} record is never written by mta-stsd",
@@ -185,6 +198,7 @@ fn rtype(t: &str) -> RecordType {
     match t {
         "TXT" => RecordType::TXT,
         "CNAME" => RecordType::CNAME,
+        "TLSA" => RecordType::TLSA,
         other => other.parse().unwrap_or(RecordType::ANY),
     }
 }
@@ -285,6 +299,10 @@ impl Provider for Rfc2136 {
 
     fn consistency(&self) -> crate::Consistency {
         crate::Consistency::CompareAndSwap
+    }
+
+    fn writes_tlsa(&self) -> bool {
+        true
     }
 
     /// Asks the server for the SOA of each name, pipelined on one connection: the owner of the

@@ -241,6 +241,9 @@ impl Rfc2136 {
             .map(|n| {
                 let t = if n.starts_with("mta-sts.") {
                     RecordType::A
+                } else if is_tlsa_name(n) {
+                    // A TLSA query shows a CNAME there too.
+                    RecordType::TLSA
                 } else {
                     RecordType::TXT
                 };
@@ -305,6 +308,12 @@ fn seen_by_queries(r: &HRecord, wanted: &HashSet<&str>) -> bool {
     match r.record_type() {
         RecordType::TXT | RecordType::CNAME => true,
         RecordType::A | RecordType::AAAA => owner.starts_with("mta-sts."),
+        RecordType::TLSA => is_tlsa_name(&owner),
         _ => false,
     }
+}
+
+/// RFC 7672 §2.2: DANE for SMTP looks up `_25._tcp.<mx host>`.
+fn is_tlsa_name(name: &str) -> bool {
+    name.starts_with("_25._tcp.")
 }
