@@ -48,6 +48,8 @@ pub struct Config {
     pub dns_defaults: Arc<DnsSettings>,
     /// `[delegation] zone`: where delegated domains' STS TXT records live (RFC 8461 §8.2).
     pub delegation: Option<DomainName>,
+    /// `[[dane]]`: MX hosts whose TLSA records we publish, sorted by host.
+    pub dane: Vec<Dane>,
     /// `[dns] reconcile`: how often `serve` re-reads the records it owns and repairs them.
     pub reconcile: Duration,
     /// Every file read (the main one first), for the watcher.
@@ -135,6 +137,21 @@ pub struct Domain {
     pub cert: CertSource,
     /// Set for a domain no longer in the config that is still served (RFC 8461 §8.3).
     pub retiring: Option<Retiring>,
+}
+
+/// One `[[dane]]` entry (SPEC "DANE for the MX hosts"), `[dns]` inherited.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dane {
+    pub host: DomainName,
+    /// The chain the MX presents: the leaf first, then its issuer.
+    pub cert: PathBuf,
+    /// The next key (private or public key PEM), published ahead of a rollover.
+    pub next_key: Option<PathBuf>,
+    /// Also publish `2 1 1` of the issuing CA (the second certificate in `cert`).
+    pub issuer: bool,
+    pub zone: Option<DomainName>,
+    pub provider: Option<Arc<str>>,
+    pub ttl: u32,
 }
 
 /// Where a removed domain is on its way out.

@@ -16,10 +16,12 @@ use crate::certs::CertFiles;
 use crate::name::{Converted, DomainName};
 use crate::policy::{Mode, MxPattern, MAX_AGE_LIMIT};
 use crate::rua::Rua;
+pub(crate) use dane::RawDane;
 use keys::keys;
 
 mod acme;
 mod alerts;
+mod dane;
 mod delegation;
 mod drift;
 mod keys;
@@ -48,6 +50,7 @@ keys! {
         State = "state",
         Alerts = "alerts",
         Delegation = "delegation",
+        Dane = "dane",
     }
 }
 
@@ -139,6 +142,8 @@ pub(crate) struct RawFile {
     pub reconcile: Option<Duration>,
     /// `[delegation] zone`.
     pub delegation: Option<At<DomainName>>,
+    /// `[[dane]]` entries.
+    pub dane: Vec<RawDane>,
 }
 
 /// Reads one parsed file. `dir` anchors relative paths; `main` allows the global sections.
@@ -235,6 +240,7 @@ impl Reader<'_> {
                         .table("delegation", item)
                         .and_then(|t| self.delegation(t, item))
                 }
+                Top::Dane => raw.dane = self.dane(item),
                 Top::Alerts => {
                     raw.alerts = self
                         .table("alerts", item)

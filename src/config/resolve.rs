@@ -217,6 +217,8 @@ pub(super) fn resolve(
         problems.0.extend(probs.0);
     }
 
+    let dane = dane(std::mem::take(&mut main.dane), &globals, sources, problems);
+
     if problems.has_errors() {
         return None;
     }
@@ -239,10 +241,52 @@ pub(super) fn resolve(
         state,
         dns_defaults: globals_dns,
         delegation,
+        dane,
         reconcile: main.reconcile.unwrap_or(DEFAULT_RECONCILE),
         files,
         include_patterns,
     })
+}
+
+/// `[[dane]]` entries with `[dns]` inherited; a host twice is an error naming both places.
+fn dane(
+    mut raw: Vec<super::raw::RawDane>,
+    g: &Globals<'_>,
+    sources: &Sources,
+    problems: &mut Problems,
+) -> Vec<super::Dane> {
+    raw.sort_by(|a, b| a.host.value.cmp(&b.host.value));
+    for pair in raw.windows(2) {
+        if pair[0].host.value == pair[1].host.value {
+            problems.error(
+                pair[1].at,
+                format!(
+                    "[[dane]] host `{}` is listed twice; also at {}",
+                    pair[1].host.value,
+                    sources.place(pair[0].at)
+                ),
+            );
+        }
+    }
+    raw.into_iter()
+        .map(|d| {
+            if let Some(p) = &d.provider {
+                check_provider(g.provider_names, p, problems);
+            }
+            super::Dane {
+                host: d.host.value,
+                cert: d.cert,
+                next_key: d.next_key,
+                issuer: d.issuer,
+                zone: d.zone.map(|z| z.value),
+                provider: match &d.provider {
+                    Some(p) => provider_of(p),
+                    None => g.dns.provider.clone(),
+                },
+                ttl: d.ttl.map_or(g.dns.ttl, |t| t.value),
+            }
+        })
+        .collect()
 }
 
 /// Policies of domains that override only `mode` or `max_age` and inherit `[policy] mx`: one
