@@ -19,14 +19,15 @@
 //! - `tlsrpt`: TLS-RPT (RFC 8460) reports, their store and receiver. Uses: `clock`, `config`, `live`, `name`, `rua`, `state`.
 //! - `desired`: the records and bodies the config wants, pure. Uses: `config`, `rua`.
 //! - `dns`: plan (pure diff) and sync through the providers. Uses: `config`, `desired`.
+//! - `dane`: TLSA for our MX hosts (RFC 7672) from their certificates, and safe rollovers. Uses: `config`, `dns`, `state`.
 //! - `lifecycle`: removed domains on their way out (RFC 8461 §8.3). Uses: `certs`, `clock`, `config`, `name`, `policy`, `rua`, `state`.
 //! - `metrics`: the Prometheus registry and its handles. Uses: `tlsrpt`.
 //! - `alerts`: drift events to a webhook or command. Uses: `config`, `errors`.
 //! - `drift`: the world as a sender sees it, against the config. Uses: `alerts`, `certs`, `clock`, `config`, `desired`, `dns`, `name`, `policy`, `rua`, `state`.
 //! - `acme`: ACME (RFC 8555) certificates, challenge answers, the renewal task. Uses: `certs`, `clock`, `config`, `errors`, `live`, `metrics`, `name`, `state`.
 //! - `serve`: the public listeners: TLS by SNI, HTTP/1.1 and HTTP/2, routing, limits. Uses: `acme`, `certs`, `config`, `live`, `metrics`, `name`, `policy`, `state`.
-//! - `daemon`: wires the tasks together; reload, publication, shutdown, the admin endpoints. Uses: `acme`, `alerts`, `clock`, `config`, `desired`, `dns`, `drift`, `lifecycle`, `live`, `metrics`, `name`, `serve`, `state`, `tlsrpt`.
-//! - `cli`: one function per command; anyhow stops here. Uses: `alerts`, `clock`, `config`, `daemon`, `desired`, `dns`, `drift`, `lifecycle`, `name`, `state`, `tlsrpt`.
+//! - `daemon`: wires the tasks together; reload, publication, shutdown, the admin endpoints. Uses: `acme`, `alerts`, `clock`, `config`, `dane`, `desired`, `dns`, `drift`, `lifecycle`, `live`, `metrics`, `name`, `serve`, `state`, `tlsrpt`.
+//! - `cli`: one function per command; anyhow stops here. Uses: `alerts`, `clock`, `config`, `daemon`, `dane`, `desired`, `dns`, `drift`, `lifecycle`, `name`, `state`, `tlsrpt`.
 //! - `fuzzing`: ways in for the fuzz targets and property tests. Uses: `config`, `drift`, `live`, `policy`, `rua`, `serve`, `tlsrpt`.
 
 pub mod acme;
@@ -36,6 +37,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod daemon;
+pub mod dane;
 pub mod desired;
 pub mod dns;
 pub mod drift;

@@ -189,13 +189,18 @@ fn check(path: &Path) -> Result<u8> {
             print_warnings(&mut err, &loaded.warnings)?;
             err.flush()?;
             let c = &loaded.config;
+            let dane = dane_warnings(c)?;
+            for w in &dane {
+                writeln!(err, "warning: {w}")?;
+            }
+            err.flush()?;
             println!(
                 "{}: ok: {}, {}, {}, {}",
                 path.display(),
                 plural(c.domains.len(), "domain"),
                 plural(c.providers.len(), "provider"),
                 plural(c.files.len(), "file"),
-                plural(loaded.warnings.len(), "warning")
+                plural(loaded.warnings.len() + dane.len(), "warning")
             );
             Ok(0)
         }
@@ -219,6 +224,20 @@ fn check(path: &Path) -> Result<u8> {
             Ok(1)
         }
     }
+}
+
+/// `[[dane]]`: what only asking the providers and DNS can tell (an unsigned zone, a provider
+/// that cannot publish TLSA, an unannounced rollover).
+fn dane_warnings(config: &Config) -> Result<Vec<String>> {
+    if config.dane.is_empty() {
+        return Ok(Vec::new());
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let providers = crate::dns::providers::all(config);
+    Ok(runtime.block_on(crate::dane::check::warnings(config, &providers)))
 }
 
 /// How many places one warning is shown at before the rest are counted.
@@ -360,8 +379,36 @@ fn records(path: &Path, asked: &[String]) -> Result<u8> {
             writeln!(out, "{r}")?;
         }
     }
+    let mut code = 0;
+    // `[[dane]]`: the TLSA records the certificate files give now (SPEC "DANE for the MX hosts").
+    for entry in config.dane.iter().filter(|_| asked.is_empty()) {
+        if !selected.is_empty() || code != 0 {
+            writeln!(out)?;
+        }
+        let provider = entry
+            .provider
+            .as_deref()
+            .unwrap_or("none: set these by hand");
+        writeln!(out, "; [[dane]] {} (provider {provider})", entry.host)?;
+        match crate::dane::keys::read(entry) {
+            Ok(keys) => {
+                let name = crate::dane::sync::tlsa_name(entry.host.as_str());
+                for t in keys.values() {
+                    writeln!(
+                        out,
+                        "{}",
+                        mta_stsd_providers::Record::tlsa(&name, entry.ttl, t.clone())
+                    )?;
+                }
+            }
+            Err(e) => {
+                eprintln!("error: [[dane]] {}: {e}", entry.host);
+                code = 1;
+            }
+        }
+    }
     out.flush()?;
-    Ok(0)
+    Ok(code)
 }
 
 /// Structured logs on stderr; `RUST_LOG` filters (default `info`).

@@ -25,6 +25,9 @@ struct Report {
     manual: Vec<Manual>,
     /// Removed domains in their retirement, one note each.
     retiring: Vec<String>,
+    /// `[[dane]]`: files or providers that failed, and unannounced rollovers.
+    dane_errors: Vec<String>,
+    dane_findings: Vec<String>,
     counts: Counts,
     exit_code: u8,
 }
@@ -203,17 +206,17 @@ pub fn run(path: &Path, apply: bool, asked: &[String], format: Format) -> Result
         }
     }
     drop(progress);
+    if asked.is_empty() && !config.dane.is_empty() {
+        dane(&runtime, &config, &providers, apply, &mut report);
+    }
 
-    report.manual = manual
-        .iter()
-        .map(|d| Manual {
-            domain: d.name.to_string(),
-            host_unmanaged: d.dns.target.is_none(),
-            records: desired::records(d).iter().map(|r| r.to_string()).collect(),
-        })
-        .collect();
+    report.manual.extend(manual.iter().map(|d| Manual {
+        domain: d.name.to_string(),
+        host_unmanaged: d.dns.target.is_none(),
+        records: desired::records(d).iter().map(|r| r.to_string()).collect(),
+    }));
     report.counts.manual = report.manual.len();
-    report.counts.errors = report.errors.len();
+    report.counts.errors = report.errors.len() + report.dane_errors.len();
     report.exit_code = match (report.counts.errors, report.counts.records, apply) {
         (e, _, _) if e > 0 => 1,
         (_, c, false) if c > 0 => 2,
@@ -232,9 +235,60 @@ pub fn run(path: &Path, apply: bool, asked: &[String], format: Format) -> Result
     Ok(report.exit_code)
 }
 
+/// The `[[dane]]` round (SPEC "DANE for the MX hosts"): its zones join the report.
+fn dane(
+    runtime: &tokio::runtime::Runtime,
+    config: &crate::config::Config,
+    providers: &crate::dns::providers::Providers,
+    apply: bool,
+    report: &mut Report,
+) {
+    let now = crate::clock::unix_now();
+    let round = runtime.block_on(crate::dane::sync::round(config, providers, apply, now));
+    for z in round.zones {
+        let n = z.add.len() + z.delete.len();
+        report.counts.records += n;
+        report.counts.zones_changed += usize::from(n > 0);
+        report.counts.conflicts += z.conflicts.len();
+        report.zones.push(ZoneReport {
+            zone: z.zone,
+            provider: z.provider,
+            delete: z.delete.iter().map(ToString::to_string).collect(),
+            add: z.add.iter().map(ToString::to_string).collect(),
+            conflicts: z
+                .conflicts
+                .into_iter()
+                .map(|message| Conflict {
+                    domain: "dane".into(),
+                    message,
+                })
+                .collect(),
+        });
+    }
+    report.dane_errors = round
+        .errors
+        .into_iter()
+        .map(|(host, e)| format!("[[dane]] {host}: {e}"))
+        .collect();
+    report.dane_findings = round.findings;
+    if !round.manual.is_empty() {
+        report.manual.push(Manual {
+            domain: "[[dane]] hosts".into(),
+            host_unmanaged: false,
+            records: round.manual.iter().map(ToString::to_string).collect(),
+        });
+    }
+}
+
 fn text(out: &mut impl Write, r: &Report, apply: bool) -> Result<()> {
     for line in &r.retiring {
         writeln!(out, "{line}")?;
+    }
+    for e in &r.dane_errors {
+        eprintln!("error: {e}");
+    }
+    for f in &r.dane_findings {
+        eprintln!("error: DANE: {f}");
     }
     for e in &r.errors {
         let shown: Vec<&str> = e.domains.iter().take(3).map(String::as_str).collect();

@@ -139,6 +139,7 @@ pub fn status(
             "counts": r.counts,
         })),
         "alerts": live.config.alerts.as_ref().map(|_| shared.alerts.json()),
+        "dane": shared.dane.lock().unwrap_or_else(|e| e.into_inner()).as_ref().map(super::dane::status),
         "acme": live.config.acme.as_ref().map(|_| shared.acme.summary_json()),
         "tlsrpt": reports.summary(),
         "state": {

@@ -2,6 +2,7 @@
 //! down gracefully on SIGTERM/SIGINT.
 
 pub mod admin;
+pub mod dane;
 pub mod drift;
 pub mod lifecycle;
 pub mod publish;
@@ -153,6 +154,7 @@ async fn serve(config_path: &Path, loaded: config::Loaded, cache: config::Cache)
     // Listening already: a policy is served before its id is published.
     let publisher = publish::Publisher::start(shared.clone());
     let retirements = lifecycle::LifecycleTask::start(shared.clone());
+    let dane = dane::DaneTask::start(shared.clone());
     // Idle until a config has [drift]; reloads may add, change or remove it.
     let drift = drift::DriftTask::start(shared.clone());
     // Listening already: challenges are answered by the listeners above.
@@ -177,6 +179,7 @@ async fn serve(config_path: &Path, loaded: config::Loaded, cache: config::Cache)
     drop(reloader);
     drop(retirements);
     drop(publisher);
+    drop(dane);
     drop(drift);
     drop(acme);
     drop(reports);

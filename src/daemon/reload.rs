@@ -41,6 +41,11 @@ impl WatchSet {
             files.insert(absolute(&c.cert));
             files.insert(absolute(&c.key));
         }
+        // A renewed DANE certificate or a new next key: a reload, then a DANE round.
+        for d in &config.dane {
+            files.insert(absolute(&d.cert));
+            files.extend(d.next_key.as_deref().map(absolute));
+        }
         let include_patterns: Vec<String> = config
             .include_patterns
             .iter()
@@ -285,6 +290,7 @@ async fn reload(shared: &Arc<Shared>, cache: &Arc<Mutex<config::Cache>>) -> Opti
             shared.drift_wake.notify_one();
             // The new policies are being served: now their records may be published.
             shared.publish_wake.notify_one();
+            shared.dane_wake.notify_one();
             shared.acme.wake.notify_one();
             m.reloads_ok.inc();
             m.last_reload_ok.set(1);

@@ -40,6 +40,10 @@ pub struct Shared {
     pub publication: Mutex<Publication>,
     /// Wakes the publisher after a reload swapped in a new config.
     pub publish_wake: tokio::sync::Notify,
+    /// Wakes the DANE task after a reload (a renewed certificate reloads too).
+    pub dane_wake: tokio::sync::Notify,
+    /// The last DANE round, for `/status`.
+    pub dane: Mutex<Option<crate::dane::sync::Round>>,
     /// The last drift report, once the first run is done.
     pub drift: Mutex<Option<Arc<crate::drift::report::Report>>>,
     /// `[alerts]` deliveries and failures.
@@ -90,6 +94,8 @@ impl Shared {
             started_at: now,
             publication: Mutex::new(Publication::default()),
             publish_wake: tokio::sync::Notify::new(),
+            dane_wake: tokio::sync::Notify::new(),
+            dane: Mutex::new(None),
             drift: Mutex::new(None),
             alerts: crate::alerts::Stats::default(),
             acme: Arc::default(),

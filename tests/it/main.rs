@@ -10,6 +10,7 @@ mod battery;
 mod cli_edges;
 mod config;
 mod config_unknown_keys;
+mod dane;
 mod delegation;
 mod devca;
 mod dns_harness_selftest;

@@ -260,10 +260,17 @@ pub(super) fn write_config(
                  \tallow-update {{ key \"{name}\"; }};\n\
                  {allow_query}\
                  {transfer}\
+                 {dnssec}\
                  }};\n\
                  {more}\
                  {querylog}",
                 transfer = transfer(key),
+                // BIND 9.18 signs a dynamic zone with a policy only with inline signing.
+                dnssec = if options.dnssec {
+                    format!("\tdnssec-policy default;\n\tinline-signing yes;\n\tkey-directory \"{d}\";\n")
+                } else {
+                    String::new()
+                },
                 querylog = if options.querylog {
                     "logging { category queries { default_stderr; }; };\n"
                 } else {

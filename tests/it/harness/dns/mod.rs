@@ -128,6 +128,8 @@ pub struct Options {
     pub transfers: bool,
     /// BIND only: log every query received (`querying` in [`DnsServer::log`]).
     pub querylog: bool,
+    /// BIND only: the zone is DNSSEC-signed (`dnssec-policy default`), updates included.
+    pub dnssec: bool,
 }
 
 /// One more zone on a BIND server: its name, its update key and zone-file lines (as
@@ -149,6 +151,7 @@ impl Default for Options {
             more_zones: Vec::new(),
             transfers: false,
             querylog: false,
+            dnssec: false,
         }
     }
 }

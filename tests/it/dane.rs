@@ -1,0 +1,321 @@
+//! DANE for the MX hosts (SPEC "DANE for the MX hosts", issue 28) against a real BIND that
+//! signs the zone (`dnssec-policy default`) and takes TSIG-signed updates: the TLSA records
+//! published from the certificate files, answered signed; a rollover done the announced way
+//! (next key out a TTL ahead, old key withdrawn a TTL after the switch), timed from BIND's
+//! answers; an unannounced switch published at once and reported; `check` on an unsigned zone.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query};
+use hickory_proto::rr::{Name, RData, RecordType};
+use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair, PublicKeyData};
+use sha2::{Digest, Sha256};
+
+use crate::harness::daemon::{eventually, Daemon};
+use crate::harness::dns::{DnsServer, Kind, Options, TsigKey};
+use crate::harness::{pos, ConfigDir, MAIN};
+
+const ZONE: &str = "example.org.";
+const NAME: &str = "_25._tcp.mail.example.org.";
+/// Short, so a rollover's waits take seconds.
+const TTL: u64 = 3;
+
+/// A CA and leaf certificates for `mail.example.org` it signs with a given key.
+struct Ca {
+    key: KeyPair,
+    params: CertificateParams,
+    pem: String,
+}
+
+impl Ca {
+    fn new() -> Ca {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let pem = params.clone().self_signed(&key).unwrap().pem();
+        Ca { key, params, pem }
+    }
+
+    /// The full chain a certbot `fullchain.pem` holds: the leaf, then the CA.
+    fn fullchain(&self, leaf_key: &KeyPair) -> String {
+        let issuer = Issuer::new(self.params.clone(), &self.key);
+        let leaf = CertificateParams::new(vec!["mail.example.org".into()])
+            .unwrap()
+            .signed_by(leaf_key, &issuer)
+            .unwrap();
+        format!("{}{}", leaf.pem(), self.pem)
+    }
+}
+
+/// RFC 6698 §2.1 "3 1 1" / "2 1 1" data, computed here from the key, not by the daemon.
+fn spki_sha256(key: &KeyPair) -> Vec<u8> {
+    Sha256::digest(key.subject_public_key_info()).to_vec()
+}
+
+fn start_bind(dnssec: bool) -> DnsServer {
+    let key = TsigKey::generate("mta-stsd", "hmac-sha256");
+    let options = Options {
+        dnssec,
+        ..Options::default()
+    };
+    DnsServer::start_with(Kind::Bind, &options, ZONE, &key, &[])
+}
+
+fn config(dns: &DnsServer, dir: &ConfigDir, dane: &str) {
+    let key = dns.key_file(dir.path());
+    dir.write(
+        MAIN,
+        format!(
+            r#"[server]
+https = []
+admin = "127.0.0.1:0"
+
+[policy]
+mode = "enforce"
+mx = ["mail.example.org"]
+
+[dns]
+provider = "p"
+ttl = {TTL}
+reconcile = "1h"
+
+[state]
+dir = "state"
+
+[providers.p]
+kind = "rfc2136"
+server = "{}"
+tsig_key = "{}"
+
+[domains."example.org"]
+
+[[dane]]
+host = "mail.example.org"
+cert = "fullchain.pem"
+{dane}
+"#,
+            dns.addr,
+            key.display()
+        ),
+    );
+}
+
+/// BIND's TLSA answer at [`NAME`], asked with the DO bit: (usage, data) of each record, and
+/// whether an RRSIG covering them came along.
+fn tlsa(addr: SocketAddr) -> (Vec<(u8, Vec<u8>)>, bool) {
+    let mut m = Message::new();
+    m.set_id(7)
+        .set_message_type(MessageType::Query)
+        .set_op_code(OpCode::Query)
+        .add_query(Query::query(
+            Name::from_ascii(NAME).unwrap(),
+            RecordType::TLSA,
+        ));
+    let mut edns = Edns::new();
+    edns.set_dnssec_ok(true).set_max_payload(4096);
+    m.set_edns(edns);
+    let wire = m.to_vec().unwrap();
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(&(wire.len() as u16).to_be_bytes()).unwrap();
+    s.write_all(&wire).unwrap();
+    let mut len = [0u8; 2];
+    s.read_exact(&mut len).unwrap();
+    let mut buf = vec![0u8; u16::from_be_bytes(len) as usize];
+    s.read_exact(&mut buf).unwrap();
+    let answer = Message::from_vec(&buf).unwrap();
+    let mut records: Vec<(u8, Vec<u8>)> = answer
+        .answers()
+        .iter()
+        .filter_map(|r| match r.data() {
+            RData::TLSA(t) => Some((t.cert_usage().into(), t.cert_data().to_vec())),
+            _ => None,
+        })
+        .collect();
+    records.sort();
+    let signed = answer
+        .answers()
+        .iter()
+        .any(|r| r.record_type() == RecordType::RRSIG);
+    (records, signed)
+}
+
+fn has(records: &[(u8, Vec<u8>)], usage: u8, data: &[u8]) -> bool {
+    records.iter().any(|(u, d)| *u == usage && d == data)
+}
+
+/// The announced way: `next_key` published with the current key; the certificate switches
+/// to it a TTL later; the old key's record is withdrawn only one TTL after the switch, and
+/// nothing is reported. Every step timed from BIND's answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn announced_rollover_on_a_signed_zone() {
+    let dns = start_bind(true);
+    let dir = ConfigDir::new();
+    let ca = Ca::new();
+    let (a, b, c) = (
+        KeyPair::generate().unwrap(),
+        KeyPair::generate().unwrap(),
+        KeyPair::generate().unwrap(),
+    );
+    dir.write("fullchain.pem", ca.fullchain(&a));
+    dir.write("next.pem", b.serialize_pem());
+    config(&dns, &dir, "next_key = \"next.pem\"\nissuer = false\n");
+
+    // `check` on a signed zone says nothing about signing.
+    eventually("BIND signs the zone (DNSKEY at the apex)", || async {
+        (!dns.query(ZONE, RecordType::DNSKEY).is_empty()).then_some(())
+    })
+    .await;
+    let out = crate::harness::run_with_config(&dir.config_path(), &["check"]);
+    let stderr = &out.stderr;
+    assert!(!stderr.contains("not DNSSEC-signed"), "{stderr}");
+
+    let d = Daemon::start(&dir.config_path());
+    let published = eventually("3 1 1 of the key and of next_key, signed", || async {
+        let (r, signed) = tlsa(dns.addr);
+        (r.len() == 2 && has(&r, 3, &spki_sha256(&a)) && has(&r, 3, &spki_sha256(&b)) && signed)
+            .then(Instant::now)
+    })
+    .await;
+
+    // The certbot deploy hook: the new certificate uses the announced key; a new next key.
+    tokio::time::sleep_until((published + Duration::from_secs(TTL + 1)).into()).await;
+    dir.write("next.pem", c.serialize_pem());
+    dir.write("fullchain.pem", ca.fullchain(&b));
+    let switched = Instant::now();
+    eventually("the new next key published", || async {
+        has(&tlsa(dns.addr).0, 3, &spki_sha256(&c)).then_some(())
+    })
+    .await;
+    let withdrawn = eventually("the old key's record withdrawn", || async {
+        let (r, signed) = tlsa(dns.addr);
+        assert!(signed, "an unsigned TLSA answer: {r:?}");
+        assert!(
+            has(&r, 3, &spki_sha256(&b)),
+            "the presented key's record went: {r:?}"
+        );
+        (!has(&r, 3, &spki_sha256(&a))).then(Instant::now)
+    })
+    .await;
+    let after = withdrawn - switched;
+    assert!(
+        after >= Duration::from_secs(TTL),
+        "old key withdrawn {after:?} after the switch, under one TTL ({TTL} s)"
+    );
+    assert!(
+        after < Duration::from_secs(TTL + 8),
+        "withdrawn only after {after:?}"
+    );
+    let (r, _) = tlsa(dns.addr);
+    assert_eq!(r.len(), 2, "the presented key and the next key: {r:?}");
+    eprintln!(
+        "timeline: A+B published; switch to B at +{:?}; C published; A withdrawn {after:?} after the switch",
+        switched - published
+    );
+    // Announced: no finding anywhere.
+    assert!(
+        !d.lines().iter().any(|l| l.contains("switched to a key")),
+        "{}",
+        d.lines().join("\n")
+    );
+    let status = d.status().await;
+    assert_eq!(
+        status["dane"]["findings"],
+        serde_json::json!([]),
+        "{status}"
+    );
+}
+
+/// No `next_key`: a certificate that switches to a new key has it published at once and
+/// reported (log ERROR, `/status`, `check`), naming `next_key` and `issuer = true`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unannounced_switch_is_published_at_once_and_reported() {
+    let dns = start_bind(true);
+    let dir = ConfigDir::new();
+    let ca = Ca::new();
+    let (a, b) = (KeyPair::generate().unwrap(), KeyPair::generate().unwrap());
+    dir.write("fullchain.pem", ca.fullchain(&a));
+    config(&dns, &dir, "");
+    let d = Daemon::start(&dir.config_path());
+    eventually("3 1 1 of the first key", || async {
+        has(&tlsa(dns.addr).0, 3, &spki_sha256(&a)).then_some(())
+    })
+    .await;
+    let skip = d.lines().len();
+    dir.write("fullchain.pem", ca.fullchain(&b));
+    let switched = Instant::now();
+    eventually("the new key published", || async {
+        let (r, _) = tlsa(dns.addr);
+        // The old one stays for its TTL: senders may still hold it.
+        has(&r, 3, &spki_sha256(&b)).then(|| {
+            assert!(has(&r, 3, &spki_sha256(&a)) || switched.elapsed() >= Duration::from_secs(TTL))
+        })
+    })
+    .await;
+    let line = d.wait_log_after(skip, "switched to a key");
+    assert!(line.contains("ERROR"), "{line}");
+    assert!(
+        line.contains("next_key") && line.contains("issuer = true"),
+        "{line}"
+    );
+    let status = d.status().await;
+    let findings = status["dane"]["findings"]
+        .as_array()
+        .expect("findings")
+        .clone();
+    assert_eq!(findings.len(), 1, "{status}");
+    let out = crate::harness::run_with_config(&dir.config_path(), &["check"]);
+    let stderr = &out.stderr;
+    assert!(stderr.contains("switched to a key"), "{stderr}");
+}
+
+/// `check` warns when the zone holding the TLSA records is not signed: DANE has no effect.
+#[test]
+fn check_warns_when_the_zone_is_not_signed() {
+    let dns = start_bind(false);
+    let dir = ConfigDir::new();
+    let a = KeyPair::generate().unwrap();
+    dir.write("fullchain.pem", Ca::new().fullchain(&a));
+    config(&dns, &dir, "");
+    let out = crate::harness::run_with_config(&dir.config_path(), &["check"]);
+    let stderr = &out.stderr;
+    assert!(
+        stderr.contains("zone example.org. is not DNSSEC-signed"),
+        "{stderr}"
+    );
+}
+
+/// `[[dane]]` keys are checked like every table, and `records` prints the TLSA records the
+/// files give: 3 1 1 of the leaf and next key, 2 1 1 of the CA.
+#[test]
+fn config_and_records() {
+    let dir = ConfigDir::new();
+    let ca = Ca::new();
+    let (a, b) = (KeyPair::generate().unwrap(), KeyPair::generate().unwrap());
+    dir.write("fullchain.pem", ca.fullchain(&a));
+    dir.write("next.pub", b.public_key_pem());
+    let text = "[server]\nhttps = []\n[policy]\nmode = \"testing\"\nmx = [\"mail.example.org\"]\n[dns]\nttl = 300\n[domains.\"example.org\"]\n[[dane]]\nhost = \"mail.example.org\"\ncert = \"fullchain.pem\"\nnext_key = \"next.pub\"\nissuer = true\n";
+    dir.write(MAIN, format!("{text}certificate = \"x\"\n"));
+    let out = crate::harness::run_with_config(&dir.config_path(), &["check"]);
+    let main = dir.config_path();
+    let bad = std::fs::read_to_string(&main).unwrap();
+    out.assert_error(
+        &main,
+        pos(&bad, "certificate ="),
+        "unknown key `certificate` in [[dane]]",
+    );
+
+    dir.write(MAIN, text);
+    let out = crate::harness::run_with_config(&dir.config_path(), &["records"]);
+    let stdout = &out.stdout;
+    let hex = |d: Vec<u8>| d.iter().map(|b| format!("{b:02X}")).collect::<String>();
+    for (usage, key) in [(3, &a), (3, &b), (2, &ca.key)] {
+        let line = format!(
+            "{NAME}\t300\tIN\tTLSA\t{usage} 1 1 {}",
+            hex(spki_sha256(key))
+        );
+        assert!(stdout.contains(&line), "no {line:?} in:\n{stdout}");
+    }
+}
