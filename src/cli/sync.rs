@@ -206,7 +206,9 @@ pub fn run(path: &Path, apply: bool, asked: &[String], format: Format) -> Result
         }
     }
     drop(progress);
-    if asked.is_empty() && !config.dane.is_empty() {
+    // A removed entry's records are withdrawn from the memory's list too.
+    let dane_memory = crate::dane::memory::path(&config.state.dir).exists();
+    if asked.is_empty() && (!config.dane.is_empty() || dane_memory) {
         dane(&runtime, &config, &providers, apply, &mut report);
     }
 

@@ -319,3 +319,91 @@ fn config_and_records() {
         assert!(stdout.contains(&line), "no {line:?} in:\n{stdout}");
     }
 }
+
+/// PowerDNS through its API: `apply` publishes our TLSA beside a foreign one, a second
+/// `apply` changes nothing, and a removed entry's record goes only a TTL later, the foreign
+/// one never.
+#[test]
+fn powerdns_publishes_and_withdraws_only_ours() {
+    let pdns = crate::harness::pdns::PdnsServer::start(ZONE);
+    let foreign = format!("3 1 1 {}", "AB".repeat(32));
+    pdns.add(NAME, "TLSA", &foreign);
+    let dir = ConfigDir::new();
+    let a = KeyPair::generate().unwrap();
+    dir.write("fullchain.pem", Ca::new().fullchain(&a));
+    let key = dir.write("pdns.key", format!("{}\n", pdns.api_key));
+    let base = format!(
+        "[server]\nhttps = []\n[policy]\nmode = \"testing\"\nmx = [\"mail.example.org\"]\n[dns]\nprovider = \"p\"\nttl = {TTL}\n[state]\ndir = \"state\"\n[providers.p]\nkind = \"powerdns\"\nurl = \"{}\"\napi_key_file = \"{}\"\n",
+        pdns.url(),
+        key.display()
+    );
+    let with_entry =
+        format!("{base}[[dane]]\nhost = \"mail.example.org\"\ncert = \"fullchain.pem\"\n");
+    dir.write(MAIN, &with_entry);
+    let ours = format!(
+        "3 1 1 {}",
+        spki_sha256(&a)
+            .iter()
+            .map(|b| format!("{b:02X}"))
+            .collect::<String>()
+    );
+    let seen = || {
+        let mut v: Vec<String> = pdns
+            .query(NAME, RecordType::TLSA)
+            .iter()
+            .map(|t| t.to_ascii_uppercase())
+            .collect();
+        v.sort();
+        v
+    };
+    let mut both = vec![foreign.clone(), ours.clone()];
+    both.sort();
+    let apply = || crate::harness::run_with_config(&dir.config_path(), &["apply"]);
+    let out = apply();
+    out.assert_status(0);
+    assert!(
+        out.stdout
+            .contains(&format!("+ {NAME}\t{TTL}\tIN\tTLSA\t{ours}")),
+        "{}",
+        out.dump()
+    );
+    assert_eq!(seen(), both);
+    let out = apply();
+    out.assert_status(0);
+    assert!(out.stdout.contains("; 0 records changed"), "{}", out.dump());
+
+    // The entry removed: the record stays for a TTL, then only ours goes.
+    dir.write(MAIN, &base);
+    let removed = Instant::now();
+    apply().assert_status(0);
+    assert_eq!(seen(), both, "withdrawn at once");
+    std::thread::sleep((removed + Duration::from_secs(TTL + 2)) - Instant::now());
+    let out = apply();
+    out.assert_status(0);
+    assert!(out.stdout.contains(&format!("- {NAME}")), "{}", out.dump());
+    assert_eq!(seen(), vec![foreign]);
+}
+
+/// A provider that cannot write TLSA: `check` says so rather than failing later.
+#[test]
+fn check_names_a_provider_that_cannot_publish_tlsa() {
+    let dir = ConfigDir::new();
+    dir.write(
+        "fullchain.pem",
+        Ca::new().fullchain(&KeyPair::generate().unwrap()),
+    );
+    let token = dir.write("cf.token", "t\n");
+    dir.write(
+        MAIN,
+        format!(
+            "[server]\nhttps = []\n[policy]\nmode = \"testing\"\nmx = [\"mail.example.org\"]\n[dns]\nprovider = \"cf\"\n[providers.cf]\nkind = \"cloudflare\"\nbase_url = \"http://127.0.0.1:9\"\napi_token_file = \"{}\"\n[[dane]]\nhost = \"mail.example.org\"\ncert = \"fullchain.pem\"\n",
+            token.display()
+        ),
+    );
+    let out = crate::harness::run_with_config(&dir.config_path(), &["check"]);
+    assert!(
+        out.stderr.contains("provider cf cannot publish TLSA"),
+        "{}",
+        out.dump()
+    );
+}
