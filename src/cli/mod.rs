@@ -1,5 +1,6 @@
 //! One function per command; errors become messages and exit codes here and nowhere else.
 
+mod dane;
 mod docs;
 mod ingest;
 mod progress;
@@ -189,7 +190,7 @@ fn check(path: &Path) -> Result<u8> {
             print_warnings(&mut err, &loaded.warnings)?;
             err.flush()?;
             let c = &loaded.config;
-            let dane = dane_warnings(c)?;
+            let dane = dane::warnings(c)?;
             for w in &dane {
                 writeln!(err, "warning: {w}")?;
             }
@@ -224,20 +225,6 @@ fn check(path: &Path) -> Result<u8> {
             Ok(1)
         }
     }
-}
-
-/// `[[dane]]`: what only asking the providers and DNS can tell (an unsigned zone, a provider
-/// that cannot publish TLSA, an unannounced rollover).
-fn dane_warnings(config: &Config) -> Result<Vec<String>> {
-    if config.dane.is_empty() {
-        return Ok(Vec::new());
-    }
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
-    let providers = crate::dns::providers::all(config);
-    Ok(runtime.block_on(crate::dane::check::warnings(config, &providers)))
 }
 
 /// How many places one warning is shown at before the rest are counted.
@@ -379,34 +366,12 @@ fn records(path: &Path, asked: &[String]) -> Result<u8> {
             writeln!(out, "{r}")?;
         }
     }
-    let mut code = 0;
-    // `[[dane]]`: the TLSA records the certificate files give now (SPEC "DANE for the MX hosts").
-    for entry in config.dane.iter().filter(|_| asked.is_empty()) {
-        if !selected.is_empty() || code != 0 {
-            writeln!(out)?;
-        }
-        let provider = entry
-            .provider
-            .as_deref()
-            .unwrap_or("none: set these by hand");
-        writeln!(out, "; [[dane]] {} (provider {provider})", entry.host)?;
-        match crate::dane::keys::read(entry) {
-            Ok(keys) => {
-                let name = crate::dane::sync::tlsa_name(entry.host.as_str());
-                for t in keys.values() {
-                    writeln!(
-                        out,
-                        "{}",
-                        mta_stsd_providers::Record::tlsa(&name, entry.ttl, t.clone())
-                    )?;
-                }
-            }
-            Err(e) => {
-                eprintln!("error: [[dane]] {}: {e}", entry.host);
-                code = 1;
-            }
-        }
-    }
+    // `[[dane]]`: the TLSA records the certificate files give now.
+    let code = if asked.is_empty() {
+        dane::records(&mut out, &config, !selected.is_empty())?
+    } else {
+        0
+    };
     out.flush()?;
     Ok(code)
 }
