@@ -15,22 +15,22 @@ use sha2::{Digest, Sha256};
 
 use crate::harness::daemon::{eventually, Daemon};
 use crate::harness::dns::{DnsServer, Kind, Options, TsigKey};
-use crate::harness::{pos, ConfigDir, MAIN};
+use crate::harness::{ConfigDir, MAIN};
 
 const ZONE: &str = "example.org.";
-const NAME: &str = "_25._tcp.mail.example.org.";
+pub(crate) const NAME: &str = "_25._tcp.mail.example.org.";
 /// Short, so a rollover's waits take seconds.
 const TTL: u64 = 3;
 
 /// A CA and leaf certificates for `mail.example.org` it signs with a given key.
-struct Ca {
-    key: KeyPair,
+pub(crate) struct Ca {
+    pub(crate) key: KeyPair,
     params: CertificateParams,
     pem: String,
 }
 
 impl Ca {
-    fn new() -> Ca {
+    pub(crate) fn new() -> Ca {
         let key = KeyPair::generate().unwrap();
         let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -39,7 +39,7 @@ impl Ca {
     }
 
     /// The full chain a certbot `fullchain.pem` holds: the leaf, then the CA.
-    fn fullchain(&self, leaf_key: &KeyPair) -> String {
+    pub(crate) fn fullchain(&self, leaf_key: &KeyPair) -> String {
         let issuer = Issuer::new(self.params.clone(), &self.key);
         let leaf = CertificateParams::new(vec!["mail.example.org".into()])
             .unwrap()
@@ -50,7 +50,7 @@ impl Ca {
 }
 
 /// RFC 6698 §2.1 "3 1 1" / "2 1 1" data, computed here from the key, not by the daemon.
-fn spki_sha256(key: &KeyPair) -> Vec<u8> {
+pub(crate) fn spki_sha256(key: &KeyPair) -> Vec<u8> {
     Sha256::digest(key.subject_public_key_info()).to_vec()
 }
 
@@ -287,39 +287,6 @@ fn check_warns_when_the_zone_is_not_signed() {
     );
 }
 
-/// `[[dane]]` keys are checked like every table, and `records` prints the TLSA records the
-/// files give: 3 1 1 of the leaf and next key, 2 1 1 of the CA.
-#[test]
-fn config_and_records() {
-    let dir = ConfigDir::new();
-    let ca = Ca::new();
-    let (a, b) = (KeyPair::generate().unwrap(), KeyPair::generate().unwrap());
-    dir.write("fullchain.pem", ca.fullchain(&a));
-    dir.write("next.pub", b.public_key_pem());
-    let text = "[server]\nhttps = []\n[policy]\nmode = \"testing\"\nmx = [\"mail.example.org\"]\n[dns]\nttl = 300\n[domains.\"example.org\"]\n[[dane]]\nhost = \"mail.example.org\"\ncert = \"fullchain.pem\"\nnext_key = \"next.pub\"\nissuer = true\n";
-    dir.write(MAIN, format!("{text}certificate = \"x\"\n"));
-    let out = crate::harness::run_with_config(&dir.config_path(), &["check"]);
-    let main = dir.config_path();
-    let bad = std::fs::read_to_string(&main).unwrap();
-    out.assert_error(
-        &main,
-        pos(&bad, "certificate ="),
-        "unknown key `certificate` in [[dane]]",
-    );
-
-    dir.write(MAIN, text);
-    let out = crate::harness::run_with_config(&dir.config_path(), &["records"]);
-    let stdout = &out.stdout;
-    let hex = |d: Vec<u8>| d.iter().map(|b| format!("{b:02X}")).collect::<String>();
-    for (usage, key) in [(3, &a), (3, &b), (2, &ca.key)] {
-        let line = format!(
-            "{NAME}\t300\tIN\tTLSA\t{usage} 1 1 {}",
-            hex(spki_sha256(key))
-        );
-        assert!(stdout.contains(&line), "no {line:?} in:\n{stdout}");
-    }
-}
-
 /// PowerDNS through its API: `apply` publishes our TLSA beside a foreign one, a second
 /// `apply` changes nothing, and a removed entry's record goes only a TTL later, the foreign
 /// one never.
@@ -382,28 +349,4 @@ fn powerdns_publishes_and_withdraws_only_ours() {
     out.assert_status(0);
     assert!(out.stdout.contains(&format!("- {NAME}")), "{}", out.dump());
     assert_eq!(seen(), vec![foreign]);
-}
-
-/// A provider that cannot write TLSA: `check` says so rather than failing later.
-#[test]
-fn check_names_a_provider_that_cannot_publish_tlsa() {
-    let dir = ConfigDir::new();
-    dir.write(
-        "fullchain.pem",
-        Ca::new().fullchain(&KeyPair::generate().unwrap()),
-    );
-    let token = dir.write("cf.token", "t\n");
-    dir.write(
-        MAIN,
-        format!(
-            "[server]\nhttps = []\n[policy]\nmode = \"testing\"\nmx = [\"mail.example.org\"]\n[dns]\nprovider = \"cf\"\n[providers.cf]\nkind = \"cloudflare\"\nbase_url = \"http://127.0.0.1:9\"\napi_token_file = \"{}\"\n[[dane]]\nhost = \"mail.example.org\"\ncert = \"fullchain.pem\"\n",
-            token.display()
-        ),
-    );
-    let out = crate::harness::run_with_config(&dir.config_path(), &["check"]);
-    assert!(
-        out.stderr.contains("provider cf cannot publish TLSA"),
-        "{}",
-        out.dump()
-    );
 }

@@ -11,6 +11,7 @@ mod cli_edges;
 mod config;
 mod config_unknown_keys;
 mod dane;
+mod dane_config;
 mod delegation;
 mod devca;
 mod dns_harness_selftest;
