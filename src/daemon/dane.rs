@@ -13,7 +13,7 @@ use crate::clock::unix_now;
 use crate::dane::sync::{round, Round};
 use crate::dns::providers;
 
-/// After a failed round, the next try.
+/// After a round that failed in a way that may pass, the next try.
 const RETRY: Duration = Duration::from_secs(30);
 
 pub struct DaneTask {
@@ -42,7 +42,7 @@ async fn run(shared: Arc<Shared>) {
             if let Some(due) = r.next_due {
                 sleep = sleep.min(Duration::from_secs(due.saturating_sub(unix_now()).max(1)));
             }
-            if !r.errors.is_empty() {
+            if r.retry {
                 sleep = sleep.min(RETRY);
             }
             *shared.dane.lock().unwrap_or_else(|e| e.into_inner()) = Some(r);

@@ -29,6 +29,9 @@ pub struct Round {
     pub manual: Vec<Record>,
     /// The earliest time a withdrawal or a finding's end is due.
     pub next_due: Option<u64>,
+    /// An error that may pass by itself (a timeout, SERVFAIL, a lost race, the state dir):
+    /// worth another round soon. A bad file or setting waits for the next reload.
+    pub retry: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -53,6 +56,7 @@ pub async fn round(config: &Config, providers: &Providers, apply: bool, now: u64
         Ok(m) => m,
         Err(e) => {
             out.errors.push(("(state)".into(), e));
+            out.retry = true;
             return out;
         }
     };
@@ -104,6 +108,7 @@ pub async fn round(config: &Config, providers: &Providers, apply: bool, now: u64
     if apply {
         if let Err(e) = memory::save(dir, &mem) {
             out.errors.push(("(state)".into(), e));
+            out.retry = true;
         }
     }
     out
@@ -123,6 +128,7 @@ async fn publish(
         let provider = match providers.get(&h.provider) {
             Some(Ok(p)) => p,
             Some(Err(e)) => {
+                out.retry |= e.is_retryable();
                 out.errors.push((host.clone(), e.to_string()));
                 continue;
             }
@@ -147,7 +153,10 @@ async fn publish(
                 .entry((h.provider.clone(), z))
                 .or_default()
                 .push(host.clone()),
-            Err(e) => out.errors.push((host.clone(), e.to_string())),
+            Err(e) => {
+                out.retry |= e.is_retryable();
+                out.errors.push((host.clone(), e.to_string()));
+            }
         }
     }
     for ((pname, zone), hosts) in zones {
@@ -164,6 +173,7 @@ async fn publish(
                 }
             }
             Err(e) => {
+                out.retry |= e.is_retryable();
                 let msg = if !provider.writes_tlsa() {
                     ProviderError::cannot_publish(&pname, "TLSA").to_string()
                 } else {
