@@ -101,6 +101,14 @@ pub struct Limits {
     pub max_connections: usize,
     /// One client address (IPv6: one /64) holds at most this many connections.
     pub max_connections_per_ip: usize,
+    /// A request body must arrive at this many bytes a second (after `body_grace`); else 408.
+    pub min_body_rate: u64,
+    /// The time a request body has before `min_body_rate` applies.
+    pub body_grace: Duration,
+    /// A connection is closed gracefully this long after it opened (HTTP/2: GOAWAY).
+    pub max_connection_lifetime: Duration,
+    /// A connection is closed gracefully after answering this many requests.
+    pub max_requests_per_connection: u64,
 }
 
 impl Default for Limits {
@@ -113,6 +121,10 @@ impl Default for Limits {
             max_header_bytes: 8 * 1024,
             max_connections: 10_000,
             max_connections_per_ip: 64,
+            min_body_rate: 1024,
+            body_grace: Duration::from_secs(10),
+            max_connection_lifetime: Duration::from_secs(3600),
+            max_requests_per_connection: 1000,
         }
     }
 }

@@ -6,12 +6,13 @@
 use std::convert::Infallible;
 use std::io;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use http::header::{HeaderValue, HOST};
-use http::{Request, Uri};
+use http::header::{HeaderValue, CONNECTION, HOST};
+use http::{Request, Response, StatusCode, Uri};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -19,9 +20,11 @@ use rustls::ServerConfig;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
+use tokio::time::Instant;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, warn, Instrument};
 
+use super::body::{self, Body};
 use super::conns::{AddressFull, Conns, Slot};
 use super::handler::Head;
 use super::idle::Idle;
@@ -124,7 +127,7 @@ impl Listener {
     /// `trusted`: the peer is one of `[server] trusted_proxies`.
     async fn connection(&self, tcp: TcpStream, slot: Arc<Slot>, trusted: bool) {
         let _ = tcp.set_nodelay(true);
-        let io = Idle::new(tcp, self.limits.idle_timeout).with_slot(slot);
+        let io = Idle::new(tcp, self.limits.idle_timeout);
         match &self.kind {
             Kind::Https(config) => {
                 // Boxed, as is every state that is not the idle one, so that the task of an
@@ -138,15 +141,16 @@ impl Listener {
                     // [tlsrpt] hosts: hyper, which reads request bodies (the lean path does not).
                     Ok(Ok(stream)) if self.is_report_host(&stream) => {
                         let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
-                        Box::pin(self.http_as(stream, h2, None, false, true)).await
+                        Box::pin(self.http_as(stream, h2, None, false, true, slot)).await
                     }
                     Ok(Ok(stream)) => {
                         let sni: Option<Arc<str>> = stream.get_ref().1.server_name().map(Arc::from);
                         // ALPN settled the protocol: no preface sniffing, no second state.
                         if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
-                            Box::pin(self.http(stream, true, sni, trusted)).await
+                            Box::pin(self.http(stream, true, sni, trusted, slot)).await
                         } else {
-                            self.http1(stream, false, sni.as_deref(), trusted).await
+                            self.http1(stream, false, sni.as_deref(), trusted, slot)
+                                .await
                         }
                     }
                     Ok(Err(e)) => {
@@ -160,8 +164,8 @@ impl Listener {
                 }
             }
             // Plain HTTP: HTTP/1.1, or HTTP/2 with prior knowledge (h2c).
-            Kind::Http => self.http1(io, true, None, trusted).await,
-            Kind::Admin(_) => Box::pin(self.http(io, false, None, false)).await,
+            Kind::Http => self.http1(io, true, None, trusted, slot).await,
+            Kind::Admin(_) => Box::pin(self.http(io, false, None, false, slot)).await,
         }
     }
 
@@ -169,8 +173,14 @@ impl Listener {
     /// that starts with the HTTP/2 preface goes on with hyper's HTTP/2, and HTTP-01 validation
     /// requests are answered (RFC 8555 §8.3: they come to port 80). `sni`: on TLS, the name
     /// every request must be for. `trusted`: a trusted proxy's connection.
-    async fn http1<IO>(&self, io: IO, plain: bool, sni: Option<&str>, trusted: bool)
-    where
+    async fn http1<IO>(
+        &self,
+        io: IO,
+        plain: bool,
+        sni: Option<&str>,
+        trusted: bool,
+        slot: Arc<Slot>,
+    ) where
         IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let opts = http1::Options {
@@ -178,6 +188,9 @@ impl Listener {
             max_header_bytes: self.limits.max_header_bytes.max(8192),
             header_timeout: self.limits.header_timeout,
             h2c: plain,
+            max_requests: self.limits.max_requests_per_connection,
+            closes_at: slot.opened + self.limits.max_connection_lifetime,
+            slot: Some(slot.clone()),
         };
         let site = &self.site;
         let served = http1::serve(io, &opts, self.shutdown.clone(), |head| {
@@ -191,10 +204,10 @@ impl Listener {
         .await;
         match served {
             http1::Served::H2c(io, read) => {
-                Box::pin(self.http(Rewind::new(io, read), true, None, trusted)).await
+                Box::pin(self.http(Rewind::new(io, read), true, None, trusted, slot)).await
             }
             http1::Served::Hyper(io, read) => {
-                Box::pin(self.http(Rewind::new(io, read), false, None, trusted)).await
+                Box::pin(self.http(Rewind::new(io, read), false, None, trusted, slot)).await
             }
             http1::Served::Closed => {}
         }
@@ -206,14 +219,22 @@ impl Listener {
 
     /// Serves hyper's HTTP on `io`: HTTP/2 when `h2` (the public listeners), else HTTP/1.1
     /// (the admin listener). `sni`: on TLS, the name every request must be for.
-    async fn http<IO>(&self, io: IO, h2: bool, sni: Option<Arc<str>>, trusted: bool)
-    where
+    async fn http<IO>(
+        &self,
+        io: IO,
+        h2: bool,
+        sni: Option<Arc<str>>,
+        trusted: bool,
+        slot: Arc<Slot>,
+    ) where
         IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        self.http_as(io, h2, sni, trusted, false).await
+        self.http_as(io, h2, sni, trusted, false, slot).await
     }
 
     /// [`Listener::http`]; `reports`: a `[tlsrpt] hosts` connection, answered by the receiver.
+    /// The connection closes gracefully (HTTP/2: GOAWAY) at the end of its lifetime or after
+    /// its most requests.
     async fn http_as<IO>(
         &self,
         io: IO,
@@ -221,6 +242,7 @@ impl Listener {
         sni: Option<Arc<str>>,
         trusted: bool,
         reports: bool,
+        slot: Arc<Slot>,
     ) where
         IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
@@ -251,11 +273,18 @@ impl Listener {
         };
         let http01 = matches!(self.kind, Kind::Http);
         let receiver = self.reports.clone();
-        let service = service_fn(move |req| {
+        let limits = Pacing {
+            min_rate: self.limits.min_body_rate,
+            grace: self.limits.body_grace,
+            max_requests: self.limits.max_requests_per_connection,
+        };
+        let conn_slot = slot.clone();
+        let service = service_fn(move |req: Request<hyper::body::Incoming>| {
             let site = site.clone();
             let sni = sni.clone();
             let other = other.clone();
             let receiver = receiver.clone();
+            let slot = conn_slot.clone();
             async move {
                 // A plain listener: TLS ended at a proxy, so the host says what a request is
                 // for, a report host's going to the receiver with that host as its Host.
@@ -264,26 +293,92 @@ impl Listener {
                     .flatten()
                     .filter(|h| is_report_host(&site, Some(h)))
                     .map(str::to_owned);
-                let response = match (other, report_host) {
-                    (Some(respond), _) => respond(req).await,
-                    (None, Some(host)) => receiver(with_host(req, &host)).await,
-                    (None, None) => handler::respond(&site, http01, sni.as_deref(), trusted, &req),
+                let (mut response, too_slow) = match (other, report_host) {
+                    (Some(respond), _) if reports => limits.paced(respond, req, &slot).await,
+                    (Some(respond), _) => (respond(req.map(Body::unpaced)).await, false),
+                    (None, Some(host)) => {
+                        limits.paced(receiver, with_host(req, &host), &slot).await
+                    }
+                    (None, None) => (
+                        handler::respond(&site, http01, sni.as_deref(), trusted, &req),
+                        false,
+                    ),
                 };
+                slot.progress(Instant::now());
+                // HTTP/2 closes by GOAWAY (`Slot::retired`), HTTP/1.1 after this answer; after
+                // a 408 (RFC 9110 §15.5.9: "the server would like to close this connection").
+                let last = slot.request(limits.max_requests);
+                if (last || too_slow) && !h2 {
+                    response
+                        .headers_mut()
+                        .insert(CONNECTION, HeaderValue::from_static("close"));
+                }
                 Ok::<_, Infallible>(response)
             }
         });
         let conn = builder.serve_connection(TokioIo::new(io), service);
         tokio::pin!(conn);
         let mut shutdown = self.shutdown.clone();
-        let result = tokio::select! {
-            r = conn.as_mut() => r,
-            _ = shutdown.changed() => {
+        let lifetime = tokio::time::sleep_until(slot.opened + self.limits.max_connection_lifetime);
+        tokio::pin!(lifetime);
+        let retire = tokio::select! {
+            r = conn.as_mut() => Err(r),
+            _ = shutdown.changed() => Ok(None),
+            _ = &mut lifetime => Ok(Some("its lifetime ended")),
+            _ = slot.retired() => Ok(Some("it answered its most requests")),
+        };
+        let result = match retire {
+            Err(r) => r,
+            Ok(None) => {
                 conn.as_mut().graceful_shutdown();
                 conn.await
+            }
+            Ok(Some(why)) => {
+                debug!("closing gracefully: {why}");
+                conn.as_mut().graceful_shutdown();
+                // A client that never lets go (HTTP/2 waits for its PING answer) is bounded.
+                tokio::time::timeout(self.limits.shutdown_timeout, conn)
+                    .await
+                    .unwrap_or(Ok(()))
             }
         };
         if let Err(e) = result {
             debug!(error = %e, "connection ended with an error");
+        }
+    }
+}
+
+/// How hyper's requests are held to `[server]`'s body rate and request count.
+#[derive(Debug, Clone, Copy)]
+struct Pacing {
+    min_rate: u64,
+    grace: Duration,
+    max_requests: u64,
+}
+
+impl Pacing {
+    /// `respond`'s answer to `req`, whose body must keep pace (408 when it did not), and
+    /// whether it did not.
+    async fn paced(
+        self,
+        respond: Respond,
+        req: Request<hyper::body::Incoming>,
+        slot: &Arc<Slot>,
+    ) -> (Response<http_body_util::Full<bytes::Bytes>>, bool) {
+        let state = Arc::new(AtomicU8::new(body::UNREAD));
+        let req =
+            req.map(|b| Body::paced(b, self.min_rate, self.grace, slot.clone(), state.clone()));
+        let response = respond(req).await;
+        match state.load(Ordering::Relaxed) {
+            body::TOO_SLOW => {
+                debug!(min_rate = self.min_rate, "request body too slow: 408");
+                let r = handler::plain(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "the request body arrived too slowly\n",
+                );
+                (r, true)
+            }
+            _ => (response, false),
         }
     }
 }

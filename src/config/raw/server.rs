@@ -26,6 +26,10 @@ keys! {
         MaxHeaderBytes = "max_header_bytes",
         MaxConnections = "max_connections",
         MaxConnectionsPerIp = "max_connections_per_ip",
+        MinBodyRate = "min_body_rate",
+        BodyGrace = "body_grace",
+        MaxConnectionLifetime = "max_connection_lifetime",
+        MaxRequestsPerConnection = "max_requests_per_connection",
     }
 }
 
@@ -48,6 +52,7 @@ keys! {
 impl Reader<'_> {
     pub(super) fn server(&mut self, table: &DeTable<'_>, item: &Item<'_>) -> At<Server> {
         let mut server = Server::default();
+        let mut lifetime_at = None;
         let mut seen: HashMap<SocketAddr, &str> = HashMap::new();
         let mut check_dup = |r: &mut Self, addr: SocketAddr, at: Loc, what: &'static str| {
             // Port 0 asks the kernel for a free port: never a clash.
@@ -99,16 +104,33 @@ impl Reader<'_> {
                     key @ (ServerKey::HandshakeTimeout
                     | ServerKey::HeaderTimeout
                     | ServerKey::IdleTimeout
-                    | ServerKey::ShutdownTimeout),
+                    | ServerKey::ShutdownTimeout
+                    | ServerKey::BodyGrace
+                    | ServerKey::MaxConnectionLifetime),
                 ) => {
+                    if key == ServerKey::MaxConnectionLifetime {
+                        lifetime_at = Some(self.at(v.span()));
+                    }
                     if let Some(d) = self.duration(kname, v) {
                         let l = &mut server.limits;
                         *match key {
                             ServerKey::HandshakeTimeout => &mut l.handshake_timeout,
                             ServerKey::HeaderTimeout => &mut l.header_timeout,
                             ServerKey::IdleTimeout => &mut l.idle_timeout,
+                            ServerKey::BodyGrace => &mut l.body_grace,
+                            ServerKey::MaxConnectionLifetime => &mut l.max_connection_lifetime,
                             _ => &mut l.shutdown_timeout,
                         } = d;
+                    }
+                }
+                Some(key @ (ServerKey::MinBodyRate | ServerKey::MaxRequestsPerConnection)) => {
+                    if let Some(n) = self.integer(kname, v) {
+                        let l = &mut server.limits;
+                        match u64::try_from(n.value).ok().filter(|&n| n > 0) {
+                            Some(n) if key == ServerKey::MinBodyRate => l.min_body_rate = n,
+                            Some(n) => l.max_requests_per_connection = n,
+                            None => self.problems.error(n.at, format!("`{kname}` must be a positive number")),
+                        }
                     }
                 }
                 Some(
@@ -128,6 +150,19 @@ impl Reader<'_> {
                 }
                 None => self.unknown("[server]", k, ServerKey::ALL),
             }
+        }
+        let l = &server.limits;
+        // A lifetime within the time a request may take to arrive would close connections
+        // before their first request: nonsense, refused.
+        if l.max_connection_lifetime <= l.handshake_timeout + l.header_timeout {
+            self.problems.error(
+                lifetime_at.unwrap_or_else(|| self.at(item.span())),
+                format!(
+                    "`max_connection_lifetime` ({:?}) must be longer than handshake_timeout + header_timeout ({:?})",
+                    l.max_connection_lifetime,
+                    l.handshake_timeout + l.header_timeout
+                ),
+            );
         }
         At {
             value: server,

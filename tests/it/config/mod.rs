@@ -2,12 +2,13 @@
 //! real binary. Every diagnostic is asserted at its exact `file:line:col`, computed from the
 //! config text the test wrote. The `check` cases are tables of [`table::Case`]: `values` for
 //! the keys and values of one file, `files` for includes, certificates and warnings,
-//! `providers` for `[providers.*]`; `commands` tests what `policy`, `records` and the command
+//! `providers` for `[providers.*]`, `server` for `[server]`'s connection bounds; `commands` tests what `policy`, `records` and the command
 //! line print.
 
 mod commands;
 mod files;
 mod providers;
+mod server;
 mod table;
 mod values;
 
