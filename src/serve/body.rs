@@ -18,10 +18,12 @@ use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
 use tokio::time::{Instant, Sleep};
 
 use super::conns::Slot;
+use super::linger::{LINGER_BYTES, LINGER_TIME};
 
 /// A request body as the daemon's services (the report receiver, admin) read it.
 pub struct Body {
-    inner: Incoming,
+    /// `None` only once dropped (its rest drained by a task of its own).
+    inner: Option<Incoming>,
     pace: Option<Box<Pace>>,
 }
 
@@ -35,9 +37,14 @@ struct Pace {
     timer: Pin<Box<Sleep>>,
     slot: Arc<Slot>,
     state: Arc<AtomicU8>,
+    /// HTTP/2: an answer given before the body was read ends the stream with RST_STREAM
+    /// NO_ERROR (RFC 9113 §8.1) once the body is dropped; h2 drops the answer's frames still
+    /// queued when it resets, so the rest is drained a while first (see [`Drop`]).
+    linger: bool,
 }
 
-/// What became of a paced body, for the answer: read to its end, cut off, or neither.
+/// What became of a paced body, for the answer: read to its end, cut off, or neither (the
+/// answer came first, and on HTTP/1.1 the connection must close: the rest is still coming).
 pub const UNREAD: u8 = 0;
 pub const READ: u8 = 1;
 pub const TOO_SLOW: u8 = 2;
@@ -64,25 +71,29 @@ impl std::error::Error for BodyError {}
 impl Body {
     /// A body read as it comes (the admin listener's, which reads none).
     pub fn unpaced(inner: Incoming) -> Body {
-        Body { inner, pace: None }
+        Body {
+            inner: Some(inner),
+            pace: None,
+        }
     }
 
     /// A body held to `min_rate` bytes a second after `grace`; `state` says whether it was
     /// read to its end ([`READ`]) or cut off ([`TOO_SLOW`], for the answer to be 408).
-    /// Progress is told to `slot`.
+    /// Progress is told to `slot`. `linger`: HTTP/2, whose unread rest is drained on drop.
     pub fn paced(
         inner: Incoming,
         min_rate: u64,
         grace: Duration,
         slot: Arc<Slot>,
         state: Arc<AtomicU8>,
+        linger: bool,
     ) -> Body {
         let start = Instant::now();
         if inner.is_end_stream() {
             state.store(READ, Ordering::Relaxed);
         }
         Body {
-            inner,
+            inner: Some(inner),
             pace: Some(Box::new(Pace {
                 start,
                 received: 0,
@@ -91,6 +102,7 @@ impl Body {
                 timer: Box::pin(tokio::time::sleep_until(start + grace)),
                 slot,
                 state,
+                linger,
             })),
         }
     }
@@ -150,7 +162,10 @@ impl HttpBody for Body {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let this = &mut *self;
-        match Pin::new(&mut this.inner).poll_frame(cx) {
+        let Some(inner) = &mut this.inner else {
+            return Poll::Ready(None);
+        };
+        match Pin::new(inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
                 if let (Some(pace), Some(data)) = (&mut this.pace, frame.data_ref()) {
                     if let Err(e) = pace.arrived(data.len()) {
@@ -174,10 +189,40 @@ impl HttpBody for Body {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.inner.as_ref().is_none_or(|b| b.is_end_stream())
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        self.inner
+            .as_ref()
+            .map_or_else(|| SizeHint::with_exact(0), |b| b.size_hint())
+    }
+}
+
+impl Drop for Body {
+    /// An HTTP/2 body dropped unread (the answer came first): its rest is read and dropped
+    /// for at most [`LINGER_TIME`] and [`LINGER_BYTES`] before h2 resets the stream, so that
+    /// the answer's frames are written by then (a reset drops those still queued).
+    fn drop(&mut self) {
+        let Some(pace) = &self.pace else { return };
+        if !pace.linger || pace.state.load(Ordering::Relaxed) == READ {
+            return;
+        }
+        let (Some(mut inner), Ok(rt)) = (self.inner.take(), tokio::runtime::Handle::try_current())
+        else {
+            return;
+        };
+        rt.spawn(async move {
+            let drain = async {
+                let mut total = 0;
+                while total < LINGER_BYTES {
+                    match http_body_util::BodyExt::frame(&mut inner).await {
+                        Some(Ok(f)) => total += f.data_ref().map_or(0, |d| d.len()),
+                        _ => break,
+                    }
+                }
+            };
+            let _ = tokio::time::timeout(LINGER_TIME, drain).await;
+        });
     }
 }

@@ -28,6 +28,7 @@ use super::body::{self, Body};
 use super::conns::{AddressFull, Conns, Slot};
 use super::handler::Head;
 use super::idle::Idle;
+use super::linger::Linger;
 use super::{handler, http1, tls, Respond, Site};
 use crate::config::Limits;
 
@@ -277,6 +278,7 @@ impl Listener {
             min_rate: self.limits.min_body_rate,
             grace: self.limits.body_grace,
             max_requests: self.limits.max_requests_per_connection,
+            h2,
         };
         let conn_slot = slot.clone();
         let service = service_fn(move |req: Request<hyper::body::Incoming>| {
@@ -293,7 +295,7 @@ impl Listener {
                     .flatten()
                     .filter(|h| is_report_host(&site, Some(h)))
                     .map(str::to_owned);
-                let (mut response, too_slow) = match (other, report_host) {
+                let (mut response, unread) = match (other, report_host) {
                     (Some(respond), _) if reports => limits.paced(respond, req, &slot).await,
                     (Some(respond), _) => (respond(req.map(Body::unpaced)).await, false),
                     (None, Some(host)) => {
@@ -305,10 +307,11 @@ impl Listener {
                     ),
                 };
                 slot.progress(Instant::now());
-                // HTTP/2 closes by GOAWAY (`Slot::retired`), HTTP/1.1 after this answer; after
-                // a 408 (RFC 9110 §15.5.9: "the server would like to close this connection").
+                // HTTP/2 closes by GOAWAY (`Slot::retired`), HTTP/1.1 after this answer; and
+                // after one given before the body was read: the rest of it is still coming, and
+                // a client told nothing would send its next request after it.
                 let last = slot.request(limits.max_requests);
-                if (last || too_slow) && !h2 {
+                if (last || unread) && !h2 {
                     response
                         .headers_mut()
                         .insert(CONNECTION, HeaderValue::from_static("close"));
@@ -316,7 +319,9 @@ impl Listener {
                 Ok::<_, Infallible>(response)
             }
         });
-        let conn = builder.serve_connection(TokioIo::new(io), service);
+        // Lingering: an answer given before the body was read (413, 415, 408) reaches the
+        // client instead of a reset. (HTTP/2's stream: see `Body`'s drop.)
+        let conn = builder.serve_connection(TokioIo::new(Linger::new(io)), service);
         tokio::pin!(conn);
         let mut shutdown = self.shutdown.clone();
         let lifetime = tokio::time::sleep_until(slot.opened + self.limits.max_connection_lifetime);
@@ -354,11 +359,12 @@ struct Pacing {
     min_rate: u64,
     grace: Duration,
     max_requests: u64,
+    h2: bool,
 }
 
 impl Pacing {
     /// `respond`'s answer to `req`, whose body must keep pace (408 when it did not), and
-    /// whether it did not.
+    /// whether the body was left unread (in part).
     async fn paced(
         self,
         respond: Respond,
@@ -366,10 +372,19 @@ impl Pacing {
         slot: &Arc<Slot>,
     ) -> (Response<http_body_util::Full<bytes::Bytes>>, bool) {
         let state = Arc::new(AtomicU8::new(body::UNREAD));
-        let req =
-            req.map(|b| Body::paced(b, self.min_rate, self.grace, slot.clone(), state.clone()));
+        let req = req.map(|b| {
+            Body::paced(
+                b,
+                self.min_rate,
+                self.grace,
+                slot.clone(),
+                state.clone(),
+                self.h2,
+            )
+        });
         let response = respond(req).await;
         match state.load(Ordering::Relaxed) {
+            body::READ => (response, false),
             body::TOO_SLOW => {
                 debug!(min_rate = self.min_rate, "request body too slow: 408");
                 let r = handler::plain(
@@ -378,7 +393,7 @@ impl Pacing {
                 );
                 (r, true)
             }
-            _ => (response, false),
+            _ => (response, true),
         }
     }
 }

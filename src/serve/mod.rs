@@ -9,6 +9,7 @@ pub mod devca;
 pub mod handler;
 pub mod http1;
 pub mod idle;
+pub mod linger;
 pub mod listener;
 pub mod tls;
 

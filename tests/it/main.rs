@@ -28,6 +28,7 @@ mod lifecycle;
 mod limits;
 mod operator;
 mod proxy;
+mod refused;
 mod reload_log;
 mod replicas;
 mod rfc2136;

@@ -37,16 +37,12 @@ use parse::{step, Step};
 
 use super::conns::Slot;
 use super::handler::{Answer, Head};
+use super::linger::{LINGER_BYTES, LINGER_TIME};
 
 /// The most one read takes: a buffer on the stack of one poll, never in the connection's state.
 const READ_CHUNK: usize = 4096;
 /// RFC 9113 §3.4: the client connection preface of HTTP/2 with prior knowledge.
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-/// After answering a request whose body (or head) was not read, the rest is read and dropped
-/// for at most this long and this much before closing: closing a socket with unread bytes
-/// sends a reset, which can destroy the answer before the client has read it.
-const LINGER_TIME: Duration = Duration::from_secs(2);
-const LINGER_BYTES: usize = 256 * 1024;
 
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -239,7 +235,8 @@ async fn write_all<IO: AsyncWrite + Unpin>(
     io.flush().await
 }
 
-/// Closes our side, then reads and drops what the client still sends, within bounds.
+/// Closes our side, then reads and drops what the client still sends, within bounds (see
+/// [`super::linger`]).
 async fn linger<IO: AsyncRead + AsyncWrite + Unpin>(io: &mut IO) {
     let _ = io.shutdown().await;
     let drain = async {
