@@ -14,11 +14,15 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::Full;
 use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
 use tokio::time::{Instant, Sleep};
+use tracing::debug;
 
 use super::conns::Slot;
 use super::linger::{LINGER_BYTES, LINGER_TIME};
+use super::{handler, Respond};
 
 /// A request body as the daemon's services (the report receiver, admin) read it.
 pub struct Body {
@@ -104,6 +108,51 @@ impl Body {
                 state,
                 linger,
             })),
+        }
+    }
+}
+
+/// How hyper's requests are held to `[server]`'s body rate and request count.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Pacing {
+    pub(super) min_rate: u64,
+    pub(super) grace: Duration,
+    pub(super) max_requests: u64,
+    pub(super) h2: bool,
+}
+
+impl Pacing {
+    /// `respond`'s answer to `req`, whose body must keep pace (408 when it did not), and
+    /// whether the body was left unread (in part).
+    pub(super) async fn paced(
+        self,
+        respond: Respond,
+        req: Request<hyper::body::Incoming>,
+        slot: &Arc<Slot>,
+    ) -> (Response<Full<Bytes>>, bool) {
+        let state = Arc::new(AtomicU8::new(UNREAD));
+        let req = req.map(|b| {
+            Body::paced(
+                b,
+                self.min_rate,
+                self.grace,
+                slot.clone(),
+                state.clone(),
+                self.h2,
+            )
+        });
+        let response = respond(req).await;
+        match state.load(Ordering::Relaxed) {
+            READ => (response, false),
+            TOO_SLOW => {
+                debug!(min_rate = self.min_rate, "request body too slow: 408");
+                let r = handler::plain(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "the request body arrived too slowly\n",
+                );
+                (r, true)
+            }
+            _ => (response, true),
         }
     }
 }

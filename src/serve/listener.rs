@@ -4,31 +4,28 @@
 //! listener are hyper's.
 
 use std::convert::Infallible;
-use std::io;
-use std::pin::Pin;
-use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http::header::{HeaderValue, CONNECTION, HOST};
-use http::{Request, Response, StatusCode, Uri};
+use http::{Request, Uri};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use rustls::ServerConfig;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, warn, Instrument};
 
-use super::body::{self, Body};
+use super::body::{Body, Pacing};
 use super::conns::{AddressFull, Conns, Slot};
 use super::handler::Head;
 use super::idle::Idle;
 use super::linger::Linger;
+use super::rewind::Rewind;
 use super::{handler, http1, tls, Respond, Site};
 use crate::config::Limits;
 
@@ -350,118 +347,6 @@ impl Listener {
         if let Err(e) = result {
             debug!(error = %e, "connection ended with an error");
         }
-    }
-}
-
-/// How hyper's requests are held to `[server]`'s body rate and request count.
-#[derive(Debug, Clone, Copy)]
-struct Pacing {
-    min_rate: u64,
-    grace: Duration,
-    max_requests: u64,
-    h2: bool,
-}
-
-impl Pacing {
-    /// `respond`'s answer to `req`, whose body must keep pace (408 when it did not), and
-    /// whether the body was left unread (in part).
-    async fn paced(
-        self,
-        respond: Respond,
-        req: Request<hyper::body::Incoming>,
-        slot: &Arc<Slot>,
-    ) -> (Response<http_body_util::Full<bytes::Bytes>>, bool) {
-        let state = Arc::new(AtomicU8::new(body::UNREAD));
-        let req = req.map(|b| {
-            Body::paced(
-                b,
-                self.min_rate,
-                self.grace,
-                slot.clone(),
-                state.clone(),
-                self.h2,
-            )
-        });
-        let response = respond(req).await;
-        match state.load(Ordering::Relaxed) {
-            body::READ => (response, false),
-            body::TOO_SLOW => {
-                debug!(min_rate = self.min_rate, "request body too slow: 408");
-                let r = handler::plain(
-                    StatusCode::REQUEST_TIMEOUT,
-                    "the request body arrived too slowly\n",
-                );
-                (r, true)
-            }
-            _ => (response, true),
-        }
-    }
-}
-
-/// A transport whose first bytes were already read: they are read again, then the rest.
-struct Rewind<IO> {
-    read: Vec<u8>,
-    pos: usize,
-    inner: IO,
-}
-
-impl<IO> Rewind<IO> {
-    fn new(inner: IO, read: Vec<u8>) -> Self {
-        Rewind {
-            read,
-            pos: 0,
-            inner,
-        }
-    }
-}
-
-impl<IO: AsyncRead + Unpin> AsyncRead for Rewind<IO> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        if self.pos < self.read.len() {
-            let n = (self.read.len() - self.pos).min(buf.remaining());
-            buf.put_slice(&self.read[self.pos..self.pos + n]);
-            self.pos += n;
-            if self.pos == self.read.len() {
-                self.read = Vec::new();
-                self.pos = 0;
-            }
-            return Poll::Ready(Ok(()));
-        }
-        Pin::new(&mut self.inner).poll_read(cx, buf)
-    }
-}
-
-impl<IO: AsyncWrite + Unpin> AsyncWrite for Rewind<IO> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 

@@ -11,6 +11,7 @@ pub mod http1;
 pub mod idle;
 pub mod linger;
 pub mod listener;
+pub mod rewind;
 pub mod tls;
 
 use std::sync::Arc;
