@@ -57,8 +57,8 @@ pub struct Listener {
 
 impl Listener {
     /// Accepts until shutdown. A connection from an address at its cap is closed at once; at
-    /// the global cap the quietest connection is closed to make room, or, while every one is
-    /// busy, new connections wait in the kernel's backlog.
+    /// the global cap the one without progress for longest is closed to make room, or, while
+    /// every one is too young to close, new connections wait in the kernel's backlog.
     pub async fn run(mut self, socket: TcpListener) {
         let public = !matches!(self.kind, Kind::Admin(_));
         let mut backoff = Duration::from_millis(10);
