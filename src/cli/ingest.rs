@@ -4,11 +4,13 @@
 
 use std::io::Read;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::state::history::History;
 use crate::tlsrpt::mail::{self, Dkim};
-use crate::tlsrpt::store::{Source, Store, Stored};
+use crate::tlsrpt::store::{Source, Store, StoreError, Stored};
+use crate::tlsrpt::Untrusted;
 
 /// sysexits.h: the MTA defers the message and retries it.
 pub const EX_TEMPFAIL: u8 = 75;
@@ -112,6 +114,11 @@ async fn ingest(config: &crate::config::Config, t: &crate::config::Tlsrpt, raw: 
                 continue;
             }
         };
+        let id = Untrusted(&report.report_id);
+        if let Err(e) = report.check_dates(crate::clock::unix_now() as i64) {
+            dropped(&format!("report {id} from {signer}: {e}"));
+            continue;
+        }
         // RFC 8460 §4.4 "policy-domain": as over HTTPS, a report about none of our domains
         // is not ours to keep.
         let ours = report.policies.iter().any(|p| {
@@ -121,8 +128,7 @@ async fn ingest(config: &crate::config::Config, t: &crate::config::Tlsrpt, raw: 
         });
         if !ours {
             dropped(&format!(
-                "report {} from {signer}: no policy-domain in it is served here",
-                report.report_id
+                "report {id} from {signer}: no policy-domain in it is served here"
             ));
             continue;
         }
@@ -135,18 +141,31 @@ async fn ingest(config: &crate::config::Config, t: &crate::config::Tlsrpt, raw: 
                 }
             }
         }
-        let store = store.as_ref().expect("opened above");
+        let Some(store) = store.as_ref() else {
+            return EX_TEMPFAIL;
+        };
+        store.set_quota(t.max_reports, t.max_store_bytes);
         let ids = crate::tlsrpt::matching::match_ids(&history, &report);
         let now = crate::clock::unix_now() as i64;
-        match store.insert(&report, &json, Source::Mail, now, &ids).await {
+        let source = Source::Mail {
+            signer: signer.clone(),
+        };
+        let org = Untrusted(&report.organization).to_string();
+        let id = id.to_string();
+        match store
+            .insert(Arc::new(report), json, &source, now, ids)
+            .await
+        {
             Ok(Stored::New) => log(&format!(
-                "TLS report {} from {} (signed by {signer}) stored",
-                report.report_id, report.organization
+                "TLS report {id} from {org} (signed by {signer}) stored"
             )),
-            Ok(Stored::Duplicate) => log(&format!(
-                "TLS report {} from {signer} is stored already",
-                report.report_id
-            )),
+            Ok(Stored::Duplicate) => {
+                log(&format!("TLS report {id} from {signer} is stored already"))
+            }
+            Err(e @ StoreError::Refused(_)) => {
+                // The same report would fail at every retry: dropped, not deferred for days.
+                dropped(&format!("report {id} from {signer}: {e}"));
+            }
             Err(e) => {
                 // Reports stored before this one are duplicates on the retry: nothing twice.
                 log(&format!("{e}; the MTA will retry"));
@@ -164,9 +183,12 @@ fn dropped(why: &str) -> u8 {
 }
 
 /// Stderr (the MTA shows it on failure) and syslog's mail facility (beside the MTA's log).
+/// The line quotes what the message carried (ids, names, parse errors): escaped and cut, so
+/// no sender forges a log line or writes a megabyte one.
 fn log(line: &str) {
+    let line = crate::tlsrpt::untrusted::line(line);
     eprintln!("mta-stsd tlsrpt ingest: {line}");
-    syslog(line);
+    syslog(&line);
 }
 
 fn syslog(line: &str) {

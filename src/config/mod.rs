@@ -359,6 +359,12 @@ pub struct Tlsrpt {
     pub retention: Duration,
     /// After decompression (and so before it too).
     pub max_report_bytes: usize,
+    /// Report JSON being parsed and stored at once (HTTPS); at least `max_report_bytes`.
+    pub parse_budget_bytes: usize,
+    /// Quotas of the store: the JSON bytes kept, and the reports kept. A report past either
+    /// is refused for now (503/75) until retention makes room.
+    pub max_store_bytes: u64,
+    pub max_reports: u64,
     /// For DKIM key lookups; `None`: the system's resolver.
     pub resolver: Option<SocketAddr>,
 }
@@ -372,6 +378,9 @@ impl Default for Tlsrpt {
             store: StoreKind::Sqlite,
             retention: Duration::from_secs(400 * 86400),
             max_report_bytes: 4 * 1024 * 1024,
+            parse_budget_bytes: 32 * 1024 * 1024,
+            max_store_bytes: 1 << 30,
+            max_reports: 100_000,
             resolver: None,
         }
     }

@@ -34,6 +34,7 @@ mod replicas;
 mod rfc2136;
 mod serve;
 mod tlsrpt_config;
+mod tlsrpt_hardening;
 mod tlsrpt_ingest;
 mod tlsrpt_receiver;
 mod tlsrpt_reports;

@@ -16,10 +16,31 @@ max_age = 604800
 #[test]
 fn tlsrpt_section_as_the_spec_writes_it() {
     let text = format!(
-        "{BASE}\n[tlsrpt]\nhosts = [\"tlsrpt.example.org\"]\npath = \"/v1/tlsrpt\"\nstore = \"sqlite\"\nretention = \"400d\"\nmax_report_bytes = 4194304\nresolver = \"127.0.0.1:53\"\n"
+        "{BASE}\n[tlsrpt]\nhosts = [\"tlsrpt.example.org\"]\npath = \"/v1/tlsrpt\"\nstore = \"sqlite\"\nretention = \"400d\"\nmax_report_bytes = 4194304\nresolver = \"127.0.0.1:53\"\nparse_budget_bytes = 33554432\nmax_store_bytes = 1073741824\nmax_reports = 100000\n"
     );
     let d = ConfigDir::with_config(&text);
     d.check().assert_status(0);
+}
+
+/// Issue 23: the parse budget and the store's quotas; a budget below the report limit would
+/// refuse every report that large, forever.
+#[test]
+fn tlsrpt_budget_and_quotas() {
+    let text = format!(
+        "{BASE}\n[tlsrpt]\nmax_report_bytes = 1000\nparse_budget_bytes = 999\nmax_store_bytes = 0\nmax_reports = -1\n"
+    );
+    let d = ConfigDir::with_config(&text);
+    let out = d.check();
+    out.assert_status(1);
+    let at = |s| pos1(&text, s);
+    out.assert_error(&d.config_path(), at("999"), "at least `max_report_bytes`");
+    out.assert_error(
+        &d.config_path(),
+        at("0\nmax_reports"),
+        "`max_store_bytes` must be positive",
+    );
+    out.assert_error(&d.config_path(), at("-1"), "`max_reports` must be positive");
+    out.assert_error_count(3);
 }
 
 #[test]
