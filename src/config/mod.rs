@@ -8,6 +8,7 @@ mod cache;
 mod diag;
 mod load;
 mod raw;
+mod receiver;
 mod resolve;
 
 use std::collections::BTreeMap;

@@ -9,6 +9,7 @@ use rayon::prelude::*;
 
 use super::diag::{At, Loc, Problems, Sources};
 use super::raw::{Inherit, RawDomain, RawFile};
+use super::receiver::Receiver;
 use super::{CertSource, Challenge, Config, DnsSettings, Domain, ProviderConfig, Server, Tls};
 use crate::certs::Coverage;
 use crate::name::DomainName;
@@ -36,6 +37,8 @@ struct Globals<'a> {
     self_signed: bool,
     /// Any `[server] https` listener: without one, TLS is terminated in front of us.
     https: bool,
+    /// `[tlsrpt]`, to check the `https` rua against.
+    receiver: Option<Receiver>,
 }
 
 pub(super) fn resolve(
@@ -168,7 +171,11 @@ pub(super) fn resolve(
         acme: main.acme.is_some(),
         self_signed: tls.self_signed,
         https: !server.https.is_empty(),
+        receiver: Receiver::of(main.tlsrpt.as_ref().map(|(t, _)| t)),
     };
+    if let (Some(r), Some(rua)) = (&globals.receiver, &main.dns.tlsrpt) {
+        r.check(rua, problems);
+    }
     // [tlsrpt] hosts get their certificates like mta-sts names.
     let tlsrpt = main.tlsrpt.map(|(mut t, locs)| {
         t.certs = t
@@ -284,6 +291,9 @@ fn resolve_domain(
             check_provider(g.provider_names, p, problems);
         }
         check_delegated(keys, g.delegation, problems);
+        if let (Some(r), Some(rua)) = (&g.receiver, &keys.tlsrpt) {
+            r.check(rua, problems);
+        }
         let pick = |k: fn(&Inherit) -> bool| if k(keys) { keys } else { g.dns_keys };
         Arc::new(DnsSettings {
             target: pick(|k| k.target.is_some())

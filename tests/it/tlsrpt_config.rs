@@ -111,3 +111,50 @@ fn tlsrpt_host_needs_a_certificate() {
     );
     out.assert_error_count(1);
 }
+
+/// Issue 23: an `https` rua we publish that this daemon does not receive on is a warning
+/// (a third-party receiver may be meant), at the rua's place, global or per domain.
+#[test]
+fn tlsrpt_https_rua_not_one_of_our_hosts_warns() {
+    let text = r#"[tls]
+self_signed = true
+
+[policy]
+mode = "enforce"
+mx = ["mail.example.org"]
+max_age = 604800
+
+[dns]
+tlsrpt = ["https://elsewhere.example.net/v1/tlsrpt", "mailto:tlsrpt@example.org"]
+
+[domains."example.org"]
+[domains."example.com"]
+tlsrpt = ["https://tlsrpt.example.org/v2"]
+[domains."example.net"]
+tlsrpt = ["https://TLSRPT.example.org:443/v1/tlsrpt"]
+
+[tlsrpt]
+hosts = ["tlsrpt.example.org"]
+path = "/v1/tlsrpt"
+"#;
+    let d = ConfigDir::with_config(text);
+    let out = d.check();
+    out.assert_status(0);
+    let at = |s| pos1(text, s);
+    out.assert_warning(
+        &d.config_path(),
+        at("[\"https://elsewhere"),
+        "elsewhere.example.net is not one of [tlsrpt] hosts (tlsrpt.example.org)",
+    );
+    out.assert_warning(
+        &d.config_path(),
+        at("[\"https://tlsrpt.example.org/v2"),
+        "path /v2 is not [tlsrpt] path /v1/tlsrpt",
+    );
+    let rua: Vec<_> = out
+        .diagnostics("warning")
+        .into_iter()
+        .filter(|l| l.contains("rua"))
+        .collect();
+    assert_eq!(rua.len(), 2, "{}", out.dump());
+}
