@@ -61,6 +61,8 @@ pub struct Shared {
     pub drift_wake: tokio::sync::Notify,
     /// The TLS-RPT store, once opened (`[tlsrpt]` configured and the database reachable).
     pub reports: Arc<std::sync::OnceLock<crate::tlsrpt::store::Store>>,
+    /// Tells the TLS-RPT task that a reload may have added or changed `[tlsrpt]`.
+    pub tlsrpt_wake: Arc<tokio::sync::Notify>,
 }
 
 impl Shared {
@@ -100,6 +102,7 @@ impl Shared {
             swap: tokio::sync::Mutex::new(()),
             drift_wake: tokio::sync::Notify::new(),
             reports: Arc::default(),
+            tlsrpt_wake: Arc::default(),
         };
         shared.publish_cert_metrics();
         Arc::new(shared)
@@ -122,6 +125,7 @@ impl Shared {
             reports: self.reports.clone(),
             history: self.history.clone(),
             metrics: self.metrics.tlsrpt.clone(),
+            wake: self.tlsrpt_wake.clone(),
         }
     }
 

@@ -36,6 +36,8 @@ pub struct Shared {
     pub reports: Arc<OnceLock<store::Store>>,
     pub history: Arc<Mutex<History>>,
     pub metrics: metrics::TlsrptMetrics,
+    /// Notified after each reload: `[tlsrpt]` may have been added or changed.
+    pub wake: Arc<tokio::sync::Notify>,
 }
 
 /// The store `[tlsrpt]` names, its SQLite file in `state_dir` (created when missing).

@@ -37,6 +37,7 @@ mod tlsrpt_config;
 mod tlsrpt_hardening;
 mod tlsrpt_ingest;
 mod tlsrpt_receiver;
+mod tlsrpt_reload;
 mod tlsrpt_reports;
 mod tlsrpt_samples;
 mod tlsrpt_status;
