@@ -19,10 +19,24 @@ pub const EX_TEMPFAIL: u8 = 75;
 const DEADLINE: Duration = Duration::from_secs(120);
 
 pub fn run(config_path: &Path) -> u8 {
-    let config = match super::load_valid(config_path) {
-        Ok(c) => c,
-        // A broken config is the admin's to fix; the mail waits in the queue meanwhile.
-        Err(_) => return EX_TEMPFAIL,
+    // Only what ingest uses: [state], [tlsrpt] and the domains. The TSIG key, API tokens and
+    // TLS keys are not read, so the pipe's user need not be able to read them.
+    let config = match crate::config::load_without_secrets(config_path) {
+        Ok(l) => l.config,
+        Err(failed) => {
+            // A broken or unreadable config is the admin's to fix; the mail waits in the
+            // queue meanwhile. Each problem names its file (an unreadable one included).
+            for d in failed.errors() {
+                log(&d.to_string());
+            }
+            log(&format!(
+                "{}: cannot load the config as uid {}; the report is kept in the queue",
+                config_path.display(),
+                // SAFETY: getuid cannot fail.
+                unsafe { libc::getuid() }
+            ));
+            return EX_TEMPFAIL;
+        }
     };
     let Some(tlsrpt) = config.tlsrpt.clone() else {
         log(&format!(

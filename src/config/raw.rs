@@ -147,6 +147,10 @@ pub(crate) struct Reader<'p> {
     pub dir: &'p Path,
     pub main: bool,
     pub problems: Problems,
+    /// Read the DNS providers' and `[alerts]` secrets and the TLS private keys; `false` for
+    /// `tlsrpt ingest`, which publishes and serves nothing and runs as a user that may not
+    /// read them (placeholders instead). `[tlsrpt]`'s database URL is read either way.
+    pub secrets: bool,
 }
 
 impl Reader<'_> {

@@ -278,3 +278,68 @@ async fn ingest_asks_the_mta_to_retry_when_dns_or_the_store_is_down() {
     let out = ingest(&broken, good.as_bytes(), &[]);
     assert_eq!(out.status, Some(75), "{}", out.stderr);
 }
+
+/// Issue 23 (what a new admin hit): the pipe's user (here `nobody`) could not read the TSIG
+/// key, so every report was deferred on "Permission denied". Ingest reads only what it uses;
+/// a config it cannot read is named, and the message stays queued.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ingest_runs_as_a_user_that_cannot_read_the_secrets() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    let signer = Signer::new();
+    let bind = DnsServer::start(
+        Kind::Bind,
+        REPORTER,
+        &TsigKey::generate("k", "hmac-sha256"),
+        &[&signer.record()],
+    );
+    let dir = setup(bind.addr, "");
+    let text = std::fs::read_to_string(dir.config_path()).unwrap().replace(
+        "[policy]",
+        "[dns]\nprovider = \"ns\"\n\n[providers.ns]\nkind = \"rfc2136\"\n\
+         server = \"127.0.0.1:53\"\ntsig_key = \"ns.key\"\n\n[policy]",
+    );
+    dir.write(MAIN, &text);
+    let key = dir.write("ns.key", crate::harness::tsig_key_file("k", "hmac-sha256"));
+    let mode = |p: &std::path::Path, m| {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap()
+    };
+    mode(&key, 0o600);
+    mode(dir.path(), 0o755);
+    mode(&dir.config_path(), 0o644);
+    mode(&state_dir_for(&dir.config_path()), 0o777);
+    let as_nobody = |msg: &[u8]| {
+        let mut cmd: Command = command();
+        cmd.uid(65534)
+            .gid(65534)
+            .env("STATE_DIRECTORY", state_dir_for(&dir.config_path()))
+            .arg("--config")
+            .arg(dir.config_path())
+            .args(["tlsrpt", "ingest"])
+            .stdin(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("running mta-stsd as nobody");
+        let _ = child.stdin.take().unwrap().write_all(msg);
+        let out = child.wait_with_output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let from = format!("tlsrpt@{REPORTER}");
+    let good = signer.sign(&message(&from, RFC_ID, &fixture("rfc8460.json")), false);
+    let (code, stderr) = as_nobody(good.as_bytes());
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stderr.contains("stored"), "{stderr}");
+    assert!(stored(&dir, RFC_ID).await.is_some());
+
+    // The config itself unreadable: 75, and the file is named.
+    mode(&dir.config_path(), 0o600);
+    let (code, stderr) = as_nobody(good.as_bytes());
+    assert_eq!(code, Some(75), "{stderr}");
+    let name = dir.config_path().display().to_string();
+    assert!(
+        stderr.contains(&name) && stderr.contains("Permission denied"),
+        "{stderr}"
+    );
+}

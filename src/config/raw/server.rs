@@ -202,13 +202,15 @@ impl Reader<'_> {
                             }
                         }
                         match (cert, key) {
-                            (Some(cert), Some(key)) => match CertFiles::load(&cert, &key) {
-                                Ok(files) => {
-                                    self.expiry_warning(&files, at);
-                                    raw.certs.push(files);
+                            (Some(cert), Some(key)) => {
+                                match CertFiles::load_with(&cert, &key, self.secrets) {
+                                    Ok(files) => {
+                                        self.expiry_warning(&files, at);
+                                        raw.certs.push(files);
+                                    }
+                                    Err(e) => self.problems.error(at, e),
                                 }
-                                Err(e) => self.problems.error(at, e),
-                            },
+                            }
                             _ => self
                                 .problems
                                 .error(at, "a certs entry needs both `cert` and `key`"),
