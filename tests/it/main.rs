@@ -36,6 +36,7 @@ mod serve;
 mod tlsrpt_config;
 mod tlsrpt_hardening;
 mod tlsrpt_ingest;
+mod tlsrpt_postfix;
 mod tlsrpt_receiver;
 mod tlsrpt_reload;
 mod tlsrpt_reports;

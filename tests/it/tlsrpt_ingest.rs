@@ -14,10 +14,10 @@ use mta_stsd::tlsrpt::store::{Backend, Store};
 use crate::harness::dns::{free_port, DnsServer, Kind, TsigKey};
 use crate::harness::{command, state_dir_for, ConfigDir, MAIN};
 
-const REPORTER: &str = "reporter.example";
+pub(crate) const REPORTER: &str = "reporter.example";
 const SELECTOR: &str = "tls2026";
 
-fn fixture(name: &str) -> Vec<u8> {
+pub(crate) fn fixture(name: &str) -> Vec<u8> {
     std::fs::read(format!(
         "{}/tests/fixtures/tlsrpt/{name}",
         env!("CARGO_MANIFEST_DIR")
@@ -42,7 +42,7 @@ fn gz(data: &[u8]) -> Vec<u8> {
 }
 
 /// An RFC 8460 §5.3 report mail from `from`, with `json` gzipped as the report part.
-fn message(from: &str, report_id: &str, json: &[u8]) -> String {
+pub(crate) fn message(from: &str, report_id: &str, json: &[u8]) -> String {
     format!(
         "From: TLS reports <{from}>\r\n\
          To: tlsrpt@example.org\r\n\
@@ -70,19 +70,19 @@ fn message(from: &str, report_id: &str, json: &[u8]) -> String {
     )
 }
 
-struct Signer {
+pub(crate) struct Signer {
     pkcs8: Vec<u8>,
 }
 
 impl Signer {
-    fn new() -> Signer {
+    pub(crate) fn new() -> Signer {
         Signer {
             pkcs8: Ed25519Key::generate_pkcs8().unwrap(),
         }
     }
 
     /// The `_domainkey` TXT record (RFC 8463 §4.2).
-    fn record(&self) -> String {
+    pub(crate) fn record(&self) -> String {
         let key = Ed25519Key::from_pkcs8_der(&self.pkcs8).unwrap();
         format!(
             "{SELECTOR}._domainkey 300 IN TXT \"v=DKIM1; k=ed25519; p={}\"",
@@ -91,7 +91,7 @@ impl Signer {
     }
 
     /// `msg` with a DKIM-Signature by `d=REPORTER` prepended; `l=` when `body_length`.
-    fn sign(&self, msg: &str, body_length: bool) -> String {
+    pub(crate) fn sign(&self, msg: &str, body_length: bool) -> String {
         let key = Ed25519Key::from_pkcs8_der(&self.pkcs8).unwrap();
         let sig = DkimSigner::from_key(key)
             .domain(REPORTER)
@@ -168,14 +168,14 @@ fn ingest(dir: &ConfigDir, msg: &[u8], env: &[(&str, &str)]) -> Ingested {
     }
 }
 
-async fn stored(dir: &ConfigDir, report_id: &str) -> Option<String> {
+pub(crate) async fn stored(dir: &ConfigDir, report_id: &str) -> Option<String> {
     let store = Store::open(&Backend::Sqlite(state_dir_for(&dir.config_path())))
         .await
         .unwrap();
     store.json(report_id).await.unwrap()
 }
 
-const RFC_ID: &str = "5065427c-23d3-47ca-b6e0-946ea0e8c4be";
+pub(crate) const RFC_ID: &str = "5065427c-23d3-47ca-b6e0-946ea0e8c4be";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ingest_stores_signed_mail_and_drops_the_rest() {
