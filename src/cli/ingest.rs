@@ -45,6 +45,26 @@ pub fn run(config_path: &Path) -> u8 {
         ));
         return EX_TEMPFAIL;
     };
+    // The parse budget across ingest processes (Postfix runs one per mail): a slot per
+    // max_report_bytes of parse_budget_bytes, taken before the message is read; none free,
+    // the MTA retries later.
+    let slots = tlsrpt.parse_budget_bytes / tlsrpt.max_report_bytes.max(1);
+    let _slot = match crate::tlsrpt::budget::ingest_slot(&config.state.dir, slots) {
+        Ok(Some(slot)) => Some(slot),
+        Ok(None) => {
+            log(&format!(
+                "{slots} reports are being ingested already ([tlsrpt] parse_budget_bytes); the MTA will retry"
+            ));
+            return EX_TEMPFAIL;
+        }
+        // A state dir this user cannot write (a PostgreSQL store): no budget, as before.
+        Err(e) => {
+            log(&format!(
+                "no ingest slot, going on without the parse budget: {e}"
+            ));
+            None
+        }
+    };
     // Base64 adds a third to a +json part; headers and a text part a little more.
     let max_message = tlsrpt.max_report_bytes.saturating_mul(3) / 2 + (1 << 20);
     let mut raw = Vec::new();

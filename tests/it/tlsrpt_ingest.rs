@@ -343,3 +343,42 @@ async fn ingest_runs_as_a_user_that_cannot_read_the_secrets() {
         "{stderr}"
     );
 }
+
+/// Issue 23 item 2 by mail: ingests running at once share `parse_budget_bytes`, one slot per
+/// `max_report_bytes`; with every slot held, the mail stays queued (75) unread.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ingest_over_the_parse_budget_asks_the_mta_to_retry() {
+    let signer = Signer::new();
+    let bind = DnsServer::start(
+        Kind::Bind,
+        REPORTER,
+        &TsigKey::generate("k", "hmac-sha256"),
+        &[&signer.record()],
+    );
+    let dir = setup(
+        bind.addr,
+        "max_report_bytes = 1048576\nparse_budget_bytes = 2097152",
+    );
+    let state = state_dir_for(&dir.config_path());
+    let from = format!("tlsrpt@{REPORTER}");
+    let good = signer.sign(&message(&from, RFC_ID, &fixture("rfc8460.json")), false);
+    let held: Vec<_> = (0..2)
+        .map(|_| {
+            mta_stsd::tlsrpt::budget::ingest_slot(&state, 2)
+                .unwrap()
+                .unwrap()
+        })
+        .collect();
+    let out = ingest(&dir, good.as_bytes(), &[]);
+    assert_eq!(out.status, Some(75), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("2 reports are being ingested already"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(stored(&dir, RFC_ID).await, None);
+    drop(held);
+    let out = ingest(&dir, good.as_bytes(), &[]);
+    assert_eq!(out.status, Some(0), "{}", out.stderr);
+    assert!(stored(&dir, RFC_ID).await.is_some());
+}
