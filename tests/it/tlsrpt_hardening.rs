@@ -377,3 +377,41 @@ async fn issue23_upgrade_keeps_rows_postgres() {
     let pg = Postgres::start();
     upgrade(&pg.url()).await;
 }
+
+/// Item 8 by mail: the same unstorable report, DKIM-signed, was deferred (75) for the five
+/// days Postfix retries, holding up the message. Now dropped and logged (0).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue23_unstorable_report_by_mail_is_dropped() {
+    use crate::harness::dns::{DnsServer, Kind, TsigKey};
+    use crate::tlsrpt_ingest::{ingest, message, setup as ingest_setup, Signer, REPORTER};
+    let pg = Postgres::start();
+    let signer = Signer::new();
+    let bind = DnsServer::start(
+        Kind::Bind,
+        REPORTER,
+        &TsigKey::generate("k", "hmac-sha256"),
+        &[&signer.record()],
+    );
+    let dir = ingest_setup(
+        bind.addr,
+        "store = \"postgres\"\nurl_env = \"TEST_REPORTS_URL\"",
+    );
+    let junk: String = (0..1024)
+        .map(|_| format!("{:016x}", rand::random::<u64>()))
+        .collect();
+    let json = report(
+        "huge-domain",
+        "X",
+        "2024-10-01",
+        &format!("{},{}", policy("example.org", 1, 0), policy(&junk, 1, 0)),
+    );
+    let from = format!("tlsrpt@{REPORTER}");
+    let msg = signer.sign(&message(&from, "huge-domain", json.as_bytes()), false);
+    let out = ingest(&dir, msg.as_bytes(), &[("TEST_REPORTS_URL", &pg.url())]);
+    assert_eq!(out.status, Some(0), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("report dropped") && out.stderr.contains("refuses this report"),
+        "{}",
+        out.stderr
+    );
+}

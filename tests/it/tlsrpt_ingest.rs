@@ -114,7 +114,7 @@ impl Signer {
     }
 }
 
-fn setup(resolver: std::net::SocketAddr, store: &str) -> ConfigDir {
+pub(crate) fn setup(resolver: std::net::SocketAddr, store: &str) -> ConfigDir {
     let dir = ConfigDir::with_config(&format!(
         r#"[tls]
 self_signed = true
@@ -136,13 +136,13 @@ retention = "100000d"
     dir
 }
 
-struct Ingested {
-    status: Option<i32>,
-    stderr: String,
+pub(crate) struct Ingested {
+    pub status: Option<i32>,
+    pub stderr: String,
 }
 
 /// `mta-stsd tlsrpt ingest < msg`, as Postfix's pipe(8) runs it.
-fn ingest(dir: &ConfigDir, msg: &[u8], env: &[(&str, &str)]) -> Ingested {
+pub(crate) fn ingest(dir: &ConfigDir, msg: &[u8], env: &[(&str, &str)]) -> Ingested {
     let mut cmd: Command = command();
     cmd.env("STATE_DIRECTORY", state_dir_for(&dir.config_path()))
         .arg("--config")
