@@ -12,6 +12,7 @@ mod http;
 pub mod powerdns;
 pub mod record;
 pub mod rfc2136;
+pub mod route53;
 mod secret;
 pub mod tsig;
 
