@@ -8,6 +8,7 @@
 
 pub mod cloudflare;
 mod error;
+pub mod exec;
 mod http;
 pub mod powerdns;
 pub mod record;
