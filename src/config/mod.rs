@@ -17,6 +17,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use mta_stsd_providers::route53::Credentials;
 use mta_stsd_providers::tsig::TsigKey;
 use mta_stsd_providers::Secret;
 
@@ -277,6 +278,14 @@ pub enum ProviderKind {
     Cloudflare {
         base_url: String,
         api_token: Secret,
+    },
+    Route53 {
+        endpoint: String,
+        credentials: Credentials,
+    },
+    /// A program speaking the exec protocol (SPEC "DNS providers"), and its arguments.
+    Exec {
+        command: Vec<String>,
     },
 }
 

@@ -4,8 +4,10 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use mta_stsd_providers::cloudflare::Cloudflare;
+use mta_stsd_providers::exec::Exec;
 use mta_stsd_providers::powerdns::PowerDns;
 use mta_stsd_providers::rfc2136::Rfc2136;
+use mta_stsd_providers::route53::Route53;
 use mta_stsd_providers::{Provider, ProviderError};
 
 use crate::config::{Config, ProviderConfig, ProviderKind};
@@ -35,6 +37,15 @@ pub fn build(config: &ProviderConfig) -> Result<Arc<dyn Provider>, ProviderError
             base_url,
             api_token.clone(),
         )?)),
+        ProviderKind::Route53 {
+            endpoint,
+            credentials,
+        } => Ok(Arc::new(Route53::new(
+            &config.name,
+            endpoint,
+            credentials.clone(),
+        )?)),
+        ProviderKind::Exec { command } => Ok(Arc::new(Exec::new(&config.name, command.clone())?)),
     }
 }
 

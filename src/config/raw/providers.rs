@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::Path;
 
+use mta_stsd_providers::route53::Credentials;
 use mta_stsd_providers::tsig::TsigKey;
 use mta_stsd_providers::{Secret, SecretSource};
 use toml::de::DeTable;
@@ -18,6 +19,19 @@ use crate::name::DomainName;
 const RFC2136_KEYS: &[&str] = &["kind", "server", "tsig_key"];
 const POWERDNS_KEYS: &[&str] = &["kind", "url", "server_id", "api_key_file", "api_key_env"];
 const CLOUDFLARE_KEYS: &[&str] = &["kind", "base_url", "api_token_file", "api_token_env"];
+const ROUTE53_KEYS: &[&str] = &[
+    "kind",
+    "endpoint",
+    "access_key_id_file",
+    "access_key_id_env",
+    "secret_access_key_file",
+    "secret_access_key_env",
+    "session_token_file",
+    "session_token_env",
+];
+const EXEC_KEYS: &[&str] = &["kind", "command"];
+/// Every kind, as the "expected one of" says it.
+const KINDS: &str = "rfc2136, powerdns, cloudflare, route53, exec";
 
 impl Reader<'_> {
     pub(super) fn provider(
@@ -31,13 +45,19 @@ impl Reader<'_> {
         let kind = match table.get("kind") {
             Some(v) => self.string("kind", v)?,
             None => {
-                self.problems.error(
-                    at,
-                    format!("{section} needs `kind`: rfc2136, powerdns or cloudflare"),
-                );
+                self.problems
+                    .error(at, format!("{section} needs `kind`: one of {KINDS}"));
                 // Still report keys no kind has (a misspelt `kind`, say).
                 let mut any_kind: Vec<&str> = Vec::new();
-                for key in [RFC2136_KEYS, POWERDNS_KEYS, CLOUDFLARE_KEYS].concat() {
+                for key in [
+                    RFC2136_KEYS,
+                    POWERDNS_KEYS,
+                    CLOUDFLARE_KEYS,
+                    ROUTE53_KEYS,
+                    EXEC_KEYS,
+                ]
+                .concat()
+                {
                     if !any_kind.contains(&key) {
                         any_kind.push(key);
                     }
@@ -55,20 +75,30 @@ impl Reader<'_> {
             "rfc2136" => RFC2136_KEYS,
             "powerdns" => POWERDNS_KEYS,
             "cloudflare" => CLOUDFLARE_KEYS,
+            "route53" => ROUTE53_KEYS,
+            "exec" => EXEC_KEYS,
             other => {
                 self.problems.error(
                     kind.at,
-                    format!("provider kind `{other}` is not one of rfc2136, powerdns, cloudflare"),
+                    format!("provider kind `{other}` is not one of {KINDS}"),
                 );
                 return None;
             }
         };
         let mut ok = true;
+        let mut command = None;
         for (k, v) in table.iter() {
             let kname = k.get_ref().as_ref();
             if matches!(
                 kname,
-                "secret" | "tsig_secret" | "api_key" | "api_token" | "token" | "password"
+                "secret"
+                    | "tsig_secret"
+                    | "api_key"
+                    | "api_token"
+                    | "token"
+                    | "password"
+                    | "secret_access_key"
+                    | "session_token"
             ) {
                 self.problems.error(self.at(k.span()), format!(
                     "`{kname}`: secrets are not allowed inline; give a file or an environment variable (`{}`)",
@@ -78,6 +108,9 @@ impl Reader<'_> {
             } else if !allowed.contains(&kname) {
                 self.unknown(&section, k, allowed);
                 ok = false;
+            } else if kname == "command" {
+                command = self.command(v);
+                ok &= command.is_some();
             } else if let Some(s) = self.string(kname, v) {
                 text.insert(kname, s);
             } else {
@@ -124,6 +157,16 @@ impl Reader<'_> {
                     api_key: api_key?,
                 }
             }
+            "route53" => self.route53(&text, &section, at)?,
+            "exec" => match command {
+                Some(command) => ProviderKind::Exec { command },
+                None if table.get("command").is_some() => return None, // reported
+                None => {
+                    self.problems
+                        .error(at, format!("{section} needs `command`"));
+                    return None;
+                }
+            },
             _ => {
                 let base_url = match text.get("base_url") {
                     Some(u) => self.base_url(u.value, u.at, None),
@@ -140,6 +183,73 @@ impl Reader<'_> {
             name: name.to_owned(),
             kind,
         })
+    }
+
+    /// `[providers.x] kind = "route53"`: the AWS credentials from the given files or variables,
+    /// by default the SDKs' `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY` and (when set)
+    /// `AWS_SESSION_TOKEN`.
+    fn route53(
+        &mut self,
+        text: &HashMap<&str, At<&str>>,
+        section: &str,
+        at: Loc,
+    ) -> Option<ProviderKind> {
+        let endpoint = match text.get("endpoint") {
+            Some(u) => self.base_url(u.value, u.at, None),
+            None => Some("https://route53.amazonaws.com".to_owned()),
+        };
+        let mut aws = |base: &str, var: &str| {
+            let given = [format!("{base}_file"), format!("{base}_env")]
+                .iter()
+                .any(|k| text.contains_key(k.as_str()));
+            if given {
+                return Some(self.secret(text, base, section, at));
+            }
+            let default = SecretSource::Env(var.to_owned());
+            match Secret::read(&default) {
+                Ok(s) => Some(Some(s)),
+                Err(e) if base != "session_token" => {
+                    self.problems.error(
+                        at,
+                        format!("{section}: {e} (or give `{base}_file` or `{base}_env`)"),
+                    );
+                    None
+                }
+                Err(_) => Some(None),
+            }
+        };
+        let key_id = aws("access_key_id", "AWS_ACCESS_KEY_ID");
+        let secret = aws("secret_access_key", "AWS_SECRET_ACCESS_KEY");
+        let token = aws("session_token", "AWS_SESSION_TOKEN");
+        Some(ProviderKind::Route53 {
+            endpoint: endpoint?,
+            credentials: Credentials {
+                access_key_id: key_id??.expose().to_owned(),
+                secret_access_key: secret??,
+                session_token: token?,
+            },
+        })
+    }
+
+    /// `command = ["program", "arg", …]`: a program and its arguments, the program's path
+    /// relative to the config file when it holds a `/`.
+    fn command(&mut self, v: &Item<'_>) -> Option<Vec<String>> {
+        let parts = self.strings("command", v)?;
+        let Some(first) = parts.first() else {
+            self.problems
+                .error(self.at(v.span()), "`command` needs at least the program");
+            return None;
+        };
+        let program = if first.value.contains('/') {
+            self.path(first.value).to_string_lossy().into_owned()
+        } else {
+            first.value.to_owned()
+        };
+        Some(
+            std::iter::once(program)
+                .chain(parts[1..].iter().map(|p| p.value.to_owned()))
+                .collect(),
+        )
     }
 
     fn required<'a>(

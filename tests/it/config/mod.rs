@@ -8,6 +8,7 @@
 mod commands;
 mod files;
 mod providers;
+mod route53_exec;
 mod server;
 mod table;
 mod values;
