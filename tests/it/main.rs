@@ -32,6 +32,7 @@ mod refused;
 mod reload_log;
 mod replicas;
 mod rfc2136;
+mod route53;
 mod serve;
 mod tlsrpt_config;
 mod tlsrpt_hardening;

@@ -7,6 +7,7 @@ pub mod acme_proxy;
 pub mod cloudflare;
 pub mod daemon;
 pub mod dns;
+pub mod moto;
 pub mod pdns;
 pub mod pebble;
 pub mod postfix;
