@@ -21,6 +21,7 @@ mod drift_alerts;
 mod drift_dane;
 mod drift_dns;
 mod drift_mx;
+mod exec;
 mod files;
 mod harness;
 mod layout;
