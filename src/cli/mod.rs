@@ -3,6 +3,7 @@
 mod docs;
 mod ingest;
 mod progress;
+mod records;
 mod reports;
 mod status;
 mod sync;
@@ -15,7 +16,7 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 
 use crate::config::{self, Config, Domain};
-use crate::{desired, name};
+use crate::name;
 
 #[derive(Debug, Parser)]
 #[command(name = "mta-stsd", version, about, long_about = None)]
@@ -147,7 +148,7 @@ pub fn run(config_path: &Path, command: Command) -> Result<u8> {
         }
         Command::Check => check(config_path),
         Command::Policy { domain } => policy(config_path, &domain),
-        Command::Records { domains } => records(config_path, &domains),
+        Command::Records { domains } => records::records(config_path, &domains),
         Command::Plan(a) => sync::run(config_path, false, &a.domains, a.format),
         Command::Apply(a) => sync::run(config_path, true, &a.domains, a.format),
         Command::Drift {
@@ -251,7 +252,7 @@ fn print_warnings(out: &mut impl Write, warnings: &[config::Diagnostic]) -> std:
 }
 
 /// Loads the config for a command that needs a valid one; errors only, warnings are `check`'s.
-fn load_valid(path: &Path) -> Result<Config, u8> {
+pub(super) fn load_valid(path: &Path) -> Result<Config, u8> {
     config::load(path).map(|l| l.config).map_err(|failed| {
         for d in failed.errors() {
             eprintln!("{d}");
@@ -268,7 +269,7 @@ fn find<'c>(config: &'c Config, asked: &str) -> Option<&'c Domain> {
 }
 
 /// The domains `asked` for, each once, in the order asked; all of them when none is asked.
-fn select<'c>(config: &'c Config, asked: &[String]) -> Result<Vec<&'c Domain>, u8> {
+pub(super) fn select<'c>(config: &'c Config, asked: &[String]) -> Result<Vec<&'c Domain>, u8> {
     if asked.is_empty() {
         return Ok(config.domains.iter().collect());
     }
@@ -309,58 +310,6 @@ fn policy(path: &Path, asked: &str) -> Result<u8> {
         .and_then(|()| out.flush())
         .context("writing the policy")?;
     eprintln!("id: {}", domain.policy.id());
-    Ok(0)
-}
-
-fn records(path: &Path, asked: &[String]) -> Result<u8> {
-    let config = match load_valid(path) {
-        Ok(c) => c,
-        Err(code) => return Ok(code),
-    };
-    let selected = match select(&config, asked) {
-        Ok(s) => s,
-        Err(code) => return Ok(code),
-    };
-    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-    for (i, d) in selected.iter().enumerate() {
-        if i > 0 {
-            writeln!(out)?;
-        }
-        let provider = d
-            .dns
-            .provider
-            .as_deref()
-            .unwrap_or("none: set these by hand");
-        writeln!(
-            out,
-            "; {} (policy id {}, provider {provider})",
-            d.name,
-            d.policy.id()
-        )?;
-        if d.dns.target.is_none() {
-            writeln!(
-                out,
-                "; mta-sts.{} must point at this server: no [dns] target is set, so no CNAME is managed",
-                d.name
-            )?;
-        }
-        if let Some(zone) = &d.dns.delegated {
-            // RFC 8461 §8.2: the customer's records first, set once by them; then ours.
-            writeln!(
-                out,
-                "; delegated: the owner of {} sets these once in their zone",
-                d.name
-            )?;
-            for r in desired::customer_records(d) {
-                writeln!(out, "{r}")?;
-            }
-            writeln!(out, "; ours, in {zone}.")?;
-        }
-        for r in desired::records(d) {
-            writeln!(out, "{r}")?;
-        }
-    }
-    out.flush()?;
     Ok(0)
 }
 

@@ -1,0 +1,62 @@
+//! `records`: the DNS records the config wants, to set by hand or to copy into a zone kept
+//! elsewhere.
+
+use std::io::Write;
+use std::path::Path;
+
+use anyhow::Result;
+
+use super::{load_valid, select};
+use crate::desired;
+
+pub fn records(path: &Path, asked: &[String]) -> Result<u8> {
+    let config = match load_valid(path) {
+        Ok(c) => c,
+        Err(code) => return Ok(code),
+    };
+    let selected = match select(&config, asked) {
+        Ok(s) => s,
+        Err(code) => return Ok(code),
+    };
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    for (i, d) in selected.iter().enumerate() {
+        if i > 0 {
+            writeln!(out)?;
+        }
+        let provider = d
+            .dns
+            .provider
+            .as_deref()
+            .unwrap_or("none: set these by hand");
+        writeln!(
+            out,
+            "; {} (policy id {}, provider {provider})",
+            d.name,
+            d.policy.id()
+        )?;
+        if d.dns.target.is_none() {
+            writeln!(
+                out,
+                "; mta-sts.{} must point at this server: no [dns] target is set, so no CNAME is managed",
+                d.name
+            )?;
+        }
+        if let Some(zone) = &d.dns.delegated {
+            // RFC 8461 §8.2: the customer's records first, set once by them; then ours.
+            writeln!(
+                out,
+                "; delegated: the owner of {} sets these once in their zone",
+                d.name
+            )?;
+            for r in desired::customer_records(d) {
+                writeln!(out, "{r}")?;
+            }
+            writeln!(out, "; ours, in {zone}.")?;
+        }
+        for r in desired::records(d) {
+            writeln!(out, "{r}")?;
+        }
+    }
+    out.flush()?;
+    Ok(0)
+}
