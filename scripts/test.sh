@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 # Real servers the integration tests start themselves on loopback ports (nginx: in front of the
 # plain listener; man-db: the man page is rendered; curl: a second HTTP/2 client, whose timing
 # differs from hyper's).
-packages=(ca-certificates iproute2 bind9 bind9-utils bind9-dnsutils knot knot-dnsutils pdns-server pdns-backend-sqlite3 sqlite3 pebble postgresql postfix nginx man-db curl python3-venv)
+packages=(ca-certificates iproute2 bind9 bind9-utils bind9-dnsutils knot knot-dnsutils pdns-server pdns-backend-sqlite3 sqlite3 pebble postgresql postfix nginx man-db curl python3-venv nodejs)
 
 missing=()
 for p in "${packages[@]}"; do
@@ -20,13 +20,17 @@ if ((${#missing[@]})); then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 
-# Route 53's tests run moto's server (a third-party emulator of the AWS API) from a venv that
-# tests/it/harness/moto finds here (or at $MTA_STSD_MOTO_VENV).
-moto_venv=${MTA_STSD_MOTO_VENV:-target/moto-venv}
-if [ ! -x "$moto_venv/bin/moto_server" ]; then
-  python3 -m venv "$moto_venv"
-  "$moto_venv/bin/pip" install -q "moto[server]==5.2.5"
-fi
+# Python tools the tests run, each in a venv that tests/it/harness/venv.rs finds here (or at
+# the variable): moto's server (a third-party emulator of the AWS API) for Route 53, octoDNS
+# reading `records --format octodns`. (nodejs above evaluates `records --format dnscontrol`.)
+venv() { # dir, program, requirement
+  if [ ! -x "$1/bin/$2" ]; then
+    python3 -m venv "$1"
+    "$1/bin/pip" install -q "$3"
+  fi
+}
+venv "${MTA_STSD_MOTO_VENV:-target/moto-venv}" moto_server "moto[server]==5.2.5"
+venv "${MTA_STSD_OCTODNS_VENV:-target/octodns-venv}" octodns-validate "octodns==1.*"
 
 # The drift tests run two BIND primaries on 127.0.0.2 and 127.0.0.3; BIND listens only on
 # addresses an interface has, so give them to lo (loopback only; routing is unchanged).

@@ -48,6 +48,10 @@ pub enum Command {
     Records {
         /// Only these domains.
         domains: Vec<String>,
+        /// text: zone-file lines with notes; bind: a zone-file fragment per zone ($ORIGIN,
+        /// relative names); json; octodns: its YAML zone file; dnscontrol: D_EXTEND() calls.
+        #[arg(long, value_enum, default_value_t = records::RecordsFormat::Text)]
+        format: records::RecordsFormat,
     },
     /// Show the DNS changes `apply` would make; changes nothing (exit 0 none, 2 pending, 1 error).
     Plan(SyncArgs),
@@ -148,7 +152,7 @@ pub fn run(config_path: &Path, command: Command) -> Result<u8> {
         }
         Command::Check => check(config_path),
         Command::Policy { domain } => policy(config_path, &domain),
-        Command::Records { domains } => records::records(config_path, &domains),
+        Command::Records { domains, format } => records::records(config_path, &domains, format),
         Command::Plan(a) => sync::run(config_path, false, &a.domains, a.format),
         Command::Apply(a) => sync::run(config_path, true, &a.domains, a.format),
         Command::Drift {

@@ -7,9 +7,21 @@ use std::path::Path;
 use anyhow::Result;
 
 use super::{load_valid, select};
+use crate::config::Domain;
 use crate::desired;
 
-pub fn records(path: &Path, asked: &[String]) -> Result<u8> {
+mod formats;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum RecordsFormat {
+    Text,
+    Bind,
+    Json,
+    Octodns,
+    Dnscontrol,
+}
+
+pub fn records(path: &Path, asked: &[String], format: RecordsFormat) -> Result<u8> {
     let config = match load_valid(path) {
         Ok(c) => c,
         Err(code) => return Ok(code),
@@ -19,6 +31,19 @@ pub fn records(path: &Path, asked: &[String]) -> Result<u8> {
         Err(code) => return Ok(code),
     };
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    match format {
+        RecordsFormat::Text => text(&mut out, &selected)?,
+        RecordsFormat::Bind => formats::bind(&mut out, &selected)?,
+        RecordsFormat::Json => formats::json(&mut out, &selected)?,
+        RecordsFormat::Octodns => formats::octodns(&mut out, &selected)?,
+        RecordsFormat::Dnscontrol => formats::dnscontrol(&mut out, &selected)?,
+    }
+    out.flush()?;
+    Ok(0)
+}
+
+/// Zone-file lines, each domain under a note on its policy id and provider.
+fn text(out: &mut impl Write, selected: &[&Domain]) -> Result<()> {
     for (i, d) in selected.iter().enumerate() {
         if i > 0 {
             writeln!(out)?;
@@ -57,6 +82,5 @@ pub fn records(path: &Path, asked: &[String]) -> Result<u8> {
             writeln!(out, "{r}")?;
         }
     }
-    out.flush()?;
-    Ok(0)
+    Ok(())
 }

@@ -29,6 +29,7 @@ mod lifecycle;
 mod limits;
 mod operator;
 mod proxy;
+mod records_formats;
 mod refused;
 mod reload_log;
 mod replicas;

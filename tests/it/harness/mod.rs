@@ -13,6 +13,7 @@ pub mod pebble;
 pub mod postfix;
 pub mod postgres;
 pub mod process;
+pub mod venv;
 
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};

@@ -12,7 +12,6 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
 
 use mta_stsd_providers::route53::sigv4;
@@ -23,36 +22,13 @@ use super::process::free_port;
 
 /// The moto release BUILDS-HERE checked.
 pub const MOTO: &str = "moto[server]==5.2.5";
-static VENV: Mutex<()> = Mutex::new(());
 /// The access key the proxy accepts.
 pub const ACCESS_KEY_ID: &str = "AKIDMOTOEXAMPLE";
 pub const SECRET_ACCESS_KEY: &str = "moto/K7MDENG+bPxRfiCYSECRETKEY";
 
-/// The venv holding moto, made once (pip needs the network the first time only).
+/// The venv holding moto: `$MTA_STSD_MOTO_VENV`, else `target/moto-venv`.
 pub fn venv() -> PathBuf {
-    let dir = std::env::var_os("MTA_STSD_MOTO_VENV").map_or_else(
-        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/moto-venv"),
-        PathBuf::from,
-    );
-    let _one = VENV.lock().unwrap_or_else(|e| e.into_inner());
-    if !dir.join("bin/moto_server").exists() {
-        let ok = Command::new("python3")
-            .args(["-m", "venv"])
-            .arg(&dir)
-            .status()
-            .is_ok_and(|s| s.success())
-            && Command::new(dir.join("bin/pip"))
-                .args(["install", "-q", MOTO])
-                .status()
-                .is_ok_and(|s| s.success());
-        assert!(
-            ok,
-            "could not make the moto venv at {} (python3-venv and pip install \"{MOTO}\"); \
-             scripts/test.sh makes it",
-            dir.display()
-        );
-    }
-    dir
+    super::venv::venv("moto-venv", "MTA_STSD_MOTO_VENV", MOTO, "moto_server")
 }
 
 /// An HTTP answer: status and body.
