@@ -22,7 +22,8 @@ fi
 
 # Python tools the tests run, each in a venv that tests/it/harness/venv.rs finds here (or at
 # the variable): moto's server (a third-party emulator of the AWS API) for Route 53, octoDNS
-# reading `records --format octodns`. (nodejs above evaluates `records --format dnscontrol`.)
+# reading `records --format octodns`, dns-lexicon under dist/exec/mta-stsd-lexicon. (nodejs
+# above evaluates `records --format dnscontrol`.)
 venv() { # dir, program, requirement
   if [ ! -x "$1/bin/$2" ]; then
     python3 -m venv "$1"
@@ -31,6 +32,7 @@ venv() { # dir, program, requirement
 }
 venv "${MTA_STSD_MOTO_VENV:-target/moto-venv}" moto_server "moto[server]==5.2.5"
 venv "${MTA_STSD_OCTODNS_VENV:-target/octodns-venv}" octodns-validate "octodns==1.*"
+venv "${MTA_STSD_LEXICON_VENV:-target/lexicon-venv}" lexicon "dns-lexicon==3.*"
 
 # The drift tests run two BIND primaries on 127.0.0.2 and 127.0.0.3; BIND listens only on
 # addresses an interface has, so give them to lo (loopback only; routing is unchanged).

@@ -2,6 +2,8 @@
 //! JSON file): the provider battery, a refused change read again, the program's own words in
 //! errors.
 
+mod lexicon;
+
 use std::path::PathBuf;
 
 use serde_json::{json, Value};
