@@ -279,3 +279,62 @@ fn wrong_secret_is_quoted() {
     );
     assert!(!out.stderr.contains("EXAMPLEKEY"), "the secret leaked");
 }
+
+/// 350 foreign RRsets between a domain's names (`f*.a` sorts between `_smtp._tls.a` and
+/// `mta-sts.a`): the read pages past them by jumping to the next name it wants, our records
+/// are all found, and the names the first page spanned are not asked for again.
+#[test]
+fn records_listing_pages_and_skips_foreign_names() {
+    let b = R53::start();
+    let foreign: Vec<String> = (0..350)
+        .map(|i| format!("f{i:03}.a.example.org."))
+        .collect();
+    b.moto.create_txts(&foreign, "\"foreign\"");
+    let dir = ConfigDir::new();
+    battery::config(
+        &b,
+        &dir,
+        r#"tlsrpt = ["mailto:tlsrpt@example.org"]"#,
+        86400,
+        false,
+    );
+    dir.run(&["apply"]).assert_status(0);
+    let before = b.proxy.requests().len();
+    dir.run(&["plan"]).assert_status(0);
+    let plan = b.proxy.requests()[before..].to_vec();
+    let reads: Vec<&String> = plan.iter().filter(|r| r.contains("/rrset?")).collect();
+    assert_eq!(reads.len(), 2, "{plan:#?}");
+    assert!(
+        reads[0].contains("name=_mta-sts.a.example.org."),
+        "{plan:#?}"
+    );
+    assert!(
+        reads[1].contains("name=mta-sts.a.example.org."),
+        "{plan:#?}"
+    );
+    assert_eq!(
+        b.query("mta-sts.a.example.org.", "CNAME"),
+        vec!["mail.example.org."]
+    );
+    assert_eq!(b.query("f349.a.example.org.", "TXT"), vec!["foreign"]);
+}
+
+/// More hosted zones than one ListHostedZones page (100): the zone on the second page is
+/// found, from one listing (two pages) for every name.
+#[tokio::test]
+async fn zone_listing_follows_next_marker() {
+    let b = R53::start();
+    for i in 0..120 {
+        b.moto.create_zone(&format!("z{i:03}.test."));
+    }
+    let p = b.provider();
+    let names: Vec<String> = ["_mta-sts.a.example.org.", "_mta-sts.x.z119.test."]
+        .map(String::from)
+        .to_vec();
+    let got = p.zones_of(&names).await;
+    assert_eq!(got[0].as_deref(), Ok("example.org."));
+    assert_eq!(got[1].as_deref(), Ok("z119.test."));
+    let requests = b.proxy.requests();
+    assert_eq!(requests.len(), 2, "{requests:#?}");
+    assert!(requests[1].contains("marker="), "{requests:#?}");
+}

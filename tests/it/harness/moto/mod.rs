@@ -83,18 +83,36 @@ impl Moto {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
-        let created = moto.unsigned(
+        moto.zone_id = moto.create_zone(zone);
+        moto
+    }
+
+    /// Creates the hosted zone `name` (absolute); returns its id.
+    pub fn create_zone(&self, name: &str) -> String {
+        let created = self.unsigned(
             "route53",
             "POST",
             "/2013-04-01/hostedzone",
             &format!(
-                r#"<CreateHostedZoneRequest xmlns="https://route53.amazonaws.com/doc/2013-04-01/"><Name>{zone}</Name><CallerReference>{}</CallerReference></CreateHostedZoneRequest>"#,
-                port
+                r#"<CreateHostedZoneRequest xmlns="https://route53.amazonaws.com/doc/2013-04-01/"><Name>{name}</Name><CallerReference>{name}</CallerReference></CreateHostedZoneRequest>"#
             ),
         );
         assert_eq!(created.status, 201, "{}", created.body);
-        moto.zone_id = between(&created.body, "<Id>/hostedzone/", "</Id>").to_owned();
-        moto
+        between(&created.body, "<Id>/hostedzone/", "</Id>").to_owned()
+    }
+
+    /// Creates one TXT RRset of one value at each of `names`, in one change batch.
+    pub fn create_txts(&self, names: &[String], value: &str) {
+        let changes: String = names
+            .iter()
+            .map(|n| format!("<Change><Action>CREATE</Action><ResourceRecordSet><Name>{n}</Name><Type>TXT</Type><TTL>300</TTL><ResourceRecords><ResourceRecord><Value>{}</Value></ResourceRecord></ResourceRecords></ResourceRecordSet></Change>", escape(value)))
+            .collect();
+        let body = format!(
+            r#"<ChangeResourceRecordSetsRequest xmlns="https://route53.amazonaws.com/doc/2013-04-01/"><ChangeBatch><Changes>{changes}</Changes></ChangeBatch></ChangeResourceRecordSetsRequest>"#
+        );
+        let path = format!("/2013-04-01/hostedzone/{}/rrset/", self.zone_id);
+        let a = self.signed("POST", &path, &[], &body);
+        assert_eq!(a.status, 200, "{}", a.body);
     }
 
     pub fn url(&self) -> String {
