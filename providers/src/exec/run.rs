@@ -121,3 +121,54 @@ async fn bounded(mut r: impl AsyncRead + Unpin, limit: u64) -> (Vec<u8>, bool) {
     }
     (kept, cut)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sh(script: &str) -> Vec<String> {
+        vec!["sh".into(), "-c".into(), script.into()]
+    }
+
+    #[tokio::test]
+    async fn answers_errors_and_bounds() {
+        let ok = request(
+            &sh("cat >/dev/null; echo '{\"records\": []}'"),
+            &serde_json::json!({"op": "read"}),
+            false,
+        )
+        .await
+        .unwrap();
+        assert_eq!(ok, serde_json::json!({"records": []}));
+
+        let refused = sh("echo 'value gone' >&2; exit 1");
+        let op = serde_json::json!({"op": "change"});
+        let err = request(&refused, &op, true).await.unwrap_err();
+        assert!(matches!(err, ProviderError::Conflict { .. }), "{err:?}");
+        assert!(err.to_string().ends_with("exit 1: value gone"), "{err}");
+        let err = request(&refused, &op, false).await.unwrap_err();
+        assert!(matches!(err, ProviderError::Refused { .. }), "{err:?}");
+
+        let huge = sh("head -c 5000000 /dev/zero");
+        let err = request(&huge, &op, false).await.unwrap_err();
+        assert_eq!(err.code(), "too-large", "{err}");
+
+        let err = request(&sh("echo not json"), &op, false).await.unwrap_err();
+        assert_eq!(err.code(), "bad-answer", "{err}");
+
+        let missing = vec!["/nonexistent/mta-stsd-dns".to_owned()];
+        let err = request(&missing, &op, false).await.unwrap_err();
+        assert!(matches!(err, ProviderError::Config { .. }), "{err:?}");
+    }
+
+    /// A program that never answers is killed at [`TIMEOUT`] (time paused: no real wait).
+    #[tokio::test(start_paused = true)]
+    async fn hung_program_times_out() {
+        let op = serde_json::json!({"op": "read"});
+        let err = request(&sh("exec sleep 600"), &op, false)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, ProviderError::Transient { .. }), "{err:?}");
+        assert_eq!(err.code(), "timeout");
+    }
+}
