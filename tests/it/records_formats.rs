@@ -176,3 +176,43 @@ function D_EXTEND(zone, ...records) { for (const r of records) out.push([zone, r
         ]
     );
 }
+
+/// A delegated domain (RFC 8461 §8.2): the customer's CNAMEs in their zone (the domain), our
+/// TXT in the delegation zone.
+#[test]
+fn delegated_records_go_to_their_zones() {
+    let dir = ConfigDir::with_config(&base(
+        r#"
+[dns]
+target = "mail.sts.example"
+delegated = true
+
+[delegation]
+zone = "sts.example"
+
+[domains."customer.test"]
+"#,
+    ));
+    let text = records(&dir, "bind", &[]);
+    let id = policy_id(&dir, "customer.test");
+    let customer = text
+        .split("$ORIGIN customer.test.\n")
+        .nth(1)
+        .and_then(|t| t.split("\n\n").next())
+        .unwrap_or_else(|| panic!("no customer zone:\n{text}"));
+    assert!(
+        customer.contains("\n_mta-sts\t3600\tIN\tCNAME\tcustomer.test.sts.example.\n"),
+        "{text}"
+    );
+    let ours = text
+        .split("$ORIGIN sts.example.\n")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no delegation zone:\n{text}"));
+    assert!(
+        ours.contains(&format!(
+            "\ncustomer.test\t3600\tIN\tTXT\t\"v=STSv1; id={id};\"\n"
+        )),
+        "{text}"
+    );
+    assert!(!ours.contains("CNAME"), "{text}");
+}

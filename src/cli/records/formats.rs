@@ -2,9 +2,9 @@
 //! (mailcow#6686: a dnscontrol user could not get the id), grouped by the zone that holds them.
 //!
 //! A record's zone is the domain's `zone` when the config gives one; a delegated domain's own
-//! records go in `[delegation] zone` and the customer's in theirs. Without `zone` the domain
-//! itself stands in (said in a comment): names are then relative to it, which dnscontrol's
-//! `D_EXTEND` takes as a subdomain of the zone that holds it.
+//! records go in `[delegation] zone` and the customer's under the domain (their zone is not
+//! known here). Without `zone` the domain itself stands in (said in a comment): names are then
+//! relative to it, which dnscontrol's `D_EXTEND` takes as a subdomain of the zone holding it.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -45,17 +45,15 @@ fn zones<'a>(selected: &[&'a Domain]) -> Vec<Zone<'a>> {
             .push(Entry { domain, record });
     };
     for d in selected {
-        let own = d.zone.as_ref().map_or_else(
-            || (format!("{}.", d.name), false),
-            |z| (format!("{z}."), true),
-        );
-        for r in desired::customer_records(d) {
-            put(own.0.clone(), own.1, d, r);
-        }
-        let ours = match &d.dns.delegated {
-            Some(z) => (format!("{z}."), true),
-            None => own,
+        let domain = (format!("{}.", d.name), false);
+        // A delegated domain's `zone` is the delegation zone; the customer's is not known.
+        let ours = match (&d.dns.delegated, &d.zone) {
+            (Some(z), _) | (None, Some(z)) => (format!("{z}."), true),
+            (None, None) => domain.clone(),
         };
+        for r in desired::customer_records(d) {
+            put(domain.0.clone(), domain.1, d, r);
+        }
         for r in desired::records(d) {
             put(ours.0.clone(), ours.1, d, r);
         }
