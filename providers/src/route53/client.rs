@@ -49,7 +49,16 @@ pub struct RRset {
 /// A page of ListResourceRecordSets, and where the next begins.
 pub struct Page {
     pub rrsets: Vec<RRset>,
-    pub next: Option<(String, String)>,
+    pub next: Option<Next>,
+}
+
+/// `NextRecordName`, `NextRecordType` and, within a name and type of weighted or latency
+/// records, `NextRecordIdentifier`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Next {
+    pub name: String,
+    pub rtype: String,
+    pub identifier: Option<String>,
 }
 
 pub struct Client {
@@ -104,18 +113,22 @@ impl Client {
         Err(self.endless("the hosted zone list"))
     }
 
-    /// `GET /2013-04-01/hostedzone/{id}/rrset?name=&type=`: one page from `(name, type)` on,
-    /// in Route 53's order (names with their labels reversed, then type).
+    /// `GET /2013-04-01/hostedzone/{id}/rrset?name=`: one page from `name` on (or from where
+    /// an earlier page ended, `resume`), in Route 53's order (names with their labels
+    /// reversed, then type).
     pub async fn rrsets(
         &self,
         zone_id: &str,
         name: &str,
-        rtype: Option<&str>,
+        resume: Option<&Next>,
         max: usize,
     ) -> Result<Page, ProviderError> {
         let mut query = vec![("name", name.to_owned()), ("maxitems", max.to_string())];
-        if let Some(t) = rtype {
-            query.push(("type", t.to_owned()));
+        if let Some(r) = resume {
+            query.push(("type", r.rtype.clone()));
+            if let Some(id) = &r.identifier {
+                query.push(("identifier", id.clone()));
+            }
         }
         let root = self
             .call(
@@ -150,7 +163,11 @@ impl Client {
             root.text_at(&["NextRecordName"]),
             root.text_at(&["NextRecordType"]),
         ) {
-            (Some("true"), Some(n), Some(t)) => Some((absolute(&unescape_name(n)), t.to_owned())),
+            (Some("true"), Some(n), Some(t)) => Some(Next {
+                name: absolute(&unescape_name(n)),
+                rtype: t.to_owned(),
+                identifier: root.text_at(&["NextRecordIdentifier"]).map(str::to_owned),
+            }),
             _ => None,
         };
         Ok(Page { rrsets, next })

@@ -22,7 +22,7 @@ use async_trait::async_trait;
 
 use crate::record::{RData, Record};
 use crate::{Changes, Consistency, Provider, ProviderError};
-use client::{absolute, Client, HostedZone, RRset, RRSETS_PER_PAGE};
+use client::{absolute, Client, HostedZone, Next, RRset, RRSETS_PER_PAGE};
 use form::{aws_key, before, txt_text, txt_value};
 pub use sigv4::Credentials;
 
@@ -99,7 +99,7 @@ impl Route53 {
         pending.sort_by_key(|n| aws_key(n));
         let mut covered = vec![false; pending.len()];
         let mut found = BTreeMap::new();
-        let mut resume: Option<(String, String)> = None;
+        let mut resume: Option<Next> = None;
         let mut pages = 0;
         while let Some(i) = covered.iter().position(|c| !c) {
             pages += 1;
@@ -113,11 +113,17 @@ impl Route53 {
                 });
             }
             let start = pending[i];
-            let rtype = resume.take().filter(|(n, _)| n == start).map(|(_, t)| t);
+            let from = resume.take().filter(|r| r.name == *start);
             let page = self
                 .client
-                .rrsets(zone_id, start, rtype.as_deref(), RRSETS_PER_PAGE)
+                .rrsets(zone_id, start, from.as_ref(), RRSETS_PER_PAGE)
                 .await?;
+            if page.next.is_some() && page.next == from {
+                return Err(ProviderError::Refused {
+                    code: "paging".into(),
+                    message: format!("Route 53: the listing at {start} does not move on"),
+                });
+            }
             for set in page.rrsets {
                 if names.contains(&set.name) {
                     found.insert((set.name.clone(), set.rtype.clone()), set);
@@ -127,15 +133,15 @@ impl Route53 {
                 let in_range = *name == start || before(start, name);
                 let ended = match &page.next {
                     None => true,
-                    Some((next, _)) => before(name, next),
+                    Some(next) => before(name, &next.name),
                 };
                 if in_range && ended {
                     covered[j] = true;
                 }
             }
-            if let Some((next, t)) = page.next {
-                if next == *start {
-                    resume = Some((next, t));
+            if let Some(next) = page.next {
+                if next.name == *start {
+                    resume = Some(next);
                 } else {
                     covered[i] = true;
                 }
