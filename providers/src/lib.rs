@@ -8,10 +8,13 @@
 
 pub mod cloudflare;
 mod error;
+pub mod hetzner;
 mod http;
 pub mod powerdns;
 pub mod record;
+mod rest;
 pub mod rfc2136;
+pub mod rrsets;
 mod secret;
 pub mod tsig;
 

@@ -265,6 +265,37 @@ pub enum ProviderKind {
         base_url: String,
         api_token: Secret,
     },
+    /// An API reached with a base URL and a bearer-like token (read-verify-write).
+    Token {
+        vendor: TokenVendor,
+        base_url: String,
+        api_token: Secret,
+    },
+}
+
+/// The APIs of [`ProviderKind::Token`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenVendor {
+    Hetzner,
+}
+
+impl TokenVendor {
+    /// Every one, for the config's `kind`.
+    pub const ALL: &[TokenVendor] = &[TokenVendor::Hetzner];
+
+    /// Its `kind`.
+    pub fn kind(self) -> &'static str {
+        match self {
+            TokenVendor::Hetzner => "hetzner",
+        }
+    }
+
+    /// The production API's base URL.
+    pub fn default_url(self) -> &'static str {
+        match self {
+            TokenVendor::Hetzner => "https://api.hetzner.cloud/v1",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

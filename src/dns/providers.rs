@@ -4,11 +4,12 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use mta_stsd_providers::cloudflare::Cloudflare;
+use mta_stsd_providers::hetzner;
 use mta_stsd_providers::powerdns::PowerDns;
 use mta_stsd_providers::rfc2136::Rfc2136;
 use mta_stsd_providers::{Provider, ProviderError};
 
-use crate::config::{Config, ProviderConfig, ProviderKind};
+use crate::config::{Config, ProviderConfig, ProviderKind, TokenVendor};
 
 pub type Providers = HashMap<String, Result<Arc<dyn Provider>, ProviderError>>;
 
@@ -35,6 +36,16 @@ pub fn build(config: &ProviderConfig) -> Result<Arc<dyn Provider>, ProviderError
             base_url,
             api_token.clone(),
         )?)),
+        ProviderKind::Token {
+            vendor,
+            base_url,
+            api_token,
+        } => {
+            let (name, token) = (&config.name, api_token.clone());
+            Ok(match vendor {
+                TokenVendor::Hetzner => Arc::new(hetzner::hetzner(name, base_url, token)?),
+            })
+        }
     }
 }
 

@@ -29,6 +29,7 @@ mod proxy;
 mod reload_log;
 mod replicas;
 mod rfc2136;
+mod rvw_providers;
 mod serve;
 mod tlsrpt_config;
 mod tlsrpt_ingest;

@@ -11,13 +11,17 @@ use toml::de::DeTable;
 
 use super::{Item, Reader};
 use crate::config::diag::{At, Loc};
-use crate::config::{ProviderConfig, ProviderKind};
+use crate::config::{ProviderConfig, ProviderKind, TokenVendor};
 use crate::name::DomainName;
 
 /// Each kind's keys, `kind` first: the keys it takes and its "expected one of".
 const RFC2136_KEYS: &[&str] = &["kind", "server", "tsig_key"];
 const POWERDNS_KEYS: &[&str] = &["kind", "url", "server_id", "api_key_file", "api_key_env"];
 const CLOUDFLARE_KEYS: &[&str] = &["kind", "base_url", "api_token_file", "api_token_env"];
+/// Hetzner, deSEC, Gandi, DigitalOcean: the same keys as Cloudflare.
+const TOKEN_KEYS: &[&str] = CLOUDFLARE_KEYS;
+/// What `kind` may be, for messages.
+const KINDS: &str = "rfc2136, powerdns, cloudflare, hetzner";
 
 impl Reader<'_> {
     pub(super) fn provider(
@@ -31,10 +35,8 @@ impl Reader<'_> {
         let kind = match table.get("kind") {
             Some(v) => self.string("kind", v)?,
             None => {
-                self.problems.error(
-                    at,
-                    format!("{section} needs `kind`: rfc2136, powerdns or cloudflare"),
-                );
+                self.problems
+                    .error(at, format!("{section} needs `kind`: one of {KINDS}"));
                 // Still report keys no kind has (a misspelt `kind`, say).
                 let mut any_kind: Vec<&str> = Vec::new();
                 for key in [RFC2136_KEYS, POWERDNS_KEYS, CLOUDFLARE_KEYS].concat() {
@@ -55,10 +57,11 @@ impl Reader<'_> {
             "rfc2136" => RFC2136_KEYS,
             "powerdns" => POWERDNS_KEYS,
             "cloudflare" => CLOUDFLARE_KEYS,
+            k if TokenVendor::ALL.iter().any(|v| v.kind() == k) => TOKEN_KEYS,
             other => {
                 self.problems.error(
                     kind.at,
-                    format!("provider kind `{other}` is not one of rfc2136, powerdns, cloudflare"),
+                    format!("provider kind `{other}` is not one of {KINDS}"),
                 );
                 return None;
             }
@@ -121,13 +124,26 @@ impl Reader<'_> {
                     api_key: api_key?,
                 }
             }
-            _ => {
+            "cloudflare" => {
                 let base_url = match text.get("base_url") {
                     Some(u) => self.base_url(u.value, u.at, None),
                     None => Some("https://api.cloudflare.com/client/v4".to_owned()),
                 };
                 let api_token = self.secret(&text, "api_token", &section, at);
                 ProviderKind::Cloudflare {
+                    base_url: base_url?,
+                    api_token: api_token?,
+                }
+            }
+            k => {
+                let vendor = *TokenVendor::ALL.iter().find(|v| v.kind() == k)?;
+                let base_url = match text.get("base_url") {
+                    Some(u) => self.base_url(u.value, u.at, None),
+                    None => Some(vendor.default_url().to_owned()),
+                };
+                let api_token = self.secret(&text, "api_token", &section, at);
+                ProviderKind::Token {
+                    vendor,
                     base_url: base_url?,
                     api_token: api_token?,
                 }

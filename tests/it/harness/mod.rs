@@ -7,6 +7,8 @@ pub mod acme_proxy;
 pub mod cloudflare;
 pub mod daemon;
 pub mod dns;
+pub mod fakeapi;
+pub mod hetzner;
 pub mod pdns;
 pub mod pebble;
 pub mod postfix;
