@@ -273,6 +273,18 @@ pub enum ProviderKind {
     },
 }
 
+impl ProviderKind {
+    /// The config's `kind`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ProviderKind::Rfc2136 { .. } => "rfc2136",
+            ProviderKind::PowerDns { .. } => "powerdns",
+            ProviderKind::Cloudflare { .. } => "cloudflare",
+            ProviderKind::Token { vendor, .. } => vendor.kind(),
+        }
+    }
+}
+
 /// The APIs of [`ProviderKind::Token`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TokenVendor {

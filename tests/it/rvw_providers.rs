@@ -268,3 +268,45 @@ fn hetzner_errors_quote_the_api() {
 fn hetzner_requests_of_apply_and_plan() {
     requests_of_apply_and_plan(&HETZNER, 1 + 3);
 }
+
+/// `check` names each provider's kind and what it guarantees against a concurrent writer.
+#[test]
+fn check_prints_each_providers_guarantee() {
+    let dir = ConfigDir::new();
+    let key = dir.write(
+        "k.key",
+        crate::harness::tsig_key_file("mta-stsd", "hmac-sha256"),
+    );
+    std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let token = dir.write("api.token", "t\n");
+    std::fs::set_permissions(&token, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let mut providers = format!(
+        "[providers.ns]\nkind = \"rfc2136\"\nserver = \"127.0.0.1:53\"\ntsig_key = \"{}\"\n",
+        key.display()
+    );
+    for kind in ["cloudflare", "hetzner"] {
+        providers.push_str(&format!(
+            "[providers.{kind}-1]\nkind = \"{kind}\"\napi_token_file = \"{}\"\n",
+            token.display()
+        ));
+    }
+    battery::config_with(
+        &providers.replace("[providers.ns]", "[providers.p]"),
+        &dir,
+        "",
+        86400,
+    );
+    let out = dir.check();
+    out.assert_status(0);
+    for line in [
+        "provider cloudflare-1: cloudflare, read-verify-write",
+        "provider hetzner-1: hetzner, read-verify-write",
+        "provider p: rfc2136, compare-and-swap",
+    ] {
+        assert!(
+            out.stdout.lines().any(|l| l == line),
+            "no `{line}`\n{}",
+            out.dump()
+        );
+    }
+}
