@@ -7,6 +7,7 @@
 //! zone not much larger than our names); even then only our names are kept.
 
 pub mod cloudflare;
+pub mod desec;
 mod error;
 pub mod hetzner;
 mod http;

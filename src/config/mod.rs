@@ -289,16 +289,18 @@ impl ProviderKind {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TokenVendor {
     Hetzner,
+    Desec,
 }
 
 impl TokenVendor {
     /// Every one, for the config's `kind`.
-    pub const ALL: &[TokenVendor] = &[TokenVendor::Hetzner];
+    pub const ALL: &[TokenVendor] = &[TokenVendor::Hetzner, TokenVendor::Desec];
 
     /// Its `kind`.
     pub fn kind(self) -> &'static str {
         match self {
             TokenVendor::Hetzner => "hetzner",
+            TokenVendor::Desec => "desec",
         }
     }
 
@@ -306,6 +308,7 @@ impl TokenVendor {
     pub fn default_url(self) -> &'static str {
         match self {
             TokenVendor::Hetzner => "https://api.hetzner.cloud/v1",
+            TokenVendor::Desec => "https://desec.io/api/v1",
         }
     }
 }

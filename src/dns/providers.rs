@@ -4,9 +4,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use mta_stsd_providers::cloudflare::Cloudflare;
-use mta_stsd_providers::hetzner;
 use mta_stsd_providers::powerdns::PowerDns;
 use mta_stsd_providers::rfc2136::Rfc2136;
+use mta_stsd_providers::{desec, hetzner};
 use mta_stsd_providers::{Provider, ProviderError};
 
 use crate::config::{Config, ProviderConfig, ProviderKind, TokenVendor};
@@ -44,6 +44,7 @@ pub fn build(config: &ProviderConfig) -> Result<Arc<dyn Provider>, ProviderError
             let (name, token) = (&config.name, api_token.clone());
             Ok(match vendor {
                 TokenVendor::Hetzner => Arc::new(hetzner::hetzner(name, base_url, token)?),
+                TokenVendor::Desec => Arc::new(desec::desec(name, base_url, token)?),
             })
         }
     }

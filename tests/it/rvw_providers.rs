@@ -9,7 +9,7 @@ use mta_stsd_providers::{Changes, DomainChange, Provider, Record, Secret};
 
 use crate::battery::{self, Backend, ZONE};
 use crate::harness::fakeapi::FakeApi;
-use crate::harness::{hetzner, ConfigDir, MAIN};
+use crate::harness::{desec, hetzner, ConfigDir, MAIN};
 
 const TOKEN: &str = "test-token-0123456789";
 
@@ -21,6 +21,10 @@ pub struct Vendor {
     provider: fn(&str, Secret) -> Box<dyn Provider>,
     /// What a refused token's error says.
     bad_token: &'static str,
+    /// Where a foreign write racing ours lands: `None`, just before our write (an API that
+    /// writes by value keeps it); else just after the first read of a path holding this (an
+    /// API that replaces whole RRsets: our fresh read before writing must see it).
+    race_after: Option<&'static str>,
 }
 
 const HETZNER: Vendor = Vendor {
@@ -29,6 +33,16 @@ const HETZNER: Vendor = Vendor {
     base_url: hetzner::base_url,
     provider: |url, token| Box::new(mta_stsd_providers::hetzner::hetzner("p", url, token).unwrap()),
     bad_token: "HTTP 401 Unauthorized: unauthorized unable to authenticate",
+    race_after: None,
+};
+
+const DESEC: Vendor = Vendor {
+    kind: "desec",
+    start: desec::start,
+    base_url: desec::base_url,
+    provider: |url, token| Box::new(mta_stsd_providers::desec::desec("p", url, token).unwrap()),
+    bad_token: "HTTP 401 Unauthorized: Invalid token.",
+    race_after: Some("/rrsets"),
 };
 
 pub struct Fake {
@@ -90,6 +104,7 @@ impl Backend for Fake {
 }
 
 crate::battery!(hetzner_battery, || Fake::start(&HETZNER));
+crate::battery!(desec_battery, || Fake::start(&DESEC));
 
 fn sorted(mut v: Vec<String>) -> Vec<String> {
     v.sort();
@@ -113,7 +128,7 @@ fn foreign_write_racing_ours_survives(v: &'static Vendor) {
     config_edit(&dir, "max_age = 86400", "max_age = 90000");
     let new = battery::policy_id(&dir, "a.example.org");
     let name = "_mta-sts.a.example.org.";
-    b.api.race(name, "TXT", "racer=foreign");
+    b.api.race(name, "TXT", "racer=foreign", v.race_after);
     dir.run(&["apply"]).assert_status(0);
     assert!(b.api.store().race.is_empty(), "the race never ran");
     assert_eq!(
@@ -269,6 +284,130 @@ fn hetzner_requests_of_apply_and_plan() {
     requests_of_apply_and_plan(&HETZNER, 1 + 3);
 }
 
+#[test]
+fn desec_foreign_write_racing_ours_survives() {
+    foreign_write_racing_ours_survives(&DESEC);
+}
+
+/// Past the pagination limit (500 at deSEC, 2 here), the `cursor` pages are followed.
+#[test]
+fn desec_pages_are_followed() {
+    let b = Fake::start(&DESEC);
+    desec::set_pagination_limit(&b.api, 2);
+    let dir = ConfigDir::new();
+    battery::config(
+        &b,
+        &dir,
+        r#"tlsrpt = ["mailto:a@example.org"]"#,
+        86400,
+        false,
+    );
+    dir.run(&["apply"]).assert_status(0);
+    dir.run(&["plan"]).assert_status(0);
+    let requests = b.api.requests();
+    assert!(
+        requests.iter().any(|r| r.contains("/rrsets/?cursor=4 ")),
+        "{requests:#?}"
+    );
+}
+
+#[test]
+fn desec_rate_limit_is_honoured() {
+    rate_limit_is_honoured(
+        &DESEC,
+        "Request was throttled. Expected available in 1 second.",
+    );
+}
+
+/// deSEC's documented write limit (2 a second per domain) is kept by the client: three applies
+/// in a row to one domain are spaced, and the fake (which enforces it) answers no 429.
+#[tokio::test]
+async fn desec_write_limit_is_kept_client_side() {
+    let b = Fake::start(&DESEC);
+    let p = b.provider();
+    let zone = p.zone_of("a.example.org.").await.unwrap();
+    let started = Instant::now();
+    for i in 0..3 {
+        let name = format!("_smtp._tls.d{i}.example.org.");
+        let add = Changes {
+            domains: vec![DomainChange {
+                domain: format!("d{i}.example.org"),
+                expect: vec![],
+                delete: vec![],
+                add: vec![Record::txt(
+                    &name,
+                    3600,
+                    "v=TLSRPTv1; rua=mailto:a@example.org;",
+                )],
+            }],
+        };
+        p.apply(&zone, &add).await.unwrap();
+    }
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+    let requests = b.api.requests();
+    assert_eq!(
+        requests.iter().filter(|r| r.starts_with("PATCH ")).count(),
+        3,
+        "{requests:#?}"
+    );
+    assert!(
+        !requests.iter().any(|r| r.ends_with("-> 429")),
+        "{requests:#?}"
+    );
+}
+
+/// A refused RRset fails the whole bulk request: nothing of it is applied, and the field's
+/// message is quoted.
+#[tokio::test]
+async fn desec_bulk_is_all_or_nothing() {
+    let b = Fake::start(&DESEC);
+    let p = b.provider();
+    let zone = p.zone_of("a.example.org.").await.unwrap();
+    let add = Changes {
+        domains: vec![DomainChange {
+            domain: "a.example.org".into(),
+            expect: vec![],
+            delete: vec![],
+            add: vec![
+                Record::txt("_mta-sts.a.example.org.", 3600, "v=STSv1; id=1;"),
+                Record::txt(
+                    "_smtp._tls.a.example.org.",
+                    60,
+                    "v=TLSRPTv1; rua=mailto:a@example.org;",
+                ),
+            ],
+        }],
+    };
+    let err = p.apply(&zone, &add).await.unwrap_err();
+    assert!(
+        err.to_string().contains(
+            "HTTP 400 Bad Request: ttl: Ensure this value is greater than or equal to 3600."
+        ),
+        "{err}"
+    );
+    assert!(b.query("_mta-sts.a.example.org.", "TXT").is_empty());
+}
+
+#[tokio::test]
+async fn desec_long_txt_round_trips() {
+    long_txt_round_trips(&DESEC).await;
+}
+
+#[test]
+fn desec_errors_quote_the_api() {
+    errors_quote_the_api(&DESEC);
+}
+
+/// One domain listing and one RRset listing.
+#[test]
+fn desec_requests_of_apply_and_plan() {
+    requests_of_apply_and_plan(&DESEC, 2);
+}
+
 /// `check` names each provider's kind and what it guarantees against a concurrent writer.
 #[test]
 fn check_prints_each_providers_guarantee() {
@@ -284,7 +423,7 @@ fn check_prints_each_providers_guarantee() {
         "[providers.ns]\nkind = \"rfc2136\"\nserver = \"127.0.0.1:53\"\ntsig_key = \"{}\"\n",
         key.display()
     );
-    for kind in ["cloudflare", "hetzner"] {
+    for kind in ["cloudflare", "hetzner", "desec"] {
         providers.push_str(&format!(
             "[providers.{kind}-1]\nkind = \"{kind}\"\napi_token_file = \"{}\"\n",
             token.display()
@@ -301,6 +440,7 @@ fn check_prints_each_providers_guarantee() {
     for line in [
         "provider cloudflare-1: cloudflare, read-verify-write",
         "provider hetzner-1: hetzner, read-verify-write",
+        "provider desec-1: desec, read-verify-write",
         "provider p: rfc2136, compare-and-swap",
     ] {
         assert!(

@@ -78,8 +78,10 @@ pub struct Store {
     pub failing: bool,
     /// `METHOD /path?query -> status`, in order.
     pub requests: Vec<String>,
-    /// Records added just before the next request that is not a GET.
+    /// Records added just before the next request that is not a GET, or with `race_after`
+    /// just after the next GET whose path holds that text.
     pub race: Vec<(String, String, String)>,
+    pub race_after: Option<String>,
     /// What a vendor keeps besides (Hetzner's actions, say).
     pub extra: HashMap<String, serde_json::Value>,
 }
@@ -201,11 +203,13 @@ impl FakeApi {
             .collect()
     }
 
-    /// Adds a record just before the next write request is handled.
-    pub fn race(&self, name: &str, rtype: &str, value: &str) {
-        self.store()
-            .race
+    /// Adds a record just before the next write request is handled, or with `after` just after
+    /// the next GET whose path holds `after` is answered.
+    pub fn race(&self, name: &str, rtype: &str, value: &str, after: Option<&str>) {
+        let mut s = self.store();
+        s.race
             .push((name.to_owned(), rtype.to_owned(), value.to_owned()));
+        s.race_after = after.map(str::to_owned);
     }
 
     pub fn throttle(&self, n: usize) {
@@ -256,10 +260,8 @@ async fn handle(
         .path_and_query()
         .map_or_else(|| parts.uri.path().to_owned(), |p| p.to_string());
     let mut s = state.lock().unwrap_or_else(|e| e.into_inner());
-    if parts.method != Method::GET {
-        for (name, rtype, value) in std::mem::take(&mut s.race) {
-            s.insert(&name, &rtype, 300, &value);
-        }
+    if parts.method != Method::GET && s.race_after.is_none() {
+        land_race(&mut s);
     }
     let query = form_urlencoded::parse(parts.uri.query().unwrap_or_default().as_bytes())
         .into_owned()
@@ -272,6 +274,10 @@ async fn handle(
         body: &body,
     };
     let resp = route(&mut s, &req);
+    let after = s.race_after.as_deref();
+    if parts.method == Method::GET && after.is_some_and(|a| parts.uri.path().contains(a)) {
+        land_race(&mut s);
+    }
     s.requests.push(format!(
         "{} {target} -> {}",
         parts.method,
@@ -286,6 +292,12 @@ async fn handle(
     builder
         .body(Full::new(Bytes::from(resp.body)))
         .expect("a response")
+}
+
+fn land_race(s: &mut Store) {
+    for (name, rtype, value) in std::mem::take(&mut s.race) {
+        s.insert(&name, &rtype, 300, &value);
+    }
 }
 
 pub fn absolute(name: &str) -> String {

@@ -6,6 +6,7 @@
 pub mod acme_proxy;
 pub mod cloudflare;
 pub mod daemon;
+pub mod desec;
 pub mod dns;
 pub mod fakeapi;
 pub mod hetzner;
