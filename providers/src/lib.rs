@@ -8,6 +8,7 @@
 
 pub mod cloudflare;
 pub mod desec;
+pub mod digitalocean;
 mod error;
 pub mod hetzner;
 mod http;

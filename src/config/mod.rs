@@ -290,17 +290,23 @@ impl ProviderKind {
 pub enum TokenVendor {
     Hetzner,
     Desec,
+    DigitalOcean,
 }
 
 impl TokenVendor {
     /// Every one, for the config's `kind`.
-    pub const ALL: &[TokenVendor] = &[TokenVendor::Hetzner, TokenVendor::Desec];
+    pub const ALL: &[TokenVendor] = &[
+        TokenVendor::Hetzner,
+        TokenVendor::Desec,
+        TokenVendor::DigitalOcean,
+    ];
 
     /// Its `kind`.
     pub fn kind(self) -> &'static str {
         match self {
             TokenVendor::Hetzner => "hetzner",
             TokenVendor::Desec => "desec",
+            TokenVendor::DigitalOcean => "digitalocean",
         }
     }
 
@@ -309,6 +315,7 @@ impl TokenVendor {
         match self {
             TokenVendor::Hetzner => "https://api.hetzner.cloud/v1",
             TokenVendor::Desec => "https://desec.io/api/v1",
+            TokenVendor::DigitalOcean => "https://api.digitalocean.com/v2",
         }
     }
 }

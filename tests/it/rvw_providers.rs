@@ -9,7 +9,7 @@ use mta_stsd_providers::{Changes, DomainChange, Provider, Record, Secret};
 
 use crate::battery::{self, Backend, ZONE};
 use crate::harness::fakeapi::FakeApi;
-use crate::harness::{desec, hetzner, ConfigDir, MAIN};
+use crate::harness::{desec, digitalocean, hetzner, ConfigDir, MAIN};
 
 const TOKEN: &str = "test-token-0123456789";
 
@@ -43,6 +43,17 @@ const DESEC: Vendor = Vendor {
     provider: |url, token| Box::new(mta_stsd_providers::desec::desec("p", url, token).unwrap()),
     bad_token: "HTTP 401 Unauthorized: Invalid token.",
     race_after: Some("/rrsets"),
+};
+
+const DIGITALOCEAN: Vendor = Vendor {
+    kind: "digitalocean",
+    start: digitalocean::start,
+    base_url: digitalocean::base_url,
+    provider: |url, token| {
+        Box::new(mta_stsd_providers::digitalocean::digitalocean("p", url, token).unwrap())
+    },
+    bad_token: "HTTP 401 Unauthorized: Unauthorized Unable to authenticate you.",
+    race_after: None,
 };
 
 pub struct Fake {
@@ -105,6 +116,7 @@ impl Backend for Fake {
 
 crate::battery!(hetzner_battery, || Fake::start(&HETZNER));
 crate::battery!(desec_battery, || Fake::start(&DESEC));
+crate::battery!(digitalocean_battery, || Fake::start(&DIGITALOCEAN));
 
 fn sorted(mut v: Vec<String>) -> Vec<String> {
     v.sort();
@@ -408,6 +420,85 @@ fn desec_requests_of_apply_and_plan() {
     requests_of_apply_and_plan(&DESEC, 2);
 }
 
+#[test]
+fn digitalocean_foreign_write_racing_ours_survives() {
+    foreign_write_racing_ours_survives(&DIGITALOCEAN);
+}
+
+#[test]
+fn digitalocean_pages_are_followed() {
+    pages_are_followed(&DIGITALOCEAN);
+}
+
+#[test]
+fn digitalocean_rate_limit_is_honoured() {
+    rate_limit_is_honoured(&DIGITALOCEAN, "too_many_requests API Rate limit exceeded.");
+}
+
+#[tokio::test]
+async fn digitalocean_long_txt_round_trips() {
+    long_txt_round_trips(&DIGITALOCEAN).await;
+}
+
+#[test]
+fn digitalocean_errors_quote_the_api() {
+    errors_quote_the_api(&DIGITALOCEAN);
+}
+
+/// One domain listing and the domain's six records, three pages of two.
+#[test]
+fn digitalocean_requests_of_apply_and_plan() {
+    requests_of_apply_and_plan(&DIGITALOCEAN, 1 + 3);
+}
+
+/// An id change, a new CNAME target and a new TLSRPT address: each record rewritten in place
+/// by id (PUT), none deleted and created again.
+#[test]
+fn digitalocean_replacement_updates_in_place() {
+    let b = Fake::start(&DIGITALOCEAN);
+    let dir = ConfigDir::new();
+    battery::config(
+        &b,
+        &dir,
+        r#"tlsrpt = ["mailto:a@example.org"]"#,
+        86400,
+        false,
+    );
+    dir.run(&["apply"]).assert_status(0);
+    let ids = |b: &Fake| {
+        let mut v: Vec<u64> = b.api.store().records.iter().map(|r| r.id).collect();
+        v.sort();
+        v
+    };
+    let before = ids(&b);
+    b.api.clear_requests();
+    config_edit(&dir, "max_age = 86400", "max_age = 90000");
+    config_edit(
+        &dir,
+        "target = \"mail.example.org.\"",
+        "target = \"mx.example.org.\"",
+    );
+    config_edit(&dir, "mailto:a@example.org", "mailto:b@example.org");
+    dir.run(&["apply"]).assert_status(0);
+    assert_eq!(ids(&b), before);
+    let requests = b.api.requests();
+    assert_eq!(
+        requests.iter().filter(|r| r.starts_with("PUT ")).count(),
+        6,
+        "{requests:#?}"
+    );
+    assert!(
+        !requests
+            .iter()
+            .any(|r| r.starts_with("POST ") || r.starts_with("DELETE ")),
+        "{requests:#?}"
+    );
+    assert_eq!(
+        b.query("mta-sts.b.example.org.", "CNAME"),
+        vec!["mx.example.org."]
+    );
+}
+
 /// `check` names each provider's kind and what it guarantees against a concurrent writer.
 #[test]
 fn check_prints_each_providers_guarantee() {
@@ -423,7 +514,7 @@ fn check_prints_each_providers_guarantee() {
         "[providers.ns]\nkind = \"rfc2136\"\nserver = \"127.0.0.1:53\"\ntsig_key = \"{}\"\n",
         key.display()
     );
-    for kind in ["cloudflare", "hetzner", "desec"] {
+    for kind in ["cloudflare", "hetzner", "desec", "digitalocean"] {
         providers.push_str(&format!(
             "[providers.{kind}-1]\nkind = \"{kind}\"\napi_token_file = \"{}\"\n",
             token.display()
@@ -441,6 +532,7 @@ fn check_prints_each_providers_guarantee() {
         "provider cloudflare-1: cloudflare, read-verify-write",
         "provider hetzner-1: hetzner, read-verify-write",
         "provider desec-1: desec, read-verify-write",
+        "provider digitalocean-1: digitalocean, read-verify-write",
         "provider p: rfc2136, compare-and-swap",
     ] {
         assert!(

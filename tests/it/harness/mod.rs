@@ -7,6 +7,7 @@ pub mod acme_proxy;
 pub mod cloudflare;
 pub mod daemon;
 pub mod desec;
+pub mod digitalocean;
 pub mod dns;
 pub mod fakeapi;
 pub mod hetzner;
