@@ -10,6 +10,7 @@ pub mod cloudflare;
 pub mod desec;
 pub mod digitalocean;
 mod error;
+pub mod gandi;
 pub mod hetzner;
 mod http;
 pub mod powerdns;

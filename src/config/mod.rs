@@ -291,6 +291,7 @@ pub enum TokenVendor {
     Hetzner,
     Desec,
     DigitalOcean,
+    Gandi,
 }
 
 impl TokenVendor {
@@ -299,6 +300,7 @@ impl TokenVendor {
         TokenVendor::Hetzner,
         TokenVendor::Desec,
         TokenVendor::DigitalOcean,
+        TokenVendor::Gandi,
     ];
 
     /// Its `kind`.
@@ -307,6 +309,7 @@ impl TokenVendor {
             TokenVendor::Hetzner => "hetzner",
             TokenVendor::Desec => "desec",
             TokenVendor::DigitalOcean => "digitalocean",
+            TokenVendor::Gandi => "gandi",
         }
     }
 
@@ -316,6 +319,7 @@ impl TokenVendor {
             TokenVendor::Hetzner => "https://api.hetzner.cloud/v1",
             TokenVendor::Desec => "https://desec.io/api/v1",
             TokenVendor::DigitalOcean => "https://api.digitalocean.com/v2",
+            TokenVendor::Gandi => "https://api.gandi.net/v5/livedns",
         }
     }
 }

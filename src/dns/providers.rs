@@ -6,7 +6,7 @@ use std::sync::Arc;
 use mta_stsd_providers::cloudflare::Cloudflare;
 use mta_stsd_providers::powerdns::PowerDns;
 use mta_stsd_providers::rfc2136::Rfc2136;
-use mta_stsd_providers::{desec, digitalocean, hetzner};
+use mta_stsd_providers::{desec, digitalocean, gandi, hetzner};
 use mta_stsd_providers::{Provider, ProviderError};
 
 use crate::config::{Config, ProviderConfig, ProviderKind, TokenVendor};
@@ -45,6 +45,7 @@ pub fn build(config: &ProviderConfig) -> Result<Arc<dyn Provider>, ProviderError
             Ok(match vendor {
                 TokenVendor::Hetzner => Arc::new(hetzner::hetzner(name, base_url, token)?),
                 TokenVendor::Desec => Arc::new(desec::desec(name, base_url, token)?),
+                TokenVendor::Gandi => Arc::new(gandi::gandi(name, base_url, token)?),
                 TokenVendor::DigitalOcean => {
                     Arc::new(digitalocean::digitalocean(name, base_url, token)?)
                 }

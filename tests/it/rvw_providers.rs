@@ -9,7 +9,7 @@ use mta_stsd_providers::{Changes, DomainChange, Provider, Record, Secret};
 
 use crate::battery::{self, Backend, ZONE};
 use crate::harness::fakeapi::FakeApi;
-use crate::harness::{desec, digitalocean, hetzner, ConfigDir, MAIN};
+use crate::harness::{desec, digitalocean, gandi, hetzner, ConfigDir, MAIN};
 
 const TOKEN: &str = "test-token-0123456789";
 
@@ -54,6 +54,15 @@ const DIGITALOCEAN: Vendor = Vendor {
     },
     bad_token: "HTTP 401 Unauthorized: Unauthorized Unable to authenticate you.",
     race_after: None,
+};
+
+const GANDI: Vendor = Vendor {
+    kind: "gandi",
+    start: gandi::start,
+    base_url: gandi::base_url,
+    provider: |url, token| Box::new(mta_stsd_providers::gandi::gandi("p", url, token).unwrap()),
+    bad_token: "HTTP 401 Unauthorized: HTTPUnauthorized: Unauthorized: The server could not verify",
+    race_after: Some("/records"),
 };
 
 pub struct Fake {
@@ -117,6 +126,7 @@ impl Backend for Fake {
 crate::battery!(hetzner_battery, || Fake::start(&HETZNER));
 crate::battery!(desec_battery, || Fake::start(&DESEC));
 crate::battery!(digitalocean_battery, || Fake::start(&DIGITALOCEAN));
+crate::battery!(gandi_battery, || Fake::start(&GANDI));
 
 fn sorted(mut v: Vec<String>) -> Vec<String> {
     v.sort();
@@ -499,6 +509,37 @@ fn digitalocean_replacement_updates_in_place() {
     );
 }
 
+#[test]
+fn gandi_foreign_write_racing_ours_survives() {
+    foreign_write_racing_ours_survives(&GANDI);
+}
+
+#[test]
+fn gandi_pages_are_followed() {
+    pages_are_followed(&GANDI);
+}
+
+#[test]
+fn gandi_rate_limit_is_honoured() {
+    rate_limit_is_honoured(&GANDI, "HTTPTooManyRequests: Rate limit exceeded");
+}
+
+#[tokio::test]
+async fn gandi_long_txt_round_trips() {
+    long_txt_round_trips(&GANDI).await;
+}
+
+#[test]
+fn gandi_errors_quote_the_api() {
+    errors_quote_the_api(&GANDI);
+}
+
+/// One domain listing and the domain's six RRsets, three pages of two.
+#[test]
+fn gandi_requests_of_apply_and_plan() {
+    requests_of_apply_and_plan(&GANDI, 1 + 3);
+}
+
 /// `check` names each provider's kind and what it guarantees against a concurrent writer.
 #[test]
 fn check_prints_each_providers_guarantee() {
@@ -514,7 +555,7 @@ fn check_prints_each_providers_guarantee() {
         "[providers.ns]\nkind = \"rfc2136\"\nserver = \"127.0.0.1:53\"\ntsig_key = \"{}\"\n",
         key.display()
     );
-    for kind in ["cloudflare", "hetzner", "desec", "digitalocean"] {
+    for kind in ["cloudflare", "hetzner", "desec", "digitalocean", "gandi"] {
         providers.push_str(&format!(
             "[providers.{kind}-1]\nkind = \"{kind}\"\napi_token_file = \"{}\"\n",
             token.display()
@@ -533,6 +574,7 @@ fn check_prints_each_providers_guarantee() {
         "provider hetzner-1: hetzner, read-verify-write",
         "provider desec-1: desec, read-verify-write",
         "provider digitalocean-1: digitalocean, read-verify-write",
+        "provider gandi-1: gandi, read-verify-write",
         "provider p: rfc2136, compare-and-swap",
     ] {
         assert!(

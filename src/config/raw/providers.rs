@@ -21,7 +21,7 @@ const CLOUDFLARE_KEYS: &[&str] = &["kind", "base_url", "api_token_file", "api_to
 /// Hetzner, deSEC, Gandi, DigitalOcean: the same keys as Cloudflare.
 const TOKEN_KEYS: &[&str] = CLOUDFLARE_KEYS;
 /// What `kind` may be, for messages.
-const KINDS: &str = "rfc2136, powerdns, cloudflare, hetzner, desec, digitalocean";
+const KINDS: &str = "rfc2136, powerdns, cloudflare, hetzner, desec, digitalocean, gandi";
 
 impl Reader<'_> {
     pub(super) fn provider(

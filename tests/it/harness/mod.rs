@@ -10,6 +10,7 @@ pub mod desec;
 pub mod digitalocean;
 pub mod dns;
 pub mod fakeapi;
+pub mod gandi;
 pub mod hetzner;
 pub mod pdns;
 pub mod pebble;
