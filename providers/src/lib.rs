@@ -13,6 +13,7 @@ mod error;
 pub mod gandi;
 pub mod hetzner;
 mod http;
+pub mod ovh;
 pub mod powerdns;
 pub mod record;
 mod rest;

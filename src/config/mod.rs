@@ -265,6 +265,13 @@ pub enum ProviderKind {
         base_url: String,
         api_token: Secret,
     },
+    /// OVHcloud: signed requests with three secrets.
+    Ovh {
+        base_url: String,
+        application_key: Secret,
+        application_secret: Secret,
+        consumer_key: Secret,
+    },
     /// An API reached with a base URL and a bearer-like token (read-verify-write).
     Token {
         vendor: TokenVendor,
@@ -281,6 +288,7 @@ impl ProviderKind {
             ProviderKind::PowerDns { .. } => "powerdns",
             ProviderKind::Cloudflare { .. } => "cloudflare",
             ProviderKind::Token { vendor, .. } => vendor.kind(),
+            ProviderKind::Ovh { .. } => "ovh",
         }
     }
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use mta_stsd_providers::cloudflare::Cloudflare;
 use mta_stsd_providers::powerdns::PowerDns;
 use mta_stsd_providers::rfc2136::Rfc2136;
-use mta_stsd_providers::{desec, digitalocean, gandi, hetzner};
+use mta_stsd_providers::{desec, digitalocean, gandi, hetzner, ovh};
 use mta_stsd_providers::{Provider, ProviderError};
 
 use crate::config::{Config, ProviderConfig, ProviderKind, TokenVendor};
@@ -36,6 +36,19 @@ pub fn build(config: &ProviderConfig) -> Result<Arc<dyn Provider>, ProviderError
             base_url,
             api_token.clone(),
         )?)),
+        ProviderKind::Ovh {
+            base_url,
+            application_key,
+            application_secret,
+            consumer_key,
+        } => {
+            let keys = ovh::Keys {
+                application_key: application_key.clone(),
+                application_secret: application_secret.clone(),
+                consumer_key: consumer_key.clone(),
+            };
+            Ok(Arc::new(ovh::ovh(&config.name, base_url, keys)?))
+        }
         ProviderKind::Token {
             vendor,
             base_url,

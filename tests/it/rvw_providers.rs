@@ -9,7 +9,7 @@ use mta_stsd_providers::{Changes, DomainChange, Provider, Record, Secret};
 
 use crate::battery::{self, Backend, ZONE};
 use crate::harness::fakeapi::FakeApi;
-use crate::harness::{desec, digitalocean, gandi, hetzner, ConfigDir, MAIN};
+use crate::harness::{desec, digitalocean, gandi, hetzner, ovh, ConfigDir, MAIN};
 
 const TOKEN: &str = "test-token-0123456789";
 
@@ -65,6 +65,22 @@ const GANDI: Vendor = Vendor {
     race_after: Some("/records"),
 };
 
+const OVH: Vendor = Vendor {
+    kind: "ovh",
+    start: ovh::start,
+    base_url: ovh::base_url,
+    provider: |url, secret| {
+        let keys = mta_stsd_providers::ovh::Keys {
+            application_key: Secret::new(ovh::APPLICATION_KEY.into()),
+            application_secret: secret,
+            consumer_key: Secret::new(ovh::CONSUMER_KEY.into()),
+        };
+        Box::new(mta_stsd_providers::ovh::ovh("p", url, keys).unwrap())
+    },
+    bad_token: "HTTP 400 Bad Request: INVALID_SIGNATURE Invalid signature",
+    race_after: None,
+};
+
 pub struct Fake {
     v: &'static Vendor,
     api: FakeApi,
@@ -84,6 +100,18 @@ impl Fake {
 
     fn toml(&self, dir: &ConfigDir, token: &str) -> String {
         let path = dir.write("api.token", format!("{token}\n"));
+        if self.v.kind == "ovh" {
+            let ak = dir.write("ovh.ak", ovh::APPLICATION_KEY);
+            let ck = dir.write("ovh.ck", ovh::CONSUMER_KEY);
+            return format!(
+                "[providers.p]\nkind = \"ovh\"\nbase_url = \"{}\"\napplication_key_file = \"{}\"\n\
+                 application_secret_file = \"{}\"\nconsumer_key_file = \"{}\"\n",
+                self.url(),
+                ak.display(),
+                path.display(),
+                ck.display()
+            );
+        }
         format!(
             "[providers.p]\nkind = \"{}\"\nbase_url = \"{}\"\napi_token_file = \"{}\"\n",
             self.v.kind,
@@ -127,6 +155,7 @@ crate::battery!(hetzner_battery, || Fake::start(&HETZNER));
 crate::battery!(desec_battery, || Fake::start(&DESEC));
 crate::battery!(digitalocean_battery, || Fake::start(&DIGITALOCEAN));
 crate::battery!(gandi_battery, || Fake::start(&GANDI));
+crate::battery!(ovh_battery, || Fake::start(&OVH));
 
 fn sorted(mut v: Vec<String>) -> Vec<String> {
     v.sort();
@@ -540,6 +569,62 @@ fn gandi_requests_of_apply_and_plan() {
     requests_of_apply_and_plan(&GANDI, 1 + 3);
 }
 
+#[test]
+fn ovh_foreign_write_racing_ours_survives() {
+    foreign_write_racing_ours_survives(&OVH);
+}
+
+#[test]
+fn ovh_rate_limit_is_honoured() {
+    rate_limit_is_honoured(&OVH, "Client::TooManyRequests Too many requests");
+}
+
+#[tokio::test]
+async fn ovh_long_txt_round_trips() {
+    long_txt_round_trips(&OVH).await;
+}
+
+/// A refused signature (the wrong application secret) is an auth error quoting OVH's code.
+#[test]
+fn ovh_errors_quote_the_api() {
+    errors_quote_the_api(&OVH);
+}
+
+/// OVH lists ids per name and a record per id: `/auth/time` once, one zone listing, then for
+/// each of the six names one id listing and one GET per record there (six records).
+#[test]
+fn ovh_requests_of_apply_and_plan() {
+    requests_of_apply_and_plan(&OVH, 1 + 1 + 6 + 6);
+}
+
+/// Changes go live only with `refresh`: one per zone and apply, after the record calls.
+#[test]
+fn ovh_refresh_follows_the_changes() {
+    let b = Fake::start(&OVH);
+    let dir = ConfigDir::new();
+    battery::config(&b, &dir, "", 86400, false);
+    dir.run(&["apply"]).assert_status(0);
+    let requests = b.api.requests();
+    let refreshes: Vec<usize> = requests
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r.starts_with("POST /1.0/domain/zone/example.org/refresh"))
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(refreshes.len(), 1, "{requests:#?}");
+    let last_write = requests
+        .iter()
+        .rposition(|r| r.starts_with("POST /1.0/domain/zone/example.org/record"))
+        .unwrap();
+    assert!(last_write < refreshes[0], "{requests:#?}");
+    b.api.clear_requests();
+    dir.run(&["apply"]).assert_status(0);
+    assert!(
+        !b.api.requests().iter().any(|r| r.contains("/refresh")),
+        "an apply with nothing to change refreshed"
+    );
+}
+
 /// `check` names each provider's kind and what it guarantees against a concurrent writer.
 #[test]
 fn check_prints_each_providers_guarantee() {
@@ -561,6 +646,11 @@ fn check_prints_each_providers_guarantee() {
             token.display()
         ));
     }
+    providers.push_str(&format!(
+        "[providers.ovh-1]\nkind = \"ovh\"\nregion = \"ovh-ca\"\napplication_key_file = \"{0}\"\n\
+         application_secret_file = \"{0}\"\nconsumer_key_file = \"{0}\"\n",
+        token.display()
+    ));
     battery::config_with(
         &providers.replace("[providers.ns]", "[providers.p]"),
         &dir,
@@ -575,6 +665,7 @@ fn check_prints_each_providers_guarantee() {
         "provider desec-1: desec, read-verify-write",
         "provider digitalocean-1: digitalocean, read-verify-write",
         "provider gandi-1: gandi, read-verify-write",
+        "provider ovh-1: ovh, read-verify-write",
         "provider p: rfc2136, compare-and-swap",
     ] {
         assert!(
@@ -582,5 +673,26 @@ fn check_prints_each_providers_guarantee() {
             "no `{line}`\n{}",
             out.dump()
         );
+    }
+}
+
+/// The new kinds' keys: secrets only from files or the environment, unknown keys and a bad OVH
+/// region refused at their place.
+#[test]
+fn check_refuses_inline_secrets_unknown_keys_and_bad_regions() {
+    let dir = ConfigDir::new();
+    let providers = "[providers.p]\nkind = \"hetzner\"\napi_token = \"inline\"\n\
+                     [providers.d]\nkind = \"desec\"\napi_token_env = \"HOME\"\nzone_id = \"1\"\n\
+                     [providers.o]\nkind = \"ovh\"\nregion = \"ovh-xx\"\napplication_key_env = \"HOME\"\n\
+                     application_secret_env = \"HOME\"\nconsumer_key_env = \"HOME\"\n";
+    battery::config_with(providers, &dir, "", 86400);
+    let out = dir.check();
+    out.assert_status(1);
+    for want in [
+        "`api_token`: secrets are not allowed inline",
+        "zone_id",
+        "region `ovh-xx` is not one of ovh-eu, ovh-ca, ovh-us",
+    ] {
+        assert!(out.stderr.contains(want), "no `{want}`\n{}", out.dump());
     }
 }

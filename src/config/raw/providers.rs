@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::Path;
 
+use mta_stsd_providers::ovh;
 use mta_stsd_providers::tsig::TsigKey;
 use mta_stsd_providers::{Secret, SecretSource};
 use toml::de::DeTable;
@@ -20,8 +21,19 @@ const POWERDNS_KEYS: &[&str] = &["kind", "url", "server_id", "api_key_file", "ap
 const CLOUDFLARE_KEYS: &[&str] = &["kind", "base_url", "api_token_file", "api_token_env"];
 /// Hetzner, deSEC, Gandi, DigitalOcean: the same keys as Cloudflare.
 const TOKEN_KEYS: &[&str] = CLOUDFLARE_KEYS;
+const OVH_KEYS: &[&str] = &[
+    "kind",
+    "region",
+    "base_url",
+    "application_key_file",
+    "application_key_env",
+    "application_secret_file",
+    "application_secret_env",
+    "consumer_key_file",
+    "consumer_key_env",
+];
 /// What `kind` may be, for messages.
-const KINDS: &str = "rfc2136, powerdns, cloudflare, hetzner, desec, digitalocean, gandi";
+const KINDS: &str = "rfc2136, powerdns, cloudflare, hetzner, desec, digitalocean, gandi, ovh";
 
 impl Reader<'_> {
     pub(super) fn provider(
@@ -39,7 +51,7 @@ impl Reader<'_> {
                     .error(at, format!("{section} needs `kind`: one of {KINDS}"));
                 // Still report keys no kind has (a misspelt `kind`, say).
                 let mut any_kind: Vec<&str> = Vec::new();
-                for key in [RFC2136_KEYS, POWERDNS_KEYS, CLOUDFLARE_KEYS].concat() {
+                for key in [RFC2136_KEYS, POWERDNS_KEYS, CLOUDFLARE_KEYS, OVH_KEYS].concat() {
                     if !any_kind.contains(&key) {
                         any_kind.push(key);
                     }
@@ -57,6 +69,7 @@ impl Reader<'_> {
             "rfc2136" => RFC2136_KEYS,
             "powerdns" => POWERDNS_KEYS,
             "cloudflare" => CLOUDFLARE_KEYS,
+            "ovh" => OVH_KEYS,
             k if TokenVendor::ALL.iter().any(|v| v.kind() == k) => TOKEN_KEYS,
             other => {
                 self.problems.error(
@@ -133,6 +146,34 @@ impl Reader<'_> {
                 ProviderKind::Cloudflare {
                     base_url: base_url?,
                     api_token: api_token?,
+                }
+            }
+            "ovh" => {
+                let base_url = match (text.get("base_url"), text.get("region")) {
+                    (Some(u), _) => self.base_url(u.value, u.at, None),
+                    (None, None) => ovh::region_url("ovh-eu").map(str::to_owned),
+                    (None, Some(r)) => {
+                        let url = ovh::region_url(r.value).map(str::to_owned);
+                        if url.is_none() {
+                            self.problems.error(
+                                r.at,
+                                format!(
+                                    "region `{}` is not one of ovh-eu, ovh-ca, ovh-us",
+                                    r.value
+                                ),
+                            );
+                        }
+                        url
+                    }
+                };
+                let application_key = self.secret(&text, "application_key", &section, at);
+                let application_secret = self.secret(&text, "application_secret", &section, at);
+                let consumer_key = self.secret(&text, "consumer_key", &section, at);
+                ProviderKind::Ovh {
+                    base_url: base_url?,
+                    application_key: application_key?,
+                    application_secret: application_secret?,
+                    consumer_key: consumer_key?,
                 }
             }
             k => {

@@ -35,6 +35,8 @@ pub struct Req<'a> {
     pub method: &'a Method,
     pub path: &'a str,
     pub query: HashMap<String, String>,
+    /// The query as sent (what a signature covers).
+    pub query_string: Option<String>,
     pub headers: &'a HeaderMap,
     pub body: &'a [u8],
 }
@@ -82,6 +84,9 @@ pub struct Store {
     /// just after the next GET whose path holds that text.
     pub race: Vec<(String, String, String)>,
     pub race_after: Option<String>,
+    /// What DNS serves, where that differs from what the API shows (OVH: the zone as last
+    /// refreshed); `None` where the API's records are live at once.
+    pub live: Option<Vec<Rec>>,
     /// What a vendor keeps besides (Hetzner's actions, say).
     pub extra: HashMap<String, serde_json::Value>,
 }
@@ -189,16 +194,24 @@ impl FakeApi {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Adds a record behind the client's back.
+    /// Adds a record behind the client's back (live at once).
     pub fn add(&self, name: &str, rtype: &str, value: &str) {
-        self.store().insert(name, rtype, 300, value);
+        let mut s = self.store();
+        let id = s.insert(name, rtype, 300, value);
+        let rec = s.records.iter().find(|r| r.id == id).cloned();
+        if let (Some(live), Some(rec)) = (s.live.as_mut(), rec) {
+            live.push(rec);
+        }
     }
 
     /// The values of `rtype` at `name`.
     pub fn values(&self, name: &str, rtype: &str) -> Vec<String> {
         let name = absolute(name);
-        self.store()
-            .at(&name, rtype)
+        let s = self.store();
+        let records = s.live.as_ref().unwrap_or(&s.records);
+        records
+            .iter()
+            .filter(|r| r.name == name && r.rtype == rtype)
             .map(|r| r.value.clone())
             .collect()
     }
@@ -270,6 +283,7 @@ async fn handle(
         method: &parts.method,
         path: parts.uri.path(),
         query,
+        query_string: parts.uri.query().map(str::to_owned),
         headers: &parts.headers,
         body: &body,
     };

@@ -12,6 +12,7 @@ pub mod dns;
 pub mod fakeapi;
 pub mod gandi;
 pub mod hetzner;
+pub mod ovh;
 pub mod pdns;
 pub mod pebble;
 pub mod postfix;
