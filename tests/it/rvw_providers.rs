@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use mta_stsd_providers::{Changes, DomainChange, Provider, Record, Secret};
+use mta_stsd_providers::{Changes, DomainChange, Provider, ProviderError, Record, Secret};
 
 use crate::battery::{self, Backend, ZONE};
 use crate::harness::fakeapi::FakeApi;
@@ -695,4 +695,63 @@ fn check_refuses_inline_secrets_unknown_keys_and_bad_regions() {
     ] {
         assert!(out.stderr.contains(want), "no `{want}`\n{}", out.dump());
     }
+}
+
+fn add_txt(domain: &str, name: &str, text: &str) -> Changes {
+    Changes {
+        domains: vec![DomainChange {
+            domain: domain.into(),
+            expect: vec![],
+            delete: vec![],
+            add: vec![Record::txt(name, 3600, text)],
+        }],
+    }
+}
+
+/// A write the API answered as done but lost is caught by the read-back after writing: a
+/// conflict (read again, retry), not a success; the retry then publishes.
+async fn read_back_catches_a_lost_write(v: &'static Vendor) {
+    let b = Fake::start(v);
+    let p = b.provider();
+    let zone = p.zone_of("a.example.org.").await.unwrap();
+    let name = "_mta-sts.a.example.org.";
+    b.api.lose_writes(1_000);
+    let err = p
+        .apply(&zone, &add_txt("a.example.org", name, "v=STSv1; id=1;"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ProviderError::Conflict { .. }), "{err:?}");
+    assert!(err.to_string().contains("read back after writing"), "{err}");
+    b.api.lose_writes(0);
+    p.apply(&zone, &add_txt("a.example.org", name, "v=STSv1; id=1;"))
+        .await
+        .unwrap();
+    assert_eq!(b.query(name, "TXT"), vec!["v=STSv1; id=1;"]);
+}
+
+#[tokio::test]
+async fn desec_read_back_catches_a_lost_write() {
+    read_back_catches_a_lost_write(&DESEC).await;
+}
+
+#[tokio::test]
+async fn hetzner_read_back_catches_a_lost_write() {
+    read_back_catches_a_lost_write(&HETZNER).await;
+}
+
+/// Two applies at once to one name through one provider of an API that replaces whole RRsets:
+/// the per-name lock makes the second read after the first wrote, so both values stay and
+/// neither apply fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gandi_writes_to_one_name_are_serialised() {
+    let b = Fake::start(&GANDI);
+    let p = b.provider();
+    let zone = p.zone_of("a.example.org.").await.unwrap();
+    let name = "_smtp._tls.a.example.org.";
+    let one = add_txt("a.example.org", name, "one");
+    let two = add_txt("a.example.org", name, "two");
+    let (r1, r2) = tokio::join!(p.apply(&zone, &one), p.apply(&zone, &two));
+    r1.unwrap();
+    r2.unwrap();
+    assert_eq!(sorted(b.query(name, "TXT")), vec!["one", "two"]);
 }

@@ -84,6 +84,9 @@ pub struct Store {
     /// just after the next GET whose path holds that text.
     pub race: Vec<(String, String, String)>,
     pub race_after: Option<String>,
+    /// The next this-many writes are answered as the API would, but change nothing: a write
+    /// the API lost.
+    pub lose_writes: usize,
     /// What DNS serves, where that differs from what the API shows (OVH: the zone as last
     /// refreshed); `None` where the API's records are live at once.
     pub live: Option<Vec<Rec>>,
@@ -225,6 +228,10 @@ impl FakeApi {
         s.race_after = after.map(str::to_owned);
     }
 
+    pub fn lose_writes(&self, n: usize) {
+        self.store().lose_writes = n;
+    }
+
     pub fn throttle(&self, n: usize) {
         self.store().throttle = n;
     }
@@ -287,7 +294,15 @@ async fn handle(
         headers: &parts.headers,
         body: &body,
     };
+    let lost = parts.method != Method::GET && s.lose_writes > 0;
+    let before = lost.then(|| (s.records.clone(), s.live.clone(), s.extra.clone()));
     let resp = route(&mut s, &req);
+    if let Some((records, live, extra)) = before {
+        s.lose_writes -= 1;
+        s.records = records;
+        s.live = live;
+        s.extra = extra;
+    }
     let after = s.race_after.as_deref();
     if parts.method == Method::GET && after.is_some_and(|a| parts.uri.path().contains(a)) {
         land_race(&mut s);
