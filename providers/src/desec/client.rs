@@ -106,15 +106,26 @@ impl Client {
     /// `PATCH /domains/{domain}/rrsets/` with every RRset given (an empty `records` deletes
     /// one): all applied, or none.
     pub async fn patch(&self, domain: &str, rrsets: &[Rrset]) -> Result<(), ProviderError> {
-        self.pace(domain).await;
         let url = self.rest.url(&["domains", domain, "rrsets", ""], &[]);
         let body = serde_json::to_value(rrsets)
             .map_err(|e| ProviderError::config(format!("deSEC: RRsets as JSON: {e}")))?;
-        self.call(Method::PATCH, url, Some(&body)).await.map(drop)
+        let reserved = self.pace(domain).await;
+        let result = self.call(Method::PATCH, url, Some(&body)).await.map(drop);
+        // deSEC counts the write when it handles it, which is after we sent it: counted from
+        // the answer, the next write cannot reach it early.
+        let mut all = self.writes.lock().await;
+        if let Some(t) = all
+            .get_mut(domain)
+            .and_then(|recent| recent.iter_mut().find(|t| **t == reserved))
+        {
+            *t = Instant::now();
+        }
+        result
     }
 
-    /// Waits until one more write to `domain` keeps within [`WRITE_LIMITS`], and counts it.
-    async fn pace(&self, domain: &str) {
+    /// Waits until one more write to `domain` keeps within [`WRITE_LIMITS`], and counts it (at
+    /// the instant returned).
+    async fn pace(&self, domain: &str) -> Instant {
         let mut all = self.writes.lock().await;
         let recent = all.entry(domain.to_owned()).or_default();
         loop {
@@ -145,7 +156,9 @@ impl Client {
                 None => break,
             }
         }
-        recent.push_back(Instant::now());
+        let now = Instant::now();
+        recent.push_back(now);
+        now
     }
 
     fn parse<T: serde::de::DeserializeOwned>(
