@@ -7,13 +7,20 @@
 //! zone not much larger than our names); even then only our names are kept.
 
 pub mod cloudflare;
+pub mod desec;
+pub mod digitalocean;
 mod error;
 pub mod exec;
+pub mod gandi;
+pub mod hetzner;
 mod http;
+pub mod ovh;
 pub mod powerdns;
 pub mod record;
+mod rest;
 pub mod rfc2136;
 pub mod route53;
+pub mod rrsets;
 mod secret;
 pub mod tsig;
 

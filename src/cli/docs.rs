@@ -75,8 +75,10 @@ What every domain inherits: \fBmode\fR (enforce, testing, none), \fBmx\fR (host 
 \fB[providers.NAME]\fR
 \fBkind\fR = "rfc2136" with \fBserver\fR and \fBtsig_key\fR (a key file from
 \fBtsig\-keygen\fR, mode 0640, group mta\-stsd); "powerdns" with \fBurl\fR and
-\fBapi_key_file\fR or \fBapi_key_env\fR; "cloudflare" with \fBapi_token_file\fR or
-\fBapi_token_env\fR.
+\fBapi_key_file\fR or \fBapi_key_env\fR; "cloudflare", "hetzner", "desec", "gandi" or
+"digitalocean" with \fBapi_token_file\fR or \fBapi_token_env\fR; "ovh" with \fBregion\fR and
+\fBapplication_key\fR, \fBapplication_secret\fR and \fBconsumer_key\fR, each \fB_file\fR or
+\fB_env\fR (any of them with \fBbase_url\fR to point elsewhere). \fBcheck\fR prints what each guarantees against a concurrent writer.
 .TP
 \fB[domains."example.org"]\fR
 One table per mail domain; any \fB[policy]\fR or \fB[dns]\fR key overrides the inherited one;

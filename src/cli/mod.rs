@@ -202,6 +202,14 @@ fn check(path: &Path) -> Result<u8> {
                 plural(c.files.len(), "file"),
                 plural(loaded.warnings.len(), "warning")
             );
+            // What each provider guarantees against a concurrent writer (README's table).
+            for (name, p) in &c.providers {
+                let guarantee = match crate::dns::providers::build(p) {
+                    Ok(built) => built.consistency().as_str().to_owned(),
+                    Err(e) => format!("cannot be set up: {e}"),
+                };
+                println!("provider {name}: {}, {guarantee}", p.kind.kind());
+            }
             Ok(0)
         }
         Err(failed) => {

@@ -287,6 +287,73 @@ pub enum ProviderKind {
     Exec {
         command: Vec<String>,
     },
+    /// OVHcloud: signed requests with three secrets.
+    Ovh {
+        base_url: String,
+        application_key: Secret,
+        application_secret: Secret,
+        consumer_key: Secret,
+    },
+    /// An API reached with a base URL and a bearer-like token (read-verify-write).
+    Token {
+        vendor: TokenVendor,
+        base_url: String,
+        api_token: Secret,
+    },
+}
+
+impl ProviderKind {
+    /// The config's `kind`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ProviderKind::Rfc2136 { .. } => "rfc2136",
+            ProviderKind::PowerDns { .. } => "powerdns",
+            ProviderKind::Cloudflare { .. } => "cloudflare",
+            ProviderKind::Token { vendor, .. } => vendor.kind(),
+            ProviderKind::Ovh { .. } => "ovh",
+            ProviderKind::Route53 { .. } => "route53",
+            ProviderKind::Exec { .. } => "exec",
+        }
+    }
+}
+
+/// The APIs of [`ProviderKind::Token`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenVendor {
+    Hetzner,
+    Desec,
+    DigitalOcean,
+    Gandi,
+}
+
+impl TokenVendor {
+    /// Every one, for the config's `kind`.
+    pub const ALL: &[TokenVendor] = &[
+        TokenVendor::Hetzner,
+        TokenVendor::Desec,
+        TokenVendor::DigitalOcean,
+        TokenVendor::Gandi,
+    ];
+
+    /// Its `kind`.
+    pub fn kind(self) -> &'static str {
+        match self {
+            TokenVendor::Hetzner => "hetzner",
+            TokenVendor::Desec => "desec",
+            TokenVendor::DigitalOcean => "digitalocean",
+            TokenVendor::Gandi => "gandi",
+        }
+    }
+
+    /// The production API's base URL.
+    pub fn default_url(self) -> &'static str {
+        match self {
+            TokenVendor::Hetzner => "https://api.hetzner.cloud/v1",
+            TokenVendor::Desec => "https://desec.io/api/v1",
+            TokenVendor::DigitalOcean => "https://api.digitalocean.com/v2",
+            TokenVendor::Gandi => "https://api.gandi.net/v5/livedns",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

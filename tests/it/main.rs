@@ -35,6 +35,7 @@ mod reload_log;
 mod replicas;
 mod rfc2136;
 mod route53;
+mod rvw_providers;
 mod serve;
 mod tlsrpt_config;
 mod tlsrpt_hardening;

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::Path;
 
+use mta_stsd_providers::ovh;
 use mta_stsd_providers::route53::Credentials;
 use mta_stsd_providers::tsig::TsigKey;
 use mta_stsd_providers::{Secret, SecretSource};
@@ -12,7 +13,7 @@ use toml::de::DeTable;
 
 use super::{Item, Reader};
 use crate::config::diag::{At, Loc};
-use crate::config::{ProviderConfig, ProviderKind};
+use crate::config::{ProviderConfig, ProviderKind, TokenVendor};
 use crate::name::DomainName;
 
 /// Each kind's keys, `kind` first: the keys it takes and its "expected one of".
@@ -30,8 +31,22 @@ const ROUTE53_KEYS: &[&str] = &[
     "session_token_env",
 ];
 const EXEC_KEYS: &[&str] = &["kind", "command"];
-/// Every kind, as the "expected one of" says it.
-const KINDS: &str = "rfc2136, powerdns, cloudflare, route53, exec";
+/// Hetzner, deSEC, Gandi, DigitalOcean: the same keys as Cloudflare.
+const TOKEN_KEYS: &[&str] = CLOUDFLARE_KEYS;
+const OVH_KEYS: &[&str] = &[
+    "kind",
+    "region",
+    "base_url",
+    "application_key_file",
+    "application_key_env",
+    "application_secret_file",
+    "application_secret_env",
+    "consumer_key_file",
+    "consumer_key_env",
+];
+/// What `kind` may be, for messages.
+const KINDS: &str =
+    "rfc2136, powerdns, cloudflare, route53, hetzner, desec, digitalocean, gandi, ovh, exec";
 
 impl Reader<'_> {
     pub(super) fn provider(
@@ -54,6 +69,7 @@ impl Reader<'_> {
                     POWERDNS_KEYS,
                     CLOUDFLARE_KEYS,
                     ROUTE53_KEYS,
+                    OVH_KEYS,
                     EXEC_KEYS,
                 ]
                 .concat()
@@ -77,6 +93,8 @@ impl Reader<'_> {
             "cloudflare" => CLOUDFLARE_KEYS,
             "route53" => ROUTE53_KEYS,
             "exec" => EXEC_KEYS,
+            "ovh" => OVH_KEYS,
+            k if TokenVendor::ALL.iter().any(|v| v.kind() == k) => TOKEN_KEYS,
             other => {
                 self.problems.error(
                     kind.at,
@@ -167,13 +185,55 @@ impl Reader<'_> {
                     return None;
                 }
             },
-            _ => {
+            "cloudflare" => {
                 let base_url = match text.get("base_url") {
                     Some(u) => self.base_url(u.value, u.at, None),
                     None => Some("https://api.cloudflare.com/client/v4".to_owned()),
                 };
                 let api_token = self.provider_secret(&text, "api_token", &section, at);
                 ProviderKind::Cloudflare {
+                    base_url: base_url?,
+                    api_token: api_token?,
+                }
+            }
+            "ovh" => {
+                let base_url = match (text.get("base_url"), text.get("region")) {
+                    (Some(u), _) => self.base_url(u.value, u.at, None),
+                    (None, None) => ovh::region_url("ovh-eu").map(str::to_owned),
+                    (None, Some(r)) => {
+                        let url = ovh::region_url(r.value).map(str::to_owned);
+                        if url.is_none() {
+                            self.problems.error(
+                                r.at,
+                                format!(
+                                    "region `{}` is not one of ovh-eu, ovh-ca, ovh-us",
+                                    r.value
+                                ),
+                            );
+                        }
+                        url
+                    }
+                };
+                let application_key = self.provider_secret(&text, "application_key", &section, at);
+                let application_secret =
+                    self.provider_secret(&text, "application_secret", &section, at);
+                let consumer_key = self.provider_secret(&text, "consumer_key", &section, at);
+                ProviderKind::Ovh {
+                    base_url: base_url?,
+                    application_key: application_key?,
+                    application_secret: application_secret?,
+                    consumer_key: consumer_key?,
+                }
+            }
+            k => {
+                let vendor = *TokenVendor::ALL.iter().find(|v| v.kind() == k)?;
+                let base_url = match text.get("base_url") {
+                    Some(u) => self.base_url(u.value, u.at, None),
+                    None => Some(vendor.default_url().to_owned()),
+                };
+                let api_token = self.provider_secret(&text, "api_token", &section, at);
+                ProviderKind::Token {
+                    vendor,
                     base_url: base_url?,
                     api_token: api_token?,
                 }
@@ -198,7 +258,12 @@ impl Reader<'_> {
             Some(u) => self.base_url(u.value, u.at, None),
             None => Some("https://route53.amazonaws.com".to_owned()),
         };
+        let secrets = self.secrets;
         let mut aws = |base: &str, var: &str| {
+            if !secrets {
+                // Never used: a config loaded this way publishes nothing.
+                return Some(Some(Secret::new("unread".to_owned())));
+            }
             let given = [format!("{base}_file"), format!("{base}_env")]
                 .iter()
                 .any(|k| text.contains_key(k.as_str()));

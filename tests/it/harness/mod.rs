@@ -6,8 +6,14 @@
 pub mod acme_proxy;
 pub mod cloudflare;
 pub mod daemon;
+pub mod desec;
+pub mod digitalocean;
 pub mod dns;
+pub mod fakeapi;
+pub mod gandi;
+pub mod hetzner;
 pub mod moto;
+pub mod ovh;
 pub mod pdns;
 pub mod pebble;
 pub mod postfix;
