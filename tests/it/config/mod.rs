@@ -6,6 +6,7 @@
 //! line print.
 
 mod commands;
+mod dns_names;
 mod files;
 mod providers;
 mod table;
