@@ -19,7 +19,7 @@ use async_trait::async_trait;
 
 pub use error::ProviderError;
 pub use record::{RData, Record};
-pub use secret::{Secret, SecretSource};
+pub use secret::{redact_url, Secret, SecretSource};
 
 /// What must still hold at apply time for a change to be safe (RFC 2136 §2.4).
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -10,6 +10,7 @@ mod dns_names;
 mod files;
 mod providers;
 mod table;
+mod url_credentials;
 mod values;
 
 use std::str::FromStr;
