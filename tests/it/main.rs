@@ -26,6 +26,7 @@ mod lifecycle;
 mod limits;
 mod operator;
 mod proxy;
+mod publish_logs;
 mod reload_log;
 mod replicas;
 mod rfc2136;
