@@ -149,6 +149,13 @@ pub trait Provider: Send + Sync {
     /// all of them at once does it here (RFC 2136: every zone's SOA serial in one pipelined
     /// exchange). Nothing by default; failures show at each zone's read.
     async fn prepare_reads(&self, _zones: &[String]) {}
+
+    /// Whether our credentials for `zone` are accepted, for `plan`, which writes nothing: a
+    /// provider whose reads do not use the credentials checks them here. `Ok` by default
+    /// (HTTP APIs authenticate every read).
+    async fn check_access(&self, _zone: &str) -> Result<(), ProviderError> {
+        Ok(())
+    }
 }
 
 #[cfg(test)]

@@ -148,6 +148,7 @@ pub fn run(path: &Path, apply: bool, asked: &[String], format: Format) -> Result
     }
 
     let verb = if apply { "applying" } else { "reading" };
+    let mut access = std::collections::HashMap::new();
     for (i, t) in targets.iter().enumerate() {
         if let Some(p) = &progress {
             p.set(
@@ -160,6 +161,13 @@ pub fn run(path: &Path, apply: bool, asked: &[String], format: Format) -> Result
             if apply {
                 crate::dns::sync::apply_zone(t).await
             } else {
+                // `apply` would be refused for a key the reads never used: say so now. Once
+                // per provider: a key is accepted or not whatever the zone.
+                if !access.contains_key(t.provider_name.as_str()) {
+                    let checked = t.provider.check_access(&t.zone).await;
+                    access.insert(t.provider_name.as_str(), checked);
+                }
+                access[t.provider_name.as_str()].clone()?;
                 crate::dns::sync::plan_zone(t).await
             }
         });

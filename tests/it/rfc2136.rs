@@ -85,27 +85,33 @@ fn wrong_key_is_named(kind: Kind) {
     let dns = Dns::start(kind);
     let dir = ConfigDir::new();
     battery::config(&dns, &dir, "", 86400, true);
-    let out = dir.run(&["apply"]);
-    out.assert_status(1);
-    assert!(
-        out.stderr.contains("BADSIG") || out.stderr.contains("BADKEY"),
-        "{}",
-        out.dump()
-    );
-    assert!(
-        !out.stderr.contains(&dns.0.key.secret_b64),
-        "the secret leaked"
-    );
+    // Issue 23: `plan` reads unsigned, yet must not say "0 errors" for a key `apply` fails.
+    for command in ["plan", "apply"] {
+        let out = dir.run(&[command]);
+        out.assert_status(1);
+        assert!(
+            out.stderr.contains("BADSIG") || out.stderr.contains("BADKEY"),
+            "{}",
+            out.dump()
+        );
+        assert!(out.stdout.contains(", 1 error"), "{}", out.dump());
+        assert!(
+            !out.stderr.contains(&dns.0.key.secret_b64),
+            "the secret leaked"
+        );
+    }
     // An unknown key name: BADKEY.
     let other = TsigKey::generate("stranger", "hmac-sha256");
     dir.write("wrong.key", other.bind_key_file());
-    let out = dir.run(&["apply"]);
-    out.assert_status(1);
-    assert!(
-        out.stderr.contains("BADKEY") || out.stderr.contains("NOTAUTH"),
-        "{}",
-        out.dump()
-    );
+    for command in ["plan", "apply"] {
+        let out = dir.run(&[command]);
+        out.assert_status(1);
+        assert!(
+            out.stderr.contains("BADKEY") || out.stderr.contains("NOTAUTH"),
+            "{}",
+            out.dump()
+        );
+    }
 }
 
 #[test]
