@@ -53,7 +53,7 @@ async fn status_summarizes_the_running_daemon_and_exits_by_severity() {
     let out = dir.run(&["status", "--admin", &format!("127.0.0.1:{port}")]);
     out.assert_status(2);
     assert!(
-        out.stdout.contains("ERROR reload at ")
+        out.stdout.contains("ERROR: reload at ")
             && out
                 .stdout
                 .contains(&format!("  {}:", dir.config_path().display()))
@@ -63,8 +63,19 @@ async fn status_summarizes_the_running_daemon_and_exits_by_severity() {
         "{}",
         out.dump()
     );
-    // The config itself is now invalid: without --admin there is no address to ask.
-    dir.run(&["status"]).assert_status(3);
+    // Issue 23: the config itself is now invalid, yet the daemon is still asked, at the
+    // admin address the file names, and what is wrong is said.
+    let out = dir.run(&["status"]);
+    out.assert_status(2);
+    assert!(
+        out.stderr.contains("is invalid (")
+            && out.stderr.contains(&format!(
+                "asking the daemon at 127.0.0.1:{port} (its [server] admin)"
+            ))
+            && out.stdout.contains("ERROR: reload at "),
+        "{}",
+        out.dump()
+    );
     drop(d);
 
     let out = run_args(&["status", "--admin", &format!("127.0.0.1:{port}")], &[]);

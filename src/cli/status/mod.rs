@@ -24,11 +24,11 @@ const MAX_RESPONSE: u64 = 64 << 20;
 pub const UNREACHABLE: u8 = 3;
 
 pub fn run(path: &Path, admin: Option<SocketAddr>, domain: Option<&str>, format: Format) -> u8 {
-    let addr = match admin {
-        Some(a) => a,
+    let (addr, broken) = match admin {
+        Some(a) => (a, None),
         None => match crate::config::load(path) {
             Ok(l) => match l.config.server.admin {
-                Some(a) => a,
+                Some(a) => (a, None),
                 None => {
                     eprintln!(
                         "mta-stsd: {} has no [server] admin listener to ask",
@@ -37,12 +37,19 @@ pub fn run(path: &Path, admin: Option<SocketAddr>, domain: Option<&str>, format:
                     return UNREACHABLE;
                 }
             },
-            Err(_) => {
+            // The daemon keeps serving its last good config: still ask it, at the address
+            // the file names if that much can be read.
+            Err(failed) => {
+                let first = failed
+                    .errors()
+                    .next()
+                    .map_or_else(|| "no details".to_owned(), |d| d.to_string());
+                let (addr, source) = admin_of_broken(path);
                 eprintln!(
-                    "mta-stsd: {} is invalid (`mta-stsd check` says why); give the daemon's admin address with --admin",
+                    "mta-stsd: warning: {} is invalid ({first}; `mta-stsd check` lists all); asking the daemon at {addr} ({source})",
                     path.display()
                 );
-                return UNREACHABLE;
+                (addr, Some(first))
             }
         },
     };
@@ -52,6 +59,9 @@ pub fn run(path: &Path, admin: Option<SocketAddr>, domain: Option<&str>, format:
         Ok(b) => b,
         Err(e) => {
             eprintln!("mta-stsd: no daemon answering at {addr}: {e}");
+            if broken.is_some() {
+                eprintln!("mta-stsd: give the daemon's admin address with --admin");
+            }
             return UNREACHABLE;
         }
     };
@@ -73,6 +83,40 @@ pub fn run(path: &Path, admin: Option<SocketAddr>, domain: Option<&str>, format:
         return UNREACHABLE;
     }
     summary.exit_code()
+}
+
+/// The admin address of a config that does not load: `[server] admin` when the file is TOML
+/// and names a valid address, else the default (SPEC: 127.0.0.1:9464); and where it came from.
+fn admin_of_broken(path: &Path) -> (SocketAddr, &'static str) {
+    let default = crate::config::Server::default()
+        .admin
+        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 9464)));
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return (
+            default,
+            "the default admin address; the file cannot be read",
+        );
+    };
+    // Recovered from any syntax error elsewhere in the file.
+    let (root, _) = toml::de::DeTable::parse_recoverable(&text);
+    let admin = root
+        .get_ref()
+        .get("server")
+        .and_then(|s| match s.get_ref() {
+            toml::de::DeValue::Table(t) => match t.get("admin")?.get_ref() {
+                toml::de::DeValue::String(a) => Some(a.to_string()),
+                _ => None,
+            },
+            _ => None,
+        });
+    match admin.map(|a| a.parse::<SocketAddr>()) {
+        Some(Ok(a)) => (a, "its [server] admin"),
+        Some(Err(_)) => (
+            default,
+            "the default admin address; its [server] admin is not one",
+        ),
+        None => (default, "the default admin address"),
+    }
 }
 
 /// A listener on every address is asked on loopback.

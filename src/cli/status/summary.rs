@@ -1,4 +1,5 @@
-//! `status`'s text: a summary of `/status` with an exit code for scripts.
+//! `status`'s text: a summary of `/status` in which every counted warning and error has a
+//! line of its own, and removed domains (retiring, withdrawing) are shown.
 
 use serde_json::Value;
 
@@ -36,6 +37,21 @@ impl Summary {
         self.text.push('\n');
     }
 
+    /// Every counted problem has a line of its own: the totals match what is listed.
+    fn problem(&mut self, level: Level, indent: &str, s: impl AsRef<str>) {
+        let tag = match level {
+            Level::Warning => {
+                self.warnings += 1;
+                "warning"
+            }
+            Level::Error => {
+                self.errors += 1;
+                "ERROR"
+            }
+        };
+        self.line(format!("{indent}{tag}: {}", s.as_ref()));
+    }
+
     pub fn of(s: &Value, now: i64) -> Summary {
         let mut m = Summary::default();
         let config = &s["config"];
@@ -48,34 +64,53 @@ impl Summary {
         ));
         let reload = &config["last_reload"];
         if reload["ok"] == Value::Bool(false) {
-            m.errors += 1;
             let problems = reload["problems"].as_array().cloned().unwrap_or_default();
-            m.line(format!(
-                "ERROR reload at {} failed ({}): still serving the config loaded {}",
-                reload["at"].as_str().unwrap_or("?"),
-                plural(problems.len(), "problem"),
-                config["loaded_at"].as_str().unwrap_or("?"),
-            ));
+            m.problem(
+                Level::Error,
+                "",
+                format!(
+                    "reload at {} failed ({}): still serving the config loaded {}",
+                    reload["at"].as_str().unwrap_or("?"),
+                    plural(problems.len(), "problem"),
+                    config["loaded_at"].as_str().unwrap_or("?"),
+                ),
+            );
             for p in problems.iter().filter_map(Value::as_str) {
                 m.line(format!("  {p}"));
             }
         }
+        if let Some(e) = s["state"]["error"].as_str() {
+            m.problem(Level::Error, "", format!("state directory: {e}"));
+        }
+        if s["tlsrpt"]["store"] == "unavailable" {
+            m.problem(
+                Level::Warning,
+                "",
+                format!(
+                    "TLS-RPT report store unavailable: {}",
+                    s["tlsrpt"]["error"].as_str().unwrap_or("?")
+                ),
+            );
+        }
+        let listed = s["domains_listed"] != Value::Bool(false);
         match s["drift"].as_object() {
             None => m.line("drift: not run"),
             Some(d) => {
                 let status = d["status"].as_str().unwrap_or("?");
-                match status {
-                    "ok" => {}
-                    "critical" => m.errors += 1,
-                    _ => m.warnings += 1,
-                }
-                m.line(format!(
+                let text = format!(
                     "drift: {status} at {} ({} critical, {} warning, {} could not check)",
                     d["checked_at"].as_str().unwrap_or("?"),
                     d["counts"]["critical"],
                     d["counts"]["warning"],
                     d["counts"]["unknown"],
-                ));
+                );
+                // Listed domains count their own findings; the total is counted only when
+                // they are not listed.
+                match (status, listed) {
+                    ("ok", _) | (_, true) => m.line(text),
+                    ("critical", false) => m.problem(Level::Error, "", text),
+                    (_, false) => m.problem(Level::Warning, "", text),
+                }
             }
         }
         if let Some(acme) = s["acme"].as_object() {
@@ -96,12 +131,11 @@ impl Summary {
                 acme["next_attempt"].as_str().unwrap_or("none"),
             ));
             if let Some(why) = acme["paused_why"].as_str() {
-                m.warnings += 1;
-                m.line(format!("  {why}"));
+                m.problem(Level::Warning, "  ", why);
             }
         }
         let domains = s["domains"].as_array().cloned().unwrap_or_default();
-        if s["domains_listed"] == Value::Bool(false) {
+        if !listed {
             m.line(format!(
                 "{} domains: too many to list; ask for one with --domain",
                 s["domains_total"]
@@ -109,6 +143,10 @@ impl Summary {
         }
         for d in &domains {
             m.domain(d, now);
+        }
+        // Removed domains past their last max_age, no longer served: their records go.
+        for w in s["withdrawing"].as_array().into_iter().flatten() {
+            m.withdrawing(w);
         }
         let total = s["domains_total"].as_u64().unwrap_or(domains.len() as u64) as usize;
         m.line(format!(
@@ -122,85 +160,158 @@ impl Summary {
 
     fn domain(&mut self, d: &Value, now: i64) {
         let name = d["domain"].as_str().unwrap_or("?");
+        let mode = d["mode"].as_str().unwrap_or("?");
+        let mut problems: Vec<(Level, String)> = Vec::new();
         let mut notes: Vec<String> = Vec::new();
         let dns = &d["dns"];
         let publication = match dns["state"].as_str().unwrap_or("?") {
             "manual" => "set by hand".to_owned(),
             "failed" => {
-                self.errors += 1;
-                notes.push(format!(
-                    "DNS error: {} (attempt {}, next {})",
-                    dns["last_error"].as_str().unwrap_or("?"),
-                    dns["attempts"],
-                    dns["next_retry"].as_str().unwrap_or("?")
+                problems.push((
+                    Level::Error,
+                    format!(
+                        "DNS: {} (attempt {}, next {})",
+                        dns["last_error"].as_str().unwrap_or("?"),
+                        dns["attempts"],
+                        dns["next_retry"].as_str().unwrap_or("?")
+                    ),
                 ));
                 format!("FAILED via {}", dns["provider"].as_str().unwrap_or("?"))
             }
             state => format!("{state} via {}", dns["provider"].as_str().unwrap_or("?")),
         };
         for c in dns["conflicts"].as_array().into_iter().flatten() {
-            self.warnings += 1;
-            notes.push(format!("conflict: {}", c.as_str().unwrap_or("?")));
+            problems.push((
+                Level::Warning,
+                format!("conflict: {}", c.as_str().unwrap_or("?")),
+            ));
         }
         let source = d["certificate"].as_str().unwrap_or("?");
         let cert = match epoch(&d["certificate_expires"]) {
             Some(t) => {
                 let left = t - now;
+                let when = d["certificate_expires"].as_str().unwrap_or("?");
                 if left < URGENT {
-                    self.errors += 1;
+                    problems.push((Level::Error, format!("certificate expires {when}")));
                 } else if left < SOON {
-                    self.warnings += 1;
+                    problems.push((Level::Warning, format!("certificate expires {when}")));
                 }
                 if left <= 0 {
-                    format!(
-                        "{source}, EXPIRED {}",
-                        d["certificate_expires"].as_str().unwrap_or("?")
-                    )
+                    format!("{source}, EXPIRED {when}")
                 } else {
                     format!("{source}, expires in {} days", left / 86_400)
                 }
             }
             None if source == "acme" => {
-                self.warnings += 1;
-                format!(
-                    "acme, none yet ({})",
-                    d["acme"]["state"].as_str().unwrap_or("?")
-                )
+                let state = d["acme"]["state"].as_str().unwrap_or("?");
+                problems.push((Level::Warning, format!("no ACME certificate yet ({state})")));
+                format!("acme, none yet ({state})")
             }
             None => source.to_owned(),
         };
         if let Some(e) = d["acme"]["last_error"].as_str() {
-            self.warnings += 1;
-            notes.push(format!("ACME: {e}"));
+            problems.push((Level::Warning, format!("ACME: {e}")));
         }
         let drift = match d["drift"]["status"].as_str() {
             None => "drift not run".to_owned(),
             Some(s) => {
+                let findings = d["drift"]["findings"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default();
+                for f in &findings {
+                    let level = match f["severity"].as_str() {
+                        Some("critical") => Level::Error,
+                        _ => Level::Warning,
+                    };
+                    problems.push((
+                        level,
+                        format!(
+                            "drift {} [{}]: {}",
+                            f["severity"].as_str().unwrap_or("?"),
+                            f["check"].as_str().unwrap_or("?"),
+                            f["message"].as_str().unwrap_or("?")
+                        ),
+                    ));
+                }
                 match s {
                     "ok" | "not checked" => {}
-                    "critical" => self.errors += 1,
-                    _ => self.warnings += 1,
-                }
-                for f in d["drift"]["findings"].as_array().into_iter().flatten() {
-                    notes.push(format!(
-                        "drift {} [{}]: {}",
-                        f["severity"].as_str().unwrap_or("?"),
-                        f["check"].as_str().unwrap_or("?"),
-                        f["message"].as_str().unwrap_or("?")
-                    ));
+                    _ if !findings.is_empty() => {}
+                    "critical" => problems.push((Level::Error, "drift critical".into())),
+                    other => problems.push((Level::Warning, format!("drift {other}"))),
                 }
                 format!("drift {s}")
             }
         };
+        if let Some(failed) = d["tlsrpt"]["failed"].as_u64().filter(|&n| n > 0) {
+            let sessions = failed + d["tlsrpt"]["successful"].as_u64().unwrap_or(0);
+            let days = d["tlsrpt"]["days"].as_u64().unwrap_or(7);
+            let text =
+                format!("TLS-RPT: {failed} of {sessions} sessions failed in the last {days} days");
+            // RFC 8461 §5: in `enforce` a sender that cannot validate does not deliver.
+            match mode {
+                "enforce" => problems.push((
+                    Level::Error,
+                    format!("{text}; in enforce mode those senders do not deliver"),
+                )),
+                "testing" => problems.push((
+                    Level::Warning,
+                    format!("{text}; `enforce` would refuse that mail"),
+                )),
+                _ => notes.push(text),
+            }
+        }
+        match d["lifecycle"]["state"].as_str() {
+            None | Some("configured") => {}
+            Some("missing") => notes.push(format!(
+                "removed from the config: served unchanged until {}, then retired",
+                d["lifecycle"]["retire_at"].as_str().unwrap_or("?")
+            )),
+            Some("retiring") => notes.push(format!(
+                "retiring (RFC 8461 §8.3): served `mode: none`; records withdrawn at {}",
+                d["lifecycle"]["withdraw_at"].as_str().unwrap_or("?")
+            )),
+            Some("held") => problems.push((
+                Level::Warning,
+                "removed from the config but held: [state] max_retire refused to retire this many domains at once".into(),
+            )),
+            Some(other) => notes.push(format!("lifecycle: {other}")),
+        }
         self.line(format!(
-            "{name}: id {} {}; DNS {publication}; certificate {cert}; {drift}",
+            "{name}: id {} {mode}; DNS {publication}; certificate {cert}; {drift}",
             d["policy_id"].as_str().unwrap_or("?"),
-            d["mode"].as_str().unwrap_or("?"),
         ));
         for n in notes {
             self.line(format!("  {n}"));
         }
+        for (level, text) in problems {
+            self.problem(level, "  ", text);
+        }
     }
+
+    /// A removed domain no longer served, whose records are being withdrawn.
+    fn withdrawing(&mut self, w: &Value) {
+        let dns = &w["dns"];
+        self.line(format!(
+            "{}: withdrawn at {} (RFC 8461 §8.3): removing its records; DNS {}",
+            w["domain"].as_str().unwrap_or("?"),
+            w["lifecycle"]["withdraw_at"].as_str().unwrap_or("?"),
+            dns["state"].as_str().unwrap_or("?"),
+        ));
+        if dns["state"] == "failed" {
+            self.problem(
+                Level::Error,
+                "  ",
+                format!("DNS: {}", dns["last_error"].as_str().unwrap_or("?")),
+            );
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Level {
+    Warning,
+    Error,
 }
 
 #[cfg(test)]
@@ -252,5 +363,92 @@ mod tests {
             "{}",
             s.text
         );
+    }
+
+    /// The problems listed, one per line, as `warning:` and `ERROR:`.
+    fn listed(text: &str) -> (usize, usize) {
+        let lines = || text.lines().map(str::trim_start);
+        (
+            lines().filter(|l| l.starts_with("warning: ")).count(),
+            lines().filter(|l| l.starts_with("ERROR: ")).count(),
+        )
+    }
+
+    /// Issue 23: "2 warnings" with one listed — the fleet's drift status counted on top of the
+    /// domain's own finding, an expiring certificate counted but not named.
+    #[test]
+    fn issue23_every_counted_problem_is_listed_once() {
+        let mut s = base(domain(at(NOW + 10 * 86_400), "published"));
+        s["drift"] = json!({ "checked_at": "x", "status": "warning",
+                             "counts": { "critical": 0, "warning": 1, "unknown": 0 } });
+        s["domains"][0]["drift"] = json!({ "status": "warning", "findings": [
+            { "severity": "warning", "check": "mx", "message": "mx2 has no certificate" }] });
+        let m = Summary::of(&s, NOW);
+        assert_eq!(listed(&m.text), (m.warnings, m.errors), "{}", m.text);
+        assert_eq!((m.warnings, m.errors), (2, 0), "{}", m.text);
+        assert!(
+            m.text.contains("warning: certificate expires"),
+            "{}",
+            m.text
+        );
+        assert!(
+            m.text.ends_with("1 domain: 0 errors, 2 warnings\n"),
+            "{}",
+            m.text
+        );
+        // Too many domains to list: the fleet's status is what counts.
+        s["domains_listed"] = json!(false);
+        s["domains"] = json!([]);
+        let m = Summary::of(&s, NOW);
+        assert_eq!((m.warnings, listed(&m.text).0), (1, 1), "{}", m.text);
+    }
+
+    /// Issue 23: a removed domain is shown where it is in its retirement, and one whose
+    /// records are being withdrawn (no longer among the served domains) is listed too.
+    #[test]
+    fn issue23_retiring_and_withdrawing_domains_are_shown() {
+        let mut s = base(domain(Value::Null, "published"));
+        s["domains"][0]["mode"] = json!("none");
+        s["domains"][0]["lifecycle"] = json!({ "state": "retiring",
+            "retiring_since": "2026-12-01T00:00:00Z", "withdraw_at": "2026-12-08T00:00:00Z" });
+        s["withdrawing"] = json!([{ "domain": "old.example.net",
+            "lifecycle": { "state": "withdrawing", "withdraw_at": "2026-12-01T00:00:00Z" },
+            "dns": { "state": "failed", "last_error": "REFUSED" } }]);
+        let m = Summary::of(&s, NOW);
+        assert!(
+            m.text
+                .contains("  retiring (RFC 8461 §8.3): served `mode: none`; records withdrawn at 2026-12-08T00:00:00Z\n"),
+            "{}",
+            m.text
+        );
+        assert!(
+            m.text
+                .contains("old.example.net: withdrawn at 2026-12-01T00:00:00Z")
+                && m.text.contains("  ERROR: DNS: REFUSED\n"),
+            "{}",
+            m.text
+        );
+        assert_eq!(m.exit_code(), 2, "{}", m.text);
+    }
+
+    /// Issue 23: TLS-RPT failures of an `enforce` domain are mail not delivered: an error; of
+    /// a `testing` domain, a warning.
+    #[test]
+    fn issue23_tlsrpt_failures_count_by_mode() {
+        let mut s = base(domain(Value::Null, "published"));
+        s["domains"][0]["tlsrpt"] =
+            json!({ "last_report": null, "days": 7, "successful": 90, "failed": 10 });
+        let m = Summary::of(&s, NOW);
+        assert_eq!(m.exit_code(), 2, "{}", m.text);
+        assert!(
+            m.text
+                .contains("ERROR: TLS-RPT: 10 of 100 sessions failed in the last 7 days"),
+            "{}",
+            m.text
+        );
+        s["domains"][0]["mode"] = json!("testing");
+        assert_eq!(Summary::of(&s, NOW).exit_code(), 1);
+        s["domains"][0]["tlsrpt"]["failed"] = json!(0);
+        assert_eq!(Summary::of(&s, NOW).exit_code(), 0);
     }
 }
