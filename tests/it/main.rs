@@ -27,6 +27,7 @@ mod limits;
 mod operator;
 mod proxy;
 mod publish_logs;
+mod readme;
 mod reload_log;
 mod replicas;
 mod rfc2136;
