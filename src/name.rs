@@ -214,7 +214,7 @@ mod tests {
         let longest = format!("{label}.{label}.{label}.{}.", "b".repeat(61));
         assert_eq!(longest.len(), 254);
         assert_eq!(wire_problem(&longest), None);
-        let over = format!("c{longest}");
+        let over = format!("{label}.{label}.{label}.{}.", "b".repeat(62));
         let why = wire_problem(&over).expect("256 octets");
         assert!(why.contains("256 octets"), "{why}");
         let why = wire_problem(&format!("{}.example.", "d".repeat(64))).expect("long label");
