@@ -134,6 +134,17 @@ fn refused_update_is_reported(kind: Kind) {
         "[domains.\"b.example.org\"]\nzone = \"b.example.org\"\n",
     );
     dir.write(MAIN, text);
+    // `plan` checks the key at the first zone, the one not served: that refusal is the
+    // zone's, and the served zone is still planned.
+    let out = dir.run(&["plan"]);
+    out.assert_status(1);
+    assert!(
+        out.stderr.contains("zone b.example.org.")
+            && !out.stderr.contains("zone example.org.")
+            && out.stdout.contains("+ _mta-sts.a.example.org."),
+        "{}",
+        out.dump()
+    );
     let out = dir.run(&["apply"]);
     out.assert_status(1);
     assert!(
