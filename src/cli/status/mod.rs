@@ -25,10 +25,10 @@ pub const UNREACHABLE: u8 = 3;
 
 pub fn run(path: &Path, admin: Option<SocketAddr>, domain: Option<&str>, format: Format) -> u8 {
     let (addr, broken) = match admin {
-        Some(a) => (a, None),
+        Some(a) => (a, false),
         None => match crate::config::load(path) {
             Ok(l) => match l.config.server.admin {
-                Some(a) => (a, None),
+                Some(a) => (a, false),
                 None => {
                     eprintln!(
                         "mta-stsd: {} has no [server] admin listener to ask",
@@ -49,7 +49,7 @@ pub fn run(path: &Path, admin: Option<SocketAddr>, domain: Option<&str>, format:
                     "mta-stsd: warning: {} is invalid ({first}; `mta-stsd check` lists all); asking the daemon at {addr} ({source})",
                     path.display()
                 );
-                (addr, Some(first))
+                (addr, true)
             }
         },
     };
@@ -59,7 +59,7 @@ pub fn run(path: &Path, admin: Option<SocketAddr>, domain: Option<&str>, format:
         Ok(b) => b,
         Err(e) => {
             eprintln!("mta-stsd: no daemon answering at {addr}: {e}");
-            if broken.is_some() {
+            if broken {
                 eprintln!("mta-stsd: give the daemon's admin address with --admin");
             }
             return UNREACHABLE;
