@@ -45,6 +45,13 @@ impl Rua {
             check_hostname(host).map_err(|e| format!("rua `{input}`: {e}"))?;
         } else if let Some(rest) = lower.strip_prefix("https://") {
             let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+            if authority.contains('@') {
+                // The URI is published in DNS: the credentials would be anyone's. Not repeated.
+                return Err(format!(
+                    "rua `{}`: credentials in the URI (`user:password@`) would be published in DNS for anyone to read",
+                    mta_stsd_providers::redact_url(input)
+                ));
+            }
             let host = authority.rsplit_once(':').map_or(authority, |(h, _)| h);
             check_hostname(host).map_err(|e| format!("rua `{input}`: {e}"))?;
         } else {

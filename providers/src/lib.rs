@@ -28,7 +28,7 @@ use async_trait::async_trait;
 
 pub use error::ProviderError;
 pub use record::{RData, Record};
-pub use secret::{Secret, SecretSource};
+pub use secret::{redact_url, Secret, SecretSource};
 
 /// What must still hold at apply time for a change to be safe (RFC 2136 §2.4).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -158,6 +158,13 @@ pub trait Provider: Send + Sync {
     /// all of them at once does it here (RFC 2136: every zone's SOA serial in one pipelined
     /// exchange). Nothing by default; failures show at each zone's read.
     async fn prepare_reads(&self, _zones: &[String]) {}
+
+    /// Whether our credentials for `zone` are accepted, for `plan`, which writes nothing: a
+    /// provider whose reads do not use the credentials checks them here. `Ok` by default
+    /// (HTTP APIs authenticate every read).
+    async fn check_access(&self, _zone: &str) -> Result<(), ProviderError> {
+        Ok(())
+    }
 }
 
 #[cfg(test)]

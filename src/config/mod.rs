@@ -243,6 +243,15 @@ impl DnsSettings {
             None => format!("_mta-sts.{domain}."),
         }
     }
+
+    /// The name our TLSRPT TXT record is published at: `_smtp._tls.<domain>.`, under the
+    /// delegation zone when delegated. The longest name we own for `domain`.
+    pub fn tlsrpt_name(&self, domain: &DomainName) -> String {
+        match &self.delegated {
+            Some(zone) => format!("_smtp._tls.{domain}.{zone}."),
+            None => format!("_smtp._tls.{domain}."),
+        }
+    }
 }
 
 /// Where the certificate for `mta-sts.<domain>` comes from (SPEC "Certificates").

@@ -316,6 +316,7 @@ fn resolve_domain(
         })
     };
 
+    check_fits_dns(d, &dns, problems);
     let zone = match (&dns.delegated, &d.zone) {
         (Some(_), Some(zone)) => {
             problems.error(zone.at, format!(
@@ -347,6 +348,31 @@ fn resolve_domain(
         cert: cert?,
         retiring: None,
     })
+}
+
+/// Every name we publish must fit in a DNS message, or `apply` fails for the whole zone.
+/// `_smtp._tls.<domain>.` (under the delegation zone when delegated) is the longest; labels
+/// are checked when names are parsed. Measured first, formatted only when too long.
+fn check_fits_dns(d: &RawDomain, dns: &DnsSettings, problems: &mut Problems) {
+    const PREFIX: usize = "_smtp._tls.".len();
+    let suffix = dns.delegated.as_ref().map_or(0, |z| z.as_str().len() + 1);
+    // Text without the trailing dot, plus the first length octet and the root's.
+    if PREFIX + d.name.as_str().len() + suffix + 2 <= 255 {
+        return;
+    }
+    if let Some(why) = crate::name::wire_problem(&dns.tlsrpt_name(&d.name)) {
+        let by = match &dns.delegated {
+            Some(zone) => format!("`_smtp._tls.` and the [delegation] zone `{zone}`"),
+            None => "`_smtp._tls.`".to_owned(),
+        };
+        problems.error(
+            d.at,
+            format!(
+                "domain too long to publish: {why}; with {by} a domain has at most {} characters",
+                253 - PREFIX - suffix
+            ),
+        );
+    }
 }
 
 /// A domain that overrides some `[policy]` key gets a policy of its own.

@@ -97,7 +97,9 @@ pub fn commit(shared: &Shared, events: &[Event]) {
                 withdraw_at,
                 ..
             } => {
-                info!(domain = %domain, withdraw_at, "retiring: served `mode: none` under a new id (RFC 8461 §8.3)")
+                // RFC 3339, as /status and `history` give times.
+                let withdraw_at = crate::clock::rfc3339(*withdraw_at);
+                info!(domain = %domain, %withdraw_at, "retiring: served `mode: none` under a new id (RFC 8461 §8.3)")
             }
             Event::Present { domain, .. } => {
                 info!(domain = %domain, "domain back in the config: retirement cancelled")

@@ -29,6 +29,8 @@ mod lifecycle;
 mod limits;
 mod operator;
 mod proxy;
+mod publish_logs;
+mod readme;
 mod records_formats;
 mod refused;
 mod reload_log;

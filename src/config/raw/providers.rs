@@ -444,14 +444,27 @@ impl Reader<'_> {
         let rest = url
             .strip_prefix("https://")
             .or_else(|| url.strip_prefix("http://"));
-        if rest.is_none_or(|r| r.is_empty() || r.starts_with('/')) {
+        // Messages name the URL without credentials, even when it is refused for them.
+        let shown = mta_stsd_providers::redact_url(s);
+        let Some(rest) = rest.filter(|r| !r.is_empty() && !r.starts_with('/')) else {
             self.problems
-                .error(at, format!("`{s}` is not an http:// or https:// URL"));
+                .error(at, format!("`{shown}` is not an http:// or https:// URL"));
+            return None;
+        };
+        if rest
+            .split(['/', '?', '#'])
+            .next()
+            .is_some_and(|a| a.contains('@'))
+        {
+            self.problems.error(
+                at,
+                format!("`{shown}`: credentials in a URL (`user:password@`) are not allowed: URLs are shown in logs and /status; give the secret in its own `_file` or `_env` key"),
+            );
             return None;
         }
         if let Some(suffix) = forbidden_suffix.filter(|suf| url.ends_with(suf)) {
             self.problems
-                .error(at, format!("`{s}`: give the base URL without {suffix}"));
+                .error(at, format!("`{shown}`: give the base URL without {suffix}"));
             return None;
         }
         Some(url.to_owned())

@@ -6,11 +6,13 @@
 //! line print.
 
 mod commands;
+mod dns_names;
 mod files;
 mod providers;
 mod route53_exec;
 mod server;
 mod table;
+mod url_credentials;
 mod values;
 
 use std::str::FromStr;
