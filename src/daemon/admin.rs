@@ -251,11 +251,7 @@ fn domain_status(
             CertSource::SelfSigned => "self-signed",
             CertSource::NotNeeded => "none",
         },
-        "certificate_expires": match d.cert {
-            CertSource::Configured(i) => config.tls.certs.get(i).map(|c| rfc3339(c.not_after)),
-            CertSource::Acme => acme.status(&d.name.policy_host()).not_after.map(rfc3339),
-            CertSource::SelfSigned | CertSource::NotNeeded => None,
-        },
+        "certificate_expires": certificate(d, config, acme),
         "dns": dns_status(d, publication),
         "delegation": d.dns.delegated.as_ref().map(|zone| delegation_status(d, zone, report)),
         "drift": drift,
@@ -263,6 +259,16 @@ fn domain_status(
         "lifecycle": lifecycle_status(d),
         "tlsrpt": reports.domain(d.name.as_str()),
     })
+}
+
+/// When the domain's served certificate expires (RFC 3339): a configured one's, or the
+/// ACME one's once issued; `None` for self-signed or none.
+pub fn certificate(d: &Domain, config: &Config, acme: &crate::acme::AcmeState) -> Option<String> {
+    match d.cert {
+        CertSource::Configured(i) => config.tls.certs.get(i).map(|c| rfc3339(c.not_after)),
+        CertSource::Acme => acme.status(&d.name.policy_host()).not_after.map(rfc3339),
+        CertSource::SelfSigned | CertSource::NotNeeded => None,
+    }
 }
 
 #[cfg(test)]
