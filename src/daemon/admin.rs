@@ -1,8 +1,9 @@
-//! The admin listener's endpoints: `/healthz`, `/status` (JSON), `/metrics` (Prometheus).
-//! Served only on `[server] admin`, never on a public listener.
+//! The admin listener's endpoints: the dashboard (`/`, `/domains/<domain>`), `/healthz`,
+//! `/status` (JSON), `/metrics` (Prometheus). Served only on `[server] admin`, never on a
+//! public listener.
 
 use bytes::Bytes;
-use http::header::{HeaderValue, CONTENT_TYPE};
+use http::header::{HeaderName, HeaderValue, CONTENT_TYPE};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use serde_json::{json, Value};
@@ -21,7 +22,19 @@ pub async fn respond<B>(shared: &Shared, req: &Request<B>) -> Response<Full<Byte
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return plain(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
     }
-    match req.uri().path() {
+    let path = req.uri().path();
+    if path == "/" {
+        let page = crate::daemon::pages::index(shared, req.uri().query()).await;
+        return html(StatusCode::OK, crate::dashboard::render(&page));
+    }
+    if let Some(name) = path.strip_prefix("/domains/") {
+        let name = name.trim_end_matches('.').to_ascii_lowercase();
+        return match crate::daemon::pages::domain(shared, &name).await {
+            Some(page) => html(StatusCode::OK, crate::dashboard::render(&page)),
+            None => plain(StatusCode::NOT_FOUND, "no such domain is served\n"),
+        };
+    }
+    match path {
         "/healthz" => plain(StatusCode::OK, "ok\n"),
         "/metrics" => with_type(
             shared.metrics.encode(),
@@ -46,6 +59,32 @@ pub async fn respond<B>(shared: &Shared, req: &Request<B>) -> Response<Full<Byte
 }
 
 use crate::clock::rfc3339;
+
+/// A dashboard page with its security headers; a template error is a 500 (and a bug).
+fn html(status: StatusCode, page: Result<String, askama::Error>) -> Response<Full<Bytes>> {
+    let body = match page {
+        Ok(b) => b,
+        Err(e) => {
+            tracing::error!(error = %e, "dashboard page failed to render");
+            return plain(StatusCode::INTERNAL_SERVER_ERROR, "page failed to render\n");
+        }
+    };
+    let mut r = with_type(body, "text/html; charset=utf-8");
+    *r.status_mut() = status;
+    let h = r.headers_mut();
+    h.insert(
+        HeaderName::from_static("content-security-policy"),
+        HeaderValue::from_static(crate::dashboard::content_security_policy()),
+    );
+    for (k, v) in [
+        ("x-content-type-options", "nosniff"),
+        ("referrer-policy", "no-referrer"),
+        ("cache-control", "no-store"),
+    ] {
+        h.insert(HeaderName::from_static(k), HeaderValue::from_static(v));
+    }
+    r
+}
 
 fn with_type(body: String, content_type: &'static str) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(Bytes::from(body)));

@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod drift;
 pub mod lifecycle;
+pub mod pages;
 pub mod publish;
 pub mod reload;
 pub mod settle;

@@ -10,6 +10,8 @@ mod battery;
 mod cli_edges;
 mod config;
 mod config_unknown_keys;
+mod dashboard;
+mod dashboard_scale;
 mod delegation;
 mod devca;
 mod dns_harness_selftest;
