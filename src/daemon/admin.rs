@@ -1,9 +1,9 @@
 //! The admin listener's endpoints: the dashboard (`/`, `/domains/<domain>`), `/healthz`,
 //! `/status` (JSON), `/metrics` (Prometheus). Served only on `[server] admin`, never on a
-//! public listener.
+//! public listener; with `[server] admin_token_file`, only to a request that bears the token.
 
 use bytes::Bytes;
-use http::header::{HeaderName, HeaderValue, CONTENT_TYPE};
+use http::header::{HeaderName, HeaderValue, AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use serde_json::{json, Value};
@@ -14,11 +14,29 @@ use crate::daemon::publish::Publication;
 use crate::daemon::state::Shared;
 use crate::drift::report::Report;
 use crate::serve::handler::plain;
+use mta_stsd_providers::Secret;
 
 /// Above this many domains `/status` lists none unless asked for one (`?domain=NAME`).
 const STATUS_LIST_LIMIT: usize = 1000;
 
-pub async fn respond<B>(shared: &Shared, req: &Request<B>) -> Response<Full<Bytes>> {
+/// `token`: `[server] admin_token_file`'s token, as read at start (listeners and their
+/// settings change at a restart).
+pub async fn respond<B>(
+    shared: &Shared,
+    token: Option<&Secret>,
+    req: &Request<B>,
+) -> Response<Full<Bytes>> {
+    if let Some(token) = token {
+        if !bears(req, token) {
+            let mut r = plain(StatusCode::UNAUTHORIZED, "unauthorized\n");
+            // RFC 6750 §3: a request without (valid) credentials gets the challenge.
+            r.headers_mut().insert(
+                WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"mta-stsd admin\""),
+            );
+            return r;
+        }
+    }
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return plain(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
     }
@@ -59,6 +77,25 @@ pub async fn respond<B>(shared: &Shared, req: &Request<B>) -> Response<Full<Byte
 }
 
 use crate::clock::rfc3339;
+
+/// Whether `req` carries `Authorization: Bearer <token>`. Both sides are hashed first and
+/// the digests compared in constant time: neither the token's bytes nor its length leak
+/// through the time a refusal takes.
+fn bears<B>(req: &Request<B>, token: &Secret) -> bool {
+    use sha2::{Digest, Sha256};
+    use subtle::ConstantTimeEq;
+    let Some(given) = req
+        .headers()
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+    else {
+        return false;
+    };
+    let want = Sha256::digest(token.expose().trim().as_bytes());
+    let got = Sha256::digest(given.trim().as_bytes());
+    want.ct_eq(&got).into()
+}
 
 /// A dashboard page with its security headers; a template error is a 500 (and a bug).
 fn html(status: StatusCode, page: Result<String, askama::Error>) -> Response<Full<Bytes>> {

@@ -12,6 +12,7 @@ mod config;
 mod config_unknown_keys;
 mod dashboard;
 mod dashboard_scale;
+mod dashboard_token;
 mod delegation;
 mod devca;
 mod dns_harness_selftest;
