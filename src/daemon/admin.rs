@@ -54,10 +54,13 @@ pub async fn respond<B>(
     }
     match path {
         "/healthz" => plain(StatusCode::OK, "ok\n"),
-        "/metrics" => with_type(
-            shared.metrics.encode(),
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        ),
+        "/metrics" => {
+            crate::daemon::scrape::update(shared);
+            with_type(
+                shared.metrics.encode(),
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )
+        }
         "/status" => {
             let only = req.uri().query().and_then(|q| {
                 q.split('&')

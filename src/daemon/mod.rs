@@ -7,6 +7,7 @@ pub mod lifecycle;
 pub mod pages;
 pub mod publish;
 pub mod reload;
+pub mod scrape;
 pub mod settle;
 pub mod state;
 pub mod trim;

@@ -77,6 +77,18 @@ async fn admin_token_guards_every_admin_path() {
         };
         assert_eq!(r.status(), want, "{path} with the token");
     }
+    // No [tlsrpt]: no report-store series for an alert to fire on.
+    let m = c
+        .get(d.admin_url("/metrics"))
+        .header("authorization", format!("Bearer {TOKEN}"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(m.contains("mta_stsd_domains_by_publication_state{"), "{m}");
+    assert!(!m.contains("mta_stsd_tlsrpt_store_up{"), "{m}");
     // `mta-stsd status` sends the config's token.
     let admin = d.admin.unwrap().to_string();
     let cfg = dir.config_path();

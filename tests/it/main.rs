@@ -27,6 +27,7 @@ mod harness;
 mod layout;
 mod lifecycle;
 mod limits;
+mod monitoring;
 mod operator;
 mod proxy;
 mod reload_log;
