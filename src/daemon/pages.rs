@@ -364,7 +364,7 @@ fn publication_rows(shared: &Shared, d: &Domain) -> Vec<(&'static str, String)> 
     rows
 }
 
-/// "acme, expires 2027-01-01T00:00:00Z", "self-signed", "none".
+/// "acme, expires 2027-01-01" (the day is what a list needs), "self-signed", "none".
 fn certificate_text(d: &Domain, config: &Config, shared: &Shared) -> String {
     let source = match d.cert {
         CertSource::Configured(_) => "configured",
@@ -373,7 +373,7 @@ fn certificate_text(d: &Domain, config: &Config, shared: &Shared) -> String {
         CertSource::NotNeeded => "none",
     };
     match certificate(d, config, &shared.acme) {
-        Some(at) => format!("{source}, expires {at}"),
+        Some(at) => format!("{source}, expires {}", at.get(..10).unwrap_or(&at)),
         None if d.cert == CertSource::Acme => format!("{source}, not issued yet"),
         None => source.to_owned(),
     }

@@ -257,7 +257,7 @@ async fn dashboard_pages_in_chromium_show_the_stored_reports() {
 
     if let Some(out) = std::env::var_os("MTA_STSD_SCREENSHOTS") {
         let out = std::path::PathBuf::from(out);
-        chromium::screenshot(&d.admin_url("/"), &out.join("index.png"), 1000, 420);
+        chromium::screenshot(&d.admin_url("/"), &out.join("index.png"), 1200, 440);
         chromium::screenshot(
             &d.admin_url("/domains/example.org"),
             &out.join("domain.png"),
