@@ -25,7 +25,8 @@
 //! - `drift`: the world as a sender sees it, against the config. Uses: `alerts`, `certs`, `clock`, `config`, `desired`, `dns`, `name`, `policy`, `rua`, `state`.
 //! - `acme`: ACME (RFC 8555) certificates, challenge answers, the renewal task. Uses: `certs`, `clock`, `config`, `errors`, `live`, `metrics`, `name`, `state`.
 //! - `serve`: the public listeners: TLS by SNI, HTTP/1.1 and HTTP/2, routing, limits. Uses: `acme`, `certs`, `config`, `live`, `metrics`, `name`, `policy`, `state`.
-//! - `daemon`: wires the tasks together; reload, publication, shutdown, the admin endpoints. Uses: `acme`, `alerts`, `clock`, `config`, `desired`, `dns`, `drift`, `lifecycle`, `live`, `metrics`, `name`, `serve`, `state`, `tlsrpt`.
+//! - `dashboard`: the admin listener's HTML pages: templates, paging and search, the SVG chart. Uses: `tlsrpt`.
+//! - `daemon`: wires the tasks together; reload, publication, shutdown, the admin endpoints. Uses: `acme`, `alerts`, `clock`, `config`, `dashboard`, `desired`, `dns`, `drift`, `lifecycle`, `live`, `metrics`, `name`, `serve`, `state`, `tlsrpt`.
 //! - `cli`: one function per command; anyhow stops here. Uses: `alerts`, `clock`, `config`, `daemon`, `desired`, `dns`, `drift`, `lifecycle`, `name`, `state`, `tlsrpt`.
 //! - `fuzzing`: ways in for the fuzz targets and property tests. Uses: `config`, `drift`, `live`, `policy`, `rua`, `serve`, `tlsrpt`.
 
@@ -36,6 +37,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod daemon;
+pub mod dashboard;
 pub mod desired;
 pub mod dns;
 pub mod drift;

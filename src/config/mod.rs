@@ -73,6 +73,8 @@ pub struct Server {
     pub http: Vec<SocketAddr>,
     /// `/metrics`, `/healthz`, `/status`: never one of the public listeners.
     pub admin: Option<SocketAddr>,
+    /// `admin_token_file`: every admin request needs `Authorization: Bearer <token>`.
+    pub admin_token: Option<mta_stsd_providers::Secret>,
     pub limits: Limits,
     /// Peers whose `X-Forwarded-Host` names the host (a reverse proxy that cannot forward
     /// `Host`); empty by default, so no client can choose the domain by a header.
@@ -86,6 +88,7 @@ impl Default for Server {
             https: vec![SocketAddr::from(([0u16; 8], 443))],
             http: Vec::new(),
             admin: Some(SocketAddr::from(([127, 0, 0, 1], 9464))),
+            admin_token: None,
             limits: Limits::default(),
             trusted_proxies: Vec::new(),
         }

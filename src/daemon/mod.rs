@@ -4,8 +4,10 @@
 pub mod admin;
 pub mod drift;
 pub mod lifecycle;
+pub mod pages;
 pub mod publish;
 pub mod reload;
+pub mod scrape;
 pub mod settle;
 pub mod state;
 pub mod trim;
@@ -128,9 +130,13 @@ async fn serve(config_path: &Path, loaded: config::Loaded, cache: config::Cache)
         let conns = Conns::new(ADMIN_CONNECTIONS, ADMIN_CONNECTIONS);
         let admin: Respond = {
             let shared = shared.clone();
+            let token = Arc::new(server.admin_token.clone());
             Arc::new(move |req| {
                 let shared = shared.clone();
-                Box::pin(async move { admin::respond(&shared, &req).await })
+                let token = token.clone();
+                Box::pin(
+                    async move { admin::respond(&shared, token.as_ref().as_ref(), &req).await },
+                )
             })
         };
         bound.push((listener(Kind::Admin(admin), conns), socket));

@@ -8,6 +8,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::Result;
+use mta_stsd_providers::Secret;
 use serde_json::Value;
 
 use super::Format;
@@ -24,9 +25,15 @@ const MAX_RESPONSE: u64 = 64 << 20;
 pub const UNREACHABLE: u8 = 3;
 
 pub fn run(path: &Path, admin: Option<SocketAddr>, domain: Option<&str>, format: Format) -> u8 {
+    // The config also gives `admin_token_file`'s token, sent when set.
+    let loaded = crate::config::load(path);
+    let token = loaded
+        .as_ref()
+        .ok()
+        .and_then(|l| l.config.server.admin_token.clone());
     let (addr, broken) = match admin {
         Some(a) => (a, false),
-        None => match crate::config::load(path) {
+        None => match loaded {
             Ok(l) => match l.config.server.admin {
                 Some(a) => (a, false),
                 None => {
@@ -55,7 +62,7 @@ pub fn run(path: &Path, admin: Option<SocketAddr>, domain: Option<&str>, format:
     };
     let addr = reachable(addr);
     let query = domain.map_or(String::new(), |d| format!("?domain={d}"));
-    let body = match fetch(addr, &format!("/status{query}")) {
+    let body = match fetch(addr, &format!("/status{query}"), token.as_ref()) {
         Ok(b) => b,
         Err(e) => {
             eprintln!("mta-stsd: no daemon answering at {addr}: {e}");
@@ -129,14 +136,17 @@ fn reachable(a: SocketAddr) -> SocketAddr {
 }
 
 /// One HTTP/1.1 GET with `Connection: close`; the body of a 200.
-fn fetch(addr: SocketAddr, target: &str) -> Result<Vec<u8>, String> {
+fn fetch(addr: SocketAddr, target: &str, token: Option<&Secret>) -> Result<Vec<u8>, String> {
     let mut s = TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT).map_err(|e| e.to_string())?;
     s.set_read_timeout(Some(READ_TIMEOUT))
         .and_then(|()| s.set_write_timeout(Some(READ_TIMEOUT)))
         .map_err(|e| e.to_string())?;
+    let auth = token.map_or(String::new(), |t| {
+        format!("Authorization: Bearer {}\r\n", t.expose().trim())
+    });
     write!(
         s,
-        "GET {target} HTTP/1.1\r\nHost: {addr}\r\nAccept: application/json\r\nConnection: close\r\n\r\n"
+        "GET {target} HTTP/1.1\r\nHost: {addr}\r\nAccept: application/json\r\n{auth}Connection: close\r\n\r\n"
     )
     .map_err(|e| e.to_string())?;
     let mut response = Vec::new();

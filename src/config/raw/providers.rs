@@ -385,7 +385,7 @@ impl Reader<'_> {
 
     /// A secret file every user may read (tsig-keygen writes 0644) is a warning: anyone on
     /// the machine could change the zone with it.
-    fn private(&mut self, path: &Path, at: Loc) {
+    pub(super) fn private(&mut self, path: &Path, at: Loc) {
         use std::os::unix::fs::PermissionsExt;
         let Ok(meta) = std::fs::metadata(path) else {
             return; // reading it reports the problem

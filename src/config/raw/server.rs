@@ -11,6 +11,7 @@ use super::{Item, RawFile, Reader};
 use crate::certs::CertFiles;
 use crate::config::diag::{At, Loc};
 use crate::config::Server;
+use mta_stsd_providers::{Secret, SecretSource};
 
 keys! {
     /// `[server]` keys.
@@ -18,6 +19,7 @@ keys! {
         Https = "https",
         Http = "http",
         Admin = "admin",
+        AdminTokenFile = "admin_token_file",
         TrustedProxies = "trusted_proxies",
         HandshakeTimeout = "handshake_timeout",
         HeaderTimeout = "header_timeout",
@@ -54,6 +56,7 @@ impl Reader<'_> {
         let mut server = Server::default();
         let mut lifetime_at = None;
         let mut seen: HashMap<SocketAddr, &str> = HashMap::new();
+        let mut admin_at = None;
         let mut check_dup = |r: &mut Self, addr: SocketAddr, at: Loc, what: &'static str| {
             // Port 0 asks the kernel for a free port: never a clash.
             if addr.port() == 0 {
@@ -75,19 +78,30 @@ impl Reader<'_> {
                             addrs.push(a);
                         }
                     }
-                    if key == ServerKey::Https { server.https = addrs } else { server.http = addrs }
+                    if key == ServerKey::Https {
+                        server.https = addrs
+                    } else {
+                        server.http = addrs
+                    }
                 }
                 Some(ServerKey::Admin) => {
                     server.admin = self.string(kname, v).and_then(|s| {
                         let a = self.socket_addr(s.value, s.at)?;
                         check_dup(self, a, s.at, "admin");
-                        if !a.ip().is_loopback() {
-                            self.problems.warn(s.at, format!(
-                                "admin listener {a} is not on loopback: /status and /metrics will be reachable from the network"
-                            ));
-                        }
+                        admin_at = Some(s.at);
                         Some(a)
                     })
+                }
+                Some(ServerKey::AdminTokenFile) => {
+                    if let Some(s) = self.string(kname, v) {
+                        let path = self.path(s.value);
+                        self.private(&path, s.at);
+                        // An empty file is refused by `Secret::read`: it would let an empty
+                        // bearer in.
+                        server.admin_token = Secret::read(&SecretSource::File(path))
+                            .map_err(|e| self.problems.error(s.at, e))
+                            .ok();
+                    }
                 }
                 Some(ServerKey::TrustedProxies) => {
                     for s in self.strings(kname, v).unwrap_or_default() {
@@ -129,7 +143,9 @@ impl Reader<'_> {
                         match u64::try_from(n.value).ok().filter(|&n| n > 0) {
                             Some(n) if key == ServerKey::MinBodyRate => l.min_body_rate = n,
                             Some(n) => l.max_requests_per_connection = n,
-                            None => self.problems.error(n.at, format!("`{kname}` must be a positive number")),
+                            None => self
+                                .problems
+                                .error(n.at, format!("`{kname}` must be a positive number")),
                         }
                     }
                 }
@@ -144,7 +160,9 @@ impl Reader<'_> {
                             Some(n) if key == ServerKey::MaxHeaderBytes => l.max_header_bytes = n,
                             Some(n) if key == ServerKey::MaxConnections => l.max_connections = n,
                             Some(n) => l.max_connections_per_ip = n,
-                            None => self.problems.error(n.at, format!("`{kname}` must be a positive number")),
+                            None => self
+                                .problems
+                                .error(n.at, format!("`{kname}` must be a positive number")),
                         }
                     }
                 }
@@ -163,6 +181,13 @@ impl Reader<'_> {
                     l.handshake_timeout + l.header_timeout
                 ),
             );
+        }
+        if let (Some(a), Some(at)) = (server.admin, admin_at) {
+            if !a.ip().is_loopback() && server.admin_token.is_none() {
+                self.problems.warn(at, format!(
+                    "admin listener {a} is not on loopback and has no `admin_token_file`: the dashboard, /status and /metrics will be reachable from the network by anyone"
+                ));
+            }
         }
         At {
             value: server,

@@ -4,6 +4,7 @@
 #![allow(dead_code)] // each test module uses its own subset
 
 pub mod acme_proxy;
+pub mod chromium;
 pub mod cloudflare;
 pub mod daemon;
 pub mod desec;
