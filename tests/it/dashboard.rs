@@ -214,8 +214,14 @@ async fn dashboard_pages_in_chromium_show_the_stored_reports() {
     assert_eq!(r["ready"], false, "{r}");
     assert!(page.dom.contains("Not ready for enforce"));
     assert!(page.dom.contains(&format!(
-        "{} days with reports under the policy id in force ({} needed)",
+        "{} days with DKIM-signed reports under the policy id in force ({} needed)",
         r["days_covered"], r["days_needed"]
+    )));
+    // Posted over HTTPS: unauthenticated, shown and not counted.
+    assert!(r["days_unauthenticated"].as_u64() > Some(0), "{r}");
+    assert!(page.dom.contains(&format!(
+        "{} more days with only unauthenticated (HTTPS) reports, not counted",
+        r["days_unauthenticated"]
     )));
     assert!(page.dom.contains(&format!(
         "{} MTA-STS failures reported under the policy id in force",
