@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 
 # Real servers the integration tests start themselves on loopback ports (nginx: in front of the
 # plain listener; man-db: the man page is rendered).
-packages=(ca-certificates iproute2 bind9 bind9-utils bind9-dnsutils knot knot-dnsutils pdns-server pdns-backend-sqlite3 sqlite3 pebble postgresql postfix nginx man-db)
+packages=(ca-certificates iproute2 bind9 bind9-utils bind9-dnsutils knot knot-dnsutils pdns-server pdns-backend-sqlite3 sqlite3 pebble postgresql pgbouncer postfix nginx man-db)
 
 missing=()
 for p in "${packages[@]}"; do

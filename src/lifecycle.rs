@@ -296,16 +296,26 @@ fn domain(
     }
 }
 
+/// The store `[state]` names, for this replica.
+pub fn store_target(s: &crate::config::State) -> crate::state::store::Target {
+    crate::state::store::Target {
+        dir: s.dir.clone(),
+        url: s.url.clone(),
+        replica: s.replica.clone(),
+    }
+}
+
 /// For `plan` and `apply`: the domains to publish, with the removed ones where the id history
 /// says they are, and a line for each of those; an error when the guard refuses. Reads the
 /// state directory, never writes it (`serve` drives retirements).
 pub fn for_commands(config: &Config) -> Result<(Vec<Domain>, Vec<String>), String> {
-    let history = History::read_only(&config.state.dir).map_err(|e| {
-        format!(
-            "reading the id history in {}: {e}",
-            config.state.dir.display()
-        )
-    })?;
+    let history = crate::state::store::read_history_blocking(&store_target(&config.state))
+        .map_err(|e| {
+            format!(
+                "reading the id history in {}: {e}",
+                config.state.dir.display()
+            )
+        })?;
     let serving = history
         .domains()
         .filter(|(_, d)| d.current().is_some())
@@ -384,7 +394,7 @@ mod tests {
 
     fn run(c: &Config, h: &mut History, prev: Option<&[Domain]>, now: u64) -> Ran {
         let out = evaluate(c, h, prev, now, false);
-        h.record(&out.events).unwrap();
+        h.record(&out.events);
         let domains = served(c.domains.clone(), out.removed.clone());
         Ran { out, domains }
     }

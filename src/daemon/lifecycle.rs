@@ -29,10 +29,8 @@ pub fn prepare(
     previous: Option<&Live>,
 ) -> Result<Prepared, String> {
     let now = unix_now();
-    let mut h = history.lock().unwrap_or_else(|e| e.into_inner());
-    if let Err(e) = h.refresh() {
-        warn!("reading the id history: {e}");
-    }
+    // No I/O under this lock: the store is read and written by tasks of their own.
+    let h = history.lock().unwrap_or_else(|e| e.into_inner());
     let before = previous.map(|p| p.config.domains.as_slice());
     let served_before = before.map_or_else(
         || h.domains().filter(|(_, d)| d.current().is_some()).count(),
@@ -111,19 +109,13 @@ pub fn commit(shared: &Shared, events: &[Event]) {
     if events.is_empty() {
         return;
     }
-    let result = shared
+    // In memory at once; the store's writer retries until it has them.
+    shared
         .history
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .record(events);
-    let mut state_error = shared.state_error.lock().unwrap_or_else(|e| e.into_inner());
-    match result {
-        Ok(()) => *state_error = None,
-        Err(e) => {
-            error!("cannot record the id history in the state directory: {e}");
-            *state_error = Some(format!("recording the id history: {e}"));
-        }
-    }
+    shared.writer.record(events);
 }
 
 /// Wakes when a retirement step is due (or when told), and rebuilds the served state from

@@ -150,7 +150,13 @@ pub async fn run(config: &Config, only: Option<&BTreeSet<String>>, verbose: bool
     let permits = Semaphore::new(CONCURRENCY);
     let fetches = Semaphore::new(FETCHES);
     // Older policies senders may still cache, from the id history (read, never written).
-    let history = crate::state::history::History::read_only(&config.state.dir)
+    let target = crate::state::store::Target {
+        dir: config.state.dir.clone(),
+        url: config.state.url.clone(),
+        replica: config.state.replica.clone(),
+    };
+    let history = crate::state::store::read_history(&target)
+        .await
         .unwrap_or_else(|_| crate::state::history::History::in_memory());
     let mut reports = Vec::with_capacity(config.domains.len());
     let domains: Vec<&Domain> = config

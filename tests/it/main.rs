@@ -30,6 +30,7 @@ mod reload_log;
 mod replicas;
 mod rfc2136;
 mod serve;
+mod store;
 mod tlsrpt_config;
 mod tlsrpt_ingest;
 mod tlsrpt_receiver;

@@ -9,6 +9,7 @@ pub mod daemon;
 pub mod dns;
 pub mod pdns;
 pub mod pebble;
+pub mod pgbouncer;
 pub mod postfix;
 pub mod postgres;
 pub mod process;
