@@ -165,7 +165,19 @@ async fn step(shared: &Arc<Shared>) {
     })
     .await;
     match built {
-        Ok(Ok(p)) => {
+        Ok(Ok(mut p)) => {
+            // A step moves retirements on; what the config's own domains are was recorded by
+            // the load that brought the config. Another replica's events wake this step too:
+            // a replica whose config is older (a rollout under way) must not answer them
+            // with its own view (`present`, its ids), or the two would undo each other.
+            p.events.retain(|e| match e {
+                Event::Policy { .. } | Event::Retired { .. } | Event::Withdrawn { .. } => true,
+                Event::Served { domain, .. } => p
+                    .live
+                    .served(domain)
+                    .is_none_or(|(d, _)| d.retiring.is_some()),
+                Event::Missing { .. } | Event::Present { .. } | Event::Entry { .. } => false,
+            });
             shared.live.store(Arc::new(p.live));
             shared.publish_wake.notify_one();
             commit(shared, &p.events);

@@ -67,7 +67,7 @@ async fn serve(config_path: &Path, loaded: config::Loaded, cache: config::Cache)
         .map_err(|_| anyhow::anyhow!("the store did not answer within {OPEN_STORE:?}"))
         .and_then(|r| r.map_err(anyhow::Error::from))
         .with_context(|| store::describe(&loaded.config.state))?;
-    let store = opened.store;
+    let (store, seq) = (opened.store, opened.seq);
     let history = std::sync::Mutex::new(opened.history);
     let prepared = lifecycle::prepare(&history, loaded.config, None).map_err(anyhow::Error::msg)?;
     let mut warnings = loaded.warnings;
@@ -86,6 +86,7 @@ async fn serve(config_path: &Path, loaded: config::Loaded, cache: config::Cache)
     let history = history.into_inner().unwrap_or_else(|e| e.into_inner());
     let writer = crate::state::store::Writer::start(store.clone());
     let shared = Shared::new(config_path.to_owned(), live, warnings, history, writer);
+    store::follow(&shared, store, seq);
     if !server.https.is_empty() {
         // Made now, so its path is in the log before the first handshake asks for it.
         let live = shared.live.load();

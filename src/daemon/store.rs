@@ -1,9 +1,17 @@
 //! `serve` and the store: opened (with an earlier version's state dir imported) before
-//! anything is served.
+//! anything is served, then followed, so that a retirement step or an id decided by another
+//! replica reaches this one's snapshot within [`POLL`].
 
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::state::Shared;
 use crate::config::State;
 use crate::state::history::History;
 use crate::state::store::{Store, StoreError};
+
+/// How often the store is asked for what other replicas wrote: one indexed query.
+pub const POLL: Duration = Duration::from_secs(2);
 
 pub struct Opened {
     pub store: Store,
@@ -42,4 +50,19 @@ pub fn describe(state: &State) -> String {
             state.dir.display()
         ),
     }
+}
+
+/// Follows the store from `seq` on: another replica's events are applied, and the served
+/// state re-evaluated (a retirement step it took shows here too).
+pub fn follow(shared: &Arc<Shared>, store: Store, seq: i64) {
+    let weak = Arc::downgrade(shared);
+    let history = shared.history.clone();
+    tokio::spawn(store.follow(history, seq, POLL, move || {
+        if let Some(shared) = weak.upgrade() {
+            shared
+                .lifecycle_step
+                .store(true, std::sync::atomic::Ordering::Release);
+            shared.lifecycle_wake.notify_one();
+        }
+    }));
 }

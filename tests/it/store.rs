@@ -208,3 +208,38 @@ async fn serving_goes_on_while_postgresql_is_stopped_and_the_history_catches_up(
         .join("state.sqlite")
         .exists());
 }
+
+/// Two replicas with their own state dirs on one PostgreSQL (through PgBouncer): a domain
+/// removed from A's config retires on A's schedule; when the edit reaches B three seconds
+/// later, B serves the same retirement (the same `withdraw_at`), read from the store, rather
+/// than starting one of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retirement_decided_by_one_replica_is_the_others() {
+    let pg = Postgres::start();
+    let bouncer = PgBouncer::start(&pg);
+    let url = bouncer.url();
+    let (da, db) = (ConfigDir::new(), ConfigDir::new());
+    replica_config(&da, "a", &["a", "b"]);
+    replica_config(&db, "b", &["a", "b"]);
+    let a = Daemon::start_with(&da.config_path(), &[(URL_ENV, &url)]);
+    let b = Daemon::start_with(&db.config_path(), &[(URL_ENV, &url)]);
+
+    replica_config(&da, "a", &["a"]);
+    let on_a = eventually("b retiring on A", || async {
+        let s = a.status().await;
+        let l = domain_status(&s, "b")?["lifecycle"].clone();
+        (l["state"] == "retiring").then_some(l)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    replica_config(&db, "b", &["a"]);
+    let on_b = eventually("b retiring on B", || async {
+        let s = b.status().await;
+        let l = domain_status(&s, "b")?["lifecycle"].clone();
+        (l["state"] == "retiring").then_some(l)
+    })
+    .await;
+    assert_eq!(on_a, on_b);
+    let s = b.status().await;
+    assert_eq!(s["state"]["replica"], "b", "{s}");
+}

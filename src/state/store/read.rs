@@ -1,7 +1,10 @@
 //! Reading the id history back: whole at start, then what others wrote since (the poll that
 //! brings one replica's decisions into every replica's snapshot).
 
-use tracing::error;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tracing::{error, warn};
 
 use super::{unix_now, Store, StoreError};
 use crate::state::history::{Event, History};
@@ -97,6 +100,68 @@ impl Store {
                 first_seq = first,
                 "the store's id history has unreadable rows (store_history.seq): their events are missing, so a retirement they hold may never finish; restore them from a backup"
             );
+        }
+    }
+
+    /// Applies what was written since `seq`, every `every`, until the runtime ends (ours
+    /// again too: applying an event twice changes nothing); `changed` is called after
+    /// another replica's events were applied, outside the lock.
+    pub async fn follow(
+        self,
+        history: Arc<Mutex<History>>,
+        mut seq: i64,
+        every: Duration,
+        changed: impl Fn() + Send + 'static,
+    ) {
+        let mut failing = false;
+        loop {
+            tokio::time::sleep(every).await;
+            let mut any = false;
+            loop {
+                // The read is done before the lock is taken: no I/O under it.
+                let rows = match self.read_since(seq).await {
+                    Ok(r) => r,
+                    Err(e) => {
+                        if !failing {
+                            warn!("reading the store: {e}; serving from memory meanwhile");
+                        }
+                        failing = true;
+                        self.set_health(|h| h.error = Some(format!("reading: {e}")));
+                        break;
+                    }
+                };
+                if failing {
+                    failing = false;
+                    self.set_health(|h| {
+                        if h.error
+                            .as_deref()
+                            .is_some_and(|e| e.starts_with("reading: "))
+                        {
+                            h.error = None;
+                        }
+                    });
+                }
+                if rows.last == seq {
+                    break;
+                }
+                self.note_damage(&rows.damaged);
+                {
+                    let mut h = history.lock().unwrap_or_else(|e| e.into_inner());
+                    for e in &rows.events {
+                        h.apply(e);
+                    }
+                }
+                any |= rows.foreign && !rows.events.is_empty();
+                seq = rows.last;
+                self.set_health(|h| {
+                    h.seq = h.seq.max(seq);
+                    h.last_ok = Some(unix_now());
+                    h.damaged += rows.damaged.len();
+                });
+            }
+            if any {
+                changed();
+            }
         }
     }
 }
