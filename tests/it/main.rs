@@ -19,6 +19,7 @@ mod drift_alerts;
 mod drift_dane;
 mod drift_dns;
 mod drift_mx;
+mod drift_once;
 mod files;
 mod harness;
 mod layout;

@@ -14,6 +14,7 @@
 //! migrations run without sqlx's session-level advisory lock.
 
 mod import;
+mod lease;
 mod migrate;
 mod read;
 mod write;
@@ -26,6 +27,7 @@ use mta_stsd_providers::Secret;
 use sqlx::any::AnyPoolOptions;
 use sqlx::AnyPool;
 
+pub use lease::Lease;
 pub use read::{Loaded, Rows};
 pub use write::Writer;
 

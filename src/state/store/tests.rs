@@ -115,3 +115,33 @@ async fn the_clock_is_the_databases() {
     let t = store.now().await.unwrap();
     assert!(t.abs_diff(crate::clock::unix_now()) <= 2, "{t}");
 }
+
+/// A lease is one holder's until released or expired; each new holder gets a larger token,
+/// and a write under a lost lease is refused.
+#[tokio::test]
+async fn a_lease_fences_the_holder_that_lost_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = Store::open(&target(dir.path())).await.unwrap();
+    let mut other = target(dir.path());
+    other.replica = "other".into();
+    let b = Store::open(&other).await.unwrap();
+    let ttl = Duration::from_secs(30);
+    let la = a.acquire("drift", ttl).await.unwrap().expect("free");
+    assert!(
+        b.acquire("drift", ttl).await.unwrap().is_none(),
+        "held by a"
+    );
+    assert!(a.save_drift(&la, "{}", 1).await.unwrap());
+    // Expired (as by a stalled holder), then taken by b.
+    raw(dir.path(), "UPDATE store_leases SET expires_at = 0").await;
+    let lb = b.acquire("drift", ttl).await.unwrap().expect("expired");
+    assert!(lb.token > la.token);
+    assert!(!a.renew(&la).await.unwrap());
+    assert!(!a.save_drift(&la, "{\"late\":1}", 2).await.unwrap());
+    assert_eq!(
+        a.drift_findings().await.unwrap(),
+        Some(("{}".to_owned(), 1))
+    );
+    b.release(&lb).await.unwrap();
+    assert!(a.acquire("drift", ttl).await.unwrap().is_some());
+}
