@@ -100,6 +100,13 @@ pub fn commit(shared: &Shared, events: &[Event]) {
             Event::Present { domain, .. } => {
                 info!(domain = %domain, "domain back in the config: retirement cancelled")
             }
+            Event::Rescheduled {
+                domain,
+                withdraw_at,
+                ..
+            } => {
+                warn!(domain = %domain, withdraw_at, "retirement was recorded ahead of the clock (it ran ahead and was corrected): RFC 8461 §8.3's wait counts again from now")
+            }
             Event::Withdrawn { domain, .. } => {
                 info!(domain = %domain, "retired domain withdrawn: no longer served")
             }
@@ -171,7 +178,10 @@ async fn step(shared: &Arc<Shared>) {
             // a replica whose config is older (a rollout under way) must not answer them
             // with its own view (`present`, its ids), or the two would undo each other.
             p.events.retain(|e| match e {
-                Event::Policy { .. } | Event::Retired { .. } | Event::Withdrawn { .. } => true,
+                Event::Policy { .. }
+                | Event::Retired { .. }
+                | Event::Rescheduled { .. }
+                | Event::Withdrawn { .. } => true,
                 Event::Served { domain, .. } => p
                     .live
                     .served(domain)

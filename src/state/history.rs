@@ -35,6 +35,14 @@ pub enum Event {
         at: u64,
         withdraw_at: u64,
     },
+    /// `domain`'s retirement counts from `at` instead: it was recorded at a time still ahead
+    /// of the clock (a clock that ran ahead and was corrected), which would hold it that
+    /// much longer.
+    Rescheduled {
+        domain: Arc<str>,
+        at: u64,
+        withdraw_at: u64,
+    },
     /// `domain`'s records were withdrawn; it is no longer served.
     Withdrawn { domain: Arc<str>, at: u64 },
     /// One served policy as a whole, as the old journal's compaction wrote it.
@@ -240,6 +248,17 @@ impl History {
             } => {
                 if let Some(d) = self.domains.get_mut(&**domain) {
                     if d.retired().is_none() && d.missing().is_some() {
+                        d.gone().retired = Some((*at, *withdraw_at));
+                    }
+                }
+            }
+            Event::Rescheduled {
+                domain,
+                at,
+                withdraw_at,
+            } => {
+                if let Some(d) = self.domains.get_mut(&**domain) {
+                    if d.retired().is_some() && d.withdrawn().is_none() {
                         d.gone().retired = Some((*at, *withdraw_at));
                     }
                 }
