@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 # Real servers the integration tests start themselves on loopback ports (nginx: in front of the
 # plain listener; man-db: the man page is rendered; curl: a second HTTP/2 client, whose timing
 # differs from hyper's).
-packages=(ca-certificates iproute2 bind9 bind9-utils bind9-dnsutils knot knot-dnsutils pdns-server pdns-backend-sqlite3 sqlite3 pebble postgresql postfix nginx man-db curl python3-venv nodejs chromium prometheus)
+packages=(ca-certificates iproute2 bind9 bind9-utils bind9-dnsutils knot knot-dnsutils pdns-server pdns-backend-sqlite3 sqlite3 pebble postgresql postfix nginx man-db curl python3-venv nodejs chromium prometheus pgbouncer)
 
 missing=()
 for p in "${packages[@]}"; do

@@ -13,7 +13,7 @@
 //! - `certs`: the crypto provider, configured certificate files and what they cover. Uses: nothing.
 //! - `policy`: the MTA-STS policy (RFC 8461 §3.2), its bytes and id. Uses: `name`.
 //! - `rua`: the TLS-RPT record we publish (RFC 8460 §3), its `rua` URIs. Uses: `name`.
-//! - `state`: `[state] dir`, the id history, atomic durable writes. Uses: `clock`.
+//! - `state`: `[state] dir`, the store (SQLite or PostgreSQL) and the id history in it, atomic durable writes. Uses: `clock`.
 //! - `config`: TOML loaded, checked in full and resolved per domain. Uses: `certs`, `name`, `policy`, `rua`.
 //! - `live`: the snapshot a request reads: config, domain index, served certificates. Uses: `certs`, `clock`, `config`, `name`.
 //! - `tlsrpt`: TLS-RPT (RFC 8460) reports, their store and receiver. Uses: `clock`, `config`, `live`, `name`, `rua`, `state`.

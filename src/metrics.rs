@@ -72,6 +72,10 @@ pub struct Metrics {
     /// without `[tlsrpt]`, so that no alert fires for a store nobody configured.
     tlsrpt_store_up: Family<StoreLabel, Gauge>,
     pub drift_last_run: Gauge,
+    /// 1 while the store takes writes and answers reads, 0 while it fails.
+    pub store_up: Gauge,
+    /// Id-history events kept in memory for the store.
+    pub store_pending: Gauge,
     /// Seconds since the epoch at which each served certificate expires.
     pub cert_expiry: Family<CertLabel, Gauge>,
     acme_orders: Family<ResultLabel, Counter>,
@@ -135,6 +139,8 @@ impl Metrics {
             publication_states: Family::default(),
             tlsrpt_store_up: Family::default(),
             drift_last_run: Gauge::default(),
+            store_up: Gauge::default(),
+            store_pending: Gauge::default(),
             tlsrpt: Default::default(),
         };
         let mut m = m;
@@ -222,6 +228,16 @@ impl Metrics {
             "drift_last_run_timestamp_seconds",
             "When the drift checks last ran",
             m.drift_last_run.clone(),
+        );
+        r.register(
+            "store_up",
+            "1 while the store (SQLite or PostgreSQL) takes writes and answers reads",
+            m.store_up.clone(),
+        );
+        r.register(
+            "store_pending_events",
+            "Id-history events kept in memory until the store takes them",
+            m.store_pending.clone(),
         );
         m.tlsrpt.register(r);
         m

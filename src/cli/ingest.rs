@@ -125,13 +125,16 @@ async fn ingest(config: &crate::config::Config, t: &crate::config::Tlsrpt, raw: 
             "message signed by {signer} has no application/tlsrpt+gzip or +json part"
         ));
     }
-    let history = History::read_only(&config.state.dir).unwrap_or_else(|e| {
-        log(&format!(
-            "reading the id history in {}: {e}; reports are stored without policy ids",
-            config.state.dir.display()
-        ));
-        History::in_memory()
-    });
+    let target = crate::lifecycle::store_target(&config.state);
+    let history = crate::state::store::read_history(&target)
+        .await
+        .unwrap_or_else(|e| {
+            log(&format!(
+                "reading the id history in {}: {e}; reports are stored without policy ids",
+                config.state.dir.display()
+            ));
+            History::in_memory()
+        });
     let backend = match crate::tlsrpt::backend(t, &config.state.dir) {
         Ok(b) => b,
         Err(e) => {

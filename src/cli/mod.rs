@@ -339,6 +339,9 @@ fn init_logging(format: LogFormat) {
     }
 }
 
+/// How long a hand-run `drift` waits for a round of `serve` under way.
+const DRIFT_WAIT: std::time::Duration = std::time::Duration::from_secs(300);
+
 /// `drift`: every check once; the exit code follows the monitoring-plugin convention.
 fn drift(path: &Path, format: Format, verbose: bool, domains: &[String]) -> Result<u8> {
     let config = match load_valid(path) {
@@ -361,14 +364,35 @@ fn drift(path: &Path, format: Format, verbose: bool, domains: &[String]) -> Resu
         .build()
         .context("starting the async runtime")?;
     let stats = crate::alerts::Stats::default();
-    let report = runtime.block_on(crate::drift::run_tracked(
-        &config,
-        only.as_ref(),
-        None,
-        &stats,
-        false,
-        verbose,
-    ));
+    let ran = runtime.block_on(async {
+        let store =
+            crate::state::store::Store::open(&crate::lifecycle::store_target(&config.state))
+                .await
+                .map_err(crate::drift::NotRun::Store)?;
+        // A round of `serve` under way ends first: its findings are this run's previous ones,
+        // so each finding alerts once, whoever sees it first.
+        crate::drift::run_tracked(
+            &config,
+            only.as_ref(),
+            &store,
+            crate::drift::Take::Wait(DRIFT_WAIT),
+            &stats,
+            false,
+            verbose,
+        )
+        .await
+    });
+    let report = match ran {
+        Ok(r) => r,
+        Err(crate::drift::NotRun::Held) => {
+            eprintln!("mta-stsd: a drift round of another process still runs after {DRIFT_WAIT:?}; try again later");
+            return Ok(3);
+        }
+        Err(crate::drift::NotRun::Store(e)) => {
+            eprintln!("mta-stsd: {e}");
+            return Ok(3);
+        }
+    };
     if stats.failed.load(std::sync::atomic::Ordering::Relaxed) > 0 {
         let why = stats
             .last_error
@@ -393,8 +417,9 @@ fn history(path: &Path, asked: &str, format: Format) -> Result<u8> {
     };
     let name = asked.trim_end_matches('.').to_ascii_lowercase();
     let name = name.strip_prefix("mta-sts.").unwrap_or(&name);
-    let history = crate::state::history::History::read_only(&config.state.dir)
-        .with_context(|| format!("reading the id history in {}", config.state.dir.display()))?;
+    let history =
+        crate::state::store::read_history_blocking(&crate::lifecycle::store_target(&config.state))
+            .with_context(|| format!("reading the id history in {}", config.state.dir.display()))?;
     let Some(h) = history.domain(name) else {
         eprintln!(
             "mta-stsd: no history for `{name}` in {}",

@@ -175,6 +175,13 @@ pub struct State {
     pub dir: PathBuf,
     pub max_retire: RetireLimit,
     pub retire_after: Duration,
+    /// `url_env` / `url_file`: the store is this PostgreSQL database, shared by every
+    /// replica; `None`: SQLite in `dir`.
+    pub url: Option<Secret>,
+    /// This replica's name in leases, logs and `/status`.
+    pub replica: String,
+    /// A dead replica's jobs are taken over after this.
+    pub lease: Duration,
 }
 
 impl Default for State {
@@ -183,8 +190,20 @@ impl Default for State {
             dir: default_state_dir(),
             max_retire: RetireLimit::Count(10),
             retire_after: Duration::from_secs(60),
+            url: None,
+            replica: default_replica(),
+            lease: Duration::from_secs(30),
         }
     }
+}
+
+/// The host's name (a pod's name on Kubernetes), or "local".
+fn default_replica() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "local".into())
 }
 
 /// systemd's `StateDirectory=` sets `$STATE_DIRECTORY` (a `:`-separated list; the first is

@@ -233,7 +233,7 @@ impl Reader<'_> {
                         .table("tlsrpt", item)
                         .and_then(|t| self.tlsrpt(t, item))
                 }
-                Top::State => raw.state = self.table(name, item).map(|t| self.state(t)),
+                Top::State => raw.state = self.table(name, item).map(|t| self.state(t, item)),
                 Top::Delegation => {
                     raw.delegation = self
                         .table("delegation", item)

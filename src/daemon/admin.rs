@@ -56,6 +56,9 @@ pub async fn respond<B>(
         "/healthz" => plain(StatusCode::OK, "ok\n"),
         "/metrics" => {
             crate::daemon::scrape::update(shared);
+            let h = shared.writer.store().health();
+            shared.metrics.store_up.set(i64::from(h.error.is_none()));
+            shared.metrics.store_pending.set(h.pending as i64);
             with_type(
                 shared.metrics.encode(),
                 "application/openmetrics-text; version=1.0.0; charset=utf-8",
@@ -220,10 +223,7 @@ pub fn status(
         "alerts": live.config.alerts.as_ref().map(|_| shared.alerts.json()),
         "acme": live.config.acme.as_ref().map(|_| shared.acme.summary_json()),
         "tlsrpt": reports.summary(),
-        "state": {
-            "dir": live.config.state.dir.display().to_string(),
-            "error": shared.state_error.lock().unwrap_or_else(|e| e.into_inner()).clone(),
-        },
+        "state": store_status(shared, &live.config.state),
         "withdrawing": live.withdraw.iter().map(|d| json!({
             "domain": d.name.as_str(),
             "lifecycle": lifecycle_status(d),
@@ -232,6 +232,23 @@ pub fn status(
         "domains_total": total,
         "domains_listed": only.is_some() || total <= STATUS_LIST_LIMIT,
         "domains": domains,
+    })
+}
+
+/// The store: which, whether it takes writes, what waits for it.
+fn store_status(shared: &Shared, state: &crate::config::State) -> Value {
+    let store = shared.writer.store();
+    let h = store.health();
+    json!({
+        "dir": state.dir.display().to_string(),
+        "engine": store.engine(),
+        "replica": store.replica(),
+        "up": h.error.is_none(),
+        "error": h.error,
+        "pending_events": h.pending,
+        "damaged_rows": h.damaged,
+        "seq": h.seq,
+        "last_ok": h.last_ok.map(rfc3339),
     })
 }
 

@@ -10,6 +10,7 @@ pub mod reload;
 pub mod scrape;
 pub mod settle;
 pub mod state;
+pub mod store;
 pub mod trim;
 
 use std::net::SocketAddr;
@@ -29,6 +30,11 @@ use crate::serve::conns::Conns;
 use crate::serve::listener::{Kind, Listener};
 use crate::serve::{tls, Respond};
 use state::Shared;
+
+/// A start gives up on a store that does not answer within this, and says so.
+const OPEN_STORE: std::time::Duration = std::time::Duration::from_secs(30);
+/// At shutdown, how long the store may take to write what is queued.
+const FLUSH_AT_STOP: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Admin connections have their own small cap, apart from the public one.
 const ADMIN_CONNECTIONS: usize = 64;
@@ -58,15 +64,13 @@ pub fn run(config_path: &Path) -> Result<u8> {
 }
 
 async fn serve(config_path: &Path, loaded: config::Loaded, cache: config::Cache) -> Result<u8> {
-    let state_dir = loaded.config.state.dir.clone();
-    let history = std::sync::Mutex::new(
-        crate::state::history::History::open(&state_dir).with_context(|| {
-            format!(
-                "cannot use the state directory {} (set [state] dir)",
-                state_dir.display()
-            )
-        })?,
-    );
+    let opened = tokio::time::timeout(OPEN_STORE, store::open(&loaded.config.state))
+        .await
+        .map_err(|_| anyhow::anyhow!("the store did not answer within {OPEN_STORE:?}"))
+        .and_then(|r| r.map_err(anyhow::Error::from))
+        .with_context(|| store::describe(&loaded.config.state))?;
+    let (store, seq) = (opened.store, opened.seq);
+    let history = std::sync::Mutex::new(opened.history);
     let prepared = lifecycle::prepare(&history, loaded.config, None).map_err(anyhow::Error::msg)?;
     let mut warnings = loaded.warnings;
     if let Some(why) = &prepared.held {
@@ -82,7 +86,9 @@ async fn serve(config_path: &Path, loaded: config::Loaded, cache: config::Cache)
     let server = live.config.server.clone();
     let domains = live.config.domains.len();
     let history = history.into_inner().unwrap_or_else(|e| e.into_inner());
-    let shared = Shared::new(config_path.to_owned(), live, warnings, history);
+    let writer = crate::state::store::Writer::start(store.clone());
+    let shared = Shared::new(config_path.to_owned(), live, warnings, history, writer);
+    store::follow(&shared, store, seq);
     if !server.https.is_empty() {
         // Made now, so its path is in the log before the first handshake asks for it.
         let live = shared.live.load();
@@ -156,6 +162,14 @@ async fn serve(config_path: &Path, loaded: config::Loaded, cache: config::Cache)
         lifecycle::commit(&shared, &prepared.events);
     }
     drop(prepared.events);
+    // `ready` means the start's history is in the store (a command run next reads it), unless
+    // the store does not take it in time: then serving goes on and the writer keeps trying.
+    if !shared.writer.flush(OPEN_STORE).await {
+        warn!(
+            events = shared.writer.pending(),
+            "the store has not taken the start's id-history events yet; serving meanwhile"
+        );
+    }
     // Listening already: a policy is served before its id is published.
     let publisher = publish::Publisher::start(shared.clone());
     let retirements = lifecycle::LifecycleTask::start(shared.clone());
@@ -187,6 +201,13 @@ async fn serve(config_path: &Path, loaded: config::Loaded, cache: config::Cache)
     drop(acme);
     drop(reports);
     drop(trimmer);
+    // What the store has not taken yet is kept if it comes back within a few seconds.
+    if !shared.writer.flush(FLUSH_AT_STOP).await {
+        warn!(
+            events = shared.writer.pending(),
+            "the store did not take every id-history event before stopping; the next start records what it serves again"
+        );
+    }
     let _ = stop.send(true);
     for l in accept_loops {
         let _ = l.await;

@@ -14,6 +14,7 @@ use crate::metrics::Metrics;
 use crate::serve::tls::SelfSigned;
 use crate::serve::Site;
 use crate::state::history::History;
+use crate::state::store::Writer;
 
 /// The outcome of the last (re)load, for `/status` and logs.
 #[derive(Debug, Clone)]
@@ -46,10 +47,10 @@ pub struct Shared {
     pub alerts: crate::alerts::Stats,
     /// ACME certificates, challenge answers and order status.
     pub acme: Arc<crate::acme::AcmeState>,
-    /// The id history and retirements, in `[state] dir`.
+    /// The id history and retirements, as the store holds them plus what is queued.
     pub history: Arc<Mutex<History>>,
-    /// The last failure to write the state directory, for `/status`.
-    pub state_error: Mutex<Option<String>>,
+    /// Takes the id-history events for the store; its health is in `/status`.
+    pub writer: Writer,
     /// Wakes the lifecycle task: a new state to read the deadline of, or (with
     /// `lifecycle_step` set) a finished withdrawal to evaluate.
     pub lifecycle_wake: tokio::sync::Notify,
@@ -71,6 +72,7 @@ impl Shared {
         live: Live,
         warnings: Vec<Diagnostic>,
         history: History,
+        writer: Writer,
     ) -> Arc<Self> {
         let metrics = Metrics::new();
         let now = unix_now();
@@ -96,7 +98,7 @@ impl Shared {
             alerts: crate::alerts::Stats::default(),
             acme: Arc::default(),
             history: Arc::new(Mutex::new(history)),
-            state_error: Mutex::new(None),
+            writer,
             lifecycle_wake: tokio::sync::Notify::new(),
             lifecycle_step: std::sync::atomic::AtomicBool::new(false),
             swap: tokio::sync::Mutex::new(()),

@@ -17,6 +17,7 @@ pub mod moto;
 pub mod ovh;
 pub mod pdns;
 pub mod pebble;
+pub mod pgbouncer;
 pub mod postfix;
 pub mod postgres;
 pub mod process;
