@@ -6,8 +6,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if ! cargo deb --version 2>/dev/null | grep -q '^3\.8\.0'; then
-  cargo install cargo-deb --version 3.8.0 --locked >&2
+cargo_deb=3.8.0
+# `cargo deb --version` prints the version after the tool's name: match it as a whole word.
+is_wanted() { grep -Eq "(^|[^0-9.])${cargo_deb//./\\.}([^0-9.]|$)"; }
+if ! cargo deb --version 2>/dev/null | is_wanted; then
+  cargo install cargo-deb --version "$cargo_deb" --locked >&2
 fi
 cargo build --release --locked >&2
 target=$(cargo metadata --format-version 1 --no-deps |

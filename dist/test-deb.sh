@@ -26,7 +26,7 @@ trap 'rm -rf "$ctl" "$root"' EXIT
 dpkg-deb -e "$deb" "$ctl"
 grep -qx /etc/mta-stsd/mta-stsd.toml "$ctl/conffiles" || fail "mta-stsd.toml is not a conffile"
 grep -q 'adduser --system' "$ctl/postinst" || fail "postinst creates no system user"
-grep -q 'rm -rf /var/lib/mta-stsd' "$ctl/postrm" || fail "purge does not remove the state"
+grep -q 'state=/var/lib/mta-stsd' "$ctl/postrm" || fail "purge does not remove the state"
 for s in postinst postrm prerm; do [ ! -e "$ctl/$s" ] || sh -n "$ctl/$s" || fail "$s is not valid sh"; done
 if grep -q 'deb-systemd-invoke start' "$ctl/postinst"; then fail "postinst starts the unconfigured service"; fi
 echo "== control: conffile, system user, purge, service not started"
@@ -75,16 +75,19 @@ echo "== installed: system user, /etc/mta-stsd root:mta-stsd 750, conffile regis
 # An upgrade (the same package again): an edited conffile and the state stay, no first-install hint.
 echo '# edited by the admin' >>"$sys$conf"
 mkdir -p "$sys/var/lib/mta-stsd" && echo '{}' >"$sys/var/lib/mta-stsd/history.jsonl"
+: >"$sys/var/lib/mta-stsd/tlsrpt.sqlite"
 out=$(in_sys dpkg -i --force-confold /tmp/mta-stsd.deb 2>&1) || fail "dpkg -i again: $out"
 if grep -q "edit $conf" <<<"$out"; then fail "an upgrade repeats the first-install hint"; fi
 grep -q '^# edited by the admin$' "$sys$conf" || fail "an upgrade lost the admin's edit"
 in_sys dpkg -r mta-stsd >/dev/null 2>&1 || fail "dpkg -r"
 [ ! -e "$sys/usr/bin/mta-stsd" ] || fail "remove left the binary"
 [ -e "$sys$conf" ] && [ -e "$sys/var/lib/mta-stsd/history.jsonl" ] || fail "remove (not purge) lost config or state"
-in_sys dpkg --purge mta-stsd >/dev/null 2>&1 || fail "dpkg --purge"
+out=$(in_sys dpkg --purge mta-stsd 2>&1) || fail "dpkg --purge: $out"
 [ ! -e "$sys$conf" ] || fail "purge left $conf"
-[ ! -e "$sys/var/lib/mta-stsd" ] || fail "purge left /var/lib/mta-stsd"
-echo "== upgrade keeps the edited conffile; remove keeps config and state; purge removes both"
+[ ! -e "$sys/var/lib/mta-stsd/history.jsonl" ] || fail "purge left the id history"
+[ -e "$sys/var/lib/mta-stsd/tlsrpt.sqlite" ] || fail "purge deleted the TLS report store"
+grep -q "kept the TLS report store" <<<"$out" || fail "purge kept the report store without a word"
+echo "== upgrade keeps the edited conffile; remove keeps config and state; purge removes both but the report store, and says so"
 
 echo "== lintian"
 lintian --fail-on error,warning --info --display-info "$deb" || fail "lintian reported errors or warnings"

@@ -5,8 +5,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Real servers the integration tests start themselves on loopback ports (nginx: in front of the
-# plain listener; man-db: the man page is rendered).
-packages=(ca-certificates iproute2 bind9 bind9-utils bind9-dnsutils knot knot-dnsutils pdns-server pdns-backend-sqlite3 sqlite3 pebble postgresql postfix nginx man-db)
+# plain listener; man-db: the man page is rendered; curl: a second HTTP/2 client, whose timing
+# differs from hyper's).
+packages=(ca-certificates iproute2 bind9 bind9-utils bind9-dnsutils knot knot-dnsutils pdns-server pdns-backend-sqlite3 sqlite3 pebble postgresql postfix nginx man-db curl python3-venv nodejs chromium prometheus pgbouncer)
 
 missing=()
 for p in "${packages[@]}"; do
@@ -18,6 +19,20 @@ if ((${#missing[@]})); then
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
+
+# Python tools the tests run, each in a venv that tests/it/harness/venv.rs finds here (or at
+# the variable): moto's server (a third-party emulator of the AWS API) for Route 53, octoDNS
+# reading `records --format octodns`, dns-lexicon under dist/exec/mta-stsd-lexicon. (nodejs
+# above evaluates `records --format dnscontrol`.)
+venv() { # dir, program, requirement
+  if [ ! -x "$1/bin/$2" ]; then
+    python3 -m venv "$1"
+    "$1/bin/pip" install -q "$3"
+  fi
+}
+venv "${MTA_STSD_MOTO_VENV:-target/moto-venv}" moto_server "moto[server]==5.2.5"
+venv "${MTA_STSD_OCTODNS_VENV:-target/octodns-venv}" octodns-validate "octodns==1.*"
+venv "${MTA_STSD_LEXICON_VENV:-target/lexicon-venv}" lexicon "dns-lexicon==3.*"
 
 # The drift tests run two BIND primaries on 127.0.0.2 and 127.0.0.3; BIND listens only on
 # addresses an interface has, so give them to lo (loopback only; routing is unchanged).

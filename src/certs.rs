@@ -92,6 +92,12 @@ pub struct CertFiles {
 impl CertFiles {
     /// Reads the chain and key; the leaf's SANs decide which names it serves.
     pub fn load(cert: &Path, key: &Path) -> Result<Self, String> {
+        Self::load_with(cert, key, true)
+    }
+
+    /// Like [`Self::load`]; without `read_key` the key is not opened (a command that serves
+    /// nothing, run as a user that may not read it).
+    pub fn load_with(cert: &Path, key: &Path, read_key: bool) -> Result<Self, String> {
         let chain = chain_file(cert).map_err(|e| match e {
             ReadError::Open(e) => format!("cannot read certificate {}: {e}", cert.display()),
             ReadError::Content(e) => format!("certificate {}: {e}", cert.display()),
@@ -115,8 +121,11 @@ impl CertFiles {
                 cert.display()
             ));
         }
-        key_file(key)
-            .map_err(|e| format!("cannot read a PEM private key from {}: {e}", key.display()))?;
+        if read_key {
+            key_file(key).map_err(|e| {
+                format!("cannot read a PEM private key from {}: {e}", key.display())
+            })?;
+        }
         Ok(CertFiles {
             cert: cert.to_owned(),
             key: key.to_owned(),

@@ -16,18 +16,14 @@ pub struct Names {
 }
 
 pub fn names(domain: &Domain) -> Names {
-    let d = domain.name.as_str();
-    match &domain.dns.delegated {
-        Some(zone) => Names {
-            sts: domain.dns.sts_name(&domain.name),
-            host: None,
-            tlsrpt: format!("_smtp._tls.{d}.{zone}."),
-        },
-        None => Names {
-            sts: format!("_mta-sts.{d}."),
-            host: Some(format!("mta-sts.{d}.")),
-            tlsrpt: format!("_smtp._tls.{d}."),
-        },
+    let dns = &domain.dns;
+    Names {
+        sts: dns.sts_name(&domain.name),
+        host: dns
+            .delegated
+            .is_none()
+            .then(|| format!("mta-sts.{}.", domain.name)),
+        tlsrpt: dns.tlsrpt_name(&domain.name),
     }
 }
 

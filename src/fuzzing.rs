@@ -117,6 +117,9 @@ pub fn http1(data: &[u8]) {
         max_header_bytes: MAX_HEAD,
         header_timeout: Duration::from_secs(10),
         h2c: !tls,
+        max_requests: 1000,
+        closes_at: tokio::time::Instant::now() + Duration::from_secs(3600),
+        slot: None,
     };
     let live = live();
     let sni = tls.then_some("mta-sts.a.example");

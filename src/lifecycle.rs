@@ -126,8 +126,26 @@ pub fn evaluate(
                 (now, saved)
             }
         };
+        // A removal recorded ahead of the clock (it ran ahead, and was corrected): when it
+        // really happened is unknown but past, so the grace of `retire_after` is over.
+        let since = if since > now {
+            now.saturating_sub(config.state.retire_after.as_secs())
+        } else {
+            since
+        };
         let retire_at = since.saturating_add(config.state.retire_after.as_secs());
         let (retired_at, withdraw_at) = match h.retired() {
+            // Retired ahead of the clock: RFC 8461 §8.3's wait is measured again from now,
+            // once (recorded), rather than held until the clock catches up.
+            Some((at, withdraw_at)) if at > now => {
+                let withdraw_at = now.saturating_add(withdraw_at.saturating_sub(at));
+                out.events.push(Event::Rescheduled {
+                    domain: name.into(),
+                    at: now,
+                    withdraw_at,
+                });
+                (now, withdraw_at)
+            }
             Some(r) => r,
             None if now < retire_at => {
                 let state = Retiring::Missing { since, retire_at };
@@ -296,16 +314,26 @@ fn domain(
     }
 }
 
+/// The store `[state]` names, for this replica.
+pub fn store_target(s: &crate::config::State) -> crate::state::store::Target {
+    crate::state::store::Target {
+        dir: s.dir.clone(),
+        url: s.url.clone(),
+        replica: s.replica.clone(),
+    }
+}
+
 /// For `plan` and `apply`: the domains to publish, with the removed ones where the id history
 /// says they are, and a line for each of those; an error when the guard refuses. Reads the
 /// state directory, never writes it (`serve` drives retirements).
 pub fn for_commands(config: &Config) -> Result<(Vec<Domain>, Vec<String>), String> {
-    let history = History::read_only(&config.state.dir).map_err(|e| {
-        format!(
-            "reading the id history in {}: {e}",
-            config.state.dir.display()
-        )
-    })?;
+    let history = crate::state::store::read_history_blocking(&store_target(&config.state))
+        .map_err(|e| {
+            format!(
+                "reading the id history in {}: {e}",
+                config.state.dir.display()
+            )
+        })?;
     let serving = history
         .domains()
         .filter(|(_, d)| d.current().is_some())
@@ -384,7 +412,7 @@ mod tests {
 
     fn run(c: &Config, h: &mut History, prev: Option<&[Domain]>, now: u64) -> Ran {
         let out = evaluate(c, h, prev, now, false);
-        h.record(&out.events).unwrap();
+        h.record(&out.events);
         let domains = served(c.domains.clone(), out.removed.clone());
         Ran { out, domains }
     }
@@ -451,6 +479,57 @@ mod tests {
             .events
             .iter()
             .all(|e| !format!("{e:?}").contains("a.example")));
+    }
+
+    /// S5 of the hardening issue: a clock 400 days ahead while a domain retires, then
+    /// corrected, does not hold the retirement 400 days: §8.3's wait (600 s here) counts
+    /// again from the corrected clock, once.
+    #[test]
+    fn a_retirement_recorded_ahead_of_the_clock_waits_its_max_age_not_the_jump() {
+        const JUMP: u64 = 400 * 86_400;
+        let mut h = History::in_memory();
+        let both = config(&["a.example", "b.example"]);
+        let first = run(&both, &mut h, None, 1000);
+        let only_a = config(&["a.example"]);
+        // The clock ran ahead: the removal and the retirement are dated 400 days late.
+        let out = run(&only_a, &mut h, Some(&first.domains), 1000 + JUMP);
+        let out = run(&only_a, &mut h, Some(&out.domains), 1060 + JUMP);
+        assert!(matches!(
+            state_of(&out, "b.example").unwrap().1,
+            Some(Retiring::Retiring { .. })
+        ));
+        // Corrected: the wait counts from now, and is recorded once.
+        let out = run(&only_a, &mut h, Some(&out.domains), 1100);
+        assert_eq!(
+            state_of(&out, "b.example").unwrap().1,
+            Some(Retiring::Retiring {
+                since: 1100,
+                withdraw_at: 1700
+            })
+        );
+        assert_eq!(h.domain("b.example").unwrap().retired(), Some((1100, 1700)));
+        assert!(run(&only_a, &mut h, Some(&out.domains), 1200)
+            .events
+            .is_empty());
+        assert!(state_of(&run(&only_a, &mut h, Some(&out.domains), 1700), "b.example").is_none());
+    }
+
+    /// A removal dated ahead of the clock is past: the grace of `retire_after` is over.
+    #[test]
+    fn a_removal_recorded_ahead_of_the_clock_retires_now() {
+        let mut h = History::in_memory();
+        let both = config(&["a.example", "b.example"]);
+        let first = run(&both, &mut h, None, 1000);
+        let only_a = config(&["a.example"]);
+        let out = run(&only_a, &mut h, Some(&first.domains), 1000 + 400 * 86_400);
+        let out = run(&only_a, &mut h, Some(&out.domains), 1010);
+        assert_eq!(
+            state_of(&out, "b.example").unwrap().1,
+            Some(Retiring::Retiring {
+                since: 1010,
+                withdraw_at: 1610
+            })
+        );
     }
 
     #[test]

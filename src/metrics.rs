@@ -34,6 +34,11 @@ struct StateLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StoreLabel {
+    store: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CertLabel {
     pub name: String,
     pub source: &'static str,
@@ -62,7 +67,15 @@ pub struct Metrics {
     pub dns_repairs: Counter,
     drift: Family<SeverityLabel, Gauge>,
     dns_states: Family<StateLabel, Gauge>,
+    publication_states: Family<StateLabel, Gauge>,
+    /// 1 while the TLS-RPT store is open, 0 while `[tlsrpt]` waits for it; no series
+    /// without `[tlsrpt]`, so that no alert fires for a store nobody configured.
+    tlsrpt_store_up: Family<StoreLabel, Gauge>,
     pub drift_last_run: Gauge,
+    /// 1 while the store takes writes and answers reads, 0 while it fails.
+    pub store_up: Gauge,
+    /// Id-history events kept in memory for the store.
+    pub store_pending: Gauge,
     /// Seconds since the epoch at which each served certificate expires.
     pub cert_expiry: Family<CertLabel, Gauge>,
     acme_orders: Family<ResultLabel, Counter>,
@@ -123,7 +136,11 @@ impl Metrics {
             dns_repairs: Counter::default(),
             drift: Family::default(),
             dns_states: Family::default(),
+            publication_states: Family::default(),
+            tlsrpt_store_up: Family::default(),
             drift_last_run: Gauge::default(),
+            store_up: Gauge::default(),
+            store_pending: Gauge::default(),
             tlsrpt: Default::default(),
         };
         let mut m = m;
@@ -196,9 +213,31 @@ impl Metrics {
             m.dns_states.clone(),
         );
         r.register(
+            "domains_by_publication_state",
+            "Domains with a DNS provider by the state of their publication (published, pending, \
+             failed: the provider refused or could not be reached, retried with backoff)",
+            m.publication_states.clone(),
+        );
+        r.register(
+            "tlsrpt_store_up",
+            "1 if the TLS-RPT report store (sqlite or postgresql) is open, 0 if [tlsrpt] is \
+             configured but the store is not (reports are refused with 503 meanwhile)",
+            m.tlsrpt_store_up.clone(),
+        );
+        r.register(
             "drift_last_run_timestamp_seconds",
             "When the drift checks last ran",
             m.drift_last_run.clone(),
+        );
+        r.register(
+            "store_up",
+            "1 while the store (SQLite or PostgreSQL) takes writes and answers reads",
+            m.store_up.clone(),
+        );
+        r.register(
+            "store_pending_events",
+            "Id-history events kept in memory until the store takes them",
+            m.store_pending.clone(),
         );
         m.tlsrpt.register(r);
         m
@@ -215,6 +254,23 @@ impl Metrics {
         self.dns_states
             .get_or_create(&StateLabel { state })
             .set(n as i64);
+    }
+
+    /// Sets the number of domains whose DNS publication is in `state`.
+    pub fn domains_by_publication_state(&self, state: &'static str, n: usize) {
+        self.publication_states
+            .get_or_create(&StateLabel { state })
+            .set(n as i64);
+    }
+
+    /// Sets whether the `store` (`sqlite`, `postgresql`; `None`: no `[tlsrpt]`) is open.
+    pub fn tlsrpt_store_up(&self, store: Option<&'static str>, up: bool) {
+        self.tlsrpt_store_up.clear();
+        if let Some(store) = store {
+            self.tlsrpt_store_up
+                .get_or_create(&StoreLabel { store })
+                .set(i64::from(up));
+        }
     }
 
     /// Counts alert deliveries: `delivered`, `retried`, `failed` or `dropped`.

@@ -181,6 +181,23 @@ pub(crate) fn check_hostname(name: &str) -> Result<(), NameError> {
     Ok(())
 }
 
+/// Why a fully qualified name (trailing dot optional) cannot be held by the DNS, if so.
+/// RFC 1035 §2.3.4: "labels 63 octets or less", "names 255 octets or less" (in wire form:
+/// each label's length octet, its text, and the root's zero octet).
+pub fn wire_problem(fqdn: &str) -> Option<String> {
+    let text = fqdn.strip_suffix('.').unwrap_or(fqdn);
+    if let Some(label) = text.split('.').find(|l| l.len() > 63) {
+        return Some(format!(
+            "`{fqdn}`: label `{label}` is {} octets, over the DNS limit of 63 (RFC 1035 §2.3.4)",
+            label.len()
+        ));
+    }
+    let octets = text.len() + 2;
+    (octets > 255).then(|| {
+        format!("`{fqdn}` is {octets} octets in DNS, over the limit of 255 (RFC 1035 §2.3.4)")
+    })
+}
+
 fn looks_like_ip(name: &str) -> bool {
     let bare = name.trim_start_matches('[').trim_end_matches(']');
     bare.parse::<std::net::IpAddr>().is_ok()
@@ -189,6 +206,21 @@ fn looks_like_ip(name: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn wire_length_counts_length_octets_and_the_root() {
+        // 253 characters of text are 255 octets on the wire: the most a name may be.
+        let label = "a".repeat(63);
+        let longest = format!("{label}.{label}.{label}.{}.", "b".repeat(61));
+        assert_eq!(longest.len(), 254);
+        assert_eq!(wire_problem(&longest), None);
+        let over = format!("{label}.{label}.{label}.{}.", "b".repeat(62));
+        let why = wire_problem(&over).expect("256 octets");
+        assert!(why.contains("256 octets"), "{why}");
+        let why = wire_problem(&format!("{}.example.", "d".repeat(64))).expect("long label");
+        assert!(why.contains("64 octets, over the DNS limit of 63"), "{why}");
+        assert_eq!(wire_problem("_smtp._tls.example.org."), None);
+    }
 
     #[test]
     fn accepts_and_normalizes() {

@@ -45,6 +45,13 @@ impl Rua {
             check_hostname(host).map_err(|e| format!("rua `{input}`: {e}"))?;
         } else if let Some(rest) = lower.strip_prefix("https://") {
             let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+            if authority.contains('@') {
+                // The URI is published in DNS: the credentials would be anyone's. Not repeated.
+                return Err(format!(
+                    "rua `{}`: credentials in the URI (`user:password@`) would be published in DNS for anyone to read",
+                    mta_stsd_providers::redact_url(input)
+                ));
+            }
             let host = authority.rsplit_once(':').map_or(authority, |(h, _)| h);
             check_hostname(host).map_err(|e| format!("rua `{input}`: {e}"))?;
         } else {
@@ -57,6 +64,21 @@ impl Rua {
 
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// For an `https://` URI: its host (lowercased, without port) and path (`/` when empty).
+    pub fn https_target(&self) -> Option<(String, &str)> {
+        let rest = self
+            .0
+            .get(..8)?
+            .eq_ignore_ascii_case("https://")
+            .then(|| &self.0[8..])?;
+        let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+        let authority = &rest[..end];
+        let host = authority.rsplit_once(':').map_or(authority, |(h, _)| h);
+        let path = rest[end..].split(['?', '#']).next().unwrap_or_default();
+        let path = if path.is_empty() { "/" } else { path };
+        Some((host.trim_end_matches('.').to_ascii_lowercase(), path))
     }
 }
 
@@ -105,6 +127,23 @@ mod tests {
         ] {
             assert!(Rua::parse(ok).is_ok(), "{ok}");
         }
+    }
+
+    #[test]
+    fn https_target() {
+        let t = |s: &str| {
+            let r = Rua::parse(s).unwrap();
+            r.https_target().map(|(h, p)| (h, p.to_owned()))
+        };
+        assert_eq!(
+            t("https://Reports.Example.org:8443/v1/tlsrpt?a=b"),
+            Some(("reports.example.org".into(), "/v1/tlsrpt".into()))
+        );
+        assert_eq!(
+            t("https://r.example.org"),
+            Some(("r.example.org".into(), "/".into()))
+        );
+        assert_eq!(t("mailto:tlsrpt@example.org"), None);
     }
 
     #[test]

@@ -73,6 +73,8 @@ impl Reply {
 /// prefixes the message of a transport failure.
 pub async fn send(request: RequestBuilder, what: &str) -> Result<Reply, ProviderError> {
     let fail = |e: reqwest::Error| {
+        // `what` names the server, redacted; reqwest's own text would repeat the whole URL.
+        let e = e.without_url();
         if e.is_timeout() {
             ProviderError::transient(
                 "timeout",

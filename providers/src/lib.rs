@@ -7,11 +7,20 @@
 //! zone not much larger than our names); even then only our names are kept.
 
 pub mod cloudflare;
+pub mod desec;
+pub mod digitalocean;
 mod error;
+pub mod exec;
+pub mod gandi;
+pub mod hetzner;
 mod http;
+pub mod ovh;
 pub mod powerdns;
 pub mod record;
+mod rest;
 pub mod rfc2136;
+pub mod route53;
+pub mod rrsets;
 mod secret;
 pub mod tsig;
 
@@ -19,7 +28,7 @@ use async_trait::async_trait;
 
 pub use error::ProviderError;
 pub use record::{RData, Record, Tlsa};
-pub use secret::{Secret, SecretSource};
+pub use secret::{redact_url, Secret, SecretSource};
 
 /// What must still hold at apply time for a change to be safe (RFC 2136 §2.4).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -163,6 +172,13 @@ pub trait Provider: Send + Sync {
     /// all of them at once does it here (RFC 2136: every zone's SOA serial in one pipelined
     /// exchange). Nothing by default; failures show at each zone's read.
     async fn prepare_reads(&self, _zones: &[String]) {}
+
+    /// Whether our credentials for `zone` are accepted, for `plan`, which writes nothing: a
+    /// provider whose reads do not use the credentials checks them here. `Ok` by default
+    /// (HTTP APIs authenticate every read).
+    async fn check_access(&self, _zone: &str) -> Result<(), ProviderError> {
+        Ok(())
+    }
 }
 
 #[cfg(test)]

@@ -17,6 +17,18 @@ pub enum RData {
 }
 
 impl RData {
+    /// TLSA data as an API lists it (RFC 6698 §2.2 presentation form); what does not parse is
+    /// kept as it was read, so it is reported and never rewritten.
+    pub fn tlsa_text(text: &str) -> RData {
+        Tlsa::parse(text).map_or_else(
+            || RData::Other {
+                rtype: "TLSA".to_owned(),
+                text: text.to_owned(),
+            },
+            RData::Tlsa,
+        )
+    }
+
     pub fn type_name(&self) -> &str {
         match self {
             RData::Txt(_) => "TXT",

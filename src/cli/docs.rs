@@ -21,9 +21,39 @@ pub fn man(out: &mut dyn Write) -> std::io::Result<()> {
     man.render_description_section(out)?;
     out.write_all(DESCRIPTION.as_bytes())?;
     man.render_options_section(out)?;
-    man.render_subcommands_section(out)?;
+    commands(out)?;
     out.write_all(SECTIONS.as_bytes())?;
     man.render_version_section(out)
+}
+
+/// The commands, on this page: clap_mangen's own section names a page per command
+/// (`mta-stsd-check(8)`…), which is not installed.
+fn commands(out: &mut dyn Write) -> std::io::Result<()> {
+    let mut roff = String::from(".SH COMMANDS\n");
+    for sub in Cli::command()
+        .get_subcommands()
+        .filter(|c| !c.is_hide_set())
+    {
+        let about = sub.get_about().map(|a| a.to_string()).unwrap_or_default();
+        roff.push_str(&format!(
+            ".TP\n\\fB{}\\fR\n{}\n",
+            escape(sub.get_name()),
+            escape(&about)
+        ));
+    }
+    roff.push_str(
+        ".PP\nEach command's options: \\fBmta\\-stsd\\fR \\fIcommand\\fR \\fB\\-\\-help\\fR.\n",
+    );
+    out.write_all(roff.as_bytes())
+}
+
+/// Text for roff: `-` as `\-` (a hyphen, not a dash), `\` doubled, no line starting with a dot.
+fn escape(text: &str) -> String {
+    let t = text.replace('\\', "\\\\").replace('-', "\\-");
+    match t.strip_prefix('.') {
+        Some(rest) => format!("\\&.{rest}"),
+        None => t,
+    }
 }
 
 /// Completions for `shell` (bash, zsh, fish). Generated into memory first: clap_complete
@@ -75,12 +105,30 @@ What every domain inherits: \fBmode\fR (enforce, testing, none), \fBmx\fR (host 
 \fB[providers.NAME]\fR
 \fBkind\fR = "rfc2136" with \fBserver\fR and \fBtsig_key\fR (a key file from
 \fBtsig\-keygen\fR, mode 0640, group mta\-stsd); "powerdns" with \fBurl\fR and
-\fBapi_key_file\fR or \fBapi_key_env\fR; "cloudflare" with \fBapi_token_file\fR or
-\fBapi_token_env\fR.
+\fBapi_key_file\fR or \fBapi_key_env\fR; "cloudflare", "hetzner", "desec", "gandi" or
+"digitalocean" with \fBapi_token_file\fR or \fBapi_token_env\fR; "ovh" with \fBregion\fR and
+\fBapplication_key\fR, \fBapplication_secret\fR and \fBconsumer_key\fR, each \fB_file\fR or
+\fB_env\fR (any of them with \fBbase_url\fR to point elsewhere). \fBcheck\fR prints what each guarantees against a concurrent writer.
 .TP
 \fB[domains."example.org"]\fR
 One table per mail domain; any \fB[policy]\fR or \fB[dns]\fR key overrides the inherited one;
 \fBzone\fR names its DNS zone when the provider should not look it up.
+.TP
+\fB[delegation]\fR
+\fBzone\fR: the zone that holds delegated domains' TXT records at
+\fI<domain>.<zone>.\fR, which each customer's \fI_mta\-sts\fR CNAME points at (RFC 8461
+\(sc8.2); a domain (or \fB[dns]\fR) says \fBdelegated\fR = true.
+.TP
+\fB[tlsrpt]\fR
+Receiving TLS reports (RFC 8460): \fBhosts\fR (HTTPS names that take reports),
+\fBpath\fR (default \fI/v1/tlsrpt\fR), \fBstore\fR ("sqlite" in the state directory, the
+default, or "postgres" with \fBurl_env\fR or \fBurl_file\fR), \fBretention\fR (default
+"400d"), \fBmax_report_bytes\fR (default 4194304), \fBresolver\fR (for DKIM keys of mailed
+reports; default the system's).
+.TP
+\fB[alerts]\fR
+Where drift events go: \fBwebhook\fR (or \fBwebhook_env\fR, \fBwebhook_file\fR; an https://
+URL, never logged) and/or \fBcommand\fR (run with the JSON event on stdin).
 .TP
 \fB[acme]\fR, \fB[drift]\fR, \fB[state]\fR
 ACME certificates (RFC 8555), periodic drift checks, and the state directory; see the README.
@@ -93,7 +141,8 @@ ACME certificates (RFC 8555), periodic drift checks, and the state directory; se
 The config (or \fB\-\-config\fR, or \fB$MTA_STSD_CONFIG\fR).
 .TP
 \fI/var/lib/mta\-stsd\fR
-State: ACME account and certificates, the development CA, id history.
+State: ACME account and certificates, the development CA, id history, and the TLS report
+store (\fItlsrpt.sqlite\fR), which \fBapt purge\fR keeps.
 .SH SIGNALS
 \fBSIGHUP\fR reloads the config; \fBSIGTERM\fR and \fBSIGINT\fR stop serving after in\-flight
 requests (at most \fBshutdown_timeout\fR).

@@ -4,11 +4,13 @@
 
 use std::io::Read;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::state::history::History;
 use crate::tlsrpt::mail::{self, Dkim};
-use crate::tlsrpt::store::{Source, Store, Stored};
+use crate::tlsrpt::store::{Source, Store, StoreError, Stored};
+use crate::tlsrpt::Untrusted;
 
 /// sysexits.h: the MTA defers the message and retries it.
 pub const EX_TEMPFAIL: u8 = 75;
@@ -17,10 +19,24 @@ pub const EX_TEMPFAIL: u8 = 75;
 const DEADLINE: Duration = Duration::from_secs(120);
 
 pub fn run(config_path: &Path) -> u8 {
-    let config = match super::load_valid(config_path) {
-        Ok(c) => c,
-        // A broken config is the admin's to fix; the mail waits in the queue meanwhile.
-        Err(_) => return EX_TEMPFAIL,
+    // Only what ingest uses: [state], [tlsrpt] and the domains. The TSIG key, API tokens and
+    // TLS keys are not read, so the pipe's user need not be able to read them.
+    let config = match crate::config::load_without_secrets(config_path) {
+        Ok(l) => l.config,
+        Err(failed) => {
+            // A broken or unreadable config is the admin's to fix; the mail waits in the
+            // queue meanwhile. Each problem names its file (an unreadable one included).
+            for d in failed.errors() {
+                log(&d.to_string());
+            }
+            log(&format!(
+                "{}: cannot load the config as uid {}; the report is kept in the queue",
+                config_path.display(),
+                // SAFETY: getuid cannot fail.
+                unsafe { libc::getuid() }
+            ));
+            return EX_TEMPFAIL;
+        }
     };
     let Some(tlsrpt) = config.tlsrpt.clone() else {
         log(&format!(
@@ -28,6 +44,26 @@ pub fn run(config_path: &Path) -> u8 {
             config_path.display()
         ));
         return EX_TEMPFAIL;
+    };
+    // The parse budget across ingest processes (Postfix runs one per mail): a slot per
+    // max_report_bytes of parse_budget_bytes, taken before the message is read; none free,
+    // the MTA retries later.
+    let slots = tlsrpt.parse_budget_bytes / tlsrpt.max_report_bytes.max(1);
+    let _slot = match crate::tlsrpt::budget::ingest_slot(&config.state.dir, slots) {
+        Ok(Some(slot)) => Some(slot),
+        Ok(None) => {
+            log(&format!(
+                "{slots} reports are being ingested already ([tlsrpt] parse_budget_bytes); the MTA will retry"
+            ));
+            return EX_TEMPFAIL;
+        }
+        // A state dir this user cannot write (a PostgreSQL store): no budget, as before.
+        Err(e) => {
+            log(&format!(
+                "no ingest slot, going on without the parse budget: {e}"
+            ));
+            None
+        }
     };
     // Base64 adds a third to a +json part; headers and a text part a little more.
     let max_message = tlsrpt.max_report_bytes.saturating_mul(3) / 2 + (1 << 20);
@@ -89,13 +125,16 @@ async fn ingest(config: &crate::config::Config, t: &crate::config::Tlsrpt, raw: 
             "message signed by {signer} has no application/tlsrpt+gzip or +json part"
         ));
     }
-    let history = History::read_only(&config.state.dir).unwrap_or_else(|e| {
-        log(&format!(
-            "reading the id history in {}: {e}; reports are stored without policy ids",
-            config.state.dir.display()
-        ));
-        History::in_memory()
-    });
+    let target = crate::lifecycle::store_target(&config.state);
+    let history = crate::state::store::read_history(&target)
+        .await
+        .unwrap_or_else(|e| {
+            log(&format!(
+                "reading the id history in {}: {e}; reports are stored without policy ids",
+                config.state.dir.display()
+            ));
+            History::in_memory()
+        });
     let backend = match crate::tlsrpt::backend(t, &config.state.dir) {
         Ok(b) => b,
         Err(e) => {
@@ -112,6 +151,11 @@ async fn ingest(config: &crate::config::Config, t: &crate::config::Tlsrpt, raw: 
                 continue;
             }
         };
+        let id = Untrusted(&report.report_id);
+        if let Err(e) = report.check_dates(crate::clock::unix_now() as i64) {
+            dropped(&format!("report {id} from {signer}: {e}"));
+            continue;
+        }
         // RFC 8460 §4.4 "policy-domain": as over HTTPS, a report about none of our domains
         // is not ours to keep.
         let ours = report.policies.iter().any(|p| {
@@ -121,8 +165,7 @@ async fn ingest(config: &crate::config::Config, t: &crate::config::Tlsrpt, raw: 
         });
         if !ours {
             dropped(&format!(
-                "report {} from {signer}: no policy-domain in it is served here",
-                report.report_id
+                "report {id} from {signer}: no policy-domain in it is served here"
             ));
             continue;
         }
@@ -135,18 +178,31 @@ async fn ingest(config: &crate::config::Config, t: &crate::config::Tlsrpt, raw: 
                 }
             }
         }
-        let store = store.as_ref().expect("opened above");
+        let Some(store) = store.as_ref() else {
+            return EX_TEMPFAIL;
+        };
+        store.set_quota(t.max_reports, t.max_store_bytes);
         let ids = crate::tlsrpt::matching::match_ids(&history, &report);
         let now = crate::clock::unix_now() as i64;
-        match store.insert(&report, &json, Source::Mail, now, &ids).await {
+        let source = Source::Mail {
+            signer: signer.clone(),
+        };
+        let org = Untrusted(&report.organization).to_string();
+        let id = id.to_string();
+        match store
+            .insert(Arc::new(report), json, &source, now, ids)
+            .await
+        {
             Ok(Stored::New) => log(&format!(
-                "TLS report {} from {} (signed by {signer}) stored",
-                report.report_id, report.organization
+                "TLS report {id} from {org} (signed by {signer}) stored"
             )),
-            Ok(Stored::Duplicate) => log(&format!(
-                "TLS report {} from {signer} is stored already",
-                report.report_id
-            )),
+            Ok(Stored::Duplicate) => {
+                log(&format!("TLS report {id} from {signer} is stored already"))
+            }
+            Err(e @ StoreError::Refused(_)) => {
+                // The same report would fail at every retry: dropped, not deferred for days.
+                dropped(&format!("report {id} from {signer}: {e}"));
+            }
             Err(e) => {
                 // Reports stored before this one are duplicates on the retry: nothing twice.
                 log(&format!("{e}; the MTA will retry"));
@@ -164,9 +220,12 @@ fn dropped(why: &str) -> u8 {
 }
 
 /// Stderr (the MTA shows it on failure) and syslog's mail facility (beside the MTA's log).
+/// The line quotes what the message carried (ids, names, parse errors): escaped and cut, so
+/// no sender forges a log line or writes a megabyte one.
 fn log(line: &str) {
+    let line = crate::tlsrpt::untrusted::line(line);
     eprintln!("mta-stsd tlsrpt ingest: {line}");
-    syslog(line);
+    syslog(&line);
 }
 
 fn syslog(line: &str) {

@@ -4,6 +4,7 @@ mod dane;
 mod docs;
 mod ingest;
 mod progress;
+mod records;
 mod reports;
 mod status;
 mod sync;
@@ -16,7 +17,7 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 
 use crate::config::{self, Config, Domain};
-use crate::{desired, name};
+use crate::name;
 
 #[derive(Debug, Parser)]
 #[command(name = "mta-stsd", version, about, long_about = None)]
@@ -48,6 +49,10 @@ pub enum Command {
     Records {
         /// Only these domains.
         domains: Vec<String>,
+        /// text: zone-file lines with notes; bind: a zone-file fragment per zone ($ORIGIN,
+        /// relative names); json; octodns: its YAML zone file; dnscontrol: D_EXTEND() calls.
+        #[arg(long, value_enum, default_value_t = records::RecordsFormat::Text)]
+        format: records::RecordsFormat,
     },
     /// Show the DNS changes `apply` would make; changes nothing (exit 0 none, 2 pending, 1 error).
     Plan(SyncArgs),
@@ -148,7 +153,7 @@ pub fn run(config_path: &Path, command: Command) -> Result<u8> {
         }
         Command::Check => check(config_path),
         Command::Policy { domain } => policy(config_path, &domain),
-        Command::Records { domains } => records(config_path, &domains),
+        Command::Records { domains, format } => records::records(config_path, &domains, format),
         Command::Plan(a) => sync::run(config_path, false, &a.domains, a.format),
         Command::Apply(a) => sync::run(config_path, true, &a.domains, a.format),
         Command::Drift {
@@ -190,9 +195,22 @@ fn check(path: &Path) -> Result<u8> {
             print_warnings(&mut err, &loaded.warnings)?;
             err.flush()?;
             let c = &loaded.config;
-            let dane = dane::warnings(c)?;
-            for w in &dane {
+            let dane = dane::check(c)?;
+            for w in &dane.warnings {
                 writeln!(err, "warning: {w}")?;
+            }
+            for e in &dane.errors {
+                writeln!(err, "error: {e}")?;
+            }
+            if !dane.errors.is_empty() {
+                writeln!(
+                    err,
+                    "{}: invalid: {}",
+                    path.display(),
+                    plural(dane.errors.len(), "error")
+                )?;
+                err.flush()?;
+                return Ok(1);
             }
             err.flush()?;
             println!(
@@ -201,8 +219,16 @@ fn check(path: &Path) -> Result<u8> {
                 plural(c.domains.len(), "domain"),
                 plural(c.providers.len(), "provider"),
                 plural(c.files.len(), "file"),
-                plural(loaded.warnings.len() + dane.len(), "warning")
+                plural(loaded.warnings.len() + dane.warnings.len(), "warning")
             );
+            // What each provider guarantees against a concurrent writer (README's table).
+            for (name, p) in &c.providers {
+                let guarantee = match crate::dns::providers::build(p) {
+                    Ok(built) => built.consistency().as_str().to_owned(),
+                    Err(e) => format!("cannot be set up: {e}"),
+                };
+                println!("provider {name}: {}, {guarantee}", p.kind.kind());
+            }
             Ok(0)
         }
         Err(failed) => {
@@ -257,7 +283,7 @@ fn print_warnings(out: &mut impl Write, warnings: &[config::Diagnostic]) -> std:
 }
 
 /// Loads the config for a command that needs a valid one; errors only, warnings are `check`'s.
-fn load_valid(path: &Path) -> Result<Config, u8> {
+pub(super) fn load_valid(path: &Path) -> Result<Config, u8> {
     config::load(path).map(|l| l.config).map_err(|failed| {
         for d in failed.errors() {
             eprintln!("{d}");
@@ -274,7 +300,7 @@ fn find<'c>(config: &'c Config, asked: &str) -> Option<&'c Domain> {
 }
 
 /// The domains `asked` for, each once, in the order asked; all of them when none is asked.
-fn select<'c>(config: &'c Config, asked: &[String]) -> Result<Vec<&'c Domain>, u8> {
+pub(super) fn select<'c>(config: &'c Config, asked: &[String]) -> Result<Vec<&'c Domain>, u8> {
     if asked.is_empty() {
         return Ok(config.domains.iter().collect());
     }
@@ -318,64 +344,6 @@ fn policy(path: &Path, asked: &str) -> Result<u8> {
     Ok(0)
 }
 
-fn records(path: &Path, asked: &[String]) -> Result<u8> {
-    let config = match load_valid(path) {
-        Ok(c) => c,
-        Err(code) => return Ok(code),
-    };
-    let selected = match select(&config, asked) {
-        Ok(s) => s,
-        Err(code) => return Ok(code),
-    };
-    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-    for (i, d) in selected.iter().enumerate() {
-        if i > 0 {
-            writeln!(out)?;
-        }
-        let provider = d
-            .dns
-            .provider
-            .as_deref()
-            .unwrap_or("none: set these by hand");
-        writeln!(
-            out,
-            "; {} (policy id {}, provider {provider})",
-            d.name,
-            d.policy.id()
-        )?;
-        if d.dns.target.is_none() {
-            writeln!(
-                out,
-                "; mta-sts.{} must point at this server: no [dns] target is set, so no CNAME is managed",
-                d.name
-            )?;
-        }
-        if let Some(zone) = &d.dns.delegated {
-            // RFC 8461 §8.2: the customer's records first, set once by them; then ours.
-            writeln!(
-                out,
-                "; delegated: the owner of {} sets these once in their zone",
-                d.name
-            )?;
-            for r in desired::customer_records(d) {
-                writeln!(out, "{r}")?;
-            }
-            writeln!(out, "; ours, in {zone}.")?;
-        }
-        for r in desired::records(d) {
-            writeln!(out, "{r}")?;
-        }
-    }
-    // `[[dane]]`: the TLSA records the certificate files give now.
-    let code = if asked.is_empty() {
-        dane::records(&mut out, &config, !selected.is_empty())?
-    } else {
-        0
-    };
-    out.flush()?;
-    Ok(code)
-}
-
 /// Structured logs on stderr; `RUST_LOG` filters (default `info`).
 fn init_logging(format: LogFormat) {
     use tracing_subscriber::EnvFilter;
@@ -389,6 +357,9 @@ fn init_logging(format: LogFormat) {
         LogFormat::Json => builder.json().init(),
     }
 }
+
+/// How long a hand-run `drift` waits for a round of `serve` under way.
+const DRIFT_WAIT: std::time::Duration = std::time::Duration::from_secs(300);
 
 /// `drift`: every check once; the exit code follows the monitoring-plugin convention.
 fn drift(path: &Path, format: Format, verbose: bool, domains: &[String]) -> Result<u8> {
@@ -412,14 +383,35 @@ fn drift(path: &Path, format: Format, verbose: bool, domains: &[String]) -> Resu
         .build()
         .context("starting the async runtime")?;
     let stats = crate::alerts::Stats::default();
-    let report = runtime.block_on(crate::drift::run_tracked(
-        &config,
-        only.as_ref(),
-        None,
-        &stats,
-        false,
-        verbose,
-    ));
+    let ran = runtime.block_on(async {
+        let store =
+            crate::state::store::Store::open(&crate::lifecycle::store_target(&config.state))
+                .await
+                .map_err(crate::drift::NotRun::Store)?;
+        // A round of `serve` under way ends first: its findings are this run's previous ones,
+        // so each finding alerts once, whoever sees it first.
+        crate::drift::run_tracked(
+            &config,
+            only.as_ref(),
+            &store,
+            crate::drift::Take::Wait(DRIFT_WAIT),
+            &stats,
+            false,
+            verbose,
+        )
+        .await
+    });
+    let report = match ran {
+        Ok(r) => r,
+        Err(crate::drift::NotRun::Held) => {
+            eprintln!("mta-stsd: a drift round of another process still runs after {DRIFT_WAIT:?}; try again later");
+            return Ok(3);
+        }
+        Err(crate::drift::NotRun::Store(e)) => {
+            eprintln!("mta-stsd: {e}");
+            return Ok(3);
+        }
+    };
     if stats.failed.load(std::sync::atomic::Ordering::Relaxed) > 0 {
         let why = stats
             .last_error
@@ -444,8 +436,9 @@ fn history(path: &Path, asked: &str, format: Format) -> Result<u8> {
     };
     let name = asked.trim_end_matches('.').to_ascii_lowercase();
     let name = name.strip_prefix("mta-sts.").unwrap_or(&name);
-    let history = crate::state::history::History::read_only(&config.state.dir)
-        .with_context(|| format!("reading the id history in {}", config.state.dir.display()))?;
+    let history =
+        crate::state::store::read_history_blocking(&crate::lifecycle::store_target(&config.state))
+            .with_context(|| format!("reading the id history in {}", config.state.dir.display()))?;
     let Some(h) = history.domain(name) else {
         eprintln!(
             "mta-stsd: no history for `{name}` in {}",

@@ -56,7 +56,8 @@ pub fn run(path: &Path, asked: &[String], since: Option<&str>, format: Format) -
             .domain(d)
             .map(|d| (d.policy.mode.as_str().to_owned(), d.policy.id().to_string()))
     };
-    let out = summary::build(&days, &failures, in_config, &domains);
+    let today = utc_day(crate::clock::unix_now() as i64);
+    let out = summary::build(&days, &failures, in_config, &domains, &today);
     let text = match format {
         Format::Text => summary::text(&out, &since),
         Format::Json => {

@@ -6,6 +6,7 @@ use std::io::Write;
 use std::path::Path;
 
 use anyhow::{Context, Result};
+use mta_stsd_providers::ProviderError;
 use serde::Serialize;
 
 use super::progress::Progress;
@@ -151,6 +152,8 @@ pub fn run(path: &Path, apply: bool, asked: &[String], format: Format) -> Result
     }
 
     let verb = if apply { "applying" } else { "reading" };
+    let mut access: std::collections::HashMap<&str, Result<(), ProviderError>> =
+        std::collections::HashMap::new();
     for (i, t) in targets.iter().enumerate() {
         if let Some(p) = &progress {
             p.set(
@@ -163,6 +166,19 @@ pub fn run(path: &Path, apply: bool, asked: &[String], format: Format) -> Result
             if apply {
                 crate::dns::sync::apply_zone(t).await
             } else {
+                // `apply` would be refused for a key the reads never used: say so now. A key
+                // is accepted or not whatever the zone, so that answer is kept per provider;
+                // anything else (a zone the server does not serve) is the zone's alone.
+                match access.get(t.provider_name.as_str()) {
+                    Some(known) => known.clone()?,
+                    None => {
+                        let checked = t.provider.check_access(&t.zone).await;
+                        if matches!(checked, Ok(()) | Err(ProviderError::Auth { .. })) {
+                            access.insert(t.provider_name.as_str(), checked.clone());
+                        }
+                        checked?
+                    }
+                }
                 crate::dns::sync::plan_zone(t).await
             }
         });

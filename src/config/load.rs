@@ -40,16 +40,24 @@ impl Failed {
 }
 
 pub fn load(path: &Path) -> Result<Loaded, Failed> {
-    load_from(path, None)
+    load_from(path, None, true)
+}
+
+/// Like [`load`], without reading the DNS providers' and `[alerts]` secrets (placeholders
+/// stand in): for `tlsrpt ingest`, which needs `[state]`, `[tlsrpt]` (its database URL is
+/// read) and the domains, and runs as a user that cannot read the TSIG key. Such a config must
+/// never publish or alert.
+pub fn load_without_secrets(path: &Path) -> Result<Loaded, Failed> {
+    load_from(path, None, false)
 }
 
 /// Like [`load`], parsing again only the included files that changed since the last load with
 /// `cache` (which then holds this load's files): the same result as [`load`], sooner.
 pub fn load_cached(path: &Path, cache: &mut Cache) -> Result<Loaded, Failed> {
-    load_from(path, Some(cache))
+    load_from(path, Some(cache), true)
 }
 
-fn load_from(path: &Path, cache: Option<&mut Cache>) -> Result<Loaded, Failed> {
+fn load_from(path: &Path, cache: Option<&mut Cache>, secrets: bool) -> Result<Loaded, Failed> {
     let mut sources = Sources::default();
     let mut problems = Problems::default();
     let dir = path.parent().unwrap_or(Path::new(".")).to_owned();
@@ -68,7 +76,7 @@ fn load_from(path: &Path, cache: Option<&mut Cache>) -> Result<Loaded, Failed> {
         }
     };
     let main_file = sources.add(path.to_owned(), String::new());
-    let main = read_one(main_file, &dir, true, &text);
+    let main = read_one(main_file, &dir, true, &text, secrets);
     sources.put(main_file, Source::new(path.to_owned(), text));
     problems.0.extend(main.1 .0);
     let Some(main) = main.0 else {
@@ -179,7 +187,7 @@ fn include(p: &Path, file: u32, cached: Option<&Cached>, window: Duration) -> Go
         };
     }
     let dir = p.parent().unwrap_or(Path::new("."));
-    let (raw, problems) = read_one(file, dir, false, &text);
+    let (raw, problems) = read_one(file, dir, false, &text, true);
     Got::Read {
         cached: Cached {
             file,
@@ -258,7 +266,13 @@ fn too_large() -> String {
 }
 
 /// Parses one file and reads it; a file with TOML syntax errors is not read further.
-fn read_one(file: u32, dir: &Path, main: bool, text: &str) -> (Option<RawFile>, Problems) {
+fn read_one(
+    file: u32,
+    dir: &Path,
+    main: bool,
+    text: &str,
+    secrets: bool,
+) -> (Option<RawFile>, Problems) {
     let mut problems = Problems::default();
     let (table, errors) = DeTable::parse_recoverable(text);
     if !errors.is_empty() {
@@ -276,6 +290,7 @@ fn read_one(file: u32, dir: &Path, main: bool, text: &str) -> (Option<RawFile>, 
         dir,
         main,
         problems,
+        secrets,
     };
     let raw = reader.read(table.get_ref());
     (Some(raw), reader.problems)

@@ -8,6 +8,7 @@ mod cache;
 mod diag;
 mod load;
 mod raw;
+mod receiver;
 mod resolve;
 
 use std::collections::BTreeMap;
@@ -16,12 +17,13 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use mta_stsd_providers::route53::Credentials;
 use mta_stsd_providers::tsig::TsigKey;
 use mta_stsd_providers::Secret;
 
 pub use cache::{Cache, Counts};
 pub use diag::{Diagnostic, Severity};
-pub use load::{load, load_cached, Failed, Loaded};
+pub use load::{load, load_cached, load_without_secrets, Failed, Loaded};
 
 use crate::certs::CertFiles;
 use crate::name::DomainName;
@@ -73,6 +75,8 @@ pub struct Server {
     pub http: Vec<SocketAddr>,
     /// `/metrics`, `/healthz`, `/status`: never one of the public listeners.
     pub admin: Option<SocketAddr>,
+    /// `admin_token_file`: every admin request needs `Authorization: Bearer <token>`.
+    pub admin_token: Option<mta_stsd_providers::Secret>,
     pub limits: Limits,
     /// Peers whose `X-Forwarded-Host` names the host (a reverse proxy that cannot forward
     /// `Host`); empty by default, so no client can choose the domain by a header.
@@ -86,6 +90,7 @@ impl Default for Server {
             https: vec![SocketAddr::from(([0u16; 8], 443))],
             http: Vec::new(),
             admin: Some(SocketAddr::from(([127, 0, 0, 1], 9464))),
+            admin_token: None,
             limits: Limits::default(),
             trusted_proxies: Vec::new(),
         }
@@ -103,6 +108,14 @@ pub struct Limits {
     pub max_connections: usize,
     /// One client address (IPv6: one /64) holds at most this many connections.
     pub max_connections_per_ip: usize,
+    /// A request body must arrive at this many bytes a second (after `body_grace`); else 408.
+    pub min_body_rate: u64,
+    /// The time a request body has before `min_body_rate` applies.
+    pub body_grace: Duration,
+    /// A connection is closed gracefully this long after it opened (HTTP/2: GOAWAY).
+    pub max_connection_lifetime: Duration,
+    /// A connection is closed gracefully after answering this many requests.
+    pub max_requests_per_connection: u64,
 }
 
 impl Default for Limits {
@@ -115,6 +128,10 @@ impl Default for Limits {
             max_header_bytes: 8 * 1024,
             max_connections: 10_000,
             max_connections_per_ip: 64,
+            min_body_rate: 1024,
+            body_grace: Duration::from_secs(10),
+            max_connection_lifetime: Duration::from_secs(3600),
+            max_requests_per_connection: 1000,
         }
     }
 }
@@ -175,6 +192,13 @@ pub struct State {
     pub dir: PathBuf,
     pub max_retire: RetireLimit,
     pub retire_after: Duration,
+    /// `url_env` / `url_file`: the store is this PostgreSQL database, shared by every
+    /// replica; `None`: SQLite in `dir`.
+    pub url: Option<Secret>,
+    /// This replica's name in leases, logs and `/status`.
+    pub replica: String,
+    /// A dead replica's jobs are taken over after this.
+    pub lease: Duration,
 }
 
 impl Default for State {
@@ -183,8 +207,20 @@ impl Default for State {
             dir: default_state_dir(),
             max_retire: RetireLimit::Count(10),
             retire_after: Duration::from_secs(60),
+            url: None,
+            replica: default_replica(),
+            lease: Duration::from_secs(30),
         }
     }
+}
+
+/// The host's name (a pod's name on Kubernetes), or "local".
+fn default_replica() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "local".into())
 }
 
 /// systemd's `StateDirectory=` sets `$STATE_DIRECTORY` (a `:`-separated list; the first is
@@ -246,6 +282,15 @@ impl DnsSettings {
             None => format!("_mta-sts.{domain}."),
         }
     }
+
+    /// The name our TLSRPT TXT record is published at: `_smtp._tls.<domain>.`, under the
+    /// delegation zone when delegated. The longest name we own for `domain`.
+    pub fn tlsrpt_name(&self, domain: &DomainName) -> String {
+        match &self.delegated {
+            Some(zone) => format!("_smtp._tls.{domain}.{zone}."),
+            None => format!("_smtp._tls.{domain}."),
+        }
+    }
 }
 
 /// Where the certificate for `mta-sts.<domain>` comes from (SPEC "Certificates").
@@ -282,6 +327,81 @@ pub enum ProviderKind {
         base_url: String,
         api_token: Secret,
     },
+    Route53 {
+        endpoint: String,
+        credentials: Credentials,
+    },
+    /// A program speaking the exec protocol (SPEC "DNS providers"), and its arguments.
+    Exec {
+        command: Vec<String>,
+    },
+    /// OVHcloud: signed requests with three secrets.
+    Ovh {
+        base_url: String,
+        application_key: Secret,
+        application_secret: Secret,
+        consumer_key: Secret,
+    },
+    /// An API reached with a base URL and a bearer-like token (read-verify-write).
+    Token {
+        vendor: TokenVendor,
+        base_url: String,
+        api_token: Secret,
+    },
+}
+
+impl ProviderKind {
+    /// The config's `kind`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ProviderKind::Rfc2136 { .. } => "rfc2136",
+            ProviderKind::PowerDns { .. } => "powerdns",
+            ProviderKind::Cloudflare { .. } => "cloudflare",
+            ProviderKind::Token { vendor, .. } => vendor.kind(),
+            ProviderKind::Ovh { .. } => "ovh",
+            ProviderKind::Route53 { .. } => "route53",
+            ProviderKind::Exec { .. } => "exec",
+        }
+    }
+}
+
+/// The APIs of [`ProviderKind::Token`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenVendor {
+    Hetzner,
+    Desec,
+    DigitalOcean,
+    Gandi,
+}
+
+impl TokenVendor {
+    /// Every one, for the config's `kind`.
+    pub const ALL: &[TokenVendor] = &[
+        TokenVendor::Hetzner,
+        TokenVendor::Desec,
+        TokenVendor::DigitalOcean,
+        TokenVendor::Gandi,
+    ];
+
+    /// Its `kind`.
+    pub fn kind(self) -> &'static str {
+        match self {
+            TokenVendor::Hetzner => "hetzner",
+            TokenVendor::Desec => "desec",
+            TokenVendor::DigitalOcean => "digitalocean",
+            TokenVendor::Gandi => "gandi",
+        }
+    }
+
+    /// The production API's base URL.
+    pub fn default_url(self) -> &'static str {
+        match self {
+            TokenVendor::Hetzner => "https://api.hetzner.cloud/v1",
+            TokenVendor::Desec => "https://desec.io/api/v1",
+            TokenVendor::DigitalOcean => "https://api.digitalocean.com/v2",
+            TokenVendor::Gandi => "https://api.gandi.net/v5/livedns",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -364,6 +484,12 @@ pub struct Tlsrpt {
     pub retention: Duration,
     /// After decompression (and so before it too).
     pub max_report_bytes: usize,
+    /// Report JSON being parsed and stored at once (HTTPS); at least `max_report_bytes`.
+    pub parse_budget_bytes: usize,
+    /// Quotas of the store: the JSON bytes kept, and the reports kept. A report past either
+    /// is refused for now (503/75) until retention makes room.
+    pub max_store_bytes: u64,
+    pub max_reports: u64,
     /// For DKIM key lookups; `None`: the system's resolver.
     pub resolver: Option<SocketAddr>,
 }
@@ -377,6 +503,9 @@ impl Default for Tlsrpt {
             store: StoreKind::Sqlite,
             retention: Duration::from_secs(400 * 86400),
             max_report_bytes: 4 * 1024 * 1024,
+            parse_budget_bytes: 32 * 1024 * 1024,
+            max_store_bytes: 1 << 30,
+            max_reports: 100_000,
             resolver: None,
         }
     }

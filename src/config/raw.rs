@@ -152,6 +152,10 @@ pub(crate) struct Reader<'p> {
     pub dir: &'p Path,
     pub main: bool,
     pub problems: Problems,
+    /// Read the DNS providers' and `[alerts]` secrets and the TLS private keys; `false` for
+    /// `tlsrpt ingest`, which publishes and serves nothing and runs as a user that may not
+    /// read them (placeholders instead). `[tlsrpt]`'s database URL is read either way.
+    pub secrets: bool,
 }
 
 impl Reader<'_> {
@@ -234,7 +238,7 @@ impl Reader<'_> {
                         .table("tlsrpt", item)
                         .and_then(|t| self.tlsrpt(t, item))
                 }
-                Top::State => raw.state = self.table(name, item).map(|t| self.state(t)),
+                Top::State => raw.state = self.table(name, item).map(|t| self.state(t, item)),
                 Top::Delegation => {
                     raw.delegation = self
                         .table("delegation", item)

@@ -9,6 +9,7 @@ use rayon::prelude::*;
 
 use super::diag::{At, Loc, Problems, Sources};
 use super::raw::{Inherit, RawDomain, RawFile};
+use super::receiver::Receiver;
 use super::{CertSource, Challenge, Config, DnsSettings, Domain, ProviderConfig, Server, Tls};
 use crate::certs::Coverage;
 use crate::name::DomainName;
@@ -36,6 +37,8 @@ struct Globals<'a> {
     self_signed: bool,
     /// Any `[server] https` listener: without one, TLS is terminated in front of us.
     https: bool,
+    /// `[tlsrpt]`, to check the `https` rua against.
+    receiver: Option<Receiver>,
 }
 
 pub(super) fn resolve(
@@ -168,7 +171,11 @@ pub(super) fn resolve(
         acme: main.acme.is_some(),
         self_signed: tls.self_signed,
         https: !server.https.is_empty(),
+        receiver: Receiver::of(main.tlsrpt.as_ref().map(|(t, _)| t)),
     };
+    if let (Some(r), Some(rua)) = (&globals.receiver, &main.dns.tlsrpt) {
+        r.check(rua, problems);
+    }
     // [tlsrpt] hosts get their certificates like mta-sts names.
     let tlsrpt = main.tlsrpt.map(|(mut t, locs)| {
         t.certs = t
@@ -328,6 +335,9 @@ fn resolve_domain(
             check_provider(g.provider_names, p, problems);
         }
         check_delegated(keys, g.delegation, problems);
+        if let (Some(r), Some(rua)) = (&g.receiver, &keys.tlsrpt) {
+            r.check(rua, problems);
+        }
         let pick = |k: fn(&Inherit) -> bool| if k(keys) { keys } else { g.dns_keys };
         Arc::new(DnsSettings {
             target: pick(|k| k.target.is_some())
@@ -350,6 +360,7 @@ fn resolve_domain(
         })
     };
 
+    check_fits_dns(d, &dns, problems);
     let zone = match (&dns.delegated, &d.zone) {
         (Some(_), Some(zone)) => {
             problems.error(zone.at, format!(
@@ -381,6 +392,31 @@ fn resolve_domain(
         cert: cert?,
         retiring: None,
     })
+}
+
+/// Every name we publish must fit in a DNS message, or `apply` fails for the whole zone.
+/// `_smtp._tls.<domain>.` (under the delegation zone when delegated) is the longest; labels
+/// are checked when names are parsed. Measured first, formatted only when too long.
+fn check_fits_dns(d: &RawDomain, dns: &DnsSettings, problems: &mut Problems) {
+    const PREFIX: usize = "_smtp._tls.".len();
+    let suffix = dns.delegated.as_ref().map_or(0, |z| z.as_str().len() + 1);
+    // Text without the trailing dot, plus the first length octet and the root's.
+    if PREFIX + d.name.as_str().len() + suffix + 2 <= 255 {
+        return;
+    }
+    if let Some(why) = crate::name::wire_problem(&dns.tlsrpt_name(&d.name)) {
+        let by = match &dns.delegated {
+            Some(zone) => format!("`_smtp._tls.` and the [delegation] zone `{zone}`"),
+            None => "`_smtp._tls.`".to_owned(),
+        };
+        problems.error(
+            d.at,
+            format!(
+                "domain too long to publish: {why}; with {by} a domain has at most {} characters",
+                253 - PREFIX - suffix
+            ),
+        );
+    }
 }
 
 /// A domain that overrides some `[policy]` key gets a policy of its own.

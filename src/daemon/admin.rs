@@ -1,8 +1,9 @@
-//! The admin listener's endpoints: `/healthz`, `/status` (JSON), `/metrics` (Prometheus).
-//! Served only on `[server] admin`, never on a public listener.
+//! The admin listener's endpoints: the dashboard (`/`, `/domains/<domain>`), `/healthz`,
+//! `/status` (JSON), `/metrics` (Prometheus). Served only on `[server] admin`, never on a
+//! public listener; with `[server] admin_token_file`, only to a request that bears the token.
 
 use bytes::Bytes;
-use http::header::{HeaderValue, CONTENT_TYPE};
+use http::header::{HeaderName, HeaderValue, AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use serde_json::{json, Value};
@@ -13,20 +14,56 @@ use crate::daemon::publish::Publication;
 use crate::daemon::state::Shared;
 use crate::drift::report::Report;
 use crate::serve::handler::plain;
+use mta_stsd_providers::Secret;
 
 /// Above this many domains `/status` lists none unless asked for one (`?domain=NAME`).
 const STATUS_LIST_LIMIT: usize = 1000;
 
-pub async fn respond<B>(shared: &Shared, req: &Request<B>) -> Response<Full<Bytes>> {
+/// `token`: `[server] admin_token_file`'s token, as read at start (listeners and their
+/// settings change at a restart).
+pub async fn respond<B>(
+    shared: &Shared,
+    token: Option<&Secret>,
+    req: &Request<B>,
+) -> Response<Full<Bytes>> {
+    if let Some(token) = token {
+        if !bears(req, token) {
+            let mut r = plain(StatusCode::UNAUTHORIZED, "unauthorized\n");
+            // RFC 6750 §3: a request without (valid) credentials gets the challenge.
+            r.headers_mut().insert(
+                WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"mta-stsd admin\""),
+            );
+            return r;
+        }
+    }
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return plain(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
     }
-    match req.uri().path() {
+    let path = req.uri().path();
+    if path == "/" {
+        let page = crate::daemon::pages::index(shared, req.uri().query()).await;
+        return html(StatusCode::OK, crate::dashboard::render(&page));
+    }
+    if let Some(name) = path.strip_prefix("/domains/") {
+        let name = name.trim_end_matches('.').to_ascii_lowercase();
+        return match crate::daemon::pages::domain(shared, &name).await {
+            Some(page) => html(StatusCode::OK, crate::dashboard::render(&page)),
+            None => plain(StatusCode::NOT_FOUND, "no such domain is served\n"),
+        };
+    }
+    match path {
         "/healthz" => plain(StatusCode::OK, "ok\n"),
-        "/metrics" => with_type(
-            shared.metrics.encode(),
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        ),
+        "/metrics" => {
+            crate::daemon::scrape::update(shared);
+            let h = shared.writer.store().health();
+            shared.metrics.store_up.set(i64::from(h.error.is_none()));
+            shared.metrics.store_pending.set(h.pending as i64);
+            with_type(
+                shared.metrics.encode(),
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )
+        }
         "/status" => {
             let only = req.uri().query().and_then(|q| {
                 q.split('&')
@@ -46,6 +83,51 @@ pub async fn respond<B>(shared: &Shared, req: &Request<B>) -> Response<Full<Byte
 }
 
 use crate::clock::rfc3339;
+
+/// Whether `req` carries `Authorization: Bearer <token>`. Both sides are hashed first and
+/// the digests compared in constant time: neither the token's bytes nor its length leak
+/// through the time a refusal takes.
+fn bears<B>(req: &Request<B>, token: &Secret) -> bool {
+    use sha2::{Digest, Sha256};
+    use subtle::ConstantTimeEq;
+    let Some(given) = req
+        .headers()
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+    else {
+        return false;
+    };
+    let want = Sha256::digest(token.expose().trim().as_bytes());
+    let got = Sha256::digest(given.trim().as_bytes());
+    want.ct_eq(&got).into()
+}
+
+/// A dashboard page with its security headers; a template error is a 500 (and a bug).
+fn html(status: StatusCode, page: Result<String, askama::Error>) -> Response<Full<Bytes>> {
+    let body = match page {
+        Ok(b) => b,
+        Err(e) => {
+            tracing::error!(error = %e, "dashboard page failed to render");
+            return plain(StatusCode::INTERNAL_SERVER_ERROR, "page failed to render\n");
+        }
+    };
+    let mut r = with_type(body, "text/html; charset=utf-8");
+    *r.status_mut() = status;
+    let h = r.headers_mut();
+    h.insert(
+        HeaderName::from_static("content-security-policy"),
+        HeaderValue::from_static(crate::dashboard::content_security_policy()),
+    );
+    for (k, v) in [
+        ("x-content-type-options", "nosniff"),
+        ("referrer-policy", "no-referrer"),
+        ("cache-control", "no-store"),
+    ] {
+        h.insert(HeaderName::from_static(k), HeaderValue::from_static(v));
+    }
+    r
+}
 
 fn with_type(body: String, content_type: &'static str) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(Bytes::from(body)));
@@ -142,10 +224,7 @@ pub fn status(
         "dane": shared.dane.lock().unwrap_or_else(|e| e.into_inner()).as_ref().map(super::dane::status),
         "acme": live.config.acme.as_ref().map(|_| shared.acme.summary_json()),
         "tlsrpt": reports.summary(),
-        "state": {
-            "dir": live.config.state.dir.display().to_string(),
-            "error": shared.state_error.lock().unwrap_or_else(|e| e.into_inner()).clone(),
-        },
+        "state": store_status(shared, &live.config.state),
         "withdrawing": live.withdraw.iter().map(|d| json!({
             "domain": d.name.as_str(),
             "lifecycle": lifecycle_status(d),
@@ -154,6 +233,23 @@ pub fn status(
         "domains_total": total,
         "domains_listed": only.is_some() || total <= STATUS_LIST_LIMIT,
         "domains": domains,
+    })
+}
+
+/// The store: which, whether it takes writes, what waits for it.
+fn store_status(shared: &Shared, state: &crate::config::State) -> Value {
+    let store = shared.writer.store();
+    let h = store.health();
+    json!({
+        "dir": state.dir.display().to_string(),
+        "engine": store.engine(),
+        "replica": store.replica(),
+        "up": h.error.is_none(),
+        "error": h.error,
+        "pending_events": h.pending,
+        "damaged_rows": h.damaged,
+        "seq": h.seq,
+        "last_ok": h.last_ok.map(rfc3339),
     })
 }
 
@@ -252,11 +348,7 @@ fn domain_status(
             CertSource::SelfSigned => "self-signed",
             CertSource::NotNeeded => "none",
         },
-        "certificate_expires": match d.cert {
-            CertSource::Configured(i) => config.tls.certs.get(i).map(|c| rfc3339(c.not_after)),
-            CertSource::Acme => acme.status(&d.name.policy_host()).not_after.map(rfc3339),
-            CertSource::SelfSigned | CertSource::NotNeeded => None,
-        },
+        "certificate_expires": certificate(d, config, acme),
         "dns": dns_status(d, publication),
         "delegation": d.dns.delegated.as_ref().map(|zone| delegation_status(d, zone, report)),
         "drift": drift,
@@ -264,6 +356,16 @@ fn domain_status(
         "lifecycle": lifecycle_status(d),
         "tlsrpt": reports.domain(d.name.as_str()),
     })
+}
+
+/// When the domain's served certificate expires (RFC 3339): a configured one's, or the
+/// ACME one's once issued; `None` for self-signed or none.
+pub fn certificate(d: &Domain, config: &Config, acme: &crate::acme::AcmeState) -> Option<String> {
+    match d.cert {
+        CertSource::Configured(i) => config.tls.certs.get(i).map(|c| rfc3339(c.not_after)),
+        CertSource::Acme => acme.status(&d.name.policy_host()).not_after.map(rfc3339),
+        CertSource::SelfSigned | CertSource::NotNeeded => None,
+    }
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@ use tracing::{info, warn};
 
 use super::state::Shared;
 use crate::drift::report::{Report, Severity};
+use crate::drift::{NotRun, Take};
 
 /// The first run waits this long, so the listeners answer before we ask them.
 const FIRST_RUN_DELAY: Duration = Duration::from_secs(1);
@@ -52,14 +53,34 @@ async fn run(shared: Arc<Shared>) {
 }
 
 async fn check_once(shared: &Shared, live: &crate::live::Live) {
-    let previous = shared
-        .drift
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .clone();
+    let store = shared.writer.store();
+    // Another replica (or a command) ran this round lately: its findings are this one's.
+    if let Some(report) = fresh_elsewhere(store, live).await {
+        *shared.drift.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(report));
+        return;
+    }
     let before = alert_counts(&shared.alerts);
-    let report =
-        crate::drift::run_tracked(&live.config, None, previous, &shared.alerts, true, false).await;
+    let report = match crate::drift::run_tracked(
+        &live.config,
+        None,
+        store,
+        Take::IfFree,
+        &shared.alerts,
+        true,
+        false,
+    )
+    .await
+    {
+        Ok(r) => r,
+        Err(NotRun::Held) => {
+            info!("drift round under way elsewhere (another replica or a command holds its lease)");
+            return;
+        }
+        Err(NotRun::Store(e)) => {
+            warn!(error = %e, "drift round skipped: the store does not answer, and without it two replicas would alert twice");
+            return;
+        }
+    };
     let after = alert_counts(&shared.alerts);
     for (i, result) in ["delivered", "retried", "failed", "dropped"]
         .into_iter()
@@ -105,6 +126,20 @@ async fn check_once(shared: &Shared, live: &crate::live::Live) {
         m.domains_by_dns_state(s.as_str(), by_state[s as usize]);
     }
     *shared.drift.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(report));
+}
+
+/// The stored findings when they were checked less than half an interval ago (by the
+/// store's clock): a round run meanwhile by another replica or a command.
+async fn fresh_elsewhere(
+    store: &crate::state::store::Store,
+    live: &crate::live::Live,
+) -> Option<Report> {
+    let (json, checked_at) = store.drift_findings().await.ok()??;
+    let now = store.now().await.ok()?;
+    let half = live.config.drift.interval.as_secs() / 2;
+    (u64::try_from(checked_at).ok()?.saturating_add(half) > now)
+        .then(|| serde_json::from_str(&json).ok())
+        .flatten()
 }
 
 fn alert_counts(s: &crate::alerts::Stats) -> [u64; 4] {

@@ -29,10 +29,8 @@ pub fn prepare(
     previous: Option<&Live>,
 ) -> Result<Prepared, String> {
     let now = unix_now();
-    let mut h = history.lock().unwrap_or_else(|e| e.into_inner());
-    if let Err(e) = h.refresh() {
-        warn!("reading the id history: {e}");
-    }
+    // No I/O under this lock: the store is read and written by tasks of their own.
+    let h = history.lock().unwrap_or_else(|e| e.into_inner());
     let before = previous.map(|p| p.config.domains.as_slice());
     let served_before = before.map_or_else(
         || h.domains().filter(|(_, d)| d.current().is_some()).count(),
@@ -97,10 +95,19 @@ pub fn commit(shared: &Shared, events: &[Event]) {
                 withdraw_at,
                 ..
             } => {
-                info!(domain = %domain, withdraw_at, "retiring: served `mode: none` under a new id (RFC 8461 §8.3)")
+                // RFC 3339, as /status and `history` give times.
+                let withdraw_at = crate::clock::rfc3339(*withdraw_at);
+                info!(domain = %domain, %withdraw_at, "retiring: served `mode: none` under a new id (RFC 8461 §8.3)")
             }
             Event::Present { domain, .. } => {
                 info!(domain = %domain, "domain back in the config: retirement cancelled")
+            }
+            Event::Rescheduled {
+                domain,
+                withdraw_at,
+                ..
+            } => {
+                warn!(domain = %domain, withdraw_at, "retirement was recorded ahead of the clock (it ran ahead and was corrected): RFC 8461 §8.3's wait counts again from now")
             }
             Event::Withdrawn { domain, .. } => {
                 info!(domain = %domain, "retired domain withdrawn: no longer served")
@@ -111,19 +118,13 @@ pub fn commit(shared: &Shared, events: &[Event]) {
     if events.is_empty() {
         return;
     }
-    let result = shared
+    // In memory at once; the store's writer retries until it has them.
+    shared
         .history
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .record(events);
-    let mut state_error = shared.state_error.lock().unwrap_or_else(|e| e.into_inner());
-    match result {
-        Ok(()) => *state_error = None,
-        Err(e) => {
-            error!("cannot record the id history in the state directory: {e}");
-            *state_error = Some(format!("recording the id history: {e}"));
-        }
-    }
+    shared.writer.record(events);
 }
 
 /// Wakes when a retirement step is due (or when told), and rebuilds the served state from
@@ -173,7 +174,22 @@ async fn step(shared: &Arc<Shared>) {
     })
     .await;
     match built {
-        Ok(Ok(p)) => {
+        Ok(Ok(mut p)) => {
+            // A step moves retirements on; what the config's own domains are was recorded by
+            // the load that brought the config. Another replica's events wake this step too:
+            // a replica whose config is older (a rollout under way) must not answer them
+            // with its own view (`present`, its ids), or the two would undo each other.
+            p.events.retain(|e| match e {
+                Event::Policy { .. }
+                | Event::Retired { .. }
+                | Event::Rescheduled { .. }
+                | Event::Withdrawn { .. } => true,
+                Event::Served { domain, .. } => p
+                    .live
+                    .served(domain)
+                    .is_none_or(|(d, _)| d.retiring.is_some()),
+                Event::Missing { .. } | Event::Present { .. } | Event::Entry { .. } => false,
+            });
             shared.live.store(Arc::new(p.live));
             shared.publish_wake.notify_one();
             commit(shared, &p.events);

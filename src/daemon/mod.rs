@@ -5,10 +5,13 @@ pub mod admin;
 pub mod dane;
 pub mod drift;
 pub mod lifecycle;
+pub mod pages;
 pub mod publish;
 pub mod reload;
+pub mod scrape;
 pub mod settle;
 pub mod state;
+pub mod store;
 pub mod trim;
 
 use std::net::SocketAddr;
@@ -28,6 +31,11 @@ use crate::serve::conns::Conns;
 use crate::serve::listener::{Kind, Listener};
 use crate::serve::{tls, Respond};
 use state::Shared;
+
+/// A start gives up on a store that does not answer within this, and says so.
+const OPEN_STORE: std::time::Duration = std::time::Duration::from_secs(30);
+/// At shutdown, how long the store may take to write what is queued.
+const FLUSH_AT_STOP: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Admin connections have their own small cap, apart from the public one.
 const ADMIN_CONNECTIONS: usize = 64;
@@ -57,15 +65,13 @@ pub fn run(config_path: &Path) -> Result<u8> {
 }
 
 async fn serve(config_path: &Path, loaded: config::Loaded, cache: config::Cache) -> Result<u8> {
-    let state_dir = loaded.config.state.dir.clone();
-    let history = std::sync::Mutex::new(
-        crate::state::history::History::open(&state_dir).with_context(|| {
-            format!(
-                "cannot use the state directory {} (set [state] dir)",
-                state_dir.display()
-            )
-        })?,
-    );
+    let opened = tokio::time::timeout(OPEN_STORE, store::open(&loaded.config.state))
+        .await
+        .map_err(|_| anyhow::anyhow!("the store did not answer within {OPEN_STORE:?}"))
+        .and_then(|r| r.map_err(anyhow::Error::from))
+        .with_context(|| store::describe(&loaded.config.state))?;
+    let (store, seq) = (opened.store, opened.seq);
+    let history = std::sync::Mutex::new(opened.history);
     let prepared = lifecycle::prepare(&history, loaded.config, None).map_err(anyhow::Error::msg)?;
     let mut warnings = loaded.warnings;
     if let Some(why) = &prepared.held {
@@ -81,7 +87,9 @@ async fn serve(config_path: &Path, loaded: config::Loaded, cache: config::Cache)
     let server = live.config.server.clone();
     let domains = live.config.domains.len();
     let history = history.into_inner().unwrap_or_else(|e| e.into_inner());
-    let shared = Shared::new(config_path.to_owned(), live, warnings, history);
+    let writer = crate::state::store::Writer::start(store.clone());
+    let shared = Shared::new(config_path.to_owned(), live, warnings, history, writer);
+    store::follow(&shared, store, seq);
     if !server.https.is_empty() {
         // Made now, so its path is in the log before the first handshake asks for it.
         let live = shared.live.load();
@@ -129,9 +137,13 @@ async fn serve(config_path: &Path, loaded: config::Loaded, cache: config::Cache)
         let conns = Conns::new(ADMIN_CONNECTIONS, ADMIN_CONNECTIONS);
         let admin: Respond = {
             let shared = shared.clone();
+            let token = Arc::new(server.admin_token.clone());
             Arc::new(move |req| {
                 let shared = shared.clone();
-                Box::pin(async move { admin::respond(&shared, &req).await })
+                let token = token.clone();
+                Box::pin(
+                    async move { admin::respond(&shared, token.as_ref().as_ref(), &req).await },
+                )
             })
         };
         bound.push((listener(Kind::Admin(admin), conns), socket));
@@ -151,6 +163,14 @@ async fn serve(config_path: &Path, loaded: config::Loaded, cache: config::Cache)
         lifecycle::commit(&shared, &prepared.events);
     }
     drop(prepared.events);
+    // `ready` means the start's history is in the store (a command run next reads it), unless
+    // the store does not take it in time: then serving goes on and the writer keeps trying.
+    if !shared.writer.flush(OPEN_STORE).await {
+        warn!(
+            events = shared.writer.pending(),
+            "the store has not taken the start's id-history events yet; serving meanwhile"
+        );
+    }
     // Listening already: a policy is served before its id is published.
     let publisher = publish::Publisher::start(shared.clone());
     let retirements = lifecycle::LifecycleTask::start(shared.clone());
@@ -184,6 +204,13 @@ async fn serve(config_path: &Path, loaded: config::Loaded, cache: config::Cache)
     drop(acme);
     drop(reports);
     drop(trimmer);
+    // What the store has not taken yet is kept if it comes back within a few seconds.
+    if !shared.writer.flush(FLUSH_AT_STOP).await {
+        warn!(
+            events = shared.writer.pending(),
+            "the store did not take every id-history event before stopping; the next start records what it serves again"
+        );
+    }
     let _ = stop.send(true);
     for l in accept_loops {
         let _ = l.await;

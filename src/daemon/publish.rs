@@ -11,7 +11,7 @@ use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::Duration;
 
-use mta_stsd_providers::{ProviderError, RData, Record};
+use mta_stsd_providers::{DomainChange, ProviderError, RData, Record};
 use tokio::sync::Notify;
 use tokio_util::task::AbortOnDropHandle;
 use tracing::{info, warn, Instrument};
@@ -104,8 +104,10 @@ impl Publisher {
 async fn run(shared: Arc<Shared>) {
     let wake: &Notify = &shared.publish_wake;
     let mut built: Option<(Arc<Live>, Providers)> = None;
-    // The first round after start reads everything anyway; reconcile one period later.
-    let mut next_reconcile = tokio::time::Instant::now() + shared.live.load().config.reconcile;
+    // The first round after start reads everything anyway; reconcile one period later. The
+    // period is the live config's, so a reload that changes it applies at once.
+    let mut last_reconcile = tokio::time::Instant::now();
+    let mut period = shared.live.load().config.reconcile;
     loop {
         let live = shared.live.load_full();
         if built.as_ref().is_none_or(|(l, _)| !Arc::ptr_eq(l, &live)) {
@@ -116,9 +118,15 @@ async fn run(shared: Arc<Shared>) {
         let providers = &built.as_ref().expect("just built").1;
         let now = unix_now();
         // Reconcile: read back every record we own and repair what changed behind our back.
+        if live.config.reconcile != period {
+            period = live.config.reconcile;
+            info!(every = ?period, "reconcile interval changed by the reload: applied now");
+        }
+        let mut next_reconcile = last_reconcile + period;
         let reconcile = tokio::time::Instant::now() >= next_reconcile;
         if reconcile {
-            next_reconcile = tokio::time::Instant::now() + live.config.reconcile;
+            last_reconcile = tokio::time::Instant::now();
+            next_reconcile = last_reconcile + period;
         }
         let due = refresh(&shared, &live, now, reconcile);
         if !due.is_empty() {
@@ -232,14 +240,8 @@ async fn publish(shared: &Shared, providers: &Providers, due: &[&Domain]) {
                     if n == 0 {
                         continue;
                     }
-                    let new = d.policy.id().as_str();
-                    let ids = match sts_id(&plan.change.delete) {
-                        Some(old) if old == new => format!("id {new} (unchanged)"),
-                        Some(old) => format!("id {old} → {new}"),
-                        None => format!("id (none) → {new}"),
-                    };
                     info!(domain = %d.name, zone = %t.zone, provider = %t.provider_name,
-                        changed = n, "published {}: {ids}", d.name);
+                        changed = n, "{}", outcome(d, &plan.change));
                 }
                 let now = unix_now();
                 let mut table = shared.publication.lock().unwrap_or_else(|e| e.into_inner());
@@ -303,9 +305,48 @@ fn finish_withdrawals(shared: &Shared, withdrawn: Vec<crate::state::history::Eve
     shared.lifecycle_wake.notify_one();
 }
 
-/// The id in the `v=STSv1` TXT record a change deletes: what senders saw until now.
-fn sts_id(deleted: &[Record]) -> Option<&str> {
-    deleted.iter().find_map(|r| match &r.data {
+/// The log line's text for a domain whose change was applied: a withdrawal says so; the id
+/// moves only when the STS record was written; otherwise which records were put back.
+fn outcome(d: &Domain, change: &DomainChange) -> String {
+    let name = &d.name;
+    if let Some(Retiring::Withdrawing { .. }) = d.retiring {
+        let id = sts_id(&change.delete).map_or_else(String::new, |id| format!(" (id {id})"));
+        return format!(
+            "withdrew {name}: {} removed{id} (RFC 8461 §8.3)",
+            records(change.delete.len())
+        );
+    }
+    let new = d.policy.id().as_str();
+    match (sts_id(&change.add), sts_id(&change.delete)) {
+        (Some(_), Some(old)) if old != new => format!("published {name}: id {old} → {new}"),
+        (Some(_), None) => format!("published {name}: id (none) → {new}"),
+        _ => {
+            let mut names: Vec<String> = change
+                .add
+                .iter()
+                .chain(&change.delete)
+                .map(|r| format!("{} {}", r.name, r.data.type_name()))
+                .collect();
+            names.sort();
+            names.dedup();
+            format!(
+                "published {name}: id {new} unchanged; records put right at {}",
+                names.join(", ")
+            )
+        }
+    }
+}
+
+fn records(n: usize) -> String {
+    match n {
+        1 => "1 record".to_owned(),
+        n => format!("{n} records"),
+    }
+}
+
+/// The id in the first `v=STSv1` TXT record among `records`.
+fn sts_id(records: &[Record]) -> Option<&str> {
+    records.iter().find_map(|r| match &r.data {
         RData::Txt(t) if is_ours(t, STS_VERSION) => t
             .split(';')
             .find_map(|field| field.trim().strip_prefix("id=")),

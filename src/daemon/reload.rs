@@ -288,6 +288,7 @@ async fn reload(shared: &Arc<Shared>, cache: &Arc<Mutex<config::Cache>>) -> Opti
             super::lifecycle::commit(shared, &prepared.events);
             shared.lifecycle_wake.notify_one();
             shared.drift_wake.notify_one();
+            shared.tlsrpt_wake.notify_one();
             // The new policies are being served: now their records may be published.
             shared.publish_wake.notify_one();
             shared.dane_wake.notify_one();

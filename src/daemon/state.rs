@@ -14,6 +14,7 @@ use crate::metrics::Metrics;
 use crate::serve::tls::SelfSigned;
 use crate::serve::Site;
 use crate::state::history::History;
+use crate::state::store::Writer;
 
 /// The outcome of the last (re)load, for `/status` and logs.
 #[derive(Debug, Clone)]
@@ -50,10 +51,10 @@ pub struct Shared {
     pub alerts: crate::alerts::Stats,
     /// ACME certificates, challenge answers and order status.
     pub acme: Arc<crate::acme::AcmeState>,
-    /// The id history and retirements, in `[state] dir`.
+    /// The id history and retirements, as the store holds them plus what is queued.
     pub history: Arc<Mutex<History>>,
-    /// The last failure to write the state directory, for `/status`.
-    pub state_error: Mutex<Option<String>>,
+    /// Takes the id-history events for the store; its health is in `/status`.
+    pub writer: Writer,
     /// Wakes the lifecycle task: a new state to read the deadline of, or (with
     /// `lifecycle_step` set) a finished withdrawal to evaluate.
     pub lifecycle_wake: tokio::sync::Notify,
@@ -65,6 +66,8 @@ pub struct Shared {
     pub drift_wake: tokio::sync::Notify,
     /// The TLS-RPT store, once opened (`[tlsrpt]` configured and the database reachable).
     pub reports: Arc<std::sync::OnceLock<crate::tlsrpt::store::Store>>,
+    /// Tells the TLS-RPT task that a reload may have added or changed `[tlsrpt]`.
+    pub tlsrpt_wake: Arc<tokio::sync::Notify>,
 }
 
 impl Shared {
@@ -73,6 +76,7 @@ impl Shared {
         live: Live,
         warnings: Vec<Diagnostic>,
         history: History,
+        writer: Writer,
     ) -> Arc<Self> {
         let metrics = Metrics::new();
         let now = unix_now();
@@ -100,12 +104,13 @@ impl Shared {
             alerts: crate::alerts::Stats::default(),
             acme: Arc::default(),
             history: Arc::new(Mutex::new(history)),
-            state_error: Mutex::new(None),
+            writer,
             lifecycle_wake: tokio::sync::Notify::new(),
             lifecycle_step: std::sync::atomic::AtomicBool::new(false),
             swap: tokio::sync::Mutex::new(()),
             drift_wake: tokio::sync::Notify::new(),
             reports: Arc::default(),
+            tlsrpt_wake: Arc::default(),
         };
         shared.publish_cert_metrics();
         Arc::new(shared)
@@ -128,6 +133,7 @@ impl Shared {
             reports: self.reports.clone(),
             history: self.history.clone(),
             metrics: self.metrics.tlsrpt.clone(),
+            wake: self.tlsrpt_wake.clone(),
         }
     }
 

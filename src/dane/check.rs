@@ -16,9 +16,18 @@ use crate::dns::providers::Providers;
 /// Bounds the connect and the exchange of one DNSKEY question.
 const TIMEOUT: Duration = Duration::from_secs(5);
 
-/// One line per problem, for `check` to print as warnings.
-pub async fn warnings(config: &Config, providers: &Providers) -> Vec<String> {
-    let mut out = Vec::new();
+/// What `check` prints: errors make it fail, warnings do not.
+#[derive(Debug, Default)]
+pub struct Said {
+    pub errors: Vec<String>,
+    pub warnings: Vec<String>,
+}
+
+/// One line per problem. A provider that cannot publish TLSA is an error: every round of
+/// `serve` and `apply` would fail on it.
+pub async fn check(config: &Config, providers: &Providers) -> Said {
+    let mut said = Said::default();
+    let out = &mut said.warnings;
     for entry in &config.dane {
         let host = entry.host.as_str();
         let Some(pname) = entry.provider.as_deref() else {
@@ -28,8 +37,8 @@ pub async fn warnings(config: &Config, providers: &Providers) -> Vec<String> {
             continue;
         };
         if !provider.writes_tlsa() {
-            out.push(format!(
-                "[[dane]] {host}: provider {pname} cannot publish TLSA; set the records `mta-stsd records` prints by hand, or use an rfc2136 or powerdns provider"
+            said.errors.push(format!(
+                "[[dane]] {host}: provider {pname} cannot publish TLSA; set the records `mta-stsd records` prints by hand (no `provider`), or use a provider that can (rfc2136, powerdns, route53, hetzner, desec, gandi, ovh, exec)"
             ));
             continue;
         }
@@ -74,7 +83,7 @@ pub async fn warnings(config: &Config, providers: &Providers) -> Vec<String> {
         ),
         Err(e) => out.push(format!("DANE state: {e}")),
     }
-    out
+    said
 }
 
 /// Whether `server` answers DNSKEY records at `zone`'s apex (over TCP).

@@ -223,11 +223,12 @@ async fn zone_round(
                 Err(conflict) => outcome.conflicts.push(conflict),
             }
         }
-        if !apply {
-            return Ok(outcome);
-        }
+        // Said by `plan` as by `apply`, before anything is written.
         if !changes.is_empty() && !provider.writes_tlsa() {
             return Err(ProviderError::cannot_publish(provider.name(), "TLSA"));
+        }
+        if !apply {
+            return Ok(outcome);
         }
         match provider.apply(zone, &changes).await {
             Ok(()) => {}

@@ -4,11 +4,14 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use mta_stsd_providers::cloudflare::Cloudflare;
+use mta_stsd_providers::exec::Exec;
 use mta_stsd_providers::powerdns::PowerDns;
 use mta_stsd_providers::rfc2136::Rfc2136;
+use mta_stsd_providers::route53::Route53;
+use mta_stsd_providers::{desec, digitalocean, gandi, hetzner, ovh};
 use mta_stsd_providers::{Provider, ProviderError};
 
-use crate::config::{Config, ProviderConfig, ProviderKind};
+use crate::config::{Config, ProviderConfig, ProviderKind, TokenVendor};
 
 pub type Providers = HashMap<String, Result<Arc<dyn Provider>, ProviderError>>;
 
@@ -35,6 +38,43 @@ pub fn build(config: &ProviderConfig) -> Result<Arc<dyn Provider>, ProviderError
             base_url,
             api_token.clone(),
         )?)),
+        ProviderKind::Route53 {
+            endpoint,
+            credentials,
+        } => Ok(Arc::new(Route53::new(
+            &config.name,
+            endpoint,
+            credentials.clone(),
+        )?)),
+        ProviderKind::Exec { command } => Ok(Arc::new(Exec::new(&config.name, command.clone())?)),
+        ProviderKind::Ovh {
+            base_url,
+            application_key,
+            application_secret,
+            consumer_key,
+        } => {
+            let keys = ovh::Keys {
+                application_key: application_key.clone(),
+                application_secret: application_secret.clone(),
+                consumer_key: consumer_key.clone(),
+            };
+            Ok(Arc::new(ovh::ovh(&config.name, base_url, keys)?))
+        }
+        ProviderKind::Token {
+            vendor,
+            base_url,
+            api_token,
+        } => {
+            let (name, token) = (&config.name, api_token.clone());
+            Ok(match vendor {
+                TokenVendor::Hetzner => Arc::new(hetzner::hetzner(name, base_url, token)?),
+                TokenVendor::Desec => Arc::new(desec::desec(name, base_url, token)?),
+                TokenVendor::Gandi => Arc::new(gandi::gandi(name, base_url, token)?),
+                TokenVendor::DigitalOcean => {
+                    Arc::new(digitalocean::digitalocean(name, base_url, token)?)
+                }
+            })
+        }
     }
 }
 

@@ -37,13 +37,27 @@ pub async fn targets<'c>(
     providers: &Providers,
 ) -> (Vec<Target<'c>>, Vec<Unplaced<'c>>) {
     let mut by_provider: BTreeMap<&str, Vec<&'c Domain>> = BTreeMap::new();
+    let mut unplaced = Vec::new();
     for d in domains {
-        if let Some(p) = d.dns.provider.as_deref() {
-            by_provider.entry(p).or_default().push(d);
+        let Some(p) = d.dns.provider.as_deref() else {
+            continue;
+        };
+        // A name the DNS cannot hold fails the zone's whole update: that domain alone is
+        // left out (`check` refuses such names; a removed domain from an older history may
+        // still have one).
+        match unpublishable(d) {
+            Some(why) => unplaced.push(Unplaced {
+                domain: d,
+                provider: p.to_owned(),
+                error: ProviderError::Config {
+                    code: "name too long".into(),
+                    message: why,
+                },
+            }),
+            None => by_provider.entry(p).or_default().push(d),
         }
     }
     let mut targets: BTreeMap<(String, String), Target<'c>> = BTreeMap::new();
-    let mut unplaced = Vec::new();
     for (pname, domains) in by_provider {
         let provider = match providers.get(pname) {
             Some(Ok(p)) => p.clone(),
@@ -96,6 +110,16 @@ pub async fn targets<'c>(
         group[0].provider.prepare_reads(&zones).await;
     }
     (targets, unplaced)
+}
+
+/// Why one of the domain's names cannot be published, if so.
+fn unpublishable(d: &Domain) -> Option<String> {
+    let n = desired::names(d);
+    let why = [Some(&n.sts), n.host.as_ref(), Some(&n.tlsrpt)]
+        .into_iter()
+        .flatten()
+        .find_map(|name| crate::name::wire_problem(name));
+    why
 }
 
 /// Reads the zone's records at our names and plans every domain in it.

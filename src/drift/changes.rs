@@ -1,6 +1,6 @@
 //! Findings across runs. A finding's identity is (domain, check, subject or message); against
-//! the previous run's report (kept in `<[state] dir>/drift.json`, so restarts keep it) each one
-//! carries its `since`, and what appeared, changed severity or cleared becomes an [`Event`].
+//! the previous run's report (kept in the store, so restarts and other replicas see it) each
+//! one carries its `since`, and what appeared, changed severity or cleared becomes an [`Event`].
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
@@ -34,7 +34,7 @@ pub enum Kind {
     Cleared,
 }
 
-/// Where the findings of the last run are kept.
+/// Where an earlier version kept the findings of the last run (the store keeps them now).
 pub fn state_path(config: &Config) -> PathBuf {
     config.state.dir.join("drift.json")
 }
@@ -52,14 +52,6 @@ pub fn load(path: &Path) -> Result<Option<Report>, String> {
     serde_json::from_slice(&text)
         .map(Some)
         .map_err(|e| format!("{}: {e}", path.display()))
-}
-
-/// Durable: a crash leaves the previous findings or these, so no alert is lost or repeated.
-pub fn save(path: &Path, report: &Report) -> std::io::Result<()> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    crate::state::write_atomic(path, report.json().as_bytes())
 }
 
 /// A run over some domains only: the previous findings of the others are kept as they were.

@@ -28,6 +28,7 @@ use rustls::ClientConfig;
 use tokio::sync::Semaphore;
 
 use crate::config::{Config, Domain};
+use crate::state::store::Store;
 use dns::Dns;
 use report::{Check, DomainReport, Finding, Report, Severity};
 use starttls::MxTls;
@@ -42,33 +43,57 @@ const FETCHES: usize = 32;
 /// Domains whose futures exist at once: bounds memory for a million domains.
 const CHUNK: usize = 1024;
 
-/// Runs every check for the domains of `only` (all without), against the previous run's
-/// findings kept in the state directory: `since` carried over, each appearance, change and
-/// clearing logged (with `log`) and sent to `[alerts]`; the findings kept for the next run.
-/// The report returned covers the domains of `only`; with `verbose`, it keeps what each check
-/// that passed looked at.
+/// How a round takes the "drift" lease, which makes it the only one across replicas and
+/// hand-run commands.
+#[derive(Debug, Clone, Copy)]
+pub enum Take {
+    /// Wait for a round under way to end, up to this long (a command).
+    Wait(std::time::Duration),
+    /// Skip the round when another holds it (a replica: the holder's round is this one).
+    IfFree,
+}
+
+/// Why a round did not run.
+#[derive(Debug)]
+pub enum NotRun {
+    /// Another replica or command holds the lease.
+    Held,
+    Store(crate::state::store::StoreError),
+}
+
+/// Runs every check for the domains of `only` (all without), under the "drift" lease,
+/// against the previous round's findings kept in the store (whoever ran it): `since` carried
+/// over, each appearance, change and clearing logged (with `log`) and sent to `[alerts]`
+/// once the findings are kept (never when the lease was lost meanwhile). The report returned
+/// covers the domains of `only`; with `verbose`, it keeps what each check that passed
+/// looked at.
 pub async fn run_tracked(
     config: &Config,
     only: Option<&BTreeSet<String>>,
-    previous: Option<Arc<Report>>,
+    store: &Store,
+    take: Take,
     stats: &crate::alerts::Stats,
     log: bool,
     verbose: bool,
-) -> Report {
-    let path = changes::state_path(config);
-    let previous = match previous {
-        Some(p) => Some(p),
-        None => match changes::load(&path) {
-            Ok(p) => p.map(Arc::new),
-            Err(e) => {
-                warn!(error = %e, "cannot read the previous drift findings; all count as new");
-                None
+) -> Result<Report, NotRun> {
+    let lease = take_lease(store, take, config.state.lease).await?;
+    // Renewed while the checks run (a million domains take a while); dropped at the end.
+    let renewing = {
+        let (store, lease) = (store.clone(), lease.clone());
+        tokio_util::task::AbortOnDropHandle::new(tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(lease.ttl() / 3).await;
+                if let Ok(false) = store.renew(&lease).await {
+                    warn!("lost the drift lease during the round (the store stalled?); its alerts are left to the next holder");
+                    return;
+                }
             }
-        },
+        }))
     };
+    let previous = previous_findings(config, store).await;
     let mut checked = run(config, only, verbose).await;
     // Events and `since` from this run's domains alone.
-    let events = changes::compare(previous.as_deref(), &mut checked, only);
+    let events = changes::compare(previous.as_ref(), &mut checked, only);
     if log {
         for e in &events {
             let check = e.check.name();
@@ -87,25 +112,88 @@ pub async fn run_tracked(
             }
         }
     }
-    // Kept for the next run: the other domains' findings as they were, no passed checks.
-    let saved = match (only, verbose) {
-        (None, false) => changes::save(&path, &checked),
-        (None, true) => changes::save(&path, &checked.clone().without_passed()),
-        (Some(only), _) => changes::save(
-            &path,
-            &changes::keep_unchecked(previous.as_deref(), checked.clone().without_passed(), only),
-        ),
+    // Kept for the next round: the other domains' findings as they were, no passed checks.
+    let kept = match (only, verbose) {
+        (None, false) => checked.json(),
+        (None, true) => checked.clone().without_passed().json(),
+        (Some(only), _) => {
+            changes::keep_unchecked(previous.as_ref(), checked.clone().without_passed(), only)
+                .json()
+        }
     };
-    if let Err(e) = saved {
-        warn!(path = %path.display(), error = %e, "cannot keep the drift findings; the next run alerts again");
-    }
-    if let Some(alerts) = &config.alerts {
-        match fetch::client_config(config.drift.ca.as_deref()) {
-            Ok(tls) => crate::alerts::send(alerts, tls, &events, stats).await,
-            Err(e) => warn!(error = %e, "no TLS for the alert webhook"),
+    drop(renewing);
+    let send = match store
+        .save_drift(&lease, &kept, checked.checked_at as i64)
+        .await
+    {
+        Ok(true) => true,
+        Ok(false) => {
+            warn!("lost the drift lease before keeping the findings: another round took over, and alerts are its to send");
+            false
+        }
+        Err(e) => {
+            warn!(error = %e, "cannot keep the drift findings; the next round alerts again");
+            true
+        }
+    };
+    if send {
+        if let Some(alerts) = &config.alerts {
+            match fetch::client_config(config.drift.ca.as_deref()) {
+                Ok(tls) => crate::alerts::send(alerts, tls, &events, stats).await,
+                Err(e) => warn!(error = %e, "no TLS for the alert webhook"),
+            }
         }
     }
-    checked
+    if let Err(e) = store.release(&lease).await {
+        warn!(error = %e, "cannot release the drift lease; it expires by itself");
+    }
+    Ok(checked)
+}
+
+async fn take_lease(
+    store: &Store,
+    take: Take,
+    ttl: std::time::Duration,
+) -> Result<crate::state::store::Lease, NotRun> {
+    let deadline = match take {
+        Take::Wait(d) => Some(tokio::time::Instant::now() + d),
+        Take::IfFree => None,
+    };
+    loop {
+        match store.acquire("drift", ttl).await {
+            Ok(Some(l)) => return Ok(l),
+            Ok(None) if deadline.is_some_and(|d| tokio::time::Instant::now() < d) => {
+                tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+            }
+            Ok(None) => return Err(NotRun::Held),
+            Err(e) => return Err(NotRun::Store(e)),
+        }
+    }
+}
+
+/// The findings of the last round: from the store, else from an earlier version's
+/// `drift.json` (read, not moved: the store keeps them from now on).
+pub async fn previous_findings(config: &Config, store: &Store) -> Option<Report> {
+    match store.drift_findings().await {
+        Ok(Some((json, _))) => match serde_json::from_str(&json) {
+            Ok(r) => return Some(r),
+            Err(e) => {
+                warn!(error = %e, "the store's drift findings are unreadable; all count as new")
+            }
+        },
+        Ok(None) => {}
+        Err(e) => {
+            warn!(error = %e, "cannot read the previous drift findings; all count as new");
+            return None;
+        }
+    }
+    match changes::load(&changes::state_path(config)) {
+        Ok(p) => p,
+        Err(e) => {
+            warn!(error = %e, "cannot read the previous drift findings; all count as new");
+            None
+        }
+    }
 }
 
 /// Runs every check for the domains of `only` (every domain without); with `verbose`, each
@@ -150,7 +238,13 @@ pub async fn run(config: &Config, only: Option<&BTreeSet<String>>, verbose: bool
     let permits = Semaphore::new(CONCURRENCY);
     let fetches = Semaphore::new(FETCHES);
     // Older policies senders may still cache, from the id history (read, never written).
-    let history = crate::state::history::History::read_only(&config.state.dir)
+    let target = crate::state::store::Target {
+        dir: config.state.dir.clone(),
+        url: config.state.url.clone(),
+        replica: config.state.replica.clone(),
+    };
+    let history = crate::state::store::read_history(&target)
+        .await
         .unwrap_or_else(|_| crate::state::history::History::in_memory());
     let mut reports = Vec::with_capacity(config.domains.len());
     let domains: Vec<&Domain> = config

@@ -1,10 +1,14 @@
 //! Who holds the connections of a set of listeners (SPEC "Limits"): a global cap, a cap per
-//! client address, and, at the global cap, the quietest connection closed to make room, so
-//! that whatever one peer holds open a new sender is answered within the handshake timeout.
+//! client address, and, at the global cap, the connection that made no progress for longest
+//! closed to make room, so that whatever one peer holds open a new sender is answered within
+//! the handshake timeout.
 //!
-//! A connection is quiet from the last byte it moved (see [`super::idle::Idle`]): idle
-//! keep-alive, a handshake never begun, a stalled client. One that moved a byte within
-//! [`MIN_QUIET`] is not closed: at a cap reached by real traffic, requests in flight finish.
+//! Progress is what a sender came for: a request answered, or request body bytes arriving at
+//! least at `[server] min_body_rate`. Moving bytes is not progress: a body dripped a byte at a
+//! time, HTTP/2 PINGs or SETTINGS, a handshake never finished. A connection's last progress is
+//! its opening until it makes some, so among those that made none the oldest goes first; one
+//! younger than [`MIN_AGE`] is never closed, so a flood of new connections cannot evict a sender
+//! before its handshake is done.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv6Addr};
@@ -15,9 +19,9 @@ use std::time::Duration;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
-/// A connection that moved a byte more recently than this is never evicted.
-pub const MIN_QUIET: Duration = Duration::from_millis(250);
-/// At the cap with no connection quiet enough, how often to look again.
+/// A connection younger than this is never evicted.
+pub const MIN_AGE: Duration = Duration::from_millis(500);
+/// At the cap with no connection old enough, how often to look again.
 const RETRY: Duration = Duration::from_millis(100);
 
 /// The connections of one group of listeners (the public ones share one; admin has its own).
@@ -35,34 +39,56 @@ struct Inner {
     by_ip: HashMap<IpAddr, usize>,
 }
 
-/// One connection's shared record: when it last moved a byte, and whether to close.
+/// One connection's shared record: its last progress, its requests, and whether to close.
 #[derive(Debug)]
 pub struct Slot {
-    opened: Instant,
-    /// Milliseconds from `opened` to the last byte moved.
-    active_ms: AtomicU64,
+    pub opened: Instant,
+    /// Milliseconds from `opened` to the last progress (0: none yet).
+    progress_ms: AtomicU64,
+    /// Requests answered on hyper's paths (the lean HTTP/1.1 server counts its own).
+    requests: AtomicU64,
     evicted: AtomicBool,
     evict: Notify,
+    /// Told once the connection has served its `max_requests_per_connection`.
+    retire: Notify,
 }
 
 impl Slot {
     fn new() -> Slot {
         Slot {
             opened: Instant::now(),
-            active_ms: AtomicU64::new(0),
+            progress_ms: AtomicU64::new(0),
+            requests: AtomicU64::new(0),
             evicted: AtomicBool::new(false),
             evict: Notify::new(),
+            retire: Notify::new(),
         }
     }
 
-    /// Records that a byte moved now; called by the transport on every completed read/write.
-    pub fn touch(&self, now: Instant) {
+    /// Records progress at `now`: a request answered, or body bytes at the minimum rate.
+    pub fn progress(&self, now: Instant) {
         let ms = now.saturating_duration_since(self.opened).as_millis() as u64;
-        self.active_ms.store(ms, Ordering::Relaxed);
+        self.progress_ms.store(ms, Ordering::Relaxed);
     }
 
-    fn last_active(&self) -> Instant {
-        self.opened + Duration::from_millis(self.active_ms.load(Ordering::Relaxed))
+    fn last_progress(&self) -> Instant {
+        self.opened + Duration::from_millis(self.progress_ms.load(Ordering::Relaxed))
+    }
+
+    /// Counts one request answered on hyper's paths; true when it is the `max`th, after which
+    /// the connection is to close ([`Slot::retired`] resolves).
+    pub fn request(&self, max: u64) -> bool {
+        let n = self.requests.fetch_add(1, Ordering::Relaxed) + 1;
+        if n == max {
+            // Stored if the connection is not waiting yet.
+            self.retire.notify_one();
+        }
+        n >= max
+    }
+
+    /// Resolves once the connection served its most requests.
+    pub async fn retired(&self) {
+        self.retire.notified().await
     }
 
     /// Resolves once this connection was chosen to make room.
@@ -134,7 +160,8 @@ impl Conns {
         })
     }
 
-    /// Waits for a global place for `a`, closing the quietest connection while at the cap.
+    /// Waits for a global place for `a`, closing the one that made no progress for longest
+    /// while at the cap.
     /// Returns how many were evicted for it.
     pub async fn place(self: &Arc<Self>, a: &mut Admission) -> usize {
         let mut evicted = 0;
@@ -142,7 +169,7 @@ impl Conns {
             if let Ok(p) = self.permits.clone().try_acquire_owned() {
                 break p;
             }
-            if self.evict_quietest() {
+            if self.evict_stalest() {
                 evicted += 1;
             }
             // The evicted connection gives its permit back as its task ends.
@@ -162,18 +189,19 @@ impl Conns {
         evicted
     }
 
-    /// Asks the connection quiet longest (and at least [`MIN_QUIET`]) to close; false if none.
-    fn evict_quietest(&self) -> bool {
+    /// Asks the connection whose last progress is oldest (and at least [`MIN_AGE`] old) to
+    /// close; false if none.
+    fn evict_stalest(&self) -> bool {
         let now = Instant::now();
         let inner = self.lock();
-        let quietest = inner
+        let stalest = inner
             .open
             .values()
             .filter(|s| !s.evicted.load(Ordering::Relaxed))
-            .map(|s| (s.last_active(), s))
-            .filter(|(at, _)| now.saturating_duration_since(*at) >= MIN_QUIET)
+            .filter(|s| now.saturating_duration_since(s.opened) >= MIN_AGE)
+            .map(|s| (s.last_progress(), s))
             .min_by_key(|(at, _)| *at);
-        match quietest {
+        match stalest {
             Some((_, slot)) => {
                 slot.evicted.store(true, Ordering::Relaxed);
                 // Stored if the connection is not waiting yet: it closes when it next looks.
@@ -231,48 +259,84 @@ mod tests {
         assert!(c.admit(ip("127.0.0.2")).is_ok());
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn at_the_cap_the_quietest_is_evicted_never_a_busy_one() {
-        let c = Conns::new(2, 10);
-        let mut old = c.admit(ip("127.0.0.2")).unwrap();
-        assert_eq!(c.place(&mut old).await, 0);
-        tokio::time::advance(Duration::from_secs(5)).await;
-        let mut newer = c.admit(ip("127.0.0.2")).unwrap();
-        assert_eq!(c.place(&mut newer).await, 0);
-        tokio::time::advance(Duration::from_secs(1)).await;
-        // `old` has been quiet 6 s, `newer` 1 s: `old` goes.
-        let old_slot = old.slot.clone();
-        let newer_slot = newer.slot.clone();
-        let closer = tokio::spawn(async move {
-            old_slot.evicted().await;
-            drop(old);
-        });
-        let mut third = c.admit(ip("127.0.0.3")).unwrap();
-        assert_eq!(c.place(&mut third).await, 1);
-        closer.await.unwrap();
-        assert!(!newer_slot.evicted.load(Ordering::Relaxed));
-
-        // Both places taken by connections that just moved a byte: the fourth waits.
-        newer_slot.touch(Instant::now());
-        tokio::time::advance(Duration::from_millis(10)).await;
-        third.slot.touch(Instant::now());
-        let c2 = c.clone();
-        let fourth = tokio::spawn(async move {
-            let mut a = c2.admit(ip("127.0.0.4")).unwrap();
-            c2.place(&mut a).await;
+    /// A connection holding its place while another waits for one, closed when evicted.
+    fn hold(c: &Arc<Conns>, src: &str) -> (Arc<Slot>, tokio::task::JoinHandle<Admission>) {
+        let c = c.clone();
+        let mut a = c.admit(ip(src)).unwrap();
+        let slot = a.slot.clone();
+        let task = tokio::spawn(async move {
+            c.place(&mut a).await;
             a
         });
-        tokio::time::sleep(MIN_QUIET / 2).await;
-        assert!(!fourth.is_finished());
-        assert!(!newer_slot.evicted.load(Ordering::Relaxed));
-        // Once quiet long enough, the one quiet longest (`newer`, touched first) goes.
+        (slot, task)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn at_the_cap_the_one_without_progress_longest_is_evicted() {
+        let c = Conns::new(3, 10);
+        let (old, old_task) = hold(&c, "127.0.0.2");
+        let old = (old, old_task.await.unwrap());
+        tokio::time::advance(Duration::from_secs(5)).await;
+        let (busy, t) = hold(&c, "127.0.0.2");
+        let busy = (busy, t.await.unwrap());
+        let (mid, t) = hold(&c, "127.0.0.2");
+        let mid = (mid, t.await.unwrap());
+        tokio::time::advance(Duration::from_secs(1)).await;
+        // `old` answered a request 4 s after opening (2 s ago), `busy` just now, `mid` none
+        // (opened 1 s ago).
+        old.0.progress(old.0.opened + Duration::from_secs(4));
+        busy.0.progress(Instant::now());
+        // Moving bytes is no progress: nothing here records it, whatever `mid` sends.
+        let evicts = |(slot, a): (Arc<Slot>, Admission)| {
+            tokio::spawn(async move {
+                slot.evicted().await;
+                drop(a);
+            })
+        };
+        let mid_closed = evicts(mid);
+        let old_closer = evicts(old);
+        let (_, t) = hold(&c, "127.0.0.3");
+        let fourth = t.await.unwrap();
+        // `old` made progress 2 s ago; `mid` none since opening 1 s ago: `old` goes first.
+        old_closer.await.unwrap();
+        assert!(!mid_closed.is_finished());
+        assert!(!busy.0.evicted.load(Ordering::Relaxed));
+
+        // Next `mid` (no progress since it opened), not the newcomer (none either, younger),
+        // nor `busy`.
+        let fourth_slot = fourth.slot.clone();
+        let (_, t) = hold(&c, "127.0.0.4");
+        let fifth = t.await.unwrap();
+        mid_closed.await.unwrap();
+        assert!(!fourth_slot.evicted.load(Ordering::Relaxed));
+        drop((busy, fourth, fifth));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_young_connection_is_not_evicted() {
+        let c = Conns::new(1, 10);
+        let (young, t) = hold(&c, "127.0.0.2");
+        let a = t.await.unwrap();
         let closer = tokio::spawn(async move {
-            newer_slot.evicted().await;
-            drop(newer);
+            a.slot.evicted().await;
+            drop(a);
         });
-        let a = fourth.await.unwrap();
+        let (_, waiting) = hold(&c, "127.0.0.3");
+        tokio::time::sleep(MIN_AGE / 2).await;
+        assert!(!waiting.is_finished());
+        assert!(!young.evicted.load(Ordering::Relaxed));
+        // Old enough (and without progress): it makes room.
+        let second = waiting.await.unwrap();
         closer.await.unwrap();
-        assert!(!third.slot.evicted.load(Ordering::Relaxed));
-        drop((a, third));
+        drop(second);
+    }
+
+    #[test]
+    fn the_maxth_request_retires_the_connection() {
+        let s = Slot::new();
+        assert!(!s.request(3));
+        assert!(!s.request(3));
+        assert!(s.request(3));
+        assert!(s.request(3));
     }
 }

@@ -4,14 +4,11 @@
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
-
-use super::conns::Slot;
 
 pub struct Idle<T> {
     inner: T,
@@ -19,8 +16,6 @@ pub struct Idle<T> {
     last_activity: Instant,
     /// Fires at `last_activity + timeout` as it was when armed; re-armed lazily.
     sleep: Pin<Box<Sleep>>,
-    /// Told of every byte moved, so the connection cap knows which connection is quietest.
-    slot: Option<Arc<Slot>>,
 }
 
 impl<T> Idle<T> {
@@ -31,22 +26,11 @@ impl<T> Idle<T> {
             timeout,
             last_activity: now,
             sleep: Box::pin(tokio::time::sleep_until(now + timeout)),
-            slot: None,
         }
-    }
-
-    /// Reports activity to `slot` too.
-    pub fn with_slot(mut self, slot: Arc<Slot>) -> Self {
-        self.slot = Some(slot);
-        self
     }
 
     fn active(&mut self) {
-        let now = Instant::now();
-        self.last_activity = now;
-        if let Some(s) = &self.slot {
-            s.touch(now);
-        }
+        self.last_activity = Instant::now();
     }
 
     /// Called when the inner transport is pending: an error once the deadline has passed.

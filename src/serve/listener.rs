@@ -4,27 +4,28 @@
 //! listener are hyper's.
 
 use std::convert::Infallible;
-use std::io;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
-use http::header::{HeaderValue, HOST};
+use http::header::{HeaderValue, CONNECTION, HOST};
 use http::{Request, Uri};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use rustls::ServerConfig;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
+use tokio::time::Instant;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, warn, Instrument};
 
+use super::body::{Body, Pacing};
 use super::conns::{AddressFull, Conns, Slot};
 use super::handler::Head;
 use super::idle::Idle;
+use super::linger::Linger;
+use super::rewind::Rewind;
 use super::{handler, http1, tls, Respond, Site};
 use crate::config::Limits;
 
@@ -56,8 +57,8 @@ pub struct Listener {
 
 impl Listener {
     /// Accepts until shutdown. A connection from an address at its cap is closed at once; at
-    /// the global cap the quietest connection is closed to make room, or, while every one is
-    /// busy, new connections wait in the kernel's backlog.
+    /// the global cap the one without progress for longest is closed to make room, or, while
+    /// every one is too young to close, new connections wait in the kernel's backlog.
     pub async fn run(mut self, socket: TcpListener) {
         let public = !matches!(self.kind, Kind::Admin(_));
         let mut backoff = Duration::from_millis(10);
@@ -124,7 +125,7 @@ impl Listener {
     /// `trusted`: the peer is one of `[server] trusted_proxies`.
     async fn connection(&self, tcp: TcpStream, slot: Arc<Slot>, trusted: bool) {
         let _ = tcp.set_nodelay(true);
-        let io = Idle::new(tcp, self.limits.idle_timeout).with_slot(slot);
+        let io = Idle::new(tcp, self.limits.idle_timeout);
         match &self.kind {
             Kind::Https(config) => {
                 // Boxed, as is every state that is not the idle one, so that the task of an
@@ -138,15 +139,16 @@ impl Listener {
                     // [tlsrpt] hosts: hyper, which reads request bodies (the lean path does not).
                     Ok(Ok(stream)) if self.is_report_host(&stream) => {
                         let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
-                        Box::pin(self.http_as(stream, h2, None, false, true)).await
+                        Box::pin(self.http_as(stream, h2, None, false, true, slot)).await
                     }
                     Ok(Ok(stream)) => {
                         let sni: Option<Arc<str>> = stream.get_ref().1.server_name().map(Arc::from);
                         // ALPN settled the protocol: no preface sniffing, no second state.
                         if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
-                            Box::pin(self.http(stream, true, sni, trusted)).await
+                            Box::pin(self.http(stream, true, sni, trusted, slot)).await
                         } else {
-                            self.http1(stream, false, sni.as_deref(), trusted).await
+                            self.http1(stream, false, sni.as_deref(), trusted, slot)
+                                .await
                         }
                     }
                     Ok(Err(e)) => {
@@ -160,8 +162,8 @@ impl Listener {
                 }
             }
             // Plain HTTP: HTTP/1.1, or HTTP/2 with prior knowledge (h2c).
-            Kind::Http => self.http1(io, true, None, trusted).await,
-            Kind::Admin(_) => Box::pin(self.http(io, false, None, false)).await,
+            Kind::Http => self.http1(io, true, None, trusted, slot).await,
+            Kind::Admin(_) => Box::pin(self.http(io, false, None, false, slot)).await,
         }
     }
 
@@ -169,8 +171,14 @@ impl Listener {
     /// that starts with the HTTP/2 preface goes on with hyper's HTTP/2, and HTTP-01 validation
     /// requests are answered (RFC 8555 §8.3: they come to port 80). `sni`: on TLS, the name
     /// every request must be for. `trusted`: a trusted proxy's connection.
-    async fn http1<IO>(&self, io: IO, plain: bool, sni: Option<&str>, trusted: bool)
-    where
+    async fn http1<IO>(
+        &self,
+        io: IO,
+        plain: bool,
+        sni: Option<&str>,
+        trusted: bool,
+        slot: Arc<Slot>,
+    ) where
         IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let opts = http1::Options {
@@ -178,6 +186,9 @@ impl Listener {
             max_header_bytes: self.limits.max_header_bytes.max(8192),
             header_timeout: self.limits.header_timeout,
             h2c: plain,
+            max_requests: self.limits.max_requests_per_connection,
+            closes_at: slot.opened + self.limits.max_connection_lifetime,
+            slot: Some(slot.clone()),
         };
         let site = &self.site;
         let served = http1::serve(io, &opts, self.shutdown.clone(), |head| {
@@ -191,10 +202,10 @@ impl Listener {
         .await;
         match served {
             http1::Served::H2c(io, read) => {
-                Box::pin(self.http(Rewind::new(io, read), true, None, trusted)).await
+                Box::pin(self.http(Rewind::new(io, read), true, None, trusted, slot)).await
             }
             http1::Served::Hyper(io, read) => {
-                Box::pin(self.http(Rewind::new(io, read), false, None, trusted)).await
+                Box::pin(self.http(Rewind::new(io, read), false, None, trusted, slot)).await
             }
             http1::Served::Closed => {}
         }
@@ -206,14 +217,22 @@ impl Listener {
 
     /// Serves hyper's HTTP on `io`: HTTP/2 when `h2` (the public listeners), else HTTP/1.1
     /// (the admin listener). `sni`: on TLS, the name every request must be for.
-    async fn http<IO>(&self, io: IO, h2: bool, sni: Option<Arc<str>>, trusted: bool)
-    where
+    async fn http<IO>(
+        &self,
+        io: IO,
+        h2: bool,
+        sni: Option<Arc<str>>,
+        trusted: bool,
+        slot: Arc<Slot>,
+    ) where
         IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        self.http_as(io, h2, sni, trusted, false).await
+        self.http_as(io, h2, sni, trusted, false, slot).await
     }
 
     /// [`Listener::http`]; `reports`: a `[tlsrpt] hosts` connection, answered by the receiver.
+    /// The connection closes gracefully (HTTP/2: GOAWAY) at the end of its lifetime or after
+    /// its most requests.
     async fn http_as<IO>(
         &self,
         io: IO,
@@ -221,6 +240,7 @@ impl Listener {
         sni: Option<Arc<str>>,
         trusted: bool,
         reports: bool,
+        slot: Arc<Slot>,
     ) where
         IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
@@ -251,11 +271,19 @@ impl Listener {
         };
         let http01 = matches!(self.kind, Kind::Http);
         let receiver = self.reports.clone();
-        let service = service_fn(move |req| {
+        let limits = Pacing {
+            min_rate: self.limits.min_body_rate,
+            grace: self.limits.body_grace,
+            max_requests: self.limits.max_requests_per_connection,
+            h2,
+        };
+        let conn_slot = slot.clone();
+        let service = service_fn(move |req: Request<hyper::body::Incoming>| {
             let site = site.clone();
             let sni = sni.clone();
             let other = other.clone();
             let receiver = receiver.clone();
+            let slot = conn_slot.clone();
             async move {
                 // A plain listener: TLS ended at a proxy, so the host says what a request is
                 // for, a report host's going to the receiver with that host as its Host.
@@ -264,94 +292,61 @@ impl Listener {
                     .flatten()
                     .filter(|h| is_report_host(&site, Some(h)))
                     .map(str::to_owned);
-                let response = match (other, report_host) {
-                    (Some(respond), _) => respond(req).await,
-                    (None, Some(host)) => receiver(with_host(req, &host)).await,
-                    (None, None) => handler::respond(&site, http01, sni.as_deref(), trusted, &req),
+                let (mut response, unread) = match (other, report_host) {
+                    (Some(respond), _) if reports => limits.paced(respond, req, &slot).await,
+                    (Some(respond), _) => (respond(req.map(Body::unpaced)).await, false),
+                    (None, Some(host)) => {
+                        limits.paced(receiver, with_host(req, &host), &slot).await
+                    }
+                    (None, None) => (
+                        handler::respond(&site, http01, sni.as_deref(), trusted, &req),
+                        false,
+                    ),
                 };
+                slot.progress(Instant::now());
+                // HTTP/2 closes by GOAWAY (`Slot::retired`), HTTP/1.1 after this answer; and
+                // after one given before the body was read: the rest of it is still coming, and
+                // a client told nothing would send its next request after it.
+                let last = slot.request(limits.max_requests);
+                if (last || unread) && !h2 {
+                    response
+                        .headers_mut()
+                        .insert(CONNECTION, HeaderValue::from_static("close"));
+                }
                 Ok::<_, Infallible>(response)
             }
         });
-        let conn = builder.serve_connection(TokioIo::new(io), service);
+        // Lingering: an answer given before the body was read (413, 415, 408) reaches the
+        // client instead of a reset. (HTTP/2's stream: see `Body`'s drop.)
+        let conn = builder.serve_connection(TokioIo::new(Linger::new(io)), service);
         tokio::pin!(conn);
         let mut shutdown = self.shutdown.clone();
-        let result = tokio::select! {
-            r = conn.as_mut() => r,
-            _ = shutdown.changed() => {
+        let lifetime = tokio::time::sleep_until(slot.opened + self.limits.max_connection_lifetime);
+        tokio::pin!(lifetime);
+        let retire = tokio::select! {
+            r = conn.as_mut() => Err(r),
+            _ = shutdown.changed() => Ok(None),
+            _ = &mut lifetime => Ok(Some("its lifetime ended")),
+            _ = slot.retired() => Ok(Some("it answered its most requests")),
+        };
+        let result = match retire {
+            Err(r) => r,
+            Ok(None) => {
                 conn.as_mut().graceful_shutdown();
                 conn.await
+            }
+            Ok(Some(why)) => {
+                debug!("closing gracefully: {why}");
+                conn.as_mut().graceful_shutdown();
+                // A client that never lets go (HTTP/2 waits for its PING answer) is bounded.
+                tokio::time::timeout(self.limits.shutdown_timeout, conn)
+                    .await
+                    .unwrap_or(Ok(()))
             }
         };
         if let Err(e) = result {
             debug!(error = %e, "connection ended with an error");
         }
-    }
-}
-
-/// A transport whose first bytes were already read: they are read again, then the rest.
-struct Rewind<IO> {
-    read: Vec<u8>,
-    pos: usize,
-    inner: IO,
-}
-
-impl<IO> Rewind<IO> {
-    fn new(inner: IO, read: Vec<u8>) -> Self {
-        Rewind {
-            read,
-            pos: 0,
-            inner,
-        }
-    }
-}
-
-impl<IO: AsyncRead + Unpin> AsyncRead for Rewind<IO> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        if self.pos < self.read.len() {
-            let n = (self.read.len() - self.pos).min(buf.remaining());
-            buf.put_slice(&self.read[self.pos..self.pos + n]);
-            self.pos += n;
-            if self.pos == self.read.len() {
-                self.read = Vec::new();
-                self.pos = 0;
-            }
-            return Poll::Ready(Ok(()));
-        }
-        Pin::new(&mut self.inner).poll_read(cx, buf)
-    }
-}
-
-impl<IO: AsyncWrite + Unpin> AsyncWrite for Rewind<IO> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 

@@ -3,12 +3,15 @@
 //! Serve sees the daemon only through [`Site`] (what answering reads) and the [`Respond`]
 //! services the daemon hands in for what it does not answer itself (admin, report uploads).
 
+pub mod body;
 pub mod conns;
 pub mod devca;
 pub mod handler;
 pub mod http1;
 pub mod idle;
+pub mod linger;
 pub mod listener;
+pub mod rewind;
 pub mod tls;
 
 use std::sync::Arc;
@@ -18,7 +21,6 @@ use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use http::{Request, Response};
 use http_body_util::Full;
-use hyper::body::Incoming;
 
 use crate::acme::AcmeState;
 use crate::live::Live;
@@ -37,4 +39,4 @@ pub struct Site {
 
 /// A service the daemon hands the listeners: the admin endpoints, the TLS-RPT receiver.
 pub type Respond =
-    Arc<dyn Fn(Request<Incoming>) -> BoxFuture<'static, Response<Full<Bytes>>> + Send + Sync>;
+    Arc<dyn Fn(Request<body::Body>) -> BoxFuture<'static, Response<Full<Bytes>>> + Send + Sync>;

@@ -1,21 +1,14 @@
 //! The id history: every policy each domain has served (id, body, first and last served), and
 //! where removed domains are in their retirement (RFC 8461 §8.3). Built by replaying the
-//! journal; the same event twice (two replicas) changes nothing.
+//! events of the store (`store`); the same event twice (two replicas) changes nothing.
 
 use std::collections::HashMap;
-use std::io;
-use std::path::Path;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use super::Journal;
-
-/// Compact the journal when it is this many times the size of what it holds, and large.
-const COMPACT_FACTOR: u64 = 4;
-const COMPACT_MIN_BYTES: u64 = 1 << 20;
-
-/// One line of the journal. Names and ids are shared with the config they came from: a
+/// One event of the history (a row of the store, a line of the old journal). Names and ids
+/// are shared with the config they came from: a
 /// start records a million of them at once.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -42,9 +35,17 @@ pub enum Event {
         at: u64,
         withdraw_at: u64,
     },
+    /// `domain`'s retirement counts from `at` instead: it was recorded at a time still ahead
+    /// of the clock (a clock that ran ahead and was corrected), which would hold it that
+    /// much longer.
+    Rescheduled {
+        domain: Arc<str>,
+        at: u64,
+        withdraw_at: u64,
+    },
     /// `domain`'s records were withdrawn; it is no longer served.
     Withdrawn { domain: Arc<str>, at: u64 },
-    /// One served policy as a whole, as compaction writes it.
+    /// One served policy as a whole, as the old journal's compaction wrote it.
     Entry {
         domain: Arc<str>,
         id: Arc<str>,
@@ -128,122 +129,24 @@ impl DomainHistory {
     }
 }
 
-/// The history in memory, with the journal it came from.
-#[derive(Debug)]
+/// The history in memory.
+#[derive(Debug, Default)]
 pub struct History {
-    journal: Option<Journal>,
-    /// Where the next read of the journal starts (appends by other replicas).
-    offset: u64,
     bodies: HashMap<Arc<str>, Arc<str>>,
     domains: HashMap<Arc<str>, DomainHistory>,
-    /// Unreadable journal lines seen (torn by a crash, or damaged).
-    pub skipped: usize,
-    /// About how many bytes a compacted journal would take, as last measured: until the
-    /// journal outgrows it [`COMPACT_FACTOR`] times, no snapshot is built to measure again
-    /// (a million domains' snapshot takes seconds, and every reload records).
-    held: u64,
 }
 
 impl History {
-    /// A history kept only in memory (tests, and commands that must not write).
+    /// An empty history, filled by [`Self::apply`].
     pub fn in_memory() -> History {
-        History {
-            journal: None,
-            offset: 0,
-            bodies: HashMap::new(),
-            domains: HashMap::new(),
-            skipped: 0,
-            held: 0,
-        }
+        History::default()
     }
 
-    /// Loads the history of `[state] dir`, creating the directory if needed.
-    pub fn open(dir: &Path) -> io::Result<History> {
-        let mut h = History::in_memory();
-        h.journal = Some(Journal::open(dir, "history")?);
-        h.refresh()?;
-        Ok(h)
-    }
-
-    /// Loads without creating anything: a missing directory is an empty history.
-    pub fn read_only(dir: &Path) -> io::Result<History> {
-        let mut h = History::in_memory();
-        if dir.exists() {
-            h.journal = Some(Journal::open(dir, "history")?);
-            h.refresh()?;
-            h.journal = None;
-        }
-        Ok(h)
-    }
-
-    /// Replays what was appended since the last read (by other replicas, or before a start).
-    pub fn refresh(&mut self) -> io::Result<()> {
-        let Some(j) = &self.journal else {
-            return Ok(());
-        };
-        let read = j.read::<Event>(self.offset)?;
-        if read.end < self.offset {
-            // Compacted by another replica: replay it whole.
-            self.bodies.clear();
-            self.domains.clear();
-        }
-        self.offset = read.end;
-        self.skipped += read.skipped;
-        for e in &read.records {
-            self.apply(e);
-        }
-        Ok(())
-    }
-
-    /// Records events: in memory at once, then durably. An error means they are not on disk.
-    pub fn record(&mut self, events: &[Event]) -> io::Result<()> {
-        // Others' appends first, so that ours are replayed in order after them.
-        self.refresh()?;
+    /// Applies events in order; applying one again changes nothing.
+    pub fn record(&mut self, events: &[Event]) {
         for e in events {
             self.apply(e);
         }
-        let Some(j) = &self.journal else {
-            return Ok(());
-        };
-        j.append(events)?;
-        self.offset = j.size();
-        self.maybe_compact()
-    }
-
-    fn maybe_compact(&mut self) -> io::Result<()> {
-        let Some(j) = &self.journal else {
-            return Ok(());
-        };
-        let len = j.size();
-        if len < COMPACT_MIN_BYTES || len <= self.held * COMPACT_FACTOR {
-            return Ok(());
-        }
-        // Measured without building the snapshot: a million domains' is hundreds of MB.
-        let size = self.snapshot_len();
-        self.held = size;
-        if len > size * COMPACT_FACTOR {
-            j.rewrite(&self.snapshot())?;
-            self.offset = j.size();
-        }
-        Ok(())
-    }
-
-    /// About how many bytes [`Self::snapshot`] takes written.
-    fn snapshot_len(&self) -> u64 {
-        let bodies: usize = self.bodies.values().map(|b| b.len() + POLICY_LINE).sum();
-        let lines: usize = self
-            .domains
-            .values()
-            .map(|d| {
-                d.served.len()
-                    + d.gone.as_ref().map_or(0, |g| {
-                        usize::from(g.missing.is_some())
-                            + usize::from(g.retired.is_some())
-                            + usize::from(g.withdrawn.is_some())
-                    })
-            })
-            .sum();
-        (bodies + lines * LINE) as u64
     }
 
     /// Events that rebuild exactly this history.
@@ -292,7 +195,7 @@ impl History {
         out
     }
 
-    fn apply(&mut self, e: &Event) {
+    pub fn apply(&mut self, e: &Event) {
         match e {
             Event::Policy { id, body } => {
                 if !self.bodies.contains_key(&**id) {
@@ -349,6 +252,17 @@ impl History {
                     }
                 }
             }
+            Event::Rescheduled {
+                domain,
+                at,
+                withdraw_at,
+            } => {
+                if let Some(d) = self.domains.get_mut(&**domain) {
+                    if d.retired().is_some() && d.withdrawn().is_none() {
+                        d.gone().retired = Some((*at, *withdraw_at));
+                    }
+                }
+            }
             Event::Withdrawn { domain, at } => {
                 if let Some(d) = self.domains.get_mut(&**domain) {
                     if d.withdrawn().is_none() && d.missing().is_some() {
@@ -396,10 +310,6 @@ impl History {
     }
 }
 
-/// About how long a journal line is beside its body, and any other line.
-const POLICY_LINE: usize = 64;
-const LINE: usize = 96;
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -422,7 +332,7 @@ mod tests {
             served("a.example", "y", 200),
             served("a.example", "y", 201),
         ] {
-            h.record(&[e]).unwrap();
+            h.record(&[e]);
         }
         let d = h.domain("a.example").unwrap();
         let got: Vec<_> = d.served.iter().map(|e| (&*e.id, e.first, e.last)).collect();
@@ -454,10 +364,9 @@ mod tests {
                 domain: "a.example".into(),
                 at: 900,
             },
-        ])
-        .unwrap();
+        ]);
         let mut again = History::in_memory();
-        again.record(&h.snapshot()).unwrap();
+        again.record(&h.snapshot());
         assert_eq!(again.domain("a.example"), h.domain("a.example"));
         assert_eq!(again.body("x"), Some("b"));
     }

@@ -1,20 +1,17 @@
-//! An append-only file of JSON lines, safe against crashes and shared between processes.
+//! The JSON-lines journal an earlier version kept the id history in (`history.jsonl`), read
+//! once to import it into the store (`store::import`); nothing writes it any more.
 //!
-//! A crash mid-append leaves at most one torn last line, which reading skips and the next
-//! append starts after (on a fresh line). Appends and compaction hold an exclusive lock on a
-//! lock file beside the journal, so replicas sharing the directory never interleave.
+//! A crash mid-append left at most one torn last line, which reading skips.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::fs::File;
+use std::io::{self, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 use serde::de::DeserializeOwned;
-use serde::Serialize;
 
 #[derive(Debug)]
 pub struct Journal {
     path: PathBuf,
-    lock: PathBuf,
 }
 
 /// What a read found: the records, where the next read starts, and how many lines were
@@ -26,13 +23,10 @@ pub struct Lines<T> {
 }
 
 impl Journal {
-    /// The journal `name` in `dir`, which is created if missing.
-    pub fn open(dir: &Path, name: &str) -> io::Result<Journal> {
-        fs::create_dir_all(dir)?;
-        Ok(Journal {
-            path: dir.join(format!("{name}.jsonl")),
-            lock: dir.join(format!("{name}.lock")),
-        })
+    /// The journal `name` in `dir`, if there is one.
+    pub fn open_existing(dir: &Path, name: &str) -> Option<Journal> {
+        let path = dir.join(format!("{name}.jsonl"));
+        path.exists().then_some(Journal { path })
     }
 
     pub fn path(&self) -> &Path {
@@ -77,71 +71,6 @@ impl Journal {
             skipped,
         })
     }
-
-    /// Appends records durably: on return they survive a crash.
-    pub fn append<T: Serialize>(&self, records: &[T]) -> io::Result<()> {
-        if records.is_empty() {
-            return Ok(());
-        }
-        let _lock = self.lock()?;
-        let created = !self.path.exists();
-        let mut f = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .read(true)
-            .open(&self.path)?;
-        // After a torn append (crash), start on a line of our own.
-        let len = f.metadata()?.len();
-        let mut torn = false;
-        if len > 0 {
-            let mut last = [0u8];
-            f.seek(SeekFrom::Start(len - 1))?;
-            f.read_exact(&mut last)?;
-            torn = last[0] != b'\n';
-        }
-        // Written as serialized: a start's million lines are never all in memory at once.
-        let mut out = io::BufWriter::with_capacity(1 << 20, &mut f);
-        if torn {
-            out.write_all(b"\n")?;
-        }
-        for r in records {
-            serde_json::to_writer(&mut out, r)?;
-            out.write_all(b"\n")?;
-        }
-        out.flush()?;
-        drop(out);
-        f.sync_data()?;
-        if created {
-            super::sync_dir(self.path.parent().unwrap_or(Path::new(".")))?;
-        }
-        Ok(())
-    }
-
-    /// Replaces the whole journal with `records` (compaction), atomically.
-    pub fn rewrite<T: Serialize>(&self, records: &[T]) -> io::Result<()> {
-        let mut out = Vec::with_capacity(records.len() * 96);
-        for r in records {
-            serde_json::to_writer(&mut out, r)?;
-            out.push(b'\n');
-        }
-        let _lock = self.lock()?;
-        super::write_atomic(&self.path, &out)
-    }
-
-    /// The size of the journal on disk.
-    pub fn size(&self) -> u64 {
-        fs::metadata(&self.path).map_or(0, |m| m.len())
-    }
-
-    fn lock(&self) -> io::Result<File> {
-        let f = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&self.lock)?;
-        f.lock()?;
-        Ok(f)
-    }
 }
 
 #[cfg(test)]
@@ -158,30 +87,24 @@ mod tests {
     }
 
     #[test]
-    fn a_torn_last_line_is_skipped_and_the_next_append_starts_fresh() {
+    fn a_torn_last_line_is_left_unread() {
         let dir = tempfile::tempdir().unwrap();
-        let j = Journal::open(dir.path(), "t").unwrap();
-        j.append(&[N { n: 1 }, N { n: 2 }]).unwrap();
-        // A crash in the middle of writing `{"n":3}\n`: records are objects, so a torn one
-        // never parses.
-        let mut f = OpenOptions::new().append(true).open(j.path()).unwrap();
-        f.write_all(br#"{"n":3"#).unwrap();
-        drop(f);
+        std::fs::write(
+            dir.path().join("t.jsonl"),
+            b"{\"n\":1}\n{\"n\":2}\n{\"n\":3",
+        )
+        .unwrap();
+        let j = Journal::open_existing(dir.path(), "t").unwrap();
         let r = j.read::<N>(0).unwrap();
-        assert_eq!(ns(&r), vec![1, 2]);
-        j.append(&[N { n: 4 }]).unwrap();
-        let r = j.read::<N>(0).unwrap();
-        assert_eq!((ns(&r), r.skipped), (vec![1, 2, 4], 1));
-        // Reading on from where the last read ended sees only what is new.
-        j.append(&[N { n: 5 }]).unwrap();
-        assert_eq!(ns(&j.read::<N>(r.end).unwrap()), vec![5]);
+        assert_eq!((ns(&r), r.skipped), (vec![1, 2], 0));
+        assert!(Journal::open_existing(dir.path(), "none").is_none());
     }
 
     #[test]
     fn damaged_lines_are_counted_not_fatal() {
         let dir = tempfile::tempdir().unwrap();
-        let j = Journal::open(dir.path(), "t").unwrap();
-        fs::write(j.path(), b"{\"n\":1}\n{oops\n{\"n\":2}\n").unwrap();
+        std::fs::write(dir.path().join("t.jsonl"), b"{\"n\":1}\n{oops\n{\"n\":2}\n").unwrap();
+        let j = Journal::open_existing(dir.path(), "t").unwrap();
         let r = j.read::<N>(0).unwrap();
         assert_eq!((ns(&r), r.skipped), (vec![1, 2], 1));
     }

@@ -1,16 +1,17 @@
-//! `[state] dir`: what the daemon must remember across restarts — the id history and the
-//! retirement of removed domains (`history`), ACME (`acme/`, unless `[acme] state` says), and
-//! the TLS-RPT store. Every write here is atomic and durable.
+//! What the daemon must remember across restarts: the id history and the retirement of
+//! removed domains (`history`) in the store (`store`: SQLite in `[state] dir`, or
+//! PostgreSQL shared by every replica); files in `[state] dir`: ACME (`acme/`, unless
+//! `[acme] state` says), and the TLS-RPT store. Every file write here is atomic and durable.
 //!
-//! Layout:
-//! - `history.jsonl`: an append-only journal of events (one JSON object a line); replicas
-//!   sharing the directory append to it under `history.lock`, and replaying it is idempotent,
-//!   so the same event written twice (by two replicas) changes nothing.
+//! Layout of `[state] dir`:
+//! - `state.sqlite`: the embedded store (when no URL is given).
+//! - `history.jsonl`: the journal of an earlier version, imported once, then left alone.
 //! - `acme/`: account key and certificates, with per-name lock files.
 
 pub mod history;
 mod journal;
 pub mod show;
+pub mod store;
 
 use std::fs::{self, File};
 use std::io::{self, Write};

@@ -1,6 +1,8 @@
 //! TLS-RPT counters for `/metrics`: reports by outcome, sessions by result type. No domain
 //! labels: a million domains would be a million series.
 
+use std::sync::atomic::Ordering;
+
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -57,19 +59,50 @@ impl TlsrptMetrics {
     /// The sessions of a stored report.
     pub fn sessions(&self, r: &Report) {
         for p in &r.policies {
-            self.sessions
-                .get_or_create(&ResultLabel { result: "success" })
-                .inc_by(p.successful);
+            add(
+                &self
+                    .sessions
+                    .get_or_create(&ResultLabel { result: "success" }),
+                p.successful,
+            );
             for f in &p.failures {
                 let result = RESULT_TYPES
                     .iter()
                     .find(|t| **t == f.result_type)
                     .copied()
                     .unwrap_or("other");
-                self.sessions
-                    .get_or_create(&ResultLabel { result })
-                    .inc_by(f.count);
+                add(
+                    &self.sessions.get_or_create(&ResultLabel { result }),
+                    f.count,
+                );
             }
         }
+    }
+}
+
+/// Adds a reporter's count, saturating: a counter never runs backwards (`inc_by` wraps, and
+/// two reports of 2^64 − 1 sessions took it to 2^64 − 2).
+fn add(c: &Counter, n: u64) {
+    let _ = c
+        .inner()
+        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
+            Some(v.saturating_add(n))
+        });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_saturate() {
+        let m = TlsrptMetrics::default();
+        let json = br#"{"report-id":"x","date-range":{"start-datetime":"2024-01-01T00:00:00Z","end-datetime":"2024-01-02T00:00:00Z"},"policies":[{"summary":{"total-successful-session-count":18446744073709551615},"failure-details":[{"result-type":"sts-webpki-invalid","failed-session-count":18446744073709551615}]}]}"#;
+        let r = Report::parse(json).unwrap();
+        m.sessions(&r);
+        m.sessions(&r);
+        let get = |result| m.sessions.get_or_create(&ResultLabel { result }).get();
+        assert_eq!(get("success"), u64::MAX);
+        assert_eq!(get("sts-webpki-invalid"), u64::MAX);
     }
 }

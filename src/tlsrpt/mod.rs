@@ -1,6 +1,7 @@
 //! SMTP TLS Reporting (RFC 8460): the `_smtp._tls` record we publish and the reports we
 //! receive.
 
+pub mod budget;
 pub mod mail;
 pub mod matching;
 pub mod metrics;
@@ -10,6 +11,7 @@ pub mod status;
 pub mod store;
 pub mod summary;
 pub mod task;
+pub mod untrusted;
 
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -18,7 +20,11 @@ use arc_swap::ArcSwap;
 use crate::live::Live;
 use crate::state::history::History;
 
-pub use report::{is_sts_failure, FailureDetail, Malformed, PolicyResult, PolicyType, Report};
+pub use report::{
+    is_sts_failure, FailureDetail, Malformed, PolicyResult, PolicyType, Report, MAX_FAILURES,
+    MAX_POLICIES, MAX_REPORT_ID,
+};
+pub use untrusted::Untrusted;
 
 /// What the receiver and the store task share with the daemon, handed in by it: the live
 /// snapshot (hosts, domains, `[tlsrpt]`), the store once open, the id history (to match a
@@ -30,6 +36,8 @@ pub struct Shared {
     pub reports: Arc<OnceLock<store::Store>>,
     pub history: Arc<Mutex<History>>,
     pub metrics: metrics::TlsrptMetrics,
+    /// Notified after each reload: `[tlsrpt]` may have been added or changed.
+    pub wake: Arc<tokio::sync::Notify>,
 }
 
 /// The store `[tlsrpt]` names, its SQLite file in `state_dir` (created when missing).

@@ -11,9 +11,10 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Body;
 use tracing::{debug, info, warn};
 
+use super::budget::PARSING;
 use super::report::Report;
-use super::store::{Source, Stored};
-use super::Shared;
+use super::store::{Source, StoreError, Stored};
+use super::{Shared, Untrusted};
 use crate::clock::unix_now;
 
 /// RFC 8460 §5.3 media types.
@@ -29,6 +30,9 @@ pub enum Outcome {
     TooLarge,
     UnsupportedType,
     UnknownDomain,
+    /// The store refuses it for good (a database error of a permanent class).
+    Unstorable,
+    /// The store is down, full, or too many bytes are being parsed now: try later.
     Unavailable,
 }
 
@@ -41,7 +45,7 @@ impl Outcome {
             Outcome::Malformed => StatusCode::BAD_REQUEST,
             Outcome::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Outcome::UnsupportedType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            Outcome::UnknownDomain => StatusCode::UNPROCESSABLE_ENTITY,
+            Outcome::UnknownDomain | Outcome::Unstorable => StatusCode::UNPROCESSABLE_ENTITY,
             Outcome::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
@@ -55,6 +59,7 @@ impl Outcome {
             Outcome::TooLarge => "too_large",
             Outcome::UnsupportedType => "unsupported_type",
             Outcome::UnknownDomain => "unknown_domain",
+            Outcome::Unstorable => "unstorable",
             Outcome::Unavailable => "unavailable",
         }
     }
@@ -91,7 +96,7 @@ where
             .insert(ALLOW, HeaderValue::from_static("POST"));
         return r;
     }
-    let (outcome, msg) = receive(&shared, &live, cfg.max_report_bytes, req).await;
+    let (outcome, msg) = receive(&shared, &live, cfg, req).await;
     shared.metrics.report(outcome.label());
     let mut r = text(outcome.status(), msg);
     if outcome == Outcome::Unavailable {
@@ -104,13 +109,14 @@ where
 async fn receive<B>(
     shared: &Shared,
     live: &crate::live::Live,
-    limit: usize,
+    cfg: &crate::config::Tlsrpt,
     req: Request<B>,
 ) -> (Outcome, String)
 where
     B: Body<Data = Bytes> + Unpin,
     B::Error: std::fmt::Display,
 {
+    let limit = cfg.max_report_bytes;
     let media = req
         .headers()
         .get(CONTENT_TYPE)
@@ -144,16 +150,34 @@ where
         Err(BodyError::TooLarge) => return too_large(limit),
         Err(BodyError::Bad(e)) => return (Outcome::Malformed, format!("{e}\n")),
     };
-    let report = match std::str::from_utf8(&json)
-        .map_err(|e| format!("not UTF-8: {e}"))
-        .and_then(|_| Report::parse(&json).map_err(|e| e.0))
-    {
-        Ok(r) => r,
-        Err(e) => {
-            debug!(error = %e, "malformed report");
+    // Held until the report is stored: its JSON and parsed form live until then.
+    let budget = cfg.parse_budget_bytes;
+    let Some(held) = PARSING.take(json.len(), budget) else {
+        debug!(
+            bytes = json.len(),
+            budget, "report refused for now: parse budget in use"
+        );
+        return (
+            Outcome::Unavailable,
+            "too many reports being processed; try again later\n".into(),
+        );
+    };
+    // Off the runtime's workers: a large report's parse must not stall policy fetches.
+    let parsed = tokio::task::spawn_blocking(move || parse(json)).await;
+    let (report, json) = match parsed {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => {
+            debug!(error = %Untrusted(&e), "malformed report");
             return (Outcome::Malformed, format!("malformed report: {e}\n"));
         }
+        Err(e) => {
+            warn!(error = %e, "TLS report parse task failed");
+            return (Outcome::Unavailable, "try again later\n".into());
+        }
     };
+    if let Err(e) = report.check_dates(unix_now() as i64) {
+        return (Outcome::Malformed, format!("malformed report: {e}\n"));
+    }
     // RFC 8460 §4.4 "policy-domain": a report about none of our domains is not ours to keep.
     let ours = report.policies.iter().any(|p| {
         p.domain
@@ -172,29 +196,50 @@ where
             "the report store is not open\n".into(),
         );
     };
+    store.set_quota(cfg.max_reports, cfg.max_store_bytes);
     let ids = {
         let history = shared.history.lock().unwrap_or_else(|e| e.into_inner());
         super::matching::match_ids(&*history, &report)
     };
-    let json = String::from_utf8(json).expect("checked above");
-    match store
-        .insert(&report, &json, Source::Https, unix_now() as i64, &ids)
-        .await
-    {
+    let report = Arc::new(report);
+    let outcome = store
+        .insert(report.clone(), json, &Source::Https, unix_now() as i64, ids)
+        .await;
+    drop(held);
+    let (id, org) = (
+        Untrusted(&report.report_id),
+        Untrusted(&report.organization),
+    );
+    match outcome {
         Ok(Stored::New) => {
             shared.metrics.sessions(&report);
-            info!(report_id = %report.report_id, org = %report.organization, "TLS report stored");
+            info!(report_id = %id, org = %org, "TLS report stored");
             (Outcome::Stored, "stored\n".into())
         }
         Ok(Stored::Duplicate) => (Outcome::Duplicate, "already stored\n".into()),
+        Err(e @ StoreError::Refused(_)) => {
+            // RFC 8460 §5.3: a 4xx is final; the same report would fail every time.
+            warn!(report_id = %id, org = %org, error = %e, "TLS report refused by the store");
+            (
+                Outcome::Unstorable,
+                "the report store cannot hold this report\n".into(),
+            )
+        }
         Err(e) => {
-            warn!(error = %e, "TLS report not stored");
+            warn!(report_id = %id, org = %org, error = %e, "TLS report not stored");
             (
                 Outcome::Unavailable,
                 "the report store is unavailable\n".into(),
             )
         }
     }
+}
+
+/// UTF-8, then the report; the JSON is given back to be stored as received.
+fn parse(json: Vec<u8>) -> Result<(Report, String), String> {
+    let json = String::from_utf8(json).map_err(|e| format!("not UTF-8: {}", e.utf8_error()))?;
+    let report = Report::parse(json.as_bytes()).map_err(|e| e.0)?;
+    Ok((report, json))
 }
 
 fn too_large(limit: usize) -> (Outcome, String) {

@@ -6,10 +6,11 @@
 //! do not add up, unknown result types); strict where we could not store the report at all
 //! (no `report-id`, no date range, wrong JSON types).
 
-use serde_json::{Map, Value};
 use time::format_description::well_known::Rfc3339;
 use time::macros::format_description;
 use time::{OffsetDateTime, PrimitiveDateTime};
+
+mod de;
 
 /// One report: what the store indexes; the JSON as received is kept beside it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -98,103 +99,52 @@ pub fn is_sts_failure(result_type: &str) -> bool {
 #[error("{0}")]
 pub struct Malformed(pub String);
 
-fn bad(msg: impl Into<String>) -> Malformed {
-    Malformed(msg.into())
-}
+/// The most policies one report may carry: real ones carry a handful (one per policy domain
+/// and type); beyond this the report is refused (issue 23: 1.4M `{}` in a 4.3 KB gzip).
+pub const MAX_POLICIES: usize = 100;
+/// The most failure-details one policy may carry (real ones: one per result type and MX).
+pub const MAX_FAILURES: usize = 1_000;
+/// The most lines of a `policy-string`, or entries of `mx-host`.
+pub const MAX_LINES: usize = 1_000;
+/// The longest `report-id` kept (RFC 8460 §4.4 sets none; real ones are under 100 bytes).
+pub const MAX_REPORT_ID: usize = 256;
 
 impl Report {
+    /// Reads the report straight into its fields (no JSON tree), refusing it at the first
+    /// list element past its cap.
     pub fn parse(json: &[u8]) -> Result<Report, Malformed> {
-        let v: Value = serde_json::from_slice(json).map_err(|e| bad(format!("not JSON: {e}")))?;
-        let top = v
-            .as_object()
-            .ok_or_else(|| bad("the report is not a JSON object"))?;
-        let range = top
-            .get("date-range")
-            .ok_or_else(|| bad("no `date-range`"))?
-            .as_object()
-            .ok_or_else(|| bad("`date-range` is not an object"))?;
-        let start = timestamp(range, "start-datetime")?;
-        let end = timestamp(range, "end-datetime")?;
-        let report_id = opt_str(top, "report-id")?
-            .filter(|s| !s.is_empty())
-            .ok_or_else(|| bad("no `report-id`"))?;
-        let policies = match top.get("policies") {
-            None | Some(Value::Null) => Vec::new(),
-            Some(Value::Array(a)) => a
-                .iter()
-                .enumerate()
-                .map(|(i, p)| policy(p).map_err(|e| bad(format!("policies[{i}]: {}", e.0))))
-                .collect::<Result<_, _>>()?,
-            Some(_) => return Err(bad("`policies` is not an array")),
-        };
-        Ok(Report {
-            organization: opt_str(top, "organization-name")?.unwrap_or_default(),
-            contact: opt_str(top, "contact-info")?,
-            report_id,
-            start,
-            end,
-            policies,
-        })
+        use serde::de::DeserializeSeed;
+        let mut d = serde_json::Deserializer::from_slice(json);
+        let r = de::TopSeed
+            .deserialize(&mut d)
+            .and_then(|r| d.end().map(|()| r))
+            .map_err(|e| {
+                if e.is_syntax() || e.is_eof() {
+                    Malformed(format!("not JSON: {e}"))
+                } else {
+                    Malformed(e.to_string())
+                }
+            })?;
+        Ok(r)
     }
 }
 
-fn policy(v: &Value) -> Result<PolicyResult, Malformed> {
-    let o = v.as_object().ok_or_else(|| bad("not an object"))?;
-    let empty = Map::new();
-    let p = match o.get("policy") {
-        Some(Value::Object(p)) => p,
-        None | Some(Value::Null) => &empty,
-        Some(_) => return Err(bad("`policy` is not an object")),
-    };
-    let summary = match o.get("summary") {
-        Some(Value::Object(s)) => s,
-        None | Some(Value::Null) => &empty,
-        Some(_) => return Err(bad("`summary` is not an object")),
-    };
-    let failures = match o.get("failure-details") {
-        None | Some(Value::Null) => Vec::new(),
-        Some(Value::Array(a)) => a
-            .iter()
-            .enumerate()
-            .map(|(i, f)| failure(f).map_err(|e| bad(format!("failure-details[{i}]: {}", e.0))))
-            .collect::<Result<_, _>>()?,
-        Some(_) => return Err(bad("`failure-details` is not an array")),
-    };
-    Ok(PolicyResult {
-        policy_type: PolicyType::parse(&opt_str(p, "policy-type")?.unwrap_or_default()),
-        policy_string: match p.get("policy-string") {
-            None | Some(Value::Null) => None,
-            Some(v) => Some(strings(v).map_err(|e| bad(format!("policy-string: {}", e.0)))?),
-        },
-        domain: opt_str(p, "policy-domain")?
-            .map(|d| d.trim_end_matches('.').to_ascii_lowercase())
-            .filter(|d| !d.is_empty()),
-        mx_hosts: match p.get("mx-host") {
-            None | Some(Value::Null) => Vec::new(),
-            // RFC 8460 §4.4's example has a string; the schema and most reporters an array.
-            Some(v) => strings(v).map_err(|e| bad(format!("mx-host: {}", e.0)))?,
-        },
-        successful: count(summary, "total-successful-session-count")?,
-        failed: count(summary, "total-failure-session-count")?,
-        failures,
-    })
-}
+/// How far in the future a report's dates may be: clocks differ, a day's report may be sent
+/// before its day ends, but a report about next year is not evidence.
+pub const FUTURE_SLACK: i64 = 86_400;
 
-fn failure(v: &Value) -> Result<FailureDetail, Malformed> {
-    let o = v.as_object().ok_or_else(|| bad("not an object"))?;
-    // Some reporters send "" for what they do not know: the same as absent.
-    let text = |k: &str| Ok::<_, Malformed>(opt_str(o, k)?.filter(|s| !s.is_empty()));
-    Ok(FailureDetail {
-        result_type: opt_str(o, "result-type")?.unwrap_or_default(),
-        sending_mta_ip: text("sending-mta-ip")?,
-        receiving_mx_hostname: text("receiving-mx-hostname")?
-            .map(|h| h.trim_end_matches('.').to_ascii_lowercase()),
-        receiving_mx_helo: text("receiving-mx-helo")?,
-        receiving_ip: text("receiving-ip")?,
-        count: count(o, "failed-session-count")?,
-        additional_information: text("additional-information")?,
-        failure_reason_code: text("failure-reason-code")?,
-    })
+impl Report {
+    /// Refuses a report whose range starts or ends more than [`FUTURE_SLACK`] after `now`
+    /// (unix seconds): issue 23's reports dated 2099 escaped retention and counted as days.
+    pub fn check_dates(&self, now: i64) -> Result<(), Malformed> {
+        let latest = now.saturating_add(FUTURE_SLACK);
+        if self.start > latest || self.end > latest {
+            return Err(Malformed(format!(
+                "date-range ends more than {FUTURE_SLACK} seconds in the future"
+            )));
+        }
+        Ok(())
+    }
 }
 
 /// A report's text as we keep it: NUL (legal in JSON as `\u0000`) becomes U+FFFD, since
@@ -204,48 +154,8 @@ fn text(s: &str) -> String {
     s.replace('\0', "\u{FFFD}")
 }
 
-fn opt_str(o: &Map<String, Value>, key: &str) -> Result<Option<String>, Malformed> {
-    match o.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => Ok(Some(text(s))),
-        Some(_) => Err(bad(format!("`{key}` is not a string"))),
-    }
-}
-
-/// A string or an array of strings.
-fn strings(v: &Value) -> Result<Vec<String>, Malformed> {
-    match v {
-        Value::String(s) => Ok(vec![text(s)]),
-        Value::Array(a) => a
-            .iter()
-            .map(|s| {
-                s.as_str()
-                    .map(text)
-                    .ok_or_else(|| bad("an element is not a string"))
-            })
-            .collect(),
-        _ => Err(bad("neither a string nor an array of strings")),
-    }
-}
-
-/// A session count: absent is 0 (some reporters leave out zero counts).
-fn count(o: &Map<String, Value>, key: &str) -> Result<u64, Malformed> {
-    match o.get(key) {
-        None | Some(Value::Null) => Ok(0),
-        Some(Value::Number(n)) => n
-            .as_u64()
-            .ok_or_else(|| bad(format!("`{key}` is not a non-negative integer"))),
-        Some(_) => Err(bad(format!("`{key}` is not a number"))),
-    }
-}
-
 /// RFC 8460 §4.4: RFC 3339 date-time; real reporters also omit the zone (taken as UTC) or
 /// write a space for the `T`.
-fn timestamp(o: &Map<String, Value>, key: &str) -> Result<i64, Malformed> {
-    let s = opt_str(o, key)?.ok_or_else(|| bad(format!("date-range: no `{key}`")))?;
-    parse_time(s.trim()).ok_or_else(|| bad(format!("date-range: `{key}` {s:?} is not a date-time")))
-}
-
 pub(crate) fn parse_time(s: &str) -> Option<i64> {
     let t = s.replacen(' ', "T", 1);
     if let Ok(t) = OffsetDateTime::parse(&t, &Rfc3339) {
@@ -283,30 +193,98 @@ mod tests {
 
     #[test]
     fn malformed() {
+        let range = r#""date-range":{"start-datetime":"2024-01-01T00:00:00Z","end-datetime":"2024-01-02T00:00:00Z"}"#;
         for (json, says) in [
-            (&b"{\"report-id\": \"x\", \"date-range\": {"[..], "not JSON"),
-            (b"[]", "not a JSON object"),
-            (b"{\"report-id\":\"x\"}", "date-range"),
+            ("{\"report-id\": \"x\", \"date-range\": {".to_owned(), "EOF while parsing"),
+            ("{ x".to_owned(), "not JSON"),
+            ("[]".into(), "expected the report as a JSON object"),
+            ("{\"report-id\":\"x\"}".into(), "no date-range"),
             (
-                br#"{"report-id":"x","date-range":{"start-datetime":"2024-01-01T00:00:00Z","end-datetime":7}}"#,
-                "end-datetime",
+                r#"{"report-id":"x","date-range":{"start-datetime":"2024-01-01T00:00:00Z","end-datetime":7}}"#.into(),
+                "date-range: end-datetime: invalid type: integer `7`, expected a string",
             ),
             (
-                br#"{"date-range":{"start-datetime":"2024-01-01T00:00:00Z","end-datetime":"2024-01-02T00:00:00Z"}}"#,
-                "report-id",
+                r#"{"report-id":"x","date-range":{"start-datetime":"2024-01-01T00:00:00Z","end-datetime":"soon"}}"#.into(),
+                "end-datetime \"soon\" is not a date-time",
+            ),
+            (format!("{{{range}}}"), "no report-id"),
+            (
+                format!(r#"{{"report-id":"x",{range},"policies":[{{"summary":{{"total-successful-session-count":"3"}}}}]}}"#),
+                "policies[0]: summary: total-successful-session-count: invalid type: string \"3\", expected a non-negative integer at line 1",
             ),
             (
-                br#"{"report-id":"x","date-range":{"start-datetime":"2024-01-01T00:00:00Z","end-datetime":"2024-01-02T00:00:00Z"},"policies":[{"summary":{"total-successful-session-count":"3"}}]}"#,
-                "policies[0]: `total-successful-session-count` is not a number",
+                format!(r#"{{"report-id":"x",{range},"policies":[{{"failure-details":[{{"failed-session-count":-1}}]}}]}}"#),
+                "policies[0]: failure-details[0]: failed-session-count: invalid type: integer `-1`, expected a non-negative integer",
             ),
             (
-                br#"{"report-id":"x","date-range":{"start-datetime":"2024-01-01T00:00:00Z","end-datetime":"2024-01-02T00:00:00Z"},"policies":[{"failure-details":[{"failed-session-count":-1}]}]}"#,
-                "failure-details[0]: `failed-session-count` is not a non-negative integer",
+                format!(r#"{{"report-id":"x",{range},"policies":[{{"policy":{{"mx-host":["a",null]}}}}]}}"#),
+                "policies[0]: policy: mx-host[1]: an element is not a string",
             ),
+            (
+                format!(r#"{{"report-id":"{}",{range}}}"#, "x".repeat(257)),
+                "report-id is longer than 256 bytes",
+            ),
+            (format!(r#"{{"report-id":"x",{range}}} {{}}"#), "trailing characters"),
         ] {
-            let e = Report::parse(json).unwrap_err();
+            let e = Report::parse(json.as_bytes()).unwrap_err();
             assert!(e.0.contains(says), "{e} should say {says}");
         }
+        let id = "x".repeat(256);
+        let ok = format!(r#"{{"report-id":"{id}",{range},"policies":null}}"#);
+        assert_eq!(Report::parse(ok.as_bytes()).unwrap().report_id, id);
+    }
+
+    /// Issue 23: one policy then 1.4M `{}` (4.3 KB gzipped) cost 530 MB; refused at the
+    /// 101st policy, as are too many failure-details or policy-string lines.
+    #[test]
+    fn lists_are_capped_while_read() {
+        let head = r#"{"report-id":"x","date-range":{"start-datetime":"2024-01-01T00:00:00Z","end-datetime":"2024-01-02T00:00:00Z"},"#;
+        let bomb = format!(
+            "{head}\"policies\":[{{\"policy\":{{\"policy-domain\":\"example.org\"}}}}{}]}}",
+            ",{}".repeat(1_400_000)
+        );
+        let t = std::time::Instant::now();
+        let e = Report::parse(bomb.as_bytes()).unwrap_err();
+        assert!(e.0.contains("policies: more than 100 elements"), "{e}");
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(1),
+            "{:?}",
+            t.elapsed()
+        );
+        let policies = |n: usize| format!("{head}\"policies\":[{}]}}", vec!["{}"; n].join(","));
+        assert_eq!(
+            Report::parse(policies(100).as_bytes())
+                .unwrap()
+                .policies
+                .len(),
+            100
+        );
+        assert!(Report::parse(policies(101).as_bytes()).is_err());
+        let failures = |n: usize| {
+            format!(
+                "{head}\"policies\":[{{\"failure-details\":[{}]}}]}}",
+                vec!["{}"; n].join(",")
+            )
+        };
+        assert_eq!(
+            Report::parse(failures(1000).as_bytes()).unwrap().policies[0]
+                .failures
+                .len(),
+            1000
+        );
+        let e = Report::parse(failures(1001).as_bytes()).unwrap_err();
+        assert!(
+            e.0.contains("policies[0]: failure-details: more than 1000"),
+            "{e}"
+        );
+        let lines = format!(
+            "{head}\"policies\":[{{\"policy\":{{\"policy-string\":[{}]}}}}]}}",
+            vec!["\"\""; 1001].join(",")
+        );
+        assert!(Report::parse(lines.as_bytes())
+            .unwrap_err()
+            .0
+            .contains("policy-string: more than 1000"));
     }
 
     fn fixture(name: &str) -> Report {
@@ -407,14 +385,23 @@ mod tests {
     }
 
     #[test]
-    fn many_policies() {
+    fn future_dates_refused() {
+        let r = fixture("google.json");
+        assert!(r.check_dates(r.end).is_ok());
+        assert!(r.check_dates(r.end - FUTURE_SLACK).is_ok());
+        let e = r.check_dates(r.end - FUTURE_SLACK - 1).unwrap_err();
+        assert!(e.0.contains("in the future"), "{e}");
+    }
+
+    #[test]
+    fn one_hundred_policies() {
         let one = r#"{"policy":{"policy-type":"sts","policy-domain":"example.org"},"summary":{"total-successful-session-count":1,"total-failure-session-count":0}}"#;
         let json = format!(
             r#"{{"report-id":"big","date-range":{{"start-datetime":"2024-01-01T00:00:00Z","end-datetime":"2024-01-01T23:59:59Z"}},"policies":[{}]}}"#,
-            vec![one; 10_000].join(",")
+            vec![one; 100].join(",")
         );
         let r = Report::parse(json.as_bytes()).unwrap();
-        assert_eq!(r.policies.len(), 10_000);
+        assert_eq!(r.policies.len(), 100);
         assert_eq!(r.organization, "");
     }
 }

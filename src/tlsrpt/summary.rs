@@ -8,9 +8,13 @@ use serde::Serialize;
 
 use super::report::is_sts_failure;
 use super::store::{DayRow, FailureRow};
+use super::Untrusted;
 
 /// Days with reports under the policy in force, before `testing` may become `enforce`.
 pub const READY_DAYS: usize = 7;
+
+/// How a reporter's reports were authenticated, as the store says it.
+pub const DKIM: &str = "dkim";
 
 /// One domain, from the config (mode, id in force) and the store.
 #[derive(Debug, Clone, Serialize)]
@@ -36,6 +40,8 @@ pub struct Day {
 #[derive(Debug, Clone, Serialize)]
 pub struct Reporter {
     pub organization: String,
+    /// `dkim` (mail, signature verified) or `none` (HTTPS: the organization is only a claim).
+    pub auth: String,
     /// The id the reports were matched to; `None`: a body we never served, or unknown.
     pub policy_id: Option<String>,
     /// Whether that is the id the config serves now.
@@ -55,15 +61,22 @@ pub struct Failure {
 }
 
 /// RFC 8461 §5: `testing` first, `enforce` once the reports show senders succeed.
+///
+/// Only DKIM-signed (mail) reports count as evidence: anyone can POST a report claiming any
+/// organization (RFC 8460 §5.3 has no authentication), so HTTPS reports are shown but never
+/// make a domain ready; neither do days after today (a report dated in the future).
 #[derive(Debug, Clone, Serialize)]
 pub struct Readiness {
     pub ready: bool,
-    /// Distinct days with reports matched to the id in force.
+    /// Distinct days, up to today, with DKIM-signed reports matched to the id in force.
     pub days_covered: usize,
+    /// Days with only unauthenticated (HTTPS) reports on the id in force: not counted.
+    pub days_unauthenticated: usize,
     pub days_needed: usize,
-    /// Failed sessions of MTA-STS result types under the id in force.
+    /// Failed sessions of MTA-STS result types under the id in force (any reporter: a
+    /// failure is worth a look whoever reports it).
     pub sts_failures: i64,
-    /// Organizations that reported on the id in force.
+    /// Organizations that reported on the id in force with DKIM-signed reports.
     pub reporters: Vec<String>,
 }
 
@@ -71,12 +84,14 @@ pub struct Readiness {
 type Rows<'a> = (Vec<&'a DayRow>, Vec<&'a FailureRow>);
 
 /// Groups the store's rows (sorted by domain, then day) per domain and day. `config` gives
-/// each configured domain's mode and id in force.
+/// each configured domain's mode and id in force; `today` (YYYY-MM-DD, UTC) bounds the days
+/// that count for readiness.
 pub fn build(
     days: &[DayRow],
     failures: &[FailureRow],
     config: impl Fn(&str) -> Option<(String, String)>,
     wanted: &[String],
+    today: &str,
 ) -> Vec<DomainReports> {
     let mut by: BTreeMap<&str, BTreeMap<&str, Rows<'_>>> = BTreeMap::new();
     for w in wanted {
@@ -106,12 +121,13 @@ pub fn build(
                 .into_iter()
                 .map(|(day, (rows, fails))| Day {
                     day: day.to_owned(),
-                    successful: rows.iter().map(|r| r.successful).sum(),
-                    failed: rows.iter().map(|r| r.failed).sum(),
+                    successful: saturating_sum(rows.iter().map(|r| r.successful)),
+                    failed: saturating_sum(rows.iter().map(|r| r.failed)),
                     reporters: rows
                         .iter()
                         .map(|r| Reporter {
                             organization: r.organization.clone(),
+                            auth: r.auth.clone(),
                             policy_id: r.policy_id.clone(),
                             in_force: in_force(&r.policy_id),
                             successful: r.successful,
@@ -132,23 +148,31 @@ pub fn build(
                 .collect();
             let readiness = (mode.as_deref() == Some("testing")).then(|| {
                 let mut covered = BTreeSet::new();
+                let mut unauthenticated = BTreeSet::new();
                 let mut reporters = BTreeSet::new();
-                let mut sts_failures = 0;
+                let mut sts_failures: i64 = 0;
                 for d in &days {
-                    for r in d.reporters.iter().filter(|r| r.in_force) {
-                        covered.insert(d.day.as_str());
-                        reporters.insert(r.organization.clone());
+                    let future = d.day.as_str() > today;
+                    for r in d.reporters.iter().filter(|r| r.in_force && !future) {
+                        if r.auth == DKIM {
+                            covered.insert(d.day.as_str());
+                            reporters.insert(r.organization.clone());
+                        } else {
+                            unauthenticated.insert(d.day.as_str());
+                        }
                     }
-                    sts_failures += d
-                        .failures
-                        .iter()
-                        .filter(|f| f.sts && in_force(&f.policy_id))
-                        .map(|f| f.count)
-                        .sum::<i64>();
+                    sts_failures = sts_failures.saturating_add(saturating_sum(
+                        d.failures
+                            .iter()
+                            .filter(|f| f.sts && in_force(&f.policy_id))
+                            .map(|f| f.count),
+                    ));
                 }
+                let days_unauthenticated = unauthenticated.difference(&covered).count();
                 Readiness {
                     ready: covered.len() >= READY_DAYS && sts_failures == 0,
                     days_covered: covered.len(),
+                    days_unauthenticated,
                     days_needed: READY_DAYS,
                     sts_failures,
                     reporters: reporters.into_iter().collect(),
@@ -163,6 +187,11 @@ pub fn build(
             }
         })
         .collect()
+}
+
+/// Counts summed without wrapping (each is at most the store's cap, but there may be many).
+fn saturating_sum(counts: impl Iterator<Item = i64>) -> i64 {
+    counts.fold(0i64, i64::saturating_add)
 }
 
 /// The text form: one block per domain, one line per day and reporter, failures indented.
@@ -191,10 +220,17 @@ pub fn text(domains: &[DomainReports], since: &str) -> String {
                     (Some(id), false) => format!("id {id} (not in force)"),
                     (None, _) => "id unknown".to_owned(),
                 };
+                let auth = if r.auth == DKIM {
+                    "DKIM-signed"
+                } else {
+                    "unauthenticated"
+                };
                 let _ = writeln!(
                     s,
-                    "    {}: {} successful, {} failed, {id}",
-                    r.organization, r.successful, r.failed
+                    "    {} ({auth}): {} successful, {} failed, {id}",
+                    Untrusted(&r.organization),
+                    r.successful,
+                    r.failed
                 );
             }
             for f in &day.failures {
@@ -202,8 +238,8 @@ pub fn text(domains: &[DomainReports], since: &str) -> String {
                     s,
                     "      {} {} at {}",
                     f.count,
-                    f.result_type,
-                    f.receiving_mx.as_deref().unwrap_or("unknown MX")
+                    Untrusted(&f.result_type),
+                    Untrusted(f.receiving_mx.as_deref().unwrap_or("unknown MX"))
                 );
             }
         }
@@ -218,9 +254,20 @@ pub fn text(domains: &[DomainReports], since: &str) -> String {
                 if r.reporters.is_empty() {
                     "none".to_owned()
                 } else {
-                    r.reporters.join(", ")
+                    r.reporters
+                        .iter()
+                        .map(|o| Untrusted(o).to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 }
             );
+            if r.days_unauthenticated > 0 {
+                let _ = writeln!(
+                    s,
+                    "  ({} more days have only unauthenticated HTTPS reports: shown, not counted)",
+                    r.days_unauthenticated
+                );
+            }
         }
     }
     s
@@ -235,6 +282,7 @@ mod tests {
             domain: "example.org".into(),
             day: day.into(),
             organization: org.into(),
+            auth: DKIM.into(),
             policy_id: id.map(Into::into),
             successful: ok,
             failed,
@@ -254,7 +302,10 @@ mod tests {
 
     fn readiness(days: &[DayRow], fails: &[FailureRow]) -> Readiness {
         let cfg = |d: &str| (d == "example.org").then(|| ("testing".into(), "NOW".into()));
-        build(days, fails, cfg, &[])[0].readiness.clone().unwrap()
+        build(days, fails, cfg, &[], "2024-01-09")[0]
+            .readiness
+            .clone()
+            .unwrap()
     }
 
     #[test]
@@ -305,6 +356,7 @@ mod tests {
             &fails,
             cfg,
             &["example.org".into(), "quiet.example".into()],
+            "2024-01-01",
         );
         assert_eq!(out.len(), 2);
         assert!(
@@ -313,7 +365,7 @@ mod tests {
         );
         let t = text(&out, "2024-01-01");
         assert!(
-            t.contains("Google: 10 successful, 1 failed, id NOW (in force)"),
+            t.contains("Google (DKIM-signed): 10 successful, 1 failed, id NOW (in force)"),
             "{t}"
         );
         assert!(t.contains("1 certificate-expired at mx.example.org"), "{t}");
@@ -321,5 +373,72 @@ mod tests {
             t.contains("quiet.example (not in the config)\n  no reports since 2024-01-01"),
             "{t}"
         );
+    }
+
+    /// Issue 23: seven POSTs dated 2099 claiming "Google Inc." made `reports` say ready.
+    #[test]
+    fn unauthenticated_or_future_days_never_make_ready() {
+        let week = |auth: &str, year: u32| -> Vec<DayRow> {
+            (1..=7)
+                .map(|i| DayRow {
+                    auth: auth.into(),
+                    ..day(
+                        &format!("{year}-01-0{i}"),
+                        "Google Inc.",
+                        Some("NOW"),
+                        10,
+                        0,
+                    )
+                })
+                .collect()
+        };
+        let r = readiness(&week("none", 2024), &[]);
+        assert_eq!(
+            (r.ready, r.days_covered, r.days_unauthenticated),
+            (false, 0, 7)
+        );
+        assert!(r.reporters.is_empty());
+        let r = readiness(&week(DKIM, 2099), &[]);
+        assert_eq!(
+            (r.ready, r.days_covered),
+            (false, 0),
+            "future days do not count"
+        );
+        let out = build(
+            &week("none", 2024),
+            &[],
+            |_| Some(("testing".into(), "NOW".into())),
+            &[],
+            "2024-01-09",
+        );
+        let t = text(&out, "2024-01-01");
+        assert!(
+            t.contains("Google Inc. (unauthenticated): 10 successful"),
+            "{t}"
+        );
+        assert!(t.contains("enforce: not ready: 0 of 7 days covered"), "{t}");
+        assert!(
+            t.contains("7 more days have only unauthenticated HTTPS reports"),
+            "{t}"
+        );
+    }
+
+    #[test]
+    fn sums_saturate() {
+        let rows = [
+            day("2024-01-01", "A", Some("NOW"), i64::MAX, i64::MAX),
+            day("2024-01-01", "B", Some("NOW"), i64::MAX, 1),
+        ];
+        let fails = [
+            fail("2024-01-01", "sts-webpki-invalid", Some("NOW"), i64::MAX),
+            fail("2024-01-02", "sts-webpki-invalid", Some("NOW"), i64::MAX),
+        ];
+        let cfg = |_: &str| Some(("testing".into(), "NOW".into()));
+        let out = build(&rows, &fails, cfg, &[], "2024-01-09");
+        assert_eq!(
+            (out[0].days[0].successful, out[0].days[0].failed),
+            (i64::MAX, i64::MAX)
+        );
+        assert_eq!(out[0].readiness.as_ref().unwrap().sts_failures, i64::MAX);
     }
 }

@@ -1,27 +1,35 @@
-//! The receiver's background work in `serve`: open the store (retrying while the database is
-//! down) and apply `[tlsrpt] retention` once a day.
+//! The receiver's background work in `serve`: open the store once the config has `[tlsrpt]`
+//! (at start or added by a reload; retrying while the database is down) and apply
+//! `[tlsrpt] retention` once a day.
 
 use std::time::Duration;
 
+use tokio::time::Instant;
 use tokio_util::task::AbortOnDropHandle;
 use tracing::{info, warn};
 
 use super::store::Store;
 use super::Shared;
 use crate::clock::unix_now;
+use crate::config::{StoreKind, Tlsrpt};
 
 const DAY: Duration = Duration::from_secs(86_400);
 
 /// Aborts the task when dropped (at shutdown).
 pub type Task = AbortOnDropHandle<()>;
 
-/// Starts the task when the config has `[tlsrpt]`. The store settings are those at start.
-pub fn start(shared: Shared) -> Option<Task> {
-    let live = shared.live.load();
-    let cfg = live.config.tlsrpt.clone()?;
-    let state_dir = live.config.state.dir.clone();
-    drop(live);
-    Some(AbortOnDropHandle::new(tokio::spawn(async move {
+/// Starts the task; without `[tlsrpt]` it waits, doing nothing, for a reload that adds it.
+pub fn start(shared: Shared) -> Task {
+    AbortOnDropHandle::new(tokio::spawn(async move {
+        let (cfg, state_dir) = loop {
+            {
+                let live = shared.live.load();
+                if let Some(t) = &live.config.tlsrpt {
+                    break (t.clone(), live.config.state.dir.clone());
+                }
+            }
+            shared.wake.notified().await;
+        };
         let backend = match super::backend(&cfg, &state_dir) {
             Ok(b) => b,
             Err(e) => {
@@ -43,14 +51,40 @@ pub fn start(shared: Shared) -> Option<Task> {
         };
         info!("TLS-RPT store open");
         let _ = shared.reports.set(store.clone());
+        let mut next_prune = Instant::now();
         loop {
-            let cut = unix_now().saturating_sub(cfg.retention.as_secs()) as i64;
-            match store.prune(cut).await {
-                Ok(0) => {}
-                Ok(n) => info!(removed = n, "TLS-RPT retention applied"),
-                Err(e) => warn!(error = %e, "TLS-RPT retention failed; next try in a day"),
+            let retention = {
+                let live = shared.live.load();
+                if let Some(t) = &live.config.tlsrpt {
+                    if !same_store(t, &cfg) || live.config.state.dir != state_dir {
+                        warn!("[tlsrpt] store changed by reload: reports go to the store opened at start until a restart");
+                    }
+                }
+                live.config.tlsrpt.as_ref().map(|t| t.retention)
+            };
+            // The retention of the config in force, so a reload that changes it applies.
+            if let Some(retention) = retention.filter(|_| Instant::now() >= next_prune) {
+                let cut = unix_now().saturating_sub(retention.as_secs()) as i64;
+                match store.prune(cut).await {
+                    Ok(0) => {}
+                    Ok(n) => info!(removed = n, "TLS-RPT retention applied"),
+                    Err(e) => warn!(error = %e, "TLS-RPT retention failed; next try in a day"),
+                }
+                next_prune = Instant::now() + DAY;
             }
-            tokio::time::sleep(DAY).await;
+            tokio::select! {
+                _ = tokio::time::sleep_until(next_prune) => {}
+                _ = shared.wake.notified() => {}
+            }
         }
-    })))
+    }))
+}
+
+/// Whether a reload left the store `[tlsrpt]` names as it was.
+fn same_store(a: &Tlsrpt, b: &Tlsrpt) -> bool {
+    match (&a.store, &b.store) {
+        (StoreKind::Sqlite, StoreKind::Sqlite) => true,
+        (StoreKind::Postgres(x), StoreKind::Postgres(y)) => x.expose() == y.expose(),
+        _ => false,
+    }
 }

@@ -60,7 +60,7 @@ fn a_host_listed_twice_names_both_places() {
     assert!(msg.contains(&format!(":{}:{}", first.0, first.1)), "{msg}");
 }
 
-/// A provider that cannot write TLSA: `check` says so rather than failing later.
+/// A provider that cannot write TLSA: `check` fails on it rather than every round later.
 #[test]
 fn check_names_a_provider_that_cannot_publish_tlsa() {
     let dir = ConfigDir::new();
@@ -78,8 +78,11 @@ fn check_names_a_provider_that_cannot_publish_tlsa() {
     );
     let out = crate::harness::run_with_config(&dir.config_path(), &["check"]);
     assert!(
-        out.stderr.contains("provider cf cannot publish TLSA"),
+        out.stderr
+            .contains("error: [[dane]] mail.example.org: provider cf cannot publish TLSA"),
         "{}",
         out.dump()
     );
+    assert_eq!(out.status, Some(1), "{}", out.dump());
+    assert!(out.stderr.contains("invalid: 1 error"), "{}", out.dump());
 }

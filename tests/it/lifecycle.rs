@@ -11,14 +11,14 @@ use crate::harness::daemon::{eventually, plain_client, Daemon};
 use crate::harness::dns::{DnsServer, Kind, TsigKey};
 use crate::harness::{ConfigDir, MAIN};
 
-struct World {
-    dns: DnsServer,
-    dir: ConfigDir,
+pub(crate) struct World {
+    pub dns: DnsServer,
+    pub dir: ConfigDir,
     provider: String,
 }
 
 impl World {
-    fn new() -> World {
+    pub(crate) fn new() -> World {
         let key = TsigKey::generate("mta-stsd", "hmac-sha256");
         let dns = DnsServer::start(Kind::Bind, ZONE, &key, &[]);
         let dir = ConfigDir::new();
@@ -32,12 +32,19 @@ impl World {
     }
 
     /// The config with `domains` (under example.org), `max_age` and `[state]` keys.
-    fn write(&self, domains: &[&str], max_age: u32, state: &str) {
+    pub(crate) fn write(&self, domains: &[&str], max_age: u32, state: &str) {
         self.write_with(domains, max_age, state, "", "")
     }
 
     /// [`World::write`] with more `[dns]` keys and more sections.
-    fn write_with(&self, domains: &[&str], max_age: u32, state: &str, dns: &str, more: &str) {
+    pub(crate) fn write_with(
+        &self,
+        domains: &[&str],
+        max_age: u32,
+        state: &str,
+        dns: &str,
+        more: &str,
+    ) {
         let mut text = format!(
             "[server]\nhttps = [\"127.0.0.1:0\"]\nhttp = [\"127.0.0.1:0\"]\nadmin = \"127.0.0.1:0\"\n\n[tls]\nself_signed = true\n\n[state]\nretire_after = \"1s\"\n{state}\n\n[policy]\nmode = \"enforce\"\nmx = [\"mail.example.org\"]\nmax_age = {max_age}\n\n[dns]\ntarget = \"mail.example.org.\"\nprovider = \"p\"\ntlsrpt = [\"mailto:tlsrpt@example.org\"]\n{dns}\n\n{more}\n\n{}\n",
             self.provider
@@ -50,7 +57,7 @@ impl World {
         std::fs::rename(tmp, self.dir.config_path()).unwrap();
     }
 
-    fn txt(&self, domain: &str) -> Vec<String> {
+    pub(crate) fn txt(&self, domain: &str) -> Vec<String> {
         let mut v = self
             .dns
             .query(&format!("_mta-sts.{domain}.example.org."), RecordType::TXT);
@@ -58,12 +65,12 @@ impl World {
         v
     }
 
-    fn cname(&self, domain: &str) -> Vec<String> {
+    pub(crate) fn cname(&self, domain: &str) -> Vec<String> {
         self.dns
             .query(&format!("mta-sts.{domain}.example.org."), RecordType::CNAME)
     }
 
-    fn history(&self, domain: &str) -> Value {
+    pub(crate) fn history(&self, domain: &str) -> Value {
         let out = self.dir.run(&[
             "history",
             &format!("{domain}.example.org"),
@@ -88,25 +95,25 @@ async fn body(d: &Daemon, domain: &str) -> (u16, String) {
     (r.status().as_u16(), r.text().await.unwrap())
 }
 
-fn domain_status<'s>(s: &'s Value, name: &str) -> Option<&'s Value> {
+pub(crate) fn domain_status<'s>(s: &'s Value, name: &str) -> Option<&'s Value> {
     s["domains"]
         .as_array()?
         .iter()
         .find(|d| d["domain"] == format!("{name}.example.org"))
 }
 
-fn sts(id: &str) -> Vec<String> {
+pub(crate) fn sts(id: &str) -> Vec<String> {
     vec![format!("v=STSv1; id={id};")]
 }
 
-async fn published(w: &World, domain: &str, id: &str) {
+pub(crate) async fn published(w: &World, domain: &str, id: &str) {
     eventually(&format!("{domain}'s id {id} in DNS"), || async {
         (w.txt(domain) == sts(id)).then_some(())
     })
     .await;
 }
 
-fn id_of(w: &World, domain: &str) -> String {
+pub(crate) fn id_of(w: &World, domain: &str) -> String {
     crate::battery::policy_id(&w.dir, &format!("{domain}.example.org"))
 }
 

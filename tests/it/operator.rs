@@ -53,7 +53,7 @@ async fn status_summarizes_the_running_daemon_and_exits_by_severity() {
     let out = dir.run(&["status", "--admin", &format!("127.0.0.1:{port}")]);
     out.assert_status(2);
     assert!(
-        out.stdout.contains("ERROR reload at ")
+        out.stdout.contains("ERROR: reload at ")
             && out
                 .stdout
                 .contains(&format!("  {}:", dir.config_path().display()))
@@ -63,8 +63,19 @@ async fn status_summarizes_the_running_daemon_and_exits_by_severity() {
         "{}",
         out.dump()
     );
-    // The config itself is now invalid: without --admin there is no address to ask.
-    dir.run(&["status"]).assert_status(3);
+    // Issue 23: the config itself is now invalid, yet the daemon is still asked, at the
+    // admin address the file names, and what is wrong is said.
+    let out = dir.run(&["status"]);
+    out.assert_status(2);
+    assert!(
+        out.stderr.contains("is invalid (")
+            && out.stderr.contains(&format!(
+                "asking the daemon at 127.0.0.1:{port} (its [server] admin)"
+            ))
+            && out.stdout.contains("ERROR: reload at "),
+        "{}",
+        out.dump()
+    );
     drop(d);
 
     let out = run_args(&["status", "--admin", &format!("127.0.0.1:{port}")], &[]);
@@ -166,19 +177,55 @@ fn man_page_has_the_commands_and_a_config_section() {
     assert!(roff.starts_with(".ie \\n(.g .ds Aq"), "{}", &roff[..80]);
     assert!(roff.contains(".TH mta-stsd 8"), "{roff}");
     for section in [
-        ".SH SUBCOMMANDS",
+        ".SH COMMANDS",
         ".SH CONFIGURATION",
         ".SH FILES",
         ".SH EXIT STATUS",
     ] {
         assert!(roff.contains(section), "{section} missing");
     }
-    for sub in [
-        "mta\\-stsd\\-status",
-        "mta\\-stsd\\-plan",
-        "mta\\-stsd\\-completions",
+    for sub in ["status", "plan", "completions"] {
+        assert!(
+            roff.contains(&format!(".TP\n\\fB{sub}\\fR\n")),
+            "{sub} missing"
+        );
+    }
+    // Issue 23: every config section has its entry.
+    for table in [
+        "[tlsrpt]",
+        "[alerts]",
+        "[delegation]",
+        "[acme]",
+        "[drift]",
+        "[state]",
     ] {
-        assert!(roff.contains(sub), "{sub} missing");
+        assert!(
+            roff.contains(&format!("\\fB{table}\\fR")),
+            "{table} missing"
+        );
+    }
+    // Issue 23: only pages that exist are named: none per command (clap_mangen's
+    // `mta-stsd-check(8)`…, never installed), and SEE ALSO's are found by `man -w`.
+    assert!(
+        !roff.contains("mta\\-stsd\\-"),
+        "a page per command is named"
+    );
+    let see_also = roff.split(".SH SEE ALSO").nth(1).expect("SEE ALSO");
+    for reference in see_also
+        .split(", ")
+        .filter_map(|r| r.trim().strip_prefix("\\fB"))
+    {
+        let (name, section) = reference.split_once("\\fR(").expect("name(section)");
+        let name = name.replace("\\-", "-");
+        let section = &section[..1];
+        let found = Command::new("man")
+            .args(["-w", section, &name])
+            .output()
+            .unwrap();
+        assert!(
+            found.status.success(),
+            "man page {name}({section}) not found"
+        );
     }
     // man itself renders it without warnings.
     let dir = ConfigDir::new();
@@ -245,4 +292,107 @@ fn debian_package_inputs_are_complete() {
         &[],
     );
     out.assert_status(0);
+}
+
+/// Issue 23: the from-source unit (dist/mta-stsd.service) is the packaged one but for the
+/// binary's place: the `check` before start and `StateDirectoryMode=0750` included.
+#[test]
+fn from_source_unit_matches_the_packaged_one() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let read = |p: &str| std::fs::read_to_string(root.join(p)).unwrap();
+    let lines = |text: String, bin: &str| -> Vec<String> {
+        text.lines()
+            .filter(|l| !l.starts_with('#') && !l.starts_with("Documentation="))
+            .map(|l| l.replace(bin, "BIN"))
+            .collect()
+    };
+    let packaged = lines(read("dist/debian/mta-stsd.service"), "/usr/bin/mta-stsd");
+    let source = lines(read("dist/mta-stsd.service"), "/usr/local/bin/mta-stsd");
+    assert_eq!(source, packaged);
+    for want in [
+        "ExecStartPre=BIN --config /etc/mta-stsd/mta-stsd.toml check",
+        "StateDirectoryMode=0750",
+    ] {
+        assert!(source.iter().any(|l| l == want), "{want}");
+    }
+}
+
+/// Issue 23: `apt purge` keeps the TLS report store and says so; the rest of the state goes.
+/// The package's postrm, run on a copy of a state directory.
+#[test]
+fn purge_keeps_the_report_store_and_says_so() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = ConfigDir::new();
+    let state = dir.path().join("var-lib-mta-stsd");
+    let script = std::fs::read_to_string(root.join("dist/debian/postrm"))
+        .unwrap()
+        .replace("/var/lib/mta-stsd", state.to_str().unwrap());
+    assert!(
+        script.contains(state.to_str().unwrap()),
+        "postrm names no state dir"
+    );
+    let postrm = dir.write("postrm", script);
+    let run = |arg: &str| Command::new("sh").arg(&postrm).arg(arg).output().unwrap();
+    let fill = || {
+        std::fs::create_dir_all(state.join("acme")).unwrap();
+        std::fs::write(state.join("history.jsonl"), "{}\n").unwrap();
+        std::fs::write(state.join("tlsrpt.sqlite"), "").unwrap();
+        std::fs::write(state.join("tlsrpt.sqlite-wal"), "").unwrap();
+    };
+    fill();
+    assert!(run("remove").status.success());
+    assert!(state.join("history.jsonl").exists(), "remove deleted state");
+    let out = run("purge");
+    assert!(out.status.success());
+    let left: std::collections::BTreeSet<String> = std::fs::read_dir(&state)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        left,
+        ["tlsrpt.sqlite", "tlsrpt.sqlite-wal"]
+            .map(String::from)
+            .into(),
+    );
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("kept the TLS report store"), "{said}");
+    // Without reports, nothing is left.
+    std::fs::remove_dir_all(&state).unwrap();
+    std::fs::create_dir_all(state.join("acme")).unwrap();
+    assert!(run("purge").status.success());
+    assert!(!state.exists());
+}
+
+/// Issue 23: build-deb.sh's check of the installed cargo-deb matches what `cargo deb
+/// --version` prints (the tool's name, then the version), and no other version.
+#[test]
+fn build_deb_recognises_the_cargo_deb_it_wants() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let script = std::fs::read_to_string(root.join("dist/build-deb.sh")).unwrap();
+    let pick = |prefix: &str| {
+        script
+            .lines()
+            .find(|l| l.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no {prefix} line"))
+            .to_owned()
+    };
+    let (wanted, check) = (pick("cargo_deb="), pick("is_wanted()"));
+    for (printed, ok) in [
+        ("cargo-deb 3.8.0", true),
+        ("3.8.0", true),
+        ("cargo-deb 3.8.1", false),
+        ("cargo-deb 13.8.0", false),
+        ("", false),
+    ] {
+        let status = Command::new("bash")
+            .arg("-c")
+            .arg(format!(
+                "{wanted}\n{check}\nprintf '%s\\n' \"$1\" | is_wanted"
+            ))
+            .arg("bash")
+            .arg(printed)
+            .status()
+            .unwrap();
+        assert_eq!(status.success(), ok, "{printed:?}");
+    }
 }

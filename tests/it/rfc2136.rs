@@ -85,27 +85,33 @@ fn wrong_key_is_named(kind: Kind) {
     let dns = Dns::start(kind);
     let dir = ConfigDir::new();
     battery::config(&dns, &dir, "", 86400, true);
-    let out = dir.run(&["apply"]);
-    out.assert_status(1);
-    assert!(
-        out.stderr.contains("BADSIG") || out.stderr.contains("BADKEY"),
-        "{}",
-        out.dump()
-    );
-    assert!(
-        !out.stderr.contains(&dns.0.key.secret_b64),
-        "the secret leaked"
-    );
+    // Issue 23: `plan` reads unsigned, yet must not say "0 errors" for a key `apply` fails.
+    for command in ["plan", "apply"] {
+        let out = dir.run(&[command]);
+        out.assert_status(1);
+        assert!(
+            out.stderr.contains("BADSIG") || out.stderr.contains("BADKEY"),
+            "{}",
+            out.dump()
+        );
+        assert!(out.stdout.contains(", 1 error"), "{}", out.dump());
+        assert!(
+            !out.stderr.contains(&dns.0.key.secret_b64),
+            "the secret leaked"
+        );
+    }
     // An unknown key name: BADKEY.
     let other = TsigKey::generate("stranger", "hmac-sha256");
     dir.write("wrong.key", other.bind_key_file());
-    let out = dir.run(&["apply"]);
-    out.assert_status(1);
-    assert!(
-        out.stderr.contains("BADKEY") || out.stderr.contains("NOTAUTH"),
-        "{}",
-        out.dump()
-    );
+    for command in ["plan", "apply"] {
+        let out = dir.run(&[command]);
+        out.assert_status(1);
+        assert!(
+            out.stderr.contains("BADKEY") || out.stderr.contains("NOTAUTH"),
+            "{}",
+            out.dump()
+        );
+    }
 }
 
 #[test]
@@ -128,6 +134,17 @@ fn refused_update_is_reported(kind: Kind) {
         "[domains.\"b.example.org\"]\nzone = \"b.example.org\"\n",
     );
     dir.write(MAIN, text);
+    // `plan` checks the key at the first zone, the one not served: that refusal is the
+    // zone's, and the served zone is still planned.
+    let out = dir.run(&["plan"]);
+    out.assert_status(1);
+    assert!(
+        out.stderr.contains("zone b.example.org.")
+            && !out.stderr.contains("zone example.org.")
+            && out.stdout.contains("+ _mta-sts.a.example.org."),
+        "{}",
+        out.dump()
+    );
     let out = dir.run(&["apply"]);
     out.assert_status(1);
     assert!(

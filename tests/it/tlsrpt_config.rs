@@ -16,10 +16,31 @@ max_age = 604800
 #[test]
 fn tlsrpt_section_as_the_spec_writes_it() {
     let text = format!(
-        "{BASE}\n[tlsrpt]\nhosts = [\"tlsrpt.example.org\"]\npath = \"/v1/tlsrpt\"\nstore = \"sqlite\"\nretention = \"400d\"\nmax_report_bytes = 4194304\nresolver = \"127.0.0.1:53\"\n"
+        "{BASE}\n[tlsrpt]\nhosts = [\"tlsrpt.example.org\"]\npath = \"/v1/tlsrpt\"\nstore = \"sqlite\"\nretention = \"400d\"\nmax_report_bytes = 4194304\nresolver = \"127.0.0.1:53\"\nparse_budget_bytes = 33554432\nmax_store_bytes = 1073741824\nmax_reports = 100000\n"
     );
     let d = ConfigDir::with_config(&text);
     d.check().assert_status(0);
+}
+
+/// Issue 23: the parse budget and the store's quotas; a budget below the report limit would
+/// refuse every report that large, forever.
+#[test]
+fn tlsrpt_budget_and_quotas() {
+    let text = format!(
+        "{BASE}\n[tlsrpt]\nmax_report_bytes = 1000\nparse_budget_bytes = 999\nmax_store_bytes = 0\nmax_reports = -1\n"
+    );
+    let d = ConfigDir::with_config(&text);
+    let out = d.check();
+    out.assert_status(1);
+    let at = |s| pos1(&text, s);
+    out.assert_error(&d.config_path(), at("999"), "at least `max_report_bytes`");
+    out.assert_error(
+        &d.config_path(),
+        at("0\nmax_reports"),
+        "`max_store_bytes` must be positive",
+    );
+    out.assert_error(&d.config_path(), at("-1"), "`max_reports` must be positive");
+    out.assert_error_count(3);
 }
 
 #[test]
@@ -89,4 +110,51 @@ fn tlsrpt_host_needs_a_certificate() {
         "no certificate for tlsrpt.example.org",
     );
     out.assert_error_count(1);
+}
+
+/// Issue 23: an `https` rua we publish that this daemon does not receive on is a warning
+/// (a third-party receiver may be meant), at the rua's place, global or per domain.
+#[test]
+fn tlsrpt_https_rua_not_one_of_our_hosts_warns() {
+    let text = r#"[tls]
+self_signed = true
+
+[policy]
+mode = "enforce"
+mx = ["mail.example.org"]
+max_age = 604800
+
+[dns]
+tlsrpt = ["https://elsewhere.example.net/v1/tlsrpt", "mailto:tlsrpt@example.org"]
+
+[domains."example.org"]
+[domains."example.com"]
+tlsrpt = ["https://tlsrpt.example.org/v2"]
+[domains."example.net"]
+tlsrpt = ["https://TLSRPT.example.org:443/v1/tlsrpt"]
+
+[tlsrpt]
+hosts = ["tlsrpt.example.org"]
+path = "/v1/tlsrpt"
+"#;
+    let d = ConfigDir::with_config(text);
+    let out = d.check();
+    out.assert_status(0);
+    let at = |s| pos1(text, s);
+    out.assert_warning(
+        &d.config_path(),
+        at("[\"https://elsewhere"),
+        "elsewhere.example.net is not one of [tlsrpt] hosts (tlsrpt.example.org)",
+    );
+    out.assert_warning(
+        &d.config_path(),
+        at("[\"https://tlsrpt.example.org/v2"),
+        "path /v2 is not [tlsrpt] path /v1/tlsrpt",
+    );
+    let rua: Vec<_> = out
+        .diagnostics("warning")
+        .into_iter()
+        .filter(|l| l.contains("rua"))
+        .collect();
+    assert_eq!(rua.len(), 2, "{}", out.dump());
 }

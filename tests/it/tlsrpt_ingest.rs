@@ -14,10 +14,10 @@ use mta_stsd::tlsrpt::store::{Backend, Store};
 use crate::harness::dns::{free_port, DnsServer, Kind, TsigKey};
 use crate::harness::{command, state_dir_for, ConfigDir, MAIN};
 
-const REPORTER: &str = "reporter.example";
+pub(crate) const REPORTER: &str = "reporter.example";
 const SELECTOR: &str = "tls2026";
 
-fn fixture(name: &str) -> Vec<u8> {
+pub(crate) fn fixture(name: &str) -> Vec<u8> {
     std::fs::read(format!(
         "{}/tests/fixtures/tlsrpt/{name}",
         env!("CARGO_MANIFEST_DIR")
@@ -42,7 +42,7 @@ fn gz(data: &[u8]) -> Vec<u8> {
 }
 
 /// An RFC 8460 §5.3 report mail from `from`, with `json` gzipped as the report part.
-fn message(from: &str, report_id: &str, json: &[u8]) -> String {
+pub(crate) fn message(from: &str, report_id: &str, json: &[u8]) -> String {
     format!(
         "From: TLS reports <{from}>\r\n\
          To: tlsrpt@example.org\r\n\
@@ -70,19 +70,19 @@ fn message(from: &str, report_id: &str, json: &[u8]) -> String {
     )
 }
 
-struct Signer {
+pub(crate) struct Signer {
     pkcs8: Vec<u8>,
 }
 
 impl Signer {
-    fn new() -> Signer {
+    pub(crate) fn new() -> Signer {
         Signer {
             pkcs8: Ed25519Key::generate_pkcs8().unwrap(),
         }
     }
 
     /// The `_domainkey` TXT record (RFC 8463 §4.2).
-    fn record(&self) -> String {
+    pub(crate) fn record(&self) -> String {
         let key = Ed25519Key::from_pkcs8_der(&self.pkcs8).unwrap();
         format!(
             "{SELECTOR}._domainkey 300 IN TXT \"v=DKIM1; k=ed25519; p={}\"",
@@ -91,7 +91,7 @@ impl Signer {
     }
 
     /// `msg` with a DKIM-Signature by `d=REPORTER` prepended; `l=` when `body_length`.
-    fn sign(&self, msg: &str, body_length: bool) -> String {
+    pub(crate) fn sign(&self, msg: &str, body_length: bool) -> String {
         let key = Ed25519Key::from_pkcs8_der(&self.pkcs8).unwrap();
         let sig = DkimSigner::from_key(key)
             .domain(REPORTER)
@@ -114,7 +114,7 @@ impl Signer {
     }
 }
 
-fn setup(resolver: std::net::SocketAddr, store: &str) -> ConfigDir {
+pub(crate) fn setup(resolver: std::net::SocketAddr, store: &str) -> ConfigDir {
     let dir = ConfigDir::with_config(&format!(
         r#"[tls]
 self_signed = true
@@ -136,13 +136,13 @@ retention = "100000d"
     dir
 }
 
-struct Ingested {
-    status: Option<i32>,
-    stderr: String,
+pub(crate) struct Ingested {
+    pub status: Option<i32>,
+    pub stderr: String,
 }
 
 /// `mta-stsd tlsrpt ingest < msg`, as Postfix's pipe(8) runs it.
-fn ingest(dir: &ConfigDir, msg: &[u8], env: &[(&str, &str)]) -> Ingested {
+pub(crate) fn ingest(dir: &ConfigDir, msg: &[u8], env: &[(&str, &str)]) -> Ingested {
     let mut cmd: Command = command();
     cmd.env("STATE_DIRECTORY", state_dir_for(&dir.config_path()))
         .arg("--config")
@@ -168,14 +168,14 @@ fn ingest(dir: &ConfigDir, msg: &[u8], env: &[(&str, &str)]) -> Ingested {
     }
 }
 
-async fn stored(dir: &ConfigDir, report_id: &str) -> Option<String> {
+pub(crate) async fn stored(dir: &ConfigDir, report_id: &str) -> Option<String> {
     let store = Store::open(&Backend::Sqlite(state_dir_for(&dir.config_path())))
         .await
         .unwrap();
     store.json(report_id).await.unwrap()
 }
 
-const RFC_ID: &str = "5065427c-23d3-47ca-b6e0-946ea0e8c4be";
+pub(crate) const RFC_ID: &str = "5065427c-23d3-47ca-b6e0-946ea0e8c4be";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ingest_stores_signed_mail_and_drops_the_rest() {
@@ -277,4 +277,108 @@ async fn ingest_asks_the_mta_to_retry_when_dns_or_the_store_is_down() {
     broken.write(MAIN, "[policy]\nmode = \"sometimes\"\n");
     let out = ingest(&broken, good.as_bytes(), &[]);
     assert_eq!(out.status, Some(75), "{}", out.stderr);
+}
+
+/// Issue 23 (what a new admin hit): the pipe's user (here `nobody`) could not read the TSIG
+/// key, so every report was deferred on "Permission denied". Ingest reads only what it uses;
+/// a config it cannot read is named, and the message stays queued.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ingest_runs_as_a_user_that_cannot_read_the_secrets() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    let signer = Signer::new();
+    let bind = DnsServer::start(
+        Kind::Bind,
+        REPORTER,
+        &TsigKey::generate("k", "hmac-sha256"),
+        &[&signer.record()],
+    );
+    let dir = setup(bind.addr, "");
+    let text = std::fs::read_to_string(dir.config_path()).unwrap().replace(
+        "[policy]",
+        "[dns]\nprovider = \"ns\"\n\n[providers.ns]\nkind = \"rfc2136\"\n\
+         server = \"127.0.0.1:53\"\ntsig_key = \"ns.key\"\n\n[policy]",
+    );
+    dir.write(MAIN, &text);
+    let key = dir.write("ns.key", crate::harness::tsig_key_file("k", "hmac-sha256"));
+    let mode = |p: &std::path::Path, m| {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap()
+    };
+    mode(&key, 0o600);
+    mode(dir.path(), 0o755);
+    mode(&dir.config_path(), 0o644);
+    mode(&state_dir_for(&dir.config_path()), 0o777);
+    let as_nobody = |msg: &[u8]| {
+        let mut cmd: Command = command();
+        cmd.uid(65534)
+            .gid(65534)
+            .env("STATE_DIRECTORY", state_dir_for(&dir.config_path()))
+            .arg("--config")
+            .arg(dir.config_path())
+            .args(["tlsrpt", "ingest"])
+            .stdin(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("running mta-stsd as nobody");
+        let _ = child.stdin.take().unwrap().write_all(msg);
+        let out = child.wait_with_output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let from = format!("tlsrpt@{REPORTER}");
+    let good = signer.sign(&message(&from, RFC_ID, &fixture("rfc8460.json")), false);
+    let (code, stderr) = as_nobody(good.as_bytes());
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stderr.contains("stored"), "{stderr}");
+    assert!(stored(&dir, RFC_ID).await.is_some());
+
+    // The config itself unreadable: 75, and the file is named.
+    mode(&dir.config_path(), 0o600);
+    let (code, stderr) = as_nobody(good.as_bytes());
+    assert_eq!(code, Some(75), "{stderr}");
+    let name = dir.config_path().display().to_string();
+    assert!(
+        stderr.contains(&name) && stderr.contains("Permission denied"),
+        "{stderr}"
+    );
+}
+
+/// Issue 23 item 2 by mail: ingests running at once share `parse_budget_bytes`, one slot per
+/// `max_report_bytes`; with every slot held, the mail stays queued (75) unread.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ingest_over_the_parse_budget_asks_the_mta_to_retry() {
+    let signer = Signer::new();
+    let bind = DnsServer::start(
+        Kind::Bind,
+        REPORTER,
+        &TsigKey::generate("k", "hmac-sha256"),
+        &[&signer.record()],
+    );
+    let dir = setup(
+        bind.addr,
+        "max_report_bytes = 1048576\nparse_budget_bytes = 2097152",
+    );
+    let state = state_dir_for(&dir.config_path());
+    let from = format!("tlsrpt@{REPORTER}");
+    let good = signer.sign(&message(&from, RFC_ID, &fixture("rfc8460.json")), false);
+    let held: Vec<_> = (0..2)
+        .map(|_| {
+            mta_stsd::tlsrpt::budget::ingest_slot(&state, 2)
+                .unwrap()
+                .unwrap()
+        })
+        .collect();
+    let out = ingest(&dir, good.as_bytes(), &[]);
+    assert_eq!(out.status, Some(75), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("2 reports are being ingested already"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(stored(&dir, RFC_ID).await, None);
+    drop(held);
+    let out = ingest(&dir, good.as_bytes(), &[]);
+    assert_eq!(out.status, Some(0), "{}", out.stderr);
+    assert!(stored(&dir, RFC_ID).await.is_some());
 }

@@ -207,12 +207,18 @@ async fn receiver_stores_real_reports_and_refuses_the_rest() {
         StatusCode::UNPROCESSABLE_ENTITY
     );
 
-    // 10,000 policies in one report (about 2 MB): stored whole.
+    // 100 policies in one report (the most taken): stored whole; 101 refused.
     let one = r#"{"policy":{"policy-type":"sts","policy-domain":"example.net"},"summary":{"total-successful-session-count":1,"total-failure-session-count":1},"failure-details":[{"result-type":"validation-failure","receiving-mx-hostname":"mail.example.net","failed-session-count":1}]}"#;
     let big = format!(
-        r#"{{"report-id":"ten-thousand","organization-name":"Big","date-range":{{"start-datetime":"2024-10-01T00:00:00Z","end-datetime":"2024-10-01T23:59:59Z"}},"policies":[{}]}}"#,
-        vec![one; 10_000].join(",")
+        r#"{{"report-id":"one-hundred","organization-name":"Big","date-range":{{"start-datetime":"2024-10-01T00:00:00Z","end-datetime":"2024-10-01T23:59:59Z"}},"policies":[{}]}}"#,
+        vec![one; 100].join(",")
     );
+    let too_many = big
+        .replace("one-hundred", "too-many")
+        .replace(r#""policies":["#, &format!(r#""policies":[{one},"#));
+    let (s, text) = p.post(GZIP, gz(too_many.as_bytes())).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{text}");
+    assert!(text.contains("more than 100"), "{text}");
     assert!(big.len() < 4 << 20);
     assert_eq!(
         p.post(GZIP, gz(big.as_bytes())).await.0,
@@ -300,7 +306,7 @@ async fn receiver_stores_real_reports_and_refuses_the_rest() {
         .days(&["example.net".into()], "2024-10-01")
         .await
         .unwrap();
-    assert_eq!((big_day[0].successful, big_day[0].failed), (10_000, 10_000));
+    assert_eq!((big_day[0].successful, big_day[0].failed), (100, 100));
 
     // The RFC 8460 example quotes our example.org body: matched to the id we serve.
     let id = {
@@ -318,7 +324,7 @@ async fn receiver_stores_real_reports_and_refuses_the_rest() {
     for (line, want) in [
         ("mta_stsd_tlsrpt_reports_total{result=\"stored\"}", 6),
         ("mta_stsd_tlsrpt_reports_total{result=\"duplicate\"}", 5),
-        ("mta_stsd_tlsrpt_reports_total{result=\"malformed\"}", 5),
+        ("mta_stsd_tlsrpt_reports_total{result=\"malformed\"}", 6),
         ("mta_stsd_tlsrpt_reports_total{result=\"too_large\"}", 4),
         (
             "mta_stsd_tlsrpt_reports_total{result=\"unsupported_type\"}",

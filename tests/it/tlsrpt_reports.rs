@@ -48,10 +48,18 @@ fn report(
     )
 }
 
+/// As a DKIM-signed mail report: only those count as evidence for `enforce`.
 async fn put(store: &Store, json: &str, policy_id: Option<&str>) {
     let r = Report::parse(json.as_bytes()).unwrap();
+    let signer = r.organization.to_ascii_lowercase().replace(' ', "-") + ".example";
     store
-        .insert(&r, json, Source::Https, 0, &[policy_id.map(Into::into)])
+        .insert(
+            r.into(),
+            json.to_owned(),
+            &Source::Mail { signer },
+            0,
+            vec![policy_id.map(Into::into)],
+        )
         .await
         .unwrap();
 }
@@ -212,7 +220,7 @@ async fn reports_per_day_and_enforce_readiness() {
     );
     assert!(
         out.stdout
-            .contains("    Mail.ru: 50 successful, 12 failed, id "),
+            .contains("    Mail.ru (DKIM-signed): 50 successful, 12 failed, id "),
         "{}",
         out.stdout
     );

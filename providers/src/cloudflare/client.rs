@@ -10,7 +10,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::http::{self, Reply};
-use crate::{ProviderError, Secret};
+use crate::{redact_url, ProviderError, Secret};
 
 /// Records asked for per page; the server may send fewer (it clamps `per_page`).
 const PER_PAGE: u32 = 500;
@@ -88,16 +88,20 @@ struct ResultInfo {
 pub struct Client {
     http: reqwest::Client,
     base: String,
+    /// `base` for messages: no credentials (see [`redact_url`]).
+    shown: String,
     token: Secret,
 }
 
 impl Client {
     pub fn new(base: &str, token: Secret) -> Result<Self, ProviderError> {
-        Url::parse(base)
-            .map_err(|e| ProviderError::config(format!("Cloudflare URL `{base}`: {e}")))?;
+        Url::parse(base).map_err(|e| {
+            ProviderError::config(format!("Cloudflare URL `{}`: {e}", redact_url(base)))
+        })?;
         Ok(Client {
             http: http::client()?,
             base: base.trim_end_matches('/').to_owned(),
+            shown: redact_url(base.trim_end_matches('/')),
             token,
         })
     }
@@ -154,7 +158,7 @@ impl Client {
             code: "paging".into(),
             message: format!(
                 "Cloudflare {}: {what} did not end after {MAX_PAGES} pages",
-                self.base
+                self.shown
             ),
         })
     }
@@ -218,9 +222,9 @@ impl Client {
         body: Option<&RecordBody>,
     ) -> Result<(T, Option<ResultInfo>), ProviderError> {
         let mut url = Url::parse(&self.base)
-            .map_err(|e| ProviderError::config(format!("Cloudflare URL `{}`: {e}", self.base)))?;
+            .map_err(|e| ProviderError::config(format!("Cloudflare URL `{}`: {e}", self.shown)))?;
         url.path_segments_mut()
-            .map_err(|()| ProviderError::config(format!("Cloudflare URL `{}`", self.base)))?
+            .map_err(|()| ProviderError::config(format!("Cloudflare URL `{}`", self.shown)))?
             .pop_if_empty()
             .extend(path);
         if !query.is_empty() {
@@ -229,7 +233,7 @@ impl Client {
         // `GET /zones/…/dns_records?name=…`, for messages: the base URL once is enough.
         let what = format!(
             "Cloudflare {}: {method} /{}{}",
-            self.base,
+            self.shown,
             path.join("/"),
             url.query().map(|q| format!("?{q}")).unwrap_or_default()
         );

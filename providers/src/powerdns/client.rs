@@ -9,7 +9,7 @@ use reqwest::{Method, Url};
 use serde::{Deserialize, Serialize};
 
 use crate::http::{self, Reply};
-use crate::{ProviderError, Secret};
+use crate::{redact_url, ProviderError, Secret};
 
 /// An entry of `GET /servers/{server_id}/zones`.
 #[derive(Debug, Clone, Deserialize)]
@@ -71,17 +71,21 @@ pub struct Client {
     http: reqwest::Client,
     /// The configured base URL, without `/api/v1`.
     base: String,
+    /// `base` for messages: no credentials (see [`redact_url`]).
+    shown: String,
     server_id: String,
     key: Secret,
 }
 
 impl Client {
     pub fn new(base: &str, server_id: &str, key: Secret) -> Result<Self, ProviderError> {
-        Url::parse(base)
-            .map_err(|e| ProviderError::config(format!("PowerDNS URL `{base}`: {e}")))?;
+        Url::parse(base).map_err(|e| {
+            ProviderError::config(format!("PowerDNS URL `{}`: {e}", redact_url(base)))
+        })?;
         Ok(Client {
             http: http::client()?,
             base: base.trim_end_matches('/').to_owned(),
+            shown: redact_url(base.trim_end_matches('/')),
             server_id: server_id.to_owned(),
             key,
         })
@@ -89,7 +93,7 @@ impl Client {
 
     /// The server, for messages: `PowerDNS http://127.0.0.1:8081 (server localhost)`.
     pub fn describe(&self) -> String {
-        format!("PowerDNS {} (server {})", self.base, self.server_id)
+        format!("PowerDNS {} (server {})", self.shown, self.server_id)
     }
 
     /// `GET /api/v1/servers/{server_id}/zones`.
@@ -143,9 +147,9 @@ impl Client {
         what: &str,
     ) -> Result<Reply, ProviderError> {
         let mut url = Url::parse(&self.base)
-            .map_err(|e| ProviderError::config(format!("PowerDNS URL `{}`: {e}", self.base)))?;
+            .map_err(|e| ProviderError::config(format!("PowerDNS URL `{}`: {e}", self.shown)))?;
         url.path_segments_mut()
-            .map_err(|()| ProviderError::config(format!("PowerDNS URL `{}`", self.base)))?
+            .map_err(|()| ProviderError::config(format!("PowerDNS URL `{}`", self.shown)))?
             .pop_if_empty()
             .extend(["api", "v1", "servers", &self.server_id, "zones"])
             .extend(zone);

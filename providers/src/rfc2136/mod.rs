@@ -331,6 +331,21 @@ impl Provider for Rfc2136 {
         }
     }
 
+    /// Reads are unsigned (see `read`), so `plan` would never meet a wrong key: one signed
+    /// SOA query, which the server verifies like an UPDATE's signature (RFC 8945 §5.2: a bad
+    /// key or signature is NOTAUTH with BADKEY/BADSIG, an `Auth` error).
+    async fn check_access(&self, zone: &str) -> Result<(), ProviderError> {
+        let answer = self
+            .wire()
+            .exchange(vec![query(name(zone)?, RecordType::SOA)])
+            .await?
+            .remove(0);
+        match answer.response_code() {
+            ResponseCode::NoError => Ok(()),
+            rcode => Err(self.refused(&format!("signed SOA query for {zone}"), rcode)),
+        }
+    }
+
     async fn apply(&self, zone: &str, changes: &Changes) -> Result<(), ProviderError> {
         let zone_lc = zone.to_ascii_lowercase();
         let before = self.cache.serial(&zone_lc);

@@ -103,7 +103,8 @@ impl Reader<'_> {
                 None => self.unknown("[acme]", k, Key::ALL),
             }
         }
-        if acme.directory.is_empty() {
+        // A `directory` given but refused is reported where it is written, not again here.
+        if acme.directory.is_empty() && !table.contains_key("directory") {
             self.problems.error(
                 at,
                 "[acme] needs `directory`, the ACME server's directory URL",

@@ -58,7 +58,7 @@ impl Reader<'_> {
         if let Some(inline) = source.remove(Key::Webhook.name()) {
             alerts.webhook = Some(Secret::new(inline.value.to_owned()));
         } else if !source.is_empty() {
-            alerts.webhook = Some(self.secret(&source, "webhook", "[alerts]", at)?);
+            alerts.webhook = Some(self.provider_secret(&source, "webhook", "[alerts]", at)?);
         }
         if let Some(url) = &alerts.webhook {
             if !url.expose().starts_with("https://") || url.expose().parse::<http::Uri>().is_err() {

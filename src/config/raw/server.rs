@@ -11,6 +11,7 @@ use super::{Item, RawFile, Reader};
 use crate::certs::CertFiles;
 use crate::config::diag::{At, Loc};
 use crate::config::Server;
+use mta_stsd_providers::{Secret, SecretSource};
 
 keys! {
     /// `[server]` keys.
@@ -18,6 +19,7 @@ keys! {
         Https = "https",
         Http = "http",
         Admin = "admin",
+        AdminTokenFile = "admin_token_file",
         TrustedProxies = "trusted_proxies",
         HandshakeTimeout = "handshake_timeout",
         HeaderTimeout = "header_timeout",
@@ -26,6 +28,10 @@ keys! {
         MaxHeaderBytes = "max_header_bytes",
         MaxConnections = "max_connections",
         MaxConnectionsPerIp = "max_connections_per_ip",
+        MinBodyRate = "min_body_rate",
+        BodyGrace = "body_grace",
+        MaxConnectionLifetime = "max_connection_lifetime",
+        MaxRequestsPerConnection = "max_requests_per_connection",
     }
 }
 
@@ -48,7 +54,9 @@ keys! {
 impl Reader<'_> {
     pub(super) fn server(&mut self, table: &DeTable<'_>, item: &Item<'_>) -> At<Server> {
         let mut server = Server::default();
+        let mut lifetime_at = None;
         let mut seen: HashMap<SocketAddr, &str> = HashMap::new();
+        let mut admin_at = None;
         let mut check_dup = |r: &mut Self, addr: SocketAddr, at: Loc, what: &'static str| {
             // Port 0 asks the kernel for a free port: never a clash.
             if addr.port() == 0 {
@@ -70,19 +78,30 @@ impl Reader<'_> {
                             addrs.push(a);
                         }
                     }
-                    if key == ServerKey::Https { server.https = addrs } else { server.http = addrs }
+                    if key == ServerKey::Https {
+                        server.https = addrs
+                    } else {
+                        server.http = addrs
+                    }
                 }
                 Some(ServerKey::Admin) => {
                     server.admin = self.string(kname, v).and_then(|s| {
                         let a = self.socket_addr(s.value, s.at)?;
                         check_dup(self, a, s.at, "admin");
-                        if !a.ip().is_loopback() {
-                            self.problems.warn(s.at, format!(
-                                "admin listener {a} is not on loopback: /status and /metrics will be reachable from the network"
-                            ));
-                        }
+                        admin_at = Some(s.at);
                         Some(a)
                     })
+                }
+                Some(ServerKey::AdminTokenFile) => {
+                    if let Some(s) = self.string(kname, v) {
+                        let path = self.path(s.value);
+                        self.private(&path, s.at);
+                        // An empty file is refused by `Secret::read`: it would let an empty
+                        // bearer in.
+                        server.admin_token = Secret::read(&SecretSource::File(path))
+                            .map_err(|e| self.problems.error(s.at, e))
+                            .ok();
+                    }
                 }
                 Some(ServerKey::TrustedProxies) => {
                     for s in self.strings(kname, v).unwrap_or_default() {
@@ -99,16 +118,35 @@ impl Reader<'_> {
                     key @ (ServerKey::HandshakeTimeout
                     | ServerKey::HeaderTimeout
                     | ServerKey::IdleTimeout
-                    | ServerKey::ShutdownTimeout),
+                    | ServerKey::ShutdownTimeout
+                    | ServerKey::BodyGrace
+                    | ServerKey::MaxConnectionLifetime),
                 ) => {
+                    if key == ServerKey::MaxConnectionLifetime {
+                        lifetime_at = Some(self.at(v.span()));
+                    }
                     if let Some(d) = self.duration(kname, v) {
                         let l = &mut server.limits;
                         *match key {
                             ServerKey::HandshakeTimeout => &mut l.handshake_timeout,
                             ServerKey::HeaderTimeout => &mut l.header_timeout,
                             ServerKey::IdleTimeout => &mut l.idle_timeout,
+                            ServerKey::BodyGrace => &mut l.body_grace,
+                            ServerKey::MaxConnectionLifetime => &mut l.max_connection_lifetime,
                             _ => &mut l.shutdown_timeout,
                         } = d;
+                    }
+                }
+                Some(key @ (ServerKey::MinBodyRate | ServerKey::MaxRequestsPerConnection)) => {
+                    if let Some(n) = self.integer(kname, v) {
+                        let l = &mut server.limits;
+                        match u64::try_from(n.value).ok().filter(|&n| n > 0) {
+                            Some(n) if key == ServerKey::MinBodyRate => l.min_body_rate = n,
+                            Some(n) => l.max_requests_per_connection = n,
+                            None => self
+                                .problems
+                                .error(n.at, format!("`{kname}` must be a positive number")),
+                        }
                     }
                 }
                 Some(
@@ -122,11 +160,33 @@ impl Reader<'_> {
                             Some(n) if key == ServerKey::MaxHeaderBytes => l.max_header_bytes = n,
                             Some(n) if key == ServerKey::MaxConnections => l.max_connections = n,
                             Some(n) => l.max_connections_per_ip = n,
-                            None => self.problems.error(n.at, format!("`{kname}` must be a positive number")),
+                            None => self
+                                .problems
+                                .error(n.at, format!("`{kname}` must be a positive number")),
                         }
                     }
                 }
                 None => self.unknown("[server]", k, ServerKey::ALL),
+            }
+        }
+        let l = &server.limits;
+        // A lifetime within the time a request may take to arrive would close connections
+        // before their first request: nonsense, refused.
+        if l.max_connection_lifetime <= l.handshake_timeout + l.header_timeout {
+            self.problems.error(
+                lifetime_at.unwrap_or_else(|| self.at(item.span())),
+                format!(
+                    "`max_connection_lifetime` ({:?}) must be longer than handshake_timeout + header_timeout ({:?})",
+                    l.max_connection_lifetime,
+                    l.handshake_timeout + l.header_timeout
+                ),
+            );
+        }
+        if let (Some(a), Some(at)) = (server.admin, admin_at) {
+            if !a.ip().is_loopback() && server.admin_token.is_none() {
+                self.problems.warn(at, format!(
+                    "admin listener {a} is not on loopback and has no `admin_token_file`: the dashboard, /status and /metrics will be reachable from the network by anyone"
+                ));
             }
         }
         At {
@@ -167,13 +227,15 @@ impl Reader<'_> {
                             }
                         }
                         match (cert, key) {
-                            (Some(cert), Some(key)) => match CertFiles::load(&cert, &key) {
-                                Ok(files) => {
-                                    self.expiry_warning(&files, at);
-                                    raw.certs.push(files);
+                            (Some(cert), Some(key)) => {
+                                match CertFiles::load_with(&cert, &key, self.secrets) {
+                                    Ok(files) => {
+                                        self.expiry_warning(&files, at);
+                                        raw.certs.push(files);
+                                    }
+                                    Err(e) => self.problems.error(at, e),
                                 }
-                                Err(e) => self.problems.error(at, e),
-                            },
+                            }
                             _ => self
                                 .problems
                                 .error(at, "a certs entry needs both `cert` and `key`"),

@@ -2,8 +2,11 @@
 
 use toml::de::DeTable;
 
+use std::collections::HashMap;
+
 use super::keys::keys;
-use super::Reader;
+use super::{Item, Reader};
+use crate::config::diag::At;
 use crate::config::{RetireLimit, State};
 
 keys! {
@@ -12,12 +15,18 @@ keys! {
         Dir = "dir",
         MaxRetire = "max_retire",
         RetireAfter = "retire_after",
+        UrlEnv = "url_env",
+        UrlFile = "url_file",
+        Replica = "replica",
+        Lease = "lease",
     }
 }
 
 impl Reader<'_> {
-    pub(super) fn state(&mut self, table: &DeTable<'_>) -> State {
+    pub(super) fn state(&mut self, table: &DeTable<'_>, item: &Item<'_>) -> State {
+        let at = self.at(item.span());
         let mut state = State::default();
+        let mut url: HashMap<&str, At<&str>> = HashMap::new();
         for (k, v) in table.iter() {
             let kname = k.get_ref().as_ref();
             match Key::of(kname) {
@@ -36,8 +45,37 @@ impl Reader<'_> {
                         state.max_retire = limit;
                     }
                 }
+                Some(Key::UrlEnv | Key::UrlFile) => {
+                    if let Some(s) = self.string(kname, v) {
+                        url.insert(kname, s);
+                    }
+                }
+                Some(Key::Replica) => {
+                    if let Some(s) = self.string(kname, v) {
+                        if s.value.is_empty() || s.value.len() > 253 {
+                            self.problems
+                                .error(s.at, "`replica` must be 1 to 253 characters");
+                        } else {
+                            state.replica = s.value.to_owned();
+                        }
+                    }
+                }
+                Some(Key::Lease) => {
+                    if let Some(d) = self.duration(kname, v) {
+                        state.lease = d;
+                    }
+                }
+                // Not a key: a secret written inline.
+                None if kname == "url" => self.problems.error(
+                    self.at(k.span()),
+                    "`url`: the database URL is not allowed inline; give `url_env` or `url_file`",
+                ),
                 None => self.unknown("[state]", k, Key::ALL),
             }
+        }
+        if !url.is_empty() {
+            // Read now, so `check` fails on a missing URL.
+            state.url = self.secret(&url, "url", "[state]", at);
         }
         state
     }

@@ -19,6 +19,9 @@ keys! {
         UrlFile = "url_file",
         Retention = "retention",
         MaxReportBytes = "max_report_bytes",
+        ParseBudgetBytes = "parse_budget_bytes",
+        MaxStoreBytes = "max_store_bytes",
+        MaxReports = "max_reports",
         Resolver = "resolver",
     }
 }
@@ -35,6 +38,7 @@ impl Reader<'_> {
         let mut locs = Vec::new();
         let mut store = None;
         let mut url: HashMap<&str, At<&str>> = HashMap::new();
+        let mut budget_at = None;
         for (k, v) in table.iter() {
             let kname = k.get_ref().as_ref();
             match Key::of(kname) {
@@ -94,6 +98,24 @@ impl Reader<'_> {
                     }
                     None => ok = false,
                 },
+                Some(k @ (Key::ParseBudgetBytes | Key::MaxStoreBytes | Key::MaxReports)) => {
+                    match self.integer(kname, v) {
+                        Some(n) if n.value > 0 => match k {
+                            Key::ParseBudgetBytes => {
+                                t.parse_budget_bytes = n.value as usize;
+                                budget_at = Some(n.at);
+                            }
+                            Key::MaxStoreBytes => t.max_store_bytes = n.value as u64,
+                            _ => t.max_reports = n.value as u64,
+                        },
+                        Some(n) => {
+                            self.problems
+                                .error(n.at, format!("`{kname}` must be positive"));
+                            ok = false;
+                        }
+                        None => ok = false,
+                    }
+                }
                 Some(Key::Resolver) => {
                     t.resolver = self.string(kname, v).and_then(|s| {
                         let with_port = if s.value.parse::<std::net::IpAddr>().is_ok() {
@@ -118,6 +140,13 @@ impl Reader<'_> {
                     ok = false;
                 }
             }
+        }
+        if t.parse_budget_bytes < t.max_report_bytes {
+            self.problems.error(
+                budget_at.unwrap_or(at),
+                "`parse_budget_bytes` must be at least `max_report_bytes`, or no report that large is ever taken",
+            );
+            ok = false;
         }
         match store.map(|s| s.value) {
             Some("postgres") => {

@@ -22,6 +22,7 @@ use std::future::{poll_fn, Future};
 use std::io::{self, IoSlice};
 use std::mem::MaybeUninit;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{ready, Poll};
 use std::time::Duration;
 
@@ -34,17 +35,14 @@ mod response;
 
 use parse::{step, Step};
 
+use super::conns::Slot;
 use super::handler::{Answer, Head};
+use super::linger::{LINGER_BYTES, LINGER_TIME};
 
 /// The most one read takes: a buffer on the stack of one poll, never in the connection's state.
 const READ_CHUNK: usize = 4096;
 /// RFC 9113 §3.4: the client connection preface of HTTP/2 with prior knowledge.
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-/// After answering a request whose body (or head) was not read, the rest is read and dropped
-/// for at most this long and this much before closing: closing a socket with unread bytes
-/// sends a reset, which can destroy the answer before the client has read it.
-const LINGER_TIME: Duration = Duration::from_secs(2);
-const LINGER_BYTES: usize = 256 * 1024;
 
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -54,6 +52,13 @@ pub struct Options {
     pub header_timeout: Duration,
     /// A plain listener: a connection that starts with the HTTP/2 preface is handed back.
     pub h2c: bool,
+    /// The answer to this many requests is the connection's last (`connection: close`).
+    pub max_requests: u64,
+    /// The end of the connection's lifetime: idle then, it is closed; the answer to a request
+    /// begun later is its last.
+    pub closes_at: Instant,
+    /// Told of each request answered: progress, for the connection cap.
+    pub slot: Option<Arc<Slot>>,
 }
 
 /// What the router makes of one request head.
@@ -95,6 +100,10 @@ where
     // Empty, with nothing allocated, whenever no request is being read.
     let mut buf: Vec<u8> = Vec::new();
     let mut first = true;
+    let mut answered: u64 = 0;
+    // One timer for the connection's life, not one per request.
+    let lifetime = tokio::time::sleep_until(opts.closes_at);
+    tokio::pin!(lifetime);
     loop {
         if buf.is_empty() {
             buf = Vec::new();
@@ -113,10 +122,17 @@ where
                     let _ = io.shutdown().await;
                     return Served::Closed;
                 }
+                // Idle at the end of its lifetime: the same.
+                _ = &mut lifetime => {
+                    let _ = io.shutdown().await;
+                    return Served::Closed;
+                }
             }
         }
         // A request has begun: its head must be complete within the header timeout.
-        let deadline = Instant::now() + opts.header_timeout;
+        let begun = Instant::now();
+        let deadline = begun + opts.header_timeout;
+        let last = begun >= opts.closes_at || answered + 1 >= opts.max_requests;
         let reply = loop {
             if first && opts.h2c {
                 let n = buf.len().min(H2_PREFACE.len());
@@ -130,7 +146,7 @@ where
                     return Served::Closed;
                 }
             }
-            let stopping = *shutdown.borrow();
+            let stopping = last || *shutdown.borrow();
             match step(&buf, opts.max_header_bytes, &route, stopping) {
                 Some(Step::Reply(reply)) => break reply,
                 Some(Step::Hyper) => return Served::Hyper(io, buf),
@@ -154,6 +170,10 @@ where
             return Served::Closed;
         }
         drop(out);
+        answered += 1;
+        if let Some(slot) = &opts.slot {
+            slot.progress(begun);
+        }
         if !reply.keep_alive {
             if reply.linger {
                 linger(&mut io).await;
@@ -215,7 +235,8 @@ async fn write_all<IO: AsyncWrite + Unpin>(
     io.flush().await
 }
 
-/// Closes our side, then reads and drops what the client still sends, within bounds.
+/// Closes our side, then reads and drops what the client still sends, within bounds (see
+/// [`super::linger`]).
 async fn linger<IO: AsyncRead + AsyncWrite + Unpin>(io: &mut IO) {
     let _ = io.shutdown().await;
     let drain = async {

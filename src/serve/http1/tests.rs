@@ -31,6 +31,9 @@ fn opts() -> Options {
         max_header_bytes: 1024,
         header_timeout: Duration::from_secs(10),
         h2c: true,
+        max_requests: 1000,
+        closes_at: Instant::now() + Duration::from_secs(3600),
+        slot: None,
     }
 }
 

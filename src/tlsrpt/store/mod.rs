@@ -4,6 +4,7 @@
 use std::path::Path;
 use std::time::Duration;
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use mta_stsd_providers::Secret;
@@ -34,35 +35,103 @@ pub enum Backend {
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// The database cannot be reached or refused the statement: try again later (the mail
-    /// path answers EX_TEMPFAIL, HTTPS 503).
+    /// The database cannot be reached, or refused the statement for a reason that may pass:
+    /// try again later (the mail path answers EX_TEMPFAIL, HTTPS 503).
     #[error("report store unavailable: {0}")]
-    Unavailable(#[from] sqlx::Error),
+    Unavailable(sqlx::Error),
+    /// The database refuses this report and always will (a value out of range or too large
+    /// for an index, a constraint): answered as final (HTTPS 422, mail dropped and logged).
+    #[error("report store refuses this report: {0}")]
+    Refused(sqlx::Error),
+    /// A quota of `[tlsrpt]` is used up: try again once retention made room.
+    #[error("report store full: {0}")]
+    Full(String),
     #[error("report store schema: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
 }
 
-/// How a report came in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        if is_permanent(&e) {
+            StoreError::Refused(e)
+        } else {
+            StoreError::Unavailable(e)
+        }
+    }
+}
+
+/// Errors by class (the database's code), not by message: the same report would fail again.
+fn is_permanent(e: &sqlx::Error) -> bool {
+    use sqlx::error::ErrorKind;
+    let sqlx::Error::Database(db) = e else {
+        return false;
+    };
+    if matches!(
+        db.kind(),
+        ErrorKind::CheckViolation | ErrorKind::NotNullViolation | ErrorKind::ForeignKeyViolation
+    ) {
+        return true;
+    }
+    let code = db.code();
+    let code = code.as_deref().unwrap_or("");
+    // PostgreSQL SQLSTATE class 22 "data exception" (22001 string too long, 22003 numeric
+    // out of range, 22021 bad encoding…) and 54000 "program limit exceeded" ("index row size
+    // … exceeds btree maximum"); SQLite 18 SQLITE_TOOBIG, 20 SQLITE_MISMATCH.
+    code.starts_with("22") || code == "54000" || code == "18" || code == "20"
+}
+
+/// How a report came in, and who vouches for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Source {
+    /// POSTed: RFC 8460 §5.3 has no authentication, so the sender is only what the report
+    /// claims (its organization).
     Https,
-    Mail,
+    /// Mailed with a valid DKIM signature (RFC 8460 §3) by this `d=` domain.
+    Mail { signer: String },
 }
 
 impl Source {
-    fn as_str(self) -> &'static str {
+    fn as_str(&self) -> &'static str {
         match self {
             Source::Https => "https",
-            Source::Mail => "mail",
+            Source::Mail { .. } => "mail",
         }
     }
+
+    /// How the report was authenticated: `dkim` or `none`.
+    fn auth(&self) -> &'static str {
+        match self {
+            Source::Https => "none",
+            Source::Mail { .. } => "dkim",
+        }
+    }
+
+    /// The first half of the key: report ids are unique per sender only (RFC 8460 §4.4 gives
+    /// no more), and an unauthenticated sender must not take a signed one's id.
+    fn sender(&self, report: &Report) -> String {
+        match self {
+            Source::Https => format!("https:{}", report.organization),
+            Source::Mail { signer } => format!("dkim:{signer}"),
+        }
+    }
+}
+
+/// Counts are u64 in JSON; stored at most this (2^53 − 1): far above any real report, and
+/// exact as a double, in which the store sums them (a sum never overflows, see `read.rs`).
+pub const MAX_COUNT: i64 = (1 << 53) - 1;
+
+/// `[tlsrpt] max_reports` and `max_store_bytes`; read per batch, so a reload applies.
+#[derive(Debug, Default)]
+struct Quota {
+    reports: AtomicU64,
+    bytes: AtomicU64,
 }
 
 /// The outcome of [`Store::insert`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stored {
     New,
-    /// A report with this `report-id` is stored already; nothing was written.
+    /// A report with this `report-id` from this sender is stored already; nothing was written.
     Duplicate,
 }
 
@@ -72,6 +141,8 @@ pub struct DayRow {
     pub domain: String,
     pub day: String,
     pub organization: String,
+    /// How its reports were authenticated: `dkim` or `none` (HTTPS).
+    pub auth: String,
     pub policy_id: Option<String>,
     pub successful: i64,
     pub failed: i64,
@@ -103,6 +174,7 @@ pub struct Store {
     pool: AnyPool,
     /// The one writer of reports: it commits what arrived meanwhile in one transaction.
     writer: mpsc::Sender<Job>,
+    quota: Arc<Quota>,
 }
 
 impl Store {
@@ -153,31 +225,53 @@ impl Store {
         // SQLite has one writer at a time anyway; PostgreSQL commits several at once.
         let writers = if is_sqlite { 1 } else { 4 };
         let jobs = Arc::new(Mutex::new(jobs));
+        let quota = Arc::new(Quota {
+            reports: AtomicU64::new(u64::MAX),
+            bytes: AtomicU64::new(u64::MAX),
+        });
         for _ in 0..writers {
-            tokio::spawn(write_reports(pool.clone(), jobs.clone()));
+            tokio::spawn(write_reports(pool.clone(), jobs.clone(), quota.clone()));
         }
-        Ok(Store { pool, writer })
+        Ok(Store {
+            pool,
+            writer,
+            quota,
+        })
+    }
+
+    /// The quotas (`[tlsrpt] max_reports`, `max_store_bytes`) the next reports are held to;
+    /// without a call, none.
+    pub fn set_quota(&self, reports: u64, bytes: u64) {
+        self.quota.reports.store(reports, Ordering::Relaxed);
+        self.quota.bytes.store(bytes, Ordering::Relaxed);
     }
 
     /// Stores `report` with its JSON as received and, per policy, the id matched to it
     /// (`policy_ids[i]` for `report.policies[i]`). All or nothing per report. Reports that
     /// arrive while one is being written are committed together (group commit: one fsync for
-    /// all of them), and each gets its own outcome.
+    /// all of them), and each gets its own outcome. The report and its JSON are moved to the
+    /// writer, not copied (they may be megabytes).
     pub async fn insert(
         &self,
-        report: &Report,
-        json: &str,
-        source: Source,
+        report: Arc<Report>,
+        json: String,
+        source: &Source,
         received_at: i64,
-        policy_ids: &[Option<String>],
+        policy_ids: Vec<Option<String>>,
     ) -> Result<Stored, StoreError> {
         let (done, outcome) = oneshot::channel();
         let job = Job {
-            report: report.clone(),
-            json: json.to_owned(),
-            source,
+            sender: source.sender(&report),
+            report,
+            json,
+            source: source.as_str(),
+            auth: source.auth(),
+            signer: match source {
+                Source::Mail { signer } => Some(signer.clone()),
+                Source::Https => None,
+            },
             received_at,
-            policy_ids: policy_ids.to_vec(),
+            policy_ids,
             done,
         };
         let gone = || StoreError::Unavailable(sqlx::Error::PoolClosed);
@@ -185,21 +279,23 @@ impl Store {
         outcome.await.unwrap_or_else(|_| Err(gone()))
     }
 
-    /// Retention: removes reports whose range ended before `before` (unix seconds).
+    /// Retention: removes reports whose range ended, or that were received, before `before`
+    /// (unix seconds): a far-future `end-datetime` does not keep a report forever.
     pub async fn prune(&self, before: i64) -> Result<u64, StoreError> {
         // Reports first, then rows left without one: a report committed meanwhile by another
         // writer keeps its rows, one still being written is invisible here.
-        let gone = sqlx::query("DELETE FROM tlsrpt_reports WHERE end_time < $1")
-            .bind(before)
-            .execute(&self.pool)
-            .await?
-            .rows_affected();
+        let gone =
+            sqlx::query("DELETE FROM tlsrpt_reports WHERE end_time < $1 OR received_at < $1")
+                .bind(before)
+                .execute(&self.pool)
+                .await?
+                .rows_affected();
         if gone > 0 {
             for sql in [
-                "DELETE FROM tlsrpt_failures WHERE NOT EXISTS \
-                 (SELECT 1 FROM tlsrpt_reports r WHERE r.report_id = tlsrpt_failures.report_id)",
-                "DELETE FROM tlsrpt_policies WHERE NOT EXISTS \
-                 (SELECT 1 FROM tlsrpt_reports r WHERE r.report_id = tlsrpt_policies.report_id)",
+                "DELETE FROM tlsrpt_failures WHERE NOT EXISTS (SELECT 1 FROM tlsrpt_reports r \
+                 WHERE r.sender = tlsrpt_failures.sender AND r.report_id = tlsrpt_failures.report_id)",
+                "DELETE FROM tlsrpt_policies WHERE NOT EXISTS (SELECT 1 FROM tlsrpt_reports r \
+                 WHERE r.sender = tlsrpt_policies.sender AND r.report_id = tlsrpt_policies.report_id)",
             ] {
                 sqlx::query(sql).execute(&self.pool).await?;
             }

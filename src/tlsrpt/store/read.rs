@@ -8,12 +8,16 @@ use sqlx::{AssertSqlSafe, Row};
 use super::{DayRow, FailureRow, Store, StoreError, Sums};
 
 impl Store {
-    /// The JSON of one report exactly as it was received.
+    /// The JSON of one report exactly as it was received (the first received, when several
+    /// senders used this id).
     pub async fn json(&self, report_id: &str) -> Result<Option<String>, StoreError> {
-        let row = sqlx::query("SELECT json FROM tlsrpt_reports WHERE report_id = $1")
-            .bind(report_id)
-            .fetch_optional(&self.pool)
-            .await?;
+        let row = sqlx::query(
+            "SELECT json FROM tlsrpt_reports WHERE report_id = $1 \
+             ORDER BY received_at, sender LIMIT 1",
+        )
+        .bind(report_id)
+        .fetch_optional(&self.pool)
+        .await?;
         Ok(row.map(|r| r.get(0)))
     }
 
@@ -25,12 +29,14 @@ impl Store {
         since_day: &str,
     ) -> Result<Vec<DayRow>, StoreError> {
         let sql = format!(
-            "SELECT p.domain, p.day, r.organization, p.policy_id, \
-             CAST(SUM(p.successful) AS BIGINT), CAST(SUM(p.failed) AS BIGINT) \
-             FROM tlsrpt_policies p JOIN tlsrpt_reports r ON r.report_id = p.report_id \
+            "SELECT p.domain, p.day, r.organization, r.auth, p.policy_id, \
+             {}, {} \
+             FROM tlsrpt_policies p {JOIN} \
              WHERE p.domain IS NOT NULL AND p.day >= $1{} \
-             GROUP BY p.domain, p.day, r.organization, p.policy_id \
-             ORDER BY p.domain, p.day, r.organization, p.policy_id",
+             GROUP BY p.domain, p.day, r.organization, r.auth, p.policy_id \
+             ORDER BY p.domain, p.day, r.organization, r.auth, p.policy_id",
+            sum("p.successful"),
+            sum("p.failed"),
             domain_filter(domains.len())
         );
         let rows = self.fetch_since(sql, since_day, domains).await?;
@@ -45,12 +51,13 @@ impl Store {
     ) -> Result<Vec<FailureRow>, StoreError> {
         let sql = format!(
             "SELECT p.domain, p.day, f.result_type, f.receiving_mx, p.policy_id, \
-             CAST(SUM(f.count) AS BIGINT) \
+             {} \
              FROM tlsrpt_failures f JOIN tlsrpt_policies p \
-             ON p.report_id = f.report_id AND p.idx = f.idx \
+             ON p.sender = f.sender AND p.report_id = f.report_id AND p.idx = f.idx \
              WHERE p.domain IS NOT NULL AND p.day >= $1{} \
              GROUP BY p.domain, p.day, f.result_type, f.receiving_mx, p.policy_id \
              ORDER BY p.domain, p.day, f.result_type, f.receiving_mx, p.policy_id",
+            sum("f.count"),
             domain_filter(domains.len())
         );
         let rows = self.fetch_since(sql, since_day, domains).await?;
@@ -62,7 +69,7 @@ impl Store {
                     result_type: r.try_get(2)?,
                     receiving_mx: r.try_get(3)?,
                     policy_id: r.try_get(4)?,
-                    count: r.try_get(5)?,
+                    count: saturate(r.try_get(5)?),
                 })
             })
             .collect()
@@ -80,11 +87,11 @@ impl Store {
             return Ok(out);
         }
         let sql = format!(
-            "SELECT p.domain, MAX(r.received_at), \
-             CAST(SUM(CASE WHEN p.day >= $1 THEN p.successful ELSE 0 END) AS BIGINT), \
-             CAST(SUM(CASE WHEN p.day >= $1 THEN p.failed ELSE 0 END) AS BIGINT) \
-             FROM tlsrpt_policies p JOIN tlsrpt_reports r ON r.report_id = p.report_id \
+            "SELECT p.domain, MAX(r.received_at), {}, {} \
+             FROM tlsrpt_policies p {JOIN} \
              WHERE p.domain IS NOT NULL{} GROUP BY p.domain",
+            sum("CASE WHEN p.day >= $1 THEN p.successful ELSE 0 END"),
+            sum("CASE WHEN p.day >= $1 THEN p.failed ELSE 0 END"),
             domain_filter(domains.len())
         );
         for r in self.fetch_since(sql, since_day, domains).await? {
@@ -92,8 +99,8 @@ impl Store {
                 r.try_get(0)?,
                 Sums {
                     last_received: r.try_get(1)?,
-                    successful: r.try_get(2)?,
-                    failed: r.try_get(3)?,
+                    successful: saturate(r.try_get(2)?),
+                    failed: saturate(r.try_get(3)?),
                 },
             );
         }
@@ -121,10 +128,26 @@ fn day_row(r: &AnyRow) -> Result<DayRow, StoreError> {
         domain: r.try_get(0)?,
         day: r.try_get(1)?,
         organization: r.try_get(2)?,
-        policy_id: r.try_get(3)?,
-        successful: r.try_get(4)?,
-        failed: r.try_get(5)?,
+        auth: r.try_get(3)?,
+        policy_id: r.try_get(4)?,
+        successful: saturate(r.try_get(5)?),
+        failed: saturate(r.try_get(6)?),
     })
+}
+
+/// A report's rows and the report they belong to.
+const JOIN: &str = "JOIN tlsrpt_reports r ON r.sender = p.sender AND r.report_id = p.report_id";
+
+/// `SUM(x)` that cannot overflow: BIGINT sums fail past 2^63 (SQLite "integer overflow",
+/// PostgreSQL "bigint out of range"), doubles do not; each count is at most 2^53 − 1
+/// ([`super::MAX_COUNT`]), so sums are exact up to 2^53 and saturate beyond.
+fn sum(x: &str) -> String {
+    format!("SUM(CAST({x} AS DOUBLE PRECISION))")
+}
+
+/// A double sum as a count: `as` saturates (and takes NaN to 0).
+fn saturate(x: f64) -> i64 {
+    x as i64
 }
 
 /// ` AND p.domain IN ($2, …)` for `n` domains (`$1` is the day).

@@ -3,10 +3,12 @@
 
 use std::sync::Arc;
 
-use sqlx::{AnyPool, AssertSqlSafe};
+use std::sync::atomic::Ordering;
+
+use sqlx::{AnyPool, AssertSqlSafe, Row};
 use tokio::sync::{mpsc, oneshot, Mutex};
 
-use super::{utc_day, Source, StoreError, Stored};
+use super::{utc_day, Quota, StoreError, Stored, MAX_COUNT};
 use crate::tlsrpt::report::Report;
 
 /// Rows per multi-row INSERT: well below either backend's bound-parameter limit.
@@ -15,9 +17,13 @@ const ROWS_PER_INSERT: usize = 400;
 /// A report waiting for the writer, and where its outcome goes.
 #[derive(Debug)]
 pub(super) struct Job {
-    pub(super) report: Report,
+    /// With `report_id`, the key: see [`super::Source`].
+    pub(super) sender: String,
+    pub(super) report: Arc<Report>,
     pub(super) json: String,
-    pub(super) source: Source,
+    pub(super) source: &'static str,
+    pub(super) auth: &'static str,
+    pub(super) signer: Option<String>,
     pub(super) received_at: i64,
     pub(super) policy_ids: Vec<Option<String>>,
     pub(super) done: oneshot::Sender<Result<Stored, StoreError>>,
@@ -33,7 +39,11 @@ const BATCH_BYTES: usize = 16 << 20;
 /// answers each report. If that transaction fails, each report is tried alone, so one that
 /// fails does not take the others with it. Ends when every
 /// [`super::Store`] is dropped.
-pub(super) async fn write_reports(pool: AnyPool, jobs: Arc<Mutex<mpsc::Receiver<Job>>>) {
+pub(super) async fn write_reports(
+    pool: AnyPool,
+    jobs: Arc<Mutex<mpsc::Receiver<Job>>>,
+    quota: Arc<Quota>,
+) {
     loop {
         // One writer takes a batch while the others write theirs.
         let mut batch = {
@@ -54,17 +64,17 @@ pub(super) async fn write_reports(pool: AnyPool, jobs: Arc<Mutex<mpsc::Receiver<
             }
             batch
         };
-        match write_batch(&pool, &batch).await {
+        match write_batch(&pool, &batch, &quota).await {
             Ok(outcomes) => {
                 for (job, outcome) in batch.into_iter().zip(outcomes) {
-                    let _ = job.done.send(Ok(outcome));
+                    let _ = job.done.send(outcome);
                 }
             }
             Err(_) if batch.len() > 1 => {
                 for job in batch {
-                    let outcome = write_batch(&pool, std::slice::from_ref(&job))
+                    let outcome = write_batch(&pool, std::slice::from_ref(&job), &quota)
                         .await
-                        .map(|o| o[0]);
+                        .and_then(|mut o| o.remove(0));
                     let _ = job.done.send(outcome);
                 }
             }
@@ -77,12 +87,59 @@ pub(super) async fn write_reports(pool: AnyPool, jobs: Arc<Mutex<mpsc::Receiver<
     }
 }
 
-/// `batch` in one transaction: every report's outcome, or the error that undid them all.
-async fn write_batch(pool: &AnyPool, batch: &[Job]) -> Result<Vec<Stored>, StoreError> {
+/// `batch` in one transaction: every report's outcome (stored, duplicate, or over a quota),
+/// or the error that undid them all.
+async fn write_batch(
+    pool: &AnyPool,
+    batch: &[Job],
+    quota: &Quota,
+) -> Result<Vec<Result<Stored, StoreError>>, StoreError> {
+    // What the store holds, read once per batch and before the transaction: a SQLite read
+    // transaction that then writes fails at once (SQLITE_BUSY) when another process wrote
+    // meanwhile. So a quota may be passed by what other writers commit at the same moment
+    // (at most a batch each).
+    let row =
+        sqlx::query("SELECT COUNT(*), CAST(COALESCE(SUM(bytes), 0) AS BIGINT) FROM tlsrpt_reports")
+            .fetch_one(pool)
+            .await?;
     let mut tx = pool.begin().await?;
+    let (mut reports, mut bytes): (i64, i64) = (row.try_get(0)?, row.try_get(1)?);
+    let max_reports = quota.reports.load(Ordering::Relaxed);
+    let max_bytes = quota.bytes.load(Ordering::Relaxed);
     let mut outcomes = Vec::with_capacity(batch.len());
     for job in batch {
-        outcomes.push(insert_in(&mut tx, job).await?);
+        let size = job.json.len() as i64;
+        let over = if reports as u64 >= max_reports {
+            Some(format!(
+                "{reports} reports stored, [tlsrpt] max_reports = {max_reports}"
+            ))
+        } else if bytes.saturating_add(size) as u64 > max_bytes {
+            Some(format!(
+                "{bytes} bytes stored, this report {size} more, [tlsrpt] max_store_bytes = {max_bytes}"
+            ))
+        } else {
+            None
+        };
+        if let Some(why) = over {
+            // A resend of a stored report is still answered as one, full or not.
+            let stored =
+                sqlx::query("SELECT 1 FROM tlsrpt_reports WHERE sender = $1 AND report_id = $2")
+                    .bind(job.sender.as_str())
+                    .bind(job.report.report_id.as_str())
+                    .fetch_optional(pool)
+                    .await?;
+            outcomes.push(match stored {
+                Some(_) => Ok(Stored::Duplicate),
+                None => Err(StoreError::Full(why)),
+            });
+            continue;
+        }
+        let outcome = insert_in(&mut tx, job).await?;
+        if outcome == Stored::New {
+            reports += 1;
+            bytes = bytes.saturating_add(size);
+        }
+        outcomes.push(Ok(outcome));
     }
     tx.commit().await?;
     Ok(outcomes)
@@ -94,28 +151,35 @@ async fn insert_in(
     job: &Job,
 ) -> Result<Stored, StoreError> {
     let Job {
+        sender,
         report,
         json,
         source,
+        auth,
+        signer,
         received_at,
         policy_ids,
         ..
     } = job;
-    let (source, received_at) = (*source, *received_at);
-    // RFC 8460 §4.4: "report-id" is unique per report; a resend is a duplicate.
+    // RFC 8460 §4.4: "report-id" is unique per report (of one sender); a resend is a duplicate.
     let inserted = sqlx::query(
-        "INSERT INTO tlsrpt_reports (report_id, organization, contact, start_time, end_time, \
-         received_at, source, json) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
-         ON CONFLICT (report_id) DO NOTHING RETURNING report_id",
+        "INSERT INTO tlsrpt_reports (sender, report_id, organization, contact, start_time, \
+         end_time, received_at, source, auth, signer, bytes, json) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
+         ON CONFLICT (sender, report_id) DO NOTHING RETURNING report_id",
     )
+    .bind(sender)
     .bind(&report.report_id)
     .bind(&report.organization)
     .bind(report.contact.as_deref())
     .bind(report.start)
     .bind(report.end)
-    .bind(received_at)
-    .bind(source.as_str())
-    .bind(json)
+    .bind(*received_at)
+    .bind(*source)
+    .bind(*auth)
+    .bind(signer.as_deref())
+    .bind(json.len() as i64)
+    .bind(json.as_str())
     .fetch_optional(&mut **tx)
     .await?;
     if inserted.is_none() {
@@ -126,14 +190,15 @@ async fn insert_in(
     let policies: Vec<_> = report.policies.iter().enumerate().collect();
     for chunk in policies.chunks(ROWS_PER_INSERT) {
         let mut sql = String::from(
-            "INSERT INTO tlsrpt_policies (report_id, idx, policy_type, domain, policy_string, \
-             policy_id, day, successful, failed) VALUES ",
+            "INSERT INTO tlsrpt_policies (sender, report_id, idx, policy_type, domain, \
+             policy_string, policy_id, day, successful, failed) VALUES ",
         );
-        push_placeholders(&mut sql, chunk.len(), 9);
+        push_placeholders(&mut sql, chunk.len(), 10);
         // Only placeholders are generated; every value is bound.
         let mut q = sqlx::query(AssertSqlSafe(sql));
         for &(i, p) in chunk {
             q = q
+                .bind(sender.as_str())
                 .bind(&report.report_id)
                 .bind(i as i64)
                 .bind(p.policy_type.as_str())
@@ -154,14 +219,15 @@ async fn insert_in(
         .collect();
     for chunk in failures.chunks(ROWS_PER_INSERT) {
         let mut sql = String::from(
-            "INSERT INTO tlsrpt_failures (report_id, idx, n, result_type, receiving_mx, \
+            "INSERT INTO tlsrpt_failures (sender, report_id, idx, n, result_type, receiving_mx, \
              sending_ip, receiving_ip, reason, count) VALUES ",
         );
-        push_placeholders(&mut sql, chunk.len(), 9);
+        push_placeholders(&mut sql, chunk.len(), 10);
         // Only placeholders are generated; every value is bound.
         let mut q = sqlx::query(AssertSqlSafe(sql));
         for &(i, n, f) in chunk {
             q = q
+                .bind(sender.as_str())
                 .bind(&report.report_id)
                 .bind(i as i64)
                 .bind(n as i64)
@@ -190,7 +256,8 @@ fn push_placeholders(sql: &mut String, rows: usize, cols: usize) {
     }
 }
 
-/// Counts are u64 in JSON, BIGINT in SQL; a reporter's absurd count is capped, not refused.
+/// Counts are u64 in JSON, BIGINT in SQL; a reporter's absurd count is capped at
+/// [`MAX_COUNT`], not refused.
 fn clamp(n: u64) -> i64 {
-    i64::try_from(n).unwrap_or(i64::MAX)
+    i64::try_from(n).unwrap_or(i64::MAX).min(MAX_COUNT)
 }

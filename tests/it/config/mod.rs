@@ -2,13 +2,17 @@
 //! real binary. Every diagnostic is asserted at its exact `file:line:col`, computed from the
 //! config text the test wrote. The `check` cases are tables of [`table::Case`]: `values` for
 //! the keys and values of one file, `files` for includes, certificates and warnings,
-//! `providers` for `[providers.*]`; `commands` tests what `policy`, `records` and the command
+//! `providers` for `[providers.*]`, `server` for `[server]`'s connection bounds; `commands` tests what `policy`, `records` and the command
 //! line print.
 
 mod commands;
+mod dns_names;
 mod files;
 mod providers;
+mod route53_exec;
+mod server;
 mod table;
+mod url_credentials;
 mod values;
 
 use std::str::FromStr;

@@ -4,14 +4,24 @@
 #![allow(dead_code)] // each test module uses its own subset
 
 pub mod acme_proxy;
+pub mod chromium;
 pub mod cloudflare;
 pub mod daemon;
+pub mod desec;
+pub mod digitalocean;
 pub mod dns;
+pub mod fakeapi;
+pub mod gandi;
+pub mod hetzner;
+pub mod moto;
+pub mod ovh;
 pub mod pdns;
 pub mod pebble;
+pub mod pgbouncer;
 pub mod postfix;
 pub mod postgres;
 pub mod process;
+pub mod venv;
 
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};

@@ -17,6 +17,26 @@ use super::process::find_program;
 
 const READY: Duration = Duration::from_secs(20);
 
+/// What Debian's master.cf runs to queue and deliver (no chroot: the queue is a temporary
+/// directory).
+const DELIVERY_SERVICES: &str = "\
+cleanup unix n - n - 0 cleanup
+qmgr unix n - n 300 1 qmgr
+rewrite unix - - n - - trivial-rewrite
+bounce unix - - n - 0 bounce
+defer unix - - n - 0 bounce
+trace unix - - n - 0 bounce
+verify unix - - n - 1 verify
+flush unix n - n 1000? 0 flush
+proxymap unix - - n - - proxymap
+showq unix n - n - - showq
+error unix - - n - - error
+retry unix - - n - - error
+discard unix - - n - - discard
+anvil unix - - n - 1 anvil
+scache unix - - n - 1 scache
+";
+
 /// One smtpd: its address and, for STARTTLS, a certificate chain and key (PEM).
 pub struct Listener {
     pub ip: Ipv4Addr,
@@ -33,6 +53,18 @@ impl Postfix {
     /// Starts Postfix with `listeners` on `port`, and waits until each answers its banner.
     #[track_caller]
     pub fn start(listeners: &[Listener], port: u16) -> Postfix {
+        Self::start_with(listeners, port, "", "")
+    }
+
+    /// Like [`Self::start`], with lines added to main.cf (a later line wins) and master.cf,
+    /// and the services that queue and deliver mail (cleanup, qmgr, trivial-rewrite, bounce…).
+    #[track_caller]
+    pub fn start_with(
+        listeners: &[Listener],
+        port: u16,
+        main_extra: &str,
+        master_extra: &str,
+    ) -> Postfix {
         let postfix = find_program("postfix", "postfix");
         let dir = tempfile::Builder::new()
             .prefix("mta-stsd-postfix-")
@@ -61,6 +93,10 @@ impl Postfix {
             master_cf.push('\n');
         }
         master_cf += "tlsmgr unix - - n 1000? 1 tlsmgr\npostlog unix-dgram n - n - 1 postlogd\n";
+        if !master_extra.is_empty() {
+            master_cf += DELIVERY_SERVICES;
+            master_cf += master_extra;
+        }
         fs::write(d.join("master.cf"), master_cf).unwrap();
         let main_cf = format!(
             "compatibility_level = 3.6\n\
@@ -77,7 +113,7 @@ impl Postfix {
              local_recipient_maps =\n\
              alias_maps =\n\
              alias_database =\n\
-             smtpd_relay_restrictions = reject\n",
+             smtpd_relay_restrictions = reject\n{main_extra}",
             d = d.display()
         );
         fs::write(d.join("main.cf"), main_cf).unwrap();
@@ -87,6 +123,16 @@ impl Postfix {
             ("queue/private", "postfix", 0o700),
             ("queue/public", "postfix:postdrop", 0o710),
             ("data", "postfix", 0o700),
+            ("queue/incoming", "postfix", 0o700),
+            ("queue/active", "postfix", 0o700),
+            ("queue/deferred", "postfix", 0o700),
+            ("queue/defer", "postfix", 0o700),
+            ("queue/bounce", "postfix", 0o700),
+            ("queue/trace", "postfix", 0o700),
+            ("queue/flush", "postfix", 0o700),
+            ("queue/hold", "postfix", 0o700),
+            ("queue/corrupt", "postfix", 0o700),
+            ("queue/saved", "postfix", 0o700),
         ] {
             let p = d.join(sub);
             fs::create_dir_all(&p).unwrap();

@@ -105,10 +105,36 @@ impl Postgres {
     fn data(&self) -> PathBuf {
         self.dir.path().join("data")
     }
-}
 
-impl Drop for Postgres {
-    fn drop(&mut self) {
+    /// The directory holding the data and the server's Unix socket.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Stops the server (fast: every connection is closed), as an outage does.
+    pub fn stop(&self) {
+        run(self.ctl().args(["-m", "fast", "-w", "stop"]), "pg_ctl stop");
+    }
+
+    /// Starts the stopped server again on the same port.
+    pub fn restart(&self) {
+        run(
+            self.ctl()
+                .arg("-l")
+                .arg(self.dir.path().join("log"))
+                .args(["-w", "-o"])
+                .arg(format!(
+                    "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
+                    self.port,
+                    self.dir.path().display()
+                ))
+                .arg("start"),
+            "pg_ctl start",
+        );
+    }
+
+    /// `pg_ctl -D <data>`, as the server's user.
+    fn ctl(&self) -> Command {
         let ctl = Path::new(PGBIN).join("pg_ctl");
         let mut c = if is_root() {
             let mut c = Command::new("runuser");
@@ -117,23 +143,25 @@ impl Drop for Postgres {
         } else {
             Command::new(ctl)
         };
-        let _ = c
-            .arg("-D")
-            .arg(self.data())
-            .args(["-m", "immediate", "-w", "stop"])
-            .current_dir(self.dir.path())
-            .output();
+        c.arg("-D").arg(self.data()).current_dir(self.dir.path());
+        c
     }
 }
 
-fn is_root() -> bool {
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        let _ = self.ctl().args(["-m", "immediate", "-w", "stop"]).output();
+    }
+}
+
+pub fn is_root() -> bool {
     std::fs::metadata("/proc/self")
         .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
         .unwrap_or(false)
 }
 
 #[track_caller]
-fn run(cmd: &mut Command, what: &str) {
+pub fn run(cmd: &mut Command, what: &str) {
     let out = cmd
         .output()
         .unwrap_or_else(|e| panic!("running {what}: {e}"));

@@ -1,0 +1,38 @@
+//! The gauges `/metrics` sets as it is scraped, from state the daemon holds anyway: counting
+//! then costs one pass per scrape, never one per change on the paths that change it.
+
+use super::publish::PubState;
+use super::state::Shared;
+
+/// Sets the publication-state and report-store gauges before the registry is encoded.
+pub fn update(shared: &Shared) {
+    let m = &shared.metrics;
+    let mut counts = [
+        (PubState::Published, 0),
+        (PubState::Pending, 0),
+        (PubState::Failed, 0),
+    ];
+    {
+        let publication = shared.publication.lock().unwrap_or_else(|e| e.into_inner());
+        for p in publication.domains.values() {
+            if let Some(c) = counts.iter_mut().find(|(s, _)| *s == p.state) {
+                c.1 += 1;
+            }
+        }
+    }
+    // Every state is set, zeros included: an alert on `failed` sees 0, not no series.
+    for (state, n) in counts {
+        m.domains_by_publication_state(state.as_str(), n);
+    }
+    let store = shared
+        .live
+        .load()
+        .config
+        .tlsrpt
+        .as_ref()
+        .map(|t| match t.store {
+            crate::config::StoreKind::Sqlite => "sqlite",
+            crate::config::StoreKind::Postgres(_) => "postgresql",
+        });
+    m.tlsrpt_store_up(store, shared.reports.get().is_some());
+}

@@ -1,0 +1,68 @@
+//! `serve` and the store: opened (with an earlier version's state dir imported) before
+//! anything is served, then followed, so that a retirement step or an id decided by another
+//! replica reaches this one's snapshot within [`POLL`].
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::state::Shared;
+use crate::config::State;
+use crate::state::history::History;
+use crate::state::store::{Store, StoreError};
+
+/// How often the store is asked for what other replicas wrote: one indexed query.
+pub const POLL: Duration = Duration::from_secs(2);
+
+pub struct Opened {
+    pub store: Store,
+    pub history: History,
+    /// The last `seq` read.
+    pub seq: i64,
+}
+
+/// Opens the store, imports `history.jsonl` on the first start, reads the history.
+pub async fn open(state: &State) -> Result<Opened, StoreError> {
+    let store = Store::open(&crate::lifecycle::store_target(state)).await?;
+    store.import_dir(&state.dir).await?;
+    let loaded = store.load_history().await?;
+    tracing::info!(
+        engine = store.engine(),
+        replica = store.replica(),
+        domains = loaded.history.len(),
+        seq = loaded.seq,
+        "store open"
+    );
+    Ok(Opened {
+        store,
+        history: loaded.history,
+        seq: loaded.seq,
+    })
+}
+
+/// What a failure to open says: which store (never its URL, which may hold a password).
+pub fn describe(state: &State) -> String {
+    match state.url {
+        Some(_) => {
+            "cannot use the store: the PostgreSQL database of [state] url_env/url_file".into()
+        }
+        None => format!(
+            "cannot use the store in the state directory {} (set [state] dir)",
+            state.dir.display()
+        ),
+    }
+}
+
+/// Follows the store from `seq` on: another replica's events are applied, and the served
+/// state re-evaluated (a retirement step it took shows here too).
+pub fn follow(shared: &Arc<Shared>, store: Store, seq: i64) {
+    let weak = Arc::downgrade(shared);
+    let history = shared.history.clone();
+    tokio::spawn(store.follow(history, seq, POLL, move || {
+        if let Some(shared) = weak.upgrade() {
+            shared
+                .lifecycle_step
+                .store(true, std::sync::atomic::Ordering::Release);
+            shared.lifecycle_wake.notify_one();
+        }
+    }));
+}

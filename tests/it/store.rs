@@ -1,0 +1,245 @@
+//! The store: a state dir written by the previous version imported entry by entry, and
+//! PostgreSQL (behind PgBouncer in transaction mode) stopped while serving, and shared by
+//! two replicas.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::harness::daemon::{eventually, plain_client, Daemon};
+use crate::harness::pgbouncer::PgBouncer;
+use crate::harness::postgres::Postgres;
+use crate::harness::{state_dir_for, ConfigDir};
+
+const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/main-state");
+const URL_ENV: &str = "MTA_STSD_TEST_STATE_URL";
+
+/// The config `make.sh` ended with (a and c; b withdrawn, d retiring), publishing to a
+/// server that is not there: nothing the test does may record anything.
+fn fixture_config(dir: &ConfigDir) {
+    let key = dir.write(
+        "key.conf",
+        "key \"mta-stsd\" {\n\talgorithm hmac-sha256;\n\tsecret \"c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0\";\n};\n",
+    );
+    std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    dir.write(
+        crate::harness::MAIN,
+        format!(
+            "[server]\nhttps = [\"127.0.0.1:0\"]\nhttp = [\"127.0.0.1:0\"]\nadmin = \"127.0.0.1:0\"\n\n\
+             [state]\nretire_after = \"1s\"\n\n[tls]\nself_signed = true\n\n\
+             [policy]\nmode = \"enforce\"\nmx = [\"mail.example.org\"]\nmax_age = 5\n\n\
+             [dns]\ntarget = \"mail.example.org.\"\nprovider = \"p\"\ntlsrpt = [\"mailto:tlsrpt@example.org\"]\n\n\
+             [providers.p]\nkind = \"rfc2136\"\nserver = \"127.0.0.1:9\"\ntsig_key = \"{}\"\n\n\
+             [domains.\"a.example.org\"]\n[domains.\"c.example.org\"]\n",
+            key.display()
+        ),
+    );
+}
+
+fn history(dir: &ConfigDir, domain: &str, env: &[(&str, Option<&str>)]) -> Value {
+    let out = dir.run_env(&["history", domain, "--format", "json"], env);
+    out.assert_status(0);
+    serde_json::from_str(&out.stdout).expect("history JSON")
+}
+
+/// `history.jsonl` written by main (`tests/fixtures/main-state/make.sh`: ids changed, a
+/// domain withdrawn, one re-added while retiring, one retiring) goes into the store on the
+/// first start: `history` then says for every domain what main's `history` said, with the
+/// file moved away (so it is the store that answers); the file is left as it was, and a
+/// second start imports nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_state_dir_written_by_main_is_imported_entry_by_entry() {
+    let dir = ConfigDir::new();
+    fixture_config(&dir);
+    let state = state_dir_for(&dir.config_path());
+    std::fs::create_dir_all(&state).unwrap();
+    let journal = std::fs::read(format!("{FIXTURE}/history.jsonl")).unwrap();
+    std::fs::write(state.join("history.jsonl"), &journal).unwrap();
+
+    let mut d = Daemon::start(&dir.config_path());
+    let line = d.wait_log("imported the id history");
+    assert!(line.contains("events=23"), "{line}");
+    d.signal("TERM");
+    d.wait_exit(Duration::from_secs(10));
+    assert_eq!(std::fs::read(state.join("history.jsonl")).unwrap(), journal);
+
+    std::fs::rename(state.join("history.jsonl"), state.join("moved")).unwrap();
+    for name in ["a", "b", "c", "d"] {
+        let want: Value = serde_json::from_str(
+            &std::fs::read_to_string(format!("{FIXTURE}/history-{name}.json")).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(
+            history(&dir, &format!("{name}.example.org"), &[]),
+            want,
+            "{name}"
+        );
+    }
+
+    std::fs::rename(state.join("moved"), state.join("history.jsonl")).unwrap();
+    let mut d = Daemon::start(&dir.config_path());
+    d.signal("TERM");
+    d.wait_exit(Duration::from_secs(10));
+    assert!(
+        !d.lines()
+            .iter()
+            .any(|l| l.contains("imported the id history")),
+        "imported twice"
+    );
+    let want: Value = serde_json::from_str(
+        &std::fs::read_to_string(format!("{FIXTURE}/history-b.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(history(&dir, "b.example.org", &[]), want);
+}
+
+/// A config on the shared store, served over HTTP; `domains` under example.org, no DNS
+/// provider (what matters here is the history).
+fn replica_config(dir: &ConfigDir, replica: &str, domains: &[&str]) {
+    let mut text = format!(
+        "[server]\nhttps = [\"127.0.0.1:0\"]\nhttp = [\"127.0.0.1:0\"]\nadmin = \"127.0.0.1:0\"\n\n\
+         [state]\nurl_env = \"{URL_ENV}\"\nreplica = \"{replica}\"\nretire_after = \"1s\"\n\n\
+         [tls]\nself_signed = true\n\n\
+         [policy]\nmode = \"testing\"\nmx = [\"mail.example.org\"]\nmax_age = 86400\n\n"
+    );
+    for d in domains {
+        text.push_str(&format!("[domains.\"{d}.example.org\"]\n"));
+    }
+    let tmp = dir.write(".next.toml", text);
+    std::fs::rename(tmp, dir.config_path()).unwrap();
+}
+
+fn domain_status<'s>(s: &'s Value, name: &str) -> Option<&'s Value> {
+    s["domains"]
+        .as_array()?
+        .iter()
+        .find(|d| d["domain"] == format!("{name}.example.org"))
+}
+
+/// Fetches a's policy and `/healthz` back to back until told to stop; counts failures.
+fn hammer(d: &Daemon, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<(usize, Vec<String>)> {
+    let (http, admin) = (d.http.unwrap(), d.admin_url("/healthz"));
+    tokio::spawn(async move {
+        let client = plain_client();
+        let mut failed = Vec::new();
+        let mut n = 0;
+        while !stop.load(Ordering::Relaxed) {
+            let policy = client
+                .get(format!("http://{http}/.well-known/mta-sts.txt"))
+                .header("host", "mta-sts.a.example.org")
+                .timeout(Duration::from_secs(2))
+                .send()
+                .await;
+            let health = client
+                .get(&admin)
+                .timeout(Duration::from_secs(2))
+                .send()
+                .await;
+            for r in [policy, health] {
+                match r {
+                    Ok(r) if r.status() == 200 => {}
+                    other => failed.push(format!("{other:?}")),
+                }
+            }
+            n += 1;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        (n, failed)
+    })
+}
+
+/// S1 and S2 of the hardening issue on PostgreSQL behind PgBouncer: with the database
+/// stopped, policies and `/healthz` are answered without one failure, a reload still takes
+/// effect, `/status` and `/metrics` say the store is down and how many events wait; once it
+/// is back the waiting event is written (and `history`, from any machine with the URL,
+/// shows it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serving_goes_on_while_postgresql_is_stopped_and_the_history_catches_up() {
+    let pg = Postgres::start();
+    let bouncer = PgBouncer::start(&pg);
+    let url = bouncer.url();
+    let dir = ConfigDir::new();
+    replica_config(&dir, "r1", &["a", "b"]);
+    let d = Daemon::start_with(&dir.config_path(), &[(URL_ENV, &url)]);
+    let s = d.status().await;
+    assert_eq!(s["state"]["engine"], "postgresql", "{s}");
+    assert_eq!(s["state"]["up"], true, "{s}");
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let fetches = hammer(&d, stop.clone());
+    pg.stop();
+    let lines = d.lines().len();
+    replica_config(&dir, "r1", &["a"]);
+    d.wait_log_after(lines, "config reloaded");
+    let s = eventually("the store shown down with an event waiting", || async {
+        let s = d.status().await;
+        (s["state"]["up"] == false && s["state"]["pending_events"].as_u64() >= Some(1)).then_some(s)
+    })
+    .await;
+    assert!(s["state"]["error"].as_str().is_some(), "{s}");
+    let m = d.metrics().await;
+    assert!(m.contains("mta_stsd_store_up 0"), "{m}");
+    // The reload took effect meanwhile: b is on its way out (retire_after is 1 s).
+    let b = &domain_status(&s, "b").unwrap()["lifecycle"]["state"];
+    assert!(b == "missing" || b == "retiring", "{s}");
+
+    pg.restart();
+    eventually("the waiting event written", || async {
+        let s = d.status().await;
+        (s["state"]["up"] == true && s["state"]["pending_events"] == 0).then_some(())
+    })
+    .await;
+    stop.store(true, Ordering::Relaxed);
+    let (n, failed) = fetches.await.unwrap();
+    assert!(n >= 20, "only {n} rounds");
+    assert!(
+        failed.is_empty(),
+        "{} of {n} failed: {failed:?}",
+        failed.len()
+    );
+    assert!(d.metrics().await.contains("mta_stsd_store_up 1"));
+
+    // Read from the database (this machine's state dir has no store file).
+    let h = history(&dir, "b.example.org", &[(URL_ENV, Some(&url))]);
+    assert!(h["missing_since"].is_u64(), "{h}");
+    assert!(!state_dir_for(&dir.config_path())
+        .join("state.sqlite")
+        .exists());
+}
+
+/// Two replicas with their own state dirs on one PostgreSQL (through PgBouncer): a domain
+/// removed from A's config retires on A's schedule; when the edit reaches B three seconds
+/// later, B serves the same retirement (the same `withdraw_at`), read from the store, rather
+/// than starting one of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retirement_decided_by_one_replica_is_the_others() {
+    let pg = Postgres::start();
+    let bouncer = PgBouncer::start(&pg);
+    let url = bouncer.url();
+    let (da, db) = (ConfigDir::new(), ConfigDir::new());
+    replica_config(&da, "a", &["a", "b"]);
+    replica_config(&db, "b", &["a", "b"]);
+    let a = Daemon::start_with(&da.config_path(), &[(URL_ENV, &url)]);
+    let b = Daemon::start_with(&db.config_path(), &[(URL_ENV, &url)]);
+
+    replica_config(&da, "a", &["a"]);
+    let on_a = eventually("b retiring on A", || async {
+        let s = a.status().await;
+        let l = domain_status(&s, "b")?["lifecycle"].clone();
+        (l["state"] == "retiring").then_some(l)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    replica_config(&db, "b", &["a"]);
+    let on_b = eventually("b retiring on B", || async {
+        let s = b.status().await;
+        let l = domain_status(&s, "b")?["lifecycle"].clone();
+        (l["state"] == "retiring").then_some(l)
+    })
+    .await;
+    assert_eq!(on_a, on_b);
+    let s = b.status().await;
+    assert_eq!(s["state"]["replica"], "b", "{s}");
+}
