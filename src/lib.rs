@@ -31,6 +31,10 @@
 //! - `cli`: one function per command; anyhow stops here. Uses: `alerts`, `clock`, `config`, `daemon`, `dane`, `desired`, `dns`, `drift`, `lifecycle`, `name`, `state`, `tlsrpt`.
 //! - `fuzzing`: ways in for the fuzz targets and property tests. Uses: `config`, `drift`, `live`, `policy`, `rua`, `serve`, `tlsrpt`.
 
+// No `unwrap()` outside tests: a failure says what failed (`expect` with the invariant),
+// or is handled.
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+
 pub mod acme;
 pub mod alerts;
 pub mod certs;

@@ -1,5 +1,9 @@
 //! The `mta-stsd` binary: parse the command line, run the command, map the result to an exit code.
 
+// No `unwrap()` outside tests: a failure says what failed (`expect` with the invariant),
+// or is handled.
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+
 use std::process::ExitCode;
 
 use clap::Parser;

@@ -6,6 +6,9 @@
 //! transfer where it reads less than the queries would (RFC 2136, a key that may transfer, a
 //! zone not much larger than our names); even then only our names are kept.
 
+// No `unwrap()` outside tests (as in the daemon).
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+
 pub mod cloudflare;
 pub mod desec;
 pub mod digitalocean;

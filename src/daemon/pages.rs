@@ -161,6 +161,8 @@ fn summary(
         },
         reload_ok: reload.ok,
         reload_at: rfc3339(reload.at),
+        state: state_line(shared),
+        state_ok: shared.writer.store().health().error.is_none(),
         store: match (sums, shared.reports.get()) {
             (Reports::Off, _) => "not configured".to_owned(),
             (Reports::Unavailable(e), _) => format!("unavailable ({e})"),
@@ -168,6 +170,25 @@ fn summary(
             (_, None) => "not open".to_owned(),
         },
     }
+}
+
+/// The state store as the summary line says it: "sqlite, up" or "postgresql, error: …, 3
+/// events waiting".
+fn state_line(shared: &Shared) -> String {
+    let store = shared.writer.store();
+    let h = store.health();
+    let mut line = format!("{}, ", store.engine());
+    match &h.error {
+        None => line.push_str("up"),
+        Some(e) => line.push_str(&format!("error: {e}")),
+    }
+    if h.pending > 0 {
+        line.push_str(&format!(", {} events waiting", h.pending));
+    }
+    if h.damaged > 0 {
+        line.push_str(&format!(", {} damaged rows", h.damaged));
+    }
+    line
 }
 
 /// Domains by mode, counted once per snapshot (a million domains take a while to count, and

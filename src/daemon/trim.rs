@@ -86,7 +86,9 @@ mod tests {
         drop(blocks);
         let (before, after) = trim_if_worth().expect("over 32 MiB free after the drop");
         assert!(before >= WORTH, "{before}");
-        assert!(after < before / 2, "{before} → {after}");
+        // Other tests of this process hold memory too: count what came back, not a ratio.
+        // The blocks took about 83 MB (400 bytes and malloc's header each).
+        assert!(before - after > 60 << 20, "{before} → {after}");
         drop(keep);
     }
 }

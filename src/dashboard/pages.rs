@@ -18,6 +18,9 @@ pub struct Summary {
     pub reload_at: String,
     /// The TLS-RPT store: "open", "not configured" or why it cannot be read.
     pub store: String,
+    /// The state store: its engine, and when it fails, why and how many events wait.
+    pub state: String,
+    pub state_ok: bool,
 }
 
 /// One row of `/`.

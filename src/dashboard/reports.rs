@@ -262,7 +262,7 @@ mod tests {
         assert_eq!(
             v.reasons,
             [
-                "3 days with reports under the policy id in force (7 needed)",
+                "3 days with DKIM-signed reports under the policy id in force (7 needed)",
                 "2 MTA-STS failures reported under the policy id in force: they would be refused in enforce",
                 "reported by A, B",
             ]

@@ -274,13 +274,33 @@ async fn dashboard_pages_in_chromium_show_the_stored_reports() {
 }
 
 /// The console check itself: a page that breaks its CSP (an inline script, an image from
-/// elsewhere) is caught.
+/// elsewhere) is caught. Served over loopback HTTP as the dashboard is (Chromium 148 loads no
+/// `data:` URL given on its command line).
 #[test]
 fn chromium_reports_a_csp_violation_on_the_console() {
-    let page = chromium::load(
-        "data:text/html,<meta http-equiv=Content-Security-Policy content=\"default-src 'none'\">\
-         <img src=http://192.0.2.1/x.png><script>console.error('boom')</script>",
-    );
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/", listener.local_addr().unwrap());
+    let server = std::thread::spawn(move || {
+        let body = "<!doctype html><img src=http://192.0.2.1/x.png>\
+                    <script>console.error('boom')</script>";
+        // Chromium may also ask for /favicon.ico: every request gets the page, until the
+        // browser is gone (the listener is dropped with the test).
+        for conn in listener.incoming().take(4) {
+            let Ok(mut conn) = conn else { break };
+            let _ = conn.set_read_timeout(Some(std::time::Duration::from_secs(10)));
+            let mut buf = [0u8; 4096];
+            let _ = conn.read(&mut buf);
+            let _ = write!(
+                conn,
+                "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\n\
+                 Content-Security-Policy: default-src 'none'\r\n\
+                 Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    let page = chromium::load(&url);
     assert!(
         page.console
             .iter()
@@ -288,6 +308,7 @@ fn chromium_reports_a_csp_violation_on_the_console() {
         "{:#?}",
         page.console
     );
+    drop(server);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -304,6 +325,8 @@ async fn dashboard_search_pages_and_escapes() {
     let (status, all) = get(&d, "/").await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(names(&all), ["example.com", "example.net", "example.org"]);
+    // The summary line names the state store and says it is up.
+    assert!(all.contains("state store: <b>sqlite, up</b>"), "{all}");
     assert_eq!(names(&get(&d, "/?q=.NET").await.1), ["example.net"]);
     assert_eq!(
         names(&get(&d, "/?q=org&match=prefix").await.1),

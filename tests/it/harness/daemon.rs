@@ -199,6 +199,18 @@ impl Drop for Daemon {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // A failing test shows what the daemon said (the last lines; the test's own output
+        // is captured by the test runner, so this costs nothing when tests pass).
+        if std::thread::panicking() {
+            if let Ok(log) = self.log.0.lock() {
+                let from = log.lines.len().saturating_sub(200);
+                eprintln!(
+                    "--- daemon log (last {} lines) ---\n{}\n--- end of daemon log ---",
+                    log.lines.len() - from,
+                    log.lines[from..].join("\n")
+                );
+            }
+        }
     }
 }
 
