@@ -103,6 +103,23 @@ impl Store {
         }
     }
 
+    /// Applies at once what was written since the follow's last read (a job under a lease
+    /// reads its predecessor's decisions first). The follow reads them again: harmless.
+    pub async fn catch_up(&self, history: &Mutex<History>) -> Result<(), StoreError> {
+        let mut seq = self.followed.load(std::sync::atomic::Ordering::Acquire);
+        loop {
+            let rows = self.read_since(seq).await?;
+            if rows.last == seq {
+                return Ok(());
+            }
+            let mut h = history.lock().unwrap_or_else(|e| e.into_inner());
+            for e in &rows.events {
+                h.apply(e);
+            }
+            seq = rows.last;
+        }
+    }
+
     /// Applies what was written since `seq`, every `every`, until the runtime ends (ours
     /// again too: applying an event twice changes nothing); `changed` is called after
     /// another replica's events were applied, outside the lock.
@@ -113,6 +130,8 @@ impl Store {
         every: Duration,
         changed: impl Fn() + Send + 'static,
     ) {
+        self.followed
+            .store(seq, std::sync::atomic::Ordering::Release);
         let mut failing = false;
         loop {
             tokio::time::sleep(every).await;
@@ -153,6 +172,8 @@ impl Store {
                 }
                 any |= rows.foreign && !rows.events.is_empty();
                 seq = rows.last;
+                self.followed
+                    .store(seq, std::sync::atomic::Ordering::Release);
                 self.set_health(|h| {
                     h.seq = h.seq.max(seq);
                     h.last_ok = Some(unix_now());
