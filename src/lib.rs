@@ -18,7 +18,7 @@
 //! - `live`: the snapshot a request reads: config, domain index, served certificates. Uses: `certs`, `clock`, `config`, `name`.
 //! - `tlsrpt`: TLS-RPT (RFC 8460) reports, their store and receiver. Uses: `clock`, `config`, `live`, `name`, `rua`, `state`.
 //! - `desired`: the records and bodies the config wants, pure. Uses: `config`, `rua`.
-//! - `dns`: plan (pure diff) and sync through the providers. Uses: `config`, `desired`.
+//! - `dns`: plan (pure diff) and sync through the providers. Uses: `config`, `desired`, `name`.
 //! - `lifecycle`: removed domains on their way out (RFC 8461 §8.3). Uses: `certs`, `clock`, `config`, `name`, `policy`, `rua`, `state`.
 //! - `metrics`: the Prometheus registry and its handles. Uses: `tlsrpt`.
 //! - `alerts`: drift events to a webhook or command. Uses: `config`, `errors`.
