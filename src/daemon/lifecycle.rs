@@ -136,11 +136,16 @@ pub struct LifecycleTask {
 impl LifecycleTask {
     pub fn start(shared: Arc<Shared>) -> LifecycleTask {
         let task = tokio::spawn(async move {
+            let mut deferred = false;
             loop {
                 let due = shared.live.load().next_deadline;
-                let sleep = due.map_or(std::time::Duration::from_secs(86_400), |t| {
+                let mut sleep = due.map_or(std::time::Duration::from_secs(86_400), |t| {
                     std::time::Duration::from_secs(t.saturating_sub(unix_now()))
                 });
+                if deferred {
+                    // Not sooner, even when the deadline has passed: the holder steps now.
+                    sleep = STEP_HELD_RETRY;
+                }
                 // A wake-up means a new state (its deadline is read again above) or a
                 // finished withdrawal (a step is asked for).
                 tokio::select! {
@@ -151,8 +156,8 @@ impl LifecycleTask {
                     .lifecycle_step
                     .swap(false, std::sync::atomic::Ordering::AcqRel);
                 let due = shared.live.load().next_deadline;
-                if asked || due.is_some_and(|t| t <= unix_now()) {
-                    step(&shared).await;
+                if asked || deferred || due.is_some_and(|t| t <= unix_now()) {
+                    deferred = step(&shared).await == Step::Deferred;
                 }
             }
         });
@@ -162,9 +167,26 @@ impl LifecycleTask {
     }
 }
 
-/// Re-evaluates the live config's own domains against the history now.
-async fn step(shared: &Arc<Shared>) {
-    let _swap = shared.swap.lock().await;
+/// The lease of retirement steps: one replica records a step, the others read it from the
+/// store (its follow wakes their step, which then finds nothing left to record).
+const RETIRE: &str = "retire";
+/// A step another replica holds (or the store cannot be asked about) is tried again after
+/// this: the store's follow has brought the holder's events by then.
+const STEP_HELD_RETRY: std::time::Duration = std::time::Duration::from_secs(2);
+/// How long the store may take a step's events before its lease goes.
+const FLUSH_STEP: std::time::Duration = std::time::Duration::from_secs(5);
+
+#[derive(Debug, PartialEq, Eq)]
+enum Step {
+    Done,
+    /// Another replica holds the step's lease, or the store does not answer: tried again.
+    Deferred,
+}
+
+/// Re-evaluates the live config's own domains against the history now. A step that records
+/// something (a retirement started, rescheduled) is taken under the "retire" lease.
+async fn step(shared: &Arc<Shared>) -> Step {
+    let swap = shared.swap.lock().await;
     let s = shared.clone();
     let built = tokio::task::spawn_blocking(move || {
         let previous = s.live.load_full();
@@ -190,13 +212,71 @@ async fn step(shared: &Arc<Shared>) {
                     .is_none_or(|(d, _)| d.retiring.is_some()),
                 Event::Missing { .. } | Event::Present { .. } | Event::Entry { .. } => false,
             });
+            if p.events.is_empty() {
+                shared.live.store(Arc::new(p.live));
+                shared.publish_wake.notify_one();
+                return Step::Done;
+            }
+            let store = shared.writer.store();
+            let ttl = p.live.config.state.lease;
+            let held = match store.hold(RETIRE, ttl).await {
+                Ok(Some(h)) => h,
+                Ok(None) => {
+                    info!(
+                        "retirement step taken by another replica; following it through the store"
+                    );
+                    return Step::Deferred;
+                }
+                Err(e) => {
+                    warn!(error = %e, "retirement step waits: the store does not answer");
+                    return Step::Deferred;
+                }
+            };
+            // The previous holder's events may have reached the store after this replica's
+            // last read: read them, and step on the history they make.
+            if let Err(e) = store.catch_up(&shared.history).await {
+                warn!(error = %e, "retirement step waits: the store does not answer");
+                held.release().await;
+                return Step::Deferred;
+            }
+            if held.lost() || !still_to_record(shared, &p.events) {
+                drop(swap);
+                held.release().await;
+                shared
+                    .lifecycle_step
+                    .store(true, std::sync::atomic::Ordering::Release);
+                return Step::Deferred;
+            }
             shared.live.store(Arc::new(p.live));
             shared.publish_wake.notify_one();
             commit(shared, &p.events);
+            drop(swap);
+            if !shared.writer.flush(FLUSH_STEP).await {
+                warn!("the store has not taken the retirement step yet; another replica may step again");
+            }
+            held.release().await;
+            Step::Done
         }
-        Ok(Err(e)) => warn!("retirement step: {e}"),
-        Err(e) => error!("retirement step: {e}"),
+        Ok(Err(e)) => {
+            warn!("retirement step: {e}");
+            Step::Done
+        }
+        Err(e) => {
+            error!("retirement step: {e}");
+            Step::Done
+        }
     }
+}
+
+/// Whether the history, after a catch-up, still lacks what `events` would record: a
+/// retirement another replica started meanwhile is evaluated again (the next step) rather
+/// than recorded twice.
+fn still_to_record(shared: &Shared, events: &[Event]) -> bool {
+    let h = shared.history.lock().unwrap_or_else(|e| e.into_inner());
+    events.iter().all(|e| match e {
+        Event::Retired { domain, .. } => h.domain(domain).is_none_or(|d| d.retired().is_none()),
+        _ => true,
+    })
 }
 
 impl Live {
