@@ -380,3 +380,68 @@ impl Drop for Held {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::{sqlite_url, Target, SQLITE_FILE};
+    use super::*;
+
+    async fn open(dir: &std::path::Path, replica: &str) -> Store {
+        Store::open(&Target {
+            dir: dir.to_owned(),
+            url: None,
+            replica: replica.into(),
+        })
+        .await
+        .unwrap()
+    }
+
+    /// A held lease shuts others out and names its holder; its "done" write is fenced: once
+    /// it expired and another took it, the old holder's write is refused and the new one's
+    /// stands. `held_here` follows this process's holding.
+    #[tokio::test]
+    async fn a_held_lease_names_its_holder_and_fences_its_done_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (open(dir.path(), "a").await, open(dir.path(), "b").await);
+        let ttl = Duration::from_secs(30);
+        let held = a.hold("zone:x", ttl).await.unwrap().expect("free");
+        assert!(b.hold("zone:x", ttl).await.unwrap().is_none(), "held by a");
+        let (holder, _) = b.holder_of("zone:x").await.unwrap().expect("a holder");
+        assert_eq!(holder, a.holder());
+        assert!(a.job_done(held.lease()).await.unwrap());
+        assert!(b
+            .since_done("zone:x")
+            .await
+            .unwrap()
+            .is_some_and(|s| s <= 1));
+        assert_eq!(a.held_here(), vec![("zone:x".to_owned(), true)]);
+
+        // a stalls past its expiry; b takes over with a larger token.
+        let old = held.lease().clone();
+        drop(held);
+        sqlx::any::install_default_drivers();
+        let raw = sqlx::AnyPool::connect(&sqlite_url(&dir.path().join(SQLITE_FILE), "rw"))
+            .await
+            .unwrap();
+        // The drop's release may not have run yet: expire it by hand either way.
+        sqlx::raw_sql("UPDATE store_leases SET expires_at = 0")
+            .execute(&raw)
+            .await
+            .unwrap();
+        let next = b.hold("zone:x", ttl).await.unwrap().expect("expired");
+        assert!(next.lease().token > old.token);
+        assert!(
+            !a.job_done(&old).await.unwrap(),
+            "a lost lease writes nothing"
+        );
+        assert!(b.job_done(next.lease()).await.unwrap());
+        let token: i64 = sqlx::query_scalar("SELECT token FROM store_jobs WHERE job = 'zone:x'")
+            .fetch_one(&raw)
+            .await
+            .unwrap();
+        assert_eq!(token, next.lease().token);
+        next.release().await;
+        assert!(b.holder_of("zone:x").await.unwrap().is_none(), "released");
+        assert_eq!(b.held_here(), vec![("zone:x".to_owned(), false)]);
+    }
+}
