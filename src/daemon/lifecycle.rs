@@ -186,7 +186,70 @@ enum Step {
 /// Re-evaluates the live config's own domains against the history now. A step that records
 /// something (a retirement started, rescheduled) is taken under the "retire" lease.
 async fn step(shared: &Arc<Shared>) -> Step {
-    let swap = shared.swap.lock().await;
+    // Taken once a step has something to record, without the swap lock (the store may be
+    // slow: reloads must not wait on it); then the state is built again on the history the
+    // catch-up read made.
+    let mut held: Option<crate::state::store::Held> = None;
+    loop {
+        let swap = shared.swap.lock().await;
+        let p = match build_step(shared).await {
+            Some(p) => p,
+            None => return Step::Done,
+        };
+        if p.events.is_empty() {
+            shared.live.store(Arc::new(p.live));
+            shared.publish_wake.notify_one();
+            drop(swap);
+            if let Some(h) = held {
+                h.release().await;
+            }
+            return Step::Done;
+        }
+        if let Some(h) = held.take() {
+            if h.lost() {
+                drop(swap);
+                return Step::Deferred;
+            }
+            shared.live.store(Arc::new(p.live));
+            shared.publish_wake.notify_one();
+            commit(shared, &p.events);
+            drop(swap);
+            // The next holder reads these from the store: written before the lease goes.
+            if !shared.writer.flush(FLUSH_STEP).await {
+                warn!("the store has not taken the retirement step yet; another replica may step again");
+            }
+            h.release().await;
+            return Step::Done;
+        }
+        drop(swap);
+        let store = shared.writer.store();
+        let ttl = p.live.config.state.lease;
+        drop(p);
+        let h = match store.hold(RETIRE, ttl).await {
+            Ok(Some(h)) => h,
+            Ok(None) => {
+                info!("retirement step taken by another replica; following it through the store");
+                return Step::Deferred;
+            }
+            Err(e) => {
+                warn!(error = %e, "retirement step waits: the store does not answer");
+                return Step::Deferred;
+            }
+        };
+        // The previous holder's events may have reached the store after this replica's
+        // last read: they are read before stepping again.
+        if let Err(e) = store.catch_up(&shared.history).await {
+            warn!(error = %e, "retirement step waits: the store does not answer");
+            h.release().await;
+            return Step::Deferred;
+        }
+        held = Some(h);
+    }
+}
+
+/// The live config's own domains evaluated against the history now, with the events a step
+/// records; `None`: it could not be built (logged).
+async fn build_step(shared: &Arc<Shared>) -> Option<Prepared> {
     let s = shared.clone();
     let built = tokio::task::spawn_blocking(move || {
         let previous = s.live.load_full();
@@ -195,88 +258,33 @@ async fn step(shared: &Arc<Shared>) -> Step {
         prepare(&s.history, config, Some(&previous))
     })
     .await;
-    match built {
-        Ok(Ok(mut p)) => {
-            // A step moves retirements on; what the config's own domains are was recorded by
-            // the load that brought the config. Another replica's events wake this step too:
-            // a replica whose config is older (a rollout under way) must not answer them
-            // with its own view (`present`, its ids), or the two would undo each other.
-            p.events.retain(|e| match e {
-                Event::Policy { .. }
-                | Event::Retired { .. }
-                | Event::Rescheduled { .. }
-                | Event::Withdrawn { .. } => true,
-                Event::Served { domain, .. } => p
-                    .live
-                    .served(domain)
-                    .is_none_or(|(d, _)| d.retiring.is_some()),
-                Event::Missing { .. } | Event::Present { .. } | Event::Entry { .. } => false,
-            });
-            if p.events.is_empty() {
-                shared.live.store(Arc::new(p.live));
-                shared.publish_wake.notify_one();
-                return Step::Done;
-            }
-            let store = shared.writer.store();
-            let ttl = p.live.config.state.lease;
-            let held = match store.hold(RETIRE, ttl).await {
-                Ok(Some(h)) => h,
-                Ok(None) => {
-                    info!(
-                        "retirement step taken by another replica; following it through the store"
-                    );
-                    return Step::Deferred;
-                }
-                Err(e) => {
-                    warn!(error = %e, "retirement step waits: the store does not answer");
-                    return Step::Deferred;
-                }
-            };
-            // The previous holder's events may have reached the store after this replica's
-            // last read: read them, and step on the history they make.
-            if let Err(e) = store.catch_up(&shared.history).await {
-                warn!(error = %e, "retirement step waits: the store does not answer");
-                held.release().await;
-                return Step::Deferred;
-            }
-            if held.lost() || !still_to_record(shared, &p.events) {
-                drop(swap);
-                held.release().await;
-                shared
-                    .lifecycle_step
-                    .store(true, std::sync::atomic::Ordering::Release);
-                return Step::Deferred;
-            }
-            shared.live.store(Arc::new(p.live));
-            shared.publish_wake.notify_one();
-            commit(shared, &p.events);
-            drop(swap);
-            if !shared.writer.flush(FLUSH_STEP).await {
-                warn!("the store has not taken the retirement step yet; another replica may step again");
-            }
-            held.release().await;
-            Step::Done
-        }
+    let mut p = match built {
+        Ok(Ok(p)) => p,
         Ok(Err(e)) => {
             warn!("retirement step: {e}");
-            Step::Done
+            return None;
         }
         Err(e) => {
             error!("retirement step: {e}");
-            Step::Done
+            return None;
         }
-    }
-}
-
-/// Whether the history, after a catch-up, still lacks what `events` would record: a
-/// retirement another replica started meanwhile is evaluated again (the next step) rather
-/// than recorded twice.
-fn still_to_record(shared: &Shared, events: &[Event]) -> bool {
-    let h = shared.history.lock().unwrap_or_else(|e| e.into_inner());
-    events.iter().all(|e| match e {
-        Event::Retired { domain, .. } => h.domain(domain).is_none_or(|d| d.retired().is_none()),
-        _ => true,
-    })
+    };
+    // A step moves retirements on; what the config's own domains are was recorded by the
+    // load that brought the config. Another replica's events wake this step too: a replica
+    // whose config is older (a rollout under way) must not answer them with its own view
+    // (`present`, its ids), or the two would undo each other.
+    p.events.retain(|e| match e {
+        Event::Policy { .. }
+        | Event::Retired { .. }
+        | Event::Rescheduled { .. }
+        | Event::Withdrawn { .. } => true,
+        Event::Served { domain, .. } => p
+            .live
+            .served(domain)
+            .is_none_or(|(d, _)| d.retiring.is_some()),
+        Event::Missing { .. } | Event::Present { .. } | Event::Entry { .. } => false,
+    });
+    Some(p)
 }
 
 impl Live {
