@@ -103,21 +103,46 @@ impl Store {
         }
     }
 
-    /// Applies at once what was written since the follow's last read (a job under a lease
-    /// reads its predecessor's decisions first). The follow reads them again: harmless.
+    /// Applies at once what other replicas wrote since the follow's last read (a job under
+    /// a lease reads its predecessor's decisions first). This replica's own rows are left
+    /// out: they are in memory already, and a newer event of ours may still wait in the
+    /// writer's queue, which an older row applied again would undo. The follow reads the
+    /// others' rows again: harmless.
     pub async fn catch_up(&self, history: &Mutex<History>) -> Result<(), StoreError> {
         let mut seq = self.followed.load(std::sync::atomic::Ordering::Acquire);
         loop {
-            let rows = self.read_since(seq).await?;
-            if rows.last == seq {
+            let (events, last) = super::bounded(self.read_foreign_since(seq)).await?;
+            if last == seq {
                 return Ok(());
             }
             let mut h = history.lock().unwrap_or_else(|e| e.into_inner());
-            for e in &rows.events {
+            for e in &events {
                 h.apply(e);
             }
-            seq = rows.last;
+            seq = last;
         }
+    }
+
+    /// Up to one page of rows after `after`: the events of other replicas (unreadable rows
+    /// skipped: the follow reports them), and the last `seq` looked at.
+    async fn read_foreign_since(&self, after: i64) -> Result<(Vec<Event>, i64), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let rows: Vec<(i64, String, String)> = sqlx::query_as(
+            "SELECT seq, replica, event FROM store_history WHERE seq > $1 ORDER BY seq LIMIT $2",
+        )
+        .persistent(false)
+        .bind(after)
+        .bind(PAGE)
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        let last = rows.last().map_or(after, |r| r.0);
+        let events = rows
+            .into_iter()
+            .filter(|(_, replica, _)| **replica != *self.replica)
+            .filter_map(|(_, _, json)| serde_json::from_str(&json).ok())
+            .collect();
+        Ok((events, last))
     }
 
     /// Applies what was written since `seq`, every `every`, until the runtime ends (ours
