@@ -39,6 +39,11 @@ struct StoreLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct JobLabel {
+    job: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CertLabel {
     pub name: String,
     pub source: &'static str,
@@ -76,6 +81,8 @@ pub struct Metrics {
     pub store_up: Gauge,
     /// Id-history events kept in memory for the store.
     pub store_pending: Gauge,
+    /// 1 while this process holds a job's lease, 0 for the jobs it held before.
+    lease_held: Family<JobLabel, Gauge>,
     /// Seconds since the epoch at which each served certificate expires.
     pub cert_expiry: Family<CertLabel, Gauge>,
     acme_orders: Family<ResultLabel, Counter>,
@@ -141,6 +148,7 @@ impl Metrics {
             drift_last_run: Gauge::default(),
             store_up: Gauge::default(),
             store_pending: Gauge::default(),
+            lease_held: Family::default(),
             tlsrpt: Default::default(),
         };
         let mut m = m;
@@ -239,8 +247,23 @@ impl Metrics {
             "Id-history events kept in memory until the store takes them",
             m.store_pending.clone(),
         );
+        r.register(
+            "lease_held",
+            "1 while this process holds the lease of a once-only job (a zone's DNS publication, \
+             a reconcile round, a retirement step, a drift round), 0 for the jobs it held before",
+            m.lease_held.clone(),
+        );
         m.tlsrpt.register(r);
         m
+    }
+
+    /// Sets `lease_held` from the store's list of this process's leases.
+    pub fn leases_held(&self, held: &[(String, bool)]) {
+        for (job, h) in held {
+            self.lease_held
+                .get_or_create(&JobLabel { job: job.clone() })
+                .set(i64::from(*h));
+        }
     }
 
     pub fn drift_findings(&self, severity: &'static str, n: usize) {

@@ -14,6 +14,28 @@ use super::{load_valid, plural, select, Format};
 use crate::config::Domain;
 use crate::desired;
 
+/// `apply` waits this long beyond `[state] lease` for a zone another process publishes.
+const LEASE_SLACK: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Why a zone was not read or written.
+#[derive(Debug, thiserror::Error)]
+enum ZoneError {
+    #[error(transparent)]
+    Provider(#[from] ProviderError),
+    /// Its lease stayed with another process, or could not be asked for.
+    #[error("{0}")]
+    Held(String),
+}
+
+impl ZoneError {
+    fn code(&self) -> &str {
+        match self {
+            ZoneError::Provider(e) => e.code(),
+            ZoneError::Held(_) => "lease",
+        }
+    }
+}
+
 /// Text output shows this many manual domains' records, then a count (`records` has them all).
 const MANUAL_SHOWN: usize = 20;
 
@@ -151,6 +173,22 @@ pub fn run(path: &Path, apply: bool, asked: &[String], format: Format) -> Result
         });
     }
 
+    // `apply` writes a zone under the same lease as `serve`'s publisher: one writer at a time.
+    let store = if apply {
+        let target = crate::lifecycle::store_target(&config.state);
+        match runtime.block_on(crate::state::store::Store::open(&target)) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                drop(progress);
+                eprintln!("error: cannot take the zones' leases: {e}");
+                return Ok(1);
+            }
+        }
+    } else {
+        None
+    };
+    // A holder finishes, or its lease expires, within this.
+    let lease_wait = config.state.lease + LEASE_SLACK;
     let verb = if apply { "applying" } else { "reading" };
     let mut access: std::collections::HashMap<&str, Result<(), ProviderError>> =
         std::collections::HashMap::new();
@@ -163,8 +201,28 @@ pub fn run(path: &Path, apply: bool, asked: &[String], format: Format) -> Result
             );
         }
         let result = runtime.block_on(async {
-            if apply {
-                crate::dns::sync::apply_zone(t).await
+            if let Some(store) = &store {
+                let job = crate::state::store::zone_job(&t.zone);
+                let held = match store
+                    .hold_waiting(&job, config.state.lease, lease_wait)
+                    .await
+                {
+                    Ok(Ok(h)) => h,
+                    Ok(Err(holder)) => {
+                        return Err(ZoneError::Held(holder.map_or_else(
+                            || format!("zone {} is being published by another process after {lease_wait:?}; nothing written, run apply again", t.zone),
+                            |(h, until)| format!(
+                                "zone {} is being published by {h} (its lease runs until {}) after {lease_wait:?}; nothing written, run apply again",
+                                t.zone,
+                                crate::clock::rfc3339(u64::try_from(until).unwrap_or(0))
+                            ),
+                        )))
+                    }
+                    Err(e) => return Err(ZoneError::Held(format!("cannot take the lease of zone {}: {e}", t.zone))),
+                };
+                let applied = crate::dns::sync::apply_zone(t).await;
+                held.release().await;
+                Ok(applied?)
             } else {
                 // `apply` would be refused for a key the reads never used: say so now. A key
                 // is accepted or not whatever the zone, so that answer is kept per provider;
@@ -179,7 +237,7 @@ pub fn run(path: &Path, apply: bool, asked: &[String], format: Format) -> Result
                         checked?
                     }
                 }
-                crate::dns::sync::plan_zone(t).await
+                Ok(crate::dns::sync::plan_zone(t).await?)
             }
         });
         report.counts.zones_read += 1;

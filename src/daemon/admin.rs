@@ -59,6 +59,9 @@ pub async fn respond<B>(
             let h = shared.writer.store().health();
             shared.metrics.store_up.set(i64::from(h.error.is_none()));
             shared.metrics.store_pending.set(h.pending as i64);
+            shared
+                .metrics
+                .leases_held(&shared.writer.store().held_here());
             with_type(
                 shared.metrics.encode(),
                 "application/openmetrics-text; version=1.0.0; charset=utf-8",
@@ -71,10 +74,10 @@ pub async fn respond<B>(
                     .map(str::to_ascii_lowercase)
             });
             let reports = reports(shared, only.as_deref()).await;
+            let mut status = status(shared, only.as_deref(), &reports);
+            status["state"]["leases"] = leases(shared).await;
             with_type(
-                serde_json::to_string_pretty(&status(shared, only.as_deref(), &reports))
-                    .expect("JSON values serialize")
-                    + "\n",
+                serde_json::to_string_pretty(&status).expect("JSON values serialize") + "\n",
                 "application/json",
             )
         }
@@ -234,6 +237,38 @@ pub fn status(
         "domains_listed": only.is_some() || total <= STATUS_LIST_LIMIT,
         "domains": domains,
     })
+}
+
+/// `/status` asks the store this long for the leases, then says it could not.
+const LEASES_WITHIN: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Every job's lease in the store: who holds it (`<replica>/<pid>`) and until when, by the
+/// store's clock; `null` when the store does not answer.
+async fn leases(shared: &Shared) -> Value {
+    let store = shared.writer.store();
+    let ours = store.holder();
+    let asked = async {
+        let rows = store.leases().await?;
+        let now = store.now().await?;
+        Ok::<_, crate::state::store::StoreError>((rows, now))
+    };
+    match tokio::time::timeout(LEASES_WITHIN, asked).await {
+        Ok(Ok((rows, now))) => rows
+            .into_iter()
+            .map(|(job, holder, token, expires_at)| {
+                let held = u64::try_from(expires_at).is_ok_and(|t| t > now);
+                json!({
+                    "job": job,
+                    "holder": held.then_some(&holder),
+                    "last_holder": holder,
+                    "this_process": held && holder == ours,
+                    "token": token,
+                    "expires_at": rfc3339(u64::try_from(expires_at).unwrap_or(0)),
+                })
+            })
+            .collect(),
+        _ => Value::Null,
+    }
 }
 
 /// The store: which, whether it takes writes, what waits for it.

@@ -136,11 +136,16 @@ pub struct LifecycleTask {
 impl LifecycleTask {
     pub fn start(shared: Arc<Shared>) -> LifecycleTask {
         let task = tokio::spawn(async move {
+            let mut deferred = false;
             loop {
                 let due = shared.live.load().next_deadline;
-                let sleep = due.map_or(std::time::Duration::from_secs(86_400), |t| {
+                let mut sleep = due.map_or(std::time::Duration::from_secs(86_400), |t| {
                     std::time::Duration::from_secs(t.saturating_sub(unix_now()))
                 });
+                if deferred {
+                    // Not sooner, even when the deadline has passed: the holder steps now.
+                    sleep = STEP_HELD_RETRY;
+                }
                 // A wake-up means a new state (its deadline is read again above) or a
                 // finished withdrawal (a step is asked for).
                 tokio::select! {
@@ -151,8 +156,8 @@ impl LifecycleTask {
                     .lifecycle_step
                     .swap(false, std::sync::atomic::Ordering::AcqRel);
                 let due = shared.live.load().next_deadline;
-                if asked || due.is_some_and(|t| t <= unix_now()) {
-                    step(&shared).await;
+                if asked || deferred || due.is_some_and(|t| t <= unix_now()) {
+                    deferred = step(&shared).await == Step::Deferred;
                 }
             }
         });
@@ -162,9 +167,89 @@ impl LifecycleTask {
     }
 }
 
-/// Re-evaluates the live config's own domains against the history now.
-async fn step(shared: &Arc<Shared>) {
-    let _swap = shared.swap.lock().await;
+/// The lease of retirement steps: one replica records a step, the others read it from the
+/// store (its follow wakes their step, which then finds nothing left to record).
+const RETIRE: &str = "retire";
+/// A step another replica holds (or the store cannot be asked about) is tried again after
+/// this: the store's follow has brought the holder's events by then.
+const STEP_HELD_RETRY: std::time::Duration = std::time::Duration::from_secs(2);
+/// How long the store may take a step's events before its lease goes.
+const FLUSH_STEP: std::time::Duration = std::time::Duration::from_secs(5);
+
+#[derive(Debug, PartialEq, Eq)]
+enum Step {
+    Done,
+    /// Another replica holds the step's lease, or the store does not answer: tried again.
+    Deferred,
+}
+
+/// Re-evaluates the live config's own domains against the history now. A step that records
+/// something (a retirement started, rescheduled) is taken under the "retire" lease.
+async fn step(shared: &Arc<Shared>) -> Step {
+    // Taken once a step has something to record, without the swap lock (the store may be
+    // slow: reloads must not wait on it); then the state is built again on the history the
+    // catch-up read made.
+    let mut held: Option<crate::state::store::Held> = None;
+    loop {
+        let swap = shared.swap.lock().await;
+        let p = match build_step(shared).await {
+            Some(p) => p,
+            None => return Step::Done,
+        };
+        if p.events.is_empty() {
+            shared.live.store(Arc::new(p.live));
+            shared.publish_wake.notify_one();
+            drop(swap);
+            if let Some(h) = held {
+                h.release().await;
+            }
+            return Step::Done;
+        }
+        if let Some(h) = held.take() {
+            if h.lost() {
+                drop(swap);
+                return Step::Deferred;
+            }
+            shared.live.store(Arc::new(p.live));
+            shared.publish_wake.notify_one();
+            commit(shared, &p.events);
+            drop(swap);
+            // The next holder reads these from the store: written before the lease goes.
+            if !shared.writer.flush(FLUSH_STEP).await {
+                warn!("the store has not taken the retirement step yet; another replica may step again");
+            }
+            h.release().await;
+            return Step::Done;
+        }
+        drop(swap);
+        let store = shared.writer.store();
+        let ttl = p.live.config.state.lease;
+        drop(p);
+        let h = match store.hold(RETIRE, ttl).await {
+            Ok(Some(h)) => h,
+            Ok(None) => {
+                info!("retirement step taken by another replica; following it through the store");
+                return Step::Deferred;
+            }
+            Err(e) => {
+                warn!(error = %e, "retirement step waits: the store does not answer");
+                return Step::Deferred;
+            }
+        };
+        // The previous holder's events may have reached the store after this replica's
+        // last read: they are read before stepping again.
+        if let Err(e) = store.catch_up(&shared.history).await {
+            warn!(error = %e, "retirement step waits: the store does not answer");
+            h.release().await;
+            return Step::Deferred;
+        }
+        held = Some(h);
+    }
+}
+
+/// The live config's own domains evaluated against the history now, with the events a step
+/// records; `None`: it could not be built (logged).
+async fn build_step(shared: &Arc<Shared>) -> Option<Prepared> {
     let s = shared.clone();
     let built = tokio::task::spawn_blocking(move || {
         let previous = s.live.load_full();
@@ -173,30 +258,33 @@ async fn step(shared: &Arc<Shared>) {
         prepare(&s.history, config, Some(&previous))
     })
     .await;
-    match built {
-        Ok(Ok(mut p)) => {
-            // A step moves retirements on; what the config's own domains are was recorded by
-            // the load that brought the config. Another replica's events wake this step too:
-            // a replica whose config is older (a rollout under way) must not answer them
-            // with its own view (`present`, its ids), or the two would undo each other.
-            p.events.retain(|e| match e {
-                Event::Policy { .. }
-                | Event::Retired { .. }
-                | Event::Rescheduled { .. }
-                | Event::Withdrawn { .. } => true,
-                Event::Served { domain, .. } => p
-                    .live
-                    .served(domain)
-                    .is_none_or(|(d, _)| d.retiring.is_some()),
-                Event::Missing { .. } | Event::Present { .. } | Event::Entry { .. } => false,
-            });
-            shared.live.store(Arc::new(p.live));
-            shared.publish_wake.notify_one();
-            commit(shared, &p.events);
+    let mut p = match built {
+        Ok(Ok(p)) => p,
+        Ok(Err(e)) => {
+            warn!("retirement step: {e}");
+            return None;
         }
-        Ok(Err(e)) => warn!("retirement step: {e}"),
-        Err(e) => error!("retirement step: {e}"),
-    }
+        Err(e) => {
+            error!("retirement step: {e}");
+            return None;
+        }
+    };
+    // A step moves retirements on; what the config's own domains are was recorded by the
+    // load that brought the config. Another replica's events wake this step too: a replica
+    // whose config is older (a rollout under way) must not answer them with its own view
+    // (`present`, its ids), or the two would undo each other.
+    p.events.retain(|e| match e {
+        Event::Policy { .. }
+        | Event::Retired { .. }
+        | Event::Rescheduled { .. }
+        | Event::Withdrawn { .. } => true,
+        Event::Served { domain, .. } => p
+            .live
+            .served(domain)
+            .is_none_or(|(d, _)| d.retiring.is_some()),
+        Event::Missing { .. } | Event::Present { .. } | Event::Entry { .. } => false,
+    });
+    Some(p)
 }
 
 impl Live {

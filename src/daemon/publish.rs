@@ -24,6 +24,17 @@ use crate::dns::plan::{is_ours, STS_VERSION};
 use crate::dns::providers::{self, Providers};
 use crate::dns::sync;
 use crate::live::Live;
+use crate::state::store::{zone_job, Held};
+
+/// The lease of reconcile rounds.
+const RECONCILE: &str = "reconcile";
+/// A zone whose lease another replica holds is looked at again after this (its holder
+/// publishes meanwhile; this one then reads and finds nothing left to do).
+const ZONE_HELD_RETRY: u64 = 2;
+/// A zone whose lease cannot be asked for (the store does not answer) waits this long.
+const STORE_DOWN_RETRY: u64 = 5;
+/// How long the store may take the withdrawals' events before the zone leases go.
+const FLUSH_WITHDRAWN: Duration = Duration::from_secs(5);
 
 /// Zones worked on at once.
 const ZONES_IN_PARALLEL: usize = 8;
@@ -123,14 +134,33 @@ async fn run(shared: Arc<Shared>) {
             info!(every = ?period, "reconcile interval changed by the reload: applied now");
         }
         let mut next_reconcile = last_reconcile + period;
-        let reconcile = tokio::time::Instant::now() >= next_reconcile;
-        if reconcile {
+        let mut round = None;
+        if tokio::time::Instant::now() >= next_reconcile {
             last_reconcile = tokio::time::Instant::now();
+            match reconcile_lease(&shared, period).await {
+                Reconcile::Ours(held) => round = Some(held),
+                // Done by another replica `ago` seconds ago: the next is one period after it.
+                Reconcile::DoneAgo(ago) => {
+                    last_reconcile = last_reconcile
+                        .checked_sub(Duration::from_secs(ago))
+                        .unwrap_or(last_reconcile);
+                }
+                Reconcile::Elsewhere => {}
+            }
             next_reconcile = last_reconcile + period;
         }
-        let due = refresh(&shared, &live, now, reconcile);
+        let due = refresh(&shared, &live, now, round.is_some());
         if !due.is_empty() {
             publish(&shared, providers, &due).await;
+        }
+        if let Some(held) = round {
+            let store = shared.writer.store();
+            match store.job_done(held.lease()).await {
+                Ok(true) => {}
+                Ok(false) => warn!("lost the reconcile lease during the round; another replica may reconcile again"),
+                Err(e) => warn!(error = %e, "cannot record the reconcile round; another replica may reconcile again"),
+            }
+            held.release().await;
         }
         let next = shared
             .publication
@@ -149,6 +179,55 @@ async fn run(shared: Arc<Shared>) {
         tokio::select! {
             _ = wake.notified() => {}
             _ = tokio::time::sleep(sleep) => {}
+        }
+    }
+}
+
+/// Whether this replica reconciles now.
+enum Reconcile {
+    /// Under the "reconcile" lease.
+    Ours(Held),
+    /// Another replica did within the period, this many seconds ago.
+    DoneAgo(u64),
+    /// Another replica's round is under way, or the store does not answer (the job waits).
+    Elsewhere,
+}
+
+/// A reconcile round is one replica's job per period: whoever takes the "reconcile" lease
+/// when its period is up, unless the store says another did within the period.
+async fn reconcile_lease(shared: &Shared, period: Duration) -> Reconcile {
+    let store = shared.writer.store();
+    let ttl = shared.live.load().config.state.lease;
+    let held = match store.hold(RECONCILE, ttl).await {
+        Ok(Some(h)) => h,
+        Ok(None) => {
+            info!("reconcile round under way elsewhere (another replica holds its lease)");
+            return Reconcile::Elsewhere;
+        }
+        Err(e) => {
+            warn!(error = %e, "reconcile round skipped: the store does not answer");
+            return Reconcile::Elsewhere;
+        }
+    };
+    match store.since_done(RECONCILE).await {
+        // A second of slack (the store's clock counts whole seconds): replicas' timers fire
+        // at nearly the same time.
+        Ok(Some(ago)) if ago < period.as_secs().saturating_sub(1).max(1) => {
+            info!(
+                ago_secs = ago,
+                "reconcile round done by another replica within the period"
+            );
+            held.release().await;
+            Reconcile::DoneAgo(ago)
+        }
+        Ok(_) => {
+            info!("reconcile round: reading back every record we own");
+            Reconcile::Ours(held)
+        }
+        Err(e) => {
+            warn!(error = %e, "reconcile round skipped: the store does not answer");
+            held.release().await;
+            Reconcile::Elsewhere
         }
     }
 }
@@ -219,13 +298,24 @@ async fn publish(shared: &Shared, providers: &Providers, due: &[&Domain]) {
         let permits = &permits;
         async move {
             let _permit = permits.acquire().await.expect("never closed");
-            (t, sync::apply_zone(t).await)
+            let (held, t) = match zone_lease(shared, t).await {
+                Some(taken) => taken,
+                None => return None,
+            };
+            let result = if t.domains.is_empty() {
+                Ok(Vec::new())
+            } else {
+                sync::apply_zone(&t).await
+            };
+            Some((t, result, held))
         }
         .instrument(span)
     }))
     .await;
     let mut withdrawn = Vec::new();
-    for (t, result) in results {
+    let mut leases = Vec::new();
+    for (t, result, held) in results.into_iter().flatten() {
+        leases.push(held);
         match result {
             Ok(plans) => {
                 let changed: usize = plans
@@ -290,7 +380,100 @@ async fn publish(shared: &Shared, providers: &Providers, due: &[&Domain]) {
             }
         }
     }
+    let flush = !withdrawn.is_empty();
     finish_withdrawals(shared, withdrawn);
+    // The next holder of these zones reads the withdrawals from the store, not again from
+    // DNS: they are written before the leases go.
+    if flush && !shared.writer.flush(FLUSH_WITHDRAWN).await {
+        warn!("the store has not taken the withdrawals yet; another replica may record them again");
+    }
+    for held in leases {
+        held.release().await;
+    }
+}
+
+/// Takes the zone's lease ("zone:<zone>"), so that one replica (or `apply`) writes a zone at
+/// a time and the others find nothing left to do. `None`: the zone waits (held elsewhere,
+/// or the store does not answer), its domains retried soon. The target returned leaves out
+/// retired domains whose withdrawal another replica already recorded.
+async fn zone_lease<'c>(shared: &Shared, t: &sync::Target<'c>) -> Option<(Held, sync::Target<'c>)> {
+    let store = shared.writer.store();
+    let job = zone_job(&t.zone);
+    let ttl = shared.live.load().config.state.lease;
+    let held = match store.hold(&job, ttl).await {
+        Ok(Some(h)) => h,
+        Ok(None) => {
+            let holder = store.holder_of(&job).await.ok().flatten();
+            let by = holder.map_or_else(|| "another replica".to_owned(), |(h, _)| h);
+            info!(zone = %t.zone, holder = %by, "zone being published by {by}; looking again in {ZONE_HELD_RETRY} s");
+            wait(shared, &t.domains, ZONE_HELD_RETRY, None);
+            return None;
+        }
+        Err(e) => {
+            warn!(zone = %t.zone, error = %e, "zone not published: its lease cannot be taken while the store does not answer");
+            wait(
+                shared,
+                &t.domains,
+                STORE_DOWN_RETRY,
+                Some(format!("store: {e}")),
+            );
+            return None;
+        }
+    };
+    let mut domains = t.domains.clone();
+    if domains
+        .iter()
+        .any(|d| matches!(d.retiring, Some(Retiring::Withdrawing { .. })))
+    {
+        if let Err(e) = store.catch_up(&shared.history).await {
+            warn!(zone = %t.zone, error = %e, "zone not published: the store does not answer");
+            wait(
+                shared,
+                &t.domains,
+                STORE_DOWN_RETRY,
+                Some(format!("store: {e}")),
+            );
+            held.release().await;
+            return None;
+        }
+        let h = shared.history.lock().unwrap_or_else(|e| e.into_inner());
+        let (done, rest): (Vec<&Domain>, Vec<&Domain>) = domains.into_iter().partition(|d| {
+            matches!(d.retiring, Some(Retiring::Withdrawing { .. }))
+                && h.domain(d.name.as_str())
+                    .is_some_and(|dh| dh.withdrawn().is_some())
+        });
+        drop(h);
+        // Its retirement step (woken by the store's follow) drops them from the live state.
+        wait(shared, &done, ZONE_HELD_RETRY, None);
+        domains = rest;
+    }
+    Some((
+        held,
+        sync::Target {
+            provider_name: t.provider_name.clone(),
+            provider: t.provider.clone(),
+            zone: t.zone.clone(),
+            domains,
+        },
+    ))
+}
+
+/// Puts `domains` off for `secs` without counting a failed attempt. One published as
+/// desired (read again by a reconcile round) is left alone: the round is another's now.
+fn wait(shared: &Shared, domains: &[&Domain], secs: u64, error: Option<String>) {
+    let mut table = shared.publication.lock().unwrap_or_else(|e| e.into_inner());
+    let at = unix_now() + secs;
+    for d in domains {
+        if let Some(p) = table.domains.get_mut(d.name.as_str()) {
+            if p.published == Some(p.desired) {
+                continue;
+            }
+            p.next_retry = Some(at);
+            if error.is_some() {
+                p.last_error.clone_from(&error);
+            }
+        }
+    }
 }
 
 /// Withdrawn records: the domain's retirement is complete.

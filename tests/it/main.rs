@@ -31,6 +31,7 @@ mod exec;
 mod files;
 mod harness;
 mod layout;
+mod leases;
 mod lifecycle;
 mod limits;
 mod monitoring;

@@ -82,6 +82,38 @@ impl Summary {
         if let Some(e) = s["state"]["error"].as_str() {
             m.problem(Level::Error, "", format!("state directory: {e}"));
         }
+        match s["state"]["leases"].as_array() {
+            Some(leases) => {
+                let held: Vec<String> = leases
+                    .iter()
+                    .filter_map(|l| {
+                        Some(format!(
+                            "  {}: {}{} until {}",
+                            l["job"].as_str()?,
+                            l["holder"].as_str()?,
+                            if l["this_process"] == true {
+                                " (this process)"
+                            } else {
+                                ""
+                            },
+                            l["expires_at"].as_str().unwrap_or("?"),
+                        ))
+                    })
+                    .collect();
+                if held.is_empty() {
+                    m.line("leases: none held");
+                } else {
+                    m.line(format!("leases: {} held", held.len()));
+                    for l in held {
+                        m.line(l);
+                    }
+                }
+            }
+            None if s["state"].get("leases").is_some() => {
+                m.line("leases: unknown (the store did not answer)")
+            }
+            None => {}
+        }
         if s["tlsrpt"]["store"] == "unavailable" {
             m.problem(
                 Level::Warning,

@@ -4,9 +4,25 @@
 //! the store's clock; the token grows at every change of holder, and a write made under a
 //! lease checks it in the same transaction.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
+use tokio_util::task::AbortOnDropHandle;
+use tracing::warn;
+
 use super::{bounded, Store, StoreError};
+
+/// A lease's length in the store's whole seconds. At least 2: an expiry of `now + 1` taken at
+/// x.9 s would be gone 0.1 s later, before the first renewal.
+fn ttl_secs(ttl: Duration) -> i64 {
+    i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX / 2).max(2)
+}
+
+/// The lease of a zone's DNS publication, the same for `serve` and `apply`.
+pub fn zone_job(zone: &str) -> String {
+    format!("zone:{}", zone.trim_end_matches('.').to_ascii_lowercase())
+}
 
 /// A lease held by this process.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,7 +41,7 @@ impl Lease {
 
 impl Store {
     /// `<replica>/<pid>`: a hand-run command on the same machine is another holder.
-    fn holder(&self) -> String {
+    pub fn holder(&self) -> String {
         format!("{}/{}", self.replica, std::process::id())
     }
 
@@ -42,7 +58,7 @@ impl Store {
              WHERE store_leases.expires_at <= {now} OR store_leases.holder = excluded.holder \
              RETURNING token"
         );
-        let ttl_secs = ttl.as_secs().max(1) as i64;
+        let ttl_secs = ttl_secs(ttl);
         let token: Option<i64> = bounded(async {
             let mut tx = self.pool.begin().await?;
             let t = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
@@ -56,6 +72,7 @@ impl Store {
             Ok(t)
         })
         .await?;
+        self.note_held(job, token.is_some());
         Ok(token.map(|token| Lease {
             job: job.to_owned(),
             token,
@@ -66,13 +83,17 @@ impl Store {
 
     /// Extends `lease` by its ttl; false: it was lost (expired and taken, or expired).
     pub async fn renew(&self, lease: &Lease) -> Result<bool, StoreError> {
-        bounded(async {
+        let held = bounded(async {
             let mut tx = self.pool.begin().await?;
             let held = self.renew_in(&mut tx, lease).await?;
             tx.commit().await?;
             Ok(held)
         })
-        .await
+        .await?;
+        if !held {
+            self.note_held(&lease.job, false);
+        }
+        Ok(held)
     }
 
     /// Renews inside `tx`: a write made after it in the same transaction is fenced (the row
@@ -89,7 +110,7 @@ impl Store {
         );
         let n = sqlx::query(sqlx::AssertSqlSafe(sql))
             .persistent(false)
-            .bind(lease.ttl.as_secs().max(1) as i64)
+            .bind(ttl_secs(lease.ttl))
             .bind(&lease.job)
             .bind(&lease.holder)
             .bind(lease.token)
@@ -101,6 +122,7 @@ impl Store {
 
     /// Gives `lease` up at once, so that the next holder need not wait for its expiry.
     pub async fn release(&self, lease: &Lease) -> Result<(), StoreError> {
+        self.note_held(&lease.job, false);
         bounded(async {
             let mut tx = self.pool.begin().await?;
             sqlx::query(
@@ -116,6 +138,143 @@ impl Store {
             Ok(())
         })
         .await
+    }
+
+    /// Who holds `job` now (holder, expiry in unix seconds by the store's clock); `None`:
+    /// nobody, or an expired holder.
+    pub async fn holder_of(&self, job: &str) -> Result<Option<(String, i64)>, StoreError> {
+        let now = self.clock_sql();
+        let sql = format!(
+            "SELECT holder, expires_at FROM store_leases WHERE job = $1 AND expires_at > {now}"
+        );
+        bounded(async {
+            let mut tx = self.pool.begin().await?;
+            let row = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+                .persistent(false)
+                .bind(job)
+                .fetch_optional(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            Ok(row)
+        })
+        .await
+    }
+
+    /// Takes `job` unless another holds it, and keeps it renewed (every third of `ttl`) until
+    /// the [`Held`] is released or dropped.
+    pub async fn hold(&self, job: &str, ttl: Duration) -> Result<Option<Held>, StoreError> {
+        let Some(lease) = self.acquire(job, ttl).await? else {
+            return Ok(None);
+        };
+        let lost = Arc::new(AtomicBool::new(false));
+        let renewing = {
+            let (store, lease, lost) = (self.clone(), lease.clone(), lost.clone());
+            AbortOnDropHandle::new(tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(lease.ttl() / 3).await;
+                    match store.renew(&lease).await {
+                        Ok(true) => {}
+                        Ok(false) => {
+                            warn!(job = %lease.job, "lost the lease while the job ran (the store stalled?); its next holder does the job again");
+                            lost.store(true, Ordering::Release);
+                            return;
+                        }
+                        // Still ours until it expires; the next renewal may get through.
+                        Err(e) => warn!(job = %lease.job, error = %e, "cannot renew the lease"),
+                    }
+                }
+            }))
+        };
+        Ok(Some(Held {
+            store: self.clone(),
+            lease: Some(lease),
+            lost,
+            _renewing: renewing,
+        }))
+    }
+
+    /// [`Store::hold`], waiting up to `within` for another holder to finish (a command).
+    /// `Err`: still held after `within`, by this holder until this expiry (if known).
+    pub async fn hold_waiting(
+        &self,
+        job: &str,
+        ttl: Duration,
+        within: Duration,
+    ) -> Result<Result<Held, Option<(String, i64)>>, StoreError> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            if let Some(held) = self.hold(job, ttl).await? {
+                return Ok(Ok(held));
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Ok(Err(self.holder_of(job).await?));
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    /// Records that `job` was done now, if `lease` (on that job) is still held: the write is
+    /// fenced by its token. False: lost, nothing written.
+    pub async fn job_done(&self, lease: &Lease) -> Result<bool, StoreError> {
+        let now = self.clock_sql();
+        let sql = format!(
+            "INSERT INTO store_jobs (job, done_at, token) VALUES ($1, {now}, $2) \
+             ON CONFLICT (job) DO UPDATE SET done_at = excluded.done_at, token = excluded.token"
+        );
+        bounded(async {
+            let mut tx = self.pool.begin().await?;
+            if !self.renew_in(&mut tx, lease).await? {
+                return Ok(false);
+            }
+            sqlx::query(sqlx::AssertSqlSafe(sql))
+                .persistent(false)
+                .bind(&lease.job)
+                .bind(lease.token)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            Ok(true)
+        })
+        .await
+    }
+
+    /// Seconds since `job` was last done (by any replica, by the store's clock); `None`: never.
+    pub async fn since_done(&self, job: &str) -> Result<Option<u64>, StoreError> {
+        let now = self.clock_sql();
+        let sql = format!("SELECT {now} - done_at FROM store_jobs WHERE job = $1");
+        bounded(async {
+            let mut tx = self.pool.begin().await?;
+            let ago: Option<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+                .persistent(false)
+                .bind(job)
+                .fetch_optional(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            Ok(ago.map(|a| u64::try_from(a).unwrap_or(0)))
+        })
+        .await
+    }
+
+    /// The jobs this process took a lease on since it started, and whether it holds each now
+    /// (for `mta_stsd_lease_held`).
+    pub fn held_here(&self) -> Vec<(String, bool)> {
+        self.held
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(j, h)| (j.clone(), *h))
+            .collect()
+    }
+
+    fn note_held(&self, job: &str, held: bool) {
+        let mut map = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        match map.get_mut(job) {
+            Some(h) => *h = held,
+            None if held => {
+                map.insert(job.to_owned(), true);
+            }
+            None => {}
+        }
     }
 
     /// Who holds each lease, for `/status`: (job, holder, token, expires_at).
@@ -177,5 +336,112 @@ impl Store {
             Ok(true)
         })
         .await
+    }
+}
+
+/// A lease kept renewed while a job runs; released (at once, for the next holder) by
+/// [`Held::release`], or on drop.
+#[derive(Debug)]
+pub struct Held {
+    store: Store,
+    lease: Option<Lease>,
+    lost: Arc<AtomicBool>,
+    _renewing: AbortOnDropHandle<()>,
+}
+
+impl Held {
+    pub fn lease(&self) -> &Lease {
+        self.lease.as_ref().expect("taken only by release or drop")
+    }
+
+    /// The renewal found the lease taken: the job's result must not be written.
+    pub fn lost(&self) -> bool {
+        self.lost.load(Ordering::Acquire)
+    }
+
+    pub async fn release(mut self) {
+        if let Some(lease) = self.lease.take() {
+            if let Err(e) = self.store.release(&lease).await {
+                warn!(job = %lease.job, error = %e, "cannot release the lease; it expires by itself");
+            }
+        }
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        if let Some(lease) = self.lease.take() {
+            let store = self.store.clone();
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                rt.spawn(async move {
+                    let _ = store.release(&lease).await;
+                });
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{sqlite_url, Target, SQLITE_FILE};
+    use super::*;
+
+    async fn open(dir: &std::path::Path, replica: &str) -> Store {
+        Store::open(&Target {
+            dir: dir.to_owned(),
+            url: None,
+            replica: replica.into(),
+        })
+        .await
+        .unwrap()
+    }
+
+    /// A held lease shuts others out and names its holder; its "done" write is fenced: once
+    /// it expired and another took it, the old holder's write is refused and the new one's
+    /// stands. `held_here` follows this process's holding.
+    #[tokio::test]
+    async fn a_held_lease_names_its_holder_and_fences_its_done_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (open(dir.path(), "a").await, open(dir.path(), "b").await);
+        let ttl = Duration::from_secs(30);
+        let held = a.hold("zone:x", ttl).await.unwrap().expect("free");
+        assert!(b.hold("zone:x", ttl).await.unwrap().is_none(), "held by a");
+        let (holder, _) = b.holder_of("zone:x").await.unwrap().expect("a holder");
+        assert_eq!(holder, a.holder());
+        assert!(a.job_done(held.lease()).await.unwrap());
+        assert!(b
+            .since_done("zone:x")
+            .await
+            .unwrap()
+            .is_some_and(|s| s <= 1));
+        assert_eq!(a.held_here(), vec![("zone:x".to_owned(), true)]);
+
+        // a stalls past its expiry; b takes over with a larger token.
+        let old = held.lease().clone();
+        drop(held);
+        sqlx::any::install_default_drivers();
+        let raw = sqlx::AnyPool::connect(&sqlite_url(&dir.path().join(SQLITE_FILE), "rw"))
+            .await
+            .unwrap();
+        // The drop's release may not have run yet: expire it by hand either way.
+        sqlx::raw_sql("UPDATE store_leases SET expires_at = 0")
+            .execute(&raw)
+            .await
+            .unwrap();
+        let next = b.hold("zone:x", ttl).await.unwrap().expect("expired");
+        assert!(next.lease().token > old.token);
+        assert!(
+            !a.job_done(&old).await.unwrap(),
+            "a lost lease writes nothing"
+        );
+        assert!(b.job_done(next.lease()).await.unwrap());
+        let token: i64 = sqlx::query_scalar("SELECT token FROM store_jobs WHERE job = 'zone:x'")
+            .fetch_one(&raw)
+            .await
+            .unwrap();
+        assert_eq!(token, next.lease().token);
+        next.release().await;
+        assert!(b.holder_of("zone:x").await.unwrap().is_none(), "released");
+        assert_eq!(b.held_here(), vec![("zone:x".to_owned(), false)]);
     }
 }

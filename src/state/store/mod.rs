@@ -27,7 +27,7 @@ use mta_stsd_providers::Secret;
 use sqlx::any::AnyPoolOptions;
 use sqlx::AnyPool;
 
-pub use lease::Lease;
+pub use lease::{zone_job, Held, Lease};
 pub use read::{Loaded, Rows};
 pub use write::Writer;
 
@@ -97,6 +97,10 @@ pub struct Store {
     postgres: bool,
     replica: Arc<str>,
     health: Arc<Mutex<Health>>,
+    /// The leases this process took, by job: held now or not.
+    held: Arc<Mutex<std::collections::BTreeMap<String, bool>>>,
+    /// The last `seq` [`Store::follow`] applied: where a catch-up reads from.
+    followed: Arc<std::sync::atomic::AtomicI64>,
 }
 
 impl Store {
@@ -155,6 +159,8 @@ impl Store {
             postgres,
             replica: target.replica.as_str().into(),
             health: Arc::default(),
+            held: Arc::default(),
+            followed: Arc::default(),
         })
     }
 

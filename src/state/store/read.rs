@@ -103,6 +103,48 @@ impl Store {
         }
     }
 
+    /// Applies at once what other replicas wrote since the follow's last read (a job under
+    /// a lease reads its predecessor's decisions first). This replica's own rows are left
+    /// out: they are in memory already, and a newer event of ours may still wait in the
+    /// writer's queue, which an older row applied again would undo. The follow reads the
+    /// others' rows again: harmless.
+    pub async fn catch_up(&self, history: &Mutex<History>) -> Result<(), StoreError> {
+        let mut seq = self.followed.load(std::sync::atomic::Ordering::Acquire);
+        loop {
+            let (events, last) = super::bounded(self.read_foreign_since(seq)).await?;
+            if last == seq {
+                return Ok(());
+            }
+            let mut h = history.lock().unwrap_or_else(|e| e.into_inner());
+            for e in &events {
+                h.apply(e);
+            }
+            seq = last;
+        }
+    }
+
+    /// Up to one page of rows after `after`: the events of other replicas (unreadable rows
+    /// skipped: the follow reports them), and the last `seq` looked at.
+    async fn read_foreign_since(&self, after: i64) -> Result<(Vec<Event>, i64), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let rows: Vec<(i64, String, String)> = sqlx::query_as(
+            "SELECT seq, replica, event FROM store_history WHERE seq > $1 ORDER BY seq LIMIT $2",
+        )
+        .persistent(false)
+        .bind(after)
+        .bind(PAGE)
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        let last = rows.last().map_or(after, |r| r.0);
+        let events = rows
+            .into_iter()
+            .filter(|(_, replica, _)| **replica != *self.replica)
+            .filter_map(|(_, _, json)| serde_json::from_str(&json).ok())
+            .collect();
+        Ok((events, last))
+    }
+
     /// Applies what was written since `seq`, every `every`, until the runtime ends (ours
     /// again too: applying an event twice changes nothing); `changed` is called after
     /// another replica's events were applied, outside the lock.
@@ -113,6 +155,8 @@ impl Store {
         every: Duration,
         changed: impl Fn() + Send + 'static,
     ) {
+        self.followed
+            .store(seq, std::sync::atomic::Ordering::Release);
         let mut failing = false;
         loop {
             tokio::time::sleep(every).await;
@@ -153,6 +197,8 @@ impl Store {
                 }
                 any |= rows.foreign && !rows.events.is_empty();
                 seq = rows.last;
+                self.followed
+                    .store(seq, std::sync::atomic::Ordering::Release);
                 self.set_health(|h| {
                     h.seq = h.seq.max(seq);
                     h.last_ok = Some(unix_now());

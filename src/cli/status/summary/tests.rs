@@ -135,3 +135,34 @@ fn issue23_tlsrpt_failures_count_by_mode() {
     s["domains"][0]["tlsrpt"]["failed"] = json!(0);
     assert_eq!(Summary::of(&s, NOW).exit_code(), 0);
 }
+
+/// Issue 24: the leases held now are listed with their holder and expiry; an expired one
+/// (no holder) is not; a store that did not answer says so. None counts as a problem.
+#[test]
+fn issue24_leases_held_are_listed_with_holder_and_expiry() {
+    let mut s = base(domain(Value::Null, "published"));
+    s["state"] = json!({ "leases": [
+        { "job": "zone:example.org", "holder": "mx-a/12", "last_holder": "mx-a/12",
+          "this_process": true, "token": 3, "expires_at": "2026-12-07T10:00:30Z" },
+        { "job": "reconcile", "holder": null, "last_holder": "mx-b/7",
+          "this_process": false, "token": 1, "expires_at": "2026-12-07T09:00:00Z" },
+    ] });
+    let m = Summary::of(&s, NOW);
+    assert!(
+        m.text.contains(
+            "leases: 1 held\n  zone:example.org: mx-a/12 (this process) until 2026-12-07T10:00:30Z\n"
+        ),
+        "{}",
+        m.text
+    );
+    assert!(!m.text.contains("reconcile"), "{}", m.text);
+    assert_eq!(m.exit_code(), 0, "{}", m.text);
+    s["state"]["leases"] = Value::Null;
+    let m = Summary::of(&s, NOW);
+    assert!(
+        m.text
+            .contains("leases: unknown (the store did not answer)\n"),
+        "{}",
+        m.text
+    );
+}
