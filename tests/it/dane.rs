@@ -350,3 +350,43 @@ fn powerdns_publishes_and_withdraws_only_ours() {
     assert!(out.stdout.contains(&format!("- {NAME}")), "{}", out.dump());
     assert_eq!(seen(), vec![foreign]);
 }
+
+/// Any provider that writes TLSA (the API fakes, moto, an exec program): `apply` publishes
+/// the entry's `3 1 1` record beside a foreign one, reads it back as ours (a second `apply`
+/// changes nothing), and leaves the foreign one.
+pub(crate) fn published_beside_a_foreign_value(b: &dyn crate::battery::Backend) {
+    let dir = ConfigDir::new();
+    let key = KeyPair::generate().unwrap();
+    dir.write("fullchain.pem", Ca::new().fullchain(&key));
+    // 3600: deSEC's least TTL.
+    dir.write(
+        MAIN,
+        format!(
+            "[server]\nhttps = []\n[policy]\nmode = \"testing\"\nmx = [\"mail.example.org\"]\n[dns]\nprovider = \"p\"\nttl = 3600\n[state]\ndir = \"state\"\n{}[[dane]]\nhost = \"mail.example.org\"\ncert = \"fullchain.pem\"\n",
+            b.provider_toml(&dir)
+        ),
+    );
+    let foreign = format!("3 1 1 {}", "AB".repeat(32));
+    b.add(NAME, "TLSA", &foreign);
+    let ours = format!(
+        "3 1 1 {}",
+        spki_sha256(&key)
+            .iter()
+            .map(|b| format!("{b:02X}"))
+            .collect::<String>()
+    );
+    let out = dir.run(&["apply"]);
+    out.assert_status(0);
+    let mut seen: Vec<String> = b
+        .query(NAME, "TLSA")
+        .iter()
+        .map(|v| v.to_ascii_uppercase())
+        .collect();
+    seen.sort();
+    let mut want = vec![foreign, ours];
+    want.sort();
+    assert_eq!(seen, want, "{}", out.dump());
+    let out = dir.run(&["apply"]);
+    out.assert_status(0);
+    assert!(out.stdout.contains("; 0 records changed"), "{}", out.dump());
+}

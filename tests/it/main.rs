@@ -14,6 +14,7 @@ mod config_unknown_keys;
 mod conn_caps;
 mod dane;
 mod dane_config;
+mod dane_postfix;
 mod dashboard;
 mod dashboard_scale;
 mod dashboard_token;

@@ -338,3 +338,9 @@ async fn zone_listing_follows_next_marker() {
     assert_eq!(requests.len(), 2, "{requests:#?}");
     assert!(requests[1].contains("marker="), "{requests:#?}");
 }
+
+/// A `[[dane]]` entry through Route 53 (which has TLSA since 2023).
+#[test]
+fn tlsa_is_published_beside_a_foreign_value() {
+    crate::dane::published_beside_a_foreign_value(&R53::start());
+}

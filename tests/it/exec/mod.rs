@@ -152,3 +152,9 @@ fn long_txt_is_one_value() {
     );
     dir.run(&["plan"]).assert_status(0);
 }
+
+/// A `[[dane]]` entry through the program: TLSA values in presentation form.
+#[test]
+fn tlsa_is_published_beside_a_foreign_value() {
+    crate::dane::published_beside_a_foreign_value(&Store::start());
+}

@@ -21,6 +21,7 @@ pub mod pgbouncer;
 pub mod postfix;
 pub mod postgres;
 pub mod process;
+pub mod resolver;
 pub mod venv;
 
 use std::ffi::OsStr;

@@ -65,6 +65,20 @@ impl Postfix {
         main_extra: &str,
         master_extra: &str,
     ) -> Postfix {
+        Self::start_in(listeners, port, main_extra, master_extra, None)
+    }
+
+    /// Like [`Self::start_with`]; with `resolv_conf`, Postfix runs in a private mount namespace
+    /// (`unshare -m`) where that file is /etc/resolv.conf: its libc resolver (port 53 only)
+    /// then asks the test's resolver, and nothing changes for the rest of the machine.
+    #[track_caller]
+    pub fn start_in(
+        listeners: &[Listener],
+        port: u16,
+        main_extra: &str,
+        master_extra: &str,
+        resolv_conf: Option<&std::path::Path>,
+    ) -> Postfix {
         let postfix = find_program("postfix", "postfix");
         let dir = tempfile::Builder::new()
             .prefix("mta-stsd-postfix-")
@@ -150,7 +164,24 @@ impl Postfix {
         }
         fs::write(d.join("queue/quick-start"), "").unwrap();
         let log = fs::File::create(d.join("postfix.log")).unwrap();
-        let child = Command::new(postfix)
+        let mut cmd = match resolv_conf {
+            None => Command::new(postfix),
+            Some(r) => {
+                let mut c = Command::new(find_program("unshare", "util-linux"));
+                c.args([
+                    "-m",
+                    "--propagation",
+                    "private",
+                    "sh",
+                    "-c",
+                    "mount --bind \"$0\" /etc/resolv.conf && exec \"$@\"",
+                ])
+                .arg(r)
+                .arg(postfix);
+                c
+            }
+        };
+        let child = cmd
             .arg("-c")
             .arg(d)
             .arg("start-fg")
@@ -207,6 +238,11 @@ impl Postfix {
             std::thread::sleep(Duration::from_millis(20));
         }
         count()
+    }
+
+    /// The configuration (and queue) directory, for `postqueue -c`.
+    pub fn dir(&self) -> &std::path::Path {
+        self.dir.path()
     }
 
     fn pid_file(&self) -> PathBuf {

@@ -276,51 +276,9 @@ async fn read_back_catches_a_lost_write(v: &'static Vendor) {
     assert_eq!(b.query(name, "TXT"), vec!["v=STSv1; id=1;"]);
 }
 
-/// A `[[dane]]` entry's config through the vendor, and the `3 1 1` value of `key`.
-fn dane_config(b: &Fake, dir: &ConfigDir) -> String {
-    let key = rcgen::KeyPair::generate().unwrap();
-    dir.write("fullchain.pem", crate::dane::Ca::new().fullchain(&key));
-    dir.write(
-        MAIN,
-        format!(
-            "[server]\nhttps = []\n[policy]\nmode = \"testing\"\nmx = [\"mail.example.org\"]\n[dns]\nprovider = \"p\"\nttl = 3600\n[state]\ndir = \"state\"\n{}[[dane]]\nhost = \"mail.example.org\"\ncert = \"fullchain.pem\"\n",
-            b.toml(dir, TOKEN)
-        ),
-    );
-    let data: String = crate::dane::spki_sha256(&key)
-        .iter()
-        .map(|b| format!("{b:02X}"))
-        .collect();
-    format!("3 1 1 {data}")
-}
-
-/// A vendor whose API takes TLSA: `apply` publishes the entry's record beside a foreign one,
-/// and reads it back as ours (a second `apply` changes nothing).
+/// A `[[dane]]` entry through the vendor, whose API takes TLSA.
 fn tlsa_is_published(v: &'static Vendor) {
-    let b = Fake::start(v);
-    let dir = ConfigDir::new();
-    let ours = dane_config(&b, &dir);
-    let foreign = format!("3 1 1 {}", "AB".repeat(32));
-    b.add(crate::dane::NAME, "TLSA", &foreign);
-    let out = dir.run(&["apply"]);
-    out.assert_status(0);
-    let seen = || {
-        sorted(
-            b.query(crate::dane::NAME, "TLSA")
-                .iter()
-                .map(|t| t.to_ascii_uppercase())
-                .collect(),
-        )
-    };
-    assert_eq!(
-        seen(),
-        sorted(vec![foreign.clone(), ours]),
-        "{}",
-        out.dump()
-    );
-    let out = dir.run(&["apply"]);
-    out.assert_status(0);
-    assert!(out.stdout.contains("; 0 records changed"), "{}", out.dump());
+    crate::dane::published_beside_a_foreign_value(&Fake::start(v));
 }
 
 /// A vendor whose API has no TLSA: `check` fails naming it, `plan` and `apply` say so, and
@@ -328,7 +286,15 @@ fn tlsa_is_published(v: &'static Vendor) {
 fn tlsa_is_refused(v: &'static Vendor) {
     let b = Fake::start(v);
     let dir = ConfigDir::new();
-    dane_config(&b, &dir);
+    let key = rcgen::KeyPair::generate().unwrap();
+    dir.write("fullchain.pem", crate::dane::Ca::new().fullchain(&key));
+    dir.write(
+        MAIN,
+        format!(
+            "[server]\nhttps = []\n[policy]\nmode = \"testing\"\nmx = [\"mail.example.org\"]\n[dns]\nprovider = \"p\"\n[state]\ndir = \"state\"\n{}[[dane]]\nhost = \"mail.example.org\"\ncert = \"fullchain.pem\"\n",
+            b.toml(&dir, TOKEN)
+        ),
+    );
     let out = dir.run(&["check"]);
     assert_eq!(out.status, Some(1), "{}", out.dump());
     assert!(
