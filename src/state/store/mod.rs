@@ -101,6 +101,9 @@ pub struct Store {
     held: Arc<Mutex<std::collections::BTreeMap<String, bool>>>,
     /// The last `seq` [`Store::follow`] applied: where a catch-up reads from.
     followed: Arc<std::sync::atomic::AtomicI64>,
+    /// The `seq` ranges this process wrote and the follow has not passed yet: the follow
+    /// leaves them out (by process, not by `replica` name, which two processes may share).
+    written: Arc<Mutex<Vec<std::ops::RangeInclusive<i64>>>>,
 }
 
 impl Store {
@@ -161,6 +164,7 @@ impl Store {
             health: Arc::default(),
             held: Arc::default(),
             followed: Arc::default(),
+            written: Arc::default(),
         })
     }
 

@@ -33,12 +33,17 @@ pub struct Loaded {
 }
 
 impl Store {
-    /// Up to one page of rows after `after`, in order.
-    pub async fn read_since(&self, after: i64) -> Result<Rows, StoreError> {
-        super::bounded(self.read_since_unbounded(after)).await
+    /// Up to one page of rows after `after`, in order; with `others_only`, the rows this
+    /// process wrote are left out (what the follow wants; a whole read takes every row).
+    pub async fn read_since(&self, after: i64, others_only: bool) -> Result<Rows, StoreError> {
+        super::bounded(self.read_since_unbounded(after, others_only)).await
     }
 
-    async fn read_since_unbounded(&self, after: i64) -> Result<Rows, StoreError> {
+    async fn read_since_unbounded(
+        &self,
+        after: i64,
+        others_only: bool,
+    ) -> Result<Rows, StoreError> {
         let mut tx = self.pool.begin().await?;
         let rows: Vec<(i64, String, String)> = sqlx::query_as(
             "SELECT seq, replica, event FROM store_history WHERE seq > $1 ORDER BY seq LIMIT $2",
@@ -53,13 +58,23 @@ impl Store {
             last: rows.last().map_or(after, |r| r.0),
             ..Rows::default()
         };
+        // This process's own rows are in memory already, and a newer event of ours may
+        // still wait in the writer's queue, which an older row applied again would undo.
+        let mut written = self.written.lock().unwrap_or_else(|e| e.into_inner());
         for (seq, replica, json) in rows {
+            if others_only && written.iter().any(|r| r.contains(&seq)) {
+                continue;
+            }
             out.foreign |= *replica != *self.replica;
             match serde_json::from_str(&json) {
                 Ok(e) => out.events.push(e),
                 Err(_) => out.damaged.push(seq),
             }
         }
+        if others_only {
+            written.retain(|r| *r.end() > out.last);
+        }
+        drop(written);
         Ok(out)
     }
 
@@ -70,7 +85,7 @@ impl Store {
         let mut seq = 0;
         let mut damaged = Vec::new();
         loop {
-            let rows = self.read_since(seq).await?;
+            let rows = self.read_since(seq, false).await?;
             if rows.last == seq {
                 break;
             }
@@ -145,9 +160,9 @@ impl Store {
         Ok((events, last))
     }
 
-    /// Applies what was written since `seq`, every `every`, until the runtime ends (ours
-    /// again too: applying an event twice changes nothing); `changed` is called after
-    /// another replica's events were applied, outside the lock.
+    /// Applies what other processes wrote since `seq`, every `every`, until the runtime
+    /// ends; `changed` is called after another replica's events were applied, outside the
+    /// lock.
     pub async fn follow(
         self,
         history: Arc<Mutex<History>>,
@@ -163,7 +178,7 @@ impl Store {
             let mut any = false;
             loop {
                 // The read is done before the lock is taken: no I/O under it.
-                let rows = match self.read_since(seq).await {
+                let rows = match self.read_since(seq, true).await {
                     Ok(r) => r,
                     Err(e) => {
                         if !failing {

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use super::*;
-use crate::state::history::Event;
+use crate::state::history::{Event, History};
 
 fn target(dir: &Path) -> Target {
     Target {
@@ -144,4 +144,59 @@ async fn a_lease_fences_the_holder_that_lost_it() {
     );
     b.release(&lb).await.unwrap();
     assert!(a.acquire("drift", ttl).await.unwrap().is_some());
+}
+
+/// The follow leaves this process's own rows out: a removal it wrote, followed by a re-add
+/// still waiting in its queue, is not undone when the follow reads the removal back. A row
+/// of another process (even with the same `replica` name) is applied.
+#[tokio::test]
+async fn the_follow_never_applies_this_process_own_rows_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&target(dir.path())).await.unwrap();
+    let writer = Writer::start(store.clone());
+    let missing = Event::Missing {
+        domain: "b.example".into(),
+        at: 100,
+        dns: Box::default(),
+    };
+    writer.record(std::slice::from_ref(&missing));
+    assert!(writer.flush(Duration::from_secs(10)).await);
+    // In memory: the removal, then the re-add, not yet written.
+    let history = Arc::new(Mutex::new(History::in_memory()));
+    {
+        let mut h = history.lock().unwrap();
+        h.apply(&missing);
+        h.apply(&Event::Present {
+            domain: "b.example".into(),
+            at: 150,
+        });
+        assert!(h.domain("b.example").unwrap().missing().is_none());
+    }
+    // Another process under the same name removes c.example.
+    raw(
+        dir.path(),
+        "INSERT INTO store_history VALUES (2, 'test', 0, '{\"missing\":{\"domain\":\"c.example\",\"at\":120,\"dns\":{\"provider\":null,\"zone\":null,\"target\":null,\"ttl\":0,\"tlsrpt\":[]}}}')",
+    )
+    .await;
+    let follow = tokio::spawn(store.clone().follow(
+        history.clone(),
+        0,
+        Duration::from_millis(10),
+        || {},
+    ));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while store.followed.load(std::sync::atomic::Ordering::Acquire) < 2 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the follow read nothing"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    follow.abort();
+    let h = history.lock().unwrap();
+    assert!(
+        h.domain("b.example").unwrap().missing().is_none(),
+        "our own older row undid the re-add"
+    );
+    assert!(h.domain("c.example").unwrap().missing().is_some());
 }

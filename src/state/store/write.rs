@@ -174,7 +174,20 @@ impl Store {
             }
             q.execute(&mut *tx).await?;
         }
-        tx.commit().await?;
+        // Known as ours before the rows can be seen, so the follow never takes them for
+        // another's; forgotten again if the commit fails.
+        let ours = last + 1..=seq;
+        self.written
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(ours.clone());
+        if let Err(e) = tx.commit().await {
+            self.written
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .retain(|r| *r != ours);
+            return Err(e.into());
+        }
         Ok(seq)
     }
 }
