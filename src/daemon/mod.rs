@@ -104,7 +104,13 @@ async fn serve(config_path: &Path, loaded: config::Loaded, cache: config::Cache)
     let site = Arc::new(shared.site());
     let reports: Respond = {
         let tlsrpt = Arc::new(shared.tlsrpt());
-        Arc::new(move |req| Box::pin(crate::tlsrpt::receiver::respond(tlsrpt.clone(), req)))
+        Arc::new(move |req| {
+            let peer = req
+                .extensions()
+                .get::<crate::serve::listener::Peer>()
+                .map(|p| p.0);
+            Box::pin(crate::tlsrpt::receiver::respond(tlsrpt.clone(), req, peer))
+        })
     };
     let listener = |kind: Kind, conns: Arc<Conns>| Listener {
         kind,
