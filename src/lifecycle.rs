@@ -314,6 +314,27 @@ fn domain(
     }
 }
 
+/// At start: the domains the store has in service (served, not removed) when `config` serves
+/// none of them — a second, unrelated config on a shared store, which would retire them all
+/// (S3 of the hardening issue). Empty when the store serves nothing yet or shares a domain
+/// with `config`: replicas of one config, a rolling update among them included, always do.
+pub fn foreign_domains(config: &Config, history: &History) -> Vec<String> {
+    let ours: std::collections::HashSet<&str> =
+        config.domains.iter().map(|d| d.name.as_str()).collect();
+    let mut theirs = Vec::new();
+    for (name, h) in history.domains() {
+        if h.current().is_none() || h.missing().is_some() || h.withdrawn().is_some() {
+            continue;
+        }
+        if ours.contains(name) {
+            return Vec::new();
+        }
+        theirs.push(name.to_owned());
+    }
+    theirs.sort();
+    theirs
+}
+
 /// The store `[state]` names, for this replica.
 pub fn store_target(s: &crate::config::State) -> crate::state::store::Target {
     crate::state::store::Target {
@@ -423,6 +444,24 @@ mod tests {
             .chain(&out.withdraw)
             .find(|d| d.name.as_str() == name)
             .map(|d| (d, d.retiring))
+    }
+
+    #[test]
+    fn an_unrelated_config_is_told_apart_from_a_rolling_update() {
+        let mut h = History::in_memory();
+        assert!(foreign_domains(&config(&["x.example"]), &h).is_empty());
+        let first = run(&config(&["a.example", "b.example"]), &mut h, None, 1000);
+        // A replica of the same group, one version on: shares a.example.
+        assert!(foreign_domains(&config(&["a.example", "c.example"]), &h).is_empty());
+        // Another config: shares nothing.
+        assert_eq!(
+            foreign_domains(&config(&["x.example"]), &h),
+            ["a.example", "b.example"]
+        );
+        // Domains on their way out are not in service: a config that keeps the rest is ours.
+        let only_a = config(&["a.example"]);
+        run(&only_a, &mut h, Some(&first.domains), 1010);
+        assert_eq!(foreign_domains(&config(&["x.example"]), &h), ["a.example"]);
     }
 
     #[test]
