@@ -146,6 +146,18 @@ pub fn evaluate(
                 });
                 (now, withdraw_at)
             }
+            // Retired by a clock running behind (dated before times the history already
+            // held), and the clock is right again: the wait it scheduled would be over before
+            // RFC 8461 §8.3's max_age has really passed, so it counts again from now, once.
+            Some((at, withdraw_at)) if h.retired_behind().is_some_and(|mark| now >= mark) => {
+                let withdraw_at = now.saturating_add(withdraw_at.saturating_sub(at));
+                out.events.push(Event::Rescheduled {
+                    domain: name.into(),
+                    at: now,
+                    withdraw_at,
+                });
+                (now, withdraw_at)
+            }
             Some(r) => r,
             None if now < retire_at => {
                 let state = Retiring::Missing { since, retire_at };
@@ -314,6 +326,27 @@ fn domain(
     }
 }
 
+/// At start: the domains the store has in service (served, not removed) when `config` serves
+/// none of them — a second, unrelated config on a shared store, which would retire them all
+/// (S3 of the hardening issue). Empty when the store serves nothing yet or shares a domain
+/// with `config`: replicas of one config, a rolling update among them included, always do.
+pub fn foreign_domains(config: &Config, history: &History) -> Vec<String> {
+    let ours: std::collections::HashSet<&str> =
+        config.domains.iter().map(|d| d.name.as_str()).collect();
+    let mut theirs = Vec::new();
+    for (name, h) in history.domains() {
+        if h.current().is_none() || h.missing().is_some() || h.withdrawn().is_some() {
+            continue;
+        }
+        if ours.contains(name) {
+            return Vec::new();
+        }
+        theirs.push(name.to_owned());
+    }
+    theirs.sort();
+    theirs
+}
+
 /// The store `[state]` names, for this replica.
 pub fn store_target(s: &crate::config::State) -> crate::state::store::Target {
     crate::state::store::Target {
@@ -426,6 +459,24 @@ mod tests {
     }
 
     #[test]
+    fn an_unrelated_config_is_told_apart_from_a_rolling_update() {
+        let mut h = History::in_memory();
+        assert!(foreign_domains(&config(&["x.example"]), &h).is_empty());
+        let first = run(&config(&["a.example", "b.example"]), &mut h, None, 1000);
+        // A replica of the same group, one version on: shares a.example.
+        assert!(foreign_domains(&config(&["a.example", "c.example"]), &h).is_empty());
+        // Another config: shares nothing.
+        assert_eq!(
+            foreign_domains(&config(&["x.example"]), &h),
+            ["a.example", "b.example"]
+        );
+        // Domains on their way out are not in service: a config that keeps the rest is ours.
+        let only_a = config(&["a.example"]);
+        run(&only_a, &mut h, Some(&first.domains), 1010);
+        assert_eq!(foreign_domains(&config(&["x.example"]), &h), ["a.example"]);
+    }
+
+    #[test]
     fn a_removed_domain_is_served_then_retired_then_withdrawn() {
         let mut h = History::in_memory();
         let both = config(&["a.example", "b.example"]);
@@ -512,6 +563,89 @@ mod tests {
             .events
             .is_empty());
         assert!(state_of(&run(&only_a, &mut h, Some(&out.domains), 1700), "b.example").is_none());
+    }
+
+    /// S5 of the hardening issue: a clock 400 days behind while a domain is removed and
+    /// retired, corrected before the next start. The retirement, read back from the store
+    /// (SQLite) as a start reads it, is dated 400 days early; its §8.3 wait (600 s here)
+    /// counts again from the corrected clock, once, instead of being over at once.
+    #[tokio::test]
+    async fn a_retirement_recorded_behind_the_clock_waits_its_max_age_after_a_restart() {
+        use crate::state::store::{Store, Target, Writer};
+        const BEHIND: u64 = 400 * 86_400;
+        const T0: u64 = 1_000_000_000;
+        let mut h = History::in_memory();
+        let both = config(&["a.example", "b.example"]);
+        let first = run(&both, &mut h, None, T0);
+        let only_a = config(&["a.example"]);
+        let missing = run(&only_a, &mut h, Some(&first.domains), T0 - BEHIND);
+        let retired = run(&only_a, &mut h, Some(&missing.domains), T0 - BEHIND + 60);
+        assert_eq!(
+            state_of(&retired, "b.example").unwrap().1,
+            Some(Retiring::Retiring {
+                since: T0 - BEHIND + 60,
+                withdraw_at: T0 - BEHIND + 660
+            })
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let target = Target {
+            dir: dir.path().to_owned(),
+            url: None,
+            replica: "r".into(),
+        };
+        let writer = Writer::start(Store::open(&target).await.unwrap());
+        for ran in [&first, &missing, &retired] {
+            writer.record(&ran.events);
+        }
+        assert!(writer.flush(Duration::from_secs(10)).await);
+
+        // The next start, the clock right again.
+        let store = Store::open(&target).await.unwrap();
+        let mut h = store.load_history().await.unwrap().history;
+        let start = run(&only_a, &mut h, None, T0 + 10);
+        assert!(start.withdraw.is_empty());
+        assert_eq!(
+            state_of(&start, "b.example").unwrap().1,
+            Some(Retiring::Retiring {
+                since: T0 + 10,
+                withdraw_at: T0 + 610
+            })
+        );
+        assert!(run(&only_a, &mut h, Some(&start.domains), T0 + 20)
+            .events
+            .is_empty());
+        let later = run(&only_a, &mut h, Some(&start.domains), T0 + 609);
+        assert!(state_of(&later, "b.example").is_some());
+        assert!(state_of(
+            &run(&only_a, &mut h, Some(&later.domains), T0 + 610),
+            "b.example"
+        )
+        .is_none());
+    }
+
+    /// Replicas' clocks a few seconds apart never reschedule each other's retirements.
+    #[test]
+    fn a_retirement_a_little_behind_another_replicas_events_stands() {
+        let mut h = History::in_memory();
+        let both = config(&["a.example", "b.example"]);
+        let first = run(&both, &mut h, None, 1000);
+        let only_a = config(&["a.example"]);
+        // Another replica, its clock minutes ahead, recorded something at 1500.
+        h.record(&[Event::Present {
+            domain: "c.example".into(),
+            at: 1500,
+        }]);
+        let out = run(&only_a, &mut h, Some(&first.domains), 1070);
+        let out = run(&only_a, &mut h, Some(&out.domains), 1130);
+        assert!(out
+            .events
+            .iter()
+            .any(|e| matches!(e, Event::Retired { .. })));
+        for now in [1140, 1500, 1600, 1729] {
+            assert!(run(&only_a, &mut h, Some(&out.domains), now)
+                .events
+                .is_empty());
+        }
     }
 
     /// A removal dated ahead of the clock is past: the grace of `retire_after` is over.

@@ -490,6 +490,10 @@ pub struct Tlsrpt {
     /// is refused for now (503/75) until retention makes room.
     pub max_store_bytes: u64,
     pub max_reports: u64,
+    /// Per client address (IPv6: per /64), HTTPS POSTs at once, then one more per
+    /// `rate_refill` (a token bucket); past it 429.
+    pub rate_burst: u32,
+    pub rate_refill: Duration,
     /// For DKIM key lookups; `None`: the system's resolver.
     pub resolver: Option<SocketAddr>,
 }
@@ -506,6 +510,8 @@ impl Default for Tlsrpt {
             parse_budget_bytes: 32 * 1024 * 1024,
             max_store_bytes: 1 << 30,
             max_reports: 100_000,
+            rate_burst: 100,
+            rate_refill: Duration::from_secs(1),
             resolver: None,
         }
     }

@@ -107,7 +107,8 @@ pub fn commit(shared: &Shared, events: &[Event]) {
                 withdraw_at,
                 ..
             } => {
-                warn!(domain = %domain, withdraw_at, "retirement was recorded ahead of the clock (it ran ahead and was corrected): RFC 8461 §8.3's wait counts again from now")
+                let withdraw_at = crate::clock::rfc3339(*withdraw_at);
+                warn!(domain = %domain, %withdraw_at, "retirement was dated by a clock that jumped (ahead, or behind and since corrected): RFC 8461 §8.3's wait counts again from now")
             }
             Event::Withdrawn { domain, .. } => {
                 info!(domain = %domain, "retired domain withdrawn: no longer served")

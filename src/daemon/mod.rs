@@ -64,6 +64,59 @@ pub fn run(config_path: &Path) -> Result<u8> {
     runtime.block_on(serve(config_path, loaded, cache))
 }
 
+/// S3 of the hardening issue: a config that serves none of the domains the store has in
+/// service is a second, unrelated config on a shared store; refused at start, naming the
+/// configs that serve them, before it retires any. Else this start is recorded as theirs.
+async fn refuse_foreign(
+    store: &crate::state::store::Store,
+    history: &crate::state::history::History,
+    config: &config::Config,
+    config_path: &Path,
+) -> Result<()> {
+    let ours = config_path.display().to_string();
+    let foreign = crate::lifecycle::foreign_domains(config, history);
+    if !foreign.is_empty() {
+        let claims = store.claims().await.unwrap_or_default();
+        let by: Vec<String> = claims
+            .iter()
+            .filter(|c| c.replica != store.replica() || c.config != ours)
+            .map(|c| {
+                format!(
+                    "replica {:?} with {} (started {})",
+                    c.replica,
+                    c.config,
+                    crate::clock::rfc3339(c.started_at)
+                )
+            })
+            .collect();
+        let by = if by.is_empty() {
+            "another config".to_owned()
+        } else {
+            by.join(", ")
+        };
+        let shown = foreign
+            .iter()
+            .take(5)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(", ");
+        let more = match foreign.len() {
+            n if n > 5 => format!(" and {} more", n - 5),
+            _ => String::new(),
+        };
+        anyhow::bail!(
+            "refusing to start: the store ({}) has {} domains in service ({shown}{more}), served by {by}, and this config (replica {:?} with {ours}) serves none of them: two unrelated configs on one store retire each other's domains. Give this config its own [state] dir (or database); to replace every domain of one config, change it by a reload while serve runs, or keep one of its domains for this start",
+            crate::daemon::store::describe_short(&config.state),
+            foreign.len(),
+            store.replica(),
+        );
+    }
+    if let Err(e) = store.claim(&ours).await {
+        warn!(error = %e, "could not record this config in the store");
+    }
+    Ok(())
+}
+
 async fn serve(config_path: &Path, loaded: config::Loaded, cache: config::Cache) -> Result<u8> {
     let opened = tokio::time::timeout(OPEN_STORE, store::open(&loaded.config.state))
         .await
@@ -71,6 +124,7 @@ async fn serve(config_path: &Path, loaded: config::Loaded, cache: config::Cache)
         .and_then(|r| r.map_err(anyhow::Error::from))
         .with_context(|| store::describe(&loaded.config.state))?;
     let (store, seq) = (opened.store, opened.seq);
+    refuse_foreign(&store, &opened.history, &loaded.config, config_path).await?;
     let history = std::sync::Mutex::new(opened.history);
     let prepared = lifecycle::prepare(&history, loaded.config, None).map_err(anyhow::Error::msg)?;
     let mut warnings = loaded.warnings;
@@ -105,7 +159,13 @@ async fn serve(config_path: &Path, loaded: config::Loaded, cache: config::Cache)
     let site = Arc::new(shared.site());
     let reports: Respond = {
         let tlsrpt = Arc::new(shared.tlsrpt());
-        Arc::new(move |req| Box::pin(crate::tlsrpt::receiver::respond(tlsrpt.clone(), req)))
+        Arc::new(move |req| {
+            let peer = req
+                .extensions()
+                .get::<crate::serve::listener::Peer>()
+                .map(|p| p.0);
+            Box::pin(crate::tlsrpt::receiver::respond(tlsrpt.clone(), req, peer))
+        })
     };
     let listener = |kind: Kind, conns: Arc<Conns>| Listener {
         kind,

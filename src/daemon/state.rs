@@ -68,6 +68,8 @@ pub struct Shared {
     pub reports: Arc<std::sync::OnceLock<crate::tlsrpt::store::Store>>,
     /// Tells the TLS-RPT task that a reload may have added or changed `[tlsrpt]`.
     pub tlsrpt_wake: Arc<tokio::sync::Notify>,
+    /// Report POSTs per client address; shared by every listener, kept across reloads.
+    pub tlsrpt_limiter: Arc<crate::tlsrpt::ratelimit::Limiter>,
 }
 
 impl Shared {
@@ -111,6 +113,7 @@ impl Shared {
             drift_wake: tokio::sync::Notify::new(),
             reports: Arc::default(),
             tlsrpt_wake: Arc::default(),
+            tlsrpt_limiter: Arc::default(),
         };
         shared.publish_cert_metrics();
         Arc::new(shared)
@@ -134,6 +137,7 @@ impl Shared {
             history: self.history.clone(),
             metrics: self.metrics.tlsrpt.clone(),
             wake: self.tlsrpt_wake.clone(),
+            limiter: self.tlsrpt_limiter.clone(),
         }
     }
 

@@ -52,6 +52,14 @@ pub fn describe(state: &State) -> String {
     }
 }
 
+/// Which store, in a few words (never its URL).
+pub fn describe_short(state: &State) -> String {
+    match state.url {
+        Some(_) => "the PostgreSQL database of [state] url_env/url_file".into(),
+        None => format!("SQLite in {}", state.dir.display()),
+    }
+}
+
 /// Follows the store from `seq` on: another replica's events are applied, and the served
 /// state re-evaluated (a retirement step it took shows here too).
 pub fn follow(shared: &Arc<Shared>, store: Store, seq: i64) {

@@ -43,6 +43,8 @@ struct Inner {
 #[derive(Debug)]
 pub struct Slot {
     pub opened: Instant,
+    /// The client's address, as accepted.
+    pub peer: IpAddr,
     /// Milliseconds from `opened` to the last progress (0: none yet).
     progress_ms: AtomicU64,
     /// Requests answered on hyper's paths (the lean HTTP/1.1 server counts its own).
@@ -54,9 +56,10 @@ pub struct Slot {
 }
 
 impl Slot {
-    fn new() -> Slot {
+    fn new(peer: IpAddr) -> Slot {
         Slot {
             opened: Instant::now(),
+            peer,
             progress_ms: AtomicU64::new(0),
             requests: AtomicU64::new(0),
             evicted: AtomicBool::new(false),
@@ -155,7 +158,7 @@ impl Conns {
             conns: self.clone(),
             key,
             id: None,
-            slot: Arc::new(Slot::new()),
+            slot: Arc::new(Slot::new(peer)),
             permit: None,
         })
     }
@@ -333,7 +336,7 @@ mod tests {
 
     #[test]
     fn the_maxth_request_retires_the_connection() {
-        let s = Slot::new();
+        let s = Slot::new(ip("192.0.2.1"));
         assert!(!s.request(3));
         assert!(!s.request(3));
         assert!(s.request(3));

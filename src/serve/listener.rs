@@ -4,6 +4,7 @@
 //! listener are hyper's.
 
 use std::convert::Infallible;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -293,10 +294,14 @@ impl Listener {
                     .filter(|h| is_report_host(&site, Some(h)))
                     .map(str::to_owned);
                 let (mut response, unread) = match (other, report_host) {
-                    (Some(respond), _) if reports => limits.paced(respond, req, &slot).await,
+                    (Some(respond), _) if reports => {
+                        let req = with_peer(req, slot.peer, trusted);
+                        limits.paced(respond, req, &slot).await
+                    }
                     (Some(respond), _) => (respond(req.map(Body::unpaced)).await, false),
                     (None, Some(host)) => {
-                        limits.paced(receiver, with_host(req, &host), &slot).await
+                        let req = with_peer(with_host(req, &host), slot.peer, trusted);
+                        limits.paced(receiver, req, &slot).await
                     }
                     (None, None) => (
                         handler::respond(&site, http01, sni.as_deref(), trusted, &req),
@@ -353,6 +358,28 @@ impl Listener {
 /// Whether `host` is one of `[tlsrpt] hosts`.
 fn is_report_host(site: &Site, host: Option<&str>) -> bool {
     host.is_some_and(|h| site.live.load().tlsrpt_host(h).is_some())
+}
+
+/// The client address of a report request, a request extension for the receiver's per-sender
+/// limits: the peer's, or a trusted proxy's last `X-Forwarded-For` entry (the one it added).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Peer(pub IpAddr);
+
+fn with_peer<B>(mut req: Request<B>, peer: IpAddr, trusted: bool) -> Request<B> {
+    let forwarded = trusted
+        .then(|| req.headers().get_all("x-forwarded-for").iter().next_back())
+        .flatten()
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.rsplit(',').next())
+        .map(str::trim)
+        .and_then(|v| {
+            v.parse::<IpAddr>()
+                .ok()
+                .or_else(|| v.parse::<SocketAddr>().ok().map(|s| s.ip()))
+        });
+    let ip = forwarded.unwrap_or(peer).to_canonical();
+    req.extensions_mut().insert(Peer(ip));
+    req
 }
 
 /// `req` naming `host` alone (its `Host`, no authority in the target): the host the listener

@@ -54,6 +54,27 @@ pub enum Event {
     },
 }
 
+/// How far behind the history's latest time a retirement may be dated and still be
+/// trusted: replicas' clocks differ by seconds, and events of one evaluation are written in
+/// any order.
+const SLACK: u64 = 3600;
+
+impl Event {
+    /// When it happened by the clock of whoever recorded it (0: no time).
+    fn time(&self) -> u64 {
+        match self {
+            Event::Policy { .. } => 0,
+            Event::Served { at, .. }
+            | Event::Missing { at, .. }
+            | Event::Present { at, .. }
+            | Event::Retired { at, .. }
+            | Event::Rescheduled { at, .. }
+            | Event::Withdrawn { at, .. } => *at,
+            Event::Entry { first, last, .. } => last.unwrap_or(*first).max(*first),
+        }
+    }
+}
+
 /// A removed domain's `[dns]` settings, kept so that it can still be published and withdrawn.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SavedDns {
@@ -91,6 +112,9 @@ struct Gone {
     missing: Option<(u64, SavedDns)>,
     /// Since, withdraw at.
     retired: Option<(u64, u64)>,
+    /// The latest time the history held when `retired` was recorded, if over [`SLACK`] later
+    /// than its since: it was dated by a clock running behind (S5 of the hardening issue).
+    behind: Option<u64>,
     withdrawn: Option<u64>,
 }
 
@@ -111,6 +135,12 @@ impl DomainHistory {
 
     pub fn withdrawn(&self) -> Option<u64> {
         self.gone.as_ref()?.withdrawn
+    }
+
+    /// When the retirement was dated behind the history (its clock ran behind), the latest
+    /// time the history held then: before it, the retirement's times cannot be trusted.
+    pub fn retired_behind(&self) -> Option<u64> {
+        self.gone.as_ref()?.behind
     }
 
     fn push(&mut self, e: Entry) {
@@ -134,6 +164,8 @@ impl DomainHistory {
 pub struct History {
     bodies: HashMap<Arc<str>, Arc<str>>,
     domains: HashMap<Arc<str>, DomainHistory>,
+    /// The latest time of any event applied: a clock that reads earlier ran behind.
+    latest: u64,
 }
 
 impl History {
@@ -196,6 +228,8 @@ impl History {
     }
 
     pub fn apply(&mut self, e: &Event) {
+        let latest = self.latest;
+        self.latest = latest.max(e.time());
         match e {
             Event::Policy { id, body } => {
                 if !self.bodies.contains_key(&**id) {
@@ -249,6 +283,7 @@ impl History {
                 if let Some(d) = self.domains.get_mut(&**domain) {
                     if d.retired().is_none() && d.missing().is_some() {
                         d.gone().retired = Some((*at, *withdraw_at));
+                        d.gone().behind = (latest > at.saturating_add(SLACK)).then_some(latest);
                     }
                 }
             }
@@ -260,6 +295,7 @@ impl History {
                 if let Some(d) = self.domains.get_mut(&**domain) {
                     if d.retired().is_some() && d.withdrawn().is_none() {
                         d.gone().retired = Some((*at, *withdraw_at));
+                        d.gone().behind = (latest > at.saturating_add(SLACK)).then_some(latest);
                     }
                 }
             }

@@ -5,6 +5,7 @@ pub mod budget;
 pub mod mail;
 pub mod matching;
 pub mod metrics;
+pub mod ratelimit;
 pub mod receiver;
 mod report;
 pub mod status;
@@ -28,7 +29,7 @@ pub use untrusted::Untrusted;
 
 /// What the receiver and the store task share with the daemon, handed in by it: the live
 /// snapshot (hosts, domains, `[tlsrpt]`), the store once open, the id history (to match a
-/// report's policies to the ids we served) and the counters.
+/// report's policies to the ids we served), the counters and the per-sender rate limits.
 #[derive(Debug, Clone)]
 pub struct Shared {
     pub live: Arc<ArcSwap<Live>>,
@@ -38,6 +39,8 @@ pub struct Shared {
     pub metrics: metrics::TlsrptMetrics,
     /// Notified after each reload: `[tlsrpt]` may have been added or changed.
     pub wake: Arc<tokio::sync::Notify>,
+    /// HTTPS POSTs per client address (`[tlsrpt] rate_burst`, `rate_refill`).
+    pub limiter: Arc<ratelimit::Limiter>,
 }
 
 /// The store `[tlsrpt]` names, its SQLite file in `state_dir` (created when missing).

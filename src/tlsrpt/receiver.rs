@@ -2,6 +2,7 @@
 //! `[tlsrpt] path`, the body bounded before and after decompression, stored once.
 
 use std::io::Write;
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -12,6 +13,7 @@ use hyper::body::Body;
 use tracing::{debug, info, warn};
 
 use super::budget::PARSING;
+use super::ratelimit::Verdict;
 use super::report::Report;
 use super::store::{Source, StoreError, Stored};
 use super::{Shared, Untrusted};
@@ -34,6 +36,8 @@ pub enum Outcome {
     Unstorable,
     /// The store is down, full, or too many bytes are being parsed now: try later.
     Unavailable,
+    /// The client address sent more than `[tlsrpt] rate_burst` lately: try later.
+    RateLimited,
 }
 
 impl Outcome {
@@ -47,6 +51,7 @@ impl Outcome {
             Outcome::UnsupportedType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Outcome::UnknownDomain | Outcome::Unstorable => StatusCode::UNPROCESSABLE_ENTITY,
             Outcome::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Outcome::RateLimited => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 
@@ -61,12 +66,18 @@ impl Outcome {
             Outcome::UnknownDomain => "unknown_domain",
             Outcome::Unstorable => "unstorable",
             Outcome::Unavailable => "unavailable",
+            Outcome::RateLimited => "rate_limited",
         }
     }
 }
 
-/// Answers one request on a `[tlsrpt] hosts` connection.
-pub async fn respond<B>(shared: Arc<Shared>, req: Request<B>) -> Response<Full<Bytes>>
+/// Answers one request on a `[tlsrpt] hosts` connection from client address `peer` (the
+/// listener's; `None`: not limited).
+pub async fn respond<B>(
+    shared: Arc<Shared>,
+    req: Request<B>,
+    peer: Option<IpAddr>,
+) -> Response<Full<Bytes>>
 where
     B: Body<Data = Bytes> + Unpin,
     B::Error: std::fmt::Display,
@@ -95,6 +106,33 @@ where
         r.headers_mut()
             .insert(ALLOW, HeaderValue::from_static("POST"));
         return r;
+    }
+    // Before the body is read: a sender over its limit costs no parsing and no storage.
+    if let Some(peer) = peer {
+        let verdict = shared.limiter.check(
+            peer,
+            cfg.rate_burst,
+            cfg.rate_refill,
+            std::time::Instant::now(),
+        );
+        if let Verdict::Limited { retry_after, log } = verdict {
+            if log {
+                warn!(
+                    %peer,
+                    burst = cfg.rate_burst,
+                    refill = ?cfg.rate_refill,
+                    "TLS report POSTs over the rate limit: answered 429 (logged once a minute per address)"
+                );
+            }
+            shared.metrics.report(Outcome::RateLimited.label());
+            let mut r = text(
+                Outcome::RateLimited.status(),
+                "too many reports from this address; try again later\n".into(),
+            );
+            r.headers_mut()
+                .insert(RETRY_AFTER, HeaderValue::from(retry_after));
+            return r;
+        }
     }
     let (outcome, msg) = receive(&shared, &live, cfg, req).await;
     shared.metrics.report(outcome.label());

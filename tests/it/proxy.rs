@@ -397,3 +397,56 @@ async fn tls_reports_through_a_proxy_reach_the_receiver_on_the_plain_listener() 
         "{v}"
     );
 }
+
+/// A plain connection to `http` from `local` (a loopback address).
+async fn connect_from(local: Ipv4Addr, http: SocketAddr) -> TcpStream {
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.bind((local, 0).into()).unwrap();
+    let conn = sock.connect(http).await.unwrap().into_std().unwrap();
+    conn.set_nonblocking(false).unwrap();
+    conn.set_read_timeout(Some(DEADLINE)).unwrap();
+    conn
+}
+
+/// Issue 23 item 5 behind a proxy: the per-sender limit on report POSTs counts the trusted
+/// proxy's last `X-Forwarded-For` address, so two senders through one proxy have a bucket
+/// each; from any other peer the header is ignored, so a sender cannot step around its limit
+/// by naming another address.
+#[tokio::test(flavor = "multi_thread")]
+async fn report_rate_limits_count_the_sender_behind_a_trusted_proxy() {
+    let dir = ConfigDir::with_config(
+        "[server]\nhttps = []\nhttp = [\"127.0.0.1:0\"]\nadmin = \"127.0.0.1:0\"\n\
+         trusted_proxies = [\"127.0.0.2\"]\n\
+         [policy]\nmode = \"testing\"\nmx = [\"mail.example.org\"]\nmax_age = 86400\n\
+         [domains.\"example.org\"]\n\
+         [tlsrpt]\nhosts = [\"tlsrpt.example.org\"]\nretention = \"100000d\"\n\
+         rate_burst = 1\nrate_refill = \"1h\"\n\
+         [state]\ndir = \"state\"\n",
+    );
+    dir.check().assert_valid();
+    let d = Daemon::start(&dir.config_path());
+    d.wait_log("TLS-RPT store open");
+    let http = d.http.expect("a plain listener");
+    let send = |conn: &mut TcpStream, id: &str, forwarded_for: &str| {
+        let body = report(id);
+        let extra = format!("X-Forwarded-For: 203.0.113.9, {forwarded_for}\r\n");
+        exchange(conn, &post("tlsrpt.example.org", &extra, &body), &body)
+    };
+
+    // Through the trusted proxy: one bucket per forwarded sender.
+    let mut proxy = connect_from(Ipv4Addr::new(127, 0, 0, 2), http).await;
+    assert_eq!(send(&mut proxy, "xff-1", "192.0.2.1").0, 201);
+    let mut proxy = connect_from(Ipv4Addr::new(127, 0, 0, 2), http).await;
+    assert_eq!(send(&mut proxy, "xff-2", "192.0.2.1").0, 429);
+    let mut proxy = connect_from(Ipv4Addr::new(127, 0, 0, 2), http).await;
+    assert_eq!(send(&mut proxy, "xff-3", "192.0.2.2").0, 201);
+
+    // Another peer's header counts for nothing: its own address is limited.
+    let mut direct = connect_from(Ipv4Addr::new(127, 0, 0, 3), http).await;
+    assert_eq!(send(&mut direct, "xff-4", "192.0.2.3").0, 201);
+    let mut direct = connect_from(Ipv4Addr::new(127, 0, 0, 3), http).await;
+    assert_eq!(send(&mut direct, "xff-5", "192.0.2.4").0, 429);
+
+    let line = d.wait_log("over the rate limit");
+    assert!(line.contains("192.0.2.1"), "{line}");
+}

@@ -243,3 +243,93 @@ async fn a_retirement_decided_by_one_replica_is_the_others() {
     let s = b.status().await;
     assert_eq!(s["state"]["replica"], "b", "{s}");
 }
+
+/// A config of `domains` under example.org on the store `state` (a `[state]` line), as
+/// `replica`.
+fn group_config(dir: &ConfigDir, replica: &str, state: &str, domains: &[&str]) {
+    let mut text = format!(
+        "[server]\nhttps = [\"127.0.0.1:0\"]\nadmin = \"127.0.0.1:0\"\n\n\
+         [state]\n{state}\nreplica = \"{replica}\"\nretire_after = \"1s\"\nmax_retire = 10\n\n\
+         [tls]\nself_signed = true\n\n\
+         [policy]\nmode = \"testing\"\nmx = [\"mail.example.org\"]\nmax_age = 86400\n\n"
+    );
+    for d in domains {
+        text.push_str(&format!("[domains.\"{d}.example.org\"]\n"));
+    }
+    dir.write(crate::harness::MAIN, text);
+}
+
+/// `serve` on `dir`'s config, which must refuse to start: its exit code and stderr. Killed
+/// after a minute, so a start that is not refused fails the test instead of hanging it.
+fn refused_start(dir: &ConfigDir, env: &[(&str, &str)]) -> (Option<i32>, String) {
+    let bin = crate::harness::command().get_program().to_owned();
+    let mut cmd = std::process::Command::new("timeout");
+    cmd.args(["-s", "KILL", "60"])
+        .arg(bin)
+        .arg("--config")
+        .arg(dir.config_path())
+        .arg("serve")
+        .env("STATE_DIRECTORY", state_dir_for(&dir.config_path()))
+        .env_remove("MTA_STSD_CONFIG")
+        .env_remove("NOTIFY_SOCKET");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("running timeout(1) and mta-stsd");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// S3 of the hardening issue: a second config on A's store that serves none of A's domains
+/// is refused at start, naming both configs, before it records anything (A's domains keep
+/// their history, B's domain never gets one); a replica whose config shares a domain with A's
+/// (a rolling update: one added, one removed) starts, and serves.
+async fn unrelated_configs_on_one_store(state: &str, env: &[(&str, &str)]) {
+    let (da, db, dc) = (ConfigDir::new(), ConfigDir::new(), ConfigDir::new());
+    group_config(&da, "a", state, &["a", "b"]);
+    group_config(&db, "b", state, &["x"]);
+    group_config(&dc, "c", state, &["a", "c"]);
+    let hist_env: Vec<(&str, Option<&str>)> = env.iter().map(|(k, v)| (*k, Some(*v))).collect();
+    let a = Daemon::start_with(&da.config_path(), env);
+    let before = history(&da, "b.example.org", &hist_env);
+
+    let (code, stderr) = refused_start(&db, env);
+    assert_eq!(code, Some(1), "{stderr}");
+    for want in [
+        "refusing to start",
+        "a.example.org, b.example.org",
+        &format!("replica \"a\" with {}", da.config_path().display()),
+        &format!("replica \"b\" with {}", db.config_path().display()),
+    ] {
+        assert!(stderr.contains(want), "{want:?} missing from:\n{stderr}");
+    }
+    assert_eq!(history(&da, "b.example.org", &hist_env), before);
+    let s = a.status().await;
+    assert!(domain_status(&s, "x").is_none(), "{s}");
+
+    let c = Daemon::start_with(&dc.config_path(), env);
+    assert!(
+        !c.lines().iter().any(|l| l.contains("refusing")),
+        "{:?}",
+        c.lines()
+    );
+    let s = c.status().await;
+    assert!(domain_status(&s, "c").is_some(), "{s}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue23_s3_an_unrelated_config_on_one_sqlite_dir_is_refused() {
+    let shared = tempfile::tempdir().unwrap();
+    let state = format!("dir = \"{}\"", shared.path().display());
+    unrelated_configs_on_one_store(&state, &[]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue23_s3_an_unrelated_config_on_one_postgresql_is_refused() {
+    let pg = Postgres::start();
+    let url = pg.url();
+    let state = format!("url_env = \"{URL_ENV}\"");
+    unrelated_configs_on_one_store(&state, &[(URL_ENV, &url)]).await;
+}

@@ -43,6 +43,26 @@ fn tlsrpt_budget_and_quotas() {
     out.assert_error_count(3);
 }
 
+/// Issue 23 item 5: the per-sender rate limit's keys, taken as README writes them; a burst
+/// of 0 (no report ever taken) and a refill of 0 (no limit at all) are errors at their place.
+#[test]
+fn tlsrpt_rate_limit_keys() {
+    let ok = format!("{BASE}\n[tlsrpt]\nrate_burst = 100\nrate_refill = \"1s\"\n");
+    ConfigDir::with_config(&ok).check().assert_status(0);
+    let text = format!("{BASE}\n[tlsrpt]\nrate_burst = 0\nrate_refill = \"0s\"\n");
+    let d = ConfigDir::with_config(&text);
+    let out = d.check();
+    out.assert_status(1);
+    let at = |s| pos1(&text, s);
+    out.assert_error(
+        &d.config_path(),
+        at("0\nrate_refill"),
+        "`rate_burst` must be positive",
+    );
+    out.assert_error(&d.config_path(), at("\"0s\""), "`rate_refill`");
+    out.assert_error_count(2);
+}
+
 #[test]
 fn tlsrpt_postgres_url_from_env_or_file_never_inline() {
     let text = format!("{BASE}\n[tlsrpt]\nstore = \"postgres\"\nurl_env = \"TEST_TLSRPT_URL\"\n");

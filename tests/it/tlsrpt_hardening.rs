@@ -415,3 +415,77 @@ async fn issue23_unstorable_report_by_mail_is_dropped() {
         out.stderr
     );
 }
+
+/// Item 5, per-sender rate limits: one loopback address past `rate_burst` gets 429 with
+/// `Retry-After` before its body is read, counted and logged once; a second address
+/// (127.0.0.2) is still answered, and policy fetches from the limited address too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue23_report_posts_are_rate_limited_per_address() {
+    let ca = TestCa::new();
+    let dir = setup(&ca, "rate_burst = 3\nrate_refill = \"1h\"");
+    let d = start(&dir, &[]);
+    let first = Poster::from(&ca, &d, false, Some("127.0.0.1".parse().unwrap()));
+    let second = Poster::from(&ca, &d, true, Some("127.0.0.2".parse().unwrap()));
+    let ok = policy("example.org", 5, 0);
+    let day = |i: u32| format!("2024-10-{:02}", i + 1);
+
+    for i in 0..3 {
+        let r = report(&format!("first-{i}"), "First", &day(i), &ok);
+        let (s, text) = first.post(JSON, r.into_bytes()).await;
+        assert_eq!(s, StatusCode::CREATED, "{text}");
+    }
+    for i in 3..6 {
+        let r = report(&format!("first-{i}"), "First", &day(i), &ok);
+        let resp = first
+            .client
+            .post(&first.url)
+            .header("content-type", JSON)
+            .body(r)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
+        // One token an hour: the wait is most of it.
+        let retry: u64 = resp.headers()["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!((3000..=3600).contains(&retry), "Retry-After: {retry}");
+    }
+
+    // Another address has a bucket of its own: stored, then a duplicate.
+    let r = report("second-0", "Second", &day(0), &ok);
+    let (s, text) = second.post(JSON, r.clone().into_bytes()).await;
+    assert_eq!(s, StatusCode::CREATED, "{text}");
+    let (s, text) = second.post(JSON, r.into_bytes()).await;
+    assert_eq!(s, StatusCode::OK, "{text}");
+
+    // Policy fetches from the limited address are not reports: served.
+    let port = d.https.unwrap().port();
+    let policy = first
+        .client
+        .get(format!(
+            "https://mta-sts.example.org:{port}/.well-known/mta-sts.txt"
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(policy.status(), StatusCode::OK);
+
+    let m = d.metrics().await;
+    assert!(
+        m.contains("mta_stsd_tlsrpt_reports_total{result=\"rate_limited\"} 3\n")
+            && m.contains("mta_stsd_tlsrpt_reports_total{result=\"stored\"} 4\n"),
+        "{m}"
+    );
+    // Logged once for three refusals, naming the address.
+    d.wait_log("over the rate limit");
+    let logged: Vec<String> = d
+        .lines()
+        .into_iter()
+        .filter(|l| l.contains("over the rate limit"))
+        .collect();
+    assert_eq!(logged.len(), 1, "{logged:?}");
+    assert!(logged[0].contains("127.0.0.1"), "{logged:?}");
+}

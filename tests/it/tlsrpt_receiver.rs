@@ -84,12 +84,17 @@ pub fn start(dir: &ConfigDir, env: &[(&str, &str)]) -> Daemon {
 }
 
 pub struct Poster {
-    client: reqwest::Client,
-    url: String,
+    pub client: reqwest::Client,
+    pub url: String,
 }
 
 impl Poster {
     pub fn new(ca: &TestCa, d: &Daemon, http1: bool) -> Poster {
+        Poster::from(ca, d, http1, None)
+    }
+
+    /// A poster whose connections come from `local` (a loopback address), else the default.
+    pub fn from(ca: &TestCa, d: &Daemon, http1: bool, local: Option<std::net::IpAddr>) -> Poster {
         let addr = d.https.unwrap();
         let mut tls = ca.client_config();
         tls.alpn_protocols = if http1 {
@@ -104,6 +109,9 @@ impl Poster {
             .timeout(std::time::Duration::from_secs(60));
         if http1 {
             b = b.http1_only();
+        }
+        if let Some(ip) = local {
+            b = b.local_address(ip);
         }
         for n in NAMES {
             b = b.resolve(n, addr);

@@ -22,6 +22,8 @@ keys! {
         ParseBudgetBytes = "parse_budget_bytes",
         MaxStoreBytes = "max_store_bytes",
         MaxReports = "max_reports",
+        RateBurst = "rate_burst",
+        RateRefill = "rate_refill",
         Resolver = "resolver",
     }
 }
@@ -116,6 +118,23 @@ impl Reader<'_> {
                         None => ok = false,
                     }
                 }
+                Some(Key::RateBurst) => match self.integer(kname, v) {
+                    Some(n) if n.value > 0 && n.value <= i64::from(u32::MAX) => {
+                        t.rate_burst = n.value as u32
+                    }
+                    Some(n) => {
+                        self.problems.error(
+                            n.at,
+                            "`rate_burst` must be positive (POSTs one address may send at once)",
+                        );
+                        ok = false;
+                    }
+                    None => ok = false,
+                },
+                Some(Key::RateRefill) => match self.duration(kname, v) {
+                    Some(d) => t.rate_refill = d,
+                    None => ok = false,
+                },
                 Some(Key::Resolver) => {
                     t.resolver = self.string(kname, v).and_then(|s| {
                         let with_port = if s.value.parse::<std::net::IpAddr>().is_ok() {

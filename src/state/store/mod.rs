@@ -13,6 +13,7 @@
 //! round trips, which the pooler may give to two server connections outside a transaction;
 //! migrations run without sqlx's session-level advisory lock.
 
+mod configs;
 mod import;
 mod lease;
 mod migrate;
@@ -27,6 +28,7 @@ use mta_stsd_providers::Secret;
 use sqlx::any::AnyPoolOptions;
 use sqlx::AnyPool;
 
+pub use configs::Claim;
 pub use lease::{zone_job, Held, Lease};
 pub use read::{Loaded, Rows};
 pub use write::Writer;
