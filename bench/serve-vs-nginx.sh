@@ -172,6 +172,10 @@ max_connections_per_ip = 1000000
 [tls]
 certs = [{ cert = "$TMP/cert.pem", key = "$TMP/key.pem" }]
 
+# Its own store: never /var/lib/mta-stsd, which another build may have migrated further.
+[state]
+dir = "$TMP/state"
+
 [policy]
 mode = "enforce"
 mx = ["mail.example.org", "*.mx.example.net"]
@@ -225,6 +229,7 @@ if [ "$DOMAINS" -gt 0 ]; then
     {
         printf '[server]\nhttps = []\nhttp = ["127.0.0.1:%s"]\nadmin = "127.0.0.1:%s"\n' "$MH_PORT" "$ADMIN_PORT"
         printf 'idle_timeout = "300s"\nmax_connections_per_ip = 1000000\n\n'
+        printf '[state]\ndir = "%s"\n\n' "$TMP/state-many"
         printf '[policy]\nmode = "enforce"\nmx = ["mail.example.org", "*.mx.example.net"]\nmax_age = 604800\n\n'
         for i in $(seq "$DOMAINS"); do printf '[domains."d%s.example"]\n' "$i"; done
     } >"$TMP/many.toml"
