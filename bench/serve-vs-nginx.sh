@@ -19,10 +19,18 @@
 #                    growth of the server's VmRSS divided by the connections still open
 #                    gives kB per idle TLS connection (lower is better).
 #
+#     4. many domains  a fresh server with DOMAINS (1000) domains on a plain-HTTP listener (TLS
+#                    ended by a proxy in front; over TLS the 421 check ties a connection to its
+#                    SNI's domain), keep-alive, each request naming the next Host of a cycle of
+#                    DOMAINS served names and 9 % unknown ones (404 from both servers): requests
+#                    per server-CPU-second. nginx serves one directory per host (root .../$host).
+#
 #   Printed: a table of metric, nginx, mta-stsd and the ratio mta-stsd/nginx, with the goals
-#   of the performance issue: >= 1.3x nginx keep-alive requests per server-CPU-second,
-#   >= 1.5x nginx full handshakes per server-CPU-second, and no more memory per idle
-#   connection than nginx (ratio <= 1.0).
+#   of the performance issue (27): >= 2.2x nginx keep-alive requests per server-CPU-second,
+#   >= 2.4x nginx full handshakes per server-CPU-second, >= 2.2x with many domains, and
+#   under 10 kB per idle TLS connection.
+#   BEFORE=path/to/an/older/mta-stsd runs that binary too, in the same run and the same way
+#   (its column and ratio printed beside this build's), for a before/after from one run.
 #   An extra keep-alive run uses nginx with `open_file_cache` (otherwise nginx does
 #   open/fstat/pread/close of the policy file on every request, ~5 of its ~7 syscalls per
 #   request), the stricter baseline for the first goal (NGINX_OFC=0 skips it).
@@ -58,7 +66,10 @@
 #   DURATION=5 IDLE_CONNS=1000 bench/serve-vs-nginx.sh      # shorter
 #   NO_BUILD=1 bench/serve-vs-nginx.sh                       # use the existing release binary
 #   RESUME_INFO=0 bench/serve-vs-nginx.sh                    # skip the informational phase
-#   PORT_BASE=28440 (default) uses PORT_BASE+3 (mta-stsd), +4 (nginx), +5 (mta-stsd admin).
+#   BEFORE=/tmp/old/mta-stsd bench/serve-vs-nginx.sh          # an older build beside this one
+#   DOMAINS=0 bench/serve-vs-nginx.sh                        # skip the many-domain phase
+#   PORT_BASE=28440 (default) uses PORT_BASE+3 (mta-stsd), +4 (nginx), +5 (mta-stsd admin),
+#   +6 (mta-stsd plain HTTP), +7 (nginx plain HTTP).
 #
 #   Loopback only. Every phase is bounded: about 25 + 7*DURATION seconds (about 1m40s with
 #   the defaults) plus at most QUIET_WAIT seconds of waiting, plus the build. Everything it
@@ -75,10 +86,14 @@ CONNS="${CONNS:-50}"
 IDLE_CONNS="${IDLE_CONNS:-2000}"
 RESUME_INFO="${RESUME_INFO:-1}"
 NGINX_OFC="${NGINX_OFC:-1}"
+DOMAINS="${DOMAINS:-1000}"
+BEFORE="${BEFORE:-}"
 PORT_BASE="${PORT_BASE:-28440}"
 M_PORT=$((PORT_BASE + 3))
 N_PORT=$((PORT_BASE + 4))
 ADMIN_PORT=$((PORT_BASE + 5))
+MH_PORT=$((PORT_BASE + 6))
+NH_PORT=$((PORT_BASE + 7))
 HOST=mta-sts.example.org
 PATH_=/.well-known/mta-sts.txt
 SERVER_CPU=0
@@ -115,8 +130,12 @@ if [ -z "${NO_BUILD:-}" ]; then
     cargo build --release --locked >&2
 fi
 [ -x "$BIN" ] || die "$BIN not found (run without NO_BUILD)"
+[ -z "$BEFORE" ] || [ -x "$BEFORE" ] || die "BEFORE=$BEFORE is not an executable"
+SERVERS=(nginx)
+[ -z "$BEFORE" ] || SERVERS+=(before)
+SERVERS+=(mta-stsd)
 
-for p in "$M_PORT" "$N_PORT" "$ADMIN_PORT"; do
+for p in "$M_PORT" "$N_PORT" "$ADMIN_PORT" "$MH_PORT" "$NH_PORT"; do
     if ss -Hltn "sport = :$p" | grep -q .; then die "port $p is in use (set PORT_BASE)"; fi
 done
 
@@ -152,6 +171,10 @@ max_connections_per_ip = 1000000
 
 [tls]
 certs = [{ cert = "$TMP/cert.pem", key = "$TMP/key.pem" }]
+
+# Its own store: never /var/lib/mta-stsd, which another build may have migrated further.
+[state]
+dir = "$TMP/state"
 
 [policy]
 mode = "enforce"
@@ -200,6 +223,43 @@ EOF
 sed 's|^    keepalive_timeout 300s;|&\n    open_file_cache max=64 inactive=60s;\n    open_file_cache_valid 60s;|' \
     "$TMP/nginx.conf" >"$TMP/nginx-ofc.conf"
 grep -q open_file_cache "$TMP/nginx-ofc.conf" || die "could not write the open_file_cache variant"
+
+# The many-domain phase: DOMAINS served names on plain HTTP, every one with the same policy.
+if [ "$DOMAINS" -gt 0 ]; then
+    {
+        printf '[server]\nhttps = []\nhttp = ["127.0.0.1:%s"]\nadmin = "127.0.0.1:%s"\n' "$MH_PORT" "$ADMIN_PORT"
+        printf 'idle_timeout = "300s"\nmax_connections_per_ip = 1000000\n\n'
+        printf '[state]\ndir = "%s"\n\n' "$TMP/state-many"
+        printf '[policy]\nmode = "enforce"\nmx = ["mail.example.org", "*.mx.example.net"]\nmax_age = 604800\n\n'
+        for i in $(seq "$DOMAINS"); do printf '[domains."d%s.example"]\n' "$i"; done
+    } >"$TMP/many.toml"
+    "$BIN" --config "$TMP/many.toml" check >/dev/null 2>"$TMP/check.err" ||
+        { cat "$TMP/check.err" >&2; die "mta-stsd check of the many-domain config failed"; }
+    for i in $(seq "$DOMAINS"); do
+        mkdir -p "$TMP/www-many/mta-sts.d$i.example/.well-known"
+        ln "$TMP/www/.well-known/mta-sts.txt" "$TMP/www-many/mta-sts.d$i.example/.well-known/mta-sts.txt"
+    done
+    sed -e "s|^        listen 127.0.0.1:$N_PORT ssl;|        listen 127.0.0.1:$NH_PORT;|" \
+        -e '/^        ssl_/d' -e '/^        server_name /d' \
+        -e "s|^        root $TMP/www;|        root $TMP/www-many/\$host;|" "$TMP/nginx.conf" >"$TMP/nginx-many.conf"
+    grep -q 'www-many/\$host' "$TMP/nginx-many.conf" || die "could not write the many-domain nginx config"
+    # Every 11th name is unknown to both (9 %): 404.
+    cat >"$TMP/many.lua" <<EOF
+local reqs, i = {}, 0
+init = function(args)
+    for n = 1, $DOMAINS do
+        reqs[#reqs + 1] = wrk.format(nil, nil, { Host = "mta-sts.d" .. n .. ".example" })
+        if n % 10 == 0 then
+            reqs[#reqs + 1] = wrk.format(nil, nil, { Host = "mta-sts.u" .. n .. ".example" })
+        end
+    end
+end
+request = function()
+    i = i % #reqs + 1
+    return reqs[i]
+end
+EOF
+fi
 
 # --- wrk helpers: the LD_PRELOAD shim and the Connection: close script ----------------------------
 # SSL_connect: count full/resumed handshakes. SSL_clear (wrk's reconnect path): optionally drop
@@ -309,23 +369,32 @@ for s in conns:
 EOF
 
 # --- server control and measurement -------------------------------------------------------------------
-start_server() { # name (mta-stsd, nginx, nginx-ofc) -> sets SRV_PID
-    local name=$1 port
-    if [ "$name" = mta-stsd ]; then
-        port=$M_PORT
-        TOKIO_WORKER_THREADS=1 taskset -c "$SERVER_CPU" \
-            "$BIN" --config "$TMP/mta-stsd.toml" serve >>"$TMP/mta-stsd.log" 2>&1 &
-    else
-        port=$N_PORT
-        taskset -c "$SERVER_CPU" "$NGINX" -p "$TMP" -e "$TMP/nginx-error.log" \
-            -c "$TMP/$name.conf" >>"$TMP/nginx.out" 2>&1 &
-    fi
+start_server() { # name (mta-stsd, before, nginx, nginx-ofc) [many] -> sets SRV_PID
+    local name=$1 many=${2:-} port url bin
+    case "$name" in
+        mta-stsd | before)
+            port=$M_PORT
+            bin=$BIN
+            [ "$name" = mta-stsd ] || bin=$BEFORE
+            TOKIO_WORKER_THREADS=1 taskset -c "$SERVER_CPU" \
+                "$bin" --config "$TMP/${many:-mta-stsd}.toml" serve >>"$TMP/mta-stsd.log" 2>&1 &
+            [ -z "$many" ] || port=$MH_PORT
+            ;;
+        *)
+            port=$N_PORT
+            [ -z "$many" ] || { port=$NH_PORT; name=nginx-many; }
+            taskset -c "$SERVER_CPU" "$NGINX" -p "$TMP" -e "$TMP/nginx-error.log" \
+                -c "$TMP/$name.conf" >>"$TMP/nginx.out" 2>&1 &
+            ;;
+    esac
     SRV_PID=$!
     PIDS+=("$SRV_PID")
+    url="https://$HOST:$port$PATH_"
+    [ -z "$many" ] || url="http://mta-sts.d1.example:$port$PATH_"
     local i
     for i in $(seq 100); do
         if curl -sf -o /dev/null --cacert "$TMP/cert.pem" --resolve "$HOST:$port:127.0.0.1" \
-            "https://$HOST:$port$PATH_"; then
+            --resolve "mta-sts.d1.example:$port:127.0.0.1" "$url"; then
             return 0
         fi
         kill -0 "$SRV_PID" 2>/dev/null || break
@@ -367,17 +436,18 @@ wait_quiet() {
 
 declare -A R
 NOISY=()
-run_wrk() { # name phase port resume(0|1) [wrk args...]
-    local name=$1 phase=$2 port=$3 resume=$4
+run_wrk() { # name phase port resume(0|1) [wrk args...]; the many phase: plain HTTP, 404s allowed
+    local name=$1 phase=$2 port=$3 resume=$4 scheme=https
     shift 4
     local out="$TMP/wrk.$name.$phase" t0 t1 c0 c1 s0 s1
+    [ "$phase" != many ] || scheme=http
     wait_quiet
     t0=$(cpu_ticks "$SRV_PID")
     read -r c0 _ < <(cpu_busy "$CLIENT_CPU")
     read -r s0 _ < <(cpu_busy "$SERVER_CPU")
     SHIM_OUT="$out.tls" SHIM_SNI="$HOST" SHIM_NO_RESUME=$((1 - resume)) LD_PRELOAD="$TMP/shim.so" \
         taskset -c "$CLIENT_CPU" wrk -t1 -c"$CONNS" -d"${DURATION}s" --timeout 5s \
-        -H "Host: $HOST" "$@" "https://127.0.0.1:$port$PATH_" >"$out" 2>&1 ||
+        -H "Host: $HOST" "$@" "$scheme://127.0.0.1:$port$PATH_" >"$out" 2>&1 ||
         { cat "$out" >&2; die "wrk failed against $name"; }
     t1=$(cpu_ticks "$SRV_PID")
     read -r c1 _ < <(cpu_busy "$CLIENT_CPU")
@@ -387,9 +457,11 @@ run_wrk() { # name phase port resume(0|1) [wrk args...]
     secs=$(awk '/requests in/ { sub(/s,$/, "", $4); print $4 }' "$out")
     non2xx=$(awk -F': *' '/Non-2xx/ { print $2 }' "$out")
     errs=$(awk '/Socket errors/ { gsub(/,/, ""); print $4 + $6 + $8 + $10 }' "$out")
-    read -r full resumed <"$out.tls"
+    full=0 resumed=0
+    [ ! -s "$out.tls" ] || read -r full resumed <"$out.tls"
     [ -n "$reqs" ] && [ "$reqs" -gt 0 ] || { cat "$out" >&2; die "no requests against $name"; }
-    [ "${non2xx:-0}" = 0 ] || { cat "$out" >&2; die "$name: $non2xx non-2xx responses"; }
+    R[$name,$phase,non2xx]=${non2xx:-0}
+    [ "${non2xx:-0}" = 0 ] || [ "$phase" = many ] || { cat "$out" >&2; die "$name: $non2xx non-2xx responses"; }
     R[$name,$phase,reqs]=$reqs
     R[$name,$phase,cpu]=$(awk -v a="$t0" -v b="$t1" -v hz="$HZ" 'BEGIN { printf "%.2f", (b - a) / hz }')
     R[$name,$phase,rps]=$(awk -v r="$reqs" -v s="$secs" 'BEGIN { printf "%.0f", r / s }')
@@ -410,7 +482,7 @@ run_wrk() { # name phase port resume(0|1) [wrk args...]
 
 # --- checks before measuring -------------------------------------------------------------------------
 say "checking both servers answer the same"
-for name in nginx mta-stsd; do
+for name in "${SERVERS[@]}"; do
     start_server "$name"
     port=$([ "$name" = nginx ] && echo "$N_PORT" || echo "$M_PORT")
     info=$(curl -sS --http1.1 --tlsv1.3 --cacert "$TMP/cert.pem" --resolve "$HOST:$port:127.0.0.1" \
@@ -427,7 +499,7 @@ for name in nginx mta-stsd; do
 done
 
 # --- the phases --------------------------------------------------------------------------------------
-for name in nginx mta-stsd; do
+for name in "${SERVERS[@]}"; do
     port=$([ "$name" = nginx ] && echo "$N_PORT" || echo "$M_PORT")
     say "$name (pinned to CPU $SERVER_CPU), client on CPU $CLIENT_CPU"
     start_server "$name"
@@ -448,6 +520,13 @@ for name in nginx mta-stsd; do
     R[$name,kb_conn]=$(awk -v a="$before" -v b="$after" -v n="$alive" 'BEGIN { printf "%.1f", (b - a) / n }')
     say "  idle: $alive of $IDLE_CONNS connections open (opened in ${opened}s), VmRSS $before -> $after kB"
     stop_server
+
+    if [ "$DOMAINS" -gt 0 ]; then
+        start_server "$name" many
+        port=$([ "$name" = nginx ] && echo "$NH_PORT" || echo "$MH_PORT")
+        run_wrk "$name" many "$port" 1 -s "$TMP/many.lua"
+        stop_server
+    fi
 done
 if [ "$NGINX_OFC" = 1 ]; then
     say "nginx-ofc (nginx plus open_file_cache), keep-alive only"
@@ -457,34 +536,57 @@ if [ "$NGINX_OFC" = 1 ]; then
 fi
 
 # --- report ---------------------------------------------------------------------------------------------
-row() { # metric nginx mta-stsd goal(>=x, <=x or -)
-    local ratio verdict=""
-    ratio=$(awk -v n="$2" -v m="$3" 'BEGIN { if (n > 0) printf "%.2f", m / n; else print "-" }')
-    case "$4" in
-        ">="*) verdict=$(awk -v r="$ratio" -v g="${4#>=}" 'BEGIN { print (r >= g ? "met" : "MISSED") " (goal >= " g ")" }') ;;
-        "<="*) verdict=$(awk -v r="$ratio" -v g="${4#<=}" 'BEGIN { print (r <= g ? "met" : "MISSED") " (goal <= " g ", lower is better)" }') ;;
+row() { # metric nginx [before] mta-stsd goal(>=x, <=x, <x or -); before only with BEFORE
+    local n=$2 b="" m=$3 goal=$4 ratio bratio="" verdict=""
+    if [ -n "$BEFORE" ]; then b=$3; m=$4; goal=$5; fi
+    ratio=$(awk -v n="$n" -v m="$m" 'BEGIN { if (n > 0) printf "%.2f", m / n; else print "-" }')
+    [ -z "$BEFORE" ] || bratio=$(awk -v n="$n" -v m="$b" 'BEGIN { if (n > 0) printf "%.2f", m / n; else print "-" }')
+    case "$goal" in
+        ">="*) verdict=$(awk -v r="$ratio" -v g="${goal#>=}" 'BEGIN { print (r >= g ? "met" : "MISSED") " (goal >= " g ")" }') ;;
+        "<="*) verdict=$(awk -v r="$ratio" -v g="${goal#<=}" 'BEGIN { print (r <= g ? "met" : "MISSED") " (goal <= " g ", lower is better)" }') ;;
+        "<"*) verdict=$(awk -v v="$m" -v g="${goal#<}" 'BEGIN { print (v < g ? "met" : "MISSED") " (goal < " g ", the value itself)" }') ;;
     esac
-    printf '%-44s %12s %12s %8s  %s\n' "$1" "$2" "$3" "$ratio" "$verdict"
+    if [ -n "$BEFORE" ]; then
+        printf '%-48s %10s %10s %10s %6s %6s  %s\n' "$1" "$n" "$b" "$m" "$bratio" "$ratio" "$verdict"
+    else
+        printf '%-48s %12s %12s %8s  %s\n' "$1" "$n" "$m" "$ratio" "$verdict"
+    fi
+}
+rowk() { # metric key goal: the row of R[<server>,key] for every server, nginx first
+    local s vals=()
+    for s in "${SERVERS[@]}"; do vals+=("${R[$s,$2]:-}"); done
+    row "$1" "${vals[@]}" "$3"
 }
 echo
-printf '%-44s %12s %12s %8s\n' "metric" "nginx" "mta-stsd" "ratio"
-printf '%-44s %12s %12s %8s\n' "" "" "" "m/n"
-row "keep-alive requests per server-CPU-second" "${R[nginx,keepalive,per_cpu]}" "${R[mta-stsd,keepalive,per_cpu]}" ">=1.3"
-row "keep-alive requests per second" "${R[nginx,keepalive,rps]}" "${R[mta-stsd,keepalive,rps]}" -
-if [ "$NGINX_OFC" = 1 ]; then
-    row "  req/server-CPU-s, nginx with open_file_cache" "${R[nginx-ofc,keepalive,per_cpu]}" "${R[mta-stsd,keepalive,per_cpu]}" ">=1.3"
+if [ -n "$BEFORE" ]; then
+    printf '%-48s %10s %10s %10s %6s %6s\n' "metric" "nginx" "before" "mta-stsd" "b/n" "m/n"
+else
+    printf '%-48s %12s %12s %8s\n' "metric" "nginx" "mta-stsd" "ratio"
+    printf '%-48s %12s %12s %8s\n' "" "" "" "m/n"
 fi
-row "  server CPU busy during it (%)" "${R[nginx,keepalive,busy]}" "${R[mta-stsd,keepalive,busy]}" -
-row "full handshakes per server-CPU-second" "${R[nginx,handshake,per_cpu]}" "${R[mta-stsd,handshake,per_cpu]}" ">=1.5"
-row "full handshakes per second" "${R[nginx,handshake,rps]}" "${R[mta-stsd,handshake,rps]}" -
-row "  server CPU busy during it (%)" "${R[nginx,handshake,busy]}" "${R[mta-stsd,handshake,busy]}" -
-row "kB per idle TLS connection" "${R[nginx,kb_conn]}" "${R[mta-stsd,kb_conn]}" "<=1.0"
-row "  VmRSS before the idle connections (kB)" "${R[nginx,rss0]}" "${R[mta-stsd,rss0]}" -
+rowk "keep-alive requests per server-CPU-second" keepalive,per_cpu ">=2.2"
+rowk "keep-alive requests per second" keepalive,rps -
+if [ "$NGINX_OFC" = 1 ]; then
+    R[nginx,ofc]=${R[nginx-ofc,keepalive,per_cpu]}
+    for s in "${SERVERS[@]:1}"; do R[$s,ofc]=${R[$s,keepalive,per_cpu]}; done
+    rowk "  req/server-CPU-s, nginx with open_file_cache" ofc ">=2.2"
+fi
+rowk "  server CPU busy during it (%)" keepalive,busy -
+rowk "full handshakes per server-CPU-second" handshake,per_cpu ">=2.4"
+rowk "full handshakes per second" handshake,rps -
+rowk "  server CPU busy during it (%)" handshake,busy -
+if [ "$DOMAINS" -gt 0 ]; then
+    rowk "$DOMAINS domains, Host cycling: req/server-CPU-s" many,per_cpu ">=2.2"
+    rowk "  non-2xx answers (the unknown hosts)" many,non2xx -
+fi
+rowk "kB per idle TLS connection" kb_conn "<10"
+rowk "  VmRSS before the idle connections (kB)" rss0 -
 echo
 echo "setup: ${CONNS} connections, ${DURATION}s per load phase, ${IDLE_CONNS} idle connections;" \
     "servers on CPU $SERVER_CPU, client on CPU $CLIENT_CPU ($(nproc) CPUs)"
 echo "TLS: nginx ${R[nginx,tls]}; mta-stsd ${R[mta-stsd,tls]}"
 echo "threads at start: nginx ${R[nginx,threads]}, mta-stsd ${R[mta-stsd,threads]} (TOKIO_WORKER_THREADS=1)"
+[ -z "$BEFORE" ] || echo "before: $BEFORE"
 echo "client CPU $CLIENT_CPU busy: keep-alive ${R[nginx,keepalive,client]}% / ${R[mta-stsd,keepalive,client]}%," \
     "handshakes ${R[nginx,handshake,client]}% / ${R[mta-stsd,handshake,client]}% (nginx / mta-stsd)"
 if [ "$RESUME_INFO" = 1 ]; then

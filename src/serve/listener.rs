@@ -133,12 +133,12 @@ impl Listener {
                 // idle connection is no bigger than that state needs.
                 let handshake = Box::pin(tls::accept(io, &self.site, config.clone()));
                 match tokio::time::timeout(self.limits.handshake_timeout, handshake).await {
-                    Ok(Ok(mut stream)) if tls::is_acme_validation(&stream) => {
+                    Ok(Ok(mut stream)) if tls::is_acme_validation(&*stream) => {
                         debug!("ACME TLS-ALPN-01 validation handshake done");
                         let _ = stream.shutdown().await;
                     }
                     // [tlsrpt] hosts: hyper, which reads request bodies (the lean path does not).
-                    Ok(Ok(stream)) if self.is_report_host(&stream) => {
+                    Ok(Ok(stream)) if self.is_report_host(&*stream) => {
                         let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
                         Box::pin(self.http_as(stream, h2, None, false, true, slot)).await
                     }

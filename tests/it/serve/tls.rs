@@ -92,3 +92,64 @@ async fn http2_by_alpn() {
     assert_eq!(r.status(), StatusCode::OK);
     assert_eq!(r.bytes().await.unwrap(), BODY_B.as_bytes());
 }
+
+/// The suite a client with `suites` (in its order of preference) gets from the daemon at
+/// `addr` for `mta-sts.a.example`.
+async fn negotiated(
+    addr: std::net::SocketAddr,
+    ca: &TestCa,
+    suites: &[rustls::SupportedCipherSuite],
+) -> rustls::CipherSuite {
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_slice(ca.pem.as_bytes()).unwrap())
+        .unwrap();
+    let provider = rustls::crypto::CryptoProvider {
+        cipher_suites: suites.to_vec(),
+        ..rustls::crypto::ring::default_provider()
+    };
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(provider))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let name = ServerName::try_from("mta-sts.a.example").unwrap();
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    tls.get_ref().1.negotiated_cipher_suite().unwrap().suite()
+}
+
+/// The server picks a SHA-256 suite (its SHA-384 is the dearer hash) even from a client that
+/// lists AES-256-GCM-SHA384 first, as OpenSSL and rustls do; a client offering only SHA-384
+/// suites still gets one.
+#[tokio::test]
+async fn the_server_prefers_the_sha256_suites() {
+    use rustls::crypto::ring::cipher_suite::{
+        TLS13_AES_128_GCM_SHA256, TLS13_AES_256_GCM_SHA384, TLS13_CHACHA20_POLY1305_SHA256,
+    };
+    use rustls::CipherSuite;
+    let ca = TestCa::new();
+    let dir = two_domains(&ca, "");
+    let d = Daemon::start(&dir.config_path());
+    let https = d.https.unwrap();
+    let client_order = [
+        TLS13_AES_256_GCM_SHA384,
+        TLS13_CHACHA20_POLY1305_SHA256,
+        TLS13_AES_128_GCM_SHA256,
+    ];
+    assert_eq!(
+        negotiated(https, &ca, &client_order).await,
+        CipherSuite::TLS13_AES_128_GCM_SHA256
+    );
+    assert_eq!(
+        negotiated(https, &ca, &client_order[..2]).await,
+        CipherSuite::TLS13_CHACHA20_POLY1305_SHA256
+    );
+    assert_eq!(
+        negotiated(https, &ca, &[TLS13_AES_256_GCM_SHA384]).await,
+        CipherSuite::TLS13_AES_256_GCM_SHA384
+    );
+}
