@@ -181,7 +181,7 @@ async fn ingest(config: &crate::config::Config, t: &crate::config::Tlsrpt, raw: 
         let Some(store) = store.as_ref() else {
             return EX_TEMPFAIL;
         };
-        store.set_quota(t.max_reports, t.max_store_bytes);
+        store.set_quotas(t);
         let ids = crate::tlsrpt::matching::match_ids(&history, &report);
         let now = crate::clock::unix_now() as i64;
         let source = Source::Mail {
@@ -199,8 +199,9 @@ async fn ingest(config: &crate::config::Config, t: &crate::config::Tlsrpt, raw: 
             Ok(Stored::Duplicate) => {
                 log(&format!("TLS report {id} from {signer} is stored already"))
             }
-            Err(e @ StoreError::Refused(_)) => {
-                // The same report would fail at every retry: dropped, not deferred for days.
+            Err(e @ (StoreError::Refused(_) | StoreError::SenderLimit(_))) => {
+                // It fails again at every retry (for good, or until tomorrow for the
+                // sender's daily limit): dropped and logged, not deferred for days.
                 dropped(&format!("report {id} from {signer}: {e}"));
             }
             Err(e) => {

@@ -490,6 +490,10 @@ pub struct Tlsrpt {
     /// is refused for now (503/75) until retention makes room.
     pub max_store_bytes: u64,
     pub max_reports: u64,
+    /// Reports one sender (DKIM signer by mail, organization by HTTPS) may have stored per
+    /// policy domain and UTC day of receipt: real reporters send one a day; past it the
+    /// report is refused until the next day (429 by HTTPS, dropped and logged by mail).
+    pub max_reports_per_sender_day: u64,
     /// Per client address (IPv6: per /64), HTTPS POSTs at once, then one more per
     /// `rate_refill` (a token bucket); past it 429.
     pub rate_burst: u32,
@@ -510,6 +514,7 @@ impl Default for Tlsrpt {
             parse_budget_bytes: 32 * 1024 * 1024,
             max_store_bytes: 1 << 30,
             max_reports: 100_000,
+            max_reports_per_sender_day: 10,
             rate_burst: 100,
             rate_refill: Duration::from_secs(1),
             resolver: None,

@@ -141,6 +141,11 @@ where
         r.headers_mut()
             .insert(RETRY_AFTER, HeaderValue::from_static("60"));
     }
+    if outcome == Outcome::RateLimited {
+        // Past the sender's daily limit: the next UTC day.
+        let wait = 86_400 - unix_now() % 86_400;
+        r.headers_mut().insert(RETRY_AFTER, HeaderValue::from(wait));
+    }
     r
 }
 
@@ -234,7 +239,7 @@ where
             "the report store is not open\n".into(),
         );
     };
-    store.set_quota(cfg.max_reports, cfg.max_store_bytes);
+    store.set_quotas(cfg);
     let ids = {
         let history = shared.history.lock().unwrap_or_else(|e| e.into_inner());
         super::matching::match_ids(&*history, &report)
@@ -255,6 +260,14 @@ where
             (Outcome::Stored, "stored\n".into())
         }
         Ok(Stored::Duplicate) => (Outcome::Duplicate, "already stored\n".into()),
+        Err(e @ StoreError::SenderLimit(_)) => {
+            warn!(report_id = %id, org = %org, error = %e, "TLS report refused: sender over its daily limit");
+            (
+                Outcome::RateLimited,
+                "this sender has sent its reports for this domain today; try again tomorrow (UTC)\n"
+                    .into(),
+            )
+        }
         Err(e @ StoreError::Refused(_)) => {
             // RFC 8460 §5.3: a 4xx is final; the same report would fail every time.
             warn!(report_id = %id, org = %org, error = %e, "TLS report refused by the store");

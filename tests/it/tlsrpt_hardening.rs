@@ -489,3 +489,60 @@ async fn issue23_report_posts_are_rate_limited_per_address() {
     assert_eq!(logged.len(), 1, "{logged:?}");
     assert!(logged[0].contains("127.0.0.1"), "{logged:?}");
 }
+
+/// Issue 23 item 5, per sender: a sender (here by HTTPS, its organization) may have
+/// `max_reports_per_sender_day` reports stored per policy domain and UTC day of receipt; past
+/// it 429 until the next UTC day, while its reports for another domain, another sender's
+/// for the same domain, and a resend of a stored report are answered as before.
+#[tokio::test]
+async fn issue23_a_sender_past_its_daily_reports_for_a_domain_gets_429() {
+    let ca = TestCa::new();
+    let dir = setup(&ca, "max_reports_per_sender_day = 2");
+    let d = start(&dir, &[]);
+    let poster = Poster::new(&ca, &d, false);
+    let org = policy("example.org", 5, 0);
+    let com = policy("example.com", 5, 0);
+    let day = |i: u32| format!("2024-10-{:02}", i + 1);
+
+    for i in 0..2 {
+        let r = report(&format!("a-{i}"), "Alpha", &day(i), &org);
+        let (s, text) = poster.post(JSON, r.into_bytes()).await;
+        assert_eq!(s, StatusCode::CREATED, "{text}");
+    }
+    let third = report("a-2", "Alpha", &day(2), &org);
+    let resp = poster
+        .client
+        .post(&poster.url)
+        .header("content-type", JSON)
+        .body(third)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
+    let retry: u64 = resp.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=86_400).contains(&retry), "Retry-After: {retry}");
+
+    // The same sender for another domain, another sender for this one: stored.
+    let r = report("a-3", "Alpha", &day(3), &com);
+    let (s, text) = poster.post(JSON, r.into_bytes()).await;
+    assert_eq!(s, StatusCode::CREATED, "{text}");
+    let r = report("b-0", "Beta", &day(0), &org);
+    let (s, text) = poster.post(JSON, r.into_bytes()).await;
+    assert_eq!(s, StatusCode::CREATED, "{text}");
+    // A resend of a stored report is still a duplicate, not refused.
+    let r = report("a-0", "Alpha", &day(0), &org);
+    let (s, text) = poster.post(JSON, r.into_bytes()).await;
+    assert_eq!(s, StatusCode::OK, "{text}");
+
+    let m = d.metrics().await;
+    assert!(
+        m.contains("mta_stsd_tlsrpt_reports_total{result=\"rate_limited\"} 1\n")
+            && m.contains("mta_stsd_tlsrpt_reports_total{result=\"stored\"} 4\n"),
+        "{m}"
+    );
+    d.wait_log("sender over its daily limit");
+}

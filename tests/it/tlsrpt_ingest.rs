@@ -382,3 +382,43 @@ async fn ingest_over_the_parse_budget_asks_the_mta_to_retry() {
     assert_eq!(out.status, Some(0), "{}", out.stderr);
     assert!(stored(&dir, RFC_ID).await.is_some());
 }
+
+/// Issue 23 item 5 by mail: past `max_reports_per_sender_day` for the DKIM signer and policy
+/// domain, a new report is dropped and logged with exit 0 (the MTA would otherwise retry it
+/// for days), and nothing of it is stored; a resend of the stored one is still a duplicate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ingest_drops_a_report_past_the_senders_daily_limit() {
+    let signer = Signer::new();
+    let bind = DnsServer::start(
+        Kind::Bind,
+        REPORTER,
+        &TsigKey::generate("k", "hmac-sha256"),
+        &[&signer.record()],
+    );
+    let dir = setup(bind.addr, "max_reports_per_sender_day = 1");
+    let json = fixture("rfc8460.json");
+    let from = format!("noreply-smtp-tls-reporting@{REPORTER}");
+    let first = signer.sign(&message(&from, RFC_ID, &json), false);
+    let out = ingest(&dir, first.as_bytes(), &[]);
+    assert_eq!(out.status, Some(0), "{}", out.stderr);
+    assert!(out.stderr.contains("stored"), "{}", out.stderr);
+
+    const SECOND: &str = "second-report-of-the-day";
+    let json2 = String::from_utf8(json.clone())
+        .unwrap()
+        .replace(RFC_ID, SECOND);
+    assert!(json2.contains(SECOND));
+    let second = signer.sign(&message(&from, SECOND, json2.as_bytes()), false);
+    let out = ingest(&dir, second.as_bytes(), &[]);
+    assert_eq!(out.status, Some(0), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("report dropped") && out.stderr.contains("daily limit"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(stored(&dir, SECOND).await, None);
+
+    let out = ingest(&dir, first.as_bytes(), &[]);
+    assert_eq!(out.status, Some(0), "{}", out.stderr);
+    assert!(out.stderr.contains("stored already"), "{}", out.stderr);
+}

@@ -22,6 +22,7 @@ keys! {
         ParseBudgetBytes = "parse_budget_bytes",
         MaxStoreBytes = "max_store_bytes",
         MaxReports = "max_reports",
+        MaxReportsPerSenderDay = "max_reports_per_sender_day",
         RateBurst = "rate_burst",
         RateRefill = "rate_refill",
         Resolver = "resolver",
@@ -100,24 +101,30 @@ impl Reader<'_> {
                     }
                     None => ok = false,
                 },
-                Some(k @ (Key::ParseBudgetBytes | Key::MaxStoreBytes | Key::MaxReports)) => {
-                    match self.integer(kname, v) {
-                        Some(n) if n.value > 0 => match k {
-                            Key::ParseBudgetBytes => {
-                                t.parse_budget_bytes = n.value as usize;
-                                budget_at = Some(n.at);
-                            }
-                            Key::MaxStoreBytes => t.max_store_bytes = n.value as u64,
-                            _ => t.max_reports = n.value as u64,
-                        },
-                        Some(n) => {
-                            self.problems
-                                .error(n.at, format!("`{kname}` must be positive"));
-                            ok = false;
+                Some(
+                    k @ (Key::ParseBudgetBytes
+                    | Key::MaxStoreBytes
+                    | Key::MaxReports
+                    | Key::MaxReportsPerSenderDay),
+                ) => match self.integer(kname, v) {
+                    Some(n) if n.value > 0 => match k {
+                        Key::ParseBudgetBytes => {
+                            t.parse_budget_bytes = n.value as usize;
+                            budget_at = Some(n.at);
                         }
-                        None => ok = false,
+                        Key::MaxStoreBytes => t.max_store_bytes = n.value as u64,
+                        Key::MaxReportsPerSenderDay => {
+                            t.max_reports_per_sender_day = n.value as u64
+                        }
+                        _ => t.max_reports = n.value as u64,
+                    },
+                    Some(n) => {
+                        self.problems
+                            .error(n.at, format!("`{kname}` must be positive"));
+                        ok = false;
                     }
-                }
+                    None => ok = false,
+                },
                 Some(Key::RateBurst) => match self.integer(kname, v) {
                     Some(n) if n.value > 0 && n.value <= i64::from(u32::MAX) => {
                         t.rate_burst = n.value as u32

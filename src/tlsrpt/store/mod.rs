@@ -46,6 +46,10 @@ pub enum StoreError {
     /// A quota of `[tlsrpt]` is used up: try again once retention made room.
     #[error("report store full: {0}")]
     Full(String),
+    /// The sender has `[tlsrpt] max_reports_per_sender_day` reports stored for a policy
+    /// domain of this one today (UTC): refused until the next day (HTTPS 429, mail dropped).
+    #[error("sender over its daily limit: {0}")]
+    SenderLimit(String),
     #[error("report store schema: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
 }
@@ -120,11 +124,13 @@ impl Source {
 /// exact as a double, in which the store sums them (a sum never overflows, see `read.rs`).
 pub const MAX_COUNT: i64 = (1 << 53) - 1;
 
-/// `[tlsrpt] max_reports` and `max_store_bytes`; read per batch, so a reload applies.
+/// `[tlsrpt] max_reports`, `max_store_bytes` and `max_reports_per_sender_day`; read per
+/// batch, so a reload applies.
 #[derive(Debug, Default)]
 struct Quota {
     reports: AtomicU64,
     bytes: AtomicU64,
+    per_sender_day: AtomicU64,
 }
 
 /// The outcome of [`Store::insert`].
@@ -228,6 +234,7 @@ impl Store {
         let quota = Arc::new(Quota {
             reports: AtomicU64::new(u64::MAX),
             bytes: AtomicU64::new(u64::MAX),
+            per_sender_day: AtomicU64::new(u64::MAX),
         });
         for _ in 0..writers {
             tokio::spawn(write_reports(pool.clone(), jobs.clone(), quota.clone()));
@@ -244,6 +251,14 @@ impl Store {
     pub fn set_quota(&self, reports: u64, bytes: u64) {
         self.quota.reports.store(reports, Ordering::Relaxed);
         self.quota.bytes.store(bytes, Ordering::Relaxed);
+    }
+
+    /// All the quotas of `cfg`, the per-sender daily limit too.
+    pub fn set_quotas(&self, cfg: &crate::config::Tlsrpt) {
+        self.set_quota(cfg.max_reports, cfg.max_store_bytes);
+        self.quota
+            .per_sender_day
+            .store(cfg.max_reports_per_sender_day, Ordering::Relaxed);
     }
 
     /// Stores `report` with its JSON as received and, per policy, the id matched to it

@@ -1,6 +1,7 @@
 //! The writer side of the store: reports queued by [`super::Store::insert`] are committed in groups,
 //! one transaction (one fsync) for all that arrived meanwhile.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use std::sync::atomic::Ordering;
@@ -106,6 +107,9 @@ async fn write_batch(
     let (mut reports, mut bytes): (i64, i64) = (row.try_get(0)?, row.try_get(1)?);
     let max_reports = quota.reports.load(Ordering::Relaxed);
     let max_bytes = quota.bytes.load(Ordering::Relaxed);
+    let per_sender_day = quota.per_sender_day.load(Ordering::Relaxed);
+    // Reports of this batch, not yet visible outside its transaction, by (sender, domain).
+    let mut today: HashMap<(String, String), u64> = HashMap::new();
     let mut outcomes = Vec::with_capacity(batch.len());
     for job in batch {
         let size = job.json.len() as i64;
@@ -120,7 +124,13 @@ async fn write_batch(
         } else {
             None
         };
-        if let Some(why) = over {
+        let over = match over {
+            Some(why) => Some(StoreError::Full(why)),
+            None => over_sender_day(pool, job, per_sender_day, &today)
+                .await?
+                .map(StoreError::SenderLimit),
+        };
+        if let Some(err) = over {
             // A resend of a stored report is still answered as one, full or not.
             let stored =
                 sqlx::query("SELECT 1 FROM tlsrpt_reports WHERE sender = $1 AND report_id = $2")
@@ -130,7 +140,7 @@ async fn write_batch(
                     .await?;
             outcomes.push(match stored {
                 Some(_) => Ok(Stored::Duplicate),
-                None => Err(StoreError::Full(why)),
+                None => Err(err),
             });
             continue;
         }
@@ -138,11 +148,61 @@ async fn write_batch(
         if outcome == Stored::New {
             reports += 1;
             bytes = bytes.saturating_add(size);
+            for d in policy_domains(job) {
+                *today.entry((job.sender.clone(), d.to_owned())).or_default() += 1;
+            }
         }
         outcomes.push(Ok(outcome));
     }
     tx.commit().await?;
     Ok(outcomes)
+}
+
+/// The distinct policy domains a report is about.
+fn policy_domains(job: &Job) -> impl Iterator<Item = &str> {
+    let mut seen = std::collections::BTreeSet::new();
+    job.report
+        .policies
+        .iter()
+        .filter_map(|p| p.domain.as_deref())
+        .filter(move |d| seen.insert(*d))
+}
+
+/// Why `job` is past `[tlsrpt] max_reports_per_sender_day` for one of its policy domains
+/// (counted by UTC day of receipt, with `batch`'s reports not yet committed), if it is.
+async fn over_sender_day(
+    pool: &AnyPool,
+    job: &Job,
+    max: u64,
+    batch: &HashMap<(String, String), u64>,
+) -> Result<Option<String>, StoreError> {
+    if max == u64::MAX {
+        return Ok(None);
+    }
+    let day_start = job.received_at - job.received_at.rem_euclid(86_400);
+    for domain in policy_domains(job) {
+        let stored: i64 = sqlx::query_scalar(
+            "SELECT COUNT(DISTINCT r.report_id) FROM tlsrpt_reports r \
+             JOIN tlsrpt_policies p ON p.sender = r.sender AND p.report_id = r.report_id \
+             WHERE r.sender = $1 AND p.domain = $2 AND r.received_at >= $3",
+        )
+        .bind(job.sender.as_str())
+        .bind(domain)
+        .bind(day_start)
+        .fetch_one(pool)
+        .await?;
+        let pending = batch
+            .get(&(job.sender.clone(), domain.to_owned()))
+            .copied()
+            .unwrap_or(0);
+        let n = u64::try_from(stored).unwrap_or(0).saturating_add(pending);
+        if n >= max {
+            return Ok(Some(format!(
+                "{n} reports for {domain} stored today (UTC), [tlsrpt] max_reports_per_sender_day = {max}"
+            )));
+        }
+    }
+    Ok(None)
 }
 
 /// One report's rows inside `tx`; a duplicate `report-id` writes nothing.
