@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 use tracing::{debug, info, warn};
 
 use super::challenge::Challenges;
-use super::manager::backoff;
 use super::store::{Store, StoredCert};
 use super::{account, order, throttle, AcmeError};
 use crate::clock::unix_now;
@@ -209,7 +208,7 @@ async fn account_for(
                 }),
                 _ => {
                     cell.failures += 1;
-                    backoff(&e, cell.failures)
+                    e.backoff(cell.failures)
                 }
             };
             cell.retry_at = Some((Instant::now() + delay, e.clone()));

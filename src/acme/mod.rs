@@ -26,6 +26,7 @@ mod throttle;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::time::Duration;
 
 use bytes::Bytes;
 use rustls::sign::CertifiedKey;
@@ -67,6 +68,27 @@ pub enum AcmeError {
     /// `Retry-After`): not a failure of ours, so it does not escalate the backoff.
     #[error("{}", .0.why)]
     Throttled(Throttle),
+}
+
+/// Backoff after failures: (first delay, cap), doubled per failure in a row.
+const BACKOFF_UNREACHABLE: (Duration, Duration) =
+    (Duration::from_secs(2), Duration::from_secs(600));
+const BACKOFF_REFUSED: (Duration, Duration) =
+    (Duration::from_secs(60), Duration::from_secs(6 * 3600));
+/// A rate limit without a `Retry-After` we could read: CAs count over hours.
+const BACKOFF_THROTTLED: (Duration, Duration) =
+    (Duration::from_secs(60), Duration::from_secs(3 * 3600));
+
+impl AcmeError {
+    /// How long to wait after `failures` failures in a row ending in this one.
+    pub(crate) fn backoff(&self, failures: u32) -> Duration {
+        let (first, cap) = match self {
+            AcmeError::Unreachable(_) | AcmeError::Busy(_) => BACKOFF_UNREACHABLE,
+            AcmeError::Refused(_) | AcmeError::Local(_) => BACKOFF_REFUSED,
+            AcmeError::Throttled(_) => BACKOFF_THROTTLED,
+        };
+        crate::clock::backoff(first, cap, failures)
+    }
 }
 
 /// The server's request to wait.
@@ -352,6 +374,20 @@ fn cert_label(name: &str) -> CertLabel {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn backoff_doubles_to_a_cap_per_kind() {
+        let down = AcmeError::Unreachable(String::new());
+        let refused = AcmeError::Refused(String::new());
+        let within = |d: Duration, base: u64| {
+            d >= Duration::from_secs(base) && d <= Duration::from_secs(base).mul_f64(1.2)
+        };
+        assert!(within(down.backoff(1), 2));
+        assert!(within(down.backoff(2), 4));
+        assert!(within(down.backoff(30), 600));
+        assert!(within(refused.backoff(1), 60));
+        assert!(within(refused.backoff(40), 6 * 3600));
+    }
 
     #[test]
     fn demands_are_a_bounded_set() {

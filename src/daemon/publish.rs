@@ -92,11 +92,9 @@ fn desired_key(d: &Domain) -> u64 {
     h.finish()
 }
 
-/// Exponential backoff with up to 20 % jitter, so that many domains do not retry in step.
+/// Exponential backoff with jitter, so that many domains do not retry in step.
 fn backoff(attempts: u32) -> Duration {
-    let exp = BACKOFF_BASE.saturating_mul(1 << attempts.saturating_sub(1).min(16));
-    let base = exp.min(BACKOFF_MAX);
-    base + base.mul_f64(rand::random::<f64>() * 0.2)
+    crate::clock::backoff(BACKOFF_BASE, BACKOFF_MAX, attempts)
 }
 
 /// Dropping it stops the task.

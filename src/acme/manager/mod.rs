@@ -9,7 +9,7 @@ mod persist;
 
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use tokio::task::JoinSet;
@@ -18,7 +18,7 @@ use tracing::{info, Instrument};
 
 use super::attempt::{attempt, load_all, AccountCell, Outcome};
 use super::limits::HOUR;
-use super::{AcmeError, AcmeState, CertState, MAX_IN_FLIGHT};
+use super::{AcmeState, CertState, MAX_IN_FLIGHT};
 use crate::clock::unix_now;
 use crate::config::{self, CertSource};
 use crate::live::Live;
@@ -28,34 +28,6 @@ use crate::metrics::Metrics;
 const LOCK_RECHECK: Duration = Duration::from_secs(5);
 /// How often a name in backoff looks at the store, for a certificate another replica got.
 const STORE_RECHECK: Duration = Duration::from_secs(60);
-/// Backoff after failures: (first delay, cap), doubled per failure in a row.
-const BACKOFF_UNREACHABLE: (Duration, Duration) =
-    (Duration::from_secs(2), Duration::from_secs(600));
-const BACKOFF_REFUSED: (Duration, Duration) =
-    (Duration::from_secs(60), Duration::from_secs(6 * 3600));
-/// A rate limit without a `Retry-After` we could read: CAs count over hours.
-const BACKOFF_THROTTLED: (Duration, Duration) =
-    (Duration::from_secs(60), Duration::from_secs(3 * 3600));
-
-/// Exponential backoff with up to 20 % jitter, so that many names do not retry in step.
-pub(super) fn backoff(error: &AcmeError, failures: u32) -> Duration {
-    let (first, cap) = match error {
-        AcmeError::Unreachable(_) | AcmeError::Busy(_) => BACKOFF_UNREACHABLE,
-        AcmeError::Refused(_) | AcmeError::Local(_) => BACKOFF_REFUSED,
-        AcmeError::Throttled(_) => BACKOFF_THROTTLED,
-    };
-    let base = first
-        .saturating_mul(1 << failures.saturating_sub(1).min(20))
-        .min(cap);
-    base + base.mul_f64(jitter() * 0.2)
-}
-
-fn jitter() -> f64 {
-    use std::hash::BuildHasher;
-    let n = std::collections::hash_map::RandomState::new().hash_one(Instant::now());
-    (n % 10_000) as f64 / 10_000.0
-}
-
 /// What the task reads and writes, handed in by the daemon: the live snapshot it follows, the
 /// ACME state the listeners and `/status` read, the metrics.
 #[derive(Debug)]
@@ -410,24 +382,5 @@ fn same_setup(a: Option<&config::Acme>, b: Option<&config::Acme>) -> bool {
         (None, None) => true,
         (Some(a), Some(b)) => a.directory == b.directory && a.state == b.state && a.ca == b.ca,
         _ => false,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_doubles_to_a_cap_per_kind() {
-        let down = AcmeError::Unreachable(String::new());
-        let refused = AcmeError::Refused(String::new());
-        let within = |d: Duration, base: u64| {
-            d >= Duration::from_secs(base) && d <= Duration::from_secs(base).mul_f64(1.2)
-        };
-        assert!(within(backoff(&down, 1), 2));
-        assert!(within(backoff(&down, 2), 4));
-        assert!(within(backoff(&down, 30), 600));
-        assert!(within(backoff(&refused, 1), 60));
-        assert!(within(backoff(&refused, 40), 6 * 3600));
     }
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use tracing::{info, warn};
 
-use super::{backoff, Run, LOCK_RECHECK, STORE_RECHECK};
+use super::{Run, LOCK_RECHECK, STORE_RECHECK};
 use crate::acme::attempt::Outcome;
 use crate::acme::store::StoredCert;
 use crate::acme::{cert_label, throttle, AcmeError, CertState, NameStatus, Throttle};
@@ -91,7 +91,7 @@ impl Run {
         let until = match t.until {
             Some(u) => u.clamp(now + 1, now + throttle::MAX_WAIT.as_secs()),
             // No Retry-After we could read: our own backoff.
-            None => now + backoff(&AcmeError::Throttled(t.clone()), *in_row).as_secs(),
+            None => now + AcmeError::Throttled(t.clone()).backoff(*in_row).as_secs(),
         };
         self.shared.metrics.acme_order("throttled");
         warn!(name = %name, account_wide = t.account_wide, until = %rfc3339(until),
@@ -155,7 +155,7 @@ impl Run {
     pub(super) fn back_off(&mut self, name: Arc<str>, e: AcmeError) {
         let now = unix_now();
         let failures = self.status_attempts(&name) + 1;
-        let delay = backoff(&e, failures);
+        let delay = e.backoff(failures);
         let after = now + delay.as_secs().max(1);
         self.order_after.insert(name.clone(), after);
         warn!(name = %name, kind = e.kind(), failures, retry_in = ?delay, "ACME: {e}");
