@@ -8,10 +8,11 @@ use http::{Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use serde_json::{json, Value};
 
-use crate::config::{CertSource, Config, Domain, Retiring};
+use crate::config::{CertSource, Config, Domain};
 use crate::daemon::drift::for_domain;
-use crate::daemon::publish::Publication;
+use crate::daemon::publication::Publication;
 use crate::daemon::state::Shared;
+use crate::daemon::view::{certificate, lifecycle_status};
 use crate::drift::report::Report;
 use crate::serve::handler::plain;
 use mta_stsd_providers::Secret;
@@ -288,23 +289,6 @@ fn store_status(shared: &Shared, state: &crate::config::State) -> Value {
     })
 }
 
-/// `configured`, or where a removed domain is in its retirement (RFC 8461 §8.3).
-pub fn lifecycle_status(d: &Domain) -> Value {
-    match d.retiring {
-        None => json!({ "state": "configured" }),
-        Some(Retiring::Missing { since, retire_at }) => {
-            json!({ "state": "missing", "missing_since": rfc3339(since), "retire_at": rfc3339(retire_at) })
-        }
-        Some(Retiring::Retiring { since, withdraw_at }) => {
-            json!({ "state": "retiring", "retiring_since": rfc3339(since), "withdraw_at": rfc3339(withdraw_at) })
-        }
-        Some(Retiring::Withdrawing { withdraw_at }) => {
-            json!({ "state": "withdrawing", "withdraw_at": rfc3339(withdraw_at) })
-        }
-        Some(Retiring::Held) => json!({ "state": "held" }),
-    }
-}
-
 fn dns_status(d: &Domain, publication: &Publication) -> Value {
     let Some(p) = publication.domains.get(d.name.as_str()) else {
         return json!({ "provider": Value::Null, "state": "manual" });
@@ -391,16 +375,6 @@ fn domain_status(
         "lifecycle": lifecycle_status(d),
         "tlsrpt": reports.domain(d.name.as_str()),
     })
-}
-
-/// When the domain's served certificate expires (RFC 3339): a configured one's, or the
-/// ACME one's once issued; `None` for self-signed or none.
-pub fn certificate(d: &Domain, config: &Config, acme: &crate::acme::AcmeState) -> Option<String> {
-    match d.cert {
-        CertSource::Configured(i) => config.tls.certs.get(i).map(|c| rfc3339(c.not_after)),
-        CertSource::Acme => acme.status(&d.name.policy_host()).not_after.map(rfc3339),
-        CertSource::SelfSigned | CertSource::NotNeeded => None,
-    }
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@ pub mod dane;
 pub mod drift;
 pub mod lifecycle;
 pub mod pages;
+pub mod publication;
 pub mod publish;
 pub mod reload;
 pub mod scrape;
@@ -13,6 +14,7 @@ pub mod settle;
 pub mod state;
 pub mod store;
 pub mod trim;
+pub mod view;
 
 use std::net::SocketAddr;
 use std::path::Path;

@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use crate::clock::{rfc3339, unix_now};
 use crate::config::{CertSource, Config, Domain};
-use crate::daemon::admin::{certificate, lifecycle_status};
 use crate::daemon::drift::for_domain;
 use crate::daemon::state::Shared;
+use crate::daemon::view::{certificate, lifecycle_status};
 use crate::dashboard::reports::{self, DAYS};
 use crate::dashboard::search::{self, Match, Query};
 use crate::dashboard::{
@@ -122,7 +122,7 @@ pub async fn index(shared: &Shared, query: Option<&str>) -> IndexPage {
 fn summary(
     shared: &Shared,
     live: &Arc<Live>,
-    publication: &crate::daemon::publish::Publication,
+    publication: &crate::daemon::publication::Publication,
     drift: Option<&crate::drift::report::Report>,
     sums: &Reports,
 ) -> Summary {

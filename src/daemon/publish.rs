@@ -6,7 +6,6 @@
 //! the reload swaps the served state first, then wakes this task.
 
 use std::collections::hash_map::DefaultHasher;
-use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,6 +15,7 @@ use tokio::sync::Notify;
 use tokio_util::task::AbortOnDropHandle;
 use tracing::{info, warn, Instrument};
 
+use super::publication::{DomainPublication, PubState};
 use super::state::Shared;
 use crate::clock::unix_now;
 use crate::config::{Domain, Retiring};
@@ -40,48 +40,6 @@ const FLUSH_WITHDRAWN: Duration = Duration::from_secs(5);
 const ZONES_IN_PARALLEL: usize = 8;
 const BACKOFF_BASE: Duration = Duration::from_secs(1);
 const BACKOFF_MAX: Duration = Duration::from_secs(300);
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PubState {
-    Pending,
-    Published,
-    Failed,
-}
-
-impl PubState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            PubState::Pending => "pending",
-            PubState::Published => "published",
-            PubState::Failed => "failed",
-        }
-    }
-}
-
-/// One domain's publication, as `/status` shows it.
-#[derive(Debug, Clone)]
-pub struct DomainPublication {
-    pub provider: String,
-    pub zone: Option<String>,
-    pub state: PubState,
-    /// The policy id in the TXT record we last published.
-    pub published_id: Option<String>,
-    pub last_published: Option<u64>,
-    pub last_error: Option<String>,
-    pub conflicts: Vec<String>,
-    pub attempts: u32,
-    pub next_retry: Option<u64>,
-    /// When the records were last read back and found (or made) as desired.
-    pub last_read: Option<u64>,
-    desired: u64,
-    published: Option<u64>,
-}
-
-/// Every domain with a provider, by name.
-#[derive(Debug, Default)]
-pub struct Publication {
-    pub domains: HashMap<String, DomainPublication>,
-}
 
 /// What decides whether a domain must be pushed again.
 fn desired_key(d: &Domain) -> u64 {

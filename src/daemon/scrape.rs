@@ -1,7 +1,7 @@
 //! The gauges `/metrics` sets as it is scraped, from state the daemon holds anyway: counting
 //! then costs one pass per scrape, never one per change on the paths that change it.
 
-use super::publish::PubState;
+use super::publication::PubState;
 use super::state::Shared;
 
 /// Sets the publication-state and report-store gauges before the registry is encoded.

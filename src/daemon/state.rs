@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
 
-use super::publish::Publication;
+use super::publication::Publication;
 use crate::clock::unix_now;
 use crate::config::Diagnostic;
 use crate::live::Live;
