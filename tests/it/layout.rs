@@ -178,3 +178,198 @@ fn crate_paths_are_found_in_every_form() {
     let got: Vec<_> = crate_uses(text).into_iter().collect();
     assert_eq!(got, ["a", "b", "c", "f"]);
 }
+
+/// A file's module path under `src/` (`serve/conns.rs` → `["serve", "conns"]`, `acme/mod.rs`
+/// → `["acme"]`).
+fn module_of(rel: &str) -> Vec<String> {
+    let mut segs: Vec<String> = rel
+        .trim_end_matches(".rs")
+        .split('/')
+        .map(str::to_owned)
+        .collect();
+    if segs
+        .last()
+        .is_some_and(|s| s == "mod" || s == "lib" || s == "main")
+    {
+        segs.pop();
+    }
+    segs
+}
+
+/// The full paths (`crate::`, `super::`, `self::`, brace groups expanded) a file's code
+/// names, made absolute from `module` (the file's module path).
+fn paths_named(text: &str, module: &[String]) -> Vec<Vec<String>> {
+    fn ident(s: &str) -> (&str, &str) {
+        let end = s
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(s.len());
+        s.split_at(end)
+    }
+    // `rest` starts after a path's head; pushes every path it spells.
+    fn expand(prefix: Vec<String>, rest: &str, out: &mut Vec<Vec<String>>) {
+        let Some(rest) = rest.trim_start().strip_prefix("::") else {
+            out.push(prefix);
+            return;
+        };
+        let rest = rest.trim_start();
+        if let Some(group) = rest.strip_prefix('{') {
+            let (mut depth, mut start) = (0, 0);
+            for (i, c) in group.char_indices() {
+                match c {
+                    '{' => depth += 1,
+                    '}' if depth == 0 => {
+                        item(&prefix, &group[start..i], out);
+                        return;
+                    }
+                    '}' => depth -= 1,
+                    ',' if depth == 0 => {
+                        item(&prefix, &group[start..i], out);
+                        start = i + 1;
+                    }
+                    _ => {}
+                }
+            }
+        } else {
+            item(&prefix, rest, out);
+        }
+    }
+    fn item(prefix: &[String], s: &str, out: &mut Vec<Vec<String>>) {
+        let (name, rest) = ident(s.trim_start());
+        if name.is_empty() || name == "self" {
+            out.push(prefix.to_vec());
+            return;
+        }
+        let mut p = prefix.to_vec();
+        p.push(name.to_owned());
+        expand(p, rest, out);
+    }
+    let code = match text.find("#[cfg(test)]\nmod tests") {
+        Some(i) => &text[..i],
+        None => text,
+    };
+    let code: String = code
+        .lines()
+        .map(|l| l.find("//").map_or(l, |i| &l[..i]))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let mut out = Vec::new();
+    let bytes = code.as_bytes();
+    for head in ["crate", "super", "self"] {
+        let mut from = 0;
+        while let Some(i) = code[from..].find(head) {
+            let at = from + i;
+            from = at + head.len();
+            let before_ok = at == 0
+                || !(bytes[at - 1].is_ascii_alphanumeric()
+                    || bytes[at - 1] == b'_'
+                    || bytes[at - 1] == b':');
+            if !before_ok || !code[from..].trim_start().starts_with("::") {
+                continue;
+            }
+            let mut base: Vec<String> = match head {
+                "crate" => Vec::new(),
+                "self" => module.to_vec(),
+                _ => module[..module.len().saturating_sub(1)].to_vec(),
+            };
+            let mut rest = &code[from..];
+            // `super::super::…` climbs once more per `super`.
+            while let Some(r) = (head == "super")
+                .then(|| rest.trim_start().strip_prefix("::").map(str::trim_start))
+                .flatten()
+                .filter(|r| ident(r).0 == "super")
+            {
+                base.pop();
+                rest = &r["super".len()..];
+            }
+            expand(std::mem::take(&mut base), rest, &mut out);
+        }
+    }
+    out
+}
+
+/// No two files reach into each other (directly or through others), beyond a module's
+/// `mod.rs` and its own files: the Layout orders modules, this orders the files in them.
+#[test]
+fn no_cycle_between_files() {
+    let mut files = Vec::new();
+    rust_files(&root().join("src"), &mut files);
+    let modules: BTreeMap<Vec<String>, String> = files
+        .iter()
+        .map(|p| {
+            let rel = p
+                .strip_prefix(root().join("src"))
+                .unwrap()
+                .to_str()
+                .unwrap();
+            (module_of(rel), rel.to_owned())
+        })
+        .collect();
+    let ancestor = |a: &[String], b: &[String]| a.len() < b.len() && b[..a.len()] == *a;
+    let mut edges: BTreeMap<&Vec<String>, BTreeSet<&Vec<String>>> = BTreeMap::new();
+    for (module, rel) in &modules {
+        let text = std::fs::read_to_string(root().join("src").join(rel)).unwrap();
+        for path in paths_named(&text, module) {
+            // The file holding the path: its longest prefix that is a file's module.
+            let Some(target) = (1..=path.len())
+                .rev()
+                .find_map(|n| modules.get_key_value(&path[..n]).map(|(k, _)| k))
+            else {
+                continue;
+            };
+            if target != module && !ancestor(target, module) && !ancestor(module, target) {
+                edges.entry(module).or_default().insert(target);
+            }
+        }
+    }
+    assert!(
+        edges.len() > 20,
+        "too few edges found: the path reader is broken"
+    );
+    // A cycle is an edge whose target reaches back to its source.
+    let reaches = |from: &Vec<String>, to: &Vec<String>| {
+        let mut seen = BTreeSet::new();
+        let mut todo = vec![from];
+        while let Some(m) = todo.pop() {
+            if m == to {
+                return true;
+            }
+            if seen.insert(m) {
+                todo.extend(edges.get(m).into_iter().flatten().copied());
+            }
+        }
+        false
+    };
+    let mut cycles = Vec::new();
+    for (from, tos) in &edges {
+        for to in tos {
+            if reaches(to, from) {
+                cycles.push(format!("{} -> {}", modules[*from], modules[*to]));
+            }
+        }
+    }
+    assert!(
+        cycles.is_empty(),
+        "files that reach back to each other:\n{}",
+        cycles.join("\n")
+    );
+}
+
+#[test]
+fn file_paths_are_found_in_every_form() {
+    let m = |s: &str| module_of(s);
+    let text = "use super::idle::Idle;\nuse super::{conns::{Slot, Conns}, self};\n\
+                use crate::acme::manager::backoff;\nlet x = self::inner::f();\n\
+                use super::super::name;\n";
+    let got = paths_named(text, &m("serve/http1/parse.rs"));
+    let show: BTreeSet<String> = got.iter().map(|p| p.join("::")).collect();
+    for want in [
+        "serve::http1::idle::Idle",
+        "serve::http1::conns::Slot",
+        "serve::http1::conns::Conns",
+        "acme::manager::backoff",
+        "serve::http1::parse::inner::f",
+        "serve::name",
+    ] {
+        assert!(show.contains(want), "{want} not in {show:?}");
+    }
+}
