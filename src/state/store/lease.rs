@@ -13,6 +13,16 @@ use tracing::warn;
 
 use super::{bounded, Store, StoreError};
 
+/// Whether a process with `pid` runs on this machine (one we may not signal runs too).
+fn process_alive(pid: u32) -> bool {
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return true;
+    };
+    // SAFETY: signal 0 only checks that the process exists; nothing is sent.
+    let r = unsafe { libc::kill(pid, 0) };
+    r == 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
+}
+
 /// A lease's length in the store's whole seconds. At least 2: an expiry of `now + 1` taken at
 /// x.9 s would be gone 0.1 s later, before the first renewal.
 fn ttl_secs(ttl: Duration) -> i64 {
@@ -72,6 +82,10 @@ impl Store {
             Ok(t)
         })
         .await?;
+        let token = match token {
+            Some(t) => Some(t),
+            None => self.take_from_dead(job, &holder, ttl_secs).await?,
+        };
         self.note_held(job, token.is_some());
         Ok(token.map(|token| Lease {
             job: job.to_owned(),
@@ -138,6 +152,52 @@ impl Store {
             Ok(())
         })
         .await
+    }
+
+    /// A lease held by an earlier process of this replica (same name, this machine) that is
+    /// gone — a crash or kill -9 just before a restart — is taken over at once rather than
+    /// after its expiry: no other process can be renewing it. Compare-and-swap on the dead
+    /// holder, so a live taker that got there first wins.
+    async fn take_from_dead(
+        &self,
+        job: &str,
+        holder: &str,
+        ttl_secs: i64,
+    ) -> Result<Option<i64>, StoreError> {
+        let Some((old, _)) = self.holder_of(job).await? else {
+            return Ok(None);
+        };
+        let dead = old
+            .strip_prefix(&*self.replica)
+            .and_then(|rest| rest.strip_prefix('/'))
+            .and_then(|pid| pid.parse::<u32>().ok())
+            .is_some_and(|pid| pid != std::process::id() && !process_alive(pid));
+        if !dead {
+            return Ok(None);
+        }
+        let now = self.clock_sql();
+        let sql = format!(
+            "UPDATE store_leases SET holder = $2, token = token + 1, expires_at = {now} + $3 \
+             WHERE job = $1 AND holder = $4 RETURNING token"
+        );
+        let token: Option<i64> = bounded(async {
+            let mut tx = self.pool.begin().await?;
+            let t = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+                .persistent(false)
+                .bind(job)
+                .bind(holder)
+                .bind(ttl_secs)
+                .bind(&old)
+                .fetch_optional(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            Ok(t)
+        })
+        .await?;
+        if token.is_some() {
+            tracing::info!(job, dead = %old, "lease of a gone process of this replica taken over");
+        }
+        Ok(token)
     }
 
     /// Who holds `job` now (holder, expiry in unix seconds by the store's clock); `None`:
@@ -443,5 +503,49 @@ mod tests {
         next.release().await;
         assert!(b.holder_of("zone:x").await.unwrap().is_none(), "released");
         assert_eq!(b.held_here(), vec![("zone:x".to_owned(), false)]);
+    }
+
+    /// A restart after a crash: the lease of this replica's earlier, gone process is taken at
+    /// once; a live process's, or another replica's, waits for its expiry.
+    #[tokio::test]
+    async fn a_gone_process_of_this_replica_leaves_its_lease_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path(), "r").await;
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let gone = child.id();
+        child.wait().unwrap();
+        let ttl = Duration::from_secs(60);
+        let put = |job: &'static str, holder: String| {
+            let store = store.clone();
+            async move {
+                let now = store.now().await.unwrap() as i64;
+                sqlx::query(
+                    "INSERT INTO store_leases (job, holder, token, expires_at) VALUES ($1, $2, 7, $3)",
+                )
+                .bind(job)
+                .bind(holder)
+                .bind(now + 600)
+                .execute(&store.pool)
+                .await
+                .unwrap();
+            }
+        };
+        put("a", format!("r/{gone}")).await;
+        put("b", format!("other/{gone}")).await;
+        put("c", format!("r/{}", std::os::unix::process::parent_id())).await;
+        let a = store
+            .acquire("a", ttl)
+            .await
+            .unwrap()
+            .expect("a gone holder's lease");
+        assert_eq!(a.token, 8, "a new holder, a new token");
+        assert!(
+            store.acquire("b", ttl).await.unwrap().is_none(),
+            "another replica's"
+        );
+        assert!(
+            store.acquire("c", ttl).await.unwrap().is_none(),
+            "a live process's"
+        );
     }
 }
