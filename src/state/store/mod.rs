@@ -228,6 +228,18 @@ impl Store {
     }
 
     /// The store's clock as SQL (unix seconds).
+    /// A transaction that will write after reading: on SQLite taken as a writer at once
+    /// (`BEGIN IMMEDIATE`), so that another process's write in between makes it wait for
+    /// `busy_timeout` rather than fail at its first write (a read transaction cannot be
+    /// upgraded once another wrote).
+    async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>, sqlx::Error> {
+        if self.postgres {
+            self.pool.begin().await
+        } else {
+            self.pool.begin_with("BEGIN IMMEDIATE").await
+        }
+    }
+
     fn clock_sql(&self) -> &'static str {
         if self.postgres {
             "CAST(EXTRACT(EPOCH FROM now()) AS BIGINT)"

@@ -142,7 +142,7 @@ impl Store {
 
     async fn append_unbounded(&self, events: &[Event]) -> Result<i64, StoreError> {
         let clock = self.clock_sql();
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         // Two writers reading the same maximum: the second's insert conflicts on the key
         // and is retried, so rows become visible in `seq` order.
         let last: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM store_history")
