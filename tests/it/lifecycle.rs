@@ -224,7 +224,11 @@ async fn re_adding_cancels_and_a_restart_keeps_the_schedule() {
         "configured"
     );
     assert!(body(&d, "b").await.1.contains("mode: enforce"));
-    assert!(w.history("b")["missing_since"].is_null());
+    // The store takes the event after it was served (serving never waits on it).
+    eventually("b's removal cancelled in the history", || async {
+        w.history("b")["missing_since"].is_null().then_some(())
+    })
+    .await;
 }
 
 /// More removals at once than `max_retire`, or none left: refused like a bad config.
