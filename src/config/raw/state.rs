@@ -62,7 +62,15 @@ impl Reader<'_> {
                 }
                 Some(Key::Lease) => {
                     if let Some(d) = self.duration(kname, v) {
-                        state.lease = d;
+                        // The store counts leases in whole seconds and renews every third.
+                        if d < std::time::Duration::from_secs(2) {
+                            self.problems.error(
+                                self.at(v.span()),
+                                "`lease` must be at least 2s: a shorter one could expire between its renewals",
+                            );
+                        } else {
+                            state.lease = d;
+                        }
                     }
                 }
                 // Not a key: a secret written inline.

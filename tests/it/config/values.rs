@@ -29,6 +29,15 @@ colour = "blue"
                 .error(MAIN, pos1(&text, "colour"), "unknown key `colour`")
         },
         {
+            // Leases are counted in whole seconds and renewed every third of their length.
+            let text = format!("[state]\nlease = \"1s\"\n\n{BASE}\n[domains.\"example.org\"]\n");
+            Case::new("a_lease_under_two_seconds_is_refused", &text).error(
+                MAIN,
+                pos1(&text, "\"1s\""),
+                "`lease` must be at least 2s",
+            )
+        },
+        {
             // Top-level keys come before the first table.
             let text = format!("logging = \"debug\"\n\n{BASE}\n[domains.\"example.org\"]\n");
             Case::new("unknown_key_at_top_level", &text).error(
