@@ -15,7 +15,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::http::Reply;
-use crate::record::{parse_txt_presentation, txt_presentation, RData, Record};
+use crate::record::{txt_presentation, RData, Record};
 use crate::rest::{self, join, relative, Rest, MAX_PAGES};
 use crate::rrsets::{absolute, Listed, ReadVerifyWrite, RrsetApi, RrsetChange};
 use crate::{ProviderError, Secret};
@@ -163,23 +163,6 @@ fn value(r: &Record) -> String {
     }
 }
 
-fn to_record(name: &str, rtype: &str, ttl: u32, value: &str) -> Record {
-    let data = match rtype {
-        "TXT" => RData::Txt(parse_txt_presentation(value).unwrap_or_else(|| value.to_owned())),
-        "CNAME" => RData::Cname(absolute(value)),
-        "TLSA" => RData::tlsa_text(value),
-        other => RData::Other {
-            rtype: other.to_owned(),
-            text: value.to_owned(),
-        },
-    };
-    Record {
-        name: name.to_owned(),
-        ttl,
-        data,
-    }
-}
-
 #[async_trait]
 impl RrsetApi for GandiApi {
     fn label(&self) -> String {
@@ -213,7 +196,7 @@ impl RrsetApi for GandiApi {
                 continue;
             }
             out.extend(set.rrset_values.iter().map(|v| Listed {
-                record: to_record(&name, &set.rrset_type, set.rrset_ttl, v),
+                record: crate::rrsets::from_presentation(&name, &set.rrset_type, set.rrset_ttl, v),
                 id: None,
             }));
         }

@@ -139,6 +139,26 @@ impl<A: RrsetApi> ReadVerifyWrite<A> {
     }
 }
 
+/// One value as an RRset API lists it in presentation form (`TXT` quoted or bare, `CNAME`,
+/// `TLSA`, anything else kept as text), as our record.
+pub(crate) fn from_presentation(name: &str, rtype: &str, ttl: u32, value: &str) -> Record {
+    use crate::record::{parse_txt_presentation, RData};
+    let data = match rtype {
+        "TXT" => RData::Txt(parse_txt_presentation(value).unwrap_or_else(|| value.to_owned())),
+        "CNAME" => RData::Cname(absolute(value)),
+        "TLSA" => RData::tlsa_text(value),
+        other => RData::Other {
+            rtype: other.to_owned(),
+            text: value.to_owned(),
+        },
+    };
+    Record {
+        name: name.to_owned(),
+        ttl,
+        data,
+    }
+}
+
 /// `name` lowercase with its trailing dot.
 pub fn absolute(name: &str) -> String {
     format!("{}.", name.trim_end_matches('.').to_ascii_lowercase())

@@ -13,7 +13,7 @@ use std::collections::BTreeSet;
 
 use async_trait::async_trait;
 
-use crate::record::{parse_txt_presentation, txt_presentation, RData, Record};
+use crate::record::{txt_presentation, RData, Record};
 use crate::rest::{join, relative};
 use crate::rrsets::{absolute, Listed, ReadVerifyWrite, RrsetApi, RrsetChange};
 use crate::{ProviderError, Secret};
@@ -44,23 +44,6 @@ fn value(r: &Record) -> Result<String, ProviderError> {
         RData::Tlsa(t) => Ok(t.to_string()),
         // A foreign value carried over: as it was read.
         RData::Other { text, .. } => Ok(text.clone()),
-    }
-}
-
-fn to_record(name: &str, rtype: &str, ttl: u32, value: &str) -> Record {
-    let data = match rtype {
-        "TXT" => RData::Txt(parse_txt_presentation(value).unwrap_or_else(|| value.to_owned())),
-        "CNAME" => RData::Cname(absolute(value)),
-        "TLSA" => RData::tlsa_text(value),
-        other => RData::Other {
-            rtype: other.to_owned(),
-            text: value.to_owned(),
-        },
-    };
-    Record {
-        name: name.to_owned(),
-        ttl,
-        data,
     }
 }
 
@@ -100,7 +83,7 @@ impl RrsetApi for DesecApi {
                 continue;
             }
             out.extend(set.records.iter().map(|v| Listed {
-                record: to_record(&name, &set.rtype, set.ttl, v),
+                record: crate::rrsets::from_presentation(&name, &set.rtype, set.ttl, v),
                 id: None,
             }));
         }

@@ -13,7 +13,7 @@ use std::collections::BTreeSet;
 
 use async_trait::async_trait;
 
-use crate::record::{parse_txt_presentation, txt_presentation, RData, Record};
+use crate::record::{txt_presentation, RData, Record};
 use crate::rest::{join, relative};
 use crate::rrsets::{absolute, Listed, ReadVerifyWrite, RrsetApi, RrsetChange};
 use crate::{ProviderError, Secret};
@@ -50,23 +50,6 @@ fn value(r: &Record) -> Result<String, ProviderError> {
             "{}: a {rtype} record is never written by mta-stsd",
             r.name
         ))),
-    }
-}
-
-fn to_record(name: &str, rtype: &str, ttl: u32, value: &str) -> Record {
-    let data = match rtype {
-        "TXT" => RData::Txt(parse_txt_presentation(value).unwrap_or_else(|| value.to_owned())),
-        "CNAME" => RData::Cname(absolute(value)),
-        "TLSA" => RData::tlsa_text(value),
-        other => RData::Other {
-            rtype: other.to_owned(),
-            text: value.to_owned(),
-        },
-    };
-    Record {
-        name: name.to_owned(),
-        ttl,
-        data,
     }
 }
 
@@ -107,7 +90,7 @@ impl RrsetApi for HetznerApi {
             }
             let ttl = set.ttl.unwrap_or(DEFAULT_TTL);
             out.extend(set.records.iter().map(|v| Listed {
-                record: to_record(&name, &set.rtype, ttl, &v.value),
+                record: crate::rrsets::from_presentation(&name, &set.rtype, ttl, &v.value),
                 id: None,
             }));
         }
@@ -159,6 +142,9 @@ mod tests {
         let r = Record::txt("_smtp._tls.a.example.org.", 3600, text.clone());
         let v = value(&r).unwrap();
         assert!(v.starts_with('"') && v.contains("\" \""), "{v}");
-        assert_eq!(to_record("_smtp._tls.a.example.org.", "TXT", 3600, &v), r);
+        assert_eq!(
+            crate::rrsets::from_presentation("_smtp._tls.a.example.org.", "TXT", 3600, &v),
+            r
+        );
     }
 }
