@@ -194,6 +194,10 @@ where
         .alpn()
         .is_some_and(|mut p| p.any(|p| p == ACME_TLS_ALPN));
     let config = if validation {
+        // The CA may reach this replica for another's order: its answer is in the store.
+        if let Some(name) = &sni {
+            site.acme.fetch_tls_alpn01(name).await;
+        }
         site.acme.validation_config()
     } else {
         config

@@ -13,6 +13,7 @@
 //! round trips, which the pooler may give to two server connections outside a transaction;
 //! migrations run without sqlx's session-level advisory lock.
 
+mod acme;
 mod configs;
 mod import;
 mod lease;
@@ -20,6 +21,7 @@ mod migrate;
 mod read;
 mod write;
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -28,6 +30,7 @@ use mta_stsd_providers::Secret;
 use sqlx::any::AnyPoolOptions;
 use sqlx::AnyPool;
 
+pub use acme::{acme_job, CertRow, NewCert};
 pub use configs::Claim;
 pub use lease::{zone_job, Held, Lease};
 pub use read::{Loaded, Rows};
@@ -123,6 +126,20 @@ impl Store {
             }
         };
         let store = Store::connect(&url, target).await?;
+        if target.url.is_none() {
+            // It holds private keys (ACME): this user's only. SQLite gives its -wal and -shm
+            // files the same mode.
+            let file = target.dir.join(SQLITE_FILE);
+            let open_to_others =
+                std::fs::metadata(&file).is_ok_and(|m| m.permissions().mode() & 0o077 != 0);
+            if open_to_others {
+                if let Err(e) =
+                    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600))
+                {
+                    tracing::warn!(file = %file.display(), "the store holds private keys and others may read it: {e}");
+                }
+            }
+        }
         store.migrate().await?;
         Ok(store)
     }
