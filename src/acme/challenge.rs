@@ -396,6 +396,7 @@ mod tests {
             dir: tmp.path().to_owned(),
             url: None,
             replica: "r".into(),
+            key: None,
         };
         let store = Store::open(&target).await.unwrap();
         let (ordering, other) = (

@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use super::seal;
 use super::{bounded, Held, Store, StoreError};
 
 /// Rows per read of the certificates.
@@ -32,17 +33,13 @@ pub struct CertRow {
 
 type Row = (String, String, String, i64, i64, i64, i64, String);
 
-fn row(r: Row) -> CertRow {
-    CertRow {
-        name: r.0,
-        chain_pem: r.1,
-        key_pem: r.2,
-        not_before: r.3,
-        not_after: r.4,
-        renew_at: r.5,
-        seq: r.6,
-        replica: r.7,
-    }
+/// The identity a sealed value is bound to (its associated data).
+fn cert_row_id(name: &str) -> String {
+    format!("cert:{name}")
+}
+
+fn account_row_id(directory: &str) -> String {
+    format!("account:{directory}")
 }
 
 const COLUMNS: &str =
@@ -60,11 +57,59 @@ pub struct NewCert<'a> {
 }
 
 impl Store {
+    fn cert_row(&self, r: Row) -> Result<CertRow, StoreError> {
+        let key_pem = seal::open(self.sealer.as_deref(), &cert_row_id(&r.0), &r.2)
+            .map_err(StoreError::Sealed)?;
+        Ok(CertRow {
+            name: r.0,
+            chain_pem: r.1,
+            key_pem,
+            not_before: r.3,
+            not_after: r.4,
+            renew_at: r.5,
+            seq: r.6,
+            replica: r.7,
+        })
+    }
+
+    /// At the start of `serve`: a store whose private keys were sealed opens only with the
+    /// key they were sealed with (a clear error now, rather than no certificate later).
+    pub async fn check_sealing(&self) -> Result<(), StoreError> {
+        type Found = Option<(String, String)>;
+        let (cert, account): (Found, Found) = bounded(async {
+            let mut tx = self.pool.begin().await?;
+            let c = sqlx::query_as(
+                "SELECT name, key_pem FROM store_acme_certs WHERE key_pem LIKE 'sealed:%' LIMIT 1",
+            )
+            .persistent(false)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let a = sqlx::query_as(
+                "SELECT directory, credentials FROM store_acme_accounts \
+                     WHERE credentials LIKE 'sealed:%' LIMIT 1",
+            )
+            .persistent(false)
+            .fetch_optional(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            Ok((c, a))
+        })
+        .await?;
+        let rows = cert
+            .map(|(n, v)| (cert_row_id(&n), v))
+            .into_iter()
+            .chain(account.map(|(d, v)| (account_row_id(&d), v)));
+        for (id, v) in rows {
+            seal::open(self.sealer.as_deref(), &id, &v).map_err(StoreError::Sealed)?;
+        }
+        Ok(())
+    }
+
     /// The account credentials (JSON) stored for `directory`.
     pub async fn acme_account(&self, directory: &str) -> Result<Option<String>, StoreError> {
         bounded(async {
             let mut tx = self.pool.begin().await?;
-            let v = sqlx::query_scalar(
+            let v: Option<String> = sqlx::query_scalar(
                 "SELECT credentials FROM store_acme_accounts WHERE directory = $1",
             )
             .persistent(false)
@@ -74,7 +119,12 @@ impl Store {
             tx.commit().await?;
             Ok(v)
         })
-        .await
+        .await?
+        .map(|v| {
+            seal::open(self.sealer.as_deref(), &account_row_id(directory), &v)
+                .map_err(StoreError::Sealed)
+        })
+        .transpose()
     }
 
     /// Stores the account of `directory`; `replace`: over one stored before (else the first
@@ -95,6 +145,12 @@ impl Store {
              VALUES ($1, $2, {}) ON CONFLICT (directory) {on_conflict}",
             self.clock_sql()
         );
+        let credentials = seal::seal(
+            self.sealer.as_deref(),
+            &account_row_id(directory),
+            credentials,
+        )
+        .map_err(StoreError::Sealed)?;
         bounded(async {
             let mut tx = self.begin_write().await?;
             let n = sqlx::query(sqlx::AssertSqlSafe(sql))
@@ -136,9 +192,11 @@ impl Store {
                 .fetch_optional(&mut *tx)
                 .await?;
             tx.commit().await?;
-            Ok(r.map(row))
+            Ok(r)
         })
-        .await
+        .await?
+        .map(|r| self.cert_row(r))
+        .transpose()
     }
 
     /// Up to a page of certificates written after `after` (a `seq`), in order: every replica
@@ -154,9 +212,12 @@ impl Store {
                 .fetch_all(&mut *tx)
                 .await?;
             tx.commit().await?;
-            Ok(rows.into_iter().map(row).collect())
+            Ok(rows)
         })
-        .await
+        .await?
+        .into_iter()
+        .map(|r| self.cert_row(r))
+        .collect()
     }
 
     /// Writes `cert` if `lease` (its `acme:<name>`) is still held, with the lease's token;
@@ -201,6 +262,12 @@ impl Store {
         lease: Option<&super::Lease>,
         cert: NewCert<'_>,
     ) -> Result<bool, StoreError> {
+        let key_pem = seal::seal(
+            self.sealer.as_deref(),
+            &cert_row_id(cert.name),
+            cert.key_pem,
+        )
+        .map_err(StoreError::Sealed)?;
         let mut tx = self.begin_write().await?;
         if let Some(lease) = lease {
             if !self.renew_in(&mut tx, lease).await? {
@@ -226,7 +293,7 @@ impl Store {
             .persistent(false)
             .bind(cert.name)
             .bind(cert.chain_pem)
-            .bind(cert.key_pem)
+            .bind(&key_pem)
             .bind(cert.not_before)
             .bind(cert.not_after)
             .bind(cert.renew_at)
@@ -460,6 +527,7 @@ mod tests {
             dir: dir.to_owned(),
             url: None,
             replica: replica.into(),
+            key: None,
         })
         .await
         .unwrap()
@@ -562,5 +630,72 @@ mod tests {
         assert_eq!(b.acme_challenge("http-01", "old").await.unwrap(), None);
         a.drop_acme_challenge("http-01", "tok").await.unwrap();
         assert_eq!(b.acme_challenge("http-01", "tok").await.unwrap(), None);
+    }
+
+    /// With a key, the certificate's key and the account are stored sealed (no PEM in the
+    /// row) and read back as they were; the same store opened without the key, or with
+    /// another, is a clear error at the start.
+    #[tokio::test]
+    async fn private_keys_are_sealed_with_the_key_and_open_only_with_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let with = |key: Option<&str>| {
+            let dir = dir.path().to_owned();
+            let key = key.map(|k| mta_stsd_providers::Secret::new(k.to_owned()));
+            async move {
+                Store::open(&Target {
+                    dir,
+                    url: None,
+                    replica: "a".into(),
+                    key,
+                })
+                .await
+                .unwrap()
+            }
+        };
+        let key = "11".repeat(32);
+        let a = with(Some(&key)).await;
+        a.check_sealing().await.unwrap();
+        let name = "mta-sts.example.org";
+        let pem = "-----BEGIN PRIVATE KEY-----\nabc\n-----END PRIVATE KEY-----\n";
+        let held = a
+            .hold_acme(name, Duration::from_secs(30))
+            .await
+            .unwrap()
+            .unwrap();
+        let c = NewCert {
+            key_pem: pem,
+            ..cert(name, "chain")
+        };
+        assert!(a.save_acme_cert(held.lease(), c).await.unwrap());
+        a.put_acme_account("https://ca/dir", "{\"key\": \"secret\"}", true)
+            .await
+            .unwrap();
+        let raw: Vec<String> = sqlx::query_scalar(
+            "SELECT key_pem FROM store_acme_certs UNION ALL SELECT credentials FROM store_acme_accounts",
+        )
+        .fetch_all(&a.pool)
+        .await
+        .unwrap();
+        assert_eq!(raw.len(), 2);
+        assert!(
+            raw.iter().all(|v| v.starts_with("sealed:v1:")
+                && !v.contains("PRIVATE")
+                && !v.contains("secret")),
+            "{raw:?}"
+        );
+        assert_eq!(a.acme_cert(name).await.unwrap().unwrap().key_pem, pem);
+        assert_eq!(
+            a.acme_account("https://ca/dir").await.unwrap().as_deref(),
+            Some("{\"key\": \"secret\"}")
+        );
+
+        let none = with(None).await;
+        let e = none.check_sealing().await.unwrap_err().to_string();
+        assert!(e.contains("sealed") && e.contains("key_file"), "{e}");
+        assert!(none.acme_cert(name).await.is_err());
+        let other = with(Some(&"22".repeat(32))).await;
+        let e = other.check_sealing().await.unwrap_err().to_string();
+        assert!(e.contains("another key"), "{e}");
+        with(Some(&key)).await.check_sealing().await.unwrap();
     }
 }

@@ -475,6 +475,7 @@ mod tests {
             dir: dir.to_owned(),
             url: None,
             replica: replica.into(),
+            key: None,
         })
         .await
         .unwrap()

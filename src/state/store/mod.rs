@@ -19,6 +19,7 @@ mod import;
 mod lease;
 mod migrate;
 mod read;
+mod seal;
 mod write;
 
 use std::os::unix::fs::PermissionsExt;
@@ -63,6 +64,8 @@ pub struct Target {
     pub url: Option<Secret>,
     /// This replica's name, written with each event.
     pub replica: String,
+    /// `[state] key_file` / `key_env`: private keys are sealed with it (see `seal`).
+    pub key: Option<Secret>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -73,6 +76,8 @@ pub enum StoreError {
     Timeout(Duration),
     #[error("store schema: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("{0}")]
+    Sealed(String),
     #[error("importing {path}: {error}")]
     Import {
         path: PathBuf,
@@ -106,6 +111,8 @@ pub struct Store {
     held: Arc<Mutex<std::collections::BTreeMap<String, bool>>>,
     /// The last `seq` [`Store::follow`] applied: where a catch-up reads from.
     followed: Arc<std::sync::atomic::AtomicI64>,
+    /// Seals private keys before they are written (`[state] key_file` / `key_env`).
+    sealer: Option<Arc<seal::Sealer>>,
     /// The `seq` ranges this process wrote and the follow has not passed yet: the follow
     /// leaves them out (by process, not by `replica` name, which two processes may share).
     written: Arc<Mutex<Vec<std::ops::RangeInclusive<i64>>>>,
@@ -176,9 +183,17 @@ impl Store {
                 .execute(&pool)
                 .await?;
         }
+        let sealer = match &target.key {
+            Some(k) => Some(Arc::new(seal::Sealer::new(
+                &seal::parse_key(k.expose())
+                    .map_err(|e| StoreError::Sealed(format!("[state] key_file/key_env: {e}")))?,
+            ))),
+            None => None,
+        };
         Ok(Store {
             pool,
             postgres,
+            sealer,
             replica: target.replica.as_str().into(),
             health: Arc::default(),
             held: Arc::default(),
