@@ -7,7 +7,8 @@
 //! a validation name it does not know looks it up there, at the moment it is asked (a poll
 //! would leave the first seconds after "ready" unanswered, and the CA does not come back).
 //! Those lookups are bounded: well-formed tokens and names of domains we serve only (the
-//! listeners check), [`LOOKUPS`] at once, each within [`LOOKUP`].
+//! listeners check), one per answer however many requests ask for it at once (a CA asks from
+//! several places at the same moment), [`LOOKUPS`] at once, each within [`LOOKUP`].
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
@@ -19,7 +20,7 @@ use rustls::sign::CertifiedKey;
 use rustls::ServerConfig;
 use rustls_pki_types::PrivateKeyDer;
 use sha2::{Digest, Sha256};
-use tokio::sync::Semaphore;
+use tokio::sync::{OnceCell, Semaphore};
 use tracing::warn;
 
 use crate::certs::provider;
@@ -38,13 +39,19 @@ const TLS_ALPN01: &str = "tls-alpn-01";
 const IN_STORE: Duration = Duration::from_secs(600);
 /// One lookup of another replica's answer in the store, at most.
 pub const LOOKUP: Duration = Duration::from_secs(3);
-/// Lookups running at once, at most: more requests for unknown tokens get no answer.
+/// Lookups running at once, at most; more wait (within [`LOOKUP`]).
 const LOOKUPS: usize = 8;
+/// Answers being looked up at once, at most: beyond, a request for another unknown one gets
+/// no answer.
+const MAX_PENDING: usize = 256;
 /// Another replica's answer is kept in memory this long after it was read (the CA asks
 /// several times from several places within seconds).
 const FOREIGN_FOR: Duration = Duration::from_secs(30);
 /// Other replicas' answers kept at most.
 const MAX_FOREIGN: usize = 1024;
+
+/// One lookup of an answer in the store, shared by the requests that wait for it.
+type Lookup = Arc<OnceCell<Option<String>>>;
 
 /// The answers currently published, by HTTP-01 token and by TLS-ALPN-01 host name.
 #[derive(Debug)]
@@ -57,6 +64,9 @@ pub struct Challenges {
     foreign_http01: Mutex<HashMap<String, (Instant, Bytes)>>,
     foreign_tls_alpn01: Mutex<HashMap<String, (Instant, Arc<CertifiedKey>)>>,
     lookups: Semaphore,
+    /// The lookups under way, by kind and id: a second request for the same answer waits for
+    /// the first's rather than asking the store again.
+    pending: Mutex<HashMap<(&'static str, String), Lookup>>,
 }
 
 impl Default for Challenges {
@@ -68,6 +78,7 @@ impl Default for Challenges {
             foreign_http01: Mutex::default(),
             foreign_tls_alpn01: Mutex::default(),
             lookups: Semaphore::new(LOOKUPS),
+            pending: Mutex::default(),
         }
     }
 }
@@ -192,24 +203,47 @@ impl Challenges {
             .is_some()
     }
 
-    async fn look_up(&self, kind: &str, id: &str) -> Option<String> {
+    async fn look_up(&self, kind: &'static str, id: &str) -> Option<String> {
         let store = self.store()?;
-        // Beyond LOOKUPS at once: no answer, rather than a queue in front of the store.
-        let _permit = self.lookups.try_acquire().ok()?;
-        match tokio::time::timeout(LOOKUP, store.acme_challenge(kind, id)).await {
-            Ok(Ok(v)) => v,
-            Ok(Err(e)) => {
-                warn!(kind, "looking up a challenge answer in the store: {e}");
-                None
+        let key = (kind, id.to_owned());
+        let cell = {
+            let mut pending = lock(&self.pending);
+            match pending.get(&key) {
+                Some(c) => c.clone(),
+                None if pending.len() >= MAX_PENDING => return None,
+                None => pending.entry(key.clone()).or_default().clone(),
             }
-            Err(_) => {
-                warn!(
-                    kind,
-                    "the store did not answer a challenge lookup within {LOOKUP:?}"
-                );
-                None
-            }
+        };
+        let found = cell
+            .get_or_init(|| async {
+                let asked = async {
+                    let _permit = self.lookups.acquire().await.ok()?;
+                    match store.acme_challenge(kind, id).await {
+                        Ok(v) => Some(v),
+                        Err(e) => {
+                            warn!(kind, "looking up a challenge answer in the store: {e}");
+                            None
+                        }
+                    }
+                };
+                match tokio::time::timeout(LOOKUP, asked).await {
+                    Ok(v) => v.flatten(),
+                    Err(_) => {
+                        warn!(
+                            kind,
+                            "the store did not answer a challenge lookup within {LOOKUP:?}"
+                        );
+                        None
+                    }
+                }
+            })
+            .await
+            .clone();
+        let mut pending = lock(&self.pending);
+        if pending.get(&key).is_some_and(|c| Arc::ptr_eq(c, &cell)) {
+            pending.remove(&key);
         }
+        found
     }
 
     /// Writes an answer for the other replicas; whether it is in the store.
@@ -428,6 +462,26 @@ mod tests {
         assert!(other
             .http01_unknown("GET", "/.well-known/acme-challenge/..%2Fx")
             .is_none());
+        // A CA asks from several places at once, for several names: more requests than
+        // lookups may run at once all get their answer.
+        let many = Arc::new(Challenges::default());
+        many.set_store(Some(store.clone()));
+        let mut tokens = Vec::new();
+        for i in 0..3 {
+            let t = format!("t{i}");
+            tokens.push(ordering.publish_http01(&t, &format!("{t}.ka")).await);
+        }
+        let asks = (0..3 * LOOKUPS).map(|i| {
+            let many = many.clone();
+            async move {
+                let t = format!("t{}", i % 3);
+                many.fetch_http01(&t).await;
+                many.http01_body("GET", &format!("{HTTP01_PREFIX}{t}"))
+            }
+        });
+        let answers = futures_util::future::join_all(asks).await;
+        assert!(answers.iter().all(Option::is_some), "{answers:?}");
+        drop(tokens);
         drop((token, cert));
         // Withdrawn in the background.
         let deadline = Instant::now() + Duration::from_secs(5);

@@ -105,6 +105,13 @@ impl Cluster {
             .filter_map(|(i, d)| Some((i, d.as_ref()?)))
     }
 
+    fn logs(&self) -> String {
+        self.up()
+            .map(|(i, d)| format!("--- r{i} ---\n{}", d.lines().join("\n")))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
     fn count(&self, needle: &str) -> usize {
         self.up()
             .map(|(_, d)| d.lines().iter().filter(|l| l.contains(needle)).count())
@@ -155,7 +162,7 @@ async fn three_replicas_order_each_name_once_and_all_serve_it() {
         c.all_valid(&format!("{n}.example")).await;
     }
     assert_eq!(c.pebble.issued(), 3, "{}", c.pebble.log());
-    assert_eq!(c.count("ordering a certificate"), 3);
+    assert_eq!(c.count("ordering a certificate"), 3, "{}", c.logs());
     let mut ok = 0;
     for (_, d) in c.up() {
         let m = d.metrics().await;
