@@ -140,3 +140,89 @@ async fn import_dir(
     }
     Ok(done)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/main-acme");
+
+    fn cfg(state: &Path) -> config::Acme {
+        let directory = std::fs::read_to_string(Path::new(FIXTURE).join("directory")).unwrap();
+        config::Acme {
+            directory: directory.trim().to_owned(),
+            contact: Vec::new(),
+            challenge: config::Challenge::TlsAlpn01,
+            state: state.to_owned(),
+            ca: None,
+            orders_per_hour: None,
+            on_demand: false,
+        }
+    }
+
+    /// main's `[acme] state` (tests/fixtures/main-acme, written by main's daemon against
+    /// pebble) goes into the store entry by entry: the account as it was, each name's chain
+    /// and key byte for byte with the leaf's validity, the limits document with every entry;
+    /// once only, and never over what the store holds.
+    #[tokio::test]
+    async fn main_acme_state_is_imported_entry_by_entry() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::open(&crate::state::store::Target {
+            dir: tmp.path().to_owned(),
+            url: None,
+            replica: "r".into(),
+            key: None,
+        })
+        .await
+        .unwrap();
+        let state = Path::new(FIXTURE).join("acme");
+        let cfg = cfg(&state);
+        let legacy = Legacy::new(&state);
+        let done = import(&store, &cfg).await.expect("imported");
+        let names = legacy.names().unwrap();
+        assert_eq!(names, ["mta-sts.a.example", "mta-sts.b.example"]);
+        assert_eq!(
+            done,
+            Imported {
+                account: true,
+                certificates: 2,
+                skipped: 0,
+                limits: true
+            }
+        );
+        let account = std::fs::read_to_string(legacy.account_path(&cfg.directory)).unwrap();
+        assert_eq!(
+            store.acme_account(&cfg.directory).await.unwrap().unwrap(),
+            account
+        );
+        for name in &names {
+            let (chain, key) = legacy.pair(name).unwrap().unwrap();
+            let row = store.acme_cert(name).await.unwrap().unwrap();
+            assert_eq!(
+                (row.chain_pem.as_str(), row.key_pem.as_str()),
+                (chain.as_str(), key.as_str())
+            );
+            let c = StoredCert::from_pem(name, &chain, &key).unwrap();
+            assert_eq!(
+                (row.not_before, row.not_after, row.renew_at),
+                (c.not_before, c.not_after, c.renew_at())
+            );
+        }
+        let file = match limits::read(&limits::path(&state, &cfg.directory), unix_now()) {
+            Stored::Found(l) => l,
+            other => panic!("{other:?}"),
+        };
+        assert!(!file.orders.is_empty(), "the fixture has orders");
+        let stored = store.acme_limits(&cfg.directory).await.unwrap().unwrap();
+        assert_eq!(limits::parse(stored.as_bytes()).unwrap(), file);
+
+        // Once: a second import does nothing, even with the store emptied meanwhile.
+        sqlx::query("DELETE FROM store_acme_certs")
+            .execute(store.pool())
+            .await
+            .unwrap();
+        assert!(import(&store, &cfg).await.is_none());
+        assert!(store.acme_certs_since(0).await.unwrap().is_empty());
+    }
+}
