@@ -2,6 +2,7 @@
 
 mod acme;
 mod acme_import;
+mod acme_keys;
 mod acme_replicas;
 mod acme_restart;
 mod acme_scale;
