@@ -27,8 +27,8 @@ use crate::live::Live;
 use crate::metrics::Metrics;
 use crate::state::store::{CertRow, Store};
 
-/// How soon to look at the store again while another replica holds a name's lock.
-const LOCK_RECHECK: Duration = Duration::from_secs(5);
+/// How soon to look at the store again while another replica holds a name's lease.
+const LEASE_RECHECK: Duration = Duration::from_secs(5);
 /// How often a name in backoff looks at the store, for a certificate another replica got.
 const STORE_RECHECK: Duration = Duration::from_secs(60);
 /// How often the certificates other replicas wrote are read (one indexed query): what one
@@ -186,7 +186,7 @@ struct Run {
     /// before every other name, as soon as pacing, backoff and the server allow.
     urgent: HashSet<Arc<str>>,
     /// Attempts that could order, by start time, over the last [`HOUR`]; those that found a
-    /// certificate in the store (or the lock taken) leave it again.
+    /// certificate in the store (or the lease held by another) leave it again.
     orders: VecDeque<(u64, Arc<str>)>,
     /// The names of the config, for what the limits file keeps.
     wanted: Arc<HashSet<String>>,

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use tracing::{info, warn};
 
-use super::{Run, LOCK_RECHECK, STORE_RECHECK};
+use super::{Run, LEASE_RECHECK, STORE_RECHECK};
 use crate::acme::attempt::Outcome;
 use crate::acme::store::StoredCert;
 use crate::acme::{cert_label, throttle, AcmeError, CertState, NameStatus, Throttle};
@@ -62,7 +62,7 @@ impl Run {
                 }
             }
             Outcome::Failed(AcmeError::Busy(why)) => {
-                let due = now + LOCK_RECHECK.as_secs();
+                let due = now + LEASE_RECHECK.as_secs();
                 self.update(&name, |s| {
                     s.state = if s.not_after.is_some() {
                         CertState::Valid
