@@ -188,6 +188,19 @@ async fn three_replicas_order_each_name_once_and_all_serve_it() {
             assert_eq!(c.served_leaf(i, &host).await, stored, "r{i}: {host}");
         }
     }
+    // One write per name (seq counts every write of every replica), and idle replicas
+    // write nothing more: two follow periods later it is still three.
+    let seqs = || async {
+        db::texts(
+            &store,
+            "SELECT CAST(seq AS TEXT) FROM store_acme_certs ORDER BY seq",
+        )
+        .await
+    };
+    assert_eq!(seqs().await, ["1", "2", "3"]);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(seqs().await, ["1", "2", "3"]);
+    assert_eq!(c.count("ordering a certificate"), 3);
     // Answers withdrawn; the leases are listed in /status by name.
     assert!(db::texts(&store, "SELECT id FROM store_acme_challenges")
         .await
