@@ -66,13 +66,16 @@ impl Cluster {
     /// r0 with a directory nobody answers at; r1 and r2 with `directory(&pebble)`.
     async fn start(
         names: &[&str],
+        validity: Option<u64>,
         directory: impl AsyncFnOnce(&Pebble) -> (String, Option<FaultProxy>),
     ) -> (Cluster, Option<FaultProxy>) {
         let (http, https) = (free_port(), free_port());
         let pg = Postgres::start();
         let bouncer = PgBouncer::start(&pg);
         let url = bouncer.url();
-        let pebble = Pebble::start(PebbleOptions::new(http, https)).await;
+        let mut opts = PebbleOptions::new(http, https);
+        opts.validity = validity;
+        let pebble = Pebble::start(opts).await;
         let (reachable, proxy) = directory(&pebble).await;
         let dead = format!("https://127.0.0.1:{}/dir", free_port());
         let dirs: Vec<ConfigDir> = (0..3).map(|_| ConfigDir::new()).collect();
@@ -157,7 +160,7 @@ impl Cluster {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_replicas_order_each_name_once_and_all_serve_it() {
     let names = ["a", "b", "c"];
-    let (c, _) = Cluster::start(&names, async |p: &Pebble| (p.directory.clone(), None)).await;
+    let (c, _) = Cluster::start(&names, None, async |p: &Pebble| (p.directory.clone(), None)).await;
     for n in names {
         c.all_valid(&format!("{n}.example")).await;
     }
@@ -223,7 +226,7 @@ async fn three_replicas_order_each_name_once_and_all_serve_it() {
 /// certificate is issued, and all the replicas left serve it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_killed_mid_order_is_taken_over_within_the_lease() {
-    let (mut c, proxy) = Cluster::start(&["a"], async |p: &Pebble| {
+    let (mut c, proxy) = Cluster::start(&["a"], None, async |p: &Pebble| {
         let proxy = FaultProxy::stalling(p, 1).await;
         (proxy.directory(), Some(proxy))
     })
@@ -276,4 +279,49 @@ async fn a_replica_killed_mid_order_is_taken_over_within_the_lease() {
     for (i, _) in c.up() {
         assert_eq!(c.served_leaf(i, "mta-sts.a.example").await, stored, "r{i}");
     }
+}
+
+/// Certificates of 30 s, due for renewal at the same moment on every replica: each renewal
+/// is claimed (on PostgreSQL, the name's row `FOR UPDATE SKIP LOCKED`, then its lease) and
+/// ordered by one replica, and every replica serves the renewed certificate before the old
+/// one expires.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_renewal_due_on_every_replica_is_ordered_once() {
+    let names = ["a", "b"];
+    let (c, _) = Cluster::start(&names, Some(30), async |p: &Pebble| {
+        (p.directory.clone(), None)
+    })
+    .await;
+    let mut first = Vec::new();
+    for n in names {
+        let domain = format!("{n}.example");
+        c.all_valid(&domain).await;
+        let s = acme_status(c.replicas[0].as_ref().unwrap(), &domain).await;
+        first.push(crate::harness::epoch(&s["not_after"]).unwrap());
+    }
+    for (n, was) in names.iter().zip(&first) {
+        let domain = format!("{n}.example");
+        for (i, d) in c.up() {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            loop {
+                let s = acme_status(d, &domain).await;
+                if crate::harness::epoch(&s["not_after"]).is_some_and(|t| t > *was) {
+                    let now = crate::acme::now();
+                    assert!(
+                        now <= *was,
+                        "r{i}: {domain} renewed only after it expired: {s}"
+                    );
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "r{i}: {domain} not renewed: {s}\n{}",
+                    c.logs()
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+    assert_eq!(c.pebble.issued(), 4, "{}", c.logs());
+    assert_eq!(c.count("ordering a certificate"), 4, "{}", c.logs());
 }
