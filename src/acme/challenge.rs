@@ -219,7 +219,15 @@ impl Challenges {
                 let asked = async {
                     let _permit = self.lookups.acquire().await.ok()?;
                     match store.acme_challenge(kind, id).await {
-                        Ok(v) => Some(v),
+                        Ok(v) => {
+                            tracing::debug!(
+                                kind,
+                                id,
+                                found = v.is_some(),
+                                "challenge answer looked up in the store"
+                            );
+                            Some(v)
+                        }
                         Err(e) => {
                             warn!(kind, "looking up a challenge answer in the store: {e}");
                             None

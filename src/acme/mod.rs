@@ -386,6 +386,22 @@ impl AcmeState {
     }
 }
 
+/// Whether `host` is one of the config's ACME names (an `mta-sts.` host, or a `[tlsrpt]`
+/// host, whose certificate comes from ACME): only for those is another replica's challenge
+/// answer looked up in the store.
+pub fn is_acme_name(live: &crate::live::Live, host: &str) -> bool {
+    if live.config.acme.is_none() {
+        return false;
+    }
+    if let Some(d) = live.domain_for_sni(host) {
+        return d.cert == crate::config::CertSource::Acme;
+    }
+    let certs = live.config.tlsrpt.as_ref().map(|t| &t.certs);
+    live.tlsrpt_host(host)
+        .and_then(|i| certs?.get(i))
+        .is_some_and(|c| *c == crate::config::CertSource::Acme)
+}
+
 fn cert_label(name: &str) -> CertLabel {
     CertLabel {
         name: name.to_owned(),

@@ -375,11 +375,10 @@ impl Listener {
 }
 
 /// Whether `host` is one of `[tlsrpt] hosts`.
-/// Whether `host` is a name we serve (an `mta-sts.` host or a `[tlsrpt]` host): only for
-/// those is a challenge answer looked up in the store.
+/// Whether `host` is one of our ACME names: only for those is a challenge answer looked up
+/// in the store.
 fn serves(site: &Site, host: &str) -> bool {
-    let live = site.live.load();
-    live.domain_for_sni(host).is_some() || live.tlsrpt_host(host).is_some()
+    crate::acme::is_acme_name(&site.live.load(), host)
 }
 
 fn is_report_host(site: &Site, host: Option<&str>) -> bool {

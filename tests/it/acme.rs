@@ -496,7 +496,11 @@ async fn another_replicas_lease_defers_the_order_and_its_certificate_is_picked_u
             &acme,
         ),
     );
-    let d = Daemon::start(&dir.config_path());
+    // Debug: each lookup of a challenge answer in the store is logged.
+    let d = Daemon::start_with(
+        &dir.config_path(),
+        &[("RUST_LOG", "info,mta_stsd::acme::challenge=debug")],
+    );
     let waiting = wait_acme(&d, "b.example", ACME_DEADLINE, String::new, |s| {
         s["detail"]
             .as_str()
@@ -550,6 +554,36 @@ async fn another_replicas_lease_defers_the_order_and_its_certificate_is_picked_u
             .to_vec()
     );
     assert!(!d.metrics().await.contains("mta_stsd_acme_orders_total"));
+
+    // An unknown HTTP-01 token is looked up in the store for an ACME name only (b), not for
+    // a name with a certificate of its own (a), nor for another host; none is found.
+    for host in [A, B, "mta-sts.elsewhere.example"] {
+        let r = plain_client()
+            .get(format!(
+                "http://{}/.well-known/acme-challenge/tok-{host}",
+                d.http.unwrap()
+            ))
+            .header("host", host)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::NOT_FOUND, "{host}");
+    }
+    // The log is read from the daemon's stderr as it comes.
+    let looked = eventually("the lookup logged", || async {
+        let l: Vec<String> = d
+            .lines()
+            .into_iter()
+            .filter(|l| l.contains("challenge answer looked up"))
+            .collect();
+        (!l.is_empty()).then_some(l)
+    })
+    .await;
+    assert_eq!(looked.len(), 1, "{looked:?}");
+    assert!(
+        looked[0].contains(&format!("tok-{B}")) && looked[0].contains("found=false"),
+        "{looked:?}"
+    );
 }
 
 #[tokio::test]
