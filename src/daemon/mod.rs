@@ -244,6 +244,7 @@ async fn serve(config_path: &Path, loaded: config::Loaded, cache: config::Cache)
         live: shared.live.clone(),
         acme: shared.acme.clone(),
         metrics: shared.metrics.clone(),
+        store: shared.writer.store().clone(),
     });
     let reports = crate::tlsrpt::task::start(shared.tlsrpt());
     let trimmer = trim::start();

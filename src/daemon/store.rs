@@ -23,6 +23,7 @@ pub struct Opened {
 /// Opens the store, imports `history.jsonl` on the first start, reads the history.
 pub async fn open(state: &State) -> Result<Opened, StoreError> {
     let store = Store::open(&crate::lifecycle::store_target(state)).await?;
+    store.check_sealing().await?;
     store.import_dir(&state.dir).await?;
     let loaded = store.load_history().await?;
     tracing::info!(

@@ -13,13 +13,16 @@
 //! round trips, which the pooler may give to two server connections outside a transaction;
 //! migrations run without sqlx's session-level advisory lock.
 
+mod acme;
 mod configs;
 mod import;
 mod lease;
 mod migrate;
 mod read;
+mod seal;
 mod write;
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -28,6 +31,7 @@ use mta_stsd_providers::Secret;
 use sqlx::any::AnyPoolOptions;
 use sqlx::AnyPool;
 
+pub use acme::{acme_job, CertRow, NewCert};
 pub use configs::Claim;
 pub use lease::{zone_job, Held, Lease};
 pub use read::{Loaded, Rows};
@@ -60,6 +64,8 @@ pub struct Target {
     pub url: Option<Secret>,
     /// This replica's name, written with each event.
     pub replica: String,
+    /// `[state] key_file` / `key_env`: private keys are sealed with it (see `seal`).
+    pub key: Option<Secret>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -70,6 +76,8 @@ pub enum StoreError {
     Timeout(Duration),
     #[error("store schema: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("{0}")]
+    Sealed(String),
     #[error("importing {path}: {error}")]
     Import {
         path: PathBuf,
@@ -103,6 +111,8 @@ pub struct Store {
     held: Arc<Mutex<std::collections::BTreeMap<String, bool>>>,
     /// The last `seq` [`Store::follow`] applied: where a catch-up reads from.
     followed: Arc<std::sync::atomic::AtomicI64>,
+    /// Seals private keys before they are written (`[state] key_file` / `key_env`).
+    sealer: Option<Arc<seal::Sealer>>,
     /// The `seq` ranges this process wrote and the follow has not passed yet: the follow
     /// leaves them out (by process, not by `replica` name, which two processes may share).
     written: Arc<Mutex<Vec<std::ops::RangeInclusive<i64>>>>,
@@ -123,6 +133,20 @@ impl Store {
             }
         };
         let store = Store::connect(&url, target).await?;
+        if target.url.is_none() {
+            // It holds private keys (ACME): this user's only. SQLite gives its -wal and -shm
+            // files the same mode.
+            let file = target.dir.join(SQLITE_FILE);
+            let open_to_others =
+                std::fs::metadata(&file).is_ok_and(|m| m.permissions().mode() & 0o077 != 0);
+            if open_to_others {
+                if let Err(e) =
+                    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600))
+                {
+                    tracing::warn!(file = %file.display(), "the store holds private keys and others may read it: {e}");
+                }
+            }
+        }
         store.migrate().await?;
         Ok(store)
     }
@@ -159,9 +183,17 @@ impl Store {
                 .execute(&pool)
                 .await?;
         }
+        let sealer = match &target.key {
+            Some(k) => Some(Arc::new(seal::Sealer::new(
+                &seal::parse_key(k.expose())
+                    .map_err(|e| StoreError::Sealed(format!("[state] key_file/key_env: {e}")))?,
+            ))),
+            None => None,
+        };
         Ok(Store {
             pool,
             postgres,
+            sealer,
             replica: target.replica.as_str().into(),
             health: Arc::default(),
             held: Arc::default(),

@@ -10,6 +10,7 @@ fn target(dir: &Path) -> Target {
         dir: dir.to_owned(),
         url: None,
         replica: "test".into(),
+        key: None,
     }
 }
 
