@@ -20,7 +20,8 @@ pub struct Opened {
     pub seq: i64,
 }
 
-/// Opens the store, imports `history.jsonl` on the first start, reads the history.
+/// Opens the store, imports `history.jsonl` on the first start, reads the history
+/// (`dane.json` is imported by the first DANE round: a damaged one stops DANE, not serving).
 pub async fn open(state: &State) -> Result<Opened, StoreError> {
     let store = Store::open(&crate::lifecycle::store_target(state)).await?;
     store.import_dir(&state.dir).await?;

@@ -14,6 +14,7 @@
 //! migrations run without sqlx's session-level advisory lock.
 
 mod configs;
+mod dane;
 mod import;
 mod lease;
 mod migrate;
@@ -29,6 +30,7 @@ use sqlx::any::AnyPoolOptions;
 use sqlx::AnyPool;
 
 pub use configs::Claim;
+pub use dane::DANE_JOB;
 pub use lease::{zone_job, Held, Lease};
 pub use read::{Loaded, Rows};
 pub use write::Writer;
