@@ -141,7 +141,9 @@ impl Store {
         sqlx::any::install_default_drivers();
         let postgres = target.url.is_some();
         let pool = AnyPoolOptions::new()
-            .max_connections(if postgres { 4 } else { 2 })
+            // On PostgreSQL the TLS-RPT store may share this pool (a `[tlsrpt]` naming no store of
+            // its own): room for its writers beside the lease renewals.
+            .max_connections(if postgres { 8 } else { 2 })
             .acquire_timeout(ACQUIRE)
             .after_connect(move |conn, _| {
                 Box::pin(async move {
@@ -299,6 +301,12 @@ pub fn read_history_blocking(
         .join()
         .unwrap_or_else(|_| Err(StoreError::Unavailable(sqlx::Error::PoolClosed)))
     })
+}
+
+/// Applies `migrations/` to a PostgreSQL pool as the store does (one transaction, no
+/// session-level lock: fine behind PgBouncer), for the TLS-RPT store on its own database.
+pub async fn migrate_postgres(pool: &AnyPool) -> Result<(), StoreError> {
+    migrate::postgres(pool).await
 }
 
 fn sqlite_url(path: &Path, mode: &str) -> String {
