@@ -126,6 +126,13 @@ impl Store {
         };
         let store = Store::connect(&url, target).await?;
         store.migrate().await?;
+        let filled = store.fill_subjects().await?;
+        if filled > 0 {
+            tracing::info!(
+                rows = filled,
+                "the id history's rows are indexed by domain now"
+            );
+        }
         Ok(store)
     }
 
@@ -281,11 +288,49 @@ pub async fn read_history(target: &Target) -> Result<crate::state::history::Hist
     Ok(history)
 }
 
+/// One domain's history for a command that reads, never writes (`history DOMAIN`): an
+/// indexed query when the store has the history, else [`read_history`]'s way.
+pub async fn read_domain_history(
+    target: &Target,
+    name: &str,
+) -> Result<crate::state::history::History, StoreError> {
+    if let Some(store) = Store::open_existing(target).await? {
+        let history = store.domain_history(name).await?;
+        if history.domain(name).is_some()
+            || store.has_history().await?
+            || crate::state::Journal::open_existing(&target.dir, "history").is_none()
+        {
+            return Ok(history);
+        }
+    }
+    read_history(target).await
+}
+
 /// [`read_history`] from code that is not async (or is inside another runtime): on a thread
 /// of its own.
 pub fn read_history_blocking(
     target: &Target,
 ) -> Result<crate::state::history::History, StoreError> {
+    block_on(target, |t| async move { read_history(&t).await })
+}
+
+/// [`read_domain_history`] from code that is not async.
+pub fn read_domain_history_blocking(
+    target: &Target,
+    name: &str,
+) -> Result<crate::state::history::History, StoreError> {
+    let name = name.to_owned();
+    block_on(target, move |t| async move {
+        read_domain_history(&t, &name).await
+    })
+}
+
+/// Runs `f` on a runtime of its own, on a thread of its own (the caller may be inside another).
+fn block_on<F, Fut>(target: &Target, f: F) -> Result<crate::state::history::History, StoreError>
+where
+    F: FnOnce(Target) -> Fut + Send,
+    Fut: std::future::Future<Output = Result<crate::state::history::History, StoreError>>,
+{
     let target = target.clone();
     std::thread::scope(|s| {
         s.spawn(move || {
@@ -296,7 +341,7 @@ pub fn read_history_blocking(
                     path: target.dir.clone(),
                     error: e,
                 })?;
-            rt.block_on(read_history(&target))
+            rt.block_on(f(target))
         })
         .join()
         .unwrap_or_else(|_| Err(StoreError::Unavailable(sqlx::Error::PoolClosed)))
