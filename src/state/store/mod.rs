@@ -126,13 +126,6 @@ impl Store {
         };
         let store = Store::connect(&url, target).await?;
         store.migrate().await?;
-        let filled = store.fill_subjects().await?;
-        if filled > 0 {
-            tracing::info!(
-                rows = filled,
-                "the id history's rows are indexed by domain now"
-            );
-        }
         Ok(store)
     }
 

@@ -164,7 +164,8 @@ impl Store {
 
     /// Fills in the `subject` of rows written before the column (or by an older replica
     /// since), a page per transaction; a row that does not parse gets ''. Returns how many.
-    pub(super) async fn fill_subjects(&self) -> Result<usize, StoreError> {
+    /// Run by `serve` in the background: a million rows take most of a minute, once.
+    pub async fn fill_subjects(&self) -> Result<usize, StoreError> {
         let mut filled = 0;
         loop {
             let rows: Vec<(i64, String)> = super::bounded(async {

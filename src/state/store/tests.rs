@@ -203,8 +203,8 @@ async fn the_follow_never_applies_this_process_own_rows_again() {
 
 /// `history DOMAIN` reads one domain's rows by the index on `subject`: the same history of
 /// that domain as the whole read gives (its policies' bodies too), with rows an older
-/// version wrote without a subject filled in when the store opens — and still sorted out
-/// while they are not.
+/// version wrote without a subject filled in (by `serve`, in the background) — and still
+/// sorted out while they are not.
 #[tokio::test]
 async fn one_domains_history_is_an_indexed_query() {
     let dir = tempfile::tempdir().unwrap();
@@ -246,6 +246,7 @@ async fn one_domains_history_is_an_indexed_query() {
         whole.domain("a.example")
     );
     let reopened = Store::open(&target(dir.path())).await.unwrap();
+    assert_eq!(reopened.fill_subjects().await.unwrap(), 6);
     let unfilled: i64 =
         sqlx::query_scalar("SELECT COUNT(*) FROM store_history WHERE subject IS NULL")
             .fetch_one(reopened.pool())
