@@ -104,6 +104,32 @@ OTHER="d000001.example"
 start_ns=$(date +%s%N)
 RUST_LOG=info "$BIN" --config "$WORK/mta-stsd.toml" serve >"$WORK/serve.log" 2>&1 &
 pid=$!
+# Polls /metrics every 0.2 s: pending events seen, then none (or none once `ready` is logged).
+python3 - "$ADMIN_PORT" "$start_ns" "$WORK/serve.log" >"$WORK/stored_ms" <<'PY' &
+import sys, time, urllib.request
+port, start_ns, log = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+seen, ready, deadline = False, False, time.time() + 1200
+f = None
+while time.time() < deadline:
+    # The log read on from where it was (a million warnings at the start).
+    try:
+        f = f or open(log, errors="replace")
+        ready |= any(" ready " in l for l in f.readlines())
+    except OSError:
+        pass
+    try:
+        m = urllib.request.urlopen("http://127.0.0.1:%s/metrics" % port, timeout=5).read().decode()
+        line = [l for l in m.splitlines() if l.startswith("mta_stsd_store_pending_events ")]
+        if line:
+            pending = int(float(line[0].split()[1]))
+            seen |= pending > 0
+            if pending == 0 and (seen or ready):
+                print((time.time_ns() - start_ns) // 1000000)
+                break
+    except OSError:
+        pass
+    time.sleep(0.2)
+PY
 
 python3 - "$pid" "$start_ns" "$HTTPS_PORT" "$EDITED" "$EDITED_FILE" "$OTHER" "$EDITS" "$EDIT" \
     "$check_ms" "$check_mib" "$N" <<'PY'
@@ -235,11 +261,24 @@ print("  requests:       %d ok, %d failed%s   (goal: 0 failed)" % (ok, failed, (
 print("  after:          VmRSS %4d MiB, VmHWM %4d MiB          (goal < 768 MiB)" % (after_rss, after_hwm))
 PY
 grep -c "config reloaded" "$WORK/serve.log" | sed 's/^/  reloads logged: /'
-# Start to the "ready" line, by its timestamp (the same clock as start_ns).
+# Start to the "ready" line (logged once the store has the history of every domain), by its
+# timestamp (the same clock as start_ns); waited for up to 15 minutes after the edits.
+for ((i = 0; i < 9000; i++)); do
+    grep -qE 'INFO.* ready' "$WORK/serve.log" && break
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.1
+done
 ready_at=$(grep -m1 -E 'INFO.* ready' "$WORK/serve.log" | grep -oE '^[0-9T:.-]+Z' || true)
 if [ -n "$ready_at" ]; then
-    echo "  start -> ready: $(( ($(date -d "$ready_at" +%s%N) - start_ns) / 1000000 )) ms (store: $STORE)"
+    echo "  start -> ready: $(( ($(date -d "$ready_at" +%s%N) - start_ns) / 1000000 )) ms (store: $STORE), then VmRSS $(awk '/^VmRSS/ {print int($2/1024)}' /proc/$pid/status) MiB, VmHWM $(awk '/^VmHWM/ {print int($2/1024)}' /proc/$pid/status) MiB"
+else
+    echo "  start -> ready: not within 15 minutes (store: $STORE)"
 fi
+# `ready` waits 30 s at most for the store: the poller started with `serve` has the time the
+# store had the start's history (mta_stsd_store_pending_events back to 0 on /metrics).
+for ((i = 0; i < 9000; i++)); do [ -s "$WORK/stored_ms" ] && break; sleep 0.1; done
+stored_ms=$(cat "$WORK/stored_ms" 2>/dev/null || true)
+echo "  start -> history stored: ${stored_ms:-not within 15 minutes} ms (store: $STORE), then VmRSS $(awk '/^VmRSS/ {print int($2/1024)}' /proc/$pid/status) MiB, VmHWM $(awk '/^VmHWM/ {print int($2/1024)}' /proc/$pid/status) MiB"
 if [ "$STORE" = postgres ]; then
     echo "  store rows:     $(runuser -u postgres -- "$PGBIN/psql" -h 127.0.0.1 -p "$PG_PORT" -U mta -Atc 'SELECT count(*) FROM store_history' mtasts) in store_history"
 else
