@@ -513,7 +513,7 @@ impl Default for Tlsrpt {
             hosts: Vec::new(),
             certs: Vec::new(),
             path: "/v1/tlsrpt".into(),
-            store: StoreKind::Sqlite,
+            store: StoreKind::State,
             retention: Duration::from_secs(400 * 86400),
             max_report_bytes: 4 * 1024 * 1024,
             parse_budget_bytes: 32 * 1024 * 1024,
@@ -529,7 +529,11 @@ impl Default for Tlsrpt {
 
 #[derive(Debug, Clone)]
 pub enum StoreKind {
-    /// A file in `[state] dir`.
+    /// No `store` named: `[state]`'s PostgreSQL when it has a URL (the same database, and in
+    /// `serve` the same pool), else [`StoreKind::Sqlite`] (SPEC: "`[tlsrpt]` uses the same
+    /// store unless it names its own"; on SQLite its own file, which a purge keeps).
+    State,
+    /// A file in `[state] dir` (`tlsrpt.sqlite`).
     Sqlite,
     /// The URL, from `url_env` or `url_file`.
     Postgres(Secret),

@@ -138,6 +138,7 @@ impl Shared {
             metrics: self.metrics.tlsrpt.clone(),
             wake: self.tlsrpt_wake.clone(),
             limiter: self.tlsrpt_limiter.clone(),
+            state_store: Some(self.writer.store().clone()),
         }
     }
 

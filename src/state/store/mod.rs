@@ -15,6 +15,7 @@
 
 mod acme;
 mod configs;
+mod dane;
 mod import;
 mod lease;
 mod migrate;
@@ -33,6 +34,7 @@ use sqlx::AnyPool;
 
 pub use acme::{acme_job, CertRow, NewCert};
 pub use configs::Claim;
+pub use dane::DANE_JOB;
 pub use lease::{zone_job, Held, Lease};
 pub use read::{Loaded, Rows};
 pub use write::Writer;
@@ -163,7 +165,9 @@ impl Store {
         sqlx::any::install_default_drivers();
         let postgres = target.url.is_some();
         let pool = AnyPoolOptions::new()
-            .max_connections(if postgres { 4 } else { 2 })
+            // On PostgreSQL the TLS-RPT store may share this pool (a `[tlsrpt]` naming no store of
+            // its own): room for its writers beside the lease renewals.
+            .max_connections(if postgres { 8 } else { 2 })
             .acquire_timeout(ACQUIRE)
             .after_connect(move |conn, _| {
                 Box::pin(async move {
@@ -309,11 +313,49 @@ pub async fn read_history(target: &Target) -> Result<crate::state::history::Hist
     Ok(history)
 }
 
+/// One domain's history for a command that reads, never writes (`history DOMAIN`): an
+/// indexed query when the store has the history, else [`read_history`]'s way.
+pub async fn read_domain_history(
+    target: &Target,
+    name: &str,
+) -> Result<crate::state::history::History, StoreError> {
+    if let Some(store) = Store::open_existing(target).await? {
+        let history = store.domain_history(name).await?;
+        if history.domain(name).is_some()
+            || store.has_history().await?
+            || crate::state::Journal::open_existing(&target.dir, "history").is_none()
+        {
+            return Ok(history);
+        }
+    }
+    read_history(target).await
+}
+
 /// [`read_history`] from code that is not async (or is inside another runtime): on a thread
 /// of its own.
 pub fn read_history_blocking(
     target: &Target,
 ) -> Result<crate::state::history::History, StoreError> {
+    block_on(target, |t| async move { read_history(&t).await })
+}
+
+/// [`read_domain_history`] from code that is not async.
+pub fn read_domain_history_blocking(
+    target: &Target,
+    name: &str,
+) -> Result<crate::state::history::History, StoreError> {
+    let name = name.to_owned();
+    block_on(target, move |t| async move {
+        read_domain_history(&t, &name).await
+    })
+}
+
+/// Runs `f` on a runtime of its own, on a thread of its own (the caller may be inside another).
+fn block_on<F, Fut>(target: &Target, f: F) -> Result<crate::state::history::History, StoreError>
+where
+    F: FnOnce(Target) -> Fut + Send,
+    Fut: std::future::Future<Output = Result<crate::state::history::History, StoreError>>,
+{
     let target = target.clone();
     std::thread::scope(|s| {
         s.spawn(move || {
@@ -324,11 +366,17 @@ pub fn read_history_blocking(
                     path: target.dir.clone(),
                     error: e,
                 })?;
-            rt.block_on(read_history(&target))
+            rt.block_on(f(target))
         })
         .join()
         .unwrap_or_else(|_| Err(StoreError::Unavailable(sqlx::Error::PoolClosed)))
     })
+}
+
+/// Applies `migrations/` to a PostgreSQL pool as the store does (one transaction, no
+/// session-level lock: fine behind PgBouncer), for the TLS-RPT store on its own database.
+pub async fn migrate_postgres(pool: &AnyPool) -> Result<(), StoreError> {
+    migrate::postgres(pool).await
 }
 
 fn sqlite_url(path: &Path, mode: &str) -> String {
