@@ -147,6 +147,7 @@ pub async fn read(state: &crate::config::State) -> Result<Memory, String> {
         dir: state.dir.clone(),
         url: state.url.clone(),
         replica: state.replica.clone(),
+        key: state.key.clone(),
     };
     if let Some(store) = Store::open_existing(&target)
         .await
@@ -193,6 +194,7 @@ mod tests {
             dir: dir.to_owned(),
             url: None,
             replica: replica.into(),
+            key: None,
         })
         .await
         .unwrap()
