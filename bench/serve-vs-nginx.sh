@@ -375,6 +375,14 @@ for s in conns:
     s.close()
 EOF
 
+# Each mta-stsd binary gets its own [state] dir: a newer build migrates its store, which an
+# older one then refuses to open.
+server_config() { # name (mta-stsd, before) base (mta-stsd, many) -> the config path
+    [ "$1" = mta-stsd ] && { echo "$TMP/$2.toml"; return; }
+    sed "s#^dir = \"$TMP/state#dir = \"$TMP/$1-state#" "$TMP/$2.toml" >"$TMP/$1-$2.toml"
+    echo "$TMP/$1-$2.toml"
+}
+
 # --- server control and measurement -------------------------------------------------------------------
 start_server() { # name (mta-stsd, before, nginx, nginx-ofc) [many] -> sets SRV_PID
     local name=$1 many=${2:-} port url bin
@@ -389,7 +397,7 @@ start_server() { # name (mta-stsd, before, nginx, nginx-ofc) [many] -> sets SRV_
             bin=$BIN
             [ "$name" = mta-stsd ] || bin=$BEFORE
             TOKIO_WORKER_THREADS=1 taskset -c "$SERVER_CPU" \
-                "$bin" --config "$TMP/${many:-mta-stsd}.toml" serve >>"$TMP/mta-stsd.log" 2>&1 &
+                "$bin" --config "$(server_config "$name" "${many:-mta-stsd}")" serve >>"$TMP/mta-stsd.log" 2>&1 &
             [ -z "$many" ] || port=$MH_PORT
             ;;
         *)
