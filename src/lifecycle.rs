@@ -90,7 +90,10 @@ pub fn evaluate(
         let Some(last) = h.served.last() else {
             continue;
         };
-        let Some(policy) = history.body(&last.id).and_then(Policy::parse_own) else {
+        let Some(policy) = history
+            .body(&last.id)
+            .and_then(|b| Policy::parse(b.as_bytes()).ok())
+        else {
             continue;
         };
         let Ok((dname, _)) = DomainName::parse(name) else {
@@ -242,7 +245,11 @@ fn deadline(out: &mut Outcome, at: u64) {
 fn longest_max_age(history: &History, h: &DomainHistory) -> u32 {
     h.served
         .iter()
-        .filter_map(|e| history.body(&e.id).and_then(Policy::parse_own))
+        .filter_map(|e| {
+            history
+                .body(&e.id)
+                .and_then(|b| Policy::parse(b.as_bytes()).ok())
+        })
         .map(|p| p.max_age)
         .max()
         .unwrap_or(0)

@@ -20,10 +20,10 @@ use super::state::Shared;
 use crate::clock::unix_now;
 use crate::config::{Domain, Retiring};
 use crate::desired;
-use crate::dns::plan::{is_ours, STS_VERSION};
 use crate::dns::providers::{self, Providers};
 use crate::dns::sync;
 use crate::live::Live;
+use crate::policy::StsRecord;
 use crate::state::store::{zone_job, Held};
 
 /// The lease of reconcile rounds.
@@ -486,9 +486,7 @@ fn records(n: usize) -> String {
 /// The id in the first `v=STSv1` TXT record among `records`.
 fn sts_id(records: &[Record]) -> Option<&str> {
     records.iter().find_map(|r| match &r.data {
-        RData::Txt(t) if is_ours(t, STS_VERSION) => t
-            .split(';')
-            .find_map(|field| field.trim().strip_prefix("id=")),
+        RData::Txt(t) => StsRecord::loose_id(t),
         _ => None,
     })
 }
