@@ -8,10 +8,11 @@ use std::time::Duration;
 use tokio_util::task::AbortOnDropHandle;
 use tracing::{error, info, warn};
 
-use super::state::Shared;
+use super::state::Daemon;
 use crate::clock::unix_now;
 use crate::dane::sync::{round, Round};
 use crate::dns::providers;
+use crate::live::Reloads;
 
 /// After a round that failed in a way that may pass, the next try.
 const RETRY: Duration = Duration::from_secs(30);
@@ -21,14 +22,14 @@ pub struct DaneTask {
 }
 
 impl DaneTask {
-    pub fn start(shared: Arc<Shared>) -> DaneTask {
+    pub fn start(shared: Arc<Daemon>) -> DaneTask {
         DaneTask {
-            _task: AbortOnDropHandle::new(tokio::spawn(run(shared))),
+            _task: AbortOnDropHandle::new(tokio::spawn(run(shared.clone(), shared.reloads()))),
         }
     }
 }
 
-async fn run(shared: Arc<Shared>) {
+async fn run(shared: Arc<Daemon>, mut reloads: Reloads) {
     loop {
         let live = shared.live.load_full();
         let config = &live.config;
@@ -45,10 +46,10 @@ async fn run(shared: Arc<Shared>) {
             if r.retry {
                 sleep = sleep.min(RETRY);
             }
-            *shared.dane.lock().unwrap_or_else(|e| e.into_inner()) = Some(r);
+            shared.set_dane_round(r);
         }
         tokio::select! {
-            _ = shared.dane_wake.notified() => {}
+            _ = reloads.next() => {}
             _ = tokio::time::sleep(sleep) => {}
         }
     }

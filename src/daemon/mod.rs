@@ -32,7 +32,7 @@ use crate::config;
 use crate::serve::conns::Conns;
 use crate::serve::listener::{Kind, Listener};
 use crate::serve::{tls, Respond};
-use state::Shared;
+use state::Daemon;
 
 /// A start gives up on a store that does not answer within this, and says so.
 const OPEN_STORE: std::time::Duration = std::time::Duration::from_secs(30);
@@ -144,7 +144,7 @@ async fn serve(config_path: &Path, loaded: config::Loaded, cache: config::Cache)
     let domains = live.config.domains.len();
     let history = history.into_inner().unwrap_or_else(|e| e.into_inner());
     let writer = crate::state::store::Writer::start(store.clone());
-    let shared = Shared::new(config_path.to_owned(), live, warnings, history, writer);
+    let shared = Daemon::new(config_path.to_owned(), live, warnings, history, writer);
     store::follow(&shared, store, seq);
     if !server.https.is_empty() {
         // Made now, so its path is in the log before the first handshake asks for it.
@@ -221,7 +221,7 @@ async fn serve(config_path: &Path, loaded: config::Loaded, cache: config::Cache)
     // Recorded once served, as a reload does: a million domains' first record takes seconds,
     // during which they are answered already.
     {
-        let _swap = shared.swap.lock().await;
+        let _swap = shared.hold_swap().await;
         lifecycle::commit(&shared, &prepared.events);
     }
     drop(prepared.events);
@@ -240,11 +240,14 @@ async fn serve(config_path: &Path, loaded: config::Loaded, cache: config::Cache)
     // Idle until a config has [drift]; reloads may add, change or remove it.
     let drift = drift::DriftTask::start(shared.clone());
     // Listening already: challenges are answered by the listeners above.
-    let acme = crate::acme::Manager::start(crate::acme::Shared {
-        live: shared.live.clone(),
-        acme: shared.acme.clone(),
-        metrics: shared.metrics.clone(),
-    });
+    let acme = crate::acme::Manager::start(
+        crate::acme::ManagerContext {
+            live: shared.live.clone(),
+            acme: shared.acme.clone(),
+            metrics: shared.metrics.clone(),
+        },
+        shared.reloads(),
+    );
     let reports = crate::tlsrpt::task::start(shared.tlsrpt());
     let trimmer = trim::start();
     let mut sigterm = signal(SignalKind::terminate()).context("SIGTERM handler")?;

@@ -19,7 +19,7 @@ use tracing::{error, info, warn};
 
 use super::notify;
 use super::settle::{self, Change, Touch};
-use super::state::{ReloadStatus, Shared};
+use super::state::{Daemon, ReloadStatus};
 use crate::clock::unix_now;
 use crate::config::{self, Config, Diagnostic, Severity};
 
@@ -111,7 +111,7 @@ pub struct Reloader {
 
 impl Reloader {
     /// `cache` holds the included files of the load that started the daemon.
-    pub fn start(shared: Arc<Shared>, cache: config::Cache) -> Result<Reloader> {
+    pub fn start(shared: Arc<Daemon>, cache: config::Cache) -> Result<Reloader> {
         let (tx, rx) = mpsc::channel::<Change>(PENDING_CHANGES);
         let set = Arc::new(Mutex::new(WatchSet::of(&shared.live.load().config)));
         let filter = set.clone();
@@ -210,12 +210,12 @@ fn watch_dirs(
 }
 
 /// Loads and swaps in the new config, or records why not. Returns the new watch set.
-async fn reload(shared: &Arc<Shared>, cache: &Arc<Mutex<config::Cache>>) -> Option<WatchSet> {
+async fn reload(shared: &Arc<Daemon>, cache: &Arc<Mutex<config::Cache>>) -> Option<WatchSet> {
     notify(&[
         NotifyState::Reloading,
         NotifyState::monotonic_usec_now().unwrap_or(NotifyState::Status("reloading")),
     ]);
-    let _swap = shared.swap.lock().await;
+    let _swap = shared.hold_swap().await;
     let path = shared.config_path.clone();
     let previous = shared.live.load_full();
     let s = shared.clone();
@@ -281,18 +281,11 @@ async fn reload(shared: &Arc<Shared>, cache: &Arc<Mutex<config::Cache>>) -> Opti
             drop((old, live));
             let warnings: Arc<[Diagnostic]> = warnings.into();
             let new_warnings = log_new(shared, &warnings);
-            *shared
-                .good_warnings
-                .lock()
-                .unwrap_or_else(|e| e.into_inner()) = warnings.clone();
+            shared.set_good_warnings(warnings.clone());
             super::lifecycle::commit(shared, &prepared.events);
-            shared.lifecycle_wake.notify_one();
-            shared.drift_wake.notify_one();
-            shared.tlsrpt_wake.notify_one();
-            // The new policies are being served: now their records may be published.
-            shared.publish_wake.notify_one();
-            shared.dane_wake.notify_one();
-            shared.acme.wake.notify_one();
+            // The new policies are being served: now their records may be published, and
+            // every task that follows the config looks at it again.
+            shared.reloaded();
             m.reloads_ok.inc();
             m.last_reload_ok.set(1);
             m.domains.set(domains as i64);
@@ -310,11 +303,11 @@ async fn reload(shared: &Arc<Shared>, cache: &Arc<Mutex<config::Cache>>) -> Opti
                 new_warnings,
                 "config reloaded"
             );
-            *shared.last_reload.lock().unwrap_or_else(|e| e.into_inner()) = ReloadStatus {
+            shared.set_last_reload(ReloadStatus {
                 at: now,
                 ok: true,
                 problems: warnings,
-            };
+            });
             Some(set)
         }
         Err(problems) => {
@@ -330,11 +323,11 @@ async fn reload(shared: &Arc<Shared>, cache: &Arc<Mutex<config::Cache>>) -> Opti
             );
             m.reloads_failed.inc();
             m.last_reload_ok.set(0);
-            *shared.last_reload.lock().unwrap_or_else(|e| e.into_inner()) = ReloadStatus {
+            shared.set_last_reload(ReloadStatus {
                 at: now,
                 ok: false,
                 problems,
-            };
+            });
             None
         }
     };
@@ -346,12 +339,8 @@ async fn reload(shared: &Arc<Shared>, cache: &Arc<Mutex<config::Cache>>) -> Opti
 /// million domains, the same 50,000 would otherwise fill the log on every reload; all are in
 /// `/status`). A warning is the same when its file, line, column and text are. Returns how
 /// many warnings were logged.
-fn log_new(shared: &Shared, problems: &[Diagnostic]) -> usize {
-    let good = shared
-        .good_warnings
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .clone();
+fn log_new(shared: &Daemon, problems: &[Diagnostic]) -> usize {
+    let good = shared.good_warnings();
     let known: HashSet<&Diagnostic> = good.iter().collect();
     let mut logged = 0;
     for p in problems {

@@ -2,10 +2,10 @@
 //! then costs one pass per scrape, never one per change on the paths that change it.
 
 use super::publication::PubState;
-use super::state::Shared;
+use super::state::Daemon;
 
 /// Sets the publication-state and report-store gauges before the registry is encoded.
-pub fn update(shared: &Shared) {
+pub fn update(shared: &Daemon) {
     let m = &shared.metrics;
     let mut counts = [
         (PubState::Published, 0),

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::state::Shared;
+use super::state::Daemon;
 use crate::config::State;
 use crate::state::history::History;
 use crate::state::store::{Store, StoreError};
@@ -62,15 +62,12 @@ pub fn describe_short(state: &State) -> String {
 
 /// Follows the store from `seq` on: another replica's events are applied, and the served
 /// state re-evaluated (a retirement step it took shows here too).
-pub fn follow(shared: &Arc<Shared>, store: Store, seq: i64) {
+pub fn follow(shared: &Arc<Daemon>, store: Store, seq: i64) {
     let weak = Arc::downgrade(shared);
     let history = shared.history.clone();
     tokio::spawn(store.follow(history, seq, POLL, move || {
         if let Some(shared) = weak.upgrade() {
-            shared
-                .lifecycle_step
-                .store(true, std::sync::atomic::Ordering::Release);
-            shared.lifecycle_wake.notify_one();
+            shared.ask_lifecycle_step();
         }
     }));
 }

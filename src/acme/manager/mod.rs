@@ -21,7 +21,7 @@ use super::limits::HOUR;
 use super::{AcmeState, CertState, MAX_IN_FLIGHT};
 use crate::clock::unix_now;
 use crate::config::{self, CertSource};
-use crate::live::Live;
+use crate::live::{Live, Reloads};
 use crate::metrics::Metrics;
 
 /// How soon to look at the store again while another replica holds a name's lock.
@@ -31,7 +31,7 @@ const STORE_RECHECK: Duration = Duration::from_secs(60);
 /// What the task reads and writes, handed in by the daemon: the live snapshot it follows, the
 /// ACME state the listeners and `/status` read, the metrics.
 #[derive(Debug)]
-pub struct Shared {
+pub struct ManagerContext {
     pub live: Arc<ArcSwap<Live>>,
     pub acme: Arc<AcmeState>,
     pub metrics: Arc<Metrics>,
@@ -43,11 +43,13 @@ pub struct Manager {
 }
 
 impl Manager {
-    pub fn start(shared: Shared) -> Manager {
+    /// Starts the task; it looks at the live config again at each of `reloads`.
+    pub fn start(shared: ManagerContext, reloads: Reloads) -> Manager {
         let shared = Arc::new(shared);
         let task = AbortOnDropHandle::new(tokio::spawn(
             Run {
                 shared,
+                reloads,
                 cfg: None,
                 generation: 0,
                 account: Arc::default(),
@@ -70,7 +72,8 @@ impl Manager {
 }
 
 struct Run {
-    shared: Arc<Shared>,
+    shared: Arc<ManagerContext>,
+    reloads: Reloads,
     cfg: Option<Arc<config::Acme>>,
     /// Bumped when `[acme]` changes: outcomes of older orders are dropped.
     generation: u64,
@@ -132,6 +135,7 @@ impl Run {
                         }
                     }
                 }
+                _ = self.reloads.next() => {}
                 _ = self.shared.acme.wake.notified() => {}
                 _ = tokio::time::sleep(sleep) => {}
             }
