@@ -50,45 +50,18 @@ pub(super) fn resolve(
     include_patterns: Vec<String>,
 ) -> Option<Config> {
     let main_start = Loc { file: 0, offset: 0 };
-
-    // Providers, from every file, each name once. Included files are borrowed: the reload
-    // cache keeps them for the next load.
-    let mut provider_names: BTreeMap<String, Loc> = BTreeMap::new();
-    let mut providers: BTreeMap<String, Arc<ProviderConfig>> = BTreeMap::new();
     let main_providers = std::mem::take(&mut main.providers);
     let main_domains = std::mem::take(&mut main.domains);
-    let mut domains: Vec<&RawDomain> = Vec::with_capacity(
-        main_domains.len() + included.iter().map(|f| f.domains.len()).sum::<usize>(),
+    let Merged {
+        provider_names,
+        providers,
+        domains,
+    } = merge(
+        sources,
+        (&main_providers, &main_domains),
+        included,
+        problems,
     );
-    let parts = std::iter::once((&main_providers, &main_domains))
-        .chain(included.iter().map(|f| (&f.providers, &f.domains)));
-    for (file_providers, file_domains) in parts {
-        for (name, config) in file_providers {
-            if name.value == NO_PROVIDER {
-                problems.error(
-                    name.at,
-                    "`none` is reserved: `provider = \"none\"` means the records are set by hand; give this provider another name",
-                );
-                continue;
-            }
-            if let Some(prev) = provider_names.get(&name.value) {
-                problems.error(
-                    name.at,
-                    format!(
-                        "provider `{}` is defined twice; also at {}",
-                        name.value,
-                        sources.place(*prev)
-                    ),
-                );
-                continue;
-            }
-            provider_names.insert(name.value.clone(), name.at);
-            if let Some(c) = config {
-                providers.insert(name.value.clone(), Arc::new(c.clone()));
-            }
-        }
-        domains.extend(file_domains);
-    }
 
     let server = main.server.map_or_else(Server::default, |s| s.value);
     if let Some(acme) = &main.acme {
@@ -101,61 +74,15 @@ pub(super) fn resolve(
         self_signed: main.self_signed,
     };
 
-    // [policy]: the default policy, built once and shared by every domain that inherits it.
-    let mode = main.policy.mode.as_ref().map_or(DEFAULT_MODE, |m| m.value);
-    let max_age = main
-        .policy
-        .max_age
-        .as_ref()
-        .map_or(DEFAULT_MAX_AGE, |m| m.value);
-    match &main.policy.mode {
-        Some(At {
-            value: Mode::Testing,
-            at,
-        }) => problems.warn(*at, TESTING_REMINDER),
-        None if !main.policy.mode_rejected => problems.warn(
-            main.policy_at.unwrap_or(main_start),
-            "no `mode` in [policy]: domains without their own mode use `testing`",
-        ),
-        _ => {}
-    }
-    if mode == Mode::Enforce && max_age < SHORT_MAX_AGE {
-        let at = main
-            .policy
-            .max_age
-            .as_ref()
-            .map(|m| m.at)
-            .or(main.policy_at)
-            .unwrap_or(main_start);
-        problems.warn(at, short_max_age(max_age));
-    }
-    let policy = match &main.policy.mx {
-        Some(mx) if mx.value.is_empty() && mode != Mode::None => {
-            problems.error(mx.at, empty_mx(mode));
-            None
-        }
-        Some(mx) => Some(Arc::new(Policy::new(mode, mx.value.to_vec(), max_age))),
-        None if mode == Mode::None => Some(Arc::new(Policy::new(mode, Vec::new(), max_age))),
-        None => None,
-    };
+    let (mode, max_age, policy) =
+        default_policy(&main.policy, main.policy_at, main_start, problems);
 
     // [dns]
     if let Some(p) = &main.dns.provider {
         check_provider(&provider_names, p, problems);
     }
     let delegation = main.delegation.as_ref().map(|z| z.value.clone());
-    check_delegated(&main.dns, delegation.as_ref(), problems);
-    let dns = Arc::new(DnsSettings {
-        target: main.dns.target.as_ref().and_then(|t| t.value.clone()),
-        ttl: main.dns.ttl.as_ref().map_or(DEFAULT_TTL, |t| t.value),
-        tlsrpt: main
-            .dns
-            .tlsrpt
-            .as_ref()
-            .map_or_else(Vec::new, |t| t.value.to_vec()),
-        provider: main.dns.provider.as_ref().and_then(provider_of),
-        delegated: delegated(&main.dns, delegation.as_ref()),
-    });
+    let dns = Arc::new(default_dns(&main.dns, delegation.as_ref(), problems));
 
     let globals_dns = dns.clone();
     let globals = Globals {
@@ -187,43 +114,7 @@ pub(super) fn resolve(
         t
     });
 
-    // Domains: sorted by name; the same name twice is an error naming both places.
-    domains.par_sort_by(|a, b| a.name.cmp(&b.name));
-    for pair in domains.windows(2) {
-        if pair[0].name == pair[1].name {
-            problems.error(
-                pair[1].at,
-                format!(
-                    "domain `{}` is defined twice; also at {}",
-                    pair[1].name,
-                    sources.place(pair[0].at)
-                ),
-            );
-        }
-    }
-    domains.dedup_by(|b, a| a.name == b.name);
-    if domains.is_empty() {
-        problems.warn(main_start, "no [domains.*] configured: nothing to serve");
-    }
-    let inherited = Inherited::default();
-    let chunks: Vec<(Vec<Domain>, Problems)> = domains
-        .par_chunks(4096)
-        .map(|chunk| {
-            let mut probs = Problems::default();
-            let out = chunk
-                .iter()
-                .filter_map(|d| resolve_domain(&globals, d, &inherited, &mut probs))
-                .collect();
-            (out, probs)
-        })
-        .collect();
-    drop(domains);
-    let mut resolved = Vec::with_capacity(chunks.iter().map(|c| c.0.len()).sum());
-    for (out, probs) in chunks {
-        resolved.extend(out);
-        problems.0.extend(probs.0);
-    }
-
+    let resolved = resolve_domains(&globals, domains, sources, main_start, problems);
     let dane = dane(std::mem::take(&mut main.dane), &globals, sources, problems);
 
     if problems.has_errors() {
@@ -253,6 +144,172 @@ pub(super) fn resolve(
         files,
         include_patterns,
     })
+}
+
+/// Providers and domains from every file, each provider name once. Included files are
+/// borrowed: the reload cache keeps them for the next load.
+struct Merged<'a> {
+    provider_names: BTreeMap<String, Loc>,
+    providers: BTreeMap<String, Arc<ProviderConfig>>,
+    domains: Vec<&'a RawDomain>,
+}
+
+type FileParts<'a> = (
+    &'a Vec<(At<String>, Option<ProviderConfig>)>,
+    &'a Vec<RawDomain>,
+);
+
+fn merge<'a>(
+    sources: &Sources,
+    main: FileParts<'a>,
+    included: &[&'a RawFile],
+    problems: &mut Problems,
+) -> Merged<'a> {
+    let mut provider_names: BTreeMap<String, Loc> = BTreeMap::new();
+    let mut providers: BTreeMap<String, Arc<ProviderConfig>> = BTreeMap::new();
+    let mut domains: Vec<&RawDomain> =
+        Vec::with_capacity(main.1.len() + included.iter().map(|f| f.domains.len()).sum::<usize>());
+    let parts = std::iter::once(main).chain(included.iter().map(|f| (&f.providers, &f.domains)));
+    for (file_providers, file_domains) in parts {
+        for (name, config) in file_providers {
+            if name.value == NO_PROVIDER {
+                problems.error(
+                    name.at,
+                    "`none` is reserved: `provider = \"none\"` means the records are set by hand; give this provider another name",
+                );
+                continue;
+            }
+            if let Some(prev) = provider_names.get(&name.value) {
+                problems.error(
+                    name.at,
+                    format!(
+                        "provider `{}` is defined twice; also at {}",
+                        name.value,
+                        sources.place(*prev)
+                    ),
+                );
+                continue;
+            }
+            provider_names.insert(name.value.clone(), name.at);
+            if let Some(c) = config {
+                providers.insert(name.value.clone(), Arc::new(c.clone()));
+            }
+        }
+        domains.extend(file_domains);
+    }
+    Merged {
+        provider_names,
+        providers,
+        domains,
+    }
+}
+
+/// `[policy]`: the default mode and max_age, and the default policy, built once and shared
+/// by every domain that inherits it.
+fn default_policy(
+    keys: &Inherit,
+    policy_at: Option<Loc>,
+    main_start: Loc,
+    problems: &mut Problems,
+) -> (Mode, u32, Option<Arc<Policy>>) {
+    let mode = keys.mode.as_ref().map_or(DEFAULT_MODE, |m| m.value);
+    let max_age = keys.max_age.as_ref().map_or(DEFAULT_MAX_AGE, |m| m.value);
+    match &keys.mode {
+        Some(At {
+            value: Mode::Testing,
+            at,
+        }) => problems.warn(*at, TESTING_REMINDER),
+        None if !keys.mode_rejected => problems.warn(
+            policy_at.unwrap_or(main_start),
+            "no `mode` in [policy]: domains without their own mode use `testing`",
+        ),
+        _ => {}
+    }
+    if mode == Mode::Enforce && max_age < SHORT_MAX_AGE {
+        let at = keys
+            .max_age
+            .as_ref()
+            .map(|m| m.at)
+            .or(policy_at)
+            .unwrap_or(main_start);
+        problems.warn(at, short_max_age(max_age));
+    }
+    let policy = match &keys.mx {
+        Some(mx) if mx.value.is_empty() && mode != Mode::None => {
+            problems.error(mx.at, empty_mx(mode));
+            None
+        }
+        Some(mx) => Some(Arc::new(Policy::new(mode, mx.value.to_vec(), max_age))),
+        None if mode == Mode::None => Some(Arc::new(Policy::new(mode, Vec::new(), max_age))),
+        None => None,
+    };
+    (mode, max_age, policy)
+}
+
+/// `[dns]`: what every domain inherits.
+fn default_dns(
+    dns: &Inherit,
+    delegation: Option<&DomainName>,
+    problems: &mut Problems,
+) -> DnsSettings {
+    check_delegated(dns, delegation, problems);
+    DnsSettings {
+        target: dns.target.as_ref().and_then(|t| t.value.clone()),
+        ttl: dns.ttl.as_ref().map_or(DEFAULT_TTL, |t| t.value),
+        tlsrpt: dns
+            .tlsrpt
+            .as_ref()
+            .map_or_else(Vec::new, |t| t.value.to_vec()),
+        provider: dns.provider.as_ref().and_then(provider_of),
+        delegated: delegated(dns, delegation),
+    }
+}
+
+/// The domains sorted by name (the same name twice is an error naming both places), each
+/// resolved against the globals, in parallel chunks.
+fn resolve_domains(
+    globals: &Globals<'_>,
+    mut domains: Vec<&RawDomain>,
+    sources: &Sources,
+    main_start: Loc,
+    problems: &mut Problems,
+) -> Vec<Domain> {
+    domains.par_sort_by(|a, b| a.name.cmp(&b.name));
+    for pair in domains.windows(2) {
+        if pair[0].name == pair[1].name {
+            problems.error(
+                pair[1].at,
+                format!(
+                    "domain `{}` is defined twice; also at {}",
+                    pair[1].name,
+                    sources.place(pair[0].at)
+                ),
+            );
+        }
+    }
+    domains.dedup_by(|b, a| a.name == b.name);
+    if domains.is_empty() {
+        problems.warn(main_start, "no [domains.*] configured: nothing to serve");
+    }
+    let inherited = Inherited::default();
+    let chunks: Vec<(Vec<Domain>, Problems)> = domains
+        .par_chunks(4096)
+        .map(|chunk| {
+            let mut probs = Problems::default();
+            let out = chunk
+                .iter()
+                .filter_map(|d| resolve_domain(globals, d, &inherited, &mut probs))
+                .collect();
+            (out, probs)
+        })
+        .collect();
+    drop(domains);
+    let mut resolved = Vec::with_capacity(chunks.iter().map(|c| c.0.len()).sum());
+    for (out, probs) in chunks {
+        resolved.extend(out);
+        problems.0.extend(probs.0);
+    }
+    resolved
 }
 
 /// `[[dane]]` entries with `[dns]` inherited; a host twice is an error naming both places.
