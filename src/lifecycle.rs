@@ -40,16 +40,58 @@ pub fn evaluate(
     hold: bool,
 ) -> Outcome {
     let mut out = Outcome::default();
-    let mut new_bodies = std::collections::HashSet::new();
-    let mut policy_event = |out: &mut Outcome, p: &Policy| {
+    let mut bodies = NewBodies {
+        history,
+        new: std::collections::HashSet::new(),
+    };
+    let known = present(config, history, now, &mut out, &mut bodies);
+    let coverage = Coverage::new(&config.tls.certs);
+    let at = Removal {
+        config,
+        history,
+        previous,
+        coverage: &coverage,
+        now,
+        hold,
+    };
+    let mut removed: Vec<Domain> = gone(config, history, known)
+        .into_iter()
+        .filter_map(|(name, h)| at.removed(name, h, &mut out, &mut bodies))
+        .collect();
+    removed.sort_by(|a, b| a.name.cmp(&b.name));
+    out.withdraw.sort_by(|a, b| a.name.cmp(&b.name));
+    out.newly_missing.sort();
+    out.removed = removed;
+    out
+}
+
+/// The policy bodies the history does not hold yet: each recorded once.
+struct NewBodies<'h> {
+    history: &'h History,
+    new: std::collections::HashSet<String>,
+}
+
+impl NewBodies<'_> {
+    fn event(&mut self, out: &mut Outcome, p: &Policy) {
         let id = p.id().as_str();
-        if !history.has_body(id) && new_bodies.insert(id.to_owned()) {
+        if !self.history.has_body(id) && self.new.insert(id.to_owned()) {
             out.events.push(Event::Policy {
                 id: p.id().shared(),
                 body: String::from_utf8_lossy(p.body()).into_owned(),
             });
         }
-    };
+    }
+}
+
+/// The config's domains: present again, or served under a new id. Returns how many of them
+/// the history knows.
+fn present(
+    config: &Config,
+    history: &History,
+    now: u64,
+    out: &mut Outcome,
+    bodies: &mut NewBodies<'_>,
+) -> usize {
     let mut known = 0;
     for d in &config.domains {
         let name = d.name.as_str();
@@ -63,7 +105,7 @@ pub fn evaluate(
         }
         let current = h.and_then(|h| h.current()).map(|c| &*c.id);
         if current != Some(d.policy.id().as_str()) || h.is_some_and(|h| h.withdrawn().is_some()) {
-            policy_event(&mut out, &d.policy);
+            bodies.event(out, &d.policy);
             out.events.push(Event::Served {
                 domain: d.name.shared(),
                 id: d.policy.id().shared(),
@@ -71,33 +113,60 @@ pub fn evaluate(
             });
         }
     }
+    known
+}
 
-    let coverage = Coverage::new(&config.tls.certs);
-    let mut removed: Vec<Domain> = Vec::new();
+/// The domains the history has and the config does not (not withdrawn yet).
+fn gone<'h>(
+    config: &Config,
+    history: &'h History,
+    known: usize,
+) -> Vec<(&'h str, &'h DomainHistory)> {
     // The config's names are unique: when the history knows as many of them as it holds, no
     // domain is missing, and a million names need not be looked up (the common reload).
-    let gone: Vec<(&str, &DomainHistory)> = if known == history.len() {
-        Vec::new()
-    } else {
-        let present: std::collections::HashSet<&str> =
-            config.domains.iter().map(|d| d.name.as_str()).collect();
-        history
-            .domains()
-            .filter(|(name, h)| !present.contains(name) && h.withdrawn().is_none())
-            .collect()
-    };
-    for (name, h) in gone {
-        let Some(last) = h.served.last() else {
-            continue;
-        };
-        let Some(policy) = history
-            .body(&last.id)
-            .and_then(|b| Policy::parse(b.as_bytes()).ok())
-        else {
-            continue;
-        };
+    if known == history.len() {
+        return Vec::new();
+    }
+    let present: std::collections::HashSet<&str> =
+        config.domains.iter().map(|d| d.name.as_str()).collect();
+    history
+        .domains()
+        .filter(|(name, h)| !present.contains(name) && h.withdrawn().is_none())
+        .collect()
+}
+
+/// What one evaluation knows, for each removed domain.
+struct Removal<'a> {
+    config: &'a Config,
+    history: &'a History,
+    previous: Option<&'a [Domain]>,
+    coverage: &'a Coverage,
+    now: u64,
+    hold: bool,
+}
+
+impl Removal<'_> {
+    /// One removed domain on its way out: the domain to serve while it is, or `None` (its
+    /// records due to be withdrawn are in `out`).
+    fn removed(
+        &self,
+        name: &str,
+        h: &DomainHistory,
+        out: &mut Outcome,
+        bodies: &mut NewBodies<'_>,
+    ) -> Option<Domain> {
+        let Removal {
+            config,
+            history,
+            previous,
+            coverage,
+            now,
+            hold,
+        } = *self;
+        let last = h.served.last()?;
+        let policy = Policy::parse(history.body(&last.id)?.as_bytes()).ok()?;
         let Ok((dname, _)) = DomainName::parse(name) else {
-            continue;
+            return None;
         };
         let before = previous.and_then(|p| {
             p.binary_search_by(|d| d.name.as_str().cmp(name))
@@ -108,15 +177,14 @@ pub fn evaluate(
             Some((since, saved)) => (*since, saved.clone()),
             None if hold => {
                 // Served unchanged; its retirement waits for a config that passes the guard.
-                removed.push(domain(
+                return Some(domain(
                     config,
-                    &coverage,
+                    coverage,
                     dname,
                     policy,
                     &saved_of(before, config),
                     Retiring::Held,
                 ));
-                continue;
             }
             None => {
                 let saved = saved_of(before, config);
@@ -136,8 +204,69 @@ pub fn evaluate(
         } else {
             since
         };
-        let retire_at = since.saturating_add(config.state.retire_after.as_secs());
-        let (retired_at, withdraw_at) = match h.retired() {
+        let (retired_at, withdraw_at) = match self.schedule(name, h, since, out) {
+            Some(s) => s,
+            None => {
+                let retire_at = since.saturating_add(config.state.retire_after.as_secs());
+                let state = Retiring::Missing { since, retire_at };
+                deadline(out, retire_at);
+                return Some(domain(config, coverage, dname, policy, &saved, state));
+            }
+        };
+        let none = if policy.mode == Mode::None {
+            policy
+        } else {
+            Policy::new(Mode::None, policy.mx.clone(), policy.max_age)
+        };
+        if h.current().map(|c| &*c.id) != Some(none.id().as_str()) && now < withdraw_at {
+            bodies.event(out, &none);
+            out.events.push(Event::Served {
+                domain: name.into(),
+                id: none.id().shared(),
+                at: now,
+            });
+        }
+        let state = Retiring::Retiring {
+            since: retired_at,
+            withdraw_at,
+        };
+        if now < withdraw_at {
+            deadline(out, withdraw_at);
+            return Some(domain(config, coverage, dname, none, &saved, state));
+        }
+        let d = domain(
+            config,
+            coverage,
+            dname,
+            none,
+            &saved,
+            Retiring::Withdrawing { withdraw_at },
+        );
+        if d.dns.provider.is_none() {
+            // Nothing of ours to remove: the admin set the records by hand.
+            out.events.push(Event::Withdrawn {
+                domain: name.into(),
+                at: now,
+            });
+        } else {
+            out.withdraw.push(d);
+        }
+        None
+    }
+
+    /// When a removed domain was retired and when its records go: `None` while it is still
+    /// in the grace of `retire_after` (from `since`). A retirement due now, or rescheduled,
+    /// is recorded in `out`.
+    fn schedule(
+        &self,
+        name: &str,
+        h: &DomainHistory,
+        since: u64,
+        out: &mut Outcome,
+    ) -> Option<(u64, u64)> {
+        let retire_at = since.saturating_add(self.config.state.retire_after.as_secs());
+        let now = self.now;
+        Some(match h.retired() {
             // Retired ahead of the clock: RFC 8461 §8.3's wait is measured again from now,
             // once (recorded), rather than held until the clock catches up.
             Some((at, withdraw_at)) if at > now => {
@@ -162,16 +291,11 @@ pub fn evaluate(
                 (now, withdraw_at)
             }
             Some(r) => r,
-            None if now < retire_at => {
-                let state = Retiring::Missing { since, retire_at };
-                removed.push(domain(config, &coverage, dname, policy, &saved, state));
-                deadline(&mut out, retire_at);
-                continue;
-            }
+            None if now < retire_at => return None,
             None => {
                 // RFC 8461 §8.3: "publish a new policy with 'mode: none' and a new id", then
                 // wait for the longest max_age senders may have cached.
-                let withdraw_at = now.saturating_add(u64::from(longest_max_age(history, h)));
+                let withdraw_at = now.saturating_add(u64::from(longest_max_age(self.history, h)));
                 out.events.push(Event::Retired {
                     domain: name.into(),
                     at: now,
@@ -179,52 +303,8 @@ pub fn evaluate(
                 });
                 (now, withdraw_at)
             }
-        };
-        let none = if policy.mode == Mode::None {
-            policy
-        } else {
-            Policy::new(Mode::None, policy.mx.clone(), policy.max_age)
-        };
-        if h.current().map(|c| &*c.id) != Some(none.id().as_str()) && now < withdraw_at {
-            policy_event(&mut out, &none);
-            out.events.push(Event::Served {
-                domain: name.into(),
-                id: none.id().shared(),
-                at: now,
-            });
-        }
-        let state = Retiring::Retiring {
-            since: retired_at,
-            withdraw_at,
-        };
-        if now < withdraw_at {
-            removed.push(domain(config, &coverage, dname, none, &saved, state));
-            deadline(&mut out, withdraw_at);
-            continue;
-        }
-        let d = domain(
-            config,
-            &coverage,
-            dname,
-            none,
-            &saved,
-            Retiring::Withdrawing { withdraw_at },
-        );
-        if d.dns.provider.is_none() {
-            // Nothing of ours to remove: the admin set the records by hand.
-            out.events.push(Event::Withdrawn {
-                domain: name.into(),
-                at: now,
-            });
-        } else {
-            out.withdraw.push(d);
-        }
+        })
     }
-    removed.sort_by(|a, b| a.name.cmp(&b.name));
-    out.withdraw.sort_by(|a, b| a.name.cmp(&b.name));
-    out.newly_missing.sort();
-    out.removed = removed;
-    out
 }
 
 /// The domains to serve, sorted: the config's (moved, not copied: a million of them) and the
