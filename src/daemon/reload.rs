@@ -216,12 +216,36 @@ async fn reload(shared: &Arc<Daemon>, cache: &Arc<Mutex<config::Cache>>) -> Opti
         NotifyState::monotonic_usec_now().unwrap_or(NotifyState::Status("reloading")),
     ]);
     let _swap = shared.hold_swap().await;
+    let started = std::time::Instant::now();
+    let built = build(shared, cache, started).await;
+    let now = unix_now();
+    shared.metrics.last_reload_timestamp.set(now as i64);
+    let result = match built {
+        Ok((prepared, warnings, spent)) => {
+            Some(swap_in(shared, prepared, warnings, spent, started, now))
+        }
+        Err(problems) => {
+            refused(shared, problems, now);
+            None
+        }
+    };
+    notify(&[NotifyState::Ready]);
+    result
+}
+
+type Built = (super::lifecycle::Prepared, Vec<Diagnostic>, Spent);
+
+/// Loads the config (the files that changed) and prepares its state, off the runtime.
+async fn build(
+    shared: &Arc<Daemon>,
+    cache: &Arc<Mutex<config::Cache>>,
+    started: std::time::Instant,
+) -> Result<Built, Vec<Diagnostic>> {
     let path = shared.config_path.clone();
     let previous = shared.live.load_full();
     let s = shared.clone();
     let cache = cache.clone();
-    let started = std::time::Instant::now();
-    let built = tokio::task::spawn_blocking(move || {
+    tokio::task::spawn_blocking(move || {
         let mut cache = cache.lock().unwrap_or_else(|e| e.into_inner());
         let loaded = config::load_cached(&path, &mut cache);
         let counts = cache.last_load();
@@ -245,94 +269,98 @@ async fn reload(shared: &Arc<Daemon>, cache: &Arc<Mutex<config::Cache>>) -> Opti
         Ok::<_, Vec<Diagnostic>>((live, loaded.warnings, spent))
     })
     .await
-    .unwrap_or_else(|e| Err(vec![internal(&shared.config_path, e)]));
+    .unwrap_or_else(|e| Err(vec![internal(&shared.config_path, e)]))
+}
 
-    let now = unix_now();
+/// Swaps the new state in (served first), then logs, counts and tells the tasks.
+fn swap_in(
+    shared: &Daemon,
+    prepared: super::lifecycle::Prepared,
+    mut warnings: Vec<Diagnostic>,
+    spent: Spent,
+    started: std::time::Instant,
+    now: u64,
+) -> WatchSet {
     let m = &shared.metrics;
-    m.last_reload_timestamp.set(now as i64);
-    let result = match built {
-        Ok((prepared, mut warnings, spent)) => {
-            let live = prepared.live;
-            if live.config.server != shared.live.load().config.server {
-                // Listeners are bound once; everything else in the config applies at once.
-                warnings.push(Diagnostic {
-                    severity: Severity::Warning,
-                    file: shared.config_path.as_path().into(),
-                    position: None,
-                    message: "[server] changed: listeners and limits take effect at the next restart; the rest of the config is live".into(),
-                });
-            }
-            let set = WatchSet::of(&live.config);
-            let domains = live.config.domains.len();
-            // Served first; what only the log and metrics need (a million lookups, thousands
-            // of warnings at a million domains) comes after.
-            let old = shared.live.swap(Arc::new(live));
-            let served_at = started.elapsed().as_millis();
-            let live = shared.live.load();
-            let changed = live
-                .config
-                .domains
-                .iter()
-                .filter(|d| {
-                    old.domain(d.name.as_str())
-                        .is_none_or(|o| o.policy.id() != d.policy.id())
-                })
-                .count();
-            drop((old, live));
-            let warnings: Arc<[Diagnostic]> = warnings.into();
-            let new_warnings = log_new(shared, &warnings);
-            shared.set_good_warnings(warnings.clone());
-            super::lifecycle::commit(shared, &prepared.events);
-            // The new policies are being served: now their records may be published, and
-            // every task that follows the config looks at it again.
-            shared.reloaded();
-            m.reloads_ok.inc();
-            m.last_reload_ok.set(1);
-            m.domains.set(domains as i64);
-            shared.publish_cert_metrics();
-            info!(
-                domains,
-                changed,
-                files = spent.files.included,
-                parsed = spent.files.parsed,
-                load_ms = spent.load_ms,
-                prepare_ms = spent.prepare_ms,
-                served_ms = served_at,
-                total_ms = started.elapsed().as_millis(),
-                warnings = warnings.len(),
-                new_warnings,
-                "config reloaded"
-            );
-            shared.set_last_reload(ReloadStatus {
-                at: now,
-                ok: true,
-                problems: warnings,
-            });
-            Some(set)
-        }
-        Err(problems) => {
-            let problems: Arc<[Diagnostic]> = problems.into();
-            let warnings = problems
-                .iter()
-                .filter(|p| p.severity == Severity::Warning)
-                .count();
-            let new_warnings = log_new(shared, &problems);
-            error!(
-                warnings,
-                new_warnings, "reload failed: still serving the last good config"
-            );
-            m.reloads_failed.inc();
-            m.last_reload_ok.set(0);
-            shared.set_last_reload(ReloadStatus {
-                at: now,
-                ok: false,
-                problems,
-            });
-            None
-        }
-    };
-    notify(&[NotifyState::Ready]);
-    result
+    let live = prepared.live;
+    if live.config.server != shared.live.load().config.server {
+        // Listeners are bound once; everything else in the config applies at once.
+        warnings.push(Diagnostic {
+            severity: Severity::Warning,
+            file: shared.config_path.as_path().into(),
+            position: None,
+            message: "[server] changed: listeners and limits take effect at the next restart; the rest of the config is live".into(),
+        });
+    }
+    let set = WatchSet::of(&live.config);
+    let domains = live.config.domains.len();
+    // Served first; what only the log and metrics need (a million lookups, thousands
+    // of warnings at a million domains) comes after.
+    let old = shared.live.swap(Arc::new(live));
+    let served_at = started.elapsed().as_millis();
+    let live = shared.live.load();
+    let changed = live
+        .config
+        .domains
+        .iter()
+        .filter(|d| {
+            old.domain(d.name.as_str())
+                .is_none_or(|o| o.policy.id() != d.policy.id())
+        })
+        .count();
+    drop((old, live));
+    let warnings: Arc<[Diagnostic]> = warnings.into();
+    let new_warnings = log_new(shared, &warnings);
+    shared.set_good_warnings(warnings.clone());
+    super::lifecycle::commit(shared, &prepared.events);
+    // The new policies are being served: now their records may be published, and
+    // every task that follows the config looks at it again.
+    shared.reloaded();
+    m.reloads_ok.inc();
+    m.last_reload_ok.set(1);
+    m.domains.set(domains as i64);
+    shared.publish_cert_metrics();
+    info!(
+        domains,
+        changed,
+        files = spent.files.included,
+        parsed = spent.files.parsed,
+        load_ms = spent.load_ms,
+        prepare_ms = spent.prepare_ms,
+        served_ms = served_at,
+        total_ms = started.elapsed().as_millis(),
+        warnings = warnings.len(),
+        new_warnings,
+        "config reloaded"
+    );
+    shared.set_last_reload(ReloadStatus {
+        at: now,
+        ok: true,
+        problems: warnings,
+    });
+    set
+}
+
+/// A config refused: the last good one stays; the problems are logged (the new ones) and kept.
+fn refused(shared: &Daemon, problems: Vec<Diagnostic>, now: u64) {
+    let m = &shared.metrics;
+    let problems: Arc<[Diagnostic]> = problems.into();
+    let warnings = problems
+        .iter()
+        .filter(|p| p.severity == Severity::Warning)
+        .count();
+    let new_warnings = log_new(shared, &problems);
+    error!(
+        warnings,
+        new_warnings, "reload failed: still serving the last good config"
+    );
+    m.reloads_failed.inc();
+    m.last_reload_ok.set(0);
+    shared.set_last_reload(ReloadStatus {
+        at: now,
+        ok: false,
+        problems,
+    });
 }
 
 /// Logs the errors, and the warnings that the config being served did not have (with a
