@@ -139,6 +139,9 @@ impl Reloader {
         );
         let mut hup = signal(SignalKind::hangup()).context("SIGHUP handler")?;
         let cache = Arc::new(Mutex::new(cache));
+        // The warnings of the config being served: a reload logs only those not among them.
+        // At start, the start's.
+        let mut good = shared.last_reload().problems;
         let task = tokio::spawn(async move {
             let mut rx = rx;
             loop {
@@ -152,7 +155,7 @@ impl Reloader {
                         info!("config changed: reloading");
                     }
                 }
-                if let Some(config_set) = reload(&shared, &cache).await {
+                if let Some(config_set) = reload(&shared, &cache, &mut good).await {
                     watch_dirs(&mut watcher, &mut watched, &config_set.dirs);
                     *set.lock().unwrap_or_else(|e| e.into_inner()) = config_set;
                 }
@@ -210,7 +213,11 @@ fn watch_dirs(
 }
 
 /// Loads and swaps in the new config, or records why not. Returns the new watch set.
-async fn reload(shared: &Arc<Daemon>, cache: &Arc<Mutex<config::Cache>>) -> Option<WatchSet> {
+async fn reload(
+    shared: &Arc<Daemon>,
+    cache: &Arc<Mutex<config::Cache>>,
+    good: &mut Arc<[Diagnostic]>,
+) -> Option<WatchSet> {
     notify(&[
         NotifyState::Reloading,
         NotifyState::monotonic_usec_now().unwrap_or(NotifyState::Status("reloading")),
@@ -221,11 +228,11 @@ async fn reload(shared: &Arc<Daemon>, cache: &Arc<Mutex<config::Cache>>) -> Opti
     let now = unix_now();
     shared.metrics.last_reload_timestamp.set(now as i64);
     let result = match built {
-        Ok((prepared, warnings, spent)) => {
-            Some(swap_in(shared, prepared, warnings, spent, started, now))
-        }
+        Ok((prepared, warnings, spent)) => Some(swap_in(
+            shared, good, prepared, warnings, spent, started, now,
+        )),
         Err(problems) => {
-            refused(shared, problems, now);
+            refused(shared, good, problems, now);
             None
         }
     };
@@ -275,6 +282,7 @@ async fn build(
 /// Swaps the new state in (served first), then logs, counts and tells the tasks.
 fn swap_in(
     shared: &Daemon,
+    good: &mut Arc<[Diagnostic]>,
     prepared: super::lifecycle::Prepared,
     mut warnings: Vec<Diagnostic>,
     spent: Spent,
@@ -310,8 +318,8 @@ fn swap_in(
         .count();
     drop((old, live));
     let warnings: Arc<[Diagnostic]> = warnings.into();
-    let new_warnings = log_new(shared, &warnings);
-    shared.set_good_warnings(warnings.clone());
+    let new_warnings = log_new(good, &warnings);
+    *good = warnings.clone();
     super::lifecycle::commit(shared, &prepared.events);
     // The new policies are being served: now their records may be published, and
     // every task that follows the config looks at it again.
@@ -342,14 +350,14 @@ fn swap_in(
 }
 
 /// A config refused: the last good one stays; the problems are logged (the new ones) and kept.
-fn refused(shared: &Daemon, problems: Vec<Diagnostic>, now: u64) {
+fn refused(shared: &Daemon, good: &[Diagnostic], problems: Vec<Diagnostic>, now: u64) {
     let m = &shared.metrics;
     let problems: Arc<[Diagnostic]> = problems.into();
     let warnings = problems
         .iter()
         .filter(|p| p.severity == Severity::Warning)
         .count();
-    let new_warnings = log_new(shared, &problems);
+    let new_warnings = log_new(good, &problems);
     error!(
         warnings,
         new_warnings, "reload failed: still serving the last good config"
@@ -367,8 +375,7 @@ fn refused(shared: &Daemon, problems: Vec<Diagnostic>, now: u64) {
 /// million domains, the same 50,000 would otherwise fill the log on every reload; all are in
 /// `/status`). A warning is the same when its file, line, column and text are. Returns how
 /// many warnings were logged.
-fn log_new(shared: &Daemon, problems: &[Diagnostic]) -> usize {
-    let good = shared.good_warnings();
+fn log_new(good: &[Diagnostic], problems: &[Diagnostic]) -> usize {
     let known: HashSet<&Diagnostic> = good.iter().collect();
     let mut logged = 0;
     for p in problems {

@@ -23,7 +23,7 @@ use crate::state::store::Writer;
 pub struct ReloadStatus {
     pub at: u64,
     pub ok: bool,
-    /// Shared with [`Daemon::good_warnings`] after a good load (50,000 of them at a million
+    /// Shared with the reload task's warnings of the config being served after a good load (50,000 of them at a million
     /// domains with 1 in 20 in `testing`).
     pub problems: Arc<[Diagnostic]>,
 }
@@ -38,9 +38,6 @@ pub struct Daemon {
     generation: Generation,
     /// The reload task's: the outcome of the last (re)load.
     last_reload: Mutex<ReloadStatus>,
-    /// The reload task's: the warnings of the config being served, so that a reload logs only
-    /// the warnings not among them.
-    good_warnings: Mutex<Arc<[Diagnostic]>>,
     pub(super) self_signed: Arc<SelfSigned>,
     pub(super) metrics: Arc<Metrics>,
     started_at: u64,
@@ -93,9 +90,8 @@ impl Daemon {
             last_reload: Mutex::new(ReloadStatus {
                 at: now,
                 ok: true,
-                problems: warnings.clone(),
+                problems: warnings,
             }),
-            good_warnings: Mutex::new(warnings),
             live: Arc::new(ArcSwap::from_pointee(live)),
             generation: Generation::new(),
             self_signed: Arc::default(),
@@ -144,18 +140,6 @@ impl Daemon {
 
     pub fn last_reload(&self) -> ReloadStatus {
         self.last_reload
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-    }
-
-    pub(super) fn set_good_warnings(&self, warnings: Arc<[Diagnostic]>) {
-        *self.good_warnings.lock().unwrap_or_else(|e| e.into_inner()) = warnings;
-    }
-
-    /// The warnings of the config being served.
-    pub(super) fn good_warnings(&self) -> Arc<[Diagnostic]> {
-        self.good_warnings
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
