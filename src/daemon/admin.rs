@@ -174,7 +174,7 @@ pub fn status(
     let live = shared.live.load();
     let reload = shared.last_reload();
     let total = live.config.domains.len();
-    let publication = shared.publication.lock().unwrap_or_else(|e| e.into_inner());
+    let publication = shared.publication();
     let drift = shared.drift_report();
     let show = |(d, since): (&Domain, u64)| {
         domain_status(

@@ -41,7 +41,7 @@ pub async fn index(shared: &Daemon, query: Option<&str>) -> IndexPage {
             crate::tlsrpt::status::fetch(shared.reports.get(), &names, now).await
         }
     };
-    let publication = shared.publication.lock().unwrap_or_else(|e| e.into_inner());
+    let publication = shared.publication();
     let drift = shared.drift_report();
     let rows = sel
         .rows
@@ -346,7 +346,7 @@ fn drift_view(shared: &Daemon, name: &str) -> Option<DriftView> {
 }
 
 fn publication_rows(shared: &Daemon, d: &Domain) -> Vec<(&'static str, String)> {
-    let publication = shared.publication.lock().unwrap_or_else(|e| e.into_inner());
+    let publication = shared.publication();
     let Some(p) = publication.domains.get(d.name.as_str()) else {
         return vec![(
             "DNS",

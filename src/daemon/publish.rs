@@ -117,9 +117,7 @@ async fn run(shared: Arc<Daemon>, mut reloads: Reloads) {
             held.release().await;
         }
         let next = shared
-            .publication
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+            .publication()
             .domains
             .values()
             .filter_map(|p| p.next_retry)
@@ -189,7 +187,7 @@ async fn reconcile_lease(shared: &Daemon, period: Duration) -> Reconcile {
 
 /// Brings the table in line with the live config; returns the domains to push now.
 fn refresh<'l>(shared: &Daemon, live: &'l Live, now: u64, reconcile: bool) -> Vec<&'l Domain> {
-    let mut table = shared.publication.lock().unwrap_or_else(|e| e.into_inner());
+    let mut table = shared.publication();
     let mut due = Vec::new();
     let mut present = std::collections::HashSet::new();
     for d in live.config.domains.iter().chain(&live.withdraw) {
@@ -289,7 +287,7 @@ async fn publish(shared: &Daemon, providers: &Providers, due: &[&Domain]) {
                         changed = n, "{}", outcome(d, &plan.change));
                 }
                 let now = unix_now();
-                let mut table = shared.publication.lock().unwrap_or_else(|e| e.into_inner());
+                let mut table = shared.publication();
                 for (d, plan) in t.domains.iter().zip(plans) {
                     if let Some(Retiring::Withdrawing { .. }) = d.retiring {
                         withdrawn.push(crate::state::history::Event::Withdrawn {
@@ -416,7 +414,7 @@ async fn zone_lease<'c>(shared: &Daemon, t: &sync::Target<'c>) -> Option<(Held, 
 /// Puts `domains` off for `secs` without counting a failed attempt. One published as
 /// desired (read again by a reconcile round) is left alone: the round is another's now.
 fn wait(shared: &Daemon, domains: &[&Domain], secs: u64, error: Option<String>) {
-    let mut table = shared.publication.lock().unwrap_or_else(|e| e.into_inner());
+    let mut table = shared.publication();
     let at = unix_now() + secs;
     for d in domains {
         if let Some(p) = table.domains.get_mut(d.name.as_str()) {
@@ -488,7 +486,7 @@ fn sts_id(records: &[Record]) -> Option<&str> {
 }
 
 fn failed(shared: &Daemon, d: &Domain, zone: Option<&str>, provider: &str, e: &ProviderError) {
-    let mut table = shared.publication.lock().unwrap_or_else(|e| e.into_inner());
+    let mut table = shared.publication();
     if let Some(p) = table.domains.get_mut(d.name.as_str()) {
         p.state = PubState::Failed;
         p.provider = provider.to_owned();

@@ -13,7 +13,7 @@ pub fn update(shared: &Daemon) {
         (PubState::Failed, 0),
     ];
     {
-        let publication = shared.publication.lock().unwrap_or_else(|e| e.into_inner());
+        let publication = shared.publication();
         for p in publication.domains.values() {
             if let Some(c) = counts.iter_mut().find(|(s, _)| *s == p.state) {
                 c.1 += 1;

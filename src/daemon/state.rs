@@ -41,8 +41,8 @@ pub struct Daemon {
     pub(super) self_signed: Arc<SelfSigned>,
     pub(super) metrics: Arc<Metrics>,
     started_at: u64,
-    /// The publisher's table; the lifecycle and the admin pages read it.
-    pub(super) publication: Mutex<Publication>,
+    /// The publisher's table; the admin pages and metrics read it.
+    publication: Mutex<Publication>,
     /// Wakes the publisher after a retirement step swapped in a new state (a reload wakes it
     /// through `generation`).
     publish_wake: Notify,
@@ -117,6 +117,11 @@ impl Daemon {
 
     pub fn started_at(&self) -> u64 {
         self.started_at
+    }
+
+    /// The publisher's table, locked: the publisher writes it, the rest read.
+    pub(super) fn publication(&self) -> std::sync::MutexGuard<'_, Publication> {
+        self.publication.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Held from building a new `Live` to swapping it in.
