@@ -23,8 +23,8 @@ use crate::state::store::Writer;
 pub struct ReloadStatus {
     pub at: u64,
     pub ok: bool,
-    /// Shared with the reload task's warnings of the config being served after a good load (50,000 of them at a million
-    /// domains with 1 in 20 in `testing`).
+    /// After a good load, shared with the reload task's copy of the served config's warnings
+    /// (50,000 of them at a million domains with 1 in 20 in `testing`).
     pub problems: Arc<[Diagnostic]>,
 }
 
