@@ -14,12 +14,12 @@ use crate::state::history::{DomainHistory, Event, History, SavedDns};
 
 /// What one evaluation knows, for each removed domain.
 pub(super) struct Removal<'a> {
-    pub config: &'a Config,
-    pub history: &'a History,
-    pub previous: Option<&'a [Domain]>,
-    pub coverage: &'a Coverage,
-    pub now: u64,
-    pub hold: bool,
+    pub(super) config: &'a Config,
+    pub(super) history: &'a History,
+    pub(super) previous: Option<&'a [Domain]>,
+    pub(super) coverage: &'a Coverage,
+    pub(super) now: u64,
+    pub(super) hold: bool,
 }
 
 impl Removal<'_> {
