@@ -10,7 +10,7 @@ use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::Duration;
 
-use mta_stsd_providers::{DomainChange, ProviderError, RData, Record};
+use mta_stsd_providers::ProviderError;
 use tokio_util::task::AbortOnDropHandle;
 use tracing::{info, warn, Instrument};
 
@@ -22,8 +22,11 @@ use crate::desired;
 use crate::dns::providers::{self, Providers};
 use crate::dns::sync;
 use crate::live::{Live, Reloads};
-use crate::policy::StsRecord;
 use crate::state::store::{zone_job, Held};
+
+mod outcome;
+
+use outcome::outcome;
 
 /// The lease of reconcile rounds.
 const RECONCILE: &str = "reconcile";
@@ -436,53 +439,6 @@ fn finish_withdrawals(shared: &Daemon, withdrawn: Vec<crate::state::history::Eve
     }
     super::lifecycle::commit(shared, &withdrawn);
     shared.ask_lifecycle_step();
-}
-
-/// The log line's text for a domain whose change was applied: a withdrawal says so; the id
-/// moves only when the STS record was written; otherwise which records were put back.
-fn outcome(d: &Domain, change: &DomainChange) -> String {
-    let name = &d.name;
-    if let Some(Retiring::Withdrawing { .. }) = d.retiring {
-        let id = sts_id(&change.delete).map_or_else(String::new, |id| format!(" (id {id})"));
-        return format!(
-            "withdrew {name}: {} removed{id} (RFC 8461 §8.3)",
-            records(change.delete.len())
-        );
-    }
-    let new = d.policy.id().as_str();
-    match (sts_id(&change.add), sts_id(&change.delete)) {
-        (Some(_), Some(old)) if old != new => format!("published {name}: id {old} → {new}"),
-        (Some(_), None) => format!("published {name}: id (none) → {new}"),
-        _ => {
-            let mut names: Vec<String> = change
-                .add
-                .iter()
-                .chain(&change.delete)
-                .map(|r| format!("{} {}", r.name, r.data.type_name()))
-                .collect();
-            names.sort();
-            names.dedup();
-            format!(
-                "published {name}: id {new} unchanged; records put right at {}",
-                names.join(", ")
-            )
-        }
-    }
-}
-
-fn records(n: usize) -> String {
-    match n {
-        1 => "1 record".to_owned(),
-        n => format!("{n} records"),
-    }
-}
-
-/// The id in the first `v=STSv1` TXT record among `records`.
-fn sts_id(records: &[Record]) -> Option<&str> {
-    records.iter().find_map(|r| match &r.data {
-        RData::Txt(t) => StsRecord::loose_id(t),
-        _ => None,
-    })
 }
 
 fn failed(shared: &Daemon, d: &Domain, zone: Option<&str>, provider: &str, e: &ProviderError) {
