@@ -21,6 +21,11 @@
 #   EDITS=5 bench/million.sh          # more edits (the median is reported)
 #   BIN=/path/to/mta-stsd bench/million.sh   # another build (default: release in the target dir)
 #   NO_BUILD=1, KEEP=1 as in bench/check-scale.sh.
+#   STORE=postgres bench/million.sh   # the store ([state] url_env) on a throwaway PostgreSQL 15
+#                                     # (initdb/pg_ctl in the work dir, as tests/it/harness does;
+#                                     # run as root, postgres runs as user postgres); default
+#                                     # STORE=sqlite. Compare both from one sitting:
+#   for s in sqlite postgres; do STORE=$s NO_BUILD=1 bench/million.sh; done
 #   Loopback only; needs python3 and GNU time. Run it under `nice -n 10` on a shared machine.
 
 set -euo pipefail
@@ -32,6 +37,9 @@ N="${1:-1000000}"
 N="${N//_/}"
 [[ "$N" =~ ^[1-9][0-9]*$ ]] || { echo "usage: $0 [DOMAINS]" >&2; exit 64; }
 EDITS="${EDITS:-3}"
+STORE="${STORE:-sqlite}"
+case "$STORE" in sqlite|postgres) ;; *) echo "$0: STORE is sqlite or postgres" >&2; exit 64;; esac
+PGBIN="${PGBIN:-/usr/lib/postgresql/15/bin}"
 EDIT="${EDIT:-rename}"
 PER_FILE=1000
 
@@ -48,8 +56,10 @@ fi
 
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/mta-stsd-million.XXXXXX")"
 pid=""
+pg=""
 cleanup() {
     [ -n "$pid" ] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null
+    [ -n "$pg" ] && runuser -u postgres -- "$PGBIN/pg_ctl" -D "$pg/data" -m immediate stop >/dev/null 2>&1
     if [ -n "${KEEP:-}" ]; then echo "== kept $WORK" >&2; else rm -rf "$WORK"; fi
 }
 trap cleanup EXIT
@@ -60,7 +70,21 @@ ADMIN_PORT=$(free_port)
 
 # --- config (bench/check-scale.sh's generator, with our ports and a state dir) ---------------
 python3 "$ROOT/bench/gen-config.py" "$WORK" "$N" "$PER_FILE" "$HTTPS_PORT" "$ADMIN_PORT"
+if [ "$STORE" = postgres ]; then
+    [ -x "$PGBIN/initdb" ] || { echo "$0: no PostgreSQL at $PGBIN (set PGBIN)" >&2; exit 69; }
+    pg="$WORK/pg"; mkdir -m 700 "$pg"; chown postgres: "$pg"; chmod o+x "$WORK"
+    PG_PORT=$(free_port)
+    runuser -u postgres -- "$PGBIN/initdb" -D "$pg/data" -U mta --auth=trust -E UTF8 >"$pg/initdb.log"
+    runuser -u postgres -- "$PGBIN/pg_ctl" -D "$pg/data" -l "$pg/log" -w \
+        -o "-p $PG_PORT -k $pg -c listen_addresses=127.0.0.1 -c fsync=on" start >/dev/null
+    runuser -u postgres -- "$PGBIN/createdb" -h 127.0.0.1 -p "$PG_PORT" -U mta mtasts
+    export MTA_STSD_BENCH_STATE_URL="postgres://mta@127.0.0.1:$PG_PORT/mtasts"
+    sed -i 's|^dir = "state"$|dir = "state"\nurl_env = "MTA_STSD_BENCH_STATE_URL"|' "$WORK/mta-stsd.toml"
+    grep -q '^url_env = "MTA_STSD_BENCH_STATE_URL"' "$WORK/mta-stsd.toml" \
+        || { echo "$0: no [state] dir line to add url_env to" >&2; exit 1; }
+fi
 files=$(find "$WORK/domains.d" -name '*.toml' | wc -l)
+echo "== store: $STORE" >&2
 echo "== $N domains in $files files ($(du -sm "$WORK/domains.d" | cut -f1) MB), $(nproc) cores, $("$BIN" --version 2>/dev/null | head -1)" >&2
 
 # --- 1. check --------------------------------------------------------------------------------
@@ -80,6 +104,32 @@ OTHER="d000001.example"
 start_ns=$(date +%s%N)
 RUST_LOG=info "$BIN" --config "$WORK/mta-stsd.toml" serve >"$WORK/serve.log" 2>&1 &
 pid=$!
+# Polls /metrics every 0.2 s: pending events seen, then none (or none once `ready` is logged).
+python3 - "$ADMIN_PORT" "$start_ns" "$WORK/serve.log" >"$WORK/stored_ms" <<'PY' &
+import sys, time, urllib.request
+port, start_ns, log = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+seen, ready, deadline = False, False, time.time() + 1200
+f = None
+while time.time() < deadline:
+    # The log read on from where it was (a million warnings at the start).
+    try:
+        f = f or open(log, errors="replace")
+        ready |= any(" ready " in l for l in f.readlines())
+    except OSError:
+        pass
+    try:
+        m = urllib.request.urlopen("http://127.0.0.1:%s/metrics" % port, timeout=5).read().decode()
+        line = [l for l in m.splitlines() if l.startswith("mta_stsd_store_pending_events ")]
+        if line:
+            pending = int(float(line[0].split()[1]))
+            seen |= pending > 0
+            if pending == 0 and (seen or ready):
+                print((time.time_ns() - start_ns) // 1000000)
+                break
+    except OSError:
+        pass
+    time.sleep(0.2)
+PY
 
 python3 - "$pid" "$start_ns" "$HTTPS_PORT" "$EDITED" "$EDITED_FILE" "$OTHER" "$EDITS" "$EDIT" \
     "$check_ms" "$check_mib" "$N" <<'PY'
@@ -211,3 +261,26 @@ print("  requests:       %d ok, %d failed%s   (goal: 0 failed)" % (ok, failed, (
 print("  after:          VmRSS %4d MiB, VmHWM %4d MiB          (goal < 768 MiB)" % (after_rss, after_hwm))
 PY
 grep -c "config reloaded" "$WORK/serve.log" | sed 's/^/  reloads logged: /'
+# Start to the "ready" line (logged once the store has the history of every domain), by its
+# timestamp (the same clock as start_ns); waited for up to 15 minutes after the edits.
+for ((i = 0; i < 9000; i++)); do
+    grep -qE 'INFO.* ready' "$WORK/serve.log" && break
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.1
+done
+ready_at=$(grep -m1 -E 'INFO.* ready' "$WORK/serve.log" | grep -oE '^[0-9T:.-]+Z' || true)
+if [ -n "$ready_at" ]; then
+    echo "  start -> ready: $(( ($(date -d "$ready_at" +%s%N) - start_ns) / 1000000 )) ms (store: $STORE), then VmRSS $(awk '/^VmRSS/ {print int($2/1024)}' /proc/$pid/status) MiB, VmHWM $(awk '/^VmHWM/ {print int($2/1024)}' /proc/$pid/status) MiB"
+else
+    echo "  start -> ready: not within 15 minutes (store: $STORE)"
+fi
+# `ready` waits 30 s at most for the store: the poller started with `serve` has the time the
+# store had the start's history (mta_stsd_store_pending_events back to 0 on /metrics).
+for ((i = 0; i < 9000; i++)); do [ -s "$WORK/stored_ms" ] && break; sleep 0.1; done
+stored_ms=$(cat "$WORK/stored_ms" 2>/dev/null || true)
+echo "  start -> history stored: ${stored_ms:-not within 15 minutes} ms (store: $STORE), then VmRSS $(awk '/^VmRSS/ {print int($2/1024)}' /proc/$pid/status) MiB, VmHWM $(awk '/^VmHWM/ {print int($2/1024)}' /proc/$pid/status) MiB"
+if [ "$STORE" = postgres ]; then
+    echo "  store rows:     $(runuser -u postgres -- "$PGBIN/psql" -h 127.0.0.1 -p "$PG_PORT" -U mta -Atc 'SELECT count(*) FROM store_history' mtasts) in store_history"
+else
+    echo "  store file:     $(du -m "$WORK/state/state.sqlite" 2>/dev/null | cut -f1) MiB state.sqlite"
+fi

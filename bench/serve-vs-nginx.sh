@@ -29,6 +29,9 @@
 #   of the performance issue (27): >= 2.2x nginx keep-alive requests per server-CPU-second,
 #   >= 2.4x nginx full handshakes per server-CPU-second, >= 2.2x with many domains, and
 #   under 10 kB per idle TLS connection.
+#   The floor (BARE=1, the default): examples/bare_tls.rs, tokio-rustls with mta-stsd's TLS
+#   setup and one fixed answer, measured in the same run (keep-alive, handshakes, idle memory):
+#   what is left beyond it is what mta-stsd's own code costs. BARE=0 skips it.
 #   BEFORE=path/to/an/older/mta-stsd runs that binary too, in the same run and the same way
 #   (its column and ratio printed beside this build's), for a before/after from one run.
 #   An extra keep-alive run uses nginx with `open_file_cache` (otherwise nginx does
@@ -88,6 +91,7 @@ RESUME_INFO="${RESUME_INFO:-1}"
 NGINX_OFC="${NGINX_OFC:-1}"
 DOMAINS="${DOMAINS:-1000}"
 BEFORE="${BEFORE:-}"
+BARE="${BARE:-1}"
 PORT_BASE="${PORT_BASE:-28440}"
 M_PORT=$((PORT_BASE + 3))
 N_PORT=$((PORT_BASE + 4))
@@ -128,9 +132,12 @@ NGINX="$(command -v nginx || echo /usr/sbin/nginx)"
 if [ -z "${NO_BUILD:-}" ]; then
     say "building: cargo build --release --locked"
     cargo build --release --locked >&2
+    [ "$BARE" = 0 ] || cargo build --release --locked --example bare_tls >&2
 fi
 [ -x "$BIN" ] || die "$BIN not found (run without NO_BUILD)"
 [ -z "$BEFORE" ] || [ -x "$BEFORE" ] || die "BEFORE=$BEFORE is not an executable"
+BARE_BIN="$ROOT/target/release/examples/bare_tls"
+[ "$BARE" = 0 ] || [ -x "$BARE_BIN" ] || die "$BARE_BIN not found (run without NO_BUILD, or BARE=0)"
 SERVERS=(nginx)
 [ -z "$BEFORE" ] || SERVERS+=(before)
 SERVERS+=(mta-stsd)
@@ -372,6 +379,11 @@ EOF
 start_server() { # name (mta-stsd, before, nginx, nginx-ofc) [many] -> sets SRV_PID
     local name=$1 many=${2:-} port url bin
     case "$name" in
+        bare)
+            port=$M_PORT
+            TOKIO_WORKER_THREADS=1 taskset -c "$SERVER_CPU" \
+                "$BARE_BIN" "$port" "$TMP/cert.pem" "$TMP/key.pem" "$TMP/policy.txt" >>"$TMP/bare.log" 2>&1 &
+            ;;
         mta-stsd | before)
             port=$M_PORT
             bin=$BIN
@@ -535,6 +547,22 @@ if [ "$NGINX_OFC" = 1 ]; then
     stop_server
 fi
 
+if [ "$BARE" = 1 ]; then
+    say "bare (tokio-rustls and a fixed answer: the floor), keep-alive, handshakes, idle"
+    start_server bare
+    run_wrk bare keepalive "$M_PORT" 1
+    run_wrk bare handshake "$M_PORT" 0 -s "$TMP/close.lua"
+    [ "${R[bare,handshake,resumed]}" = 0 ] || die "bare: resumed handshakes in the full-handshake phase"
+    stop_server
+    start_server bare
+    wait_quiet
+    read -r before after alive opened < <(taskset -c "$CLIENT_CPU" python3 "$TMP/idle.py" \
+        "$M_PORT" "$IDLE_CONNS" "$SRV_PID" "$HOST" "$TMP/cert.pem")
+    R[bare,kb_conn]=$(awk -v a="$before" -v b="$after" -v n="$alive" 'BEGIN { printf "%.1f", (b - a) / n }')
+    say "  idle: $alive of $IDLE_CONNS connections open, VmRSS $before -> $after kB"
+    stop_server
+fi
+
 # --- report ---------------------------------------------------------------------------------------------
 row() { # metric nginx [before] mta-stsd goal(>=x, <=x, <x or -); before only with BEFORE
     local n=$2 b="" m=$3 goal=$4 ratio bratio="" verdict=""
@@ -596,6 +624,18 @@ if [ "$RESUME_INFO" = 1 ]; then
         "(${R[nginx,resume,resumed]} of $(( R[nginx,resume,full] + R[nginx,resume,resumed] )) resumed);" \
         "mta-stsd ${R[mta-stsd,resume,per_cpu]} (${R[mta-stsd,resume,resumed]} of" \
         "$(( R[mta-stsd,resume,full] + R[mta-stsd,resume,resumed] )) resumed)"
+fi
+if [ "$BARE" = 1 ]; then
+    echo
+    echo "the floor: a bare tokio-rustls server (examples/bare_tls.rs), same TLS setup, a fixed answer:"
+    floor() { # metric key: bare, mta-stsd, nginx and mta-stsd/bare
+        printf '  %-46s bare %8s  mta-stsd %8s (%s of bare)  nginx %8s\n' "$1" "${R[bare,$2]}" \
+            "${R[mta-stsd,$2]}" "$(awk -v b="${R[bare,$2]}" -v m="${R[mta-stsd,$2]}" \
+            'BEGIN { if (b > 0) printf "%.2f", m / b; else print "-" }')" "${R[nginx,$2]}"
+    }
+    floor "keep-alive requests per server-CPU-second" keepalive,per_cpu
+    floor "full handshakes per server-CPU-second" handshake,per_cpu
+    floor "kB per idle TLS connection" kb_conn
 fi
 if [ "${#NOISY[@]}" -gt 0 ]; then
     echo "WARNING: other processes used the server CPU during: ${NOISY[*]} (of wall time);" \

@@ -172,6 +172,7 @@ pub fn store_target(s: &crate::config::State) -> crate::state::store::Target {
         dir: s.dir.clone(),
         url: s.url.clone(),
         replica: s.replica.clone(),
+        key: s.key.clone(),
     }
 }
 
@@ -412,6 +413,7 @@ mod tests {
             dir: dir.path().to_owned(),
             url: None,
             replica: "r".into(),
+            key: None,
         };
         let writer = Writer::start(Store::open(&target).await.unwrap());
         for ran in [&first, &missing, &retired] {

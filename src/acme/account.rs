@@ -1,5 +1,6 @@
-//! The ACME account (RFC 8555 §7.3): created once per directory URL, its key and URL kept in
-//! the state directory and reused by every later start and by every replica sharing it; and
+//! The ACME account (RFC 8555 §7.3): created once per directory URL (by one replica, under the
+//! lease `acme:account`), its key and URL kept in the store and reused by every later start
+//! and by every replica; and
 //! the HTTPS client that speaks to the ACME server, trusting the platform's roots plus
 //! `[acme] ca`.
 
@@ -17,15 +18,15 @@ use instant_acme::{
 };
 use tracing::info;
 
-use super::store::Store;
 use super::{throttle, AcmeError};
 use crate::certs::{self, provider};
 use crate::config;
+use crate::state::store::Store;
 
 /// How long a connection to the ACME server may take to open.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long another replica may take to create the account before we call its lock stale.
-const ACCOUNT_LOCK_STALE: Duration = Duration::from_secs(120);
+/// The lease under which one replica registers the account.
+const ACCOUNT_JOB: &str = "account";
 
 /// An HTTPS-only client, HTTP/1.1 and HTTP/2, for the ACME server.
 pub fn http_client(cfg: &config::Acme) -> Result<Box<dyn HttpClient>, AcmeError> {
@@ -80,14 +81,19 @@ impl<C: HttpClient> HttpClient for Noting<C> {
 }
 
 /// The account for `cfg.directory`: restored from the store, or registered and stored.
-pub async fn load_or_create(cfg: &config::Acme, store: &Store) -> Result<Account, AcmeError> {
+pub async fn load_or_create(
+    cfg: &config::Acme,
+    store: &Store,
+    lease: Duration,
+) -> Result<Account, AcmeError> {
     if let Some(account) = restore(cfg, store).await? {
         return Ok(account);
     }
     // One replica registers; the others find its credentials on their next attempt.
-    let Some(_lock) = store
-        .try_lock(Store::ACCOUNT_LOCK, ACCOUNT_LOCK_STALE)
-        .map_err(|e| AcmeError::Local(format!("locking the account: {e}")))?
+    let Some(_held) = store
+        .hold_acme(ACCOUNT_JOB, lease)
+        .await
+        .map_err(|e| AcmeError::Unreachable(format!("the account's lease: {e}")))?
     else {
         return Err(AcmeError::Busy(
             "another replica is creating the ACME account".into(),
@@ -112,16 +118,18 @@ pub async fn load_or_create(cfg: &config::Acme, store: &Store) -> Result<Account
         .map_err(|e| AcmeError::from_acme("creating the ACME account", e))?;
     let json = serde_json::to_string(&credentials).expect("credentials serialize");
     store
-        .write_account(&cfg.directory, &json)
-        .map_err(|e| AcmeError::Local(format!("storing the ACME account: {e}")))?;
+        .put_acme_account(&cfg.directory, &json, true)
+        .await
+        .map_err(|e| AcmeError::Unreachable(format!("storing the ACME account: {e}")))?;
     info!(account = account.id(), directory = %cfg.directory, "ACME account created");
     Ok(account)
 }
 
 async fn restore(cfg: &config::Acme, store: &Store) -> Result<Option<Account>, AcmeError> {
     let Some(json) = store
-        .read_account(&cfg.directory)
-        .map_err(|e| AcmeError::Local(format!("reading the ACME account: {e}")))?
+        .acme_account(&cfg.directory)
+        .await
+        .map_err(|e| AcmeError::Unreachable(format!("reading the ACME account: {e}")))?
     else {
         return Ok(None);
     };

@@ -1,23 +1,21 @@
 //! One look at a name: the store first (a fresh certificate there, whoever wrote it, means
-//! no order), then under `<name>.lock` an order, its result stored; and the account the
-//! orders share.
+//! no order), then under the lease `acme:<name>` an order, its result stored with the lease's
+//! token; and the account the orders share.
 
-use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tracing::{debug, info, warn};
 
 use super::challenge::Challenges;
-use super::store::{Store, StoredCert};
+use super::store::StoredCert;
 use super::{account, order, throttle, AcmeError};
 use crate::clock::unix_now;
 use crate::config;
+use crate::state::store::{NewCert, Store};
 
 /// One order may take this long, validation and download included.
 const ORDER_TIMEOUT: Duration = Duration::from_secs(180);
-/// A lock older than this is a crashed replica's: well past [`ORDER_TIMEOUT`].
-const LOCK_STALE: Duration = Duration::from_secs(600);
 
 /// The account, shared by the orders; after a failure to get it, orders fail at once until
 /// `retry_at`, so that a dead ACME server costs one connection per backoff, not one per name.
@@ -38,37 +36,39 @@ pub enum Outcome {
     Failed(AcmeError),
 }
 
-/// Reads the store for `names`; an unusable pair is logged and counts as none.
-pub fn load_all(state: &Path, names: Vec<String>) -> Vec<(String, Option<StoredCert>)> {
-    let store = match Store::open(state) {
-        Ok(s) => s,
-        Err(e) => {
-            warn!(dir = %state.display(), error = %e, "cannot open the ACME state directory");
-            return names.into_iter().map(|n| (n, None)).collect();
-        }
-    };
-    names
-        .into_iter()
-        .map(|n| {
-            let cert = store.load(&n).unwrap_or_else(|e| {
-                warn!(name = %n, "ignoring the stored certificate: {e}");
-                None
-            });
-            (n, cert)
-        })
-        .collect()
+/// Where the orders keep what they get, and how long a lease on a name lasts.
+#[derive(Debug, Clone)]
+pub struct Keep {
+    pub store: Store,
+    pub lease: Duration,
 }
 
-/// One look at a name: the store first, then (under the lock, unless `may_order` is false)
+/// The certificate stored for `name`; an unusable one is logged and counts as none.
+pub async fn load(store: &Store, name: &str) -> Result<Option<StoredCert>, AcmeError> {
+    let row = store
+        .acme_cert(name)
+        .await
+        .map_err(|e| AcmeError::Unreachable(format!("reading the store: {e}")))?;
+    Ok(row.and_then(|r| match StoredCert::from_row(&r) {
+        Ok(c) => Some(c),
+        Err(e) => {
+            warn!(name, "ignoring the stored certificate: {e}");
+            None
+        }
+    }))
+}
+
+/// One look at a name: the store first, then (under the lease, unless `may_order` is false)
 /// an order.
 pub async fn attempt(
     cfg: &config::Acme,
+    keep: &Keep,
     account: &tokio::sync::Mutex<AccountCell>,
     challenges: &Arc<Challenges>,
     name: &str,
     may_order: bool,
 ) -> Outcome {
-    let attempt = throttle::scope(try_attempt(cfg, account, challenges, name, may_order));
+    let attempt = throttle::scope(try_attempt(cfg, keep, account, challenges, name, may_order));
     match tokio::time::timeout(ORDER_TIMEOUT, attempt).await {
         Ok(Ok(o)) => o,
         Ok(Err(AcmeError::Throttled(t))) => Outcome::Failed(AcmeError::Throttled(t.for_name(name))),
@@ -81,33 +81,20 @@ pub async fn attempt(
 
 async fn try_attempt(
     cfg: &config::Acme,
+    keep: &Keep,
     account: &tokio::sync::Mutex<AccountCell>,
     challenges: &Arc<Challenges>,
     name: &str,
     may_order: bool,
 ) -> Result<Outcome, AcmeError> {
-    let store = Store::open(&cfg.state).map_err(|e| {
-        AcmeError::Local(format!("the state directory {}: {e}", cfg.state.display()))
-    })?;
-    let fresh = |store: &Store| match store.load(name) {
-        Ok(Some(c)) if c.fresh(unix_now() as i64) => Some(c),
-        Ok(_) => None,
-        Err(e) => {
-            warn!("ignoring the stored certificate: {e}");
-            None
-        }
-    };
-    let mut stored = match store.load(name) {
-        Ok(c) => c.filter(|c| (unix_now() as i64) < c.not_after),
-        Err(e) => {
-            warn!("ignoring the stored certificate: {e}");
-            None
-        }
-    };
+    let store = &keep.store;
+    let mut stored = load(store, name)
+        .await?
+        .filter(|c| (unix_now() as i64) < c.not_after);
     // RFC 9773: where the CA offers renewal information, its window decides, not our point.
     if let Some(c) = stored.as_mut().filter(|c| may_order && c.ari_id.is_some()) {
         // Without the account there is no asking; the order below reports why.
-        if let Ok(acct) = account_for(cfg, account, &store).await {
+        if let Ok(acct) = account_for(cfg, keep, account).await {
             follow_ari(&acct, name, c).await;
         }
     }
@@ -118,43 +105,63 @@ async fn try_attempt(
     if !may_order {
         return Ok(Outcome::Waiting);
     }
-    let Some(_lock) = store
-        .try_lock(name, LOCK_STALE)
-        .map_err(|e| AcmeError::Local(format!("locking {name}: {e}")))?
+    let job = crate::state::store::acme_job(name);
+    let Some(held) = store
+        .hold_acme(name, keep.lease)
+        .await
+        .map_err(|e| AcmeError::Unreachable(format!("the lease {job}: {e}")))?
     else {
-        return Err(AcmeError::Busy(format!(
-            "another replica holds {name}.lock in {}",
-            store.dir().display()
-        )));
+        let holder = store.holder_of(&job).await.ok().flatten();
+        return Err(AcmeError::Busy(match holder {
+            Some((h, _)) => format!("another replica holds the lease {job} ({h})"),
+            None => format!("another replica holds the lease {job}"),
+        }));
     };
-    // The lock's last holder may have just written a certificate (a newer one than the CA's
+    // The lease's last holder may have just written a certificate (a newer one than the CA's
     // window just told us to renew).
-    if let Some(c) = fresh(&store).filter(|c| had.is_none_or(|t| c.not_after > t)) {
+    if let Some(c) = load(store, name)
+        .await?
+        .filter(|c| c.fresh(unix_now() as i64) && had.is_none_or(|t| c.not_after > t))
+    {
+        held.release().await;
         return Ok(Outcome::Loaded(c));
     }
-    let acct = account_for(cfg, account, &store).await?;
+    let acct = account_for(cfg, keep, account).await?;
     info!(challenge = ?cfg.challenge, "ordering a certificate");
     let issued = match order::obtain(&acct, name, cfg.challenge, challenges).await {
         // RFC 8555 §6.7: the server forgot the account (a test CA restarted, say): register
         // anew on the next attempt rather than fail forever.
         Err(e) if e.to_string().contains("accountDoesNotExist") => {
             account.lock().await.account = None;
-            let _ = store.forget_account(&cfg.directory);
+            let _ = store.forget_acme_account(&cfg.directory).await;
             return Err(e);
         }
         r => r?,
     };
-    store
-        .save(name, &issued.chain_pem, &issued.key_pem)
-        .map_err(|e| AcmeError::Local(format!("storing the certificate: {e}")))?;
-    match store.load(name) {
-        Ok(Some(mut c)) => {
-            follow_ari(&acct, name, &mut c).await;
-            Ok(Outcome::Issued(c))
-        }
-        Ok(None) => Err(AcmeError::Local("the stored certificate vanished".into())),
-        Err(e) => Err(AcmeError::Refused(format!("the issued certificate: {e}"))),
+    let mut c = StoredCert::from_pem(name, &issued.chain_pem, &issued.key_pem)
+        .map_err(|e| AcmeError::Refused(format!("the issued certificate: {e}")))?;
+    follow_ari(&acct, name, &mut c).await;
+    let row = NewCert {
+        name,
+        chain_pem: &issued.chain_pem,
+        key_pem: &issued.key_pem,
+        not_before: c.not_before,
+        not_after: c.not_after,
+        renew_at: c.renew_at(),
+    };
+    // Fenced: a replica that lost the lease meanwhile (stalled past it) writes nothing, and
+    // the next holder's certificate stands.
+    let saved = store
+        .save_acme_cert(held.lease(), row)
+        .await
+        .map_err(|e| AcmeError::Unreachable(format!("storing the certificate: {e}")))?;
+    held.release().await;
+    if !saved {
+        return Err(AcmeError::Busy(format!(
+            "lost the lease {job} during the order; the certificate was not stored"
+        )));
     }
+    Ok(Outcome::Issued(c))
 }
 
 /// Asks the CA for `c`'s renewal window (RFC 9773 §4.2) and follows it; a CA without
@@ -180,8 +187,8 @@ async fn follow_ari(acct: &instant_acme::Account, name: &str, c: &mut StoredCert
 
 async fn account_for(
     cfg: &config::Acme,
+    keep: &Keep,
     cell: &tokio::sync::Mutex<AccountCell>,
-    store: &Store,
 ) -> Result<instant_acme::Account, AcmeError> {
     let mut cell = cell.lock().await;
     if let Some(a) = &cell.account {
@@ -192,7 +199,7 @@ async fn account_for(
             return Err(e.clone());
         }
     }
-    match account::load_or_create(cfg, store).await {
+    match account::load_or_create(cfg, &keep.store, keep.lease).await {
         Ok(a) => {
             *cell = AccountCell {
                 account: Some(a.clone()),

@@ -2,14 +2,17 @@
 //! listeners, TLS-ALPN-01 (RFC 8737) on the HTTPS listeners. Each answer is published for the
 //! life of a [`Published`] guard, which the order holds until the server has validated.
 //!
-//! Behind a load balancer the CA's validation may reach another replica than the one that
-//! ordered, so answers are also written to `challenges/` in the shared state directory, and a
-//! replica that has no answer of its own in memory looks there.
+//! The CA's validation may reach any replica, not the one that ordered. So an answer is
+//! written to the store before the CA is told it is ready, and a replica asked for a token or
+//! a validation name it does not know looks it up there, at the moment it is asked (a poll
+//! would leave the first seconds after "ready" unanswered, and the CA does not come back).
+//! Those lookups are bounded: well-formed tokens and names of domains we serve only (the
+//! listeners check), one per answer however many requests ask for it at once (a CA asks from
+//! several places at the same moment), [`LOOKUPS`] at once, each within [`LOOKUP`].
 
 use std::collections::HashMap;
-use std::fs;
-use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use rustls::server::{ClientHello, ResolvesServerCert};
@@ -17,10 +20,11 @@ use rustls::sign::CertifiedKey;
 use rustls::ServerConfig;
 use rustls_pki_types::PrivateKeyDer;
 use sha2::{Digest, Sha256};
+use tokio::sync::{OnceCell, Semaphore};
 use tracing::warn;
 
-use super::store::write_atomic;
 use crate::certs::provider;
+use crate::state::store::Store;
 
 /// RFC 8737 §6.2: the ALPN protocol ID of a validation handshake.
 pub const ACME_TLS_ALPN: &[u8] = b"acme-tls/1";
@@ -28,43 +32,90 @@ pub const ACME_TLS_ALPN: &[u8] = b"acme-tls/1";
 /// RFC 8555 §8.3: "http://{domain}/.well-known/acme-challenge/{token}".
 pub const HTTP01_PREFIX: &str = "/.well-known/acme-challenge/";
 
-const HTTP01_DIR: &str = "http-01";
-const TLS_ALPN01_DIR: &str = "tls-alpn-01";
+const HTTP01: &str = "http-01";
+const TLS_ALPN01: &str = "tls-alpn-01";
+
+/// How long an answer stays in the store unless withdrawn first: past any order.
+const IN_STORE: Duration = Duration::from_secs(600);
+/// One lookup of another replica's answer in the store, at most.
+pub const LOOKUP: Duration = Duration::from_secs(3);
+/// Lookups running at once, at most; more wait (within [`LOOKUP`]).
+const LOOKUPS: usize = 8;
+/// Answers being looked up at once, at most: beyond, a request for another unknown one gets
+/// no answer.
+const MAX_PENDING: usize = 256;
+/// Another replica's answer is kept in memory this long after it was read (the CA asks
+/// several times from several places within seconds).
+const FOREIGN_FOR: Duration = Duration::from_secs(30);
+/// Other replicas' answers kept at most.
+const MAX_FOREIGN: usize = 1024;
+
+/// One lookup of an answer in the store, shared by the requests that wait for it.
+type Lookup = Arc<OnceCell<Option<String>>>;
 
 /// The answers currently published, by HTTP-01 token and by TLS-ALPN-01 host name.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Challenges {
     http01: Mutex<HashMap<String, Bytes>>,
     tls_alpn01: Mutex<HashMap<String, Arc<CertifiedKey>>>,
-    /// `<state>/challenges`, once `[acme]` is known.
-    shared_dir: RwLock<Option<PathBuf>>,
-    /// Validation certificates made for other replicas' answers, with the key authorization
-    /// each was made for.
-    foreign: Mutex<HashMap<String, (String, Arc<CertifiedKey>)>>,
+    /// Where answers are shared with the other replicas, once the task has opened it.
+    store: RwLock<Option<Store>>,
+    /// Other replicas' answers read from the store, with when they were read.
+    foreign_http01: Mutex<HashMap<String, (Instant, Bytes)>>,
+    foreign_tls_alpn01: Mutex<HashMap<String, (Instant, Arc<CertifiedKey>)>>,
+    lookups: Semaphore,
+    /// The lookups under way, by kind and id: a second request for the same answer waits for
+    /// the first's rather than asking the store again.
+    pending: Mutex<HashMap<(&'static str, String), Lookup>>,
+}
+
+impl Default for Challenges {
+    fn default() -> Self {
+        Challenges {
+            http01: Mutex::default(),
+            tls_alpn01: Mutex::default(),
+            store: RwLock::default(),
+            foreign_http01: Mutex::default(),
+            foreign_tls_alpn01: Mutex::default(),
+            lookups: Semaphore::new(LOOKUPS),
+            pending: Mutex::default(),
+        }
+    }
 }
 
 impl Challenges {
-    pub fn set_shared_dir(&self, dir: Option<PathBuf>) {
-        *self.shared_dir.write().unwrap_or_else(|e| e.into_inner()) = dir;
-        lock(&self.foreign).clear();
+    pub fn set_store(&self, store: Option<Store>) {
+        *self.store.write().unwrap_or_else(|e| e.into_inner()) = store;
+        lock(&self.foreign_http01).clear();
+        lock(&self.foreign_tls_alpn01).clear();
     }
 
-    /// Publishes the key authorization for `token` until the guard is dropped.
-    pub fn publish_http01(self: &Arc<Self>, token: &str, key_authorization: &str) -> Published {
+    fn store(&self) -> Option<Store> {
+        self.store.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Publishes the key authorization for `token` until the guard is dropped: here at once,
+    /// and in the store for the other replicas before this returns.
+    pub async fn publish_http01(
+        self: &Arc<Self>,
+        token: &str,
+        key_authorization: &str,
+    ) -> Published {
         lock(&self.http01).insert(
             token.to_owned(),
             Bytes::copy_from_slice(key_authorization.as_bytes()),
         );
-        let file = self.share(HTTP01_DIR, token, key_authorization);
+        let shared = self.share(HTTP01, token, key_authorization).await;
         Published {
             challenges: self.clone(),
             what: What::Http01(token.to_owned()),
-            file,
+            shared,
         }
     }
 
-    /// Publishes the validation certificate for `host` until the guard is dropped.
-    pub fn publish_tls_alpn01(
+    /// Publishes the validation certificate for `host` until the guard is dropped (the
+    /// other replicas make theirs from the key authorization in the store).
+    pub async fn publish_tls_alpn01(
         self: &Arc<Self>,
         host: &str,
         key_authorization: &str,
@@ -72,26 +123,47 @@ impl Challenges {
         let digest = Sha256::digest(key_authorization.as_bytes());
         let cert = Arc::new(validation_cert(host, &digest)?);
         lock(&self.tls_alpn01).insert(host.to_owned(), cert);
-        let file = self.share(TLS_ALPN01_DIR, host, key_authorization);
+        let shared = self.share(TLS_ALPN01, host, key_authorization).await;
         Ok(Published {
             challenges: self.clone(),
             what: What::TlsAlpn01(host.to_owned()),
-            file,
+            shared,
         })
     }
 
     /// The body of the plain listener's answer to `GET` or `HEAD
     /// /.well-known/acme-challenge/<token>` (the key authorization) for a token published here
-    /// or by another replica; `None` lets the policy handler answer (404).
+    /// or read from the store; `None` lets the policy handler answer (404).
     pub fn http01_body(&self, method: &str, path: &str) -> Option<Bytes> {
-        let token = path.strip_prefix(HTTP01_PREFIX)?;
-        if method != "GET" && method != "HEAD" {
-            return None;
+        let token = http01_token(method, path)?;
+        if let Some(b) = lock(&self.http01).get(token) {
+            return Some(b.clone());
         }
-        let own = lock(&self.http01).get(token).cloned();
-        match own {
-            Some(b) => Some(b),
-            None => Some(Bytes::from(self.shared(HTTP01_DIR, token)?)),
+        lock(&self.foreign_http01)
+            .get(token)
+            .filter(|(at, _)| at.elapsed() < FOREIGN_FOR)
+            .map(|(_, b)| b.clone())
+    }
+
+    /// A well-formed HTTP-01 token asked for that is not known here, while answers are
+    /// shared: worth a look in the store ([`Challenges::fetch_http01`]).
+    pub fn http01_unknown<'p>(&self, method: &str, path: &'p str) -> Option<&'p str> {
+        let token = http01_token(method, path)?;
+        (well_formed(token) && self.http01_body(method, path).is_none() && self.sharing())
+            .then_some(token)
+    }
+
+    /// Looks `token` up in the store (bounded), for [`Challenges::http01_body`].
+    pub async fn fetch_http01(&self, token: &str) {
+        if !well_formed(token) {
+            return;
+        }
+        if let Some(ka) = self.look_up(HTTP01, token).await {
+            remember(
+                &self.foreign_http01,
+                token,
+                Bytes::copy_from_slice(ka.as_bytes()),
+            );
         }
     }
 
@@ -101,59 +173,128 @@ impl Challenges {
         if let Some(k) = lock(&self.tls_alpn01).get(&host) {
             return Some(k.clone());
         }
-        let Some(key_authorization) = self.shared(TLS_ALPN01_DIR, &host) else {
-            lock(&self.foreign).remove(&host);
-            return None;
+        lock(&self.foreign_tls_alpn01)
+            .get(&host)
+            .filter(|(at, _)| at.elapsed() < FOREIGN_FOR)
+            .map(|(_, k)| k.clone())
+    }
+
+    /// Before a validation handshake for `host` (a name we serve): another replica's answer
+    /// is looked up in the store (bounded) unless one is known here.
+    pub async fn fetch_tls_alpn01(&self, host: &str) {
+        let host = host.trim_end_matches('.').to_ascii_lowercase();
+        if !well_formed(&host) || self.tls_alpn01(&host).is_some() || !self.sharing() {
+            return;
+        }
+        let Some(ka) = self.look_up(TLS_ALPN01, &host).await else {
+            return;
         };
-        let mut foreign = lock(&self.foreign);
-        if let Some((ka, cert)) = foreign.get(&host) {
-            if *ka == key_authorization {
-                return Some(cert.clone());
-            }
+        let digest = Sha256::digest(ka.as_bytes());
+        match validation_cert(&host, &digest) {
+            Ok(cert) => remember(&self.foreign_tls_alpn01, &host, Arc::new(cert)),
+            Err(e) => warn!(host, "cannot make the validation certificate: {e}"),
         }
-        let digest = Sha256::digest(key_authorization.as_bytes());
-        let cert = Arc::new(validation_cert(&host, &digest).ok()?);
-        foreign.insert(host, (key_authorization, cert.clone()));
-        Some(cert)
     }
 
-    /// Writes an answer for the other replicas; the file to remove when it is withdrawn.
-    fn share(&self, kind: &str, key: &str, key_authorization: &str) -> Option<PathBuf> {
-        let dir = self.dir(kind)?;
-        let path = dir.join(key);
-        let written = fs::DirBuilder::new()
-            .recursive(true)
-            .create(&dir)
-            .and_then(|()| write_atomic(&path, key_authorization.as_bytes(), 0o644));
-        match written {
-            Ok(()) => Some(path),
+    fn sharing(&self) -> bool {
+        self.store
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some()
+    }
+
+    async fn look_up(&self, kind: &'static str, id: &str) -> Option<String> {
+        let store = self.store()?;
+        let key = (kind, id.to_owned());
+        let cell = {
+            let mut pending = lock(&self.pending);
+            match pending.get(&key) {
+                Some(c) => c.clone(),
+                None if pending.len() >= MAX_PENDING => return None,
+                None => pending.entry(key.clone()).or_default().clone(),
+            }
+        };
+        let found = cell
+            .get_or_init(|| async {
+                let asked = async {
+                    let _permit = self.lookups.acquire().await.ok()?;
+                    match store.acme_challenge(kind, id).await {
+                        Ok(v) => {
+                            tracing::debug!(
+                                kind,
+                                id,
+                                found = v.is_some(),
+                                "challenge answer looked up in the store"
+                            );
+                            Some(v)
+                        }
+                        Err(e) => {
+                            warn!(kind, "looking up a challenge answer in the store: {e}");
+                            None
+                        }
+                    }
+                };
+                match tokio::time::timeout(LOOKUP, asked).await {
+                    Ok(v) => v.flatten(),
+                    Err(_) => {
+                        warn!(
+                            kind,
+                            "the store did not answer a challenge lookup within {LOOKUP:?}"
+                        );
+                        None
+                    }
+                }
+            })
+            .await
+            .clone();
+        let mut pending = lock(&self.pending);
+        if pending.get(&key).is_some_and(|c| Arc::ptr_eq(c, &cell)) {
+            pending.remove(&key);
+        }
+        found
+    }
+
+    /// Writes an answer for the other replicas; whether it is in the store.
+    async fn share(&self, kind: &str, id: &str, key_authorization: &str) -> bool {
+        let Some(store) = self.store() else {
+            return false;
+        };
+        match store
+            .put_acme_challenge(kind, id, key_authorization, IN_STORE)
+            .await
+        {
+            Ok(()) => true,
             Err(e) => {
-                warn!(file = %path.display(), error = %e, "cannot share the challenge answer");
-                None
+                warn!(kind, "cannot share the challenge answer in the store (only this replica answers it): {e}");
+                false
             }
         }
     }
+}
 
-    /// Another replica's answer, read from the shared directory.
-    fn shared(&self, kind: &str, key: &str) -> Option<String> {
-        // Tokens are base64url (RFC 8555 §8.1), host names LDH with dots: nothing else may
-        // become part of a path.
-        let safe = !key.is_empty()
-            && !key.starts_with('.')
-            && key
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
-        if !safe || key.len() > 255 {
-            return None;
-        }
-        let text = fs::read_to_string(self.dir(kind)?.join(key)).ok()?;
-        let text = text.trim();
-        (!text.is_empty()).then(|| text.to_owned())
+/// The token of an HTTP-01 request.
+fn http01_token<'p>(method: &str, path: &'p str) -> Option<&'p str> {
+    let token = path.strip_prefix(HTTP01_PREFIX)?;
+    (method == "GET" || method == "HEAD").then_some(token)
+}
+
+/// Tokens are base64url (RFC 8555 §8.1), host names LDH with dots: nothing else is looked up.
+fn well_formed(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 253
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+/// Keeps another replica's answer, within [`MAX_FOREIGN`] (stale ones go first).
+fn remember<T>(map: &Mutex<HashMap<String, (Instant, T)>>, id: &str, v: T) {
+    let mut map = lock(map);
+    if map.len() >= MAX_FOREIGN {
+        map.retain(|_, (at, _)| at.elapsed() < FOREIGN_FOR);
     }
-
-    fn dir(&self, kind: &str) -> Option<PathBuf> {
-        let base = self.shared_dir.read().unwrap_or_else(|e| e.into_inner());
-        base.as_deref().map(|d: &Path| d.join(kind))
+    if map.len() < MAX_FOREIGN {
+        map.insert(id.to_owned(), (Instant::now(), v));
     }
 }
 
@@ -172,22 +313,33 @@ enum What {
 pub struct Published {
     challenges: Arc<Challenges>,
     what: What,
-    /// The shared copy of the answer.
-    file: Option<PathBuf>,
+    /// The answer is in the store too.
+    shared: bool,
 }
 
 impl Drop for Published {
     fn drop(&mut self) {
-        if let Some(f) = &self.file {
-            let _ = fs::remove_file(f);
-        }
-        match &self.what {
+        let (kind, id) = match &self.what {
             What::Http01(token) => {
                 lock(&self.challenges.http01).remove(token);
+                (HTTP01, token.clone())
             }
             What::TlsAlpn01(host) => {
                 lock(&self.challenges.tls_alpn01).remove(host);
+                (TLS_ALPN01, host.clone())
             }
+        };
+        if !self.shared {
+            return;
+        }
+        // Withdrawn from the store in the background; if that fails, it expires.
+        if let (Some(store), Ok(rt)) = (
+            self.challenges.store(),
+            tokio::runtime::Handle::try_current(),
+        ) {
+            rt.spawn(async move {
+                let _ = store.drop_acme_challenge(kind, &id).await;
+            });
         }
     }
 }
@@ -263,12 +415,12 @@ mod tests {
         assert_eq!(san.value.general_names.len(), 1);
     }
 
-    #[test]
-    fn http01_answers_published_tokens_only_while_published() {
+    #[tokio::test]
+    async fn http01_answers_published_tokens_only_while_published() {
         let c = Arc::new(Challenges::default());
         let get = |path: &str| c.http01_body("GET", path).map(|_| StatusCode::OK);
         assert_eq!(get("/.well-known/acme-challenge/tok"), None);
-        let guard = c.publish_http01("tok", "tok.thumb");
+        let guard = c.publish_http01("tok", "tok.thumb").await;
         assert_eq!(get("/.well-known/acme-challenge/tok"), Some(StatusCode::OK));
         assert_eq!(get("/.well-known/acme-challenge/other"), None);
         assert_eq!(get("/.well-known/mta-sts.txt"), None);
@@ -276,35 +428,83 @@ mod tests {
         assert_eq!(get("/.well-known/acme-challenge/tok"), None);
     }
 
-    #[test]
-    fn another_replicas_answers_are_found_in_the_shared_directory() {
+    /// An answer published by one replica is in the store before `publish` returns; another
+    /// replica finds it when asked (and only well-formed ids are looked up), and not once it
+    /// is withdrawn.
+    #[tokio::test]
+    async fn another_replicas_answers_are_looked_up_in_the_store() {
         let tmp = tempfile::tempdir().unwrap();
+        let target = crate::state::store::Target {
+            dir: tmp.path().to_owned(),
+            url: None,
+            replica: "r".into(),
+            key: None,
+        };
+        let store = Store::open(&target).await.unwrap();
         let (ordering, other) = (
             Arc::new(Challenges::default()),
             Arc::new(Challenges::default()),
         );
         for c in [&ordering, &other] {
-            c.set_shared_dir(Some(tmp.path().join("challenges")));
+            c.set_store(Some(store.clone()));
         }
-        let get = |c: &Challenges, path: &str| c.http01_body("GET", path).map(|_| StatusCode::OK);
         let host = "mta-sts.example.org";
-        let token = ordering.publish_http01("tok-1_x", "tok-1_x.thumb");
-        let cert = ordering.publish_tls_alpn01(host, "ka.thumb").unwrap();
+        let token = ordering.publish_http01("tok-1_x", "tok-1_x.thumb").await;
+        let cert = ordering.publish_tls_alpn01(host, "ka.thumb").await.unwrap();
         let path = "/.well-known/acme-challenge/tok-1_x";
-        assert_eq!(get(&other, path), Some(StatusCode::OK));
+        assert_eq!(other.http01_body("GET", path), None, "not read yet");
+        assert_eq!(other.http01_unknown("GET", path), Some("tok-1_x"));
+        other.fetch_http01("tok-1_x").await;
+        assert_eq!(other.http01_body("GET", path).unwrap(), "tok-1_x.thumb");
+        assert!(other.tls_alpn01(host).is_none());
+        other.fetch_tls_alpn01(host).await;
         let theirs = other
             .tls_alpn01(host)
-            .expect("a certificate for the shared answer");
+            .expect("a certificate for the stored answer");
+        other.fetch_tls_alpn01(host).await;
         assert_eq!(
             other.tls_alpn01(host).unwrap().cert,
             theirs.cert,
             "made once"
         );
-        // Nothing outside the directory is ever read.
-        assert_eq!(get(&other, "/.well-known/acme-challenge/..%2Fx"), None);
-        assert!(other.tls_alpn01("../challenges/tls-alpn-01/x").is_none());
+        assert!(other
+            .http01_unknown("GET", "/.well-known/acme-challenge/..%2Fx")
+            .is_none());
+        // A CA asks from several places at once, for several names: more requests than
+        // lookups may run at once all get their answer.
+        let many = Arc::new(Challenges::default());
+        many.set_store(Some(store.clone()));
+        let mut tokens = Vec::new();
+        for i in 0..3 {
+            let t = format!("t{i}");
+            tokens.push(ordering.publish_http01(&t, &format!("{t}.ka")).await);
+        }
+        let asks = (0..3 * LOOKUPS).map(|i| {
+            let many = many.clone();
+            async move {
+                let t = format!("t{}", i % 3);
+                many.fetch_http01(&t).await;
+                many.http01_body("GET", &format!("{HTTP01_PREFIX}{t}"))
+            }
+        });
+        let answers = futures_util::future::join_all(asks).await;
+        assert!(answers.iter().all(Option::is_some), "{answers:?}");
+        drop(tokens);
         drop((token, cert));
-        assert_eq!(get(&other, path), None);
-        assert!(other.tls_alpn01(host).is_none());
+        // Withdrawn in the background.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while store
+            .acme_challenge(HTTP01, "tok-1_x")
+            .await
+            .unwrap()
+            .is_some()
+        {
+            assert!(Instant::now() < deadline, "not withdrawn");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let fresh = Arc::new(Challenges::default());
+        fresh.set_store(Some(store.clone()));
+        fresh.fetch_http01("tok-1_x").await;
+        assert_eq!(fresh.http01_body("GET", path), None);
     }
 }

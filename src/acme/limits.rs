@@ -4,23 +4,22 @@
 //! demand. A daemon restarted, or crash-looping under systemd, would otherwise forget them
 //! and order again at once, which is what CAs' rate limits punish.
 //!
-//! One small JSON file per ACME directory, beside the account it concerns in the ACME state
-//! directory (`limits-<hash>.json`; `<[state] dir>/acme` by default), replaced whole with
-//! [`crate::state::write_atomic`] and never read past [`MAX_BYTES`].
+//! One small JSON document per ACME directory URL in the store (`store_acme_limits`), never
+//! read past [`MAX_BYTES`]; an earlier version kept it as `limits-<hash>.json` in the ACME
+//! state directory, which is imported once ([`read`]).
 //!
-//! Replicas sharing the directory share the account, and the CA counts their orders
-//! together. So a write is a merge, under an exclusive lock on `limits-<hash>.lock`: read
-//! the file, keep what other writers put there while it still matters (an order in the last
-//! hour, a wait not yet over), replace our own part, write. Each entry names the `owner`
+//! Replicas share the account, and the CA counts their orders together. So a write is a
+//! merge, in one transaction with the row locked: read the document, keep what other writers
+//! put there while it still matters (an order in the last hour, a wait not yet over), replace
+//! our own part, write. Each entry names the `owner`
 //! that wrote it (random per process), so an entry we dropped (an attempt that placed no
 //! order after all, a wait that ended) is never brought back from the file. The other
 //! writers' orders count in our hour too, and of two account-wide pauses the later wins.
 //! A restarted daemon is a new owner: its predecessor's entries stay until they age out.
 
 use std::collections::{HashMap, HashSet};
-use std::fs::{DirBuilder, File, OpenOptions};
+use std::fs::File;
 use std::io::{self, Read};
-use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::time::UNIX_EPOCH;
 
@@ -100,7 +99,7 @@ pub enum Stored {
     },
 }
 
-/// The file for the account at `directory` (one per directory URL, as the account is).
+/// An earlier version's file for the account at `directory` (one per directory URL).
 pub fn path(state: &Path, directory: &str) -> PathBuf {
     let hash = Sha256::digest(directory.as_bytes());
     let hex: String = hash[..8].iter().map(|b| format!("{b:02x}")).collect();
@@ -130,55 +129,44 @@ pub fn read(path: &Path, now: u64) -> Stored {
     if let Err(e) = file.take(MAX_BYTES + 1).read_to_end(&mut bytes) {
         return damaged(e.to_string());
     }
+    parse(&bytes).map_or_else(damaged, Stored::Found)
+}
+
+/// The document as the store keeps it (or a file of an earlier version held it).
+pub fn parse(bytes: &[u8]) -> Result<Limits, String> {
     if bytes.len() as u64 > MAX_BYTES {
-        return damaged(format!("larger than {MAX_BYTES} bytes"));
+        return Err(format!("larger than {MAX_BYTES} bytes"));
     }
-    match serde_json::from_slice::<Limits>(&bytes) {
-        Ok(l) if l.version == VERSION => Stored::Found(l),
-        Ok(l) => damaged(format!(
+    match serde_json::from_slice::<Limits>(bytes) {
+        Ok(l) if l.version == VERSION => Ok(l),
+        Ok(l) => Err(format!(
             "version {} (this daemon writes {VERSION})",
             l.version
         )),
-        Err(e) => damaged(e.to_string()),
+        Err(e) => Err(e.to_string()),
     }
 }
 
-/// Merges `ours` (every entry of `owner`) into the file under its lock and writes the
-/// result, which it returns. A file that cannot be read counts as `last` (what we read the
-/// previous time), so that other writers' entries are not lost to a damaged file. Others'
-/// names and demands are kept only for `wanted` names (entries for names no longer in the
-/// config are dropped).
-pub fn merge_write(
-    path: &Path,
+/// Merges `ours` (every entry of `me`) into the stored document `stored`, which it returns
+/// with its JSON. A document that cannot be read counts as `last` (what we read the previous
+/// time), so that other writers' entries are not lost to damage. Others' names and demands
+/// are kept only for `wanted` names (entries for names no longer in the config are dropped).
+pub fn merge_stored(
+    stored: Option<&str>,
     me: u64,
     ours: Limits,
     last: &Limits,
     wanted: &HashSet<String>,
     now: u64,
-) -> io::Result<Limits> {
-    if let Some(dir) = path.parent() {
-        DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
-    }
-    let _lock = lock(path)?;
-    let file = match read(path, now) {
-        Stored::Found(l) => l,
-        Stored::Missing => Limits::default(),
-        Stored::Damaged { .. } => last.clone(),
+) -> (String, Limits) {
+    let file = match stored.map(|s| parse(s.as_bytes())) {
+        Some(Ok(l)) => l,
+        None => Limits::default(),
+        Some(Err(_)) => last.clone(),
     };
     let merged = merge(file, me, ours, wanted, now);
-    let json = serde_json::to_vec(&merged).map_err(io::Error::other)?;
-    crate::state::write_atomic(path, &json)?;
-    Ok(merged)
-}
-
-fn lock(path: &Path) -> io::Result<File> {
-    let f = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(path.with_extension("lock"))?;
-    f.lock()?;
-    Ok(f)
+    let json = serde_json::to_string(&merged).unwrap_or_default();
+    (json, merged)
 }
 
 /// `ours` (every entry of owner `me`, all it knows) with what other owners wrote in `file`
@@ -401,9 +389,10 @@ mod tests {
             orders: vec![order(5, "a", ME)],
             ..Limits::default()
         };
-        let written =
-            merge_write(&p, ME, l.clone(), &Limits::default(), &HashSet::new(), 6).unwrap();
+        let (json, written) =
+            merge_stored(None, ME, l.clone(), &Limits::default(), &HashSet::new(), 6);
         assert_eq!(written, l);
+        std::fs::write(&p, &json).unwrap();
         match read(&p, now) {
             Stored::Found(f) => assert_eq!(f, l),
             other => panic!("{other:?}"),
@@ -421,12 +410,12 @@ mod tests {
         }
         std::fs::write(&p, vec![b' '; MAX_BYTES as usize + 1]).unwrap();
         assert!(matches!(read(&p, now), Stored::Damaged { .. }));
-        // A damaged file merges as what we read last.
+        // A damaged document merges as what we read last.
         let last = Limits {
             orders: vec![order(5, "b", OTHER)],
             ..Limits::default()
         };
-        let m = merge_write(&p, ME, l, &last, &HashSet::new(), 6).unwrap();
+        let (_, m) = merge_stored(Some("{\"version\": 1, "), ME, l, &last, &HashSet::new(), 6);
         assert_eq!(m.orders.len(), 2);
     }
 }

@@ -1,7 +1,9 @@
 //! ACME (RFC 8555) certificates for every `mta-sts.<domain>` that no `[tls]` certificate
 //! covers: what the listeners serve ([`AcmeState`]: certificates, challenge answers, status),
-//! and the [`Manager`] task that loads them from the state directory, orders the missing
-//! ones and renews them.
+//! and the [`Manager`] task that loads them from the store, orders the missing ones and
+//! renews them. Account, certificates, challenge answers and limits are in the store
+//! (`crate::state::store`), so replicas share no disk; an earlier version's `[acme] state`
+//! directory is imported once ([`import`]).
 //!
 //! - At start, and before every order, the store is read: a certificate that is valid and not
 //!   due for renewal (a point in 60–75 % of its lifetime, by a hash of the name, or in the
@@ -11,13 +13,16 @@
 //!   so a name that fails never holds up another; the server's `rateLimited` or `Retry-After`
 //!   ([`throttle`]) makes the name, or for an account-wide limit every name, wait that long.
 //! - What the CA's limits left us (the hour's orders, its `Retry-After` waits, backoffs, the
-//!   on-demand names) is kept in the state directory across restarts ([`limits`]).
-//! - An order holds `<name>.lock` in the store, so replicas sharing it never order the same
-//!   name at once; a replica that finds the lock taken looks at the store again shortly.
+//!   on-demand names) is kept in the store across restarts ([`limits`]).
+//! - An order holds the lease `acme:<name>`, so replicas never order the same name at once;
+//!   its certificate is written with the lease's token (a replica that lost the lease writes
+//!   nothing); a replica that finds the lease taken looks at the store again shortly, and
+//!   every replica serves what another wrote within [`manager::FOLLOW`].
 
 mod account;
 mod attempt;
 pub mod challenge;
+mod import;
 mod limits;
 mod manager;
 mod order;
@@ -58,10 +63,10 @@ pub enum AcmeError {
     /// limit failed validations.
     #[error("{0}")]
     Refused(String),
-    /// Another replica holds the lock.
+    /// Another replica holds the lease.
     #[error("{0}")]
     Busy(String),
-    /// Our side: the state directory, key generation, `[acme] ca`.
+    /// Our side: key generation, `[acme] ca`.
     #[error("{0}")]
     Local(String),
     /// The server asks us to wait (RFC 8555 §6.6 `rateLimited`, or a 429 or 503 with
@@ -225,7 +230,7 @@ pub struct NameStatus {
     /// Failed attempts in a row.
     pub attempts: u32,
     pub next_attempt: Option<u64>,
-    /// Why nothing happens now (another replica holds the lock).
+    /// Why nothing happens now (another replica holds the lease).
     pub detail: Option<String>,
 }
 
@@ -302,6 +307,23 @@ impl AcmeState {
         self.challenges.http01_body(method, path)
     }
 
+    /// An HTTP-01 token asked for that this replica does not know: another replica's order
+    /// may have put it in the store ([`AcmeState::fetch_http01`]).
+    pub fn http01_unknown<'p>(&self, method: &str, path: &'p str) -> Option<&'p str> {
+        self.challenges.http01_unknown(method, path)
+    }
+
+    /// Looks another replica's HTTP-01 answer up in the store (bounded).
+    pub async fn fetch_http01(&self, token: &str) {
+        self.challenges.fetch_http01(token).await
+    }
+
+    /// Before a validation handshake for `host`, a name we serve: another replica's
+    /// TLS-ALPN-01 answer is looked up in the store (bounded) unless one is known here.
+    pub async fn fetch_tls_alpn01(&self, host: &str) {
+        self.challenges.fetch_tls_alpn01(host).await
+    }
+
     pub fn status(&self, host: &str) -> NameStatus {
         self.status_map().get(host).cloned().unwrap_or_default()
     }
@@ -362,6 +384,22 @@ impl AcmeState {
             None => certs.remove(host),
         };
     }
+}
+
+/// Whether `host` is one of the config's ACME names (an `mta-sts.` host, or a `[tlsrpt]`
+/// host, whose certificate comes from ACME): only for those is another replica's challenge
+/// answer looked up in the store.
+pub fn is_acme_name(live: &crate::live::Live, host: &str) -> bool {
+    if live.config.acme.is_none() {
+        return false;
+    }
+    if let Some(d) = live.domain_for_sni(host) {
+        return d.cert == crate::config::CertSource::Acme;
+    }
+    let certs = live.config.tlsrpt.as_ref().map(|t| &t.certs);
+    live.tlsrpt_host(host)
+        .and_then(|i| certs?.get(i))
+        .is_some_and(|c| *c == crate::config::CertSource::Acme)
 }
 
 fn cert_label(name: &str) -> CertLabel {

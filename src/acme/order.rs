@@ -69,10 +69,16 @@ pub async fn obtain(
         published.push(match challenge {
             Challenge::TlsAlpn01 => challenges
                 .publish_tls_alpn01(host, key_authorization.as_str())
+                .await
                 .map_err(AcmeError::Local)?,
-            Challenge::Http01 => challenges.publish_http01(&ch.token, key_authorization.as_str()),
+            Challenge::Http01 => {
+                challenges
+                    .publish_http01(&ch.token, key_authorization.as_str())
+                    .await
+            }
         });
-        // RFC 8555 §7.5.1: tell the server the answer is in place.
+        // RFC 8555 §7.5.1: tell the server the answer is in place — in the store too by now,
+        // for whichever replica the CA reaches.
         ch.set_ready()
             .await
             .map_err(|e| AcmeError::from_acme("challenge", e))?;

@@ -1,26 +1,20 @@
-//! The state directory (`[acme] state`), which several replicas may share: the account of each
-//! ACME directory, and per name `<name>.crt` (the chain, leaf first) and `<name>.key` (0600),
-//! each written whole to a temporary file and renamed into place; `<name>.lock` while one
-//! replica orders that name.
-//!
-//! The key is written before the certificate, and a reader takes the pair only if the key
-//! matches the leaf: a reader that comes between the two renames sees a mismatch and tries
-//! again later, never a torn pair.
+//! Certificates as the store keeps them (`crate::state::store`, one row per name: chain and
+//! key PEM, validity, renewal point), checked and parsed for serving; and the state directory
+//! of an earlier version (`[acme] state`: the account of each ACME directory as
+//! `account-<hash>.json`, per name `<name>.crt` and `<name>.key`), read once for the import.
 
-use std::fs::{self, DirBuilder, File, OpenOptions};
-use std::io::{self, ErrorKind, Read, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::fs;
+use std::io::{self, ErrorKind};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
 
 use rustls::sign::CertifiedKey;
 use sha2::{Digest, Sha256};
-use tracing::warn;
 use x509_parser::extensions::{GeneralName, ParsedExtension};
 use x509_parser::prelude::{FromDer, X509Certificate};
 
 use crate::certs;
+use crate::state::store::CertRow;
 
 /// A certificate from the store, ready to serve.
 #[derive(Debug, Clone)]
@@ -75,106 +69,68 @@ impl StoredCert {
     }
 }
 
+impl StoredCert {
+    /// A row of the store: the pair checked, the renewal point as stored (it may follow the
+    /// CA's window).
+    pub fn from_row(row: &CertRow) -> Result<StoredCert, String> {
+        let mut c = parse(&row.name, row.chain_pem.as_bytes(), row.key_pem.as_bytes())?;
+        c.renew_at = row.renew_at.min(c.not_after);
+        Ok(c)
+    }
+
+    /// What an order brought: the pair checked, renewal at the name's point.
+    pub fn from_pem(name: &str, chain_pem: &str, key_pem: &str) -> Result<StoredCert, String> {
+        parse(name, chain_pem.as_bytes(), key_pem.as_bytes())
+    }
+}
+
+/// An earlier version's ACME state directory, read for the import (never written).
 #[derive(Debug)]
-pub struct Store {
+pub struct Legacy {
     dir: PathBuf,
 }
 
-impl Store {
-    /// Opens the directory, creating it (0700) if missing.
-    pub fn open(dir: &Path) -> io::Result<Store> {
-        DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
-        Ok(Store {
+impl Legacy {
+    pub fn new(dir: &Path) -> Legacy {
+        Legacy {
             dir: dir.to_owned(),
-        })
+        }
     }
 
     pub fn dir(&self) -> &Path {
         &self.dir
     }
 
-    pub fn cert_path(&self, name: &str) -> PathBuf {
-        self.dir.join(format!("{name}.crt"))
-    }
-
-    pub fn key_path(&self, name: &str) -> PathBuf {
-        self.dir.join(format!("{name}.key"))
-    }
-
-    fn lock_path(&self, name: &str) -> PathBuf {
-        self.dir.join(format!("{name}.lock"))
-    }
-
-    /// The certificate stored for `name`: `Ok(None)` when there is none, or when the pair is
-    /// unusable (being replaced, key not matching, not covering `name`), said in the error.
-    pub fn load(&self, name: &str) -> Result<Option<StoredCert>, String> {
-        let cert_path = self.cert_path(name);
-        let pem = match fs::read(&cert_path) {
-            Ok(p) => p,
-            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(format!("reading {}: {e}", cert_path.display())),
+    /// The names with a `<name>.crt`, sorted; none when the directory is missing.
+    pub fn names(&self) -> io::Result<Vec<String>> {
+        let entries = match fs::read_dir(&self.dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e),
         };
-        let key_path = self.key_path(name);
-        let key_pem = match fs::read(&key_path) {
-            Ok(p) => p,
-            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(format!("reading {}: {e}", key_path.display())),
-        };
-        parse(name, &pem, &key_pem)
-            .map(Some)
-            .map_err(|e| format!("{}: {e}", cert_path.display()))
-    }
-
-    /// Writes the key (0600), then the chain, each atomically.
-    pub fn save(&self, name: &str, chain_pem: &str, key_pem: &str) -> io::Result<()> {
-        write_atomic(&self.key_path(name), key_pem.as_bytes(), 0o600)?;
-        write_atomic(&self.cert_path(name), chain_pem.as_bytes(), 0o644)
-    }
-
-    /// Takes `<name>.lock`, made with `O_EXCL` so that one replica at a time gets it; a lock
-    /// older than `stale` is taken to be a crashed replica's and broken. `Ok(None)`: another
-    /// replica holds it.
-    pub fn try_lock(&self, name: &str, stale: Duration) -> io::Result<Option<Lock>> {
-        let path = self.lock_path(name);
-        let token = unique();
-        for _ in 0..2 {
-            match OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&path)
-            {
-                Ok(mut f) => {
-                    f.write_all(format!("{token}\n").as_bytes())?;
-                    return Ok(Some(Lock { path, token }));
+        let mut names = Vec::new();
+        for e in entries {
+            let name = e?.file_name();
+            if let Some(n) = name.to_str().and_then(|n| n.strip_suffix(".crt")) {
+                if !n.starts_with('.') {
+                    names.push(n.to_owned());
                 }
-                Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
-                Err(e) => return Err(e),
-            }
-            let age = match fs::metadata(&path).and_then(|m| m.modified()) {
-                Ok(modified) => SystemTime::now()
-                    .duration_since(modified)
-                    .unwrap_or_default(),
-                // Released in between: try again.
-                Err(e) if e.kind() == ErrorKind::NotFound => continue,
-                Err(e) => return Err(e),
-            };
-            if age < stale {
-                return Ok(None);
-            }
-            // Renamed aside first, so that of two replicas breaking it at once only one
-            // removes it; the worst a race here can do is one extra order, never a torn file.
-            let aside = self.dir.join(format!(".{name}.lock.stale.{token}"));
-            match fs::rename(&path, &aside) {
-                Ok(()) => {
-                    warn!(lock = %path.display(), ?age, "breaking a stale lock");
-                    let _ = fs::remove_file(&aside);
-                }
-                Err(e) if e.kind() == ErrorKind::NotFound => {}
-                Err(e) => return Err(e),
             }
         }
-        Ok(None)
+        names.sort();
+        Ok(names)
+    }
+
+    /// The chain and key PEM of `name`, when both files are there.
+    pub fn pair(&self, name: &str) -> io::Result<Option<(String, String)>> {
+        let read = |p: PathBuf| match fs::read_to_string(p) {
+            Ok(s) => Ok(Some(s)),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        };
+        let chain = read(self.dir.join(format!("{name}.crt")))?;
+        let key = read(self.dir.join(format!("{name}.key")))?;
+        Ok(chain.zip(key))
     }
 
     /// The stored credentials (JSON) of our account at `directory`.
@@ -186,44 +142,11 @@ impl Store {
         }
     }
 
-    pub fn write_account(&self, directory: &str, json: &str) -> io::Result<()> {
-        write_atomic(&self.account_path(directory), json.as_bytes(), 0o600)
-    }
-
-    /// Removes the stored account of `directory`, which the server no longer knows.
-    pub fn forget_account(&self, directory: &str) -> io::Result<()> {
-        fs::remove_file(self.account_path(directory))
-    }
-
-    /// One account per directory URL, so that pointing `directory` elsewhere (staging, then
-    /// production) never sends one server's credentials to another.
-    fn account_path(&self, directory: &str) -> PathBuf {
+    /// One account per directory URL (the file's name holds a hash of it).
+    pub fn account_path(&self, directory: &str) -> PathBuf {
         let hash = Sha256::digest(directory.as_bytes());
         let hex: String = hash[..8].iter().map(|b| format!("{b:02x}")).collect();
         self.dir.join(format!("account-{hex}.json"))
-    }
-
-    /// The name of the lock for account creation, kept apart from every `mta-sts.` name.
-    pub const ACCOUNT_LOCK: &'static str = "account";
-}
-
-/// Held while ordering; removes the lock file on drop, unless another replica broke it and
-/// took it over in the meantime.
-#[derive(Debug)]
-pub struct Lock {
-    path: PathBuf,
-    token: String,
-}
-
-impl Drop for Lock {
-    fn drop(&mut self) {
-        let mut content = String::new();
-        let ours = File::open(&self.path)
-            .and_then(|mut f| f.read_to_string(&mut content))
-            .is_ok_and(|_| content.trim() == self.token);
-        if ours {
-            let _ = fs::remove_file(&self.path);
-        }
     }
 }
 
@@ -266,46 +189,9 @@ fn parse(name: &str, chain_pem: &[u8], key_pem: &[u8]) -> Result<StoredCert, Str
     })
 }
 
-/// Writes `data` to a temporary file beside `path`, flushes it, and renames it into place.
-pub(super) fn write_atomic(path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let file_name = path.file_name().unwrap_or_default().to_string_lossy();
-    let tmp = dir.join(format!(".{file_name}.tmp.{}", unique()));
-    let written = (|| {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(mode)
-            .open(&tmp)?;
-        f.write_all(data)?;
-        f.sync_all()?;
-        fs::rename(&tmp, path)
-    })();
-    if written.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    written?;
-    // The rename itself durable too; not every filesystem lets a directory be synced.
-    if let Ok(d) = File::open(dir) {
-        let _ = d.sync_all();
-    }
-    Ok(())
-}
-
-/// Unique enough for temporary names and lock tokens: pid, time and a random hash.
-fn unique() -> String {
-    use std::hash::BuildHasher;
-    let nanos = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
-    let random = std::collections::hash_map::RandomState::new().hash_one(nanos);
-    format!("{}-{nanos:x}-{random:016x}", std::process::id())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::unix::fs::PermissionsExt;
 
     fn leaf(name: &str) -> (String, String) {
         let rcgen::CertifiedKey { cert, signing_key } =
@@ -314,44 +200,16 @@ mod tests {
     }
 
     #[test]
-    fn creates_the_directory_private_and_round_trips_a_pair() {
-        let tmp = tempfile::tempdir().unwrap();
-        let dir = tmp.path().join("a/b");
-        let store = Store::open(&dir).unwrap();
-        let mode = fs::metadata(&dir).unwrap().permissions().mode() & 0o777;
-        assert_eq!(mode, 0o700);
-        let name = "mta-sts.example.org";
-        assert!(store.load(name).unwrap().is_none());
-        let (cert, key) = leaf(name);
-        store.save(name, &cert, &key).unwrap();
-        let key_mode = fs::metadata(store.key_path(name))
-            .unwrap()
-            .permissions()
-            .mode();
-        assert_eq!(key_mode & 0o777, 0o600);
-        let got = store.load(name).unwrap().expect("a stored certificate");
-        assert!(got.not_after > got.not_before);
-        // No temporary files left behind.
-        let names: Vec<_> = fs::read_dir(&dir)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().into_string().unwrap())
-            .collect();
-        assert_eq!(names.len(), 2, "{names:?}");
-    }
-
-    #[test]
     fn a_mismatched_or_foreign_pair_is_refused() {
-        let tmp = tempfile::tempdir().unwrap();
-        let store = Store::open(tmp.path()).unwrap();
         let name = "mta-sts.example.org";
-        let (cert, _) = leaf(name);
+        let (cert, key) = leaf(name);
         let (_, other_key) = leaf(name);
-        store.save(name, &cert, &other_key).unwrap();
-        let err = store.load(name).unwrap_err();
+        let got = StoredCert::from_pem(name, &cert, &key).unwrap();
+        assert!(got.not_after > got.not_before);
+        let err = StoredCert::from_pem(name, &cert, &other_key).unwrap_err();
         assert!(err.contains("do not go together"), "{err}");
         let (cert, key) = leaf("mta-sts.example.net");
-        store.save(name, &cert, &key).unwrap();
-        let err = store.load(name).unwrap_err();
+        let err = StoredCert::from_pem(name, &cert, &key).unwrap_err();
         assert!(err.contains("does not name"), "{err}");
     }
 
@@ -406,48 +264,5 @@ mod tests {
         let (cert, key) = leaf("mta-sts.example.org");
         let got = parse("mta-sts.example.org", cert.as_bytes(), key.as_bytes()).unwrap();
         Arc::try_unwrap(got.key).unwrap()
-    }
-
-    #[test]
-    fn one_lock_holder_at_a_time_and_stale_locks_are_broken() {
-        let tmp = tempfile::tempdir().unwrap();
-        let store = Store::open(tmp.path()).unwrap();
-        let name = "mta-sts.example.org";
-        let hour = Duration::from_secs(3600);
-        let first = store.try_lock(name, hour).unwrap().expect("a free lock");
-        assert!(store.try_lock(name, hour).unwrap().is_none(), "held");
-        drop(first);
-        assert!(!store.lock_path(name).exists(), "released on drop");
-
-        let held = store.try_lock(name, hour).unwrap().expect("free again");
-        // An hour-old lock is a crashed replica's.
-        let old = SystemTime::now() - 2 * hour;
-        File::options()
-            .write(true)
-            .open(store.lock_path(name))
-            .unwrap()
-            .set_modified(old)
-            .unwrap();
-        let taken = store
-            .try_lock(name, hour)
-            .unwrap()
-            .expect("stale lock broken");
-        // The old holder finishing must not remove the new holder's lock.
-        drop(held);
-        assert!(store.lock_path(name).exists());
-        drop(taken);
-        assert!(!store.lock_path(name).exists());
-    }
-
-    #[test]
-    fn accounts_are_kept_per_directory() {
-        let tmp = tempfile::tempdir().unwrap();
-        let store = Store::open(tmp.path()).unwrap();
-        store.write_account("https://a/dir", "{\"a\":1}").unwrap();
-        assert_eq!(
-            store.read_account("https://a/dir").unwrap().as_deref(),
-            Some("{\"a\":1}")
-        );
-        assert!(store.read_account("https://b/dir").unwrap().is_none());
     }
 }

@@ -135,7 +135,7 @@ async fn ingest(config: &crate::config::Config, t: &crate::config::Tlsrpt, raw: 
             ));
             History::in_memory()
         });
-    let backend = match crate::tlsrpt::backend(t, &config.state.dir) {
+    let backend = match crate::tlsrpt::backend(t, &config.state) {
         Ok(b) => b,
         Err(e) => {
             log(&format!("report store: {e}"));

@@ -436,9 +436,11 @@ fn history(path: &Path, asked: &str, format: Format) -> Result<u8> {
     };
     let name = asked.trim_end_matches('.').to_ascii_lowercase();
     let name = name.strip_prefix("mta-sts.").unwrap_or(&name);
-    let history =
-        crate::state::store::read_history_blocking(&crate::lifecycle::store_target(&config.state))
-            .with_context(|| format!("reading the id history in {}", config.state.dir.display()))?;
+    let history = crate::state::store::read_domain_history_blocking(
+        &crate::lifecycle::store_target(&config.state),
+        name,
+    )
+    .with_context(|| format!("reading the id history in {}", config.state.dir.display()))?;
     let Some(h) = history.domain(name) else {
         eprintln!(
             "mta-stsd: no history for `{name}` in {}",

@@ -38,7 +38,7 @@ pub fn run(path: &Path, asked: &[String], since: Option<&str>, format: Format) -
         .iter()
         .map(|d| d.trim_end_matches('.').to_ascii_lowercase())
         .collect();
-    let backend = crate::tlsrpt::backend(tlsrpt, &config.state.dir)
+    let backend = crate::tlsrpt::backend(tlsrpt, &config.state)
         .with_context(|| format!("creating {}", config.state.dir.display()))?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -188,9 +188,14 @@ pub fn run(path: &Path, apply: bool, asked: &[String], format: Format) -> Result
     }
     drop(progress);
     // A removed entry's records are withdrawn from the memory's list too.
-    let dane_memory = crate::dane::memory::path(&config.state.dir).exists();
-    if asked.is_empty() && (!config.dane.is_empty() || dane_memory) {
-        dane(&runtime, &config, &providers, apply, &mut report);
+    if asked.is_empty() {
+        dane(
+            &runtime,
+            &config,
+            &providers,
+            store.as_ref().map(|s| (s, lease_wait)),
+            &mut report,
+        );
     }
 
     report.finish(&manual, apply);
@@ -346,16 +351,68 @@ impl Report {
     }
 }
 
+/// The `[[dane]]` round on the store's memory: with `apply` (the store, and how long to
+/// wait for another holder) under the "dane" lease, as `serve` runs it, and kept. `None`:
+/// nothing configured and nothing left to withdraw.
+async fn dane_round(
+    config: &crate::config::Config,
+    providers: &crate::dns::providers::Providers,
+    apply: Option<(&crate::state::store::Store, std::time::Duration)>,
+) -> Option<crate::dane::sync::Round> {
+    use crate::dane::{memory, sync};
+    let now = crate::clock::unix_now();
+    let mut out = sync::Round::default();
+    let Some((store, within)) = apply else {
+        let mut mem = match memory::read(&config.state).await {
+            Ok(m) => m,
+            Err(e) => {
+                sync::state_error(&mut out, e);
+                return Some(out);
+            }
+        };
+        if config.dane.is_empty() && mem.hosts.is_empty() {
+            return None;
+        }
+        return Some(sync::round(config, providers, &mut mem, false, now).await);
+    };
+    match sync::wanted(config, store).await {
+        Ok(true) => {}
+        Ok(false) => return None,
+        Err(e) => {
+            sync::state_error(&mut out, e);
+            return Some(out);
+        }
+    }
+    let job = crate::state::store::DANE_JOB;
+    let held = match store.hold_waiting(job, config.state.lease, within).await {
+        Ok(Ok(h)) => h,
+        Ok(Err(holder)) => {
+            let by = holder.map_or_else(|| "another process".to_owned(), |(h, _)| h);
+            sync::state_error(
+                &mut out,
+                format!("the DANE round is being run by {by} after {within:?}; nothing written, run apply again"),
+            );
+            return Some(out);
+        }
+        Err(e) => {
+            sync::state_error(&mut out, format!("taking the DANE lease: {e}"));
+            return Some(out);
+        }
+    };
+    Some(sync::held_round(config, providers, store, held, now).await)
+}
+
 /// The `[[dane]]` round (SPEC "DANE for the MX hosts"): its zones join the report.
 fn dane(
     runtime: &tokio::runtime::Runtime,
     config: &crate::config::Config,
     providers: &crate::dns::providers::Providers,
-    apply: bool,
+    apply: Option<(&crate::state::store::Store, std::time::Duration)>,
     report: &mut Report,
 ) {
-    let now = crate::clock::unix_now();
-    let round = runtime.block_on(crate::dane::sync::round(config, providers, apply, now));
+    let Some(round) = runtime.block_on(dane_round(config, providers, apply)) else {
+        return;
+    };
     for z in round.zones {
         let n = z.add.len() + z.delete.len();
         report.counts.records += n;

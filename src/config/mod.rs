@@ -199,6 +199,9 @@ pub struct State {
     pub replica: String,
     /// A dead replica's jobs are taken over after this.
     pub lease: Duration,
+    /// `key_file` / `key_env`: 32 bytes (hex or base64) sealing the private keys in the
+    /// store; `None`: they are stored as PEM.
+    pub key: Option<Secret>,
 }
 
 impl Default for State {
@@ -210,6 +213,7 @@ impl Default for State {
             url: None,
             replica: default_replica(),
             lease: Duration::from_secs(30),
+            key: None,
         }
     }
 }
@@ -415,7 +419,8 @@ pub struct Acme {
     pub directory: String,
     pub contact: Vec<String>,
     pub challenge: Challenge,
-    /// `[acme] state`, else `<[state] dir>/acme`.
+    /// `[acme] state`, else `<[state] dir>/acme`: an earlier version's ACME files, imported
+    /// into the store once.
     pub state: PathBuf,
     pub ca: Option<PathBuf>,
     /// `[acme] orders_per_hour`: new orders started in any hour at most (renewals and first
@@ -508,7 +513,7 @@ impl Default for Tlsrpt {
             hosts: Vec::new(),
             certs: Vec::new(),
             path: "/v1/tlsrpt".into(),
-            store: StoreKind::Sqlite,
+            store: StoreKind::State,
             retention: Duration::from_secs(400 * 86400),
             max_report_bytes: 4 * 1024 * 1024,
             parse_budget_bytes: 32 * 1024 * 1024,
@@ -524,7 +529,11 @@ impl Default for Tlsrpt {
 
 #[derive(Debug, Clone)]
 pub enum StoreKind {
-    /// A file in `[state] dir`.
+    /// No `store` named: `[state]`'s PostgreSQL when it has a URL (the same database, and in
+    /// `serve` the same pool), else [`StoreKind::Sqlite`] (SPEC: "`[tlsrpt]` uses the same
+    /// store unless it names its own"; on SQLite its own file, which a purge keeps).
+    State,
+    /// A file in `[state] dir` (`tlsrpt.sqlite`).
     Sqlite,
     /// The URL, from `url_env` or `url_file`.
     Postgres(Secret),

@@ -315,6 +315,7 @@ impl Tasks {
                 live: shared.live.clone(),
                 acme: shared.acme.clone(),
                 metrics: shared.metrics.clone(),
+                store: shared.writer.store().clone(),
             },
             shared.reloads(),
         );

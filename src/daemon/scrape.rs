@@ -24,15 +24,13 @@ pub fn update(shared: &Daemon) {
     for (state, n) in counts {
         m.domains_by_publication_state(state.as_str(), n);
     }
-    let store = shared
-        .live
-        .load()
-        .config
-        .tlsrpt
-        .as_ref()
-        .map(|t| match t.store {
-            crate::config::StoreKind::Sqlite => "sqlite",
-            crate::config::StoreKind::Postgres(_) => "postgresql",
-        });
+    let live = shared.live.load();
+    let store = live.config.tlsrpt.as_ref().map(|t| {
+        if crate::tlsrpt::on_postgres(t, &live.config.state) {
+            "postgresql"
+        } else {
+            "sqlite"
+        }
+    });
     m.tlsrpt_store_up(store, shared.reports.get().is_some());
 }

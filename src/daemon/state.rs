@@ -213,6 +213,7 @@ impl Daemon {
             metrics: self.metrics.tlsrpt.clone(),
             reloads: self.reloads(),
             limiter: self.tlsrpt_limiter.clone(),
+            state_store: Some(self.writer.store().clone()),
         }
     }
 

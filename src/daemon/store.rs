@@ -20,9 +20,11 @@ pub struct Opened {
     pub seq: i64,
 }
 
-/// Opens the store, imports `history.jsonl` on the first start, reads the history.
+/// Opens the store, imports `history.jsonl` on the first start, reads the history
+/// (`dane.json` is imported by the first DANE round: a damaged one stops DANE, not serving).
 pub async fn open(state: &State) -> Result<Opened, StoreError> {
     let store = Store::open(&crate::lifecycle::store_target(state)).await?;
+    store.check_sealing().await?;
     store.import_dir(&state.dir).await?;
     let loaded = store.load_history().await?;
     tracing::info!(
@@ -63,6 +65,18 @@ pub fn describe_short(state: &State) -> String {
 /// Follows the store from `seq` on: another replica's events are applied, and the served
 /// state re-evaluated (a retirement step it took shows here too).
 pub fn follow(shared: &Arc<Daemon>, store: Store, seq: i64) {
+    // Rows written before the `subject` column (an upgrade) are indexed by domain in the
+    // background; `history DOMAIN` reads them all the same meanwhile, only slower.
+    let filler = store.clone();
+    tokio::spawn(async move {
+        match filler.fill_subjects().await {
+            Ok(0) => {}
+            Ok(rows) => tracing::info!(rows, "the id history's rows are indexed by domain now"),
+            Err(e) => {
+                tracing::warn!(error = %e, "indexing the id history's rows by domain stopped; the next start goes on")
+            }
+        }
+    });
     let weak = Arc::downgrade(shared);
     let history = shared.history.clone();
     tokio::spawn(store.follow(history, seq, POLL, move || {

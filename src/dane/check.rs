@@ -74,7 +74,7 @@ pub async fn check(config: &Config, providers: &Providers) -> Said {
             )),
         }
     }
-    match memory::load(&config.state.dir) {
+    match memory::read(&config.state).await {
         Ok(m) => out.extend(
             m.hosts
                 .values()

@@ -2,7 +2,7 @@
 //! certificate files of each `[[dane]]` entry, with rollovers that never break delivery.
 //!
 //! - `keys`: the TLSA values the files give (`3 1 1` leaf and `next_key`, `2 1 1` issuer).
-//! - `memory`: what must survive a restart (`<[state] dir>/dane.json`).
+//! - `memory`: what must survive a restart and a change of replica (in the store).
 //! - `rollover`: the rules, pure: what is wanted, what may go when, unannounced switches.
 //! - `check`: what `check` warns about (provider, unsigned zone, standing findings).
 //! - `sync`: one round through the providers, for `plan`, `apply` and `serve`.

@@ -11,6 +11,7 @@ use super::memory::{self, Memory};
 use super::{keys, rollover};
 use crate::config::Config;
 use crate::dns::providers::Providers;
+use crate::state::store::{Held, Store};
 
 /// Attempts per zone when the records changed between our read and our write.
 const CONFLICT_ATTEMPTS: usize = 3;
@@ -29,7 +30,7 @@ pub struct Round {
     pub manual: Vec<Record>,
     /// The earliest time a withdrawal or a finding's end is due.
     pub next_due: Option<u64>,
-    /// An error that may pass by itself (a timeout, SERVFAIL, a lost race, the state dir):
+    /// An error that may pass by itself (a timeout, SERVFAIL, a lost race, the store):
     /// worth another round soon. A bad file or setting waits for the next reload.
     pub retry: bool,
 }
@@ -48,18 +49,17 @@ pub fn tlsa_name(host: &str) -> String {
     format!("_25._tcp.{host}.")
 }
 
-/// One round at `now`; with `apply`, DNS and the memory in `[state] dir` are written.
-pub async fn round(config: &Config, providers: &Providers, apply: bool, now: u64) -> Round {
+/// One round at `now` on `mem` (read from the store by the caller, under the "dane" lease
+/// when it will write); with `apply`, DNS is written and `mem` moved on, for the caller to
+/// store.
+pub async fn round(
+    config: &Config,
+    providers: &Providers,
+    mem: &mut Memory,
+    apply: bool,
+    now: u64,
+) -> Round {
     let mut out = Round::default();
-    let dir = &config.state.dir;
-    let mut mem = match memory::load(dir) {
-        Ok(m) => m,
-        Err(e) => {
-            out.errors.push(("(state)".into(), e));
-            out.retry = true;
-            return out;
-        }
-    };
     let mut skipped = Vec::new();
     for entry in &config.dane {
         let host = entry.host.to_string();
@@ -95,7 +95,7 @@ pub async fn round(config: &Config, providers: &Providers, apply: bool, now: u64
             rollover::advance(host, h, None, now);
         }
     }
-    publish(&mut mem, config, providers, apply, now, &mut out).await;
+    publish(mem, config, providers, apply, now, &mut out).await;
     mem.hosts.retain(|host, h| {
         !h.values.is_empty() || config.dane.iter().any(|d| d.host.as_str() == host)
     });
@@ -104,14 +104,66 @@ pub async fn round(config: &Config, providers: &Providers, apply: bool, now: u64
         .values()
         .filter_map(|h| h.finding.as_ref().map(|f| f.message.clone()))
         .collect();
-    out.next_due = next_due(&mem, now);
-    if apply {
-        if let Err(e) = memory::save(dir, &mem) {
-            out.errors.push(("(state)".into(), e));
-            out.retry = true;
+    out.next_due = next_due(mem, now);
+    out
+}
+
+/// Whether a round that writes has anything to do: `[[dane]]` entries, or a memory that still
+/// holds values to withdraw. An earlier version's `dane.json` is imported first (once per
+/// store; a damaged one is this error at every round until it is mended or moved away).
+pub async fn wanted(config: &Config, store: &Store) -> Result<bool, String> {
+    memory::import(store, &config.state.dir).await?;
+    if !config.dane.is_empty() {
+        return Ok(true);
+    }
+    store
+        .dane_rows()
+        .await
+        .map(|rows| !rows.is_empty())
+        .map_err(|e| format!("reading the DANE memory: {e}"))
+}
+
+/// A round that writes, under `held` (the "dane" lease, released at the end): on the memory
+/// the store holds (the last holder's decisions, whichever replica it was), kept in the store
+/// with the lease's token.
+pub async fn held_round(
+    config: &Config,
+    providers: &Providers,
+    store: &Store,
+    held: Held,
+    now: u64,
+) -> Round {
+    let mut mem = match memory::load_store(store).await {
+        Ok(m) => m,
+        Err(e) => {
+            held.release().await;
+            let mut out = Round::default();
+            state_error(&mut out, e);
+            return out;
+        }
+    };
+    let before = mem.clone();
+    let mut out = round(config, providers, &mut mem, true, now).await;
+    if mem != before {
+        match memory::save_store(store, held.lease(), &mem).await {
+            Ok(true) => {}
+            Ok(false) => state_error(
+                &mut out,
+                "lost the DANE lease during the round: its memory is the next holder's to write"
+                    .into(),
+            ),
+            Err(e) => state_error(&mut out, format!("keeping the DANE memory: {e}")),
         }
     }
+    held.release().await;
     out
+}
+
+/// A round that could not start or whose memory could not be kept: the store's error, to be
+/// tried again soon.
+pub fn state_error(out: &mut Round, error: String) {
+    out.errors.push(("(state)".into(), error));
+    out.retry = true;
 }
 
 /// Groups the hosts by provider and zone and brings each zone in line.

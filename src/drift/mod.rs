@@ -242,6 +242,7 @@ pub async fn run(config: &Config, only: Option<&BTreeSet<String>>, verbose: bool
         dir: config.state.dir.clone(),
         url: config.state.url.clone(),
         replica: config.state.replica.clone(),
+        key: None,
     };
     let history = crate::state::store::read_history(&target)
         .await

@@ -198,6 +198,14 @@ impl Listener {
             if plain && is_report_host(site, head.host) {
                 return http1::Route::Hyper;
             }
+            // An HTTP-01 token of another replica's order, for a name we serve: looked up in
+            // the store on hyper's path, which may wait.
+            if plain
+                && site.acme.http01_unknown(head.method, head.path).is_some()
+                && head.host.is_some_and(|h| serves(site, h))
+            {
+                return http1::Route::Hyper;
+            }
             handler::answer(site, plain, &head).into()
         })
         .await;
@@ -303,10 +311,21 @@ impl Listener {
                         let req = with_peer(with_host(req, &host), slot.peer, trusted);
                         limits.paced(receiver, req, &slot).await
                     }
-                    (None, None) => (
-                        handler::respond(&site, http01, sni.as_deref(), trusted, &req),
-                        false,
-                    ),
+                    (None, None) => {
+                        if http01 {
+                            let head = handler::head_of(&req, None, trusted);
+                            let token = site.acme.http01_unknown(head.method, head.path);
+                            if let Some(t) =
+                                token.filter(|_| head.host.is_some_and(|h| serves(&site, h)))
+                            {
+                                site.acme.fetch_http01(t).await;
+                            }
+                        }
+                        (
+                            handler::respond(&site, http01, sni.as_deref(), trusted, &req),
+                            false,
+                        )
+                    }
                 };
                 slot.progress(Instant::now());
                 // HTTP/2 closes by GOAWAY (`Slot::retired`), HTTP/1.1 after this answer; and
@@ -356,6 +375,12 @@ impl Listener {
 }
 
 /// Whether `host` is one of `[tlsrpt] hosts`.
+/// Whether `host` is one of our ACME names: only for those is a challenge answer looked up
+/// in the store.
+fn serves(site: &Site, host: &str) -> bool {
+    crate::acme::is_acme_name(&site.live.load(), host)
+}
+
 fn is_report_host(site: &Site, host: Option<&str>) -> bool {
     host.is_some_and(|h| site.live.load().tlsrpt_host(h).is_some())
 }

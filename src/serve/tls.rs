@@ -194,6 +194,13 @@ where
         .alpn()
         .is_some_and(|mut p| p.any(|p| p == ACME_TLS_ALPN));
     let config = if validation {
+        // The CA may reach this replica for another's order: its answer is in the store.
+        if let Some(name) = sni
+            .as_deref()
+            .filter(|n| crate::acme::is_acme_name(&site.live.load(), n))
+        {
+            site.acme.fetch_tls_alpn01(name).await;
+        }
         site.acme.validation_config()
     } else {
         config

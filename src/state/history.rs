@@ -75,6 +75,23 @@ impl Event {
     }
 }
 
+impl Event {
+    /// Whom it is about, as the store indexes it: the domain, or `policy:<id>` for a body
+    /// (a domain name never holds a colon).
+    pub fn subject(&self) -> String {
+        match self {
+            Event::Policy { id, .. } => format!("policy:{id}"),
+            Event::Served { domain, .. }
+            | Event::Missing { domain, .. }
+            | Event::Present { domain, .. }
+            | Event::Retired { domain, .. }
+            | Event::Rescheduled { domain, .. }
+            | Event::Withdrawn { domain, .. }
+            | Event::Entry { domain, .. } => domain.to_string(),
+        }
+    }
+}
+
 /// A removed domain's `[dns]` settings, kept so that it can still be published and withdrawn.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SavedDns {

@@ -1,12 +1,13 @@
 //! What the daemon must remember across restarts: the id history and the retirement of
-//! removed domains (`history`) in the store (`store`: SQLite in `[state] dir`, or
-//! PostgreSQL shared by every replica); files in `[state] dir`: ACME (`acme/`, unless
-//! `[acme] state` says), and the TLS-RPT store. Every file write here is atomic and durable.
+//! removed domains (`history`), the leases, drift findings and ACME (account, certificates,
+//! challenge answers, limits) in the store (`store`: SQLite in `[state] dir`, or PostgreSQL
+//! shared by every replica); files in `[state] dir`: the TLS-RPT store. Every file write here
+//! is atomic and durable.
 //!
 //! Layout of `[state] dir`:
-//! - `state.sqlite`: the embedded store (when no URL is given).
+//! - `state.sqlite`: the embedded store (when no URL is given), 0600: it holds private keys.
 //! - `history.jsonl`: the journal of an earlier version, imported once, then left alone.
-//! - `acme/`: account key and certificates, with per-name lock files.
+//! - `acme/`: an earlier version's ACME files (unless `[acme] state` says), imported once.
 
 pub mod history;
 mod journal;

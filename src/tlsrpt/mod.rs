@@ -41,18 +41,33 @@ pub struct ReceiverContext {
     pub reloads: Reloads,
     /// HTTPS POSTs per client address (`[tlsrpt] rate_burst`, `rate_refill`).
     pub limiter: Arc<ratelimit::Limiter>,
+    /// The daemon's store: a `[tlsrpt]` without a store of its own uses its PostgreSQL pool.
+    pub state_store: Option<crate::state::store::Store>,
 }
 
-/// The store `[tlsrpt]` names, its SQLite file in `state_dir` (created when missing).
+/// Whether the store `[tlsrpt]` names is a PostgreSQL database (its own or `[state]`'s).
+pub fn on_postgres(t: &crate::config::Tlsrpt, state: &crate::config::State) -> bool {
+    use crate::config::StoreKind;
+    matches!(
+        (&t.store, &state.url),
+        (StoreKind::Postgres(_), _) | (StoreKind::State, Some(_))
+    )
+}
+
+/// The store `[tlsrpt]` names: its own, or `[state]`'s PostgreSQL, or its SQLite file in
+/// `[state] dir` (created when missing).
 pub fn backend(
     t: &crate::config::Tlsrpt,
-    state_dir: &std::path::Path,
+    state: &crate::config::State,
 ) -> std::io::Result<store::Backend> {
-    Ok(match &t.store {
-        crate::config::StoreKind::Sqlite => {
-            std::fs::create_dir_all(state_dir)?;
-            store::Backend::Sqlite(state_dir.to_owned())
+    use crate::config::StoreKind;
+    Ok(match (&t.store, &state.url) {
+        (StoreKind::Postgres(url), _) | (StoreKind::State, Some(url)) => {
+            store::Backend::Postgres(url.clone())
         }
-        crate::config::StoreKind::Postgres(url) => store::Backend::Postgres(url.clone()),
+        (StoreKind::Sqlite | StoreKind::State, _) => {
+            std::fs::create_dir_all(&state.dir)?;
+            store::Backend::Sqlite(state.dir.clone())
+        }
     })
 }

@@ -21,16 +21,17 @@ pub type Task = AbortOnDropHandle<()>;
 /// Starts the task; without `[tlsrpt]` it waits, doing nothing, for a reload that adds it.
 pub fn start(mut shared: ReceiverContext) -> Task {
     AbortOnDropHandle::new(tokio::spawn(async move {
-        let (cfg, state_dir) = loop {
+        let (cfg, state) = loop {
             {
                 let live = shared.live.load();
                 if let Some(t) = &live.config.tlsrpt {
-                    break (t.clone(), live.config.state.dir.clone());
+                    break (t.clone(), live.config.state.clone());
                 }
             }
             shared.reloads.next().await;
         };
-        let backend = match super::backend(&cfg, &state_dir) {
+        let state_dir = state.dir.clone();
+        let backend = match super::backend(&cfg, &state) {
             Ok(b) => b,
             Err(e) => {
                 warn!(error = %e, "TLS-RPT: cannot create the state directory; reports are refused");
@@ -38,8 +39,19 @@ pub fn start(mut shared: ReceiverContext) -> Task {
             }
         };
         let mut backoff = Duration::from_secs(1);
+        // `[state]`'s PostgreSQL: its pool, migrated already (one folder of migrations).
+        let shared_pool = match (&cfg.store, &shared.state_store) {
+            (StoreKind::State, Some(s)) if s.engine() == "postgresql" => Some(s.pool().clone()),
+            _ => None,
+        };
         let store = loop {
-            match Store::open(&backend).await {
+            let opened = match &shared_pool {
+                Some(pool) => {
+                    Ok::<_, super::store::StoreError>(Store::on_pool(pool.clone(), false))
+                }
+                None => Store::open(&backend).await,
+            };
+            match opened {
                 Ok(s) => break s,
                 Err(e) => {
                     // Reports get 503 meanwhile: senders retry (RFC 8460 §5.3).
@@ -56,7 +68,10 @@ pub fn start(mut shared: ReceiverContext) -> Task {
             let retention = {
                 let live = shared.live.load();
                 if let Some(t) = &live.config.tlsrpt {
-                    if !same_store(t, &cfg) || live.config.state.dir != state_dir {
+                    if !same_store(t, &cfg)
+                        || live.config.state.dir != state_dir
+                        || !same_url(&live.config.state.url, &state.url)
+                    {
                         warn!("[tlsrpt] store changed by reload: reports go to the store opened at start until a restart");
                     }
                 }
@@ -83,8 +98,15 @@ pub fn start(mut shared: ReceiverContext) -> Task {
 /// Whether a reload left the store `[tlsrpt]` names as it was.
 fn same_store(a: &Tlsrpt, b: &Tlsrpt) -> bool {
     match (&a.store, &b.store) {
-        (StoreKind::Sqlite, StoreKind::Sqlite) => true,
+        (StoreKind::Sqlite, StoreKind::Sqlite) | (StoreKind::State, StoreKind::State) => true,
         (StoreKind::Postgres(x), StoreKind::Postgres(y)) => x.expose() == y.expose(),
         _ => false,
     }
+}
+
+fn same_url(
+    a: &Option<mta_stsd_providers::Secret>,
+    b: &Option<mta_stsd_providers::Secret>,
+) -> bool {
+    a.as_ref().map(|s| s.expose()) == b.as_ref().map(|s| s.expose())
 }

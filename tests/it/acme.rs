@@ -1,10 +1,9 @@
 //! ACME (issue 8): certificates from a real pebble, validated over the daemon's own listeners,
-//! fetched by a client that trusts only pebble's root; reuse across restarts, renewal, a dead
-//! ACME server, and the lock another replica holds.
+//! fetched by a client that trusts only pebble's root, kept in the store (SQLite here); reuse
+//! across restarts, renewal, a dead ACME server, and the lease another replica holds.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -14,10 +13,11 @@ use rustls_pki_types::{CertificateDer, ServerName};
 use serde_json::Value;
 use tokio::net::TcpStream;
 
-use crate::harness::daemon::{plain_client, Daemon, TestCa};
+use crate::harness::daemon::{eventually, plain_client, Daemon, TestCa};
+use crate::harness::db;
 use crate::harness::dns::free_port;
 use crate::harness::pebble::{Pebble, PebbleOptions};
-use crate::harness::{epoch, ConfigDir, MAIN};
+use crate::harness::{epoch, state_dir_for, ConfigDir, MAIN};
 
 const PATH: &str = "/.well-known/mta-sts.txt";
 const A: &str = "mta-sts.a.example";
@@ -75,15 +75,12 @@ resolver = "127.0.0.1:{dead}"
     )
 }
 
-/// `[acme]` for `pebble`, with the state in `acme/` beside the config.
+/// `[acme]` for `pebble` (an earlier version's state, imported if there, in `acme/` beside
+/// the config).
 pub(crate) fn acme_section(pebble: &Pebble, challenge: &str) -> String {
-    acme_with_state(pebble, challenge, "acme")
-}
-
-pub(crate) fn acme_with_state(pebble: &Pebble, challenge: &str, state: &str) -> String {
     format!(
         "directory = \"{}\"\ncontact = [\"mailto:hostmaster@a.example\"]\n\
-         challenge = \"{challenge}\"\nca = \"{}\"\nstate = \"{state}\"\n",
+         challenge = \"{challenge}\"\nca = \"{}\"\nstate = \"acme\"\n",
         pebble.directory,
         pebble.ca_file().display()
     )
@@ -133,7 +130,7 @@ fn roots(pem: &str) -> rustls::RootCertStore {
     roots
 }
 
-fn client_config(root_pem: &str) -> rustls::ClientConfig {
+pub(crate) fn client_config(root_pem: &str) -> rustls::ClientConfig {
     rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
         .with_safe_default_protocol_versions()
         .unwrap()
@@ -177,13 +174,14 @@ pub(crate) async fn fetch_policy(client: &reqwest::Client, host: &str, port: u16
     leaf
 }
 
-pub(crate) fn stored_leaf(state: &Path, name: &str) -> Vec<u8> {
-    let pem = std::fs::read(state.join(format!("{name}.crt"))).unwrap();
-    CertificateDer::pem_slice_iter(&pem)
-        .next()
-        .unwrap()
-        .unwrap()
-        .to_vec()
+/// The store of the daemon run with `dir`'s config (SQLite in its `[state] dir`).
+pub(crate) fn store_of(dir: &ConfigDir) -> String {
+    db::sqlite_url(&state_dir_for(&dir.config_path()))
+}
+
+/// The leaf stored for `name` in the store of `dir`'s daemon.
+pub(crate) async fn stored_leaf(dir: &ConfigDir, name: &str) -> Vec<u8> {
+    db::leaf(&store_of(dir), name).await
 }
 
 pub(crate) fn addr(port: u16) -> SocketAddr {
@@ -216,27 +214,28 @@ async fn obtain_both(challenge: &str) -> (Pebble, ConfigDir, Ports, Daemon) {
     }
     let root = pebble.issuing_root().await;
     let client = client_trusting(&root, addr(ports.https));
-    let state = dir.file("acme");
+    let store = store_of(&dir);
     for host in [A, B] {
         let served = fetch_policy(&client, host, ports.https).await;
         assert_eq!(
             served,
-            stored_leaf(&state, host),
+            db::leaf(&store, host).await,
             "{host}: not the stored certificate"
         );
-        let chain = std::fs::read_to_string(state.join(format!("{host}.crt"))).unwrap();
+        let chain = db::chain(&store, host).await.unwrap();
         assert!(
             chain.matches("BEGIN CERTIFICATE").count() >= 2,
             "{host}: no intermediate"
         );
-        let key_mode = std::fs::metadata(state.join(format!("{host}.key")))
-            .unwrap()
-            .permissions()
-            .mode();
-        assert_eq!(key_mode & 0o777, 0o600, "{host}.key");
     }
-    let dir_mode = std::fs::metadata(&state).unwrap().permissions().mode();
-    assert_eq!(dir_mode & 0o777, 0o700, "state directory");
+    // The store holds the keys: this user's only.
+    let file = state_dir_for(&dir.config_path()).join("state.sqlite");
+    let mode = std::fs::metadata(&file).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "state.sqlite");
+    assert!(
+        !dir.file("acme").exists(),
+        "nothing written to the ACME state directory"
+    );
     let m = d.metrics().await;
     assert!(
         m.contains("mta_stsd_acme_orders_total{result=\"ok\"} 2"),
@@ -272,11 +271,11 @@ async fn tls_alpn_01_for_two_domains_then_a_restart_orders_nothing() {
             .any(|l| l.contains("ordering a certificate")),
         "the first start ordered"
     );
-    let state = dir.file("acme");
-    let before: Vec<_> = [A, B]
-        .iter()
-        .map(|h| std::fs::read(state.join(format!("{h}.crt"))).unwrap())
-        .collect();
+    let store = store_of(&dir);
+    let mut before = Vec::new();
+    for h in [A, B] {
+        before.push(db::chain(&store, h).await.unwrap());
+    }
     drop(d);
 
     let d = Daemon::start(&dir.config_path());
@@ -294,9 +293,9 @@ async fn tls_alpn_01_for_two_domains_then_a_restart_orders_nothing() {
     let client = client_trusting(&root, addr(ports.https));
     for (host, old) in [A, B].iter().zip(&before) {
         let served = fetch_policy(&client, host, ports.https).await;
-        assert_eq!(served, stored_leaf(&state, host));
-        let now = std::fs::read(state.join(format!("{host}.crt"))).unwrap();
-        assert_eq!(&now, old, "{host}: the certificate file changed");
+        assert_eq!(served, db::leaf_of(old));
+        let now = db::chain(&store, host).await.unwrap();
+        assert_eq!(&now, old, "{host}: the stored certificate changed");
     }
     assert!(
         !d.lines()
@@ -349,8 +348,7 @@ async fn a_short_lived_certificate_is_renewed_within_its_window() {
         (3..=7).contains(&(not_after - renew_at)),
         "renewal planned in [60 %, 75 %) of 15 s: {first}"
     );
-    let state = dir.file("acme");
-    let old_leaf = stored_leaf(&state, A);
+    let old_leaf = stored_leaf(&dir, A).await;
     let second = wait_acme(
         &d,
         "a.example",
@@ -364,12 +362,12 @@ async fn a_short_lived_certificate_is_renewed_within_its_window() {
         epoch(&second["last_issued"]).unwrap() < not_after,
         "{second}"
     );
-    let new_leaf = stored_leaf(&state, A);
+    let new_leaf = stored_leaf(&dir, A).await;
     assert_ne!(new_leaf, old_leaf);
     let root = pebble.issuing_root().await;
     let served = fetch_policy(&client_trusting(&root, addr(ports.https)), A, ports.https).await;
     assert!(
-        served == new_leaf || stored_leaf(&state, A) == served,
+        served == new_leaf || stored_leaf(&dir, A).await == served,
         "the renewed certificate is served"
     );
 }
@@ -459,22 +457,37 @@ async fn a_dead_acme_server_is_retried_while_the_rest_is_served() {
     fetch_policy(&client_trusting(&root, https), B, ports.https).await;
 }
 
+/// Another replica holds the lease `acme:mta-sts.b.example` (a row in the store, made before
+/// the start): no order, `/status` names the holder; when it writes its certificate to the
+/// store, this daemon serves it within the follow's poll, without an order of its own.
 #[tokio::test]
-async fn another_replicas_lock_defers_the_order_and_its_certificate_is_picked_up() {
+async fn another_replicas_lease_defers_the_order_and_its_certificate_is_picked_up() {
     let ports = Ports::new();
     let dir = ConfigDir::new();
-    let state = dir.file("acme");
-    std::fs::create_dir_all(&state).unwrap();
-    // Another replica is ordering b's certificate; no ACME server is needed, none is asked.
-    std::fs::write(state.join(format!("{B}.lock")), "other-replica\n").unwrap();
+    let store = store_of(&dir);
+    std::fs::create_dir_all(state_dir_for(&dir.config_path())).unwrap();
+    {
+        let pool = db::connect(&store.replace("mode=rw", "mode=rwc")).await;
+        let mut m = sqlx::migrate!("./migrations");
+        m.set_locking(false);
+        m.run(&pool).await.unwrap();
+        pool.close().await;
+    }
+    let far = now() + 3600;
+    db::execute(
+        &store,
+        &format!(
+            "INSERT INTO store_leases (job, holder, token, expires_at) \
+             VALUES ('acme:{B}', 'other-replica/1', 3, {far})"
+        ),
+    )
+    .await;
     let ca = TestCa::new();
     let (cert, key) = ca.leaf(&[A]);
     dir.write("a.pem", cert);
     dir.write("a.key", key);
-    let acme = format!(
-        "directory = \"https://127.0.0.1:{}/dir\"\nstate = \"acme\"\n",
-        free_port()
-    );
+    // No ACME server is needed, none is asked.
+    let acme = format!("directory = \"https://127.0.0.1:{}/dir\"\n", free_port());
     dir.write(
         MAIN,
         config(
@@ -483,27 +496,51 @@ async fn another_replicas_lock_defers_the_order_and_its_certificate_is_picked_up
             &acme,
         ),
     );
-    let d = Daemon::start(&dir.config_path());
+    // Debug: each lookup of a challenge answer in the store is logged.
+    let d = Daemon::start_with(
+        &dir.config_path(),
+        &[("RUST_LOG", "info,mta_stsd::acme::challenge=debug")],
+    );
     let waiting = wait_acme(&d, "b.example", ACME_DEADLINE, String::new, |s| {
         s["detail"]
             .as_str()
-            .is_some_and(|t| t.contains("another replica"))
+            .is_some_and(|t| t.contains("other-replica/1"))
     })
     .await;
     assert_eq!(waiting["state"], "pending", "{waiting}");
     assert_eq!(waiting["attempts"], 0, "{waiting}");
     assert!(waiting["last_error"].is_null(), "{waiting}");
+    let s = d.status().await;
+    assert!(
+        s["state"]["leases"].as_array().is_some_and(|l| l
+            .iter()
+            .any(|l| l["job"] == format!("acme:{B}") && l["holder"] == "other-replica/1")),
+        "{s:#}"
+    );
 
-    // The other replica finishes: its certificate appears in the store (key first, as the
-    // daemon writes), and the lock goes.
+    // The other replica writes its certificate (the lease still its own).
     let (cert, key) = ca.leaf(&[B]);
-    std::fs::write(state.join(format!("{B}.key")), key).unwrap();
-    std::fs::write(state.join(format!("{B}.crt")), &cert).unwrap();
-    std::fs::remove_file(state.join(format!("{B}.lock"))).unwrap();
+    let written = std::time::Instant::now();
+    db::execute(
+        &store,
+        &format!(
+            "INSERT INTO store_acme_certs (name, chain_pem, key_pem, not_before, not_after, \
+             renew_at, token, seq, replica, updated_at) VALUES ('{B}', '{cert}', '{key}', 0, \
+             {far}, {far}, 3, (SELECT COALESCE(MAX(seq), 0) + 1 FROM store_acme_certs), \
+             'other-replica', 0)"
+        ),
+    )
+    .await;
     wait_acme(&d, "b.example", ACME_DEADLINE, String::new, |s| {
         s["state"] == "valid"
     })
     .await;
+    // The follow's poll (2 s), with room for a loaded machine.
+    assert!(
+        written.elapsed() < Duration::from_secs(6),
+        "{:?}",
+        written.elapsed()
+    );
     let served = fetch_policy(
         &ca.client(&[A, B], addr(ports.https), false),
         B,
@@ -517,26 +554,58 @@ async fn another_replicas_lock_defers_the_order_and_its_certificate_is_picked_up
             .to_vec()
     );
     assert!(!d.metrics().await.contains("mta_stsd_acme_orders_total"));
+
+    // An unknown HTTP-01 token is looked up in the store for an ACME name only (b), not for
+    // a name with a certificate of its own (a), nor for another host; none is found.
+    for host in [A, B, "mta-sts.elsewhere.example"] {
+        let r = plain_client()
+            .get(format!(
+                "http://{}/.well-known/acme-challenge/tok-{host}",
+                d.http.unwrap()
+            ))
+            .header("host", host)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::NOT_FOUND, "{host}");
+    }
+    // The log is read from the daemon's stderr as it comes.
+    let looked = eventually("the lookup logged", || async {
+        let l: Vec<String> = d
+            .lines()
+            .into_iter()
+            .filter(|l| l.contains("challenge answer looked up"))
+            .collect();
+        (!l.is_empty()).then_some(l)
+    })
+    .await;
+    assert_eq!(looked.len(), 1, "{looked:?}");
+    assert!(
+        looked[0].contains(&format!("tok-{B}")) && looked[0].contains("found=false"),
+        "{looked:?}"
+    );
 }
 
 #[tokio::test]
-async fn replicas_sharing_state_one_orders_the_other_answers_validation_and_picks_up() {
+async fn replicas_sharing_a_store_one_orders_the_other_answers_validation_and_serves() {
     // Replica X is where the CA's validation arrives (pebble's ports), but cannot reach the
-    // CA itself; replica Y reaches the CA but no validation comes to it. Only by the shared
-    // state do they get certificates: Y orders, X answers from `challenges/`, X serves what
-    // Y stored.
+    // CA itself; replica Y reaches the CA but no validation comes to it. Only by the store
+    // (one SQLite file here) do they get certificates: Y orders, X answers from the store,
+    // X serves what Y stored.
     let (x_ports, y_ports) = (Ports::new(), Ports::new());
     let pebble = Pebble::start(PebbleOptions::new(x_ports.http, x_ports.https)).await;
     let shared = tempfile::tempdir().unwrap();
-    let state = shared.path().join("acme");
-    let state_str = state.display().to_string();
-
+    let state = |replica: &str| {
+        format!(
+            "[state]\ndir = \"{}\"\nreplica = \"{replica}\"\n",
+            shared.path().display()
+        )
+    };
     let dead = format!(
-        "directory = \"https://127.0.0.1:{}/dir\"\nchallenge = \"http-01\"\n\
-         state = \"{state_str}\"\n",
+        "directory = \"https://127.0.0.1:{}/dir\"\nchallenge = \"http-01\"\n",
         free_port()
     );
-    let x_dir = ConfigDir::with_config(&config(&x_ports, "", &dead));
+    let x_dir = ConfigDir::with_config(&config(&x_ports, &state("x"), &dead));
     let x = Daemon::start(&x_dir.config_path());
     wait_acme(&x, "a.example", ACME_DEADLINE, String::new, |s| {
         s["state"] == "failed"
@@ -545,8 +614,8 @@ async fn replicas_sharing_state_one_orders_the_other_answers_validation_and_pick
 
     let y_dir = ConfigDir::with_config(&config(
         &y_ports,
-        "",
-        &acme_with_state(&pebble, "http-01", &state_str),
+        &state("y"),
+        &acme_section(&pebble, "http-01"),
     ));
     let y = Daemon::start(&y_dir.config_path());
     for domain in ["a.example", "b.example"] {
@@ -578,17 +647,21 @@ async fn replicas_sharing_state_one_orders_the_other_answers_validation_and_pick
         "X cannot reach the CA"
     );
     assert_eq!(pebble.issued(), 2, "{}", pebble.log());
+    let store = db::sqlite_url(shared.path());
     let root = pebble.issuing_root().await;
     let client = client_trusting(&root, addr(x_ports.https));
     for host in [A, B] {
         let served = fetch_policy(&client, host, x_ports.https).await;
-        assert_eq!(served, stored_leaf(&state, host), "{host}");
+        assert_eq!(served, db::leaf(&store, host).await, "{host}");
     }
     // Answers are withdrawn once validated.
-    let left = std::fs::read_dir(state.join("challenges/http-01"))
-        .unwrap()
-        .count();
-    assert_eq!(left, 0);
+    eventually("the answers withdrawn", || async {
+        db::texts(&store, "SELECT id FROM store_acme_challenges")
+            .await
+            .is_empty()
+            .then_some(())
+    })
+    .await;
 }
 
 /// `[acme] orders_per_hour = 1` with two names due: one is ordered, the other waits queued

@@ -1,42 +1,45 @@
 //! The CA's limits survive a restart (issue 16): the `Retry-After` of a `rateLimited` problem,
-//! the orders of the hour under `[acme] orders_per_hour`, and a damaged limits file taken
-//! as the hour used up. Each daemon is killed (SIGKILL, nothing written on the way out) and
-//! started again on the same state directory; orders are counted at the fault proxy in
-//! front of a real pebble.
+//! the orders of the hour under `[acme] orders_per_hour`, and damaged limits in the store
+//! taken as the hour used up. Each daemon is killed (SIGKILL, nothing written on the way out)
+//! and started again on the same store; orders are counted at the fault proxy in front of a
+//! real pebble.
 
-use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::acme::{acme_status, config, wait_acme, Ports, ACME_DEADLINE};
+use crate::acme::{acme_status, config, store_of, wait_acme, Ports, ACME_DEADLINE};
 use crate::acme_scale::acme_via;
 use crate::harness::acme_proxy::FaultProxy;
 use crate::harness::daemon::Daemon;
 use crate::harness::pebble::{Pebble, PebbleOptions};
-use crate::harness::{epoch, ConfigDir};
+use crate::harness::{db, epoch, ConfigDir};
 
 /// `Retry-After` of the refusals: well past a restart.
 const RETRY_AFTER: u64 = 8;
 
-/// The limits file in the ACME state directory (one per directory URL), once there is one.
-fn limits_file(state: &Path) -> Option<PathBuf> {
-    std::fs::read_dir(state).ok()?.flatten().find_map(|e| {
-        let name = e.file_name().to_string_lossy().into_owned();
-        (name.starts_with("limits-") && name.ends_with(".json")).then(|| e.path())
-    })
+/// The limits document in the store (one per directory URL), once there is one.
+async fn limits(dir: &ConfigDir) -> Option<String> {
+    db::texts(
+        &store_of(dir),
+        "SELECT limits FROM store_acme_limits WHERE directory NOT LIKE '%#damaged'",
+    )
+    .await
+    .into_iter()
+    .next()
 }
 
-/// Polls until `ok` holds for the limits file's text.
-async fn wait_file(state: &Path, what: &str, ok: impl Fn(&str) -> bool) -> PathBuf {
+/// Polls until `ok` holds for the limits document.
+async fn wait_limits(dir: &ConfigDir, what: &str, ok: impl Fn(&str) -> bool) {
     let deadline = Instant::now() + ACME_DEADLINE;
     loop {
-        if let Some(p) = limits_file(state) {
-            if std::fs::read_to_string(&p).is_ok_and(|t| ok(&t)) {
-                return p;
-            }
+        if limits(dir).await.is_some_and(|t| ok(&t)) {
+            return;
         }
-        assert!(Instant::now() < deadline, "the limits file never {what}");
+        assert!(
+            Instant::now() < deadline,
+            "the limits in the store never {what}"
+        );
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
 }
@@ -65,7 +68,7 @@ async fn a_restart_keeps_the_cas_retry_after() {
     let paused = d.status().await["acme"]["paused_until"].clone();
     assert!(epoch(&paused).is_some(), "{paused}");
     // Both refusals written down (the pause and each name's wait).
-    wait_file(&dir.file("acme"), "held both waits", |t| {
+    wait_limits(&dir, "held both waits", |t| {
         t.contains("mta-sts.a.example") && t.contains("mta-sts.b.example") && t.contains("pause")
     })
     .await;
@@ -211,34 +214,45 @@ async fn a_restart_keeps_the_hours_orders() {
     assert_eq!(s["next_attempt"], was["next_attempt"], "the same hour: {s}");
 }
 
-/// As above, but the limits file is damaged before the restart: the daemon starts, logs an
-/// error naming the file, moves it aside, takes the hour as used up (it cannot know
-/// otherwise) and orders nothing; and it wrote that down: a second restart still orders
+/// As above, but the limits in the store are damaged before the restart: the daemon starts,
+/// logs an error, keeps a copy (`<directory>#damaged`), takes the hour as used up (it cannot
+/// know otherwise) and orders nothing; and it wrote that down: a second restart still orders
 /// nothing.
 #[tokio::test]
-async fn a_damaged_limits_file_is_an_hour_used_up() {
+async fn damaged_limits_are_an_hour_used_up() {
     let ports = Ports::new();
     let pebble = Pebble::start(PebbleOptions::new(ports.http, ports.https)).await;
     let proxy = FaultProxy::start(&pebble, 0, "0").await;
     let dir = ConfigDir::with_config(&three_names(&ports, &acme_via(&proxy.directory(), &pebble)));
     let (d, queued, was) = use_up_the_hour(&dir, &pebble).await;
     drop(d);
-    let file = limits_file(&dir.file("acme")).expect("a limits file");
-    std::fs::write(&file, b"{\"version\": 1, \"orders\": [{\"at\": 17").unwrap();
+    assert!(limits(&dir).await.is_some(), "limits in the store");
+    db::execute(
+        &store_of(&dir),
+        "UPDATE store_acme_limits SET limits = '{\"version\": 1, \"orders\": [{\"at\": 17'",
+    )
+    .await;
 
     let d = Daemon::start(&dir.config_path());
     still_waits(&d, queued, &was, &proxy, &pebble).await;
-    let shown = file.display().to_string();
     assert!(
         d.lines()
             .iter()
-            .any(|l| l.contains("ERROR") && l.contains(&shown)),
-        "no error naming {shown}:\n{}",
+            .any(|l| l.contains("ERROR") && l.contains("limits in the store are unreadable")),
+        "no error about the limits:\n{}",
         d.lines().join("\n")
     );
-    assert!(file.with_extension("json.damaged").exists());
-    wait_file(&dir.file("acme"), "was written again", |t| {
-        t.contains("\"at\"")
+    let aside = db::texts(
+        &store_of(&dir),
+        "SELECT limits FROM store_acme_limits WHERE directory LIKE '%#damaged'",
+    )
+    .await;
+    assert_eq!(
+        aside,
+        vec!["{\"version\": 1, \"orders\": [{\"at\": 17".to_owned()]
+    );
+    wait_limits(&dir, "was written again", |t| {
+        t.contains("\"at\"") && !t.ends_with("17")
     })
     .await;
     drop(d);

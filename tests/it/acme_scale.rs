@@ -10,8 +10,8 @@ use serde_json::Value;
 use tokio::net::TcpStream;
 
 use crate::acme::{
-    acme_section, acme_status, addr, client_trusting, config, fetch_policy, stored_leaf, wait_acme,
-    Ports, ACME_DEADLINE,
+    acme_section, acme_status, addr, client_trusting, config, fetch_policy, store_of, stored_leaf,
+    wait_acme, Ports, ACME_DEADLINE,
 };
 use crate::harness::acme_proxy::FaultProxy;
 use crate::harness::daemon::{Daemon, TestCa};
@@ -198,12 +198,12 @@ async fn a_new_name_is_ordered_before_a_due_renewal() {
     );
     assert_eq!(pebble.issued(), 1, "{}", pebble.log());
     assert_eq!(
-        std::fs::read_to_string(state.join(format!("{A}.crt"))).unwrap(),
+        crate::harness::db::chain(&store_of(&dir), A).await.unwrap(),
         cert,
-        "a was not renewed"
+        "a was not renewed (the certificate imported from the state directory)"
     );
     let served = fetch_policy(&ca.client(&[A], addr(ports.https), false), A, ports.https).await;
-    assert_eq!(served, stored_leaf(&state, A));
+    assert_eq!(served, stored_leaf(&dir, A).await);
     let top = d.status().await["acme"].clone();
     assert_eq!(top["names"]["valid"], 2, "{top}");
 }

@@ -390,3 +390,92 @@ pub(crate) fn published_beside_a_foreign_value(b: &dyn crate::battery::Backend) 
     out.assert_status(0);
     assert!(out.stdout.contains("; 0 records changed"), "{}", out.dump());
 }
+
+/// A config for `replica` on the PostgreSQL of `URL_ENV`, with or without the `[[dane]]`
+/// entry of `mail.example.org`.
+fn replica_config(dns: &DnsServer, dir: &ConfigDir, replica: &str, dane: bool) {
+    let key = dns.key_file(dir.path());
+    let entry = if dane {
+        "[[dane]]\nhost = \"mail.example.org\"\ncert = \"fullchain.pem\"\n"
+    } else {
+        ""
+    };
+    let tmp = dir.write(
+        ".next.toml",
+        format!(
+            "[server]\nhttps = []\nadmin = \"127.0.0.1:0\"\n\n\
+             [policy]\nmode = \"enforce\"\nmx = [\"mail.example.org\"]\n\n\
+             [dns]\nprovider = \"p\"\nttl = {REPLICA_TTL}\nreconcile = \"1h\"\n\n\
+             [state]\nurl_env = \"{URL_ENV}\"\nreplica = \"{replica}\"\nlease = \"4s\"\n\n\
+             [providers.p]\nkind = \"rfc2136\"\nserver = \"{}\"\ntsig_key = \"{}\"\n\n\
+             [domains.\"example.org\"]\n\n{entry}",
+            dns.addr,
+            key.display()
+        ),
+    );
+    std::fs::rename(tmp, dir.config_path()).unwrap();
+}
+
+const URL_ENV: &str = "MTA_STSD_TEST_STATE_URL";
+/// Long enough for A to be killed before its withdrawal is due on a loaded machine.
+const REPLICA_TTL: u64 = 10;
+
+/// Replicas on one PostgreSQL, each with its own state dir: the `[[dane]]` entry removed
+/// from A's config makes A schedule its record's withdrawal one TTL later (kept in the
+/// store); A is killed before then, and B — whose config never had the entry and whose state
+/// dir is empty — withdraws it, not before the time A scheduled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_withdrawal_scheduled_by_one_replica_is_done_by_another() {
+    let dns = start_bind(false);
+    let pg = crate::harness::postgres::Postgres::start();
+    let url = pg.url();
+    let (da, db) = (ConfigDir::new(), ConfigDir::new());
+    let ca = Ca::new();
+    let key = KeyPair::generate().unwrap();
+    da.write("fullchain.pem", ca.fullchain(&key));
+    replica_config(&dns, &da, "a", true);
+    let a = Daemon::start_with(&da.config_path(), &[(URL_ENV, &url)]);
+    eventually("A publishes 3 1 1 of the key", || async {
+        has(&tlsa(dns.addr).0, 3, &spki_sha256(&key)).then_some(())
+    })
+    .await;
+
+    replica_config(&dns, &da, "a", false);
+    let due = eventually("A schedules the withdrawal", || async {
+        let s = a.status().await;
+        s["dane"]["next_due"].as_str().map(|t| {
+            time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339)
+                .unwrap()
+                .unix_timestamp()
+        })
+    })
+    .await;
+    a.signal("KILL");
+    assert!(
+        has(&tlsa(dns.addr).0, 3, &spki_sha256(&key)),
+        "withdrawn before its TTL was up"
+    );
+    assert!(
+        !a.lines().iter().any(|l| l.contains("DANE: withdrew")),
+        "A withdrew it itself"
+    );
+
+    replica_config(&dns, &db, "b", false);
+    let b = Daemon::start_with(&db.config_path(), &[(URL_ENV, &url)]);
+    eventually("B withdraws the record", || async {
+        (!has(&tlsa(dns.addr).0, 3, &spki_sha256(&key))).then_some(())
+    })
+    .await;
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    assert!(now >= due, "withdrawn at {now}, scheduled for {due}");
+    let line = b.wait_log("DANE: withdrew");
+    assert!(line.contains("example.org"), "{line}");
+    assert!(
+        !state_dir(&db).join("dane.json").exists(),
+        "B keeps no file of its own"
+    );
+}
+
+fn state_dir(dir: &ConfigDir) -> std::path::PathBuf {
+    crate::harness::state_dir_for(&dir.config_path())
+}

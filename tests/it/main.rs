@@ -1,6 +1,9 @@
 //! The integration tests: one binary driving the real `mta-stsd`.
 
 mod acme;
+mod acme_import;
+mod acme_keys;
+mod acme_replicas;
 mod acme_restart;
 mod acme_scale;
 mod api_providers;

@@ -261,7 +261,7 @@ fn group_config(dir: &ConfigDir, replica: &str, state: &str, domains: &[&str]) {
 
 /// `serve` on `dir`'s config, which must refuse to start: its exit code and stderr. Killed
 /// after a minute, so a start that is not refused fails the test instead of hanging it.
-fn refused_start(dir: &ConfigDir, env: &[(&str, &str)]) -> (Option<i32>, String) {
+pub(crate) fn refused_start(dir: &ConfigDir, env: &[(&str, &str)]) -> (Option<i32>, String) {
     let bin = crate::harness::command().get_program().to_owned();
     let mut cmd = std::process::Command::new("timeout");
     cmd.args(["-s", "KILL", "60"])

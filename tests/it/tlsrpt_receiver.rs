@@ -428,3 +428,70 @@ async fn receiver_two_daemons_one_postgres() {
         out.stdout
     );
 }
+
+/// SPEC: "`[tlsrpt]` uses the same store unless it names its own". A daemon with `[state]
+/// url_env` and a bare `[tlsrpt]` keeps a POSTed report in that PostgreSQL, through
+/// `pgbouncer` in transaction mode as the state store is used, and makes no `tlsrpt.sqlite`;
+/// `reports` from another process whose config has only the URL (no state of its own) shows
+/// it. A `[tlsrpt]` that names `store = "sqlite"` keeps its own file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bare_tlsrpt_uses_the_state_postgresql() {
+    let pg = Postgres::start();
+    let bouncer = crate::harness::pgbouncer::PgBouncer::start(&pg);
+    let url = bouncer.url();
+    let ca = TestCa::new();
+    let shared = "[state]\nurl_env = \"TEST_STATE_URL\"\n";
+    let dir = setup(&ca, shared);
+    let d = start(&dir, &[("TEST_STATE_URL", &url)]);
+    let p = Poster::new(&ca, &d, false);
+    assert_eq!(
+        p.post(JSON, fixture("rfc8460.json")).await.0,
+        StatusCode::CREATED
+    );
+    assert_eq!(
+        p.post(JSON, fixture("rfc8460.json")).await.0,
+        StatusCode::OK,
+        "a duplicate, read back from the same database"
+    );
+    let m = d.metrics().await;
+    assert!(
+        m.lines()
+            .any(|l| l.starts_with("mta_stsd_tlsrpt_store_up") && l.contains("postgresql")),
+        "{m}"
+    );
+    assert!(!dir.path().join("state").join("tlsrpt.sqlite").exists());
+
+    let other = setup(&TestCa::new(), shared);
+    let out = other.run_env(
+        &[
+            "reports",
+            "example.org",
+            "--since",
+            "2016-01-01",
+            "--format",
+            "json",
+        ],
+        &[("TEST_STATE_URL", Some(url.as_str()))],
+    );
+    out.assert_status(0);
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    let orgs: Vec<&str> = v["domains"][0]["days"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|d| d["reporters"].as_array().unwrap())
+        .map(|r| r["organization"].as_str().unwrap())
+        .collect();
+    assert_eq!(orgs, ["Company-X"], "{}", out.stdout);
+    assert!(!other.path().join("state").join("tlsrpt.sqlite").exists());
+
+    // Named: its own SQLite file, [state] on PostgreSQL or not.
+    let own = setup(&TestCa::new(), &format!("store = \"sqlite\"\n{shared}"));
+    let out = own.run_env(
+        &["reports", "--since", "2016-01-01", "--format", "json"],
+        &[("TEST_STATE_URL", Some(url.as_str()))],
+    );
+    out.assert_status(0);
+    assert!(out.stdout.contains("\"domains\": []"), "{}", out.stdout);
+    assert!(own.path().join("state").join("tlsrpt.sqlite").exists());
+}

@@ -12,22 +12,28 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::task::AbortOnDropHandle;
-use tracing::{info, Instrument};
+use tracing::{info, warn, Instrument};
 
-use super::attempt::{attempt, load_all, AccountCell, Outcome};
+use super::attempt::{attempt, AccountCell, Keep, Outcome};
 use super::limits::HOUR;
+use super::store::StoredCert;
 use super::{AcmeState, CertState, MAX_IN_FLIGHT};
 use crate::clock::unix_now;
 use crate::config::{self, CertSource};
 use crate::live::{Live, Reloads};
 use crate::metrics::Metrics;
+use crate::state::store::{CertRow, Store};
 
-/// How soon to look at the store again while another replica holds a name's lock.
-const LOCK_RECHECK: Duration = Duration::from_secs(5);
+/// How soon to look at the store again while another replica holds a name's lease.
+const LEASE_RECHECK: Duration = Duration::from_secs(5);
 /// How often a name in backoff looks at the store, for a certificate another replica got.
 const STORE_RECHECK: Duration = Duration::from_secs(60);
+/// How often the certificates other replicas wrote are read (one indexed query): what one
+/// replica obtains, every replica serves within this.
+pub const FOLLOW: Duration = Duration::from_secs(2);
 /// What the task reads and writes, handed in by the daemon: the live snapshot it follows, the
 /// ACME state the listeners and `/status` read, the metrics.
 #[derive(Debug)]
@@ -35,21 +41,33 @@ pub struct ManagerContext {
     pub live: Arc<ArcSwap<Live>>,
     pub acme: Arc<AcmeState>,
     pub metrics: Arc<Metrics>,
+    /// Account, certificates, challenge answers and limits, shared by every replica.
+    pub store: Store,
 }
 
 /// Owns the task; dropping it stops the task and every order in flight.
 pub struct Manager {
     _task: AbortOnDropHandle<()>,
+    _follow: AbortOnDropHandle<()>,
 }
 
 impl Manager {
     /// Starts the task; it looks at the live config again at each of `reloads`.
     pub fn start(shared: ManagerContext, reloads: Reloads) -> Manager {
         let shared = Arc::new(shared);
+        shared.acme.challenges.set_store(Some(shared.store.clone()));
+        let (tx, rows) = mpsc::channel(256);
+        let follow = AbortOnDropHandle::new(tokio::spawn(follow(shared.store.clone(), tx)));
+        let keep = Keep {
+            store: shared.store.clone(),
+            lease: shared.live.load().config.state.lease,
+        };
         let task = AbortOnDropHandle::new(tokio::spawn(
             Run {
                 shared,
                 reloads,
+                keep,
+                rows,
                 cfg: None,
                 generation: 0,
                 account: Arc::default(),
@@ -67,13 +85,92 @@ impl Manager {
             }
             .run(),
         ));
-        Manager { _task: task }
+        Manager {
+            _task: task,
+            _follow: follow,
+        }
+    }
+}
+
+/// Sends every certificate row written from now on (by any replica) to the task, read every
+/// [`FOLLOW`]; a store that does not answer is asked again at the next tick.
+async fn follow(store: Store, tx: mpsc::Sender<CertRow>) {
+    // Where the store is now: what is there already, the task reads when it adds names.
+    let mut seq = loop {
+        match last_seq(&store).await {
+            Ok(s) => break s,
+            Err(e) => {
+                warn!("ACME: reading the store's certificates: {e}");
+                tokio::time::sleep(FOLLOW).await;
+            }
+        }
+    };
+    loop {
+        tokio::time::sleep(FOLLOW).await;
+        loop {
+            let rows = match store.acme_certs_since(seq).await {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::debug!("ACME: reading the store's certificates: {e}");
+                    break;
+                }
+            };
+            let Some(last) = rows.last().map(|r| r.seq) else {
+                break;
+            };
+            seq = last;
+            for r in rows {
+                if tx.send(r).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// The last `seq` of the certificates, read page by page.
+async fn last_seq(store: &Store) -> Result<i64, crate::state::store::StoreError> {
+    let mut seq = 0;
+    loop {
+        match store.acme_certs_since(seq).await?.last() {
+            Some(r) => seq = r.seq,
+            None => return Ok(seq),
+        }
+    }
+}
+
+/// The certificates stored for `names`, read page by page; unusable ones are logged and
+/// left out.
+async fn load_wanted(
+    store: &Store,
+    names: &HashSet<String>,
+) -> Result<HashMap<String, StoredCert>, crate::state::store::StoreError> {
+    let mut found = HashMap::new();
+    let mut seq = 0;
+    loop {
+        let rows = store.acme_certs_since(seq).await?;
+        let Some(last) = rows.last().map(|r| r.seq) else {
+            return Ok(found);
+        };
+        seq = last;
+        for r in rows.iter().filter(|r| names.contains(&r.name)) {
+            match StoredCert::from_row(r) {
+                Ok(c) => {
+                    found.insert(r.name.clone(), c);
+                }
+                Err(e) => warn!(name = %r.name, "ignoring the stored certificate: {e}"),
+            }
+        }
     }
 }
 
 struct Run {
     shared: Arc<ManagerContext>,
     reloads: Reloads,
+    /// The store and the lease the orders use.
+    keep: Keep,
+    /// Certificates written to the store by any replica, from [`follow`].
+    rows: mpsc::Receiver<CertRow>,
     cfg: Option<Arc<config::Acme>>,
     /// Bumped when `[acme]` changes: outcomes of older orders are dropped.
     generation: u64,
@@ -92,7 +189,7 @@ struct Run {
     /// before every other name, as soon as pacing, backoff and the server allow.
     urgent: HashSet<Arc<str>>,
     /// Attempts that could order, by start time, over the last [`HOUR`]; those that found a
-    /// certificate in the store (or the lock taken) leave it again.
+    /// certificate in the store (or the lease held by another) leave it again.
     orders: VecDeque<(u64, Arc<str>)>,
     /// The names of the config, for what the limits file keeps.
     wanted: Arc<HashSet<String>>,
@@ -136,6 +233,7 @@ impl Run {
                     }
                 }
                 _ = self.reloads.next() => {}
+                Some(row) = self.rows.recv() => self.followed(row),
                 _ = self.shared.acme.wake.notified() => {}
                 _ = tokio::time::sleep(sleep) => {}
             }
@@ -162,10 +260,7 @@ impl Run {
             self.pause(None);
         }
         self.cfg = cfg;
-        self.shared
-            .acme
-            .challenges
-            .set_shared_dir(self.cfg.as_ref().map(|c| c.state.join("challenges")));
+        self.keep.lease = live.config.state.lease;
         let wanted: HashSet<String> = live
             .config
             .domains
@@ -204,6 +299,7 @@ impl Run {
             .collect();
         let Some(cfg) = self.cfg.clone() else { return };
         let mut waits = if new_setup {
+            super::import::import(&self.keep.store, &cfg).await;
             self.restore(&cfg).await
         } else {
             HashMap::new()
@@ -211,13 +307,19 @@ impl Run {
         if added.is_empty() {
             return;
         }
-        let state = cfg.state.clone();
-        let loaded = tokio::task::spawn_blocking(move || load_all(&state, added))
-            .await
-            .unwrap_or_default();
+        let asked: HashSet<String> = added.iter().cloned().collect();
+        let mut loaded = match load_wanted(&self.keep.store, &asked).await {
+            Ok(l) => l,
+            // Each name looks at the store again on its first attempt.
+            Err(e) => {
+                warn!("ACME: cannot read the certificates from the store: {e}");
+                HashMap::new()
+            }
+        };
         let now = unix_now();
         let mut served = 0;
-        for (name, cert) in loaded {
+        for name in added {
+            let cert = loaded.remove(&name);
             let name: Arc<str> = name.into();
             let mut due = now;
             if let Some(c) = cert {
@@ -239,8 +341,7 @@ impl Run {
         if served > 0 {
             info!(
                 certificates = served,
-                "ACME certificates loaded from {}",
-                cfg.state.display()
+                "ACME certificates loaded from the store"
             );
         }
     }
@@ -334,9 +435,11 @@ impl Run {
             let generation = self.generation;
             let (cfg, account) = (cfg.clone(), self.account.clone());
             let challenges = self.shared.acme.challenges.clone();
+            let keep = self.keep.clone();
             self.in_flight.spawn(
                 async move {
-                    let outcome = attempt(&cfg, &account, &challenges, &name, may_order).await;
+                    let outcome =
+                        attempt(&cfg, &keep, &account, &challenges, &name, may_order).await;
                     (generation, name, outcome)
                 }
                 .instrument(span),

@@ -6,11 +6,12 @@ use std::sync::Arc;
 
 use tracing::{info, warn};
 
-use super::{Run, LOCK_RECHECK, STORE_RECHECK};
+use super::{Run, LEASE_RECHECK, STORE_RECHECK};
 use crate::acme::attempt::Outcome;
 use crate::acme::store::StoredCert;
 use crate::acme::{cert_label, throttle, AcmeError, CertState, NameStatus, Throttle};
 use crate::clock::{rfc3339, unix_now};
+use crate::state::store::CertRow;
 
 impl Run {
     pub(super) fn finish(&mut self, name: Arc<str>, outcome: Outcome) {
@@ -61,7 +62,7 @@ impl Run {
                 }
             }
             Outcome::Failed(AcmeError::Busy(why)) => {
-                let due = now + LOCK_RECHECK.as_secs();
+                let due = now + LEASE_RECHECK.as_secs();
                 self.update(&name, |s| {
                     s.state = if s.not_after.is_some() {
                         CertState::Valid
@@ -219,5 +220,46 @@ impl Run {
             .status_map()
             .get(name)
             .map_or(0, |s| s.attempts)
+    }
+}
+
+impl Run {
+    /// A certificate written to the store (by another replica, or by this one): served here
+    /// at once if it is for one of our names and newer than what is served; the name's next
+    /// look moves to its renewal point.
+    pub(super) fn followed(&mut self, row: CertRow) {
+        let Some((name, due)) = self
+            .names
+            .get_key_value(row.name.as_str())
+            .map(|(n, d)| (n.clone(), *d))
+        else {
+            return;
+        };
+        let served = self.shared.acme.status(&name).not_after;
+        if served.is_some_and(|t| t >= row.not_after) {
+            return;
+        }
+        let c = match StoredCert::from_row(&row) {
+            Ok(c) => c,
+            Err(e) => {
+                warn!(name = %name, "ignoring the stored certificate: {e}");
+                return;
+            }
+        };
+        let now = unix_now();
+        info!(name = %name, replica = %row.replica, not_after = c.not_after, "ACME certificate from the store installed");
+        self.install(&name, &c, None);
+        if !c.fresh(now as i64) {
+            return;
+        }
+        self.order_after.remove(&name);
+        self.throttled.remove(&name);
+        self.urgent.remove(&name);
+        self.persist.mark(false);
+        // A name being looked at now keeps its attempt, which finds this in the store.
+        if let Some(due) = due {
+            self.queue.remove(&(due, name.clone()));
+            self.schedule(&name, c.renew_at() as u64);
+        }
     }
 }

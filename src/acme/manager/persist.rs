@@ -7,7 +7,6 @@
 //! at most once per [`SAVE_EVERY`], so that a storm of fast failures is not a storm of writes.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -24,13 +23,14 @@ pub(super) const SAVE_EVERY: Duration = Duration::from_secs(1);
 
 #[derive(Debug)]
 pub(super) struct Persist {
-    path: Option<PathBuf>,
-    /// Ours in the file; new for every process.
+    /// The ACME directory URL whose limits these are (the store's row).
+    directory: Option<String>,
+    /// Ours in the document; new for every process.
     owner: u64,
     dirty: bool,
     urgent: bool,
     last_write: Option<Instant>,
-    /// What the file held after our last write or read: the other writers' orders count in
+    /// What the store held after our last write or read: the other writers' orders count in
     /// our hour.
     last: Limits,
     /// The last write failed (logged once until one succeeds again).
@@ -40,7 +40,7 @@ pub(super) struct Persist {
 impl Default for Persist {
     fn default() -> Self {
         Persist {
-            path: None,
+            directory: None,
             owner: limits::owner(),
             dirty: false,
             urgent: false,
@@ -60,7 +60,7 @@ impl Persist {
 
     /// When the task must wake up to write what changed.
     pub(super) fn due_in(&self) -> Option<Duration> {
-        if !self.dirty || self.path.is_none() {
+        if !self.dirty || self.directory.is_none() {
             return None;
         }
         Some(
@@ -82,7 +82,7 @@ impl Persist {
 impl Run {
     /// Writes what changed, if it is time (see the module's doc).
     pub(super) async fn save(&mut self) {
-        let Some(path) = self.persist.path.clone() else {
+        let Some(directory) = self.persist.directory.clone() else {
             return;
         };
         let due = self.persist.due_in().is_some_and(|d| d.is_zero());
@@ -96,17 +96,19 @@ impl Run {
             self.wanted.clone(),
         );
         let now = unix_now();
-        let at = path.clone();
-        let written = tokio::task::spawn_blocking(move || {
-            limits::merge_write(&at, me, ours, &last, &wanted, now)
-        })
-        .await;
+        let written = self
+            .keep
+            .store
+            .merge_acme_limits(&directory, |stored| {
+                limits::merge_stored(stored, me, ours, &last, &wanted, now)
+            })
+            .await;
         let p = &mut self.persist;
         p.dirty = false;
         p.urgent = false;
         p.last_write = Some(Instant::now());
         match written {
-            Ok(Ok(merged)) => {
+            Ok(merged) => {
                 p.failing = false;
                 let theirs = merged.pause.clone();
                 p.last = merged;
@@ -117,18 +119,17 @@ impl Run {
                     }
                 }
             }
-            Ok(Err(e)) => {
+            Err(e) => {
                 if !p.failing {
-                    warn!(file = %path.display(), "cannot write the ACME limits: {e}");
+                    warn!("cannot write the ACME limits to the store: {e}");
                 }
                 p.failing = true;
                 p.dirty = true;
             }
-            Err(e) => warn!("writing the ACME limits: {e}"),
         }
     }
 
-    /// All this process knows, as the file keeps it; at most [`limits::MAX_NAMES`] names,
+    /// All this process knows, as the store keeps it; at most [`limits::MAX_NAMES`] names,
     /// those waiting longest.
     fn snapshot(&self) -> Limits {
         let me = self.persist.owner;
@@ -181,24 +182,39 @@ impl Run {
         }
     }
 
-    /// Reads back the file of `cfg`'s account: the hour's orders and the pause take effect
-    /// at once; the names' waits are returned, for [`Run::restore_wait`] as each name is
-    /// added. A damaged file is logged and taken as a full hour (`orders_per_hour` orders as
-    /// of its last write): we cannot know how many there were, and the CA punishes more
-    /// than we lose by waiting.
+    /// Reads back the limits of `cfg`'s account from the store: the hour's orders and the
+    /// pause take effect at once; the names' waits are returned, for [`Run::restore_wait`] as
+    /// each name is added. A damaged document is logged (a copy kept beside it, under
+    /// `<directory>#damaged`) and taken as a full hour (`orders_per_hour` orders as of now):
+    /// we cannot know how many there were, and the CA punishes more than we lose by waiting.
     pub(super) async fn restore(&mut self, cfg: &config::Acme) -> HashMap<String, NameWait> {
-        let path = limits::path(&cfg.state, &cfg.directory);
         // The same owner: what this process wrote there before is its own, not another's.
         self.persist = Persist {
-            path: Some(path.clone()),
+            directory: Some(cfg.directory.clone()),
             owner: self.persist.owner,
             ..Persist::default()
         };
         let now = unix_now();
-        let at = path.clone();
-        let read = tokio::task::spawn_blocking(move || read_or_move_aside(&at, now))
-            .await
-            .unwrap_or(Stored::Missing);
+        let read = match self.keep.store.acme_limits(&cfg.directory).await {
+            Ok(None) => Stored::Missing,
+            Ok(Some(text)) => match limits::parse(text.as_bytes()) {
+                Ok(l) => Stored::Found(l),
+                Err(why) => {
+                    let aside = format!("{}#damaged", cfg.directory);
+                    let _ = self
+                        .keep
+                        .store
+                        .merge_acme_limits(&aside, |_| (text.clone(), ()))
+                        .await;
+                    Stored::Damaged { why, written: now }
+                }
+            },
+            // No order goes out without the store either (the lease is in it).
+            Err(e) => {
+                warn!("ACME: cannot read the limits from the store: {e}");
+                Stored::Missing
+            }
+        };
         let mut waits: HashMap<String, NameWait> = HashMap::new();
         match read {
             Stored::Missing => {}
@@ -219,14 +235,14 @@ impl Run {
                 }
                 self.persist.last = l;
                 let orders = self.persist.others(now).count();
-                info!(file = %path.display(), orders, waiting = waits.len(),
+                info!(directory = %cfg.directory, orders, waiting = waits.len(),
                     paused_until = ?self.paused.as_ref().map(|(t, _)| rfc3339(*t)),
                     "ACME: the CA's limits as the last run left them");
             }
             Stored::Damaged { why, written } => {
-                error!(file = %path.display(),
-                    "ACME: the limits file is unreadable ({why}), moved aside to *.damaged; \
-                     taking the hour up to its last write ({}) as used up",
+                error!(directory = %cfg.directory,
+                    "ACME: the limits in the store are unreadable ({why}), a copy kept as \
+                     `<directory>#damaged`; taking the hour up to {} as used up",
                     rfc3339(written));
                 let unknown: Arc<str> = Arc::from("");
                 for _ in 0..cfg.orders_per_hour.unwrap_or(0) {
@@ -260,14 +276,4 @@ impl Run {
             s.detail = w.detail.filter(|_| waiting);
         });
     }
-}
-
-/// Reads the file; a damaged one is renamed to `<file>.damaged` for a look, and our next
-/// write starts a new one.
-fn read_or_move_aside(path: &Path, now: u64) -> Stored {
-    let read = limits::read(path, now);
-    if let Stored::Damaged { .. } = read {
-        let _ = std::fs::rename(path, path.with_extension("json.damaged"));
-    }
-    read
 }

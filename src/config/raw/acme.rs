@@ -1,4 +1,5 @@
-//! The `[acme]` table: the ACME server (RFC 8555), contacts, challenge and state directory.
+//! The `[acme]` table: the ACME server (RFC 8555), contacts, challenge, and the state directory
+//! of an earlier version (imported into the store once).
 
 use std::path::PathBuf;
 

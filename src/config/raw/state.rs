@@ -19,6 +19,28 @@ keys! {
         UrlFile = "url_file",
         Replica = "replica",
         Lease = "lease",
+        SealEnv = "key_env",
+        SealFile = "key_file",
+    }
+}
+
+/// The length of a `key_file` / `key_env` secret: 32 bytes, as 64 hex digits or base64 (the
+/// store reads it the same way).
+fn key_bytes(text: &str) -> Result<usize, String> {
+    use base64::Engine;
+    let text = text.trim();
+    if text.len() == 64 && text.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Ok(32);
+    }
+    let n = base64::engine::general_purpose::STANDARD
+        .decode(text)
+        .or_else(|_| base64::engine::general_purpose::STANDARD_NO_PAD.decode(text))
+        .map_err(|_| "not 64 hex digits nor base64".to_owned())?
+        .len();
+    if n == 32 {
+        Ok(n)
+    } else {
+        Err(format!("{n} bytes, not 32"))
     }
 }
 
@@ -27,6 +49,7 @@ impl Reader<'_> {
         let at = self.at(item.span());
         let mut state = State::default();
         let mut url: HashMap<&str, At<&str>> = HashMap::new();
+        let mut key: HashMap<&str, At<&str>> = HashMap::new();
         for (k, v) in table.iter() {
             let kname = k.get_ref().as_ref();
             match Key::of(kname) {
@@ -48,6 +71,11 @@ impl Reader<'_> {
                 Some(Key::UrlEnv | Key::UrlFile) => {
                     if let Some(s) = self.string(kname, v) {
                         url.insert(kname, s);
+                    }
+                }
+                Some(Key::SealEnv | Key::SealFile) => {
+                    if let Some(s) = self.string(kname, v) {
+                        key.insert(kname, s);
                     }
                 }
                 Some(Key::Replica) => {
@@ -85,6 +113,21 @@ impl Reader<'_> {
             // Read now, so `check` fails on a missing URL.
             state.url = self.secret(&url, "url", "[state]", at);
         }
+        if !key.is_empty() {
+            state.key = self.secret(&key, "key", "[state]", at);
+            if let Some(k) = &state.key {
+                if let Err(e) = key_bytes(k.expose()) {
+                    let at = key.values().next().map_or(at, |v| v.at);
+                    self.problems.error(
+                        at,
+                        format!(
+                            "[state] key_file/key_env: {e} (32 bytes, as 64 hex digits or base64)"
+                        ),
+                    );
+                    state.key = None;
+                }
+            }
+        }
         state
     }
 
@@ -121,5 +164,26 @@ impl Reader<'_> {
                 None
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The store's seal key is 32 bytes, as hex or base64; anything else fails `check`.
+    #[test]
+    fn seal_keys_are_32_bytes_as_hex_or_base64() {
+        use base64::Engine;
+        let b64 = base64::engine::general_purpose::STANDARD;
+        assert_eq!(key_bytes(&"ab".repeat(32)), Ok(32));
+        assert_eq!(key_bytes(&b64.encode([1u8; 32])), Ok(32));
+        assert_eq!(key_bytes(&format!(" {}\n", b64.encode([1u8; 32]))), Ok(32));
+        assert_eq!(
+            key_bytes(&b64.encode([1u8; 16])),
+            Err("16 bytes, not 32".into())
+        );
+        assert!(key_bytes("correct horse battery staple").is_err());
+        assert!(key_bytes(&"ab".repeat(31)).is_err());
     }
 }

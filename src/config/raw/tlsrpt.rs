@@ -180,7 +180,11 @@ impl Reader<'_> {
                 let url = self.secret(&url, "url", "[tlsrpt] store = \"postgres\"", at)?;
                 t.store = StoreKind::Postgres(url);
             }
-            _ => {
+            named => {
+                // Named: its own file, even when `[state]` is PostgreSQL.
+                if named.is_some() {
+                    t.store = StoreKind::Sqlite;
+                }
                 if let Some(u) = url.values().next() {
                     self.problems
                         .error(u.at, "`url_env`/`url_file` are for store = \"postgres\"");

@@ -57,7 +57,24 @@ impl Store {
 
     /// Takes `job` for `ttl` unless another holder's lease has not expired. `None`: held.
     pub async fn acquire(&self, job: &str, ttl: Duration) -> Result<Option<Lease>, StoreError> {
-        let holder = self.holder();
+        let ttl_secs = ttl_secs(ttl);
+        let token: Option<i64> = bounded(async {
+            let mut tx = self.pool.begin().await?;
+            let t = self.acquire_in(&mut tx, job, ttl_secs).await?;
+            tx.commit().await?;
+            Ok(t)
+        })
+        .await?;
+        self.acquired(job, token, ttl).await
+    }
+
+    /// The statement of [`Store::acquire`] inside `tx`: the new token, or `None` (held).
+    pub(super) async fn acquire_in(
+        &self,
+        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+        job: &str,
+        ttl_secs: i64,
+    ) -> Result<Option<i64>, StoreError> {
         let now = self.clock_sql();
         // An expired lease (or none) is taken with a new token; our own is renewed.
         let sql = format!(
@@ -68,23 +85,27 @@ impl Store {
              WHERE store_leases.expires_at <= {now} OR store_leases.holder = excluded.holder \
              RETURNING token"
         );
-        let ttl_secs = ttl_secs(ttl);
-        let token: Option<i64> = bounded(async {
-            let mut tx = self.pool.begin().await?;
-            let t = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
-                .persistent(false)
-                .bind(job)
-                .bind(&holder)
-                .bind(ttl_secs)
-                .fetch_optional(&mut *tx)
-                .await?;
-            tx.commit().await?;
-            Ok(t)
-        })
-        .await?;
+        Ok(sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+            .persistent(false)
+            .bind(job)
+            .bind(self.holder())
+            .bind(ttl_secs)
+            .fetch_optional(&mut **tx)
+            .await?)
+    }
+
+    /// After [`Store::acquire_in`]: a lease of a gone process of ours is taken over; the
+    /// lease, if held now.
+    pub(super) async fn acquired(
+        &self,
+        job: &str,
+        token: Option<i64>,
+        ttl: Duration,
+    ) -> Result<Option<Lease>, StoreError> {
+        let holder = self.holder();
         let token = match token {
             Some(t) => Some(t),
-            None => self.take_from_dead(job, &holder, ttl_secs).await?,
+            None => self.take_from_dead(job, &holder, ttl_secs(ttl)).await?,
         };
         self.note_held(job, token.is_some());
         Ok(token.map(|token| Lease {
@@ -223,9 +244,12 @@ impl Store {
     /// Takes `job` unless another holds it, and keeps it renewed (every third of `ttl`) until
     /// the [`Held`] is released or dropped.
     pub async fn hold(&self, job: &str, ttl: Duration) -> Result<Option<Held>, StoreError> {
-        let Some(lease) = self.acquire(job, ttl).await? else {
-            return Ok(None);
-        };
+        Ok(self.acquire(job, ttl).await?.map(|lease| self.keep(lease)))
+    }
+
+    /// Keeps `lease` renewed (every third of its ttl) until the [`Held`] is released or
+    /// dropped.
+    pub(super) fn keep(&self, lease: Lease) -> Held {
         let lost = Arc::new(AtomicBool::new(false));
         let renewing = {
             let (store, lease, lost) = (self.clone(), lease.clone(), lost.clone());
@@ -245,12 +269,12 @@ impl Store {
                 }
             }))
         };
-        Ok(Some(Held {
+        Held {
             store: self.clone(),
             lease: Some(lease),
             lost,
             _renewing: renewing,
-        }))
+        }
     }
 
     /// [`Store::hold`], waiting up to `within` for another holder to finish (a command).
@@ -451,6 +475,7 @@ mod tests {
             dir: dir.to_owned(),
             url: None,
             replica: replica.into(),
+            key: None,
         })
         .await
         .unwrap()

@@ -13,13 +13,17 @@
 //! round trips, which the pooler may give to two server connections outside a transaction;
 //! migrations run without sqlx's session-level advisory lock.
 
+mod acme;
 mod configs;
+mod dane;
 mod import;
 mod lease;
 mod migrate;
 mod read;
+mod seal;
 mod write;
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -28,7 +32,9 @@ use mta_stsd_providers::Secret;
 use sqlx::any::AnyPoolOptions;
 use sqlx::AnyPool;
 
+pub use acme::{acme_job, CertRow, NewCert};
 pub use configs::Claim;
+pub use dane::DANE_JOB;
 pub use lease::{zone_job, Held, Lease};
 pub use read::{Loaded, Rows};
 pub use write::Writer;
@@ -60,6 +66,8 @@ pub struct Target {
     pub url: Option<Secret>,
     /// This replica's name, written with each event.
     pub replica: String,
+    /// `[state] key_file` / `key_env`: private keys are sealed with it (see `seal`).
+    pub key: Option<Secret>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -70,6 +78,8 @@ pub enum StoreError {
     Timeout(Duration),
     #[error("store schema: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("{0}")]
+    Sealed(String),
     #[error("importing {path}: {error}")]
     Import {
         path: PathBuf,
@@ -103,6 +113,8 @@ pub struct Store {
     held: Arc<Mutex<std::collections::BTreeMap<String, bool>>>,
     /// The last `seq` [`Store::follow`] applied: where a catch-up reads from.
     followed: Arc<std::sync::atomic::AtomicI64>,
+    /// Seals private keys before they are written (`[state] key_file` / `key_env`).
+    sealer: Option<Arc<seal::Sealer>>,
     /// The `seq` ranges this process wrote and the follow has not passed yet: the follow
     /// leaves them out (by process, not by `replica` name, which two processes may share).
     written: Arc<Mutex<Vec<std::ops::RangeInclusive<i64>>>>,
@@ -123,6 +135,20 @@ impl Store {
             }
         };
         let store = Store::connect(&url, target).await?;
+        if target.url.is_none() {
+            // It holds private keys (ACME): this user's only. SQLite gives its -wal and -shm
+            // files the same mode.
+            let file = target.dir.join(SQLITE_FILE);
+            let open_to_others =
+                std::fs::metadata(&file).is_ok_and(|m| m.permissions().mode() & 0o077 != 0);
+            if open_to_others {
+                if let Err(e) =
+                    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600))
+                {
+                    tracing::warn!(file = %file.display(), "the store holds private keys and others may read it: {e}");
+                }
+            }
+        }
         store.migrate().await?;
         Ok(store)
     }
@@ -139,7 +165,9 @@ impl Store {
         sqlx::any::install_default_drivers();
         let postgres = target.url.is_some();
         let pool = AnyPoolOptions::new()
-            .max_connections(if postgres { 4 } else { 2 })
+            // On PostgreSQL the TLS-RPT store may share this pool (a `[tlsrpt]` naming no store of
+            // its own): room for its writers beside the lease renewals.
+            .max_connections(if postgres { 8 } else { 2 })
             .acquire_timeout(ACQUIRE)
             .after_connect(move |conn, _| {
                 Box::pin(async move {
@@ -159,9 +187,17 @@ impl Store {
                 .execute(&pool)
                 .await?;
         }
+        let sealer = match &target.key {
+            Some(k) => Some(Arc::new(seal::Sealer::new(
+                &seal::parse_key(k.expose())
+                    .map_err(|e| StoreError::Sealed(format!("[state] key_file/key_env: {e}")))?,
+            ))),
+            None => None,
+        };
         Ok(Store {
             pool,
             postgres,
+            sealer,
             replica: target.replica.as_str().into(),
             health: Arc::default(),
             held: Arc::default(),
@@ -277,11 +313,49 @@ pub async fn read_history(target: &Target) -> Result<crate::state::history::Hist
     Ok(history)
 }
 
+/// One domain's history for a command that reads, never writes (`history DOMAIN`): an
+/// indexed query when the store has the history, else [`read_history`]'s way.
+pub async fn read_domain_history(
+    target: &Target,
+    name: &str,
+) -> Result<crate::state::history::History, StoreError> {
+    if let Some(store) = Store::open_existing(target).await? {
+        let history = store.domain_history(name).await?;
+        if history.domain(name).is_some()
+            || store.has_history().await?
+            || crate::state::Journal::open_existing(&target.dir, "history").is_none()
+        {
+            return Ok(history);
+        }
+    }
+    read_history(target).await
+}
+
 /// [`read_history`] from code that is not async (or is inside another runtime): on a thread
 /// of its own.
 pub fn read_history_blocking(
     target: &Target,
 ) -> Result<crate::state::history::History, StoreError> {
+    block_on(target, |t| async move { read_history(&t).await })
+}
+
+/// [`read_domain_history`] from code that is not async.
+pub fn read_domain_history_blocking(
+    target: &Target,
+    name: &str,
+) -> Result<crate::state::history::History, StoreError> {
+    let name = name.to_owned();
+    block_on(target, move |t| async move {
+        read_domain_history(&t, &name).await
+    })
+}
+
+/// Runs `f` on a runtime of its own, on a thread of its own (the caller may be inside another).
+fn block_on<F, Fut>(target: &Target, f: F) -> Result<crate::state::history::History, StoreError>
+where
+    F: FnOnce(Target) -> Fut + Send,
+    Fut: std::future::Future<Output = Result<crate::state::history::History, StoreError>>,
+{
     let target = target.clone();
     std::thread::scope(|s| {
         s.spawn(move || {
@@ -292,11 +366,17 @@ pub fn read_history_blocking(
                     path: target.dir.clone(),
                     error: e,
                 })?;
-            rt.block_on(read_history(&target))
+            rt.block_on(f(target))
         })
         .join()
         .unwrap_or_else(|_| Err(StoreError::Unavailable(sqlx::Error::PoolClosed)))
     })
+}
+
+/// Applies `migrations/` to a PostgreSQL pool as the store does (one transaction, no
+/// session-level lock: fine behind PgBouncer), for the TLS-RPT store on its own database.
+pub async fn migrate_postgres(pool: &AnyPool) -> Result<(), StoreError> {
+    migrate::postgres(pool).await
 }
 
 fn sqlite_url(path: &Path, mode: &str) -> String {

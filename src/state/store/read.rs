@@ -11,6 +11,8 @@ use crate::state::history::{Event, History};
 
 /// Rows per read: a million-domain history is read in pages, never all rows at once.
 const PAGE: i64 = 10_000;
+/// Rows per UPDATE when subjects are filled in (2 parameters each).
+const FILL_PER_UPDATE: usize = 500;
 
 /// Rows after some `seq`.
 #[derive(Debug, Default)]
@@ -106,6 +108,126 @@ impl Store {
             seq,
             damaged,
         })
+    }
+
+    /// One domain's history, by the index on `subject`: its events, and the bodies of the ids
+    /// it served; the other domains' rows are never read. Rows an older version wrote without
+    /// a subject (not yet filled in) are read and sorted out here.
+    pub async fn domain_history(&self, name: &str) -> Result<History, StoreError> {
+        let rows: Vec<(Option<String>, String)> = super::bounded(async {
+            let mut tx = self.pool.begin().await?;
+            let rows = sqlx::query_as(
+                "SELECT subject, event FROM store_history WHERE subject = $1 OR subject IS NULL \
+                 ORDER BY seq",
+            )
+            .persistent(false)
+            .bind(name)
+            .fetch_all(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            Ok(rows)
+        })
+        .await?;
+        let mut history = History::in_memory();
+        for (subject, json) in rows {
+            let Ok(e) = serde_json::from_str::<Event>(&json) else {
+                continue;
+            };
+            if subject.is_some() || e.subject() == name {
+                history.apply(&e);
+            }
+        }
+        let ids: std::collections::BTreeSet<String> = history
+            .domain(name)
+            .map(|d| d.served.iter().map(|e| e.id.to_string()).collect())
+            .unwrap_or_default();
+        for id in ids {
+            let body: Option<String> = super::bounded(async {
+                let mut tx = self.pool.begin().await?;
+                let row = sqlx::query_scalar(
+                    "SELECT event FROM store_history WHERE subject = $1 ORDER BY seq LIMIT 1",
+                )
+                .persistent(false)
+                .bind(format!("policy:{id}"))
+                .fetch_optional(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                Ok(row)
+            })
+            .await?;
+            if let Some(e) = body.and_then(|j| serde_json::from_str::<Event>(&j).ok()) {
+                history.apply(&e);
+            }
+        }
+        Ok(history)
+    }
+
+    /// Fills in the `subject` of rows written before the column (or by an older replica
+    /// since), a page per transaction; a row that does not parse gets ''. Returns how many.
+    /// Run by `serve` in the background: a million rows take most of a minute, once.
+    pub async fn fill_subjects(&self) -> Result<usize, StoreError> {
+        let mut filled = 0;
+        loop {
+            let rows: Vec<(i64, String)> = super::bounded(async {
+                let mut tx = self.pool.begin().await?;
+                let rows = sqlx::query_as(
+                    "SELECT seq, event FROM store_history WHERE subject IS NULL ORDER BY seq LIMIT $1",
+                )
+                .persistent(false)
+                .bind(PAGE)
+                .fetch_all(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                Ok(rows)
+            })
+            .await?;
+            if rows.is_empty() {
+                return Ok(filled);
+            }
+            super::bounded(async {
+                let mut tx = self.begin_write().await?;
+                for chunk in rows.chunks(FILL_PER_UPDATE) {
+                    // `UPDATE … SET subject = CASE seq WHEN $1 THEN $2 … END WHERE seq IN (…)`:
+                    // only placeholders are spliced in; values are bound.
+                    let mut sql = String::from("UPDATE store_history SET subject = CASE seq");
+                    for i in 0..chunk.len() {
+                        sql.push_str(&format!(" WHEN ${} THEN ${}", 2 * i + 1, 2 * i + 2));
+                    }
+                    sql.push_str(" END WHERE subject IS NULL AND seq IN (");
+                    for i in 0..chunk.len() {
+                        let sep = if i == 0 { "" } else { ", " };
+                        sql.push_str(&format!("{sep}${}", 2 * i + 1));
+                    }
+                    sql.push(')');
+                    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(false);
+                    for (seq, json) in chunk {
+                        let subject = serde_json::from_str::<Event>(json)
+                            .map(|e| e.subject())
+                            .unwrap_or_default();
+                        q = q.bind(*seq).bind(subject);
+                    }
+                    q.execute(&mut *tx).await?;
+                }
+                tx.commit().await?;
+                Ok(())
+            })
+            .await?;
+            filled += rows.len();
+        }
+    }
+
+    /// Whether the store holds any history (else an earlier version's journal may).
+    pub async fn has_history(&self) -> Result<bool, StoreError> {
+        super::bounded(async {
+            let mut tx = self.pool.begin().await?;
+            let any: Option<i64> = sqlx::query_scalar("SELECT seq FROM store_history LIMIT 1")
+                .persistent(false)
+                .fetch_optional(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            Ok(any.is_some())
+        })
+        .await
     }
 
     fn note_damage(&self, damaged: &[i64]) {

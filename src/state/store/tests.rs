@@ -10,6 +10,7 @@ fn target(dir: &Path) -> Target {
         dir: dir.to_owned(),
         url: None,
         replica: "test".into(),
+        key: None,
     }
 }
 
@@ -70,7 +71,7 @@ async fn a_damaged_row_is_loud() {
     assert!(writer.flush(Duration::from_secs(10)).await);
     raw(
         dir.path(),
-        "INSERT INTO store_history VALUES (2, 'other', 0, '{\"retired\":{\"domain\":')",
+        "INSERT INTO store_history (seq, replica, recorded_at, event) VALUES (2, 'other', 0, '{\"retired\":{\"domain\":')",
     )
     .await;
     writer.record(&[served("b.example", "z", 300)]);
@@ -175,7 +176,7 @@ async fn the_follow_never_applies_this_process_own_rows_again() {
     // Another process under the same name removes c.example.
     raw(
         dir.path(),
-        "INSERT INTO store_history VALUES (2, 'test', 0, '{\"missing\":{\"domain\":\"c.example\",\"at\":120,\"dns\":{\"provider\":null,\"zone\":null,\"target\":null,\"ttl\":0,\"tlsrpt\":[]}}}')",
+        "INSERT INTO store_history (seq, replica, recorded_at, event) VALUES (2, 'test', 0, '{\"missing\":{\"domain\":\"c.example\",\"at\":120,\"dns\":{\"provider\":null,\"zone\":null,\"target\":null,\"ttl\":0,\"tlsrpt\":[]}}}')",
     )
     .await;
     let follow = tokio::spawn(store.clone().follow(
@@ -199,4 +200,77 @@ async fn the_follow_never_applies_this_process_own_rows_again() {
         "our own older row undid the re-add"
     );
     assert!(h.domain("c.example").unwrap().missing().is_some());
+}
+
+/// `history DOMAIN` reads one domain's rows by the index on `subject`: the same history of
+/// that domain as the whole read gives (its policies' bodies too), with rows an older
+/// version wrote without a subject filled in (by `serve`, in the background) — and still
+/// sorted out while they are not.
+#[tokio::test]
+async fn one_domains_history_is_an_indexed_query() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&target(dir.path())).await.unwrap();
+    let policy = |id: &str| Event::Policy {
+        id: id.into(),
+        body: format!("version: STSv1\r\nmode: {id}\r\n"),
+    };
+    let events = vec![
+        policy("p1"),
+        served("a.example", "p1", 100),
+        served("b.example", "p1", 100),
+        policy("p2"),
+        served("a.example", "p2", 200),
+        Event::Present {
+            domain: "b.example".into(),
+            at: 300,
+        },
+    ];
+    store.append(&events).await.unwrap();
+    let whole = store.load_history().await.unwrap().history;
+    let one = store.domain_history("a.example").await.unwrap();
+    assert_eq!(one.domain("a.example"), whole.domain("a.example"));
+    assert!(
+        one.domain("b.example").is_none(),
+        "another domain's rows read"
+    );
+    assert_eq!(one.body("p1"), whole.body("p1"));
+    assert_eq!(one.body("p2"), whole.body("p2"));
+
+    // Rows as an older version wrote them: no subject, found all the same, then filled in.
+    raw(dir.path(), "UPDATE store_history SET subject = NULL").await;
+    assert_eq!(
+        store
+            .domain_history("a.example")
+            .await
+            .unwrap()
+            .domain("a.example"),
+        whole.domain("a.example")
+    );
+    let reopened = Store::open(&target(dir.path())).await.unwrap();
+    assert_eq!(reopened.fill_subjects().await.unwrap(), 6);
+    let unfilled: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM store_history WHERE subject IS NULL")
+            .fetch_one(reopened.pool())
+            .await
+            .unwrap();
+    assert_eq!(unfilled, 0);
+    let subjects: Vec<String> =
+        sqlx::query_scalar("SELECT subject FROM store_history ORDER BY seq")
+            .fetch_all(reopened.pool())
+            .await
+            .unwrap();
+    assert_eq!(
+        subjects,
+        [
+            "policy:p1",
+            "a.example",
+            "b.example",
+            "policy:p2",
+            "a.example",
+            "b.example"
+        ]
+    );
+    let one = reopened.domain_history("a.example").await.unwrap();
+    assert_eq!(one.domain("a.example"), whole.domain("a.example"));
+    assert_eq!(one.body("p2"), whole.body("p2"));
 }

@@ -13,7 +13,7 @@ use tracing::{error, info};
 use super::{unix_now, Store, StoreError};
 use crate::state::history::Event;
 
-/// Events per transaction, and rows per INSERT (3 parameters each).
+/// Events per transaction, and rows per INSERT (4 parameters each).
 const BATCH: usize = 10_000;
 const ROWS_PER_INSERT: usize = 500;
 /// Retries after a failed write: from 1 s, doubling, to 30 s.
@@ -154,14 +154,20 @@ impl Store {
             // Placeholders written as `$n`, which both engines read (sqlx's `Any` builder
             // writes `?`, which PostgreSQL does not).
             let mut sql = String::from(
-                "INSERT INTO store_history (seq, replica, recorded_at, event) VALUES ",
+                "INSERT INTO store_history (seq, replica, recorded_at, event, subject) VALUES ",
             );
             for i in 0..chunk.len() {
-                let p = i * 3;
+                let p = i * 4;
                 if i > 0 {
                     sql.push_str(", ");
                 }
-                sql.push_str(&format!("(${}, ${}, {clock}, ${})", p + 1, p + 2, p + 3));
+                sql.push_str(&format!(
+                    "(${}, ${}, {clock}, ${}, ${})",
+                    p + 1,
+                    p + 2,
+                    p + 3,
+                    p + 4
+                ));
             }
             // Only placeholders and a constant are spliced in; values are bound.
             let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(false);
@@ -170,7 +176,8 @@ impl Store {
                 q = q
                     .bind(seq)
                     .bind(self.replica.to_string())
-                    .bind(serde_json::to_string(e).unwrap_or_default());
+                    .bind(serde_json::to_string(e).unwrap_or_default())
+                    .bind(e.subject());
             }
             q.execute(&mut *tx).await?;
         }

@@ -218,15 +218,33 @@ impl Store {
         // the tables made and succeeds on its second look.
         let mut tries = 0;
         loop {
-            match MIGRATOR.run(&pool).await {
+            let migrated = if is_sqlite {
+                MIGRATOR.run(&pool).await.map_err(StoreError::from)
+            } else {
+                // The state store's runner: no advisory lock, nothing prepared by name.
+                crate::state::store::migrate_postgres(&pool)
+                    .await
+                    .map_err(|e| match e {
+                        crate::state::store::StoreError::Unavailable(e) => StoreError::from(e),
+                        crate::state::store::StoreError::Migrate(e) => StoreError::Migrate(e),
+                        other => StoreError::Unavailable(sqlx::Error::Protocol(other.to_string())),
+                    })
+            };
+            match migrated {
                 Ok(()) => break,
                 Err(_) if tries < 3 => {
                     tries += 1;
                     tokio::time::sleep(Duration::from_millis(100 * tries)).await;
                 }
-                Err(e) => return Err(e.into()),
+                Err(e) => return Err(e),
             }
         }
+        Ok(Store::on_pool(pool, is_sqlite))
+    }
+
+    /// The store on a pool whose database has the migrations applied already: the daemon's
+    /// store (`[state]`) on PostgreSQL, shared with a `[tlsrpt]` that names no store of its own.
+    pub fn on_pool(pool: AnyPool, is_sqlite: bool) -> Store {
         let (writer, jobs) = mpsc::channel(QUEUE);
         // SQLite has one writer at a time anyway; PostgreSQL commits several at once.
         let writers = if is_sqlite { 1 } else { 4 };
@@ -239,11 +257,11 @@ impl Store {
         for _ in 0..writers {
             tokio::spawn(write_reports(pool.clone(), jobs.clone(), quota.clone()));
         }
-        Ok(Store {
+        Store {
             pool,
             writer,
             quota,
-        })
+        }
     }
 
     /// The quotas (`[tlsrpt] max_reports`, `max_store_bytes`) the next reports are held to;
@@ -299,12 +317,15 @@ impl Store {
     pub async fn prune(&self, before: i64) -> Result<u64, StoreError> {
         // Reports first, then rows left without one: a report committed meanwhile by another
         // writer keeps its rows, one still being written is invisible here.
+        let mut tx = self.pool.begin().await?;
         let gone =
             sqlx::query("DELETE FROM tlsrpt_reports WHERE end_time < $1 OR received_at < $1")
+                .persistent(false)
                 .bind(before)
-                .execute(&self.pool)
+                .execute(&mut *tx)
                 .await?
                 .rows_affected();
+        tx.commit().await?;
         if gone > 0 {
             for sql in [
                 "DELETE FROM tlsrpt_failures WHERE NOT EXISTS (SELECT 1 FROM tlsrpt_reports r \
@@ -312,7 +333,8 @@ impl Store {
                 "DELETE FROM tlsrpt_policies WHERE NOT EXISTS (SELECT 1 FROM tlsrpt_reports r \
                  WHERE r.sender = tlsrpt_policies.sender AND r.report_id = tlsrpt_policies.report_id)",
             ] {
-                sqlx::query(sql).execute(&self.pool).await?;
+                // No parameters: a simple query, nothing prepared.
+                sqlx::raw_sql(sql).execute(&self.pool).await?;
             }
         }
         Ok(gone)

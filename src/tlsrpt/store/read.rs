@@ -11,13 +11,16 @@ impl Store {
     /// The JSON of one report exactly as it was received (the first received, when several
     /// senders used this id).
     pub async fn json(&self, report_id: &str) -> Result<Option<String>, StoreError> {
+        let mut tx = self.pool.begin().await?;
         let row = sqlx::query(
             "SELECT json FROM tlsrpt_reports WHERE report_id = $1 \
              ORDER BY received_at, sender LIMIT 1",
         )
+        .persistent(false)
         .bind(report_id)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *tx)
         .await?;
+        tx.commit().await?;
         Ok(row.map(|r| r.get(0)))
     }
 
@@ -115,11 +118,16 @@ impl Store {
         domains: &[String],
     ) -> Result<Vec<AnyRow>, StoreError> {
         // Only placeholders are generated; every value is bound.
-        let mut q = sqlx::query(AssertSqlSafe(sql)).bind(since_day);
+        let mut q = sqlx::query(AssertSqlSafe(sql))
+            .persistent(false)
+            .bind(since_day);
         for d in domains {
             q = q.bind(d.as_str());
         }
-        Ok(q.fetch_all(&self.pool).await?)
+        let mut tx = self.pool.begin().await?;
+        let rows = q.fetch_all(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(rows)
     }
 }
 

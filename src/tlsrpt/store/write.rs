@@ -99,10 +99,13 @@ async fn write_batch(
     // transaction that then writes fails at once (SQLITE_BUSY) when another process wrote
     // meanwhile. So a quota may be passed by what other writers commit at the same moment
     // (at most a batch each).
+    let mut read = pool.begin().await?;
     let row =
         sqlx::query("SELECT COUNT(*), CAST(COALESCE(SUM(bytes), 0) AS BIGINT) FROM tlsrpt_reports")
-            .fetch_one(pool)
+            .persistent(false)
+            .fetch_one(&mut *read)
             .await?;
+    read.commit().await?;
     let mut tx = pool.begin().await?;
     let (mut reports, mut bytes): (i64, i64) = (row.try_get(0)?, row.try_get(1)?);
     let max_reports = quota.reports.load(Ordering::Relaxed);
@@ -132,12 +135,15 @@ async fn write_batch(
         };
         if let Some(err) = over {
             // A resend of a stored report is still answered as one, full or not.
+            let mut read = pool.begin().await?;
             let stored =
                 sqlx::query("SELECT 1 FROM tlsrpt_reports WHERE sender = $1 AND report_id = $2")
+                    .persistent(false)
                     .bind(job.sender.as_str())
                     .bind(job.report.report_id.as_str())
-                    .fetch_optional(pool)
+                    .fetch_optional(&mut *read)
                     .await?;
+            read.commit().await?;
             outcomes.push(match stored {
                 Some(_) => Ok(Stored::Duplicate),
                 None => Err(err),
@@ -181,16 +187,19 @@ async fn over_sender_day(
     }
     let day_start = job.received_at - job.received_at.rem_euclid(86_400);
     for domain in policy_domains(job) {
+        let mut read = pool.begin().await?;
         let stored: i64 = sqlx::query_scalar(
             "SELECT COUNT(DISTINCT r.report_id) FROM tlsrpt_reports r \
              JOIN tlsrpt_policies p ON p.sender = r.sender AND p.report_id = r.report_id \
              WHERE r.sender = $1 AND p.domain = $2 AND r.received_at >= $3",
         )
+        .persistent(false)
         .bind(job.sender.as_str())
         .bind(domain)
         .bind(day_start)
-        .fetch_one(pool)
+        .fetch_one(&mut *read)
         .await?;
+        read.commit().await?;
         let pending = batch
             .get(&(job.sender.clone(), domain.to_owned()))
             .copied()
@@ -228,6 +237,7 @@ async fn insert_in(
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
          ON CONFLICT (sender, report_id) DO NOTHING RETURNING report_id",
     )
+    .persistent(false)
     .bind(sender)
     .bind(&report.report_id)
     .bind(&report.organization)
@@ -255,7 +265,7 @@ async fn insert_in(
         );
         push_placeholders(&mut sql, chunk.len(), 10);
         // Only placeholders are generated; every value is bound.
-        let mut q = sqlx::query(AssertSqlSafe(sql));
+        let mut q = sqlx::query(AssertSqlSafe(sql)).persistent(false);
         for &(i, p) in chunk {
             q = q
                 .bind(sender.as_str())
@@ -284,7 +294,7 @@ async fn insert_in(
         );
         push_placeholders(&mut sql, chunk.len(), 10);
         // Only placeholders are generated; every value is bound.
-        let mut q = sqlx::query(AssertSqlSafe(sql));
+        let mut q = sqlx::query(AssertSqlSafe(sql)).persistent(false);
         for &(i, n, f) in chunk {
             q = q
                 .bind(sender.as_str())

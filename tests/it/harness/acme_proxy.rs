@@ -4,8 +4,11 @@
 //! `newOrder` requests itself with a `rateLimited` problem (RFC 8555 §6.6) and `Retry-After`,
 //! as Let's Encrypt documents its limits. Pebble cannot send that problem itself.
 //!
+//! Or it stalls the first N `newOrder` requests: never answered, as an ACME server that hangs
+//! (a client killed meanwhile is the case it is for).
+//!
 //! Each `newOrder` is recorded with its time, the name it asks for, and whether it was
-//! refused. Its certificate is signed by pebble's API CA, so `[acme] ca` trusts both.
+//! refused or stalled. Its certificate is signed by pebble's API CA, so `[acme] ca` trusts both.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -33,10 +36,13 @@ pub struct NewOrder {
     pub names: Vec<String>,
     /// Answered 429 by the proxy rather than forwarded.
     pub refused: bool,
+    /// Never answered, nor forwarded.
+    pub stalled: bool,
 }
 
 struct State {
     refuse: usize,
+    stall: usize,
     retry_after: String,
     new_orders: Vec<NewOrder>,
     /// RFC 9773 renewal information added to pebble's directory: each certificate's window
@@ -60,13 +66,18 @@ impl FaultProxy {
     /// A proxy to `pebble` that refuses the first `refuse` newOrder requests with
     /// `Retry-After: <retry_after>`.
     pub async fn start(pebble: &Pebble, refuse: usize, retry_after: &str) -> FaultProxy {
-        Self::launch(pebble, refuse, retry_after, None).await
+        Self::launch(pebble, refuse, retry_after, None, 0).await
+    }
+
+    /// A proxy to `pebble` that never answers the first `stall` newOrder requests.
+    pub async fn stalling(pebble: &Pebble, stall: usize) -> FaultProxy {
+        Self::launch(pebble, 0, "0", None, stall).await
     }
 
     /// A proxy that adds renewal information (RFC 9773) to pebble, which has none: each
     /// certificate's suggested window opens `after` seconds after it is first asked about.
     pub async fn with_ari(pebble: &Pebble, after: u64) -> FaultProxy {
-        Self::launch(pebble, 0, "0", Some(after)).await
+        Self::launch(pebble, 0, "0", Some(after), 0).await
     }
 
     async fn launch(
@@ -74,6 +85,7 @@ impl FaultProxy {
         refuse: usize,
         retry_after: &str,
         ari_after: Option<u64>,
+        stall: usize,
     ) -> FaultProxy {
         let upstream = pebble
             .directory
@@ -121,6 +133,7 @@ impl FaultProxy {
 
         let state = Arc::new(Mutex::new(State {
             refuse,
+            stall,
             retry_after: retry_after.to_owned(),
             new_orders: Vec::new(),
             ari_after,
@@ -238,17 +251,31 @@ async fn handle(
     }
     if parts.method == Method::POST && parts.uri.path() == new_order_path {
         let at = Instant::now();
-        let mut st = state.lock().unwrap();
-        let refused = st.refuse > 0;
-        if refused {
-            st.refuse -= 1;
+        let (stalled, refused) = {
+            let mut st = state.lock().unwrap();
+            let stalled = st.stall > 0;
+            if stalled {
+                st.stall -= 1;
+            }
+            let refused = !stalled && st.refuse > 0;
+            if refused {
+                st.refuse -= 1;
+            }
+            st.new_orders.push(NewOrder {
+                at,
+                names: jws_identifiers(&body),
+                refused,
+                stalled,
+            });
+            (stalled, refused)
+        };
+        if stalled {
+            // Until the client gives up or is gone (the connection's end drops this).
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            return status(StatusCode::SERVICE_UNAVAILABLE);
         }
-        st.new_orders.push(NewOrder {
-            at,
-            names: jws_identifiers(&body),
-            refused,
-        });
         if refused {
+            let retry_after = state.lock().unwrap().retry_after.clone();
             let problem = json!({
                 "type": "urn:ietf:params:acme:error:rateLimited",
                 "detail": "too many new orders (2) from this account in the last 3h0m0s, \
@@ -259,7 +286,7 @@ async fn handle(
             return Response::builder()
                 .status(StatusCode::TOO_MANY_REQUESTS)
                 .header("content-type", "application/problem+json")
-                .header("retry-after", st.retry_after.as_str())
+                .header("retry-after", retry_after.as_str())
                 .body(Full::new(Bytes::from(problem.to_string())))
                 .unwrap();
         }

@@ -7,6 +7,7 @@ pub mod acme_proxy;
 pub mod chromium;
 pub mod cloudflare;
 pub mod daemon;
+pub mod db;
 pub mod desec;
 pub mod digitalocean;
 pub mod dns;
