@@ -44,7 +44,11 @@ pub fn version_name(v: rustls::ProtocolVersion) -> String {
 
 /// System roots plus `[drift] ca`, as a sender would trust.
 pub fn client_config(extra_ca: Option<&Path>) -> Result<Arc<ClientConfig>, String> {
-    let roots = roots(extra_ca)?;
+    client_config_with(roots(extra_ca)?)
+}
+
+/// [`client_config`] with the roots already read.
+pub fn client_config_with(roots: Arc<rustls::RootCertStore>) -> Result<Arc<ClientConfig>, String> {
     let mut config = ClientConfig::builder_with_provider(crate::certs::provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?
@@ -115,6 +119,9 @@ async fn fetch(
         let addr = SocketAddr::new(*ip, port);
         match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
             Ok(Ok(s)) => {
+                // The handshake's last flight and the request are separate writes: without
+                // this, the request may wait for the server's ACK of the first (Nagle).
+                let _ = s.set_nodelay(true);
                 tcp = Some(s);
                 break;
             }
