@@ -369,7 +369,8 @@ async fn follows(d: &Daemon, cause: &str) -> u64 {
 
 /// Two replicas with `[state] listen` on a direct PostgreSQL connection: an idle pair reads
 /// nothing by notification (the poll goes on); a domain added on A (its policy id recorded
-/// in the history) reaches B by a notification, not only by the next poll.
+/// in the history) reaches B by a notification, not only by the next poll; and again after
+/// PostgreSQL restarted, once B's listener has reconnected.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_listen_a_replicas_event_wakes_the_others_follow() {
     let pg = Postgres::start();
@@ -403,6 +404,39 @@ async fn with_listen_a_replicas_event_wakes_the_others_follow() {
     })
     .await;
     eventually("B reads A's rows by a notification", || async {
+        let s = b.status().await["state"]["seq"].as_i64()?;
+        (s >= written && follows(&b, "notify").await > notified).then_some(())
+    })
+    .await;
+
+    // PostgreSQL restarted: B's listener reconnects (the loss logged once) and hears again.
+    pg.stop();
+    eventually("B's listener lost", || async {
+        (b.status().await["state"]["listen"] == "reconnecting").then_some(())
+    })
+    .await;
+    pg.restart();
+    b.wait_log("listening to the store's notifications again");
+    let lost = |d: &Daemon| {
+        d.lines()
+            .iter()
+            .filter(|l| l.contains("listening to the store's notifications:"))
+            .count()
+    };
+    assert_eq!(lost(&b), 1, "{:?}", b.lines());
+    let notified = follows(&b, "notify").await;
+    let seq = eventually("A writes again", || async {
+        a.status().await["state"]["up"].as_bool()?.then_some(())?;
+        a.status().await["state"]["seq"].as_i64()
+    })
+    .await;
+    listening_config(&da, "a", &["a", "b", "c"]);
+    let written = eventually("A records c's id", || async {
+        let s = a.status().await["state"]["seq"].as_i64()?;
+        (s > seq).then_some(s)
+    })
+    .await;
+    eventually("B reads A's rows by a notification again", || async {
         let s = b.status().await["state"]["seq"].as_i64()?;
         (s >= written && follows(&b, "notify").await > notified).then_some(())
     })

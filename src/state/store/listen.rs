@@ -137,22 +137,25 @@ impl Store {
                 l.listen(CHANNEL).await?;
                 Ok::<_, sqlx::Error>(l)
             })
-            .await
-            .unwrap_or(Err(sqlx::Error::PoolTimedOut));
+            .await;
             let mut listener = match connected {
-                Ok(l) => l,
-                Err(e) => {
+                Ok(Ok(l)) => l,
+                Ok(Err(e)) => {
                     failures += 1;
-                    self.lost(failures, &StoreError::from(e)).await;
+                    self.lost(failures, &StoreError::from(e).to_string()).await;
+                    continue;
+                }
+                Err(_) => {
+                    failures += 1;
+                    let why = format!("no connection within {CONNECT:?}");
+                    self.lost(failures, &why).await;
                     continue;
                 }
             };
             self.set_listen("listening");
             if failures > 0 {
+                // What was sent meanwhile is lost: the next poll reads it.
                 info!("listening to the store's notifications again");
-                // What was sent while nobody listened is read now, not at the next poll.
-                self.wakes.history.notify_one();
-                self.wakes.certs.notify_one();
             }
             failures = 0;
             let err = loop {
@@ -168,8 +171,8 @@ impl Store {
                             _ => {}
                         }
                     }
-                    Ok(None) => break StoreError::Unavailable(sqlx::Error::PoolClosed),
-                    Err(e) => break e.into(),
+                    Ok(None) => break "the connection was lost".to_owned(),
+                    Err(e) => break StoreError::from(e).to_string(),
                 }
             };
             drop(listener);
@@ -179,7 +182,7 @@ impl Store {
     }
 
     /// Logs the first failure in a row, then waits out the backoff.
-    async fn lost(&self, failures: u32, e: &StoreError) {
+    async fn lost(&self, failures: u32, e: &str) {
         self.set_listen("reconnecting");
         if failures == 1 {
             warn!("listening to the store's notifications: {e}; polling meanwhile");
