@@ -62,6 +62,9 @@ pub async fn respond<B>(
             shared.metrics.store_pending.set(h.pending as i64);
             shared
                 .metrics
+                .store_follows(shared.writer.store().follows());
+            shared
+                .metrics
                 .leases_held(&shared.writer.store().held_here());
             with_type(
                 shared.metrics.encode(),
@@ -275,6 +278,7 @@ fn store_status(shared: &Daemon, state: &crate::config::State) -> Value {
         "up": h.error.is_none(),
         "error": h.error,
         "pending_events": h.pending,
+        "listen": store.listen_state().unwrap_or("off"),
         "damaged_rows": h.damaged,
         "seq": h.seq,
         "last_ok": h.last_ok.map(rfc3339),

@@ -93,7 +93,8 @@ impl Manager {
 }
 
 /// Sends every certificate row written from now on (by any replica) to the task, read every
-/// [`FOLLOW`]; a store that does not answer is asked again at the next tick.
+/// [`FOLLOW`] and at once on another's notification (`[state] listen`); a store that does
+/// not answer is asked again at the next tick.
 async fn follow(store: Store, tx: mpsc::Sender<CertRow>) {
     // Where the store is now: what is there already, the task reads when it adds names.
     let mut seq = loop {
@@ -106,7 +107,9 @@ async fn follow(store: Store, tx: mpsc::Sender<CertRow>) {
         }
     };
     loop {
-        tokio::time::sleep(FOLLOW).await;
+        store
+            .wait_follow(crate::state::store::Topic::Certs, FOLLOW)
+            .await;
         loop {
             let rows = match store.acme_certs_since(seq).await {
                 Ok(r) => r,
