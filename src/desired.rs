@@ -3,6 +3,7 @@
 use mta_stsd_providers::Record;
 
 use crate::config::{Domain, Retiring};
+use crate::policy::StsRecord;
 use crate::rua;
 
 /// The names mta-stsd manages for a domain, fully qualified.
@@ -38,11 +39,10 @@ pub fn records(domain: &Domain) -> Vec<Record> {
     let n = names(domain);
     let ttl = domain.dns.ttl;
     let mut out = Vec::with_capacity(3);
-    // RFC 8461 §3.1: "v=STSv1; id=<id>;"
     out.push(Record::txt(
         n.sts,
         ttl,
-        format!("v=STSv1; id={};", domain.policy.id()),
+        StsRecord::render(domain.policy.id()),
     ));
     if let (Some(host), Some(target)) = (n.host, &domain.dns.target) {
         out.push(Record::cname(host, ttl, target.fqdn()));

@@ -182,11 +182,13 @@ pub fn config(data: &[u8]) {
 /// The parsers drift applies to the `_mta-sts` TXT, the policy body, TXT presentation text,
 /// `rua` URIs and `mx` patterns.
 pub fn drift_text(data: &[u8]) {
-    let _ = crate::drift::fetch::parse_policy(data);
+    let _ = crate::policy::PolicyText::parse(data, crate::policy::Reading::Sender);
+    let _ = crate::policy::Policy::parse(data);
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
-    if let Ok(id) = crate::drift::txt::parse_sts_record(text) {
+    if let Ok(record) = crate::policy::StsRecord::parse(text) {
+        let id = record.id();
         assert!(!id.is_empty() && id.len() <= 32);
     }
     if let Some(parsed) = mta_stsd_providers::record::parse_txt_presentation(text) {

@@ -17,8 +17,8 @@
 //! - `config`: TOML loaded, checked in full and resolved per domain. Uses: `certs`, `name`, `policy`, `rua`.
 //! - `live`: the snapshot a request reads: config, domain index, served certificates. Uses: `certs`, `clock`, `config`, `name`.
 //! - `tlsrpt`: TLS-RPT (RFC 8460) reports, their store and receiver. Uses: `clock`, `config`, `live`, `name`, `rua`, `state`.
-//! - `desired`: the records and bodies the config wants, pure. Uses: `config`, `rua`.
-//! - `dns`: plan (pure diff) and sync through the providers. Uses: `config`, `desired`, `name`.
+//! - `desired`: the records and bodies the config wants, pure. Uses: `config`, `policy`, `rua`.
+//! - `dns`: plan (pure diff) and sync through the providers. Uses: `config`, `desired`, `name`, `policy`, `rua`.
 //! - `dane`: TLSA for our MX hosts (RFC 7672) from their certificates, and safe rollovers. Uses: `config`, `dns`, `state`.
 //! - `lifecycle`: removed domains on their way out (RFC 8461 §8.3). Uses: `certs`, `clock`, `config`, `name`, `policy`, `rua`, `state`.
 //! - `metrics`: the Prometheus registry and its handles. Uses: `tlsrpt`.
@@ -27,7 +27,7 @@
 //! - `acme`: ACME (RFC 8555) certificates, challenge answers, the renewal task. Uses: `certs`, `clock`, `config`, `errors`, `live`, `metrics`, `name`, `state`.
 //! - `serve`: the public listeners: TLS by SNI, HTTP/1.1 and HTTP/2, routing, limits. Uses: `acme`, `certs`, `config`, `live`, `metrics`, `name`, `policy`, `state`.
 //! - `dashboard`: the admin listener's HTML pages: templates, paging and search, the SVG chart. Uses: `tlsrpt`.
-//! - `daemon`: wires the tasks together; reload, publication, shutdown, the admin endpoints. Uses: `acme`, `alerts`, `clock`, `config`, `dane`, `dashboard`, `desired`, `dns`, `drift`, `lifecycle`, `live`, `metrics`, `name`, `serve`, `state`, `tlsrpt`.
+//! - `daemon`: wires the tasks together; reload, publication, shutdown, the admin endpoints. Uses: `acme`, `alerts`, `clock`, `config`, `dane`, `dashboard`, `desired`, `dns`, `drift`, `lifecycle`, `live`, `metrics`, `name`, `policy`, `serve`, `state`, `tlsrpt`.
 //! - `cli`: one function per command; anyhow stops here. Uses: `alerts`, `clock`, `config`, `daemon`, `dane`, `desired`, `dns`, `drift`, `lifecycle`, `name`, `state`, `tlsrpt`.
 //! - `fuzzing`: ways in for the fuzz targets and property tests. Uses: `config`, `drift`, `live`, `policy`, `rua`, `serve`, `tlsrpt`.
 

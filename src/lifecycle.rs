@@ -5,14 +5,14 @@
 //! Pure: the config, the history and the time in, the domains to serve and the events to
 //! record out, so every step is tested without a clock.
 
-use std::sync::Arc;
-
 use crate::certs::Coverage;
-use crate::config::{CertSource, Config, DnsSettings, Domain, Retiring};
-use crate::name::DomainName;
-use crate::policy::{Mode, Policy};
-use crate::rua::Rua;
-use crate::state::history::{DomainHistory, Event, History, SavedDns};
+use crate::config::{Config, Domain, Retiring};
+use crate::policy::Policy;
+use crate::state::history::{DomainHistory, Event, History};
+
+mod removal;
+
+use removal::Removal;
 
 /// What to serve and publish now: the config's domains (see [`served`]) and these.
 #[derive(Debug, Default)]
@@ -40,16 +40,58 @@ pub fn evaluate(
     hold: bool,
 ) -> Outcome {
     let mut out = Outcome::default();
-    let mut new_bodies = std::collections::HashSet::new();
-    let mut policy_event = |out: &mut Outcome, p: &Policy| {
+    let mut bodies = NewBodies {
+        history,
+        new: std::collections::HashSet::new(),
+    };
+    let known = present(config, history, now, &mut out, &mut bodies);
+    let coverage = Coverage::new(&config.tls.certs);
+    let at = Removal {
+        config,
+        history,
+        previous,
+        coverage: &coverage,
+        now,
+        hold,
+    };
+    let mut removed: Vec<Domain> = gone(config, history, known)
+        .into_iter()
+        .filter_map(|(name, h)| at.removed(name, h, &mut out, &mut bodies))
+        .collect();
+    removed.sort_by(|a, b| a.name.cmp(&b.name));
+    out.withdraw.sort_by(|a, b| a.name.cmp(&b.name));
+    out.newly_missing.sort();
+    out.removed = removed;
+    out
+}
+
+/// The policy bodies the history does not hold yet: each recorded once.
+struct NewBodies<'h> {
+    history: &'h History,
+    new: std::collections::HashSet<String>,
+}
+
+impl NewBodies<'_> {
+    fn event(&mut self, out: &mut Outcome, p: &Policy) {
         let id = p.id().as_str();
-        if !history.has_body(id) && new_bodies.insert(id.to_owned()) {
+        if !self.history.has_body(id) && self.new.insert(id.to_owned()) {
             out.events.push(Event::Policy {
                 id: p.id().shared(),
                 body: String::from_utf8_lossy(p.body()).into_owned(),
             });
         }
-    };
+    }
+}
+
+/// The config's domains: present again, or served under a new id. Returns how many of them
+/// the history knows.
+fn present(
+    config: &Config,
+    history: &History,
+    now: u64,
+    out: &mut Outcome,
+    bodies: &mut NewBodies<'_>,
+) -> usize {
     let mut known = 0;
     for d in &config.domains {
         let name = d.name.as_str();
@@ -63,7 +105,7 @@ pub fn evaluate(
         }
         let current = h.and_then(|h| h.current()).map(|c| &*c.id);
         if current != Some(d.policy.id().as_str()) || h.is_some_and(|h| h.withdrawn().is_some()) {
-            policy_event(&mut out, &d.policy);
+            bodies.event(out, &d.policy);
             out.events.push(Event::Served {
                 domain: d.name.shared(),
                 id: d.policy.id().shared(),
@@ -71,157 +113,26 @@ pub fn evaluate(
             });
         }
     }
+    known
+}
 
-    let coverage = Coverage::new(&config.tls.certs);
-    let mut removed: Vec<Domain> = Vec::new();
+/// The domains the history has and the config does not (not withdrawn yet).
+fn gone<'h>(
+    config: &Config,
+    history: &'h History,
+    known: usize,
+) -> Vec<(&'h str, &'h DomainHistory)> {
     // The config's names are unique: when the history knows as many of them as it holds, no
     // domain is missing, and a million names need not be looked up (the common reload).
-    let gone: Vec<(&str, &DomainHistory)> = if known == history.len() {
-        Vec::new()
-    } else {
-        let present: std::collections::HashSet<&str> =
-            config.domains.iter().map(|d| d.name.as_str()).collect();
-        history
-            .domains()
-            .filter(|(name, h)| !present.contains(name) && h.withdrawn().is_none())
-            .collect()
-    };
-    for (name, h) in gone {
-        let Some(last) = h.served.last() else {
-            continue;
-        };
-        let Some(policy) = history.body(&last.id).and_then(Policy::parse_own) else {
-            continue;
-        };
-        let Ok((dname, _)) = DomainName::parse(name) else {
-            continue;
-        };
-        let before = previous.and_then(|p| {
-            p.binary_search_by(|d| d.name.as_str().cmp(name))
-                .ok()
-                .map(|i| &p[i])
-        });
-        let (since, saved) = match h.missing() {
-            Some((since, saved)) => (*since, saved.clone()),
-            None if hold => {
-                // Served unchanged; its retirement waits for a config that passes the guard.
-                removed.push(domain(
-                    config,
-                    &coverage,
-                    dname,
-                    policy,
-                    &saved_of(before, config),
-                    Retiring::Held,
-                ));
-                continue;
-            }
-            None => {
-                let saved = saved_of(before, config);
-                out.newly_missing.push(name.to_owned());
-                out.events.push(Event::Missing {
-                    domain: name.into(),
-                    at: now,
-                    dns: Box::new(saved.clone()),
-                });
-                (now, saved)
-            }
-        };
-        // A removal recorded ahead of the clock (it ran ahead, and was corrected): when it
-        // really happened is unknown but past, so the grace of `retire_after` is over.
-        let since = if since > now {
-            now.saturating_sub(config.state.retire_after.as_secs())
-        } else {
-            since
-        };
-        let retire_at = since.saturating_add(config.state.retire_after.as_secs());
-        let (retired_at, withdraw_at) = match h.retired() {
-            // Retired ahead of the clock: RFC 8461 §8.3's wait is measured again from now,
-            // once (recorded), rather than held until the clock catches up.
-            Some((at, withdraw_at)) if at > now => {
-                let withdraw_at = now.saturating_add(withdraw_at.saturating_sub(at));
-                out.events.push(Event::Rescheduled {
-                    domain: name.into(),
-                    at: now,
-                    withdraw_at,
-                });
-                (now, withdraw_at)
-            }
-            // Retired by a clock running behind (dated before times the history already
-            // held), and the clock is right again: the wait it scheduled would be over before
-            // RFC 8461 §8.3's max_age has really passed, so it counts again from now, once.
-            Some((at, withdraw_at)) if h.retired_behind().is_some_and(|mark| now >= mark) => {
-                let withdraw_at = now.saturating_add(withdraw_at.saturating_sub(at));
-                out.events.push(Event::Rescheduled {
-                    domain: name.into(),
-                    at: now,
-                    withdraw_at,
-                });
-                (now, withdraw_at)
-            }
-            Some(r) => r,
-            None if now < retire_at => {
-                let state = Retiring::Missing { since, retire_at };
-                removed.push(domain(config, &coverage, dname, policy, &saved, state));
-                deadline(&mut out, retire_at);
-                continue;
-            }
-            None => {
-                // RFC 8461 §8.3: "publish a new policy with 'mode: none' and a new id", then
-                // wait for the longest max_age senders may have cached.
-                let withdraw_at = now.saturating_add(u64::from(longest_max_age(history, h)));
-                out.events.push(Event::Retired {
-                    domain: name.into(),
-                    at: now,
-                    withdraw_at,
-                });
-                (now, withdraw_at)
-            }
-        };
-        let none = if policy.mode == Mode::None {
-            policy
-        } else {
-            Policy::new(Mode::None, policy.mx.clone(), policy.max_age)
-        };
-        if h.current().map(|c| &*c.id) != Some(none.id().as_str()) && now < withdraw_at {
-            policy_event(&mut out, &none);
-            out.events.push(Event::Served {
-                domain: name.into(),
-                id: none.id().shared(),
-                at: now,
-            });
-        }
-        let state = Retiring::Retiring {
-            since: retired_at,
-            withdraw_at,
-        };
-        if now < withdraw_at {
-            removed.push(domain(config, &coverage, dname, none, &saved, state));
-            deadline(&mut out, withdraw_at);
-            continue;
-        }
-        let d = domain(
-            config,
-            &coverage,
-            dname,
-            none,
-            &saved,
-            Retiring::Withdrawing { withdraw_at },
-        );
-        if d.dns.provider.is_none() {
-            // Nothing of ours to remove: the admin set the records by hand.
-            out.events.push(Event::Withdrawn {
-                domain: name.into(),
-                at: now,
-            });
-        } else {
-            out.withdraw.push(d);
-        }
+    if known == history.len() {
+        return Vec::new();
     }
-    removed.sort_by(|a, b| a.name.cmp(&b.name));
-    out.withdraw.sort_by(|a, b| a.name.cmp(&b.name));
-    out.newly_missing.sort();
-    out.removed = removed;
-    out
+    let present: std::collections::HashSet<&str> =
+        config.domains.iter().map(|d| d.name.as_str()).collect();
+    history
+        .domains()
+        .filter(|(name, h)| !present.contains(name) && h.withdrawn().is_none())
+        .collect()
 }
 
 /// The domains to serve, sorted: the config's (moved, not copied: a million of them) and the
@@ -232,98 +143,6 @@ pub fn served(mut config: Vec<Domain>, removed: Vec<Domain>) -> Vec<Domain> {
         config.sort_by(|a, b| a.name.cmp(&b.name));
     }
     config
-}
-
-fn deadline(out: &mut Outcome, at: u64) {
-    out.next_deadline = Some(out.next_deadline.map_or(at, |d| d.min(at)));
-}
-
-/// The longest `max_age` of every policy the domain served.
-fn longest_max_age(history: &History, h: &DomainHistory) -> u32 {
-    h.served
-        .iter()
-        .filter_map(|e| history.body(&e.id).and_then(Policy::parse_own))
-        .map(|p| p.max_age)
-        .max()
-        .unwrap_or(0)
-}
-
-/// How a removed domain was published: its settings as last served, else today's `[dns]`.
-fn saved_of(before: Option<&Domain>, config: &Config) -> SavedDns {
-    match before {
-        Some(d) => SavedDns {
-            provider: d.dns.provider.as_deref().map(str::to_owned),
-            zone: d.zone.as_ref().map(|z| z.as_str().to_owned()),
-            target: d.dns.target.as_ref().map(|t| t.as_str().to_owned()),
-            ttl: d.dns.ttl,
-            tlsrpt: d.dns.tlsrpt.iter().map(|r| r.as_str().to_owned()).collect(),
-            delegated: d.dns.delegated.as_ref().map(|z| z.as_str().to_owned()),
-        },
-        None => {
-            let defaults = &config.dns_defaults;
-            SavedDns {
-                provider: defaults.provider.as_deref().map(str::to_owned),
-                zone: None,
-                target: defaults.target.as_ref().map(|t| t.as_str().to_owned()),
-                ttl: defaults.ttl,
-                tlsrpt: defaults
-                    .tlsrpt
-                    .iter()
-                    .map(|r| r.as_str().to_owned())
-                    .collect(),
-                delegated: defaults.delegated.as_ref().map(|z| z.as_str().to_owned()),
-            }
-        }
-    }
-}
-
-fn domain(
-    config: &Config,
-    coverage: &Coverage,
-    name: DomainName,
-    policy: Policy,
-    saved: &SavedDns,
-    retiring: Retiring,
-) -> Domain {
-    // A provider removed from the config can no longer be asked: nothing is pushed.
-    let provider = saved
-        .provider
-        .as_deref()
-        .filter(|p| config.providers.contains_key(*p));
-    let dns = DnsSettings {
-        target: saved
-            .target
-            .as_deref()
-            .and_then(|t| DomainName::parse(t).ok().map(|n| n.0)),
-        ttl: saved.ttl,
-        tlsrpt: saved
-            .tlsrpt
-            .iter()
-            .filter_map(|r| Rua::parse(r).ok())
-            .collect(),
-        provider: provider.map(Arc::from),
-        delegated: saved
-            .delegated
-            .as_deref()
-            .and_then(|z| DomainName::parse(z).ok().map(|n| n.0)),
-    };
-    let cert = match coverage.find(&name.policy_host()) {
-        Some(i) => CertSource::Configured(i),
-        None if config.acme.is_some() => CertSource::Acme,
-        // The last resort: without any certificate source senders cannot validate either way.
-        None => CertSource::SelfSigned,
-    };
-    Domain {
-        zone: saved
-            .zone
-            .as_deref()
-            .and_then(|z| DomainName::parse(z).ok().map(|n| n.0)),
-        name,
-        policy: Arc::new(policy),
-        dns: Arc::new(dns),
-        cert,
-        retiring: Some(retiring),
-    }
 }
 
 /// At start: the domains the store has in service (served, not removed) when `config` serves
@@ -413,6 +232,7 @@ pub fn for_commands(config: &Config) -> Result<(Vec<Domain>, Vec<String>), Strin
 mod tests {
     use super::*;
     use crate::config::RetireLimit;
+    use crate::policy::Mode;
     use std::time::Duration;
 
     /// A config of `names`, each with the same policy; `max_age` 600.

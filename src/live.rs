@@ -1,10 +1,12 @@
 //! The live snapshot: a loaded config with what answering needs built beside it (the domain
 //! index, the served certificates, since when each policy is served). Swapped whole on
-//! reload; every layer that answers reads one `Live`, never a mix of two.
+//! reload; every layer that answers reads one `Live`, never a mix of two. Each reload bumps
+//! the [`Generation`], which the tasks that act on a new config follow.
 
 use std::hash::{BuildHasher, RandomState};
 
 use hashbrown::HashTable;
+use tokio::sync::watch;
 
 use crate::certs::CertStore;
 use crate::clock::unix_now;
@@ -125,6 +127,48 @@ where
     f(std::str::from_utf8(buf).ok()?)
 }
 
+/// Counts the reloads: bumped once a new config is swapped in. Each task that acts on a new
+/// config follows it through its own [`Reloads`], so one reload wakes each of them once.
+#[derive(Debug)]
+pub struct Generation(watch::Sender<u64>);
+
+impl Generation {
+    pub fn new() -> Self {
+        Generation(watch::Sender::new(0))
+    }
+
+    /// A new config is live: every follower wakes (once, however many bumps it missed).
+    pub fn bump(&self) {
+        self.0.send_modify(|g| *g += 1);
+    }
+
+    /// Follows the reloads from now on.
+    pub fn follow(&self) -> Reloads {
+        Reloads(self.0.subscribe())
+    }
+}
+
+impl Default for Generation {
+    fn default() -> Self {
+        Generation::new()
+    }
+}
+
+/// One task's view of the [`Generation`]; clones follow on their own.
+#[derive(Debug, Clone)]
+pub struct Reloads(watch::Receiver<u64>);
+
+impl Reloads {
+    /// Returns at the next reload, or at once if one happened since the last call.
+    /// Cancel-safe, so it can be one arm of a `select!`.
+    pub async fn next(&mut self) {
+        if self.0.changed().await.is_err() {
+            // The daemon is gone: no reload comes any more.
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -141,5 +185,27 @@ mod tests {
             let got = with_normalized_host(host, |n| Some(n.to_owned()));
             assert_eq!(got.as_deref(), want, "{host}");
         }
+    }
+
+    #[tokio::test]
+    async fn a_reload_wakes_each_follower_once() {
+        use futures_util::FutureExt;
+        let generation = Generation::new();
+        let mut a = generation.follow();
+        let mut b = generation.follow();
+        // Idle: nothing wakes.
+        assert!(a.next().now_or_never().is_none());
+        generation.bump();
+        generation.bump();
+        // Two reloads since the last look are one wake-up, for each follower.
+        assert!(a.next().now_or_never().is_some());
+        assert!(a.next().now_or_never().is_none());
+        assert!(b.next().now_or_never().is_some());
+        assert!(b.next().now_or_never().is_none());
+        // A follower that came later sees only what comes after it.
+        let mut c = generation.follow();
+        assert!(c.next().now_or_never().is_none());
+        generation.bump();
+        assert!(c.next().now_or_never().is_some());
     }
 }

@@ -39,6 +39,11 @@ struct StoreLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CauseLabel {
+    cause: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct JobLabel {
     job: String,
 }
@@ -83,6 +88,8 @@ pub struct Metrics {
     pub store_pending: Gauge,
     /// 1 while this process holds a job's lease, 0 for the jobs it held before.
     lease_held: Family<JobLabel, Gauge>,
+    /// Reads of others' id-history events, by what started them (`poll`, `notify`).
+    store_follows: Family<CauseLabel, Counter>,
     /// Seconds since the epoch at which each served certificate expires.
     pub cert_expiry: Family<CertLabel, Gauge>,
     acme_orders: Family<ResultLabel, Counter>,
@@ -149,6 +156,7 @@ impl Metrics {
             store_up: Gauge::default(),
             store_pending: Gauge::default(),
             lease_held: Family::default(),
+            store_follows: Family::default(),
             tlsrpt: Default::default(),
         };
         let mut m = m;
@@ -253,8 +261,22 @@ impl Metrics {
              a reconcile round, a retirement step, a drift round), 0 for the jobs it held before",
             m.lease_held.clone(),
         );
+        r.register(
+            "store_follows",
+            "Reads of the id-history events other replicas wrote, by cause: the poll every 2 s, \
+             or a notification from the store ([state] listen)",
+            m.store_follows.clone(),
+        );
         m.tlsrpt.register(r);
         m
+    }
+
+    /// Brings `store_follows` up to the store's counts (`poll`, `notify`).
+    pub fn store_follows(&self, (poll, notify): (u64, u64)) {
+        for (cause, n) in [("poll", poll), ("notify", notify)] {
+            let c = self.store_follows.get_or_create(&CauseLabel { cause });
+            c.inc_by(n.saturating_sub(c.get()));
+        }
     }
 
     /// Sets `lease_held` from the store's list of this process's leases.

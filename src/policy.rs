@@ -1,5 +1,6 @@
 //! The MTA-STS policy (RFC 8461 §3.2): its mode, MX patterns and max_age, the exact bytes
-//! served, and the policy id derived from those bytes.
+//! served, and the policy id derived from those bytes; the `_mta-sts` TXT record that
+//! announces the id (RFC 8461 §3.1). Both grammars are rendered and parsed here only.
 
 use std::fmt;
 use std::str::FromStr;
@@ -100,6 +101,12 @@ impl MxPattern {
     }
 }
 
+impl AsRef<str> for MxPattern {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
 impl fmt::Display for MxPattern {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
@@ -152,6 +159,90 @@ impl fmt::Debug for PolicyId {
     }
 }
 
+/// The `_mta-sts` TXT record (RFC 8461 §3.1): `v=STSv1; id=<id>;`, extensions allowed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StsRecord<'a> {
+    id: &'a str,
+}
+
+impl<'a> StsRecord<'a> {
+    /// RFC 8461 §3.1: the record "MUST begin with" this version tag.
+    pub const VERSION: &'static str = "v=STSv1";
+
+    /// The record we publish for a policy id.
+    pub fn render(id: &PolicyId) -> String {
+        format!("{}; id={id};", Self::VERSION)
+    }
+
+    /// Whether a TXT record is an MTA-STS record at all (ours to manage, one senders count):
+    /// the version tag ends at `;`, whitespace or the end, so `v=STSv10` is not one.
+    pub fn is_ours(text: &str) -> bool {
+        text.strip_prefix(Self::VERSION).is_some_and(|rest| {
+            rest.is_empty() || rest.starts_with(';') || rest.starts_with(char::is_whitespace)
+        })
+    }
+
+    /// RFC 8461 §3.1 `sts-text-record`, as a sender must read it: "if the resulting record is
+    /// syntactically invalid, senders MUST assume" no policy, so anything off is refused.
+    pub fn parse(text: &'a str) -> Result<Self, String> {
+        let mut fields = text.split(';').map(|f| f.trim_matches([' ', '\t']));
+        if fields.next() != Some(Self::VERSION) {
+            return Err(format!("{text:?} does not begin with `v=STSv1;`"));
+        }
+        let mut id = None;
+        let mut rest: Vec<&str> = fields.collect();
+        // A trailing delimiter leaves one empty field.
+        if rest.last() == Some(&"") {
+            rest.pop();
+        }
+        if rest.is_empty() {
+            return Err(format!("{text:?} has no `id` field"));
+        }
+        for f in rest {
+            let (k, v) = f
+                .split_once('=')
+                .ok_or_else(|| format!("{text:?}: field {f:?} is not key=value"))?;
+            if k == "id" {
+                if id.is_some() {
+                    return Err(format!("{text:?} has two `id` fields"));
+                }
+                if v.is_empty() || v.len() > 32 || !v.bytes().all(|b| b.is_ascii_alphanumeric()) {
+                    return Err(format!("{text:?}: id {v:?} is not 1-32 letters and digits"));
+                }
+                id = Some(v);
+            } else {
+                let name_ok = !k.is_empty()
+                    && k.len() <= 32
+                    && k.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
+                    && k.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b));
+                let value_ok = !v.is_empty()
+                    && v.bytes()
+                        .all(|b| (0x21..=0x7e).contains(&b) && b != b';' && b != b'=');
+                if !name_ok || !value_ok {
+                    return Err(format!("{text:?}: extension field {f:?} is malformed"));
+                }
+            }
+        }
+        let id = id.ok_or_else(|| format!("{text:?} has no `id` field"))?;
+        Ok(StsRecord { id })
+    }
+
+    /// The id as it reads in any MTA-STS record, even one `parse` refuses: for saying which
+    /// record a change replaced, not for deciding anything.
+    pub fn loose_id(text: &'a str) -> Option<&'a str> {
+        if !Self::is_ours(text) {
+            return None;
+        }
+        text.split(';')
+            .find_map(|field| field.trim().strip_prefix("id="))
+    }
+
+    pub fn id(&self) -> &'a str {
+        self.id
+    }
+}
+
 /// A policy with its body rendered once; cloning the body is a reference count.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Policy {
@@ -185,26 +276,23 @@ impl Policy {
         &self.id
     }
 
-    /// Reads back a body this program rendered (from the id history): `None` unless it
-    /// renders to exactly the same bytes, so the id is the same too.
-    pub fn parse_own(body: &str) -> Option<Policy> {
-        let mut lines = body.strip_suffix("\r\n")?.split("\r\n");
-        if lines.next()? != "version: STSv1" {
-            return None;
-        }
-        let mode = lines.next()?.strip_prefix("mode: ")?.parse().ok()?;
-        let mut mx = Vec::new();
-        let mut max_age = None;
-        for line in lines {
-            if let Some(p) = line.strip_prefix("mx: ") {
-                mx.push(MxPattern::parse(p).ok()?.0);
-            } else {
-                max_age = Some(line.strip_prefix("max_age: ")?.parse::<u32>().ok()?);
+    /// Reads back a body this program rendered (the id history): refused unless it is exactly
+    /// the bytes `Policy::new` renders for its fields, so the id is the same too.
+    pub fn parse(body: &[u8]) -> Result<Policy, String> {
+        let text = PolicyText::parse(body, Reading::Strict)?;
+        let mut mx = Vec::with_capacity(text.mx.len());
+        for p in text.mx {
+            let (pattern, _) = MxPattern::parse(p).map_err(|e| e.0)?;
+            if pattern.as_str() != p {
+                return Err(format!(
+                    "mx `{p}` is not written as we render it: `{pattern}`"
+                ));
             }
+            mx.push(pattern);
         }
-        let max_age = max_age.filter(|&m| m <= MAX_AGE_LIMIT)?;
-        let p = Policy::new(mode, mx, max_age);
-        (p.body() == body.as_bytes()).then_some(p)
+        let policy = Policy::new(text.mode, mx, text.max_age);
+        debug_assert_eq!(&policy.body()[..], body);
+        Ok(policy)
     }
 
     /// Whether an MX host is covered by one of the patterns (RFC 8461 §4.1).
@@ -213,16 +301,91 @@ impl Policy {
     }
 }
 
+/// How a policy body is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reading {
+    /// What we serve and keep in the id history: the sender's rules, and exactly the bytes
+    /// we render for the fields read.
+    Strict,
+    /// What a sending MTA accepts in a fetched policy (RFC 8461 §3.2): LF line ends, blanks
+    /// around values, unknown keys, repeated fields (the first counts), `mx` values unchecked.
+    Sender,
+}
+
+/// A policy body's fields as read; `mx` values as written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyText<'a> {
+    pub mode: Mode,
+    pub mx: Vec<&'a str>,
+    pub max_age: u32,
+}
+
+impl<'a> PolicyText<'a> {
+    /// RFC 8461 §3.2: `key: value` lines, `version`, `mode`, `max_age` required, `mx`
+    /// required unless mode is `none`.
+    pub fn parse(body: &'a [u8], reading: Reading) -> Result<Self, String> {
+        let text = std::str::from_utf8(body).map_err(|_| "not UTF-8".to_owned())?;
+        let (mut version, mut mode, mut max_age, mut mx) = (None, None, None, Vec::new());
+        for line in text.split('\n').map(|l| l.strip_suffix('\r').unwrap_or(l)) {
+            if line.is_empty() {
+                continue;
+            }
+            let (k, v) = line
+                .split_once(':')
+                .ok_or_else(|| format!("line {line:?} is not `key: value`"))?;
+            let v = v.trim_matches([' ', '\t']);
+            // RFC 8461 §3.2: of a repeated field, senders use the first; later ones are ignored.
+            match k {
+                "version" if version.is_none() => version = Some(v),
+                "mode" if mode.is_none() => mode = Some(v),
+                "max_age" if max_age.is_none() => {
+                    let n: u64 = v
+                        .parse()
+                        .map_err(|_| format!("max_age {v:?} is not a number"))?;
+                    if n > u64::from(MAX_AGE_LIMIT) {
+                        return Err(format!("max_age {n} exceeds {MAX_AGE_LIMIT}"));
+                    }
+                    max_age = Some(n as u32);
+                }
+                "mx" => mx.push(v),
+                _ => {}
+            }
+        }
+        if version != Some("STSv1") {
+            return Err("no `version: STSv1`".into());
+        }
+        let mode = mode.ok_or("no `mode`")?;
+        let mode = match mode {
+            "enforce" => Mode::Enforce,
+            "testing" => Mode::Testing,
+            "none" => Mode::None,
+            _ => return Err(format!("mode {mode:?} is not enforce, testing or none")),
+        };
+        let max_age = max_age.ok_or("no `max_age`")?;
+        if mx.is_empty() && mode != Mode::None {
+            return Err("no `mx` line".into());
+        }
+        let read = PolicyText { mode, mx, max_age };
+        if reading == Reading::Strict && render(mode, &read.mx, max_age) != body {
+            return Err(
+                "not in the form we render (CRLF, one space, fields in order, each once)".into(),
+            );
+        }
+        Ok(read)
+    }
+}
+
 /// RFC 8461 §3.2: "key/value pairs separated by CRLF"; version first, then mode, one `mx`
 /// line per pattern in config order, then max_age.
-fn render(mode: Mode, mx: &[MxPattern], max_age: u32) -> Vec<u8> {
-    let mut body = String::with_capacity(48 + mx.iter().map(|p| p.0.len() + 6).sum::<usize>());
+fn render<P: AsRef<str>>(mode: Mode, mx: &[P], max_age: u32) -> Vec<u8> {
+    let mx = mx.iter().map(AsRef::as_ref);
+    let mut body = String::with_capacity(48 + mx.clone().map(|p| p.len() + 6).sum::<usize>());
     body.push_str("version: STSv1\r\nmode: ");
     body.push_str(mode.as_str());
     body.push_str("\r\n");
     for pattern in mx {
         body.push_str("mx: ");
-        body.push_str(&pattern.0);
+        body.push_str(pattern);
         body.push_str("\r\n");
     }
     body.push_str("max_age: ");
@@ -266,16 +429,111 @@ mod tests {
             ),
             Policy::new(Mode::None, vec![], 86400),
         ] {
-            let body = std::str::from_utf8(p.body()).unwrap();
-            assert_eq!(Policy::parse_own(body), Some(p.clone()));
+            assert_eq!(Policy::parse(p.body()), Ok(p.clone()));
         }
         for bad in [
             "version: STSv1\r\nmode: enforce\r\nmax_age: 1\r\nmx: a.example\r\n",
             "version: STSv1\nmode: none\nmax_age: 1\n",
             "version: STSv1\r\nmode: none\r\nmax_age: 99999999999\r\n",
+            // What a sender tolerates, we do not write.
+            "version: STSv1\r\nmode:  none\r\nmax_age: 1\r\n",
+            "version: STSv1\r\nmode: none\r\nmax_age: 1\r\nmax_age: 2\r\n",
+            "version: STSv1\r\nmode: none\r\nmax_age: 1\r\nfoo: x\r\n",
+            "version: STSv1\r\nmode: none\r\nmax_age: 01\r\n",
+            "version: STSv1\r\nmode: none\r\nmax_age: 1",
+            "version: STSv1\r\nmode: enforce\r\nmx: MAIL.example\r\nmax_age: 1\r\n",
+            "version: STSv1\r\nmode: enforce\r\nmx: mail\r\nmax_age: 1\r\n",
         ] {
-            assert_eq!(Policy::parse_own(bad), None, "{bad:?}");
+            assert!(Policy::parse(bad.as_bytes()).is_err(), "{bad:?}");
         }
+    }
+
+    /// RFC 8461 §3.2 as a sender reads it (moved from drift's own parser).
+    #[test]
+    fn sender_reading() {
+        fn ok(body: &[u8]) -> Result<PolicyText<'_>, String> {
+            PolicyText::parse(body, Reading::Sender)
+        }
+        assert_eq!(
+            ok(b"version: STSv1\r\nmode: enforce\r\nmx: a.example\r\nmax_age: 86400\r\n"),
+            Ok(PolicyText {
+                mode: Mode::Enforce,
+                mx: vec!["a.example"],
+                max_age: 86400
+            })
+        );
+        assert!(ok(b"version: STSv1\nmode: none\nmax_age: 0\n").is_ok());
+        // Values unchecked beyond the grammar, unknown keys and blanks around values ignored.
+        assert!(
+            ok(b"version: STSv1\r\nmode:\tenforce \r\nmx: a\r\nx: y\r\nmax_age: 1\r\n").is_ok()
+        );
+        // The first of a repeated field counts (RFC 8461 §3.2): a later bad one is ignored,
+        // a first bad one is not rescued by a later good one.
+        assert!(ok(
+            b"version: STSv1\r\nmode: none\r\nmode: strict\r\nmax_age: 1\r\nmax_age: 99999999999\r\n"
+        )
+        .is_ok());
+        assert!(ok(b"version: STSv1\r\nmode: strict\r\nmode: none\r\nmax_age: 1\r\n").is_err());
+        for bad in [
+            &b"mode: enforce\r\nmx: a\r\nmax_age: 1\r\n"[..],
+            b"version: STSv1\r\nmode: strict\r\nmx: a\r\nmax_age: 1\r\n",
+            b"version: STSv1\r\nmode: enforce\r\nmax_age: 1\r\n",
+            b"version: STSv1\r\nmode: enforce\r\nmx: a\r\nmax_age: 31557601\r\n",
+            b"version: STSv1\r\nmode: enforce\r\nmx: a\r\n",
+            b"version: STSv1\r\nmode: none\r\nmax_age: -1\r\n",
+            b"version: STSv1\r\nmode: none\r\nmax_age: 1\r\nno colon\r\n",
+            b"version: STSv1\r\nmode: none\r\nmax_age: 1\r\n\xff\r\n",
+            b"<html>",
+        ] {
+            assert!(ok(bad).is_err(), "{}", String::from_utf8_lossy(bad));
+        }
+    }
+
+    #[test]
+    fn sts_record_renders_and_reads_back() {
+        let id = Policy::new(Mode::Testing, mx(&["mail.example.org"]), 604800)
+            .id()
+            .clone();
+        let text = StsRecord::render(&id);
+        assert_eq!(text, "v=STSv1; id=53489ece145c54a18e5e1e0b1091f6a8;");
+        assert!(StsRecord::is_ours(&text));
+        assert_eq!(StsRecord::parse(&text).map(|r| r.id()), Ok(id.as_str()));
+    }
+
+    /// RFC 8461 §3.1 `sts-text-record` (moved from drift's own parser).
+    #[test]
+    fn sts_record_syntax() {
+        let id = |t| StsRecord::parse(t).map(|r| r.id());
+        assert_eq!(id("v=STSv1; id=20160831085700Z;"), Ok("20160831085700Z"));
+        assert_eq!(id("v=STSv1;id=abc"), Ok("abc"));
+        assert_eq!(id("v=STSv1; id=abc; ext_1=x"), Ok("abc"));
+        for bad in [
+            "v=STSv1;",
+            "v=STSv1; id=;",
+            "v=STSv1; id=a-b;",
+            &format!("v=STSv1; id={};", "a".repeat(33)),
+            "id=abc; v=STSv1;",
+            "v=STSv1; id=a; id=b;",
+            "v=STSv1; id=a; =x;",
+            "v=STSv10; id=a;",
+        ] {
+            assert!(StsRecord::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn sts_record_ownership_and_loose_id() {
+        assert!(StsRecord::is_ours("v=STSv1; id=1;"));
+        assert!(StsRecord::is_ours("v=STSv1"));
+        assert!(StsRecord::is_ours("v=STSv1 id=1"));
+        assert!(!StsRecord::is_ours("v=STSv10; id=1;"));
+        assert!(!StsRecord::is_ours("x v=STSv1"));
+        assert!(!StsRecord::is_ours("v=TLSRPTv1; rua=mailto:a@b.example"));
+        // The id of a record `parse` refuses, to name what a change replaced.
+        assert_eq!(StsRecord::loose_id("v=STSv1; id=a-b;"), Some("a-b"));
+        assert_eq!(StsRecord::loose_id("v=STSv1;  id=abc ; id=x"), Some("abc"));
+        assert_eq!(StsRecord::loose_id("v=STSv1;"), None);
+        assert_eq!(StsRecord::loose_id("v=STSv10; id=abc"), None);
     }
 
     #[test]

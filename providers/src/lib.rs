@@ -108,6 +108,22 @@ impl Changes {
         self.domains.iter().all(DomainChange::is_empty)
     }
 
+    /// Every name the change set reads or writes (its expectations, deletes and adds), each
+    /// once, absolute and lowercase, in order: what a provider reads again before writing,
+    /// and locks in this order so that two applies never wait on each other in a circle.
+    pub fn names(&self) -> std::collections::BTreeSet<String> {
+        self.domains
+            .iter()
+            .flat_map(|d| {
+                d.expect
+                    .iter()
+                    .map(|e| e.name())
+                    .chain(d.delete.iter().chain(&d.add).map(|r| r.name.as_str()))
+            })
+            .map(record::absolute)
+            .collect()
+    }
+
     /// Whether any record added or deleted is of type `rtype`.
     pub fn touches(&self, rtype: &str) -> bool {
         self.domains
@@ -213,5 +229,38 @@ mod tests {
         let unused = |name: &str| Expect::NameUnused { name: name.into() };
         assert!(!unused("mta-sts.example.org.").holds(&seen));
         assert!(unused("_smtp._tls.example.org.").holds(&seen));
+    }
+
+    #[test]
+    fn names_of_a_change_set_are_absolute_lowercase_sorted_and_once() {
+        let changes = Changes {
+            domains: vec![
+                DomainChange {
+                    domain: "example.org".into(),
+                    expect: vec![Expect::NameUnused {
+                        name: "MTA-STS.example.org".into(),
+                    }],
+                    delete: vec![Record::txt("_mta-sts.example.org.", 60, "v=STSv1; id=1;")],
+                    add: vec![
+                        Record::txt("_mta-sts.example.org", 60, "v=STSv1; id=2;"),
+                        Record::cname("mta-sts.example.org.", 60, "sts.example.net."),
+                    ],
+                },
+                DomainChange {
+                    domain: "example.net".into(),
+                    add: vec![Record::txt("_smtp._tls.example.net.", 60, "v=TLSRPTv1;")],
+                    ..Default::default()
+                },
+            ],
+        };
+        assert_eq!(
+            changes.names().into_iter().collect::<Vec<_>>(),
+            [
+                "_mta-sts.example.org.",
+                "_smtp._tls.example.net.",
+                "mta-sts.example.org."
+            ]
+        );
+        assert!(Changes::default().names().is_empty());
     }
 }

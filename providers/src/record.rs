@@ -242,6 +242,11 @@ pub fn parse_txt_presentation(s: &str) -> Option<String> {
     Some(String::from_utf8_lossy(&out).into_owned())
 }
 
+/// `name` lowercase with its trailing dot: how providers compare names.
+pub fn absolute(name: &str) -> String {
+    format!("{}.", name.trim_end_matches('.').to_ascii_lowercase())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

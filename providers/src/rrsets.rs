@@ -20,6 +20,7 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 
+pub use crate::record::absolute;
 use crate::record::Record;
 use crate::{Changes, Consistency, Provider, ProviderError};
 
@@ -159,11 +160,6 @@ pub(crate) fn from_presentation(name: &str, rtype: &str, ttl: u32, value: &str) 
     }
 }
 
-/// `name` lowercase with its trailing dot.
-pub fn absolute(name: &str) -> String {
-    format!("{}.", name.trim_end_matches('.').to_ascii_lowercase())
-}
-
 /// The RRset changes that carry out `changes` against `listed` (a fresh read): per domain and
 /// per name and type, what was read less our deletes plus our adds; the `_mta-sts` TXT after
 /// the rest of its domain (a sender seeing the new id fetches the policy from the new host).
@@ -266,17 +262,7 @@ impl<A: RrsetApi> Provider for ReadVerifyWrite<A> {
             return Err(ProviderError::cannot_publish(&self.name, "TLSA"));
         }
         let zone = absolute(zone);
-        let names: BTreeSet<String> = changes
-            .domains
-            .iter()
-            .flat_map(|d| {
-                d.expect
-                    .iter()
-                    .map(|e| e.name())
-                    .chain(d.delete.iter().chain(&d.add).map(|r| r.name.as_str()))
-            })
-            .map(absolute)
-            .collect();
+        let names = changes.names();
         // In name order (a BTreeSet's), so two applies never wait on each other in a circle.
         let mut guards = Vec::with_capacity(names.len());
         for n in &names {

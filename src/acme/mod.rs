@@ -44,7 +44,7 @@ use crate::errors::chain;
 use crate::metrics::{CertLabel, Metrics};
 use challenge::Challenges;
 pub use challenge::ACME_TLS_ALPN;
-pub use manager::{Manager, Shared};
+pub use manager::{Manager, ManagerContext};
 
 /// Orders running at once, across all names.
 pub const MAX_IN_FLIGHT: usize = 4;
@@ -262,7 +262,7 @@ pub struct AcmeState {
     /// `[acme] on_demand`: names whose handshake found no certificate, for the manager to
     /// order first (see [`AcmeState::demand`]).
     demands: Mutex<HashSet<String>>,
-    /// Wakes the manager after a reload.
+    /// Wakes the manager: a name demanded (a reload wakes it through its `Reloads`).
     pub wake: Notify,
 }
 

@@ -14,6 +14,8 @@ use super::{load_valid, plural, select, Format};
 use crate::config::Domain;
 use crate::desired;
 
+mod text;
+
 /// `apply` waits this long beyond `[state] lease` for a zone another process publishes.
 const LEASE_SLACK: std::time::Duration = std::time::Duration::from_secs(5);
 
@@ -35,9 +37,6 @@ impl ZoneError {
         }
     }
 }
-
-/// Text output shows this many manual domains' records, then a count (`records` has them all).
-const MANUAL_SHOWN: usize = 20;
 
 #[derive(Serialize, Default)]
 struct Report {
@@ -104,26 +103,9 @@ pub fn run(path: &Path, apply: bool, asked: &[String], format: Format) -> Result
         Ok(c) => c,
         Err(code) => return Ok(code),
     };
-    let selected = match select(&config, asked) {
-        Ok(s) => s,
-        Err(code) => return Ok(code),
-    };
-    // Removed domains as the id history has them (RFC 8461 §8.3), and the guard; with
-    // --domain, only the configured domains asked for.
-    let (domains, retiring) = match crate::lifecycle::for_commands(&config) {
+    let (domains, retiring) = match domains(&config, asked) {
         Ok(d) => d,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return Ok(1);
-        }
-    };
-    let domains: Vec<Domain> = if asked.is_empty() {
-        domains
-    } else {
-        domains
-            .into_iter()
-            .filter(|d| selected.iter().any(|s| s.name == d.name))
-            .collect()
+        Err(code) => return Ok(code),
     };
     let (managed, manual): (Vec<&Domain>, Vec<&Domain>) =
         domains.iter().partition(|d| d.dns.provider.is_some());
@@ -154,24 +136,7 @@ pub fn run(path: &Path, apply: bool, asked: &[String], format: Format) -> Result
         managed.iter().copied(),
         &providers,
     ));
-    // One entry per provider and error, not one per domain: a dead server fails them all alike.
-    let mut grouped: BTreeMap<(&str, String), (String, Vec<String>)> = BTreeMap::new();
-    for u in &unplaced {
-        grouped
-            .entry((u.provider.as_str(), u.error.to_string()))
-            .or_insert_with(|| (u.error.code().to_owned(), Vec::new()))
-            .1
-            .push(u.domain.name.to_string());
-    }
-    for ((provider, error), (code, domains)) in grouped {
-        report.errors.push(ErrorReport {
-            provider: provider.to_owned(),
-            zone: None,
-            domains,
-            code,
-            error,
-        });
-    }
+    report.unplaced(&unplaced);
 
     // `apply` writes a zone under the same lease as `serve`'s publisher: one writer at a time.
     let store = if apply {
@@ -200,46 +165,11 @@ pub fn run(path: &Path, apply: bool, asked: &[String], format: Format) -> Result
                 format!("{verb} zone {} at provider {}", t.zone, t.provider_name),
             );
         }
-        let result = runtime.block_on(async {
-            if let Some(store) = &store {
-                let job = crate::state::store::zone_job(&t.zone);
-                let held = match store
-                    .hold_waiting(&job, config.state.lease, lease_wait)
-                    .await
-                {
-                    Ok(Ok(h)) => h,
-                    Ok(Err(holder)) => {
-                        return Err(ZoneError::Held(holder.map_or_else(
-                            || format!("zone {} is being published by another process after {lease_wait:?}; nothing written, run apply again", t.zone),
-                            |(h, until)| format!(
-                                "zone {} is being published by {h} (its lease runs until {}) after {lease_wait:?}; nothing written, run apply again",
-                                t.zone,
-                                crate::clock::rfc3339(u64::try_from(until).unwrap_or(0))
-                            ),
-                        )))
-                    }
-                    Err(e) => return Err(ZoneError::Held(format!("cannot take the lease of zone {}: {e}", t.zone))),
-                };
-                let applied = crate::dns::sync::apply_zone(t).await;
-                held.release().await;
-                Ok(applied?)
-            } else {
-                // `apply` would be refused for a key the reads never used: say so now. A key
-                // is accepted or not whatever the zone, so that answer is kept per provider;
-                // anything else (a zone the server does not serve) is the zone's alone.
-                match access.get(t.provider_name.as_str()) {
-                    Some(known) => known.clone()?,
-                    None => {
-                        let checked = t.provider.check_access(&t.zone).await;
-                        if matches!(checked, Ok(()) | Err(ProviderError::Auth { .. })) {
-                            access.insert(t.provider_name.as_str(), checked.clone());
-                        }
-                        checked?
-                    }
-                }
-                Ok(crate::dns::sync::plan_zone(t).await?)
-            }
-        });
+        let result = runtime.block_on(zone(
+            t,
+            store.as_ref().map(|s| (s, config.state.lease, lease_wait)),
+            &mut access,
+        ));
         report.counts.zones_read += 1;
         let plans = match result {
             Ok(p) => p,
@@ -254,6 +184,130 @@ pub fn run(path: &Path, apply: bool, asked: &[String], format: Format) -> Result
                 continue;
             }
         };
+        report.zone(t, plans);
+    }
+    drop(progress);
+    // A removed entry's records are withdrawn from the memory's list too.
+    if asked.is_empty() {
+        dane(
+            &runtime,
+            &config,
+            &providers,
+            store.as_ref().map(|s| (s, lease_wait)),
+            &mut report,
+        );
+    }
+
+    report.finish(&manual, apply);
+
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    match format {
+        Format::Json => {
+            serde_json::to_writer_pretty(&mut out, &report)?;
+            writeln!(out)?;
+        }
+        Format::Text => text::write(&mut out, &report, apply)?,
+    }
+    out.flush()?;
+    Ok(report.exit_code)
+}
+
+/// The configured domains and the removed ones in retirement as the id history has them
+/// (RFC 8461 §8.3, and the guard), with the notes on the retiring; with --domain, only the
+/// configured domains asked for. `Err` is the exit code, the reason printed.
+fn domains(
+    config: &crate::config::Config,
+    asked: &[String],
+) -> Result<(Vec<Domain>, Vec<String>), u8> {
+    let selected = select(config, asked)?;
+    let (domains, retiring) = crate::lifecycle::for_commands(config).map_err(|e| {
+        eprintln!("error: {e}");
+        1
+    })?;
+    let domains: Vec<Domain> = if asked.is_empty() {
+        domains
+    } else {
+        domains
+            .into_iter()
+            .filter(|d| selected.iter().any(|s| s.name == d.name))
+            .collect()
+    };
+    Ok((domains, retiring))
+}
+
+/// Reads one zone (`plan`), or writes it under its lease (`apply`: `store` with the lease's
+/// length and how long to wait for it).
+async fn zone<'t>(
+    t: &'t crate::dns::sync::Target<'_>,
+    store: Option<(
+        &crate::state::store::Store,
+        std::time::Duration,
+        std::time::Duration,
+    )>,
+    access: &mut std::collections::HashMap<&'t str, Result<(), ProviderError>>,
+) -> Result<Vec<crate::dns::plan::DomainPlan>, ZoneError> {
+    if let Some((store, lease, lease_wait)) = store {
+        let job = crate::state::store::zone_job(&t.zone);
+        let held = match store.hold_waiting(&job, lease, lease_wait).await {
+            Ok(Ok(h)) => h,
+            Ok(Err(holder)) => {
+                return Err(ZoneError::Held(holder.map_or_else(
+                    || format!("zone {} is being published by another process after {lease_wait:?}; nothing written, run apply again", t.zone),
+                    |(h, until)| format!(
+                        "zone {} is being published by {h} (its lease runs until {}) after {lease_wait:?}; nothing written, run apply again",
+                        t.zone,
+                        crate::clock::rfc3339(u64::try_from(until).unwrap_or(0))
+                    ),
+                )))
+            }
+            Err(e) => return Err(ZoneError::Held(format!("cannot take the lease of zone {}: {e}", t.zone))),
+        };
+        let applied = crate::dns::sync::apply_zone(t).await;
+        held.release().await;
+        Ok(applied?)
+    } else {
+        // `apply` would be refused for a key the reads never used: say so now. A key
+        // is accepted or not whatever the zone, so that answer is kept per provider;
+        // anything else (a zone the server does not serve) is the zone's alone.
+        match access.get(t.provider_name.as_str()) {
+            Some(known) => known.clone()?,
+            None => {
+                let checked = t.provider.check_access(&t.zone).await;
+                if matches!(checked, Ok(()) | Err(ProviderError::Auth { .. })) {
+                    access.insert(t.provider_name.as_str(), checked.clone());
+                }
+                checked?
+            }
+        }
+        Ok(crate::dns::sync::plan_zone(t).await?)
+    }
+}
+
+impl Report {
+    /// Domains whose zone was not found: one entry per provider and error, not one per
+    /// domain, as a dead server fails them all alike.
+    fn unplaced(&mut self, unplaced: &[crate::dns::sync::Unplaced<'_>]) {
+        let mut grouped: BTreeMap<(&str, String), (String, Vec<String>)> = BTreeMap::new();
+        for u in unplaced {
+            grouped
+                .entry((u.provider.as_str(), u.error.to_string()))
+                .or_insert_with(|| (u.error.code().to_owned(), Vec::new()))
+                .1
+                .push(u.domain.name.to_string());
+        }
+        for ((provider, error), (code, domains)) in grouped {
+            self.errors.push(ErrorReport {
+                provider: provider.to_owned(),
+                zone: None,
+                domains,
+                code,
+                error,
+            });
+        }
+    }
+
+    /// One zone's changes and conflicts, counted; listed when there are any.
+    fn zone(&mut self, t: &crate::dns::sync::Target<'_>, plans: Vec<crate::dns::plan::DomainPlan>) {
         let mut z = ZoneReport {
             zone: t.zone.clone(),
             provider: t.provider_name.clone(),
@@ -272,48 +326,29 @@ pub fn run(path: &Path, apply: bool, asked: &[String], format: Format) -> Result
                 }));
         }
         let n = z.delete.len() + z.add.len();
-        report.counts.records += n;
-        report.counts.zones_changed += usize::from(n > 0);
-        report.counts.conflicts += z.conflicts.len();
+        self.counts.records += n;
+        self.counts.zones_changed += usize::from(n > 0);
+        self.counts.conflicts += z.conflicts.len();
         if n > 0 || !z.conflicts.is_empty() {
-            report.zones.push(z);
+            self.zones.push(z);
         }
     }
-    drop(progress);
-    // A removed entry's records are withdrawn from the memory's list too.
-    if asked.is_empty() {
-        dane(
-            &runtime,
-            &config,
-            &providers,
-            store.as_ref().map(|s| (s, lease_wait)),
-            &mut report,
-        );
-    }
 
-    report.manual.extend(manual.iter().map(|d| Manual {
-        domain: d.name.to_string(),
-        host_unmanaged: d.dns.target.is_none(),
-        records: desired::records(d).iter().map(|r| r.to_string()).collect(),
-    }));
-    report.counts.manual = report.manual.len();
-    report.counts.errors = report.errors.len() + report.dane_errors.len();
-    report.exit_code = match (report.counts.errors, report.counts.records, apply) {
-        (e, _, _) if e > 0 => 1,
-        (_, c, false) if c > 0 => 2,
-        _ => 0,
-    };
-
-    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-    match format {
-        Format::Json => {
-            serde_json::to_writer_pretty(&mut out, &report)?;
-            writeln!(out)?;
-        }
-        Format::Text => text(&mut out, &report, apply)?,
+    /// The manual domains' records, the counts and the exit code.
+    fn finish(&mut self, manual: &[&Domain], apply: bool) {
+        self.manual.extend(manual.iter().map(|d| Manual {
+            domain: d.name.to_string(),
+            host_unmanaged: d.dns.target.is_none(),
+            records: desired::records(d).iter().map(|r| r.to_string()).collect(),
+        }));
+        self.counts.manual = self.manual.len();
+        self.counts.errors = self.errors.len() + self.dane_errors.len();
+        self.exit_code = match (self.counts.errors, self.counts.records, apply) {
+            (e, _, _) if e > 0 => 1,
+            (_, c, false) if c > 0 => 2,
+            _ => 0,
+        };
     }
-    out.flush()?;
-    Ok(report.exit_code)
 }
 
 /// The `[[dane]]` round on the store's memory: with `apply` (the store, and how long to
@@ -411,86 +446,4 @@ fn dane(
             records: round.manual.iter().map(ToString::to_string).collect(),
         });
     }
-}
-
-fn text(out: &mut impl Write, r: &Report, apply: bool) -> Result<()> {
-    for line in &r.retiring {
-        writeln!(out, "{line}")?;
-    }
-    for e in &r.dane_errors {
-        eprintln!("error: {e}");
-    }
-    for f in &r.dane_findings {
-        eprintln!("error: DANE: {f}");
-    }
-    for e in &r.errors {
-        let shown: Vec<&str> = e.domains.iter().take(3).map(String::as_str).collect();
-        let more = if e.domains.len() > 3 {
-            format!(" and {} more", e.domains.len() - 3)
-        } else {
-            String::new()
-        };
-        match &e.zone {
-            None => eprintln!(
-                "error: provider {}: finding the zone of {}{more}: {}",
-                e.provider,
-                shown.join(", "),
-                e.error
-            ),
-            Some(zone) => eprintln!("error: zone {zone} (provider {}): {}", e.provider, e.error),
-        }
-    }
-    for z in &r.zones {
-        writeln!(out, "; zone {} (provider {})", z.zone, z.provider)?;
-        for d in &z.delete {
-            writeln!(out, "- {d}")?;
-        }
-        for a in &z.add {
-            writeln!(out, "+ {a}")?;
-        }
-        for c in &z.conflicts {
-            writeln!(out, "! conflict: {}", c.message)?;
-        }
-    }
-    for m in r.manual.iter().take(MANUAL_SHOWN) {
-        writeln!(
-            out,
-            "; {}: no provider, set these by hand (`records` prints them too)",
-            m.domain
-        )?;
-        if m.host_unmanaged {
-            writeln!(
-                out,
-                "; mta-sts.{} must point at this server: no [dns] target is set, so no CNAME is managed",
-                m.domain
-            )?;
-        }
-        for rec in &m.records {
-            writeln!(out, "{rec}")?;
-        }
-    }
-    if r.manual.len() > MANUAL_SHOWN {
-        writeln!(
-            out,
-            "; and {} more set by hand: `mta-stsd records` prints them all",
-            plural(r.manual.len() - MANUAL_SHOWN, "domain")
-        )?;
-    }
-    let c = &r.counts;
-    let verb = if apply { "changed" } else { "to change" };
-    let mut summary = format!(
-        "; {} {verb} in {} ({} read), {}",
-        plural(c.records, "record"),
-        plural(c.zones_changed, "zone"),
-        plural(c.zones_read, "zone"),
-        plural(c.errors, "error"),
-    );
-    if c.conflicts > 0 {
-        summary += &format!(", {}", plural(c.conflicts, "conflict"));
-    }
-    if c.manual > 0 {
-        summary += &format!(", {} set by hand", plural(c.manual, "domain"));
-    }
-    writeln!(out, "{summary}")?;
-    Ok(())
 }

@@ -202,6 +202,9 @@ pub struct State {
     /// `key_file` / `key_env`: 32 bytes (hex or base64) sealing the private keys in the
     /// store; `None`: they are stored as PEM.
     pub key: Option<Secret>,
+    /// `listen`: a PostgreSQL LISTEN session on a direct connection wakes the follows at
+    /// once; the poll runs all the same.
+    pub listen: bool,
 }
 
 impl Default for State {
@@ -214,6 +217,7 @@ impl Default for State {
             replica: default_replica(),
             lease: Duration::from_secs(30),
             key: None,
+            listen: false,
         }
     }
 }

@@ -14,7 +14,7 @@ use super::diag::{At, Loc, Problems};
 use super::{Acme, Drift, ProviderConfig, Server, State};
 use crate::certs::CertFiles;
 use crate::name::{Converted, DomainName};
-use crate::policy::{Mode, MxPattern, MAX_AGE_LIMIT};
+use crate::policy::{Mode, MxPattern};
 use crate::rua::Rua;
 pub(crate) use dane::RawDane;
 use keys::keys;
@@ -24,6 +24,7 @@ mod alerts;
 mod dane;
 mod delegation;
 mod drift;
+mod inherit;
 mod keys;
 mod providers;
 mod server;
@@ -297,169 +298,5 @@ impl Reader<'_> {
             keys,
             zone,
         })
-    }
-
-    fn inherit(&mut self, section: &str, table: &DeTable<'_>, allowed: &[&str]) -> Inherit {
-        self.inherit_except(section, table, allowed, &[])
-    }
-
-    /// Like [`Self::inherit`], skipping the section's own keys `others` (read by the caller).
-    fn inherit_except(
-        &mut self,
-        section: &str,
-        table: &DeTable<'_>,
-        allowed: &[&str],
-        others: &[&str],
-    ) -> Inherit {
-        let mut keys = Inherit::default();
-        for (k, v) in table.iter() {
-            let kname = k.get_ref().as_ref();
-            if others.contains(&kname) {
-                continue;
-            }
-            if !allowed.contains(&kname) || !self.inherit_key(&mut keys, kname, v) {
-                let expected: Vec<&str> = allowed.iter().chain(others).copied().collect();
-                self.unknown(section, k, &expected);
-            }
-        }
-        keys
-    }
-
-    /// Reads one inheritable key; false when `key` is not one.
-    fn inherit_key(&mut self, keys: &mut Inherit, key: &str, v: &Item<'_>) -> bool {
-        match Inherited::of(key) {
-            Some(Inherited::Mode) => {
-                keys.mode = self
-                    .string(key, v)
-                    .and_then(|s| match s.value.parse::<Mode>() {
-                        Ok(mode) => Some(At {
-                            value: mode,
-                            at: s.at,
-                        }),
-                        Err(e) => {
-                            self.problems.error(s.at, e);
-                            None
-                        }
-                    });
-                keys.mode_rejected = keys.mode.is_none();
-            }
-            Some(Inherited::Mx) => {
-                let entries = self.strings(key, v);
-                let mut ok = entries.is_some();
-                let mut patterns = Vec::new();
-                for s in entries.unwrap_or_default() {
-                    match MxPattern::parse(s.value) {
-                        Ok((p, conv)) => {
-                            if conv == Converted::Idna {
-                                self.problems.warn(
-                                    s.at,
-                                    format!("mx `{}` converted to its A-label `{p}` (IDNA); the policy lists the A-label", s.value),
-                                );
-                            }
-                            patterns.push(p);
-                        }
-                        Err(e) => {
-                            self.problems.error(s.at, e.0);
-                            ok = false;
-                        }
-                    }
-                }
-                keys.mx = ok.then(|| At {
-                    value: patterns.into(),
-                    at: self.at(v.span()),
-                });
-                keys.mx_rejected = !ok;
-            }
-            Some(Inherited::MaxAge) => {
-                keys.max_age = self.integer(key, v).and_then(|n| {
-                    match u32::try_from(n.value).ok().filter(|&s| s <= MAX_AGE_LIMIT) {
-                        Some(s) => Some(At { value: s, at: n.at }),
-                        None => {
-                            self.problems.error(
-                                n.at,
-                                format!(
-                                    "max_age {} is outside 0..=31557600 seconds (RFC 8461 §3.2)",
-                                    n.value
-                                ),
-                            );
-                            None
-                        }
-                    }
-                })
-            }
-            Some(Inherited::Target) => {
-                keys.target = match v.get_ref() {
-                    // A deliberate A record at mta-sts.<domain>: no CNAME for it.
-                    DeValue::Boolean(false) => Some(At {
-                        value: None,
-                        at: self.at(v.span()),
-                    }),
-                    DeValue::String(_) => self
-                        .string(key, v)
-                        .and_then(|s| self.name_fqdn(key, s))
-                        .map(|t| At {
-                            value: Some(t.value),
-                            at: t.at,
-                        }),
-                    _ => {
-                        self.wrong_type(key, v, "a host name, or false for no CNAME");
-                        None
-                    }
-                }
-            }
-            Some(Inherited::Ttl) => {
-                keys.ttl = self.integer(key, v).and_then(|n| {
-                    // RFC 2181 §8: a TTL is at most 2^31 - 1.
-                    match u32::try_from(n.value).ok().filter(|&t| (1..=0x7fff_ffff).contains(&t)) {
-                        Some(t) => {
-                            if !(60..=86400).contains(&t) {
-                                self.problems.warn(n.at, format!(
-                                    "ttl {t} is outside 60..=86400 seconds: changes are either slow to reach senders or cost resolvers a query each time"
-                                ));
-                            }
-                            Some(At { value: t, at: n.at })
-                        }
-                        None => {
-                            self.problems.error(n.at, format!(
-                                "ttl {} is outside 1..=2147483647 seconds (RFC 2181 §8)", n.value
-                            ));
-                            None
-                        }
-                    }
-                })
-            }
-            Some(Inherited::Tlsrpt) => {
-                let entries = self.strings(key, v);
-                let mut ok = entries.is_some();
-                let mut rua = Vec::new();
-                for s in entries.unwrap_or_default() {
-                    match Rua::parse(s.value) {
-                        Ok(r) => rua.push(r),
-                        Err(e) => {
-                            self.problems.error(s.at, e);
-                            ok = false;
-                        }
-                    }
-                }
-                keys.tlsrpt = ok.then(|| At {
-                    value: rua.into(),
-                    at: self.at(v.span()),
-                });
-            }
-            Some(Inherited::Provider) => {
-                keys.provider = self.string(key, v).map(|s| At {
-                    value: s.value.into(),
-                    at: s.at,
-                })
-            }
-            Some(Inherited::Delegated) => {
-                keys.delegated = self.boolean(key, v).map(|b| At {
-                    value: b,
-                    at: self.at(v.span()),
-                })
-            }
-            None => return false,
-        }
-        true
     }
 }

@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use crate::config::{CertSource, Config, Domain};
 use crate::daemon::drift::for_domain;
 use crate::daemon::publication::Publication;
-use crate::daemon::state::Shared;
+use crate::daemon::state::Daemon;
 use crate::daemon::view::{certificate, lifecycle_status};
 use crate::drift::report::Report;
 use crate::serve::handler::plain;
@@ -23,7 +23,7 @@ const STATUS_LIST_LIMIT: usize = 1000;
 /// `token`: `[server] admin_token_file`'s token, as read at start (listeners and their
 /// settings change at a restart).
 pub async fn respond<B>(
-    shared: &Shared,
+    shared: &Daemon,
     token: Option<&Secret>,
     req: &Request<B>,
 ) -> Response<Full<Bytes>> {
@@ -60,6 +60,9 @@ pub async fn respond<B>(
             let h = shared.writer.store().health();
             shared.metrics.store_up.set(i64::from(h.error.is_none()));
             shared.metrics.store_pending.set(h.pending as i64);
+            shared
+                .metrics
+                .store_follows(shared.writer.store().follows());
             shared
                 .metrics
                 .leases_held(&shared.writer.store().held_here());
@@ -142,7 +145,7 @@ fn with_type(body: String, content_type: &'static str) -> Response<Full<Bytes>> 
 
 /// The TLS-RPT sums of the domains `/status` is about to list (SPEC "/status sums them per
 /// domain"), read before the state locks are taken.
-async fn reports(shared: &Shared, only: Option<&str>) -> crate::tlsrpt::status::Reports {
+async fn reports(shared: &Daemon, only: Option<&str>) -> crate::tlsrpt::status::Reports {
     use crate::tlsrpt::status::{fetch, Reports};
     let names: Vec<String> = {
         let live = shared.live.load();
@@ -167,23 +170,15 @@ async fn reports(shared: &Shared, only: Option<&str>) -> crate::tlsrpt::status::
 /// SPEC "/status": every domain's id, served since, DNS publication state, last error; the
 /// last reload and its problems; TLS-RPT sums.
 pub fn status(
-    shared: &Shared,
+    shared: &Daemon,
     only: Option<&str>,
     reports: &crate::tlsrpt::status::Reports,
 ) -> Value {
     let live = shared.live.load();
-    let reload = shared
-        .last_reload
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .clone();
+    let reload = shared.last_reload();
     let total = live.config.domains.len();
-    let publication = shared.publication.lock().unwrap_or_else(|e| e.into_inner());
-    let drift = shared
-        .drift
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .clone();
+    let publication = shared.publication();
+    let drift = shared.drift_report();
     let show = |(d, since): (&Domain, u64)| {
         domain_status(
             d,
@@ -208,7 +203,7 @@ pub fn status(
     };
     json!({
         "version": env!("CARGO_PKG_VERSION"),
-        "started_at": rfc3339(shared.started_at),
+        "started_at": rfc3339(shared.started_at()),
         "config": {
             "path": shared.config_path.display().to_string(),
             "files": live.config.files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>(),
@@ -225,7 +220,7 @@ pub fn status(
             "counts": r.counts,
         })),
         "alerts": live.config.alerts.as_ref().map(|_| shared.alerts.json()),
-        "dane": shared.dane.lock().unwrap_or_else(|e| e.into_inner()).as_ref().map(super::dane::status),
+        "dane": shared.with_dane_round(|r| r.map(super::dane::status)),
         "acme": live.config.acme.as_ref().map(|_| shared.acme.summary_json()),
         "tlsrpt": reports.summary(),
         "state": store_status(shared, &live.config.state),
@@ -245,7 +240,7 @@ const LEASES_WITHIN: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Every job's lease in the store: who holds it (`<replica>/<pid>`) and until when, by the
 /// store's clock; `null` when the store does not answer.
-async fn leases(shared: &Shared) -> Value {
+async fn leases(shared: &Daemon) -> Value {
     let store = shared.writer.store();
     let ours = store.holder();
     let asked = async {
@@ -273,7 +268,7 @@ async fn leases(shared: &Shared) -> Value {
 }
 
 /// The store: which, whether it takes writes, what waits for it.
-fn store_status(shared: &Shared, state: &crate::config::State) -> Value {
+fn store_status(shared: &Daemon, state: &crate::config::State) -> Value {
     let store = shared.writer.store();
     let h = store.health();
     json!({
@@ -283,6 +278,7 @@ fn store_status(shared: &Shared, state: &crate::config::State) -> Value {
         "up": h.error.is_none(),
         "error": h.error,
         "pending_events": h.pending,
+        "listen": store.listen_state().unwrap_or("off"),
         "damaged_rows": h.damaged,
         "seq": h.seq,
         "last_ok": h.last_ok.map(rfc3339),

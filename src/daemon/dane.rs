@@ -10,10 +10,11 @@ use std::time::Duration;
 use tokio_util::task::AbortOnDropHandle;
 use tracing::{debug, error, info, warn};
 
-use super::state::Shared;
+use super::state::Daemon;
 use crate::clock::unix_now;
 use crate::dane::sync::{held_round, state_error, wanted, Round};
 use crate::dns::providers;
+use crate::live::Reloads;
 use crate::state::store::DANE_JOB;
 
 /// After a round that failed in a way that may pass, the next try.
@@ -26,14 +27,14 @@ pub struct DaneTask {
 }
 
 impl DaneTask {
-    pub fn start(shared: Arc<Shared>) -> DaneTask {
+    pub fn start(shared: Arc<Daemon>) -> DaneTask {
         DaneTask {
-            _task: AbortOnDropHandle::new(tokio::spawn(run(shared))),
+            _task: AbortOnDropHandle::new(tokio::spawn(run(shared.clone(), shared.reloads()))),
         }
     }
 }
 
-async fn run(shared: Arc<Shared>) {
+async fn run(shared: Arc<Daemon>, mut reloads: Reloads) {
     loop {
         let live = shared.live.load_full();
         let config = &live.config;
@@ -46,13 +47,13 @@ async fn run(shared: Arc<Shared>) {
             if r.retry {
                 sleep = sleep.min(RETRY);
             }
-            *shared.dane.lock().unwrap_or_else(|e| e.into_inner()) = Some(r);
+            shared.set_dane_round(r);
         } else if !config.dane.is_empty() {
             // Another replica's round: this one's (after its own reload) comes soon after.
             sleep = sleep.min(HELD_RETRY);
         }
         tokio::select! {
-            _ = shared.dane_wake.notified() => {}
+            _ = reloads.next() => {}
             _ = tokio::time::sleep(sleep) => {}
         }
     }
@@ -62,7 +63,7 @@ async fn run(shared: Arc<Shared>) {
 /// decisions, whichever replica it was), kept in the store with the lease's token. `None`:
 /// nothing to do (no `[[dane]]` and nothing left to withdraw), or another replica's round is
 /// under way.
-async fn leased_round(shared: &Shared, config: &crate::config::Config) -> Option<Round> {
+async fn leased_round(shared: &Daemon, config: &crate::config::Config) -> Option<Round> {
     let store = shared.writer.store();
     let mut out = Round::default();
     match wanted(config, store).await {

@@ -7,9 +7,10 @@ use std::time::Duration;
 use tokio_util::task::AbortOnDropHandle;
 use tracing::{info, warn};
 
-use super::state::Shared;
+use super::state::Daemon;
 use crate::drift::report::{Report, Severity};
 use crate::drift::{NotRun, Take};
+use crate::live::Reloads;
 
 /// The first run waits this long, so the listeners answer before we ask them.
 const FIRST_RUN_DELAY: Duration = Duration::from_secs(1);
@@ -20,22 +21,22 @@ pub struct DriftTask {
 }
 
 impl DriftTask {
-    pub fn start(shared: Arc<Shared>) -> DriftTask {
+    pub fn start(shared: Arc<Daemon>) -> DriftTask {
         DriftTask {
-            _task: AbortOnDropHandle::new(tokio::spawn(run(shared))),
+            _task: AbortOnDropHandle::new(tokio::spawn(run(shared.clone(), shared.reloads()))),
         }
     }
 }
 
 /// Follows the live config: a `[drift]` section added by a reload starts the checks, a
 /// changed interval reschedules them, a removed section stops them.
-async fn run(shared: Arc<Shared>) {
+async fn run(shared: Arc<Daemon>, mut reloads: Reloads) {
     let mut last_run: Option<tokio::time::Instant> = None;
     loop {
         let live = shared.live.load_full();
         let drift = &live.config.drift;
         if !drift.enabled {
-            shared.drift_wake.notified().await;
+            reloads.next().await;
             continue;
         }
         let wait = match last_run {
@@ -45,18 +46,18 @@ async fn run(shared: Arc<Shared>) {
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
             // A reload: look at the (maybe changed) section again.
-            _ = shared.drift_wake.notified() => continue,
+            _ = reloads.next() => continue,
         }
         last_run = Some(tokio::time::Instant::now());
         check_once(&shared, &live).await;
     }
 }
 
-async fn check_once(shared: &Shared, live: &crate::live::Live) {
+async fn check_once(shared: &Daemon, live: &crate::live::Live) {
     let store = shared.writer.store();
     // Another replica (or a command) ran this round lately: its findings are this one's.
     if let Some(report) = fresh_elsewhere(store, live).await {
-        *shared.drift.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(report));
+        shared.set_drift_report(report);
         return;
     }
     let before = alert_counts(&shared.alerts);
@@ -125,7 +126,7 @@ async fn check_once(shared: &Shared, live: &crate::live::Live) {
     ] {
         m.domains_by_dns_state(s.as_str(), by_state[s as usize]);
     }
-    *shared.drift.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(report));
+    shared.set_drift_report(report);
 }
 
 /// The stored findings when they were checked less than half an interval ago (by the

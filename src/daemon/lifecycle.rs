@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use tracing::{error, info, warn};
 
-use super::state::Shared;
+use super::state::Daemon;
 use crate::clock::unix_now;
 use crate::config::{Config, Retiring};
 use crate::lifecycle;
@@ -82,7 +82,7 @@ pub fn prepare(
 }
 
 /// Records what is now served; logs the retirement steps it contains.
-pub fn commit(shared: &Shared, events: &[Event]) {
+pub fn commit(shared: &Daemon, events: &[Event]) {
     for e in events {
         match e {
             Event::Missing { domain, .. } => info!(
@@ -135,7 +135,8 @@ pub struct LifecycleTask {
 }
 
 impl LifecycleTask {
-    pub fn start(shared: Arc<Shared>) -> LifecycleTask {
+    pub fn start(shared: Arc<Daemon>) -> LifecycleTask {
+        let mut reloads = shared.reloads();
         let task = tokio::spawn(async move {
             let mut deferred = false;
             loop {
@@ -151,11 +152,10 @@ impl LifecycleTask {
                 // finished withdrawal (a step is asked for).
                 tokio::select! {
                     _ = tokio::time::sleep(sleep) => {}
-                    _ = shared.lifecycle_wake.notified() => {}
+                    _ = reloads.next() => {}
+                    _ = shared.lifecycle_woken() => {}
                 }
-                let asked = shared
-                    .lifecycle_step
-                    .swap(false, std::sync::atomic::Ordering::AcqRel);
+                let asked = shared.take_lifecycle_step();
                 let due = shared.live.load().next_deadline;
                 if asked || deferred || due.is_some_and(|t| t <= unix_now()) {
                     deferred = step(&shared).await == Step::Deferred;
@@ -186,20 +186,20 @@ enum Step {
 
 /// Re-evaluates the live config's own domains against the history now. A step that records
 /// something (a retirement started, rescheduled) is taken under the "retire" lease.
-async fn step(shared: &Arc<Shared>) -> Step {
+async fn step(shared: &Arc<Daemon>) -> Step {
     // Taken once a step has something to record, without the swap lock (the store may be
     // slow: reloads must not wait on it); then the state is built again on the history the
     // catch-up read made.
     let mut held: Option<crate::state::store::Held> = None;
     loop {
-        let swap = shared.swap.lock().await;
+        let swap = shared.hold_swap().await;
         let p = match build_step(shared).await {
             Some(p) => p,
             None => return Step::Done,
         };
         if p.events.is_empty() {
             shared.live.store(Arc::new(p.live));
-            shared.publish_wake.notify_one();
+            shared.wake_publisher();
             drop(swap);
             if let Some(h) = held {
                 h.release().await;
@@ -212,7 +212,7 @@ async fn step(shared: &Arc<Shared>) -> Step {
                 return Step::Deferred;
             }
             shared.live.store(Arc::new(p.live));
-            shared.publish_wake.notify_one();
+            shared.wake_publisher();
             commit(shared, &p.events);
             drop(swap);
             // The next holder reads these from the store: written before the lease goes.
@@ -250,7 +250,7 @@ async fn step(shared: &Arc<Shared>) -> Step {
 
 /// The live config's own domains evaluated against the history now, with the events a step
 /// records; `None`: it could not be built (logged).
-async fn build_step(shared: &Arc<Shared>) -> Option<Prepared> {
+async fn build_step(shared: &Arc<Daemon>) -> Option<Prepared> {
     let s = shared.clone();
     let built = tokio::task::spawn_blocking(move || {
         let previous = s.live.load_full();

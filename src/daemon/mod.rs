@@ -32,7 +32,7 @@ use crate::config;
 use crate::serve::conns::Conns;
 use crate::serve::listener::{Kind, Listener};
 use crate::serve::{tls, Respond};
-use state::Shared;
+use state::Daemon;
 
 /// A start gives up on a store that does not answer within this, and says so.
 const OPEN_STORE: std::time::Duration = std::time::Duration::from_secs(30);
@@ -120,6 +120,74 @@ async fn refuse_foreign(
 }
 
 async fn serve(config_path: &Path, loaded: config::Loaded, cache: config::Cache) -> Result<u8> {
+    let (shared, events) = start(config_path, loaded).await?;
+    let server = shared.live.load().config.server.clone();
+    let domains = shared.live.load().config.domains.len();
+    let (stop, stopped) = watch::channel(false);
+    let tracker = TaskTracker::new();
+    let accept_loops = listen(&shared, &server, &stopped, &tracker).await?;
+
+    // Watching before the first record: an edit made meanwhile is not missed; its reload
+    // waits for the record (the swap lock), so the history sees the start first.
+    let reloader = reload::Reloader::start(shared.clone(), cache)?;
+    // Recorded once served, as a reload does: a million domains' first record takes seconds,
+    // during which they are answered already.
+    {
+        let _swap = shared.hold_swap().await;
+        lifecycle::commit(&shared, &events);
+    }
+    drop(events);
+    // `ready` means the start's history is in the store (a command run next reads it), unless
+    // the store does not take it in time: then serving goes on and the writer keeps trying.
+    if !shared.writer.flush(OPEN_STORE).await {
+        warn!(
+            events = shared.writer.pending(),
+            "the store has not taken the start's id-history events yet; serving meanwhile"
+        );
+    }
+    let tasks = Tasks::start(&shared);
+    let mut sigterm = signal(SignalKind::terminate()).context("SIGTERM handler")?;
+    let mut sigint = signal(SignalKind::interrupt()).context("SIGINT handler")?;
+    notify(&[NotifyState::Ready]);
+    info!(domains, "ready");
+
+    let why = tokio::select! {
+        _ = sigterm.recv() => "SIGTERM",
+        _ = sigint.recv() => "SIGINT",
+    };
+    info!("{why}: shutting down");
+    notify(&[NotifyState::Stopping]);
+    drop(reloader);
+    tasks.stop();
+    // What the store has not taken yet is kept if it comes back within a few seconds.
+    if !shared.writer.flush(FLUSH_AT_STOP).await {
+        warn!(
+            events = shared.writer.pending(),
+            "the store did not take every id-history event before stopping; the next start records what it serves again"
+        );
+    }
+    let _ = stop.send(true);
+    for l in accept_loops {
+        let _ = l.await;
+    }
+    tracker.close();
+    let bound = server.limits.shutdown_timeout;
+    if tokio::time::timeout(bound, tracker.wait()).await.is_err() {
+        warn!(
+            connections = tracker.len(),
+            "connections still open after {bound:?}; closing them"
+        );
+    }
+    info!("stopped");
+    Ok(0)
+}
+
+/// Opens the store, refuses a foreign config, and builds the state to serve: the daemon's
+/// shared state, and the start's id-history events to record once served.
+async fn start(
+    config_path: &Path,
+    loaded: config::Loaded,
+) -> Result<(Arc<Daemon>, Vec<crate::state::history::Event>)> {
     let opened = tokio::time::timeout(OPEN_STORE, store::open(&loaded.config.state))
         .await
         .map_err(|_| anyhow::anyhow!("the store did not answer within {OPEN_STORE:?}"))
@@ -140,22 +208,28 @@ async fn serve(config_path: &Path, loaded: config::Loaded, cache: config::Cache)
         });
     }
     let live = prepared.live;
-    let server = live.config.server.clone();
-    let domains = live.config.domains.len();
+    let https = !live.config.server.https.is_empty();
     let history = history.into_inner().unwrap_or_else(|e| e.into_inner());
     let writer = crate::state::store::Writer::start(store.clone());
-    let shared = Shared::new(config_path.to_owned(), live, warnings, history, writer);
+    let shared = Daemon::new(config_path.to_owned(), live, warnings, history, writer);
     store::follow(&shared, store, seq);
-    if !server.https.is_empty() {
+    if https {
         // Made now, so its path is in the log before the first handshake asks for it.
         let live = shared.live.load();
         if live.config.tls.self_signed {
             shared.self_signed.ca(&live.config.state.dir);
         }
     }
+    Ok((shared, prepared.events))
+}
 
-    let (stop, stopped) = watch::channel(false);
-    let tracker = TaskTracker::new();
+/// Binds every listener (a port in use fails the start) and starts their accept loops.
+async fn listen(
+    shared: &Arc<Daemon>,
+    server: &config::Server,
+    stopped: &watch::Receiver<bool>,
+    tracker: &TaskTracker,
+) -> Result<Vec<tokio::task::JoinHandle<()>>> {
     let limits = &server.limits;
     let public = Conns::new(limits.max_connections, limits.max_connections_per_ip);
     let site = Arc::new(shared.site());
@@ -210,84 +284,64 @@ async fn serve(config_path: &Path, loaded: config::Loaded, cache: config::Cache)
         };
         bound.push((listener(Kind::Admin(admin), conns), socket));
     }
-    let accept_loops: Vec<_> = bound
+    Ok(bound
         .into_iter()
         .map(|(l, socket)| tokio::spawn(l.run(socket)))
-        .collect();
+        .collect())
+}
 
-    // Watching before the first record: an edit made meanwhile is not missed; its reload
-    // waits for the record (the swap lock), so the history sees the start first.
-    let reloader = reload::Reloader::start(shared.clone(), cache)?;
-    // Recorded once served, as a reload does: a million domains' first record takes seconds,
-    // during which they are answered already.
-    {
-        let _swap = shared.swap.lock().await;
-        lifecycle::commit(&shared, &prepared.events);
-    }
-    drop(prepared.events);
-    // `ready` means the start's history is in the store (a command run next reads it), unless
-    // the store does not take it in time: then serving goes on and the writer keeps trying.
-    if !shared.writer.flush(OPEN_STORE).await {
-        warn!(
-            events = shared.writer.pending(),
-            "the store has not taken the start's id-history events yet; serving meanwhile"
-        );
-    }
-    // Listening already: a policy is served before its id is published.
-    let publisher = publish::Publisher::start(shared.clone());
-    let retirements = lifecycle::LifecycleTask::start(shared.clone());
-    let dane = dane::DaneTask::start(shared.clone());
-    // Idle until a config has [drift]; reloads may add, change or remove it.
-    let drift = drift::DriftTask::start(shared.clone());
-    // Listening already: challenges are answered by the listeners above.
-    let acme = crate::acme::Manager::start(crate::acme::Shared {
-        live: shared.live.clone(),
-        acme: shared.acme.clone(),
-        metrics: shared.metrics.clone(),
-        store: shared.writer.store().clone(),
-    });
-    let reports = crate::tlsrpt::task::start(shared.tlsrpt());
-    let trimmer = trim::start();
-    let mut sigterm = signal(SignalKind::terminate()).context("SIGTERM handler")?;
-    let mut sigint = signal(SignalKind::interrupt()).context("SIGINT handler")?;
-    notify(&[NotifyState::Ready]);
-    info!(domains, "ready");
+/// The daemon's background tasks; each stops when dropped.
+struct Tasks {
+    retirements: lifecycle::LifecycleTask,
+    publisher: publish::Publisher,
+    dane: dane::DaneTask,
+    drift: drift::DriftTask,
+    acme: crate::acme::Manager,
+    reports: crate::tlsrpt::task::Task,
+    trimmer: Option<tokio_util::task::AbortOnDropHandle<()>>,
+}
 
-    let why = tokio::select! {
-        _ = sigterm.recv() => "SIGTERM",
-        _ = sigint.recv() => "SIGINT",
-    };
-    info!("{why}: shutting down");
-    notify(&[NotifyState::Stopping]);
-    drop(reloader);
-    drop(retirements);
-    drop(publisher);
-    drop(dane);
-    drop(drift);
-    drop(acme);
-    drop(reports);
-    drop(trimmer);
-    // What the store has not taken yet is kept if it comes back within a few seconds.
-    if !shared.writer.flush(FLUSH_AT_STOP).await {
-        warn!(
-            events = shared.writer.pending(),
-            "the store did not take every id-history event before stopping; the next start records what it serves again"
+impl Tasks {
+    fn start(shared: &Arc<Daemon>) -> Tasks {
+        // Listening already: a policy is served before its id is published.
+        let publisher = publish::Publisher::start(shared.clone());
+        let retirements = lifecycle::LifecycleTask::start(shared.clone());
+        let dane = dane::DaneTask::start(shared.clone());
+        // Idle until a config has [drift]; reloads may add, change or remove it.
+        let drift = drift::DriftTask::start(shared.clone());
+        // Listening already: challenges are answered by the listeners above.
+        let acme = crate::acme::Manager::start(
+            crate::acme::ManagerContext {
+                live: shared.live.clone(),
+                acme: shared.acme.clone(),
+                metrics: shared.metrics.clone(),
+                store: shared.writer.store().clone(),
+            },
+            shared.reloads(),
         );
+        let reports = crate::tlsrpt::task::start(shared.tlsrpt());
+        let trimmer = trim::start();
+        Tasks {
+            retirements,
+            publisher,
+            dane,
+            drift,
+            acme,
+            reports,
+            trimmer,
+        }
     }
-    let _ = stop.send(true);
-    for l in accept_loops {
-        let _ = l.await;
+
+    /// Stops them, in this order.
+    fn stop(self) {
+        drop(self.retirements);
+        drop(self.publisher);
+        drop(self.dane);
+        drop(self.drift);
+        drop(self.acme);
+        drop(self.reports);
+        drop(self.trimmer);
     }
-    tracker.close();
-    let bound = server.limits.shutdown_timeout;
-    if tokio::time::timeout(bound, tracker.wait()).await.is_err() {
-        warn!(
-            connections = tracker.len(),
-            "connections still open after {bound:?}; closing them"
-        );
-    }
-    info!("stopped");
-    Ok(0)
 }
 
 async fn bind(proto: &str, addr: SocketAddr) -> Result<TcpListener> {

@@ -8,7 +8,7 @@ use std::time::Duration;
 use crate::clock::{rfc3339, unix_now};
 use crate::config::{CertSource, Config, Domain};
 use crate::daemon::drift::for_domain;
-use crate::daemon::state::Shared;
+use crate::daemon::state::Daemon;
 use crate::daemon::view::{certificate, lifecycle_status};
 use crate::dashboard::reports::{self, DAYS};
 use crate::dashboard::search::{self, Match, Query};
@@ -25,7 +25,7 @@ use crate::tlsrpt::summary;
 const QUERY_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// `/`: one page of the domains `query` matches, with the summary line.
-pub async fn index(shared: &Shared, query: Option<&str>) -> IndexPage {
+pub async fn index(shared: &Daemon, query: Option<&str>) -> IndexPage {
     let q = Query::parse(query);
     let live = shared.live.load_full();
     let sel = search::select(&live.config.domains, |d| d.name.as_str(), &q);
@@ -41,12 +41,8 @@ pub async fn index(shared: &Shared, query: Option<&str>) -> IndexPage {
             crate::tlsrpt::status::fetch(shared.reports.get(), &names, now).await
         }
     };
-    let publication = shared.publication.lock().unwrap_or_else(|e| e.into_inner());
-    let drift = shared
-        .drift
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .clone();
+    let publication = shared.publication();
+    let drift = shared.drift_report();
     let rows = sel
         .rows
         .iter()
@@ -120,7 +116,7 @@ pub async fn index(shared: &Shared, query: Option<&str>) -> IndexPage {
 
 /// The summary line: counts by mode and publication state, drift, reload and store.
 fn summary(
-    shared: &Shared,
+    shared: &Daemon,
     live: &Arc<Live>,
     publication: &crate::daemon::publication::Publication,
     drift: Option<&crate::drift::report::Report>,
@@ -143,11 +139,7 @@ fn summary(
         .domains
         .len()
         .saturating_sub(publication.domains.len());
-    let reload = shared
-        .last_reload
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .clone();
+    let reload = shared.last_reload();
     Summary {
         domains: config.domains.len(),
         modes: modes.into_iter().filter(|(_, n)| *n > 0).collect(),
@@ -174,7 +166,7 @@ fn summary(
 
 /// The state store as the summary line says it: "sqlite, up" or "postgresql, error: …, 3
 /// events waiting".
-fn state_line(shared: &Shared) -> String {
+fn state_line(shared: &Daemon) -> String {
     let store = shared.writer.store();
     let h = store.health();
     let mut line = format!("{}, ", store.engine());
@@ -217,7 +209,7 @@ fn mode_counts(live: &Arc<Live>) -> [(&'static str, usize); 3] {
 }
 
 /// `/domains/<name>`; `None` when the name is not served.
-pub async fn domain(shared: &Shared, name: &str) -> Option<DomainPage> {
+pub async fn domain(shared: &Daemon, name: &str) -> Option<DomainPage> {
     let live = shared.live.load_full();
     let (d, since) = live.served(name)?;
     let now = unix_now() as i64;
@@ -268,7 +260,7 @@ pub async fn domain(shared: &Shared, name: &str) -> Option<DomainPage> {
 
 /// The domain's reports of the window, summed by [`summary::build`] as `reports` does.
 async fn domain_reports(
-    shared: &Shared,
+    shared: &Daemon,
     d: &Domain,
 ) -> Result<summary::DomainReports, ReportsView> {
     let Some(store) = shared.reports.get() else {
@@ -302,7 +294,7 @@ async fn domain_reports(
 }
 
 /// The id history, newest first, read as `mta-stsd history --format json` reads it.
-fn timeline(shared: &Shared, name: &str, reports: Option<&summary::DomainReports>) -> Vec<Served> {
+fn timeline(shared: &Daemon, name: &str, reports: Option<&summary::DomainReports>) -> Vec<Served> {
     let json = {
         let h = shared.history.lock().unwrap_or_else(|e| e.into_inner());
         match h.domain(name) {
@@ -332,12 +324,8 @@ fn timeline(shared: &Shared, name: &str, reports: Option<&summary::DomainReports
         .collect()
 }
 
-fn drift_view(shared: &Shared, name: &str) -> Option<DriftView> {
-    let report = shared
-        .drift
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .clone()?;
+fn drift_view(shared: &Daemon, name: &str) -> Option<DriftView> {
+    let report = shared.drift_report()?;
     let dr = for_domain(&report, name)?;
     Some(DriftView {
         status: dr.status.as_str(),
@@ -357,8 +345,8 @@ fn drift_view(shared: &Shared, name: &str) -> Option<DriftView> {
     })
 }
 
-fn publication_rows(shared: &Shared, d: &Domain) -> Vec<(&'static str, String)> {
-    let publication = shared.publication.lock().unwrap_or_else(|e| e.into_inner());
+fn publication_rows(shared: &Daemon, d: &Domain) -> Vec<(&'static str, String)> {
+    let publication = shared.publication();
     let Some(p) = publication.domains.get(d.name.as_str()) else {
         return vec![(
             "DNS",
@@ -387,7 +375,7 @@ fn publication_rows(shared: &Shared, d: &Domain) -> Vec<(&'static str, String)> 
 }
 
 /// "acme, expires 2027-01-01" (the day is what a list needs), "self-signed", "none".
-fn certificate_text(d: &Domain, config: &Config, shared: &Shared) -> String {
+fn certificate_text(d: &Domain, config: &Config, shared: &Daemon) -> String {
     let source = match d.cert {
         CertSource::Configured(_) => "configured",
         CertSource::Acme => "acme",

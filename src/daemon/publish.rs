@@ -10,21 +10,23 @@ use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::Duration;
 
-use mta_stsd_providers::{DomainChange, ProviderError, RData, Record};
-use tokio::sync::Notify;
+use mta_stsd_providers::ProviderError;
 use tokio_util::task::AbortOnDropHandle;
 use tracing::{info, warn, Instrument};
 
 use super::publication::{DomainPublication, PubState};
-use super::state::Shared;
+use super::state::Daemon;
 use crate::clock::unix_now;
 use crate::config::{Domain, Retiring};
 use crate::desired;
-use crate::dns::plan::{is_ours, STS_VERSION};
 use crate::dns::providers::{self, Providers};
 use crate::dns::sync;
-use crate::live::Live;
+use crate::live::{Live, Reloads};
 use crate::state::store::{zone_job, Held};
+
+mod outcome;
+
+use outcome::outcome;
 
 /// The lease of reconcile rounds.
 const RECONCILE: &str = "reconcile";
@@ -61,15 +63,14 @@ pub struct Publisher {
 }
 
 impl Publisher {
-    pub fn start(shared: Arc<Shared>) -> Publisher {
+    pub fn start(shared: Arc<Daemon>) -> Publisher {
         Publisher {
-            _task: AbortOnDropHandle::new(tokio::spawn(run(shared))),
+            _task: AbortOnDropHandle::new(tokio::spawn(run(shared.clone(), shared.reloads()))),
         }
     }
 }
 
-async fn run(shared: Arc<Shared>) {
-    let wake: &Notify = &shared.publish_wake;
+async fn run(shared: Arc<Daemon>, mut reloads: Reloads) {
     let mut built: Option<(Arc<Live>, Providers)> = None;
     // The first round after start reads everything anyway; reconcile one period later. The
     // period is the live config's, so a reload that changes it applies at once.
@@ -119,9 +120,7 @@ async fn run(shared: Arc<Shared>) {
             held.release().await;
         }
         let next = shared
-            .publication
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+            .publication()
             .domains
             .values()
             .filter_map(|p| p.next_retry)
@@ -133,7 +132,8 @@ async fn run(shared: Arc<Shared>) {
             })
             .min(until_reconcile);
         tokio::select! {
-            _ = wake.notified() => {}
+            _ = reloads.next() => {}
+            _ = shared.publisher_woken() => {}
             _ = tokio::time::sleep(sleep) => {}
         }
     }
@@ -151,7 +151,7 @@ enum Reconcile {
 
 /// A reconcile round is one replica's job per period: whoever takes the "reconcile" lease
 /// when its period is up, unless the store says another did within the period.
-async fn reconcile_lease(shared: &Shared, period: Duration) -> Reconcile {
+async fn reconcile_lease(shared: &Daemon, period: Duration) -> Reconcile {
     let store = shared.writer.store();
     let ttl = shared.live.load().config.state.lease;
     let held = match store.hold(RECONCILE, ttl).await {
@@ -189,8 +189,8 @@ async fn reconcile_lease(shared: &Shared, period: Duration) -> Reconcile {
 }
 
 /// Brings the table in line with the live config; returns the domains to push now.
-fn refresh<'l>(shared: &Shared, live: &'l Live, now: u64, reconcile: bool) -> Vec<&'l Domain> {
-    let mut table = shared.publication.lock().unwrap_or_else(|e| e.into_inner());
+fn refresh<'l>(shared: &Daemon, live: &'l Live, now: u64, reconcile: bool) -> Vec<&'l Domain> {
+    let mut table = shared.publication();
     let mut due = Vec::new();
     let mut present = std::collections::HashSet::new();
     for d in live.config.domains.iter().chain(&live.withdraw) {
@@ -235,7 +235,7 @@ fn refresh<'l>(shared: &Shared, live: &'l Live, now: u64, reconcile: bool) -> Ve
     due
 }
 
-async fn publish(shared: &Shared, providers: &Providers, due: &[&Domain]) {
+async fn publish(shared: &Daemon, providers: &Providers, due: &[&Domain]) {
     let (targets, unplaced) = sync::targets(due.iter().copied(), providers).await;
     let mut failing = std::collections::BTreeSet::new();
     for u in &unplaced {
@@ -290,7 +290,7 @@ async fn publish(shared: &Shared, providers: &Providers, due: &[&Domain]) {
                         changed = n, "{}", outcome(d, &plan.change));
                 }
                 let now = unix_now();
-                let mut table = shared.publication.lock().unwrap_or_else(|e| e.into_inner());
+                let mut table = shared.publication();
                 for (d, plan) in t.domains.iter().zip(plans) {
                     if let Some(Retiring::Withdrawing { .. }) = d.retiring {
                         withdrawn.push(crate::state::history::Event::Withdrawn {
@@ -352,7 +352,7 @@ async fn publish(shared: &Shared, providers: &Providers, due: &[&Domain]) {
 /// a time and the others find nothing left to do. `None`: the zone waits (held elsewhere,
 /// or the store does not answer), its domains retried soon. The target returned leaves out
 /// retired domains whose withdrawal another replica already recorded.
-async fn zone_lease<'c>(shared: &Shared, t: &sync::Target<'c>) -> Option<(Held, sync::Target<'c>)> {
+async fn zone_lease<'c>(shared: &Daemon, t: &sync::Target<'c>) -> Option<(Held, sync::Target<'c>)> {
     let store = shared.writer.store();
     let job = zone_job(&t.zone);
     let ttl = shared.live.load().config.state.lease;
@@ -416,8 +416,8 @@ async fn zone_lease<'c>(shared: &Shared, t: &sync::Target<'c>) -> Option<(Held, 
 
 /// Puts `domains` off for `secs` without counting a failed attempt. One published as
 /// desired (read again by a reconcile round) is left alone: the round is another's now.
-fn wait(shared: &Shared, domains: &[&Domain], secs: u64, error: Option<String>) {
-    let mut table = shared.publication.lock().unwrap_or_else(|e| e.into_inner());
+fn wait(shared: &Daemon, domains: &[&Domain], secs: u64, error: Option<String>) {
+    let mut table = shared.publication();
     let at = unix_now() + secs;
     for d in domains {
         if let Some(p) = table.domains.get_mut(d.name.as_str()) {
@@ -433,68 +433,16 @@ fn wait(shared: &Shared, domains: &[&Domain], secs: u64, error: Option<String>) 
 }
 
 /// Withdrawn records: the domain's retirement is complete.
-fn finish_withdrawals(shared: &Shared, withdrawn: Vec<crate::state::history::Event>) {
+fn finish_withdrawals(shared: &Daemon, withdrawn: Vec<crate::state::history::Event>) {
     if withdrawn.is_empty() {
         return;
     }
     super::lifecycle::commit(shared, &withdrawn);
-    shared
-        .lifecycle_step
-        .store(true, std::sync::atomic::Ordering::Release);
-    shared.lifecycle_wake.notify_one();
+    shared.ask_lifecycle_step();
 }
 
-/// The log line's text for a domain whose change was applied: a withdrawal says so; the id
-/// moves only when the STS record was written; otherwise which records were put back.
-fn outcome(d: &Domain, change: &DomainChange) -> String {
-    let name = &d.name;
-    if let Some(Retiring::Withdrawing { .. }) = d.retiring {
-        let id = sts_id(&change.delete).map_or_else(String::new, |id| format!(" (id {id})"));
-        return format!(
-            "withdrew {name}: {} removed{id} (RFC 8461 §8.3)",
-            records(change.delete.len())
-        );
-    }
-    let new = d.policy.id().as_str();
-    match (sts_id(&change.add), sts_id(&change.delete)) {
-        (Some(_), Some(old)) if old != new => format!("published {name}: id {old} → {new}"),
-        (Some(_), None) => format!("published {name}: id (none) → {new}"),
-        _ => {
-            let mut names: Vec<String> = change
-                .add
-                .iter()
-                .chain(&change.delete)
-                .map(|r| format!("{} {}", r.name, r.data.type_name()))
-                .collect();
-            names.sort();
-            names.dedup();
-            format!(
-                "published {name}: id {new} unchanged; records put right at {}",
-                names.join(", ")
-            )
-        }
-    }
-}
-
-fn records(n: usize) -> String {
-    match n {
-        1 => "1 record".to_owned(),
-        n => format!("{n} records"),
-    }
-}
-
-/// The id in the first `v=STSv1` TXT record among `records`.
-fn sts_id(records: &[Record]) -> Option<&str> {
-    records.iter().find_map(|r| match &r.data {
-        RData::Txt(t) if is_ours(t, STS_VERSION) => t
-            .split(';')
-            .find_map(|field| field.trim().strip_prefix("id=")),
-        _ => None,
-    })
-}
-
-fn failed(shared: &Shared, d: &Domain, zone: Option<&str>, provider: &str, e: &ProviderError) {
-    let mut table = shared.publication.lock().unwrap_or_else(|e| e.into_inner());
+fn failed(shared: &Daemon, d: &Domain, zone: Option<&str>, provider: &str, e: &ProviderError) {
+    let mut table = shared.publication();
     if let Some(p) = table.domains.get_mut(d.name.as_str()) {
         p.state = PubState::Failed;
         p.provider = provider.to_owned();

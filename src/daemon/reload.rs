@@ -19,7 +19,7 @@ use tracing::{error, info, warn};
 
 use super::notify;
 use super::settle::{self, Change, Touch};
-use super::state::{ReloadStatus, Shared};
+use super::state::{Daemon, ReloadStatus};
 use crate::clock::unix_now;
 use crate::config::{self, Config, Diagnostic, Severity};
 
@@ -111,7 +111,7 @@ pub struct Reloader {
 
 impl Reloader {
     /// `cache` holds the included files of the load that started the daemon.
-    pub fn start(shared: Arc<Shared>, cache: config::Cache) -> Result<Reloader> {
+    pub fn start(shared: Arc<Daemon>, cache: config::Cache) -> Result<Reloader> {
         let (tx, rx) = mpsc::channel::<Change>(PENDING_CHANGES);
         let set = Arc::new(Mutex::new(WatchSet::of(&shared.live.load().config)));
         let filter = set.clone();
@@ -139,6 +139,9 @@ impl Reloader {
         );
         let mut hup = signal(SignalKind::hangup()).context("SIGHUP handler")?;
         let cache = Arc::new(Mutex::new(cache));
+        // The warnings of the config being served: a reload logs only those not among them.
+        // At start, the start's.
+        let mut good = shared.last_reload().problems;
         let task = tokio::spawn(async move {
             let mut rx = rx;
             loop {
@@ -152,7 +155,7 @@ impl Reloader {
                         info!("config changed: reloading");
                     }
                 }
-                if let Some(config_set) = reload(&shared, &cache).await {
+                if let Some(config_set) = reload(&shared, &cache, &mut good).await {
                     watch_dirs(&mut watcher, &mut watched, &config_set.dirs);
                     *set.lock().unwrap_or_else(|e| e.into_inner()) = config_set;
                 }
@@ -210,18 +213,46 @@ fn watch_dirs(
 }
 
 /// Loads and swaps in the new config, or records why not. Returns the new watch set.
-async fn reload(shared: &Arc<Shared>, cache: &Arc<Mutex<config::Cache>>) -> Option<WatchSet> {
+async fn reload(
+    shared: &Arc<Daemon>,
+    cache: &Arc<Mutex<config::Cache>>,
+    good: &mut Arc<[Diagnostic]>,
+) -> Option<WatchSet> {
     notify(&[
         NotifyState::Reloading,
         NotifyState::monotonic_usec_now().unwrap_or(NotifyState::Status("reloading")),
     ]);
-    let _swap = shared.swap.lock().await;
+    let _swap = shared.hold_swap().await;
+    let started = std::time::Instant::now();
+    let built = build(shared, cache, started).await;
+    let now = unix_now();
+    shared.metrics.last_reload_timestamp.set(now as i64);
+    let result = match built {
+        Ok((prepared, warnings, spent)) => Some(swap_in(
+            shared, good, prepared, warnings, spent, started, now,
+        )),
+        Err(problems) => {
+            refused(shared, good, problems, now);
+            None
+        }
+    };
+    notify(&[NotifyState::Ready]);
+    result
+}
+
+type Built = (super::lifecycle::Prepared, Vec<Diagnostic>, Spent);
+
+/// Loads the config (the files that changed) and prepares its state, off the runtime.
+async fn build(
+    shared: &Arc<Daemon>,
+    cache: &Arc<Mutex<config::Cache>>,
+    started: std::time::Instant,
+) -> Result<Built, Vec<Diagnostic>> {
     let path = shared.config_path.clone();
     let previous = shared.live.load_full();
     let s = shared.clone();
     let cache = cache.clone();
-    let started = std::time::Instant::now();
-    let built = tokio::task::spawn_blocking(move || {
+    tokio::task::spawn_blocking(move || {
         let mut cache = cache.lock().unwrap_or_else(|e| e.into_inner());
         let loaded = config::load_cached(&path, &mut cache);
         let counts = cache.last_load();
@@ -245,113 +276,106 @@ async fn reload(shared: &Arc<Shared>, cache: &Arc<Mutex<config::Cache>>) -> Opti
         Ok::<_, Vec<Diagnostic>>((live, loaded.warnings, spent))
     })
     .await
-    .unwrap_or_else(|e| Err(vec![internal(&shared.config_path, e)]));
+    .unwrap_or_else(|e| Err(vec![internal(&shared.config_path, e)]))
+}
 
-    let now = unix_now();
+/// Swaps the new state in (served first), then logs, counts and tells the tasks.
+fn swap_in(
+    shared: &Daemon,
+    good: &mut Arc<[Diagnostic]>,
+    prepared: super::lifecycle::Prepared,
+    mut warnings: Vec<Diagnostic>,
+    spent: Spent,
+    started: std::time::Instant,
+    now: u64,
+) -> WatchSet {
     let m = &shared.metrics;
-    m.last_reload_timestamp.set(now as i64);
-    let result = match built {
-        Ok((prepared, mut warnings, spent)) => {
-            let live = prepared.live;
-            if live.config.server != shared.live.load().config.server {
-                // Listeners are bound once; everything else in the config applies at once.
-                warnings.push(Diagnostic {
-                    severity: Severity::Warning,
-                    file: shared.config_path.as_path().into(),
-                    position: None,
-                    message: "[server] changed: listeners and limits take effect at the next restart; the rest of the config is live".into(),
-                });
-            }
-            let set = WatchSet::of(&live.config);
-            let domains = live.config.domains.len();
-            // Served first; what only the log and metrics need (a million lookups, thousands
-            // of warnings at a million domains) comes after.
-            let old = shared.live.swap(Arc::new(live));
-            let served_at = started.elapsed().as_millis();
-            let live = shared.live.load();
-            let changed = live
-                .config
-                .domains
-                .iter()
-                .filter(|d| {
-                    old.domain(d.name.as_str())
-                        .is_none_or(|o| o.policy.id() != d.policy.id())
-                })
-                .count();
-            drop((old, live));
-            let warnings: Arc<[Diagnostic]> = warnings.into();
-            let new_warnings = log_new(shared, &warnings);
-            *shared
-                .good_warnings
-                .lock()
-                .unwrap_or_else(|e| e.into_inner()) = warnings.clone();
-            super::lifecycle::commit(shared, &prepared.events);
-            shared.lifecycle_wake.notify_one();
-            shared.drift_wake.notify_one();
-            shared.tlsrpt_wake.notify_one();
-            // The new policies are being served: now their records may be published.
-            shared.publish_wake.notify_one();
-            shared.dane_wake.notify_one();
-            shared.acme.wake.notify_one();
-            m.reloads_ok.inc();
-            m.last_reload_ok.set(1);
-            m.domains.set(domains as i64);
-            shared.publish_cert_metrics();
-            info!(
-                domains,
-                changed,
-                files = spent.files.included,
-                parsed = spent.files.parsed,
-                load_ms = spent.load_ms,
-                prepare_ms = spent.prepare_ms,
-                served_ms = served_at,
-                total_ms = started.elapsed().as_millis(),
-                warnings = warnings.len(),
-                new_warnings,
-                "config reloaded"
-            );
-            *shared.last_reload.lock().unwrap_or_else(|e| e.into_inner()) = ReloadStatus {
-                at: now,
-                ok: true,
-                problems: warnings,
-            };
-            Some(set)
-        }
-        Err(problems) => {
-            let problems: Arc<[Diagnostic]> = problems.into();
-            let warnings = problems
-                .iter()
-                .filter(|p| p.severity == Severity::Warning)
-                .count();
-            let new_warnings = log_new(shared, &problems);
-            error!(
-                warnings,
-                new_warnings, "reload failed: still serving the last good config"
-            );
-            m.reloads_failed.inc();
-            m.last_reload_ok.set(0);
-            *shared.last_reload.lock().unwrap_or_else(|e| e.into_inner()) = ReloadStatus {
-                at: now,
-                ok: false,
-                problems,
-            };
-            None
-        }
-    };
-    notify(&[NotifyState::Ready]);
-    result
+    let live = prepared.live;
+    if live.config.server != shared.live.load().config.server {
+        // Listeners are bound once; everything else in the config applies at once.
+        warnings.push(Diagnostic {
+            severity: Severity::Warning,
+            file: shared.config_path.as_path().into(),
+            position: None,
+            message: "[server] changed: listeners and limits take effect at the next restart; the rest of the config is live".into(),
+        });
+    }
+    let set = WatchSet::of(&live.config);
+    let domains = live.config.domains.len();
+    // Served first; what only the log and metrics need (a million lookups, thousands
+    // of warnings at a million domains) comes after.
+    let old = shared.live.swap(Arc::new(live));
+    let served_at = started.elapsed().as_millis();
+    let live = shared.live.load();
+    let changed = live
+        .config
+        .domains
+        .iter()
+        .filter(|d| {
+            old.domain(d.name.as_str())
+                .is_none_or(|o| o.policy.id() != d.policy.id())
+        })
+        .count();
+    drop((old, live));
+    let warnings: Arc<[Diagnostic]> = warnings.into();
+    let new_warnings = log_new(good, &warnings);
+    *good = warnings.clone();
+    super::lifecycle::commit(shared, &prepared.events);
+    // The new policies are being served: now their records may be published, and
+    // every task that follows the config looks at it again.
+    shared.reloaded();
+    m.reloads_ok.inc();
+    m.last_reload_ok.set(1);
+    m.domains.set(domains as i64);
+    shared.publish_cert_metrics();
+    info!(
+        domains,
+        changed,
+        files = spent.files.included,
+        parsed = spent.files.parsed,
+        load_ms = spent.load_ms,
+        prepare_ms = spent.prepare_ms,
+        served_ms = served_at,
+        total_ms = started.elapsed().as_millis(),
+        warnings = warnings.len(),
+        new_warnings,
+        "config reloaded"
+    );
+    shared.set_last_reload(ReloadStatus {
+        at: now,
+        ok: true,
+        problems: warnings,
+    });
+    set
+}
+
+/// A config refused: the last good one stays; the problems are logged (the new ones) and kept.
+fn refused(shared: &Daemon, good: &[Diagnostic], problems: Vec<Diagnostic>, now: u64) {
+    let m = &shared.metrics;
+    let problems: Arc<[Diagnostic]> = problems.into();
+    let warnings = problems
+        .iter()
+        .filter(|p| p.severity == Severity::Warning)
+        .count();
+    let new_warnings = log_new(good, &problems);
+    error!(
+        warnings,
+        new_warnings, "reload failed: still serving the last good config"
+    );
+    m.reloads_failed.inc();
+    m.last_reload_ok.set(0);
+    shared.set_last_reload(ReloadStatus {
+        at: now,
+        ok: false,
+        problems,
+    });
 }
 
 /// Logs the errors, and the warnings that the config being served did not have (with a
 /// million domains, the same 50,000 would otherwise fill the log on every reload; all are in
 /// `/status`). A warning is the same when its file, line, column and text are. Returns how
 /// many warnings were logged.
-fn log_new(shared: &Shared, problems: &[Diagnostic]) -> usize {
-    let good = shared
-        .good_warnings
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .clone();
+fn log_new(good: &[Diagnostic], problems: &[Diagnostic]) -> usize {
     let known: HashSet<&Diagnostic> = good.iter().collect();
     let mut logged = 0;
     for p in problems {

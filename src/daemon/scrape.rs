@@ -2,10 +2,10 @@
 //! then costs one pass per scrape, never one per change on the paths that change it.
 
 use super::publication::PubState;
-use super::state::Shared;
+use super::state::Daemon;
 
 /// Sets the publication-state and report-store gauges before the registry is encoded.
-pub fn update(shared: &Shared) {
+pub fn update(shared: &Daemon) {
     let m = &shared.metrics;
     let mut counts = [
         (PubState::Published, 0),
@@ -13,7 +13,7 @@ pub fn update(shared: &Shared) {
         (PubState::Failed, 0),
     ];
     {
-        let publication = shared.publication.lock().unwrap_or_else(|e| e.into_inner());
+        let publication = shared.publication();
         for p in publication.domains.values() {
             if let Some(c) = counts.iter_mut().find(|(s, _)| *s == p.state) {
                 c.1 += 1;

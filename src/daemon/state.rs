@@ -2,14 +2,16 @@
 //! outcome, the self-signed certificate cache and the metrics.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
+use tokio::sync::Notify;
 
 use super::publication::Publication;
 use crate::clock::unix_now;
 use crate::config::Diagnostic;
-use crate::live::Live;
+use crate::live::{Generation, Live, Reloads};
 use crate::metrics::Metrics;
 use crate::serve::tls::SelfSigned;
 use crate::serve::Site;
@@ -21,58 +23,55 @@ use crate::state::store::Writer;
 pub struct ReloadStatus {
     pub at: u64,
     pub ok: bool,
-    /// Shared with [`Shared::good_warnings`] after a good load (50,000 of them at a million
-    /// domains with 1 in 20 in `testing`).
+    /// After a good load, shared with the reload task's copy of the served config's warnings
+    /// (50,000 of them at a million domains with 1 in 20 in `testing`).
     pub problems: Arc<[Diagnostic]>,
 }
 
-/// What every task shares.
+/// What every task of the daemon shares. The fields a task owns are private: that task
+/// writes them through the methods below, and the rest read.
 #[derive(Debug)]
-pub struct Shared {
-    pub config_path: PathBuf,
-    pub live: Arc<ArcSwap<Live>>,
-    pub last_reload: Mutex<ReloadStatus>,
-    /// The warnings of the config being served: a reload logs only the warnings not among
-    /// them.
-    pub good_warnings: Mutex<Arc<[Diagnostic]>>,
-    pub self_signed: Arc<SelfSigned>,
-    pub metrics: Arc<Metrics>,
-    pub started_at: u64,
-    pub publication: Mutex<Publication>,
-    /// Wakes the publisher after a reload swapped in a new config.
-    pub publish_wake: tokio::sync::Notify,
-    /// Wakes the DANE task after a reload (a renewed certificate reloads too).
-    pub dane_wake: tokio::sync::Notify,
-    /// The last DANE round, for `/status`.
-    pub dane: Mutex<Option<crate::dane::sync::Round>>,
-    /// The last drift report, once the first run is done.
-    pub drift: Mutex<Option<Arc<crate::drift::report::Report>>>,
+pub struct Daemon {
+    pub(super) config_path: PathBuf,
+    pub(super) live: Arc<ArcSwap<Live>>,
+    /// Bumped by each reload; the tasks that act on a new config follow it.
+    generation: Generation,
+    /// The reload task's: the outcome of the last (re)load.
+    last_reload: Mutex<ReloadStatus>,
+    pub(super) self_signed: Arc<SelfSigned>,
+    pub(super) metrics: Arc<Metrics>,
+    started_at: u64,
+    /// The publisher's table; the admin pages and metrics read it.
+    publication: Mutex<Publication>,
+    /// Wakes the publisher after a retirement step swapped in a new state (a reload wakes it
+    /// through `generation`).
+    publish_wake: Notify,
+    /// The DANE task's: its last round, for `/status`.
+    dane: Mutex<Option<crate::dane::sync::Round>>,
+    /// The drift task's: the last report, once the first run is done.
+    drift: Mutex<Option<Arc<crate::drift::report::Report>>>,
     /// `[alerts]` deliveries and failures.
-    pub alerts: crate::alerts::Stats,
+    pub(super) alerts: crate::alerts::Stats,
     /// ACME certificates, challenge answers and order status.
-    pub acme: Arc<crate::acme::AcmeState>,
+    pub(super) acme: Arc<crate::acme::AcmeState>,
     /// The id history and retirements, as the store holds them plus what is queued.
-    pub history: Arc<Mutex<History>>,
+    pub(super) history: Arc<Mutex<History>>,
     /// Takes the id-history events for the store; its health is in `/status`.
-    pub writer: Writer,
-    /// Wakes the lifecycle task: a new state to read the deadline of, or (with
-    /// `lifecycle_step` set) a finished withdrawal to evaluate.
-    pub lifecycle_wake: tokio::sync::Notify,
-    pub lifecycle_step: std::sync::atomic::AtomicBool,
+    pub(super) writer: Writer,
+    /// Wakes the lifecycle task for a step (with `lifecycle_step` set): a finished withdrawal,
+    /// or another replica's events (a reload wakes it through `generation`).
+    lifecycle_wake: Notify,
+    lifecycle_step: AtomicBool,
     /// Held from building a new `Live` to swapping it in (reloads, retirement steps), so
     /// that one never replaces a newer state with an older one.
-    pub swap: tokio::sync::Mutex<()>,
-    /// Tells the drift task that a reload may have changed `[drift]`.
-    pub drift_wake: tokio::sync::Notify,
+    swap: tokio::sync::Mutex<()>,
     /// The TLS-RPT store, once opened (`[tlsrpt]` configured and the database reachable).
-    pub reports: Arc<std::sync::OnceLock<crate::tlsrpt::store::Store>>,
-    /// Tells the TLS-RPT task that a reload may have added or changed `[tlsrpt]`.
-    pub tlsrpt_wake: Arc<tokio::sync::Notify>,
+    pub(super) reports: Arc<std::sync::OnceLock<crate::tlsrpt::store::Store>>,
     /// Report POSTs per client address; shared by every listener, kept across reloads.
-    pub tlsrpt_limiter: Arc<crate::tlsrpt::ratelimit::Limiter>,
+    pub(super) tlsrpt_limiter: Arc<crate::tlsrpt::ratelimit::Limiter>,
 }
 
-impl Shared {
+impl Daemon {
     pub fn new(
         config_path: PathBuf,
         live: Live,
@@ -86,37 +85,113 @@ impl Shared {
         metrics.last_reload_timestamp.set(now as i64);
         metrics.domains.set(live.config.domains.len() as i64);
         let warnings: Arc<[Diagnostic]> = warnings.into();
-        let shared = Shared {
+        let shared = Daemon {
             config_path,
             last_reload: Mutex::new(ReloadStatus {
                 at: now,
                 ok: true,
-                problems: warnings.clone(),
+                problems: warnings,
             }),
-            good_warnings: Mutex::new(warnings),
             live: Arc::new(ArcSwap::from_pointee(live)),
+            generation: Generation::new(),
             self_signed: Arc::default(),
             metrics: Arc::new(metrics),
             started_at: now,
             publication: Mutex::new(Publication::default()),
-            publish_wake: tokio::sync::Notify::new(),
-            dane_wake: tokio::sync::Notify::new(),
+            publish_wake: Notify::new(),
             dane: Mutex::new(None),
             drift: Mutex::new(None),
             alerts: crate::alerts::Stats::default(),
             acme: Arc::default(),
             history: Arc::new(Mutex::new(history)),
             writer,
-            lifecycle_wake: tokio::sync::Notify::new(),
-            lifecycle_step: std::sync::atomic::AtomicBool::new(false),
+            lifecycle_wake: Notify::new(),
+            lifecycle_step: AtomicBool::new(false),
             swap: tokio::sync::Mutex::new(()),
-            drift_wake: tokio::sync::Notify::new(),
             reports: Arc::default(),
-            tlsrpt_wake: Arc::default(),
             tlsrpt_limiter: Arc::default(),
         };
         shared.publish_cert_metrics();
         Arc::new(shared)
+    }
+
+    pub fn started_at(&self) -> u64 {
+        self.started_at
+    }
+
+    /// The publisher's table, locked: the publisher writes it, the rest read.
+    pub(super) fn publication(&self) -> std::sync::MutexGuard<'_, Publication> {
+        self.publication.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Held from building a new `Live` to swapping it in.
+    pub(super) async fn hold_swap(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.swap.lock().await
+    }
+
+    /// A reload swapped in a new config: every task that follows the reloads wakes once.
+    pub(super) fn reloaded(&self) {
+        self.generation.bump();
+    }
+
+    /// The reloads from now on, for a task that acts on a new config.
+    pub fn reloads(&self) -> Reloads {
+        self.generation.follow()
+    }
+
+    pub(super) fn set_last_reload(&self, status: ReloadStatus) {
+        *self.last_reload.lock().unwrap_or_else(|e| e.into_inner()) = status;
+    }
+
+    pub fn last_reload(&self) -> ReloadStatus {
+        self.last_reload
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// A retirement step swapped in a new state: its records may be published.
+    pub(super) fn wake_publisher(&self) {
+        self.publish_wake.notify_one();
+    }
+
+    /// Returns when a retirement step asks the publisher to look again.
+    pub(super) async fn publisher_woken(&self) {
+        self.publish_wake.notified().await;
+    }
+
+    /// Asks the lifecycle task for a step (a withdrawal finished, another replica's events).
+    pub(super) fn ask_lifecycle_step(&self) {
+        self.lifecycle_step.store(true, Ordering::Release);
+        self.lifecycle_wake.notify_one();
+    }
+
+    /// Returns when a step is asked for.
+    pub(super) async fn lifecycle_woken(&self) {
+        self.lifecycle_wake.notified().await;
+    }
+
+    /// Whether a step was asked for since the last call.
+    pub(super) fn take_lifecycle_step(&self) -> bool {
+        self.lifecycle_step.swap(false, Ordering::AcqRel)
+    }
+
+    pub(super) fn set_dane_round(&self, round: crate::dane::sync::Round) {
+        *self.dane.lock().unwrap_or_else(|e| e.into_inner()) = Some(round);
+    }
+
+    /// The last DANE round, seen under its lock.
+    pub fn with_dane_round<R>(&self, f: impl FnOnce(Option<&crate::dane::sync::Round>) -> R) -> R {
+        f(self.dane.lock().unwrap_or_else(|e| e.into_inner()).as_ref())
+    }
+
+    pub(super) fn set_drift_report(&self, report: crate::drift::report::Report) {
+        *self.drift.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(report));
+    }
+
+    /// The last drift report, once the first run is done.
+    pub fn drift_report(&self) -> Option<Arc<crate::drift::report::Report>> {
+        self.drift.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// What the public listeners read of all this.
@@ -130,13 +205,13 @@ impl Shared {
     }
 
     /// What the TLS-RPT receiver and its store task read and fill.
-    pub fn tlsrpt(&self) -> crate::tlsrpt::Shared {
-        crate::tlsrpt::Shared {
+    pub fn tlsrpt(&self) -> crate::tlsrpt::ReceiverContext {
+        crate::tlsrpt::ReceiverContext {
             live: self.live.clone(),
             reports: self.reports.clone(),
             history: self.history.clone(),
             metrics: self.metrics.tlsrpt.clone(),
-            wake: self.tlsrpt_wake.clone(),
+            reloads: self.reloads(),
             limiter: self.tlsrpt_limiter.clone(),
             state_store: Some(self.writer.store().clone()),
         }

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::state::Shared;
+use super::state::Daemon;
 use crate::config::State;
 use crate::state::history::History;
 use crate::state::store::{Store, StoreError};
@@ -63,8 +63,9 @@ pub fn describe_short(state: &State) -> String {
 }
 
 /// Follows the store from `seq` on: another replica's events are applied, and the served
-/// state re-evaluated (a retirement step it took shows here too).
-pub fn follow(shared: &Arc<Shared>, store: Store, seq: i64) {
+/// state re-evaluated (a retirement step it took shows here too). With `[state] listen` the
+/// store's notifications wake the follow early.
+pub fn follow(shared: &Arc<Daemon>, store: Store, seq: i64) {
     // Rows written before the `subject` column (an upgrade) are indexed by domain in the
     // background; `history DOMAIN` reads them all the same meanwhile, only slower.
     let filler = store.clone();
@@ -77,14 +78,16 @@ pub fn follow(shared: &Arc<Shared>, store: Store, seq: i64) {
             }
         }
     });
+    // `[state] listen`, read at start: a notification wakes the follows at once.
+    let state = &shared.live.load().config.state;
+    if let (true, Some(url)) = (state.listen, &state.url) {
+        store.listen(url);
+    }
     let weak = Arc::downgrade(shared);
     let history = shared.history.clone();
     tokio::spawn(store.follow(history, seq, POLL, move || {
         if let Some(shared) = weak.upgrade() {
-            shared
-                .lifecycle_step
-                .store(true, std::sync::atomic::Ordering::Release);
-            shared.lifecycle_wake.notify_one();
+            shared.ask_lifecycle_step();
         }
     }));
 }

@@ -8,6 +8,8 @@
 use mta_stsd_providers::{DomainChange, Expect, RData, Record};
 
 use crate::desired::Names;
+use crate::policy::StsRecord;
+use crate::rua;
 
 /// One domain's changes, and what stopped part of them.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -15,17 +17,6 @@ pub struct DomainPlan {
     pub change: DomainChange,
     pub conflicts: Vec<String>,
 }
-
-/// RFC 8461 §3.1: the record "MUST begin with" `v=STSv1`; RFC 8460 §3 likewise `v=TLSRPTv1`.
-/// The version tag ends at `;`, whitespace or the end.
-pub fn is_ours(text: &str, version: &str) -> bool {
-    text.strip_prefix(version).is_some_and(|rest| {
-        rest.is_empty() || rest.starts_with(';') || rest.starts_with(char::is_whitespace)
-    })
-}
-
-pub const STS_VERSION: &str = "v=STSv1";
-pub const TLSRPT_VERSION: &str = "v=TLSRPTv1";
 
 /// Plans one domain. `observed` holds what the provider returned at the domain's names.
 pub fn plan_domain(
@@ -47,14 +38,14 @@ pub fn plan_domain(
     txt(
         &mut plan,
         &names.sts,
-        STS_VERSION,
+        StsRecord::is_ours,
         want(&names.sts),
         &at(&names.sts),
     );
     txt(
         &mut plan,
         &names.tlsrpt,
-        TLSRPT_VERSION,
+        rua::is_ours,
         want(&names.tlsrpt),
         &at(&names.tlsrpt),
     );
@@ -69,7 +60,7 @@ pub fn plan_domain(
 fn txt(
     plan: &mut DomainPlan,
     name: &str,
-    version: &str,
+    is_ours: fn(&str) -> bool,
     desired: Option<&Record>,
     observed: &[&Record],
 ) {
@@ -77,7 +68,7 @@ fn txt(
         if desired.is_some()
             || observed
                 .iter()
-                .any(|r| matches!(&r.data, RData::Txt(t) if is_ours(t, version)))
+                .any(|r| matches!(&r.data, RData::Txt(t) if is_ours(t)))
         {
             plan.conflicts.push(format!(
                 "{name} is a CNAME to {}, so its TXT records are not managed here",
@@ -94,7 +85,7 @@ fn txt(
     let ours: Vec<&Record> = txts
         .iter()
         .copied()
-        .filter(|r| matches!(&r.data, RData::Txt(t) if is_ours(t, version)))
+        .filter(|r| matches!(&r.data, RData::Txt(t) if is_ours(t)))
         .collect();
     let keep = desired.and_then(|d| ours.iter().position(|o| o.same_data(d) && o.ttl == d.ttl));
     let delete: Vec<Record> = ours
@@ -375,10 +366,11 @@ mod tests {
 
     #[test]
     fn version_tags() {
-        assert!(is_ours("v=STSv1; id=1;", STS_VERSION));
-        assert!(is_ours("v=STSv1", STS_VERSION));
-        assert!(!is_ours("v=STSv10; id=1;", STS_VERSION));
-        assert!(!is_ours("x v=STSv1", STS_VERSION));
-        assert!(is_ours("v=TLSRPTv1;rua=mailto:a@b.example", TLSRPT_VERSION));
+        assert!(StsRecord::is_ours("v=STSv1; id=1;"));
+        assert!(StsRecord::is_ours("v=STSv1"));
+        assert!(!StsRecord::is_ours("v=STSv10; id=1;"));
+        assert!(!StsRecord::is_ours("x v=STSv1"));
+        assert!(rua::is_ours("v=TLSRPTv1;rua=mailto:a@b.example"));
+        assert!(!rua::is_ours("v=TLSRPTv10;rua=mailto:a@b.example"));
     }
 }

@@ -22,7 +22,7 @@ use x509_parser::prelude::{FromDer, X509Certificate};
 
 use super::report::{Check, Finding, Severity};
 use crate::config::Domain;
-use crate::policy::POLICY_PATH;
+use crate::policy::{PolicyText, Reading, POLICY_PATH};
 
 /// RFC 8461 §3.3: senders "SHOULD" limit the body (64 KiB) and the time (60 s).
 const MAX_BODY: usize = 64 * 1024;
@@ -44,7 +44,11 @@ pub fn version_name(v: rustls::ProtocolVersion) -> String {
 
 /// System roots plus `[drift] ca`, as a sender would trust.
 pub fn client_config(extra_ca: Option<&Path>) -> Result<Arc<ClientConfig>, String> {
-    let roots = roots(extra_ca)?;
+    client_config_with(roots(extra_ca)?)
+}
+
+/// [`client_config`] with the roots already read.
+pub fn client_config_with(roots: Arc<rustls::RootCertStore>) -> Result<Arc<ClientConfig>, String> {
     let mut config = ClientConfig::builder_with_provider(crate::certs::provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?
@@ -115,6 +119,9 @@ async fn fetch(
         let addr = SocketAddr::new(*ip, port);
         match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
             Ok(Ok(s)) => {
+                // The handshake's last flight and the request are separate writes: without
+                // this, the request may wait for the server's ACK of the first (Nagle).
+                let _ = s.set_nodelay(true);
                 tcp = Some(s);
                 break;
             }
@@ -263,7 +270,7 @@ async fn fetch(
             return findings;
         }
     };
-    if let Err(e) = parse_policy(&body) {
+    if let Err(e) = PolicyText::parse(&body, Reading::Sender) {
         findings.push(Finding::new(
             Severity::Critical,
             Check::PolicyFetch,
@@ -326,90 +333,5 @@ pub(super) fn describe(e: &rustls::CertificateError) -> String {
         E::BadSignature => "its signature does not verify".into(),
         E::Revoked => "it is revoked".into(),
         other => format!("{other:?}"),
-    }
-}
-
-/// RFC 8461 §3.2, as a sender parses: `key: value` lines (CRLF, LF tolerated), `version`,
-/// `mode`, `max_age` required, `mx` required unless mode is `none`.
-pub fn parse_policy(body: &[u8]) -> Result<(), String> {
-    let text = std::str::from_utf8(body).map_err(|_| "not UTF-8".to_owned())?;
-    let (mut version, mut mode, mut max_age, mut mx) = (None, None, None, 0);
-    for line in text.split('\n').map(|l| l.strip_suffix('\r').unwrap_or(l)) {
-        if line.is_empty() {
-            continue;
-        }
-        let (k, v) = line
-            .split_once(':')
-            .ok_or_else(|| format!("line {line:?} is not `key: value`"))?;
-        let v = v.trim_matches([' ', '\t']);
-        // RFC 8461 §3.2: of a repeated field, senders use the first; later ones are ignored.
-        match k {
-            "version" if version.is_none() => version = Some(v.to_owned()),
-            "mode" if mode.is_none() => mode = Some(v.to_owned()),
-            "max_age" if max_age.is_none() => {
-                let n: u64 = v
-                    .parse()
-                    .map_err(|_| format!("max_age {v:?} is not a number"))?;
-                if n > u64::from(crate::policy::MAX_AGE_LIMIT) {
-                    return Err(format!(
-                        "max_age {n} exceeds {}",
-                        crate::policy::MAX_AGE_LIMIT
-                    ));
-                }
-                max_age = Some(n);
-            }
-            "mx" => mx += 1,
-            _ => {}
-        }
-    }
-    if version.as_deref() != Some("STSv1") {
-        return Err("no `version: STSv1`".into());
-    }
-    let mode = mode.ok_or("no `mode`")?;
-    if !matches!(mode.as_str(), "enforce" | "testing" | "none") {
-        return Err(format!("mode {mode:?} is not enforce, testing or none"));
-    }
-    max_age.ok_or("no `max_age`")?;
-    if mx == 0 && mode != "none" {
-        return Err("no `mx` line".into());
-    }
-    Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn policy_parsing() {
-        assert!(parse_policy(
-            b"version: STSv1\r\nmode: enforce\r\nmx: a.example\r\nmax_age: 86400\r\n"
-        )
-        .is_ok());
-        assert!(parse_policy(b"version: STSv1\nmode: none\nmax_age: 0\n").is_ok());
-        // The first of a repeated field counts (RFC 8461 §3.2): a later bad one is ignored,
-        // a first bad one is not rescued by a later good one.
-        assert!(parse_policy(
-            b"version: STSv1\r\nmode: none\r\nmode: strict\r\nmax_age: 1\r\nmax_age: 99999999999\r\n"
-        )
-        .is_ok());
-        assert!(
-            parse_policy(b"version: STSv1\r\nmode: strict\r\nmode: none\r\nmax_age: 1\r\n")
-                .is_err()
-        );
-        for bad in [
-            &b"mode: enforce\r\nmx: a\r\nmax_age: 1\r\n"[..],
-            b"version: STSv1\r\nmode: strict\r\nmx: a\r\nmax_age: 1\r\n",
-            b"version: STSv1\r\nmode: enforce\r\nmax_age: 1\r\n",
-            b"version: STSv1\r\nmode: enforce\r\nmx: a\r\nmax_age: 31557601\r\n",
-            b"version: STSv1\r\nmode: enforce\r\nmx: a\r\n",
-            b"<html>",
-        ] {
-            assert!(
-                parse_policy(bad).is_err(),
-                "{}",
-                String::from_utf8_lossy(bad)
-            );
-        }
     }
 }

@@ -22,6 +22,8 @@ pub mod zones;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
+use futures_util::StreamExt;
+use tokio_util::task::AbortOnDropHandle;
 use tracing::{info, warn};
 
 use rustls::ClientConfig;
@@ -35,13 +37,12 @@ use starttls::MxTls;
 use zones::Zones;
 
 /// Domains checked at once: enough to hide the round trips of each (a hoster's domains share
-/// one resolver and policy host), few enough to bound sockets and memory.
+/// one resolver and policy host), few enough to bound sockets and memory (a million domains'
+/// tasks never exist at once).
 pub const CONCURRENCY: usize = 128;
 /// Policy fetches in flight: below the server's default `max_connections_per_ip` (64), which
 /// a hoster's own daemon applies to the drift checks too.
 const FETCHES: usize = 32;
-/// Domains whose futures exist at once: bounds memory for a million domains.
-const CHUNK: usize = 1024;
 
 /// How a round takes the "drift" lease, which makes it the only one across replicas and
 /// hand-run commands.
@@ -203,15 +204,17 @@ pub async fn run(config: &Config, only: Option<&BTreeSet<String>>, verbose: bool
     let now = crate::clock::unix_now();
     let drift = &config.drift;
     let setup = Dns::new(drift.resolver, drift.dns_port).and_then(|dns| {
+        // Read once for both (the system's roots take a while to parse).
+        let roots = fetch::roots(drift.ca.as_deref())?;
         let mx = match drift.smtp {
             true => Some(MxTls::new(
-                smtp::Trust::new(fetch::roots(drift.ca.as_deref())?)?,
+                smtp::Trust::new(roots.clone())?,
                 drift.smtp_port,
                 drift.smtp_timeout,
             )),
             false => None,
         };
-        Ok((dns, fetch::client_config(drift.ca.as_deref())?, mx))
+        Ok((dns, fetch::client_config_with(roots)?, mx))
     });
     let (dns, tls, mx) = match setup {
         Ok(s) => s,
@@ -234,9 +237,6 @@ pub async fn run(config: &Config, only: Option<&BTreeSet<String>>, verbose: bool
             return Report::new(now, domains);
         }
     };
-    let zones = Zones::default();
-    let permits = Semaphore::new(CONCURRENCY);
-    let fetches = Semaphore::new(FETCHES);
     // Older policies senders may still cache, from the id history (read, never written).
     let target = crate::state::store::Target {
         dir: config.state.dir.clone(),
@@ -247,54 +247,92 @@ pub async fn run(config: &Config, only: Option<&BTreeSet<String>>, verbose: bool
     let history = crate::state::store::read_history(&target)
         .await
         .unwrap_or_else(|_| crate::state::history::History::in_memory());
-    let mut reports = Vec::with_capacity(config.domains.len());
-    let domains: Vec<&Domain> = config
-        .domains
-        .iter()
-        .filter(|d| only.is_none_or(|o| o.contains(d.name.as_str())))
-        .collect();
-    for chunk in domains.chunks(CHUNK) {
-        let done = futures_util::future::join_all(chunk.iter().map(|d| {
-            let (dns, tls, zones, permits, mx) = (&dns, &tls, &zones, &permits, mx.as_ref());
-            let fetches = &fetches;
-            let cached = mx::cached(&history, d, now);
-            async move {
-                let _p = permits.acquire().await.expect("never closed");
-                let mut report = check_domain(
-                    dns,
-                    (tls, fetches),
-                    zones,
-                    mx,
-                    d,
-                    &cached,
-                    drift.https_port,
-                    now as i64,
-                )
-                .await;
-                if !verbose {
-                    report.passed = Vec::new();
-                }
-                report
+    let shared = Arc::new(Shared {
+        dns,
+        tls,
+        fetches: Semaphore::new(FETCHES),
+        zones: Zones::default(),
+        mx,
+        https_port: drift.https_port,
+        now: now as i64,
+    });
+    // Each domain a task of its own, so that the runtime's workers share the checks' CPU work
+    // (TLS handshakes, parsing) instead of one thread polling every domain's future; at most
+    // CONCURRENCY at once (a finished one makes room for the next, no chunk waits for its
+    // slowest domain). Aborted when the run is dropped.
+    let spawn = |d: &Domain| {
+        let (shared, d) = (shared.clone(), d.clone());
+        let cached = mx::cached(&history, &d, now);
+        AbortOnDropHandle::new(tokio::spawn(async move {
+            let mut report = check_domain(&shared, &d, &cached).await;
+            if !verbose {
+                report.passed = Vec::new();
             }
+            report
         }))
-        .await;
-        reports.extend(done);
+    };
+    // A loop, not stream adapters over closures: those trip `Send` inference for the spawn of
+    // the daemon's drift task.
+    let mut running = futures_util::stream::FuturesUnordered::new();
+    let mut reports = Vec::new();
+    for d in &config.domains {
+        if only.is_some_and(|o| !o.contains(d.name.as_str())) {
+            continue;
+        }
+        if running.len() >= CONCURRENCY {
+            if let Some(done) = running.next().await {
+                reports.push(joined(done));
+            }
+        }
+        running.push(spawn(d));
     }
+    while let Some(done) = running.next().await {
+        reports.push(joined(done));
+    }
+    // Sorted by domain here, in whatever order the checks ended.
     Report::new(now, reports)
 }
 
-// The shared checkers of one run, and this domain's own inputs.
-#[allow(clippy::too_many_arguments)]
-async fn check_domain(
-    dns: &Dns,
-    (tls, fetches): (&Arc<ClientConfig>, &Semaphore),
-    zones: &Zones,
-    mx: Option<&MxTls>,
-    d: &Domain,
-    cached: &[mx::Cached],
+/// A domain task's report; its panic goes on here, as it did before the checks were tasks.
+fn joined(done: Result<DomainReport, tokio::task::JoinError>) -> DomainReport {
+    match done {
+        Ok(report) => report,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        // Only while the runtime shuts down, which drops this run as well.
+        Err(e) => DomainReport::new(
+            String::new(),
+            vec![Finding::new(
+                Severity::Unknown,
+                Check::StsTxt,
+                format!("the checks were stopped: {e}"),
+                "run drift again",
+            )],
+        ),
+    }
+}
+
+/// The checkers of one run, shared by every domain's task.
+struct Shared {
+    dns: Dns,
+    tls: Arc<ClientConfig>,
+    fetches: Semaphore,
+    zones: Zones,
+    mx: Option<MxTls>,
     https_port: u16,
     now: i64,
-) -> DomainReport {
+}
+
+async fn check_domain(shared: &Shared, d: &Domain, cached: &[mx::Cached]) -> DomainReport {
+    let Shared {
+        dns,
+        tls,
+        fetches,
+        zones,
+        mx,
+        https_port,
+        now,
+    } = shared;
+    let (https_port, now, mx) = (*https_port, *now, mx.as_ref());
     // The checks are independent: run together, a domain takes its slowest check's time.
     let sts = async {
         let sts_name = format!("_mta-sts.{}.", d.name);

@@ -29,7 +29,7 @@ pub fn cached(history: &History, d: &Domain, now: u64) -> Vec<Cached> {
         .filter(|e| &*e.id != d.policy.id().as_str())
         .filter_map(|e| {
             let last = e.last?;
-            let policy = Policy::parse_own(history.body(&e.id)?)?;
+            let policy = Policy::parse(history.body(&e.id)?.as_bytes()).ok()?;
             let until = last.saturating_add(u64::from(policy.max_age));
             (policy.mode == Mode::Enforce && until > now).then_some(Cached { policy, until })
         })

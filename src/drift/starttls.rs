@@ -78,8 +78,12 @@ impl MxTls {
         let name = fqdn.trim_end_matches('.').to_owned();
         let mut ips = Vec::new();
         let mut lookup_error = None;
-        for t in [RecordType::A, RecordType::AAAA] {
-            match dns.lookup(fqdn, t).await {
+        let (a, aaaa) = tokio::join!(
+            dns.lookup(fqdn, RecordType::A),
+            dns.lookup(fqdn, RecordType::AAAA)
+        );
+        for answer in [a, aaaa] {
+            match answer {
                 Ok(a) => ips.extend(a.addrs),
                 Err(e) => lookup_error = Some(e),
             }

@@ -6,17 +6,12 @@ use hickory_proto::rr::RecordType;
 use super::dns::Dns;
 use super::report::{Check, Finding, Severity};
 use crate::config::Domain;
-use crate::dns::plan::{is_ours, TLSRPT_VERSION};
-use crate::rua::record_text;
+use crate::rua::{is_ours, record_text};
 
 pub async fn check(dns: &Dns, d: &Domain) -> Vec<Finding> {
     let name = format!("_smtp._tls.{}.", d.name);
     let ours: Vec<String> = match dns.lookup(&name, RecordType::TXT).await {
-        Ok(a) => a
-            .txt
-            .into_iter()
-            .filter(|t| is_ours(t, TLSRPT_VERSION))
-            .collect(),
+        Ok(a) => a.txt.into_iter().filter(|t| is_ours(t)).collect(),
         Err(e) => {
             return vec![Finding::new(
                 Severity::Unknown,

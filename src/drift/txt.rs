@@ -9,51 +9,7 @@ use hickory_proto::rr::RecordType;
 use super::dns::Dns;
 use super::report::{Check, Finding, Severity};
 use super::zones::NsSet;
-use crate::dns::plan::{is_ours, STS_VERSION};
-
-/// RFC 8461 §3.1 `sts-text-record`; returns the id.
-pub fn parse_sts_record(text: &str) -> Result<&str, String> {
-    let mut fields = text.split(';').map(|f| f.trim_matches([' ', '\t']));
-    if fields.next() != Some(STS_VERSION) {
-        return Err(format!("{text:?} does not begin with `v=STSv1;`"));
-    }
-    let mut id = None;
-    let mut rest: Vec<&str> = fields.collect();
-    // A trailing delimiter leaves one empty field.
-    if rest.last() == Some(&"") {
-        rest.pop();
-    }
-    if rest.is_empty() {
-        return Err(format!("{text:?} has no `id` field"));
-    }
-    for f in rest {
-        let (k, v) = f
-            .split_once('=')
-            .ok_or_else(|| format!("{text:?}: field {f:?} is not key=value"))?;
-        if k == "id" {
-            if id.is_some() {
-                return Err(format!("{text:?} has two `id` fields"));
-            }
-            if v.is_empty() || v.len() > 32 || !v.bytes().all(|b| b.is_ascii_alphanumeric()) {
-                return Err(format!("{text:?}: id {v:?} is not 1-32 letters and digits"));
-            }
-            id = Some(v);
-        } else {
-            let name_ok = !k.is_empty()
-                && k.len() <= 32
-                && k.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
-                && k.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b));
-            let value_ok = !v.is_empty()
-                && v.bytes()
-                    .all(|b| (0x21..=0x7e).contains(&b) && b != b';' && b != b'=');
-            if !name_ok || !value_ok {
-                return Err(format!("{text:?}: extension field {f:?} is malformed"));
-            }
-        }
-    }
-    id.ok_or_else(|| format!("{text:?} has no `id` field"))
-}
+use crate::policy::StsRecord;
 
 /// What one nameserver says: its `v=STSv1` records, or why it could not be asked.
 type View = Result<Vec<String>, String>;
@@ -132,7 +88,7 @@ fn judge(name: &str, records: &[String], want_id: &str, who: &str) -> Option<Fin
             format!("no v=STSv1 TXT record at {name}{who}: senders do not know there is a policy"),
             "publish the record `mta-stsd records` prints (or run `mta-stsd apply`)",
         )),
-        [one] => match parse_sts_record(one) {
+        [one] => match StsRecord::parse(one).map(|r| r.id()) {
             Err(e) => Some(Finding::new(
                 Severity::Critical,
                 Check::StsTxt,
@@ -171,34 +127,13 @@ async fn ask(dns: &Dns, ip: IpAddr, name: &str) -> View {
     };
     Ok(texts
         .into_iter()
-        .filter(|t| is_ours(t, STS_VERSION))
+        .filter(|t| StsRecord::is_ours(t))
         .collect())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn record_syntax() {
-        assert_eq!(
-            parse_sts_record("v=STSv1; id=20160831085700Z;"),
-            Ok("20160831085700Z")
-        );
-        assert_eq!(parse_sts_record("v=STSv1;id=abc"), Ok("abc"));
-        assert_eq!(parse_sts_record("v=STSv1; id=abc; ext_1=x"), Ok("abc"));
-        for bad in [
-            "v=STSv1;",
-            "v=STSv1; id=;",
-            "v=STSv1; id=a-b;",
-            &format!("v=STSv1; id={};", "a".repeat(33)),
-            "id=abc; v=STSv1;",
-            "v=STSv1; id=a; id=b;",
-            "v=STSv1; id=a; =x;",
-        ] {
-            assert!(parse_sts_record(bad).is_err(), "{bad}");
-        }
-    }
 
     #[test]
     fn judging() {

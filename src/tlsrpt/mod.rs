@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use arc_swap::ArcSwap;
 
-use crate::live::Live;
+use crate::live::{Live, Reloads};
 use crate::state::history::History;
 
 pub use report::{
@@ -31,14 +31,14 @@ pub use untrusted::Untrusted;
 /// snapshot (hosts, domains, `[tlsrpt]`), the store once open, the id history (to match a
 /// report's policies to the ids we served), the counters and the per-sender rate limits.
 #[derive(Debug, Clone)]
-pub struct Shared {
+pub struct ReceiverContext {
     pub live: Arc<ArcSwap<Live>>,
     /// Set by the store task once the database is open.
     pub reports: Arc<OnceLock<store::Store>>,
     pub history: Arc<Mutex<History>>,
     pub metrics: metrics::TlsrptMetrics,
-    /// Notified after each reload: `[tlsrpt]` may have been added or changed.
-    pub wake: Arc<tokio::sync::Notify>,
+    /// Each reload: `[tlsrpt]` may have been added or changed.
+    pub reloads: Reloads,
     /// HTTPS POSTs per client address (`[tlsrpt] rate_burst`, `rate_refill`).
     pub limiter: Arc<ratelimit::Limiter>,
     /// The daemon's store: a `[tlsrpt]` without a store of its own uses its PostgreSQL pool.

@@ -16,7 +16,7 @@ use super::budget::PARSING;
 use super::ratelimit::Verdict;
 use super::report::Report;
 use super::store::{Source, StoreError, Stored};
-use super::{Shared, Untrusted};
+use super::{ReceiverContext, Untrusted};
 use crate::clock::unix_now;
 
 /// RFC 8460 §5.3 media types.
@@ -74,7 +74,7 @@ impl Outcome {
 /// Answers one request on a `[tlsrpt] hosts` connection from client address `peer` (the
 /// listener's; `None`: not limited).
 pub async fn respond<B>(
-    shared: Arc<Shared>,
+    shared: Arc<ReceiverContext>,
     req: Request<B>,
     peer: Option<IpAddr>,
 ) -> Response<Full<Bytes>>
@@ -150,7 +150,7 @@ where
 }
 
 async fn receive<B>(
-    shared: &Shared,
+    shared: &ReceiverContext,
     live: &crate::live::Live,
     cfg: &crate::config::Tlsrpt,
     req: Request<B>,

@@ -9,7 +9,7 @@ use tokio_util::task::AbortOnDropHandle;
 use tracing::{info, warn};
 
 use super::store::Store;
-use super::Shared;
+use super::ReceiverContext;
 use crate::clock::unix_now;
 use crate::config::{StoreKind, Tlsrpt};
 
@@ -19,7 +19,7 @@ const DAY: Duration = Duration::from_secs(86_400);
 pub type Task = AbortOnDropHandle<()>;
 
 /// Starts the task; without `[tlsrpt]` it waits, doing nothing, for a reload that adds it.
-pub fn start(shared: Shared) -> Task {
+pub fn start(mut shared: ReceiverContext) -> Task {
     AbortOnDropHandle::new(tokio::spawn(async move {
         let (cfg, state) = loop {
             {
@@ -28,7 +28,7 @@ pub fn start(shared: Shared) -> Task {
                     break (t.clone(), live.config.state.clone());
                 }
             }
-            shared.wake.notified().await;
+            shared.reloads.next().await;
         };
         let state_dir = state.dir.clone();
         let backend = match super::backend(&cfg, &state) {
@@ -89,7 +89,7 @@ pub fn start(shared: Shared) -> Task {
             }
             tokio::select! {
                 _ = tokio::time::sleep_until(next_prune) => {}
-                _ = shared.wake.notified() => {}
+                _ = shared.reloads.next() => {}
             }
         }
     }))

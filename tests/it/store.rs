@@ -242,6 +242,12 @@ async fn a_retirement_decided_by_one_replica_is_the_others() {
     assert_eq!(on_a, on_b);
     let s = b.status().await;
     assert_eq!(s["state"]["replica"], "b", "{s}");
+    // Through PgBouncer, without `listen`: the poll alone brought A's edit.
+    assert_eq!(s["state"]["listen"], "off", "{s}");
+    assert!(b
+        .metrics()
+        .await
+        .contains("mta_stsd_store_follows_total{cause=\"notify\"} 0"));
 }
 
 /// A config of `domains` under example.org on the store `state` (a `[state]` line), as
@@ -332,4 +338,107 @@ async fn issue23_s3_an_unrelated_config_on_one_postgresql_is_refused() {
     let url = pg.url();
     let state = format!("url_env = \"{URL_ENV}\"");
     unrelated_configs_on_one_store(&state, &[(URL_ENV, &url)]).await;
+}
+
+/// `replica_config` with `[state] listen = true`, on a direct connection.
+fn listening_config(dir: &ConfigDir, replica: &str, domains: &[&str]) {
+    let mut text = format!(
+        "[server]\nhttps = [\"127.0.0.1:0\"]\nhttp = [\"127.0.0.1:0\"]\nadmin = \"127.0.0.1:0\"\n\n\
+         [state]\nurl_env = \"{URL_ENV}\"\nreplica = \"{replica}\"\nlisten = true\n\n\
+         [tls]\nself_signed = true\n\n\
+         [policy]\nmode = \"testing\"\nmx = [\"mail.example.org\"]\nmax_age = 86400\n\n"
+    );
+    for d in domains {
+        text.push_str(&format!("[domains.\"{d}.example.org\"]\n"));
+    }
+    let tmp = dir.write(".next.toml", text);
+    std::fs::rename(tmp, dir.config_path()).unwrap();
+}
+
+/// `mta_stsd_store_follows_total{cause}`: the follow's reads started by `cause`.
+async fn follows(d: &Daemon, cause: &str) -> u64 {
+    let m = d.metrics().await;
+    let want = format!("mta_stsd_store_follows_total{{cause=\"{cause}\"}} ");
+    m.lines()
+        .find_map(|l| l.strip_prefix(want.as_str()))
+        .unwrap_or_else(|| panic!("no {want} in\n{m}"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// Two replicas with `[state] listen` on a direct PostgreSQL connection: an idle pair reads
+/// nothing by notification (the poll goes on); a domain added on A (its policy id recorded
+/// in the history) reaches B by a notification, not only by the next poll; and again after
+/// PostgreSQL restarted, once B's listener has reconnected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_listen_a_replicas_event_wakes_the_others_follow() {
+    let pg = Postgres::start();
+    let url = pg.url();
+    let (da, db) = (ConfigDir::new(), ConfigDir::new());
+    listening_config(&da, "a", &["a"]);
+    listening_config(&db, "b", &["a"]);
+    let a = Daemon::start_with(&da.config_path(), &[(URL_ENV, &url)]);
+    let b = Daemon::start_with(&db.config_path(), &[(URL_ENV, &url)]);
+    for d in [&a, &b] {
+        eventually("listening", || async {
+            (d.status().await["state"]["listen"] == "listening").then_some(())
+        })
+        .await;
+    }
+
+    // Idle: two polls on B, and not one read woken by a notification.
+    let notified = follows(&b, "notify").await;
+    let polled = follows(&b, "poll").await;
+    eventually("two polls on B", || async {
+        (follows(&b, "poll").await >= polled + 2).then_some(())
+    })
+    .await;
+    assert_eq!(follows(&b, "notify").await, notified);
+
+    let seq = a.status().await["state"]["seq"].as_i64().unwrap();
+    listening_config(&da, "a", &["a", "b"]);
+    let written = eventually("A records b's id", || async {
+        let s = a.status().await["state"]["seq"].as_i64()?;
+        (s > seq).then_some(s)
+    })
+    .await;
+    eventually("B reads A's rows by a notification", || async {
+        let s = b.status().await["state"]["seq"].as_i64()?;
+        (s >= written && follows(&b, "notify").await > notified).then_some(())
+    })
+    .await;
+
+    // PostgreSQL restarted: B's listener reconnects (the loss logged once) and hears again.
+    pg.stop();
+    eventually("B's listener lost", || async {
+        (b.status().await["state"]["listen"] == "reconnecting").then_some(())
+    })
+    .await;
+    pg.restart();
+    b.wait_log("listening to the store's notifications again");
+    let lost = |d: &Daemon| {
+        d.lines()
+            .iter()
+            .filter(|l| l.contains("listening to the store's notifications:"))
+            .count()
+    };
+    assert_eq!(lost(&b), 1, "{:?}", b.lines());
+    let notified = follows(&b, "notify").await;
+    let seq = eventually("A writes again", || async {
+        a.status().await["state"]["up"].as_bool()?.then_some(())?;
+        a.status().await["state"]["seq"].as_i64()
+    })
+    .await;
+    listening_config(&da, "a", &["a", "b", "c"]);
+    let written = eventually("A records c's id", || async {
+        let s = a.status().await["state"]["seq"].as_i64()?;
+        (s > seq).then_some(s)
+    })
+    .await;
+    eventually("B reads A's rows by a notification again", || async {
+        let s = b.status().await["state"]["seq"].as_i64()?;
+        (s >= written && follows(&b, "notify").await > notified).then_some(())
+    })
+    .await;
 }

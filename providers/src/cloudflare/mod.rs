@@ -24,7 +24,7 @@ use std::sync::Mutex;
 
 use async_trait::async_trait;
 
-use crate::record::{parse_txt_presentation, RData, Record};
+use crate::record::{absolute, parse_txt_presentation, RData, Record};
 use crate::{Changes, Provider, ProviderError, Secret};
 use client::{Client, DnsRecord, RecordBody};
 
@@ -136,10 +136,6 @@ impl Cloudflare {
 }
 
 /// `name` lowercase with its trailing dot.
-fn absolute(name: &str) -> String {
-    format!("{}.", name.trim_end_matches('.').to_ascii_lowercase())
-}
-
 /// Our model of a Cloudflare record. TXT `content` is the raw text, or (as the API shows it
 /// lately) the quoted character-strings: both are read.
 fn to_record(r: &DnsRecord) -> Record {
@@ -297,17 +293,7 @@ impl Provider for Cloudflare {
             return Err(ProviderError::cannot_publish(&self.name, "TLSA"));
         }
         let zone_id = self.zone_id(zone).await?;
-        let names: BTreeSet<String> = changes
-            .domains
-            .iter()
-            .flat_map(|d| {
-                d.expect
-                    .iter()
-                    .map(|e| e.name())
-                    .chain(d.delete.iter().chain(&d.add).map(|r| r.name.as_str()))
-            })
-            .map(absolute)
-            .collect();
+        let names = changes.names();
         let listed = self.read(&zone_id, &names).await?;
         let seen: Vec<Record> = listed.iter().map(to_record).collect();
         let conflict = |what: String| ProviderError::Conflict {

@@ -15,7 +15,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use crate::record::{RData, Record};
+use crate::record::{absolute, RData, Record};
 use crate::{Changes, Consistency, Provider, ProviderError};
 
 pub struct Exec {
@@ -73,10 +73,6 @@ impl Exec {
             .filter(|r| names.contains(&r.name))
             .collect())
     }
-}
-
-fn absolute(name: &str) -> String {
-    format!("{}.", name.trim_end_matches('.').to_ascii_lowercase())
 }
 
 fn from_wire(r: WireRecord) -> Record {
@@ -171,17 +167,7 @@ impl Provider for Exec {
             return Ok(());
         }
         let zone = absolute(zone);
-        let names: BTreeSet<String> = changes
-            .domains
-            .iter()
-            .flat_map(|d| {
-                d.expect
-                    .iter()
-                    .map(|e| e.name())
-                    .chain(d.delete.iter().chain(&d.add).map(|r| r.name.as_str()))
-            })
-            .map(absolute)
-            .collect();
+        let names = changes.names();
         let seen = self.read(&zone, &names).await?;
         let conflict = |what: String| ProviderError::Conflict {
             code: "changed".into(),

@@ -13,7 +13,7 @@ use std::sync::Mutex;
 
 use async_trait::async_trait;
 
-use crate::record::{parse_txt_presentation, txt_presentation, RData, Record, Tlsa};
+use crate::record::{absolute, parse_txt_presentation, txt_presentation, RData, Record, Tlsa};
 use crate::{Changes, Provider, ProviderError, Secret};
 use client::{Client, RRset, RRsetChange, Rr};
 
@@ -79,10 +79,6 @@ impl PowerDns {
 }
 
 /// `name` lowercase with its trailing dot.
-fn absolute(name: &str) -> String {
-    format!("{}.", name.trim_end_matches('.').to_ascii_lowercase())
-}
-
 /// Our model of one PowerDNS record: TXT content unquoted and its strings concatenated, CNAME
 /// targets lowercase and absolute, anything else as PowerDNS wrote it.
 fn to_record(set: &RRset, rr: &Rr) -> Record {
@@ -277,17 +273,7 @@ impl Provider for PowerDns {
             return Ok(());
         }
         let zone_id = self.zone_id(zone);
-        let names: BTreeSet<String> = changes
-            .domains
-            .iter()
-            .flat_map(|d| {
-                d.expect
-                    .iter()
-                    .map(|e| e.name())
-                    .chain(d.delete.iter().chain(&d.add).map(|r| r.name.as_str()))
-            })
-            .map(absolute)
-            .collect();
+        let names = changes.names();
         let current = self.read(&zone_id, &names).await?;
         let seen = served(&current);
         for d in &changes.domains {

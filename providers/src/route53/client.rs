@@ -9,6 +9,7 @@ use reqwest::{Method, Url};
 use super::sigv4::{self, Credentials};
 use super::xml::{self, Element};
 use crate::http::{self, Reply};
+pub use crate::record::absolute;
 use crate::ProviderError;
 
 const API: &str = "/2013-04-01";
@@ -303,11 +304,6 @@ impl Client {
             return Err(error(&what, &reply, parsed.ok().as_ref(), tries));
         }
     }
-}
-
-/// Absolute and lowercase.
-pub fn absolute(name: &str) -> String {
-    format!("{}.", name.trim_end_matches('.').to_ascii_lowercase())
 }
 
 /// Route 53 lists `*` and other special characters of a name as `\ooo` octal escapes.

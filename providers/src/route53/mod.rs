@@ -297,17 +297,7 @@ impl Provider for Route53 {
             return Ok(());
         }
         let zone_id = self.zone_id(zone).await?;
-        let names: BTreeSet<String> = changes
-            .domains
-            .iter()
-            .flat_map(|d| {
-                d.expect
-                    .iter()
-                    .map(|e| e.name())
-                    .chain(d.delete.iter().chain(&d.add).map(|r| r.name.as_str()))
-            })
-            .map(absolute)
-            .collect();
+        let names = changes.names();
         let sets = self.read(&zone_id, &names).await?;
         let seen: Vec<Record> = sets.values().flat_map(records_of).collect();
         let conflict = |what: String| ProviderError::Conflict {

@@ -23,7 +23,7 @@ use super::store::StoredCert;
 use super::{AcmeState, CertState, MAX_IN_FLIGHT};
 use crate::clock::unix_now;
 use crate::config::{self, CertSource};
-use crate::live::Live;
+use crate::live::{Live, Reloads};
 use crate::metrics::Metrics;
 use crate::state::store::{CertRow, Store};
 
@@ -37,7 +37,7 @@ pub const FOLLOW: Duration = Duration::from_secs(2);
 /// What the task reads and writes, handed in by the daemon: the live snapshot it follows, the
 /// ACME state the listeners and `/status` read, the metrics.
 #[derive(Debug)]
-pub struct Shared {
+pub struct ManagerContext {
     pub live: Arc<ArcSwap<Live>>,
     pub acme: Arc<AcmeState>,
     pub metrics: Arc<Metrics>,
@@ -52,7 +52,8 @@ pub struct Manager {
 }
 
 impl Manager {
-    pub fn start(shared: Shared) -> Manager {
+    /// Starts the task; it looks at the live config again at each of `reloads`.
+    pub fn start(shared: ManagerContext, reloads: Reloads) -> Manager {
         let shared = Arc::new(shared);
         shared.acme.challenges.set_store(Some(shared.store.clone()));
         let (tx, rows) = mpsc::channel(256);
@@ -64,6 +65,7 @@ impl Manager {
         let task = AbortOnDropHandle::new(tokio::spawn(
             Run {
                 shared,
+                reloads,
                 keep,
                 rows,
                 cfg: None,
@@ -91,7 +93,8 @@ impl Manager {
 }
 
 /// Sends every certificate row written from now on (by any replica) to the task, read every
-/// [`FOLLOW`]; a store that does not answer is asked again at the next tick.
+/// [`FOLLOW`] and at once on another's notification (`[state] listen`); a store that does
+/// not answer is asked again at the next tick.
 async fn follow(store: Store, tx: mpsc::Sender<CertRow>) {
     // Where the store is now: what is there already, the task reads when it adds names.
     let mut seq = loop {
@@ -104,7 +107,9 @@ async fn follow(store: Store, tx: mpsc::Sender<CertRow>) {
         }
     };
     loop {
-        tokio::time::sleep(FOLLOW).await;
+        store
+            .wait_follow(crate::state::store::Topic::Certs, FOLLOW)
+            .await;
         loop {
             let rows = match store.acme_certs_since(seq).await {
                 Ok(r) => r,
@@ -163,7 +168,8 @@ async fn load_wanted(
 }
 
 struct Run {
-    shared: Arc<Shared>,
+    shared: Arc<ManagerContext>,
+    reloads: Reloads,
     /// The store and the lease the orders use.
     keep: Keep,
     /// Certificates written to the store by any replica, from [`follow`].
@@ -229,6 +235,7 @@ impl Run {
                         }
                     }
                 }
+                _ = self.reloads.next() => {}
                 Some(row) = self.rows.recv() => self.followed(row),
                 _ = self.shared.acme.wake.notified() => {}
                 _ = tokio::time::sleep(sleep) => {}

@@ -60,29 +60,7 @@ impl Reader<'_> {
         let kind = match table.get("kind") {
             Some(v) => self.string("kind", v)?,
             None => {
-                self.problems
-                    .error(at, format!("{section} needs `kind`: one of {KINDS}"));
-                // Still report keys no kind has (a misspelt `kind`, say).
-                let mut any_kind: Vec<&str> = Vec::new();
-                for key in [
-                    RFC2136_KEYS,
-                    POWERDNS_KEYS,
-                    CLOUDFLARE_KEYS,
-                    ROUTE53_KEYS,
-                    OVH_KEYS,
-                    EXEC_KEYS,
-                ]
-                .concat()
-                {
-                    if !any_kind.contains(&key) {
-                        any_kind.push(key);
-                    }
-                }
-                for (k, _) in table.iter() {
-                    if !any_kind.contains(&k.get_ref().as_ref()) {
-                        self.unknown(&section, k, &any_kind);
-                    }
-                }
+                self.no_kind(&section, at, table);
                 return None;
             }
         };
@@ -136,45 +114,8 @@ impl Reader<'_> {
             }
         }
         let kind = match kind.value {
-            "rfc2136" => {
-                // Both looked at before giving up, so that both problems are reported.
-                let server = self.required(&text, "server", &section, at);
-                let key = self.required(&text, "tsig_key", &section, at);
-                let server = server.and_then(|s| self.dns_server(s.value, s.at));
-                let key = key.and_then(|key| {
-                    if !self.secrets {
-                        return unread_tsig_key();
-                    }
-                    let path = self.path(key.value);
-                    self.private(&path, key.at);
-                    Secret::read(&SecretSource::File(path.clone()))
-                        .and_then(|s| {
-                            TsigKey::parse_bind(&s)
-                                .map_err(|e| format!("TSIG key file {}: {e}", path.display()))
-                        })
-                        .map_err(|e| self.problems.error(key.at, e))
-                        .ok()
-                });
-                ProviderKind::Rfc2136 {
-                    server: server?,
-                    key: key?,
-                }
-            }
-            "powerdns" => {
-                let url = self
-                    .required(&text, "url", &section, at)
-                    .and_then(|u| self.base_url(u.value, u.at, Some("/api/v1")));
-                let server_id = text
-                    .get("server_id")
-                    .map_or("localhost", |s| s.value)
-                    .to_owned();
-                let api_key = self.provider_secret(&text, "api_key", &section, at);
-                ProviderKind::PowerDns {
-                    url: url?,
-                    server_id,
-                    api_key: api_key?,
-                }
-            }
+            "rfc2136" => self.rfc2136(&text, &section, at)?,
+            "powerdns" => self.powerdns(&text, &section, at)?,
             "route53" => self.route53(&text, &section, at)?,
             "exec" => match command {
                 Some(command) => ProviderKind::Exec { command },
@@ -196,35 +137,7 @@ impl Reader<'_> {
                     api_token: api_token?,
                 }
             }
-            "ovh" => {
-                let base_url = match (text.get("base_url"), text.get("region")) {
-                    (Some(u), _) => self.base_url(u.value, u.at, None),
-                    (None, None) => ovh::region_url("ovh-eu").map(str::to_owned),
-                    (None, Some(r)) => {
-                        let url = ovh::region_url(r.value).map(str::to_owned);
-                        if url.is_none() {
-                            self.problems.error(
-                                r.at,
-                                format!(
-                                    "region `{}` is not one of ovh-eu, ovh-ca, ovh-us",
-                                    r.value
-                                ),
-                            );
-                        }
-                        url
-                    }
-                };
-                let application_key = self.provider_secret(&text, "application_key", &section, at);
-                let application_secret =
-                    self.provider_secret(&text, "application_secret", &section, at);
-                let consumer_key = self.provider_secret(&text, "consumer_key", &section, at);
-                ProviderKind::Ovh {
-                    base_url: base_url?,
-                    application_key: application_key?,
-                    application_secret: application_secret?,
-                    consumer_key: consumer_key?,
-                }
-            }
+            "ovh" => self.ovh(&text, &section, at)?,
             k => {
                 let vendor = *TokenVendor::ALL.iter().find(|v| v.kind() == k)?;
                 let base_url = match text.get("base_url") {
@@ -242,6 +155,118 @@ impl Reader<'_> {
         ok.then(|| ProviderConfig {
             name: name.to_owned(),
             kind,
+        })
+    }
+
+    /// No `kind`: said so, and the keys no kind has reported (a misspelt `kind`, say).
+    fn no_kind(&mut self, section: &str, at: Loc, table: &DeTable<'_>) {
+        self.problems
+            .error(at, format!("{section} needs `kind`: one of {KINDS}"));
+        // Still report keys no kind has (a misspelt `kind`, say).
+        let mut any_kind: Vec<&str> = Vec::new();
+        for key in [
+            RFC2136_KEYS,
+            POWERDNS_KEYS,
+            CLOUDFLARE_KEYS,
+            ROUTE53_KEYS,
+            OVH_KEYS,
+            EXEC_KEYS,
+        ]
+        .concat()
+        {
+            if !any_kind.contains(&key) {
+                any_kind.push(key);
+            }
+        }
+        for (k, _) in table.iter() {
+            if !any_kind.contains(&k.get_ref().as_ref()) {
+                self.unknown(section, k, &any_kind);
+            }
+        }
+    }
+
+    /// `kind = "rfc2136"`: the server and the TSIG key file, both looked at.
+    fn rfc2136(
+        &mut self,
+        text: &HashMap<&str, At<&str>>,
+        section: &str,
+        at: Loc,
+    ) -> Option<ProviderKind> {
+        // Both looked at before giving up, so that both problems are reported.
+        let server = self.required(text, "server", section, at);
+        let key = self.required(text, "tsig_key", section, at);
+        let server = server.and_then(|s| self.dns_server(s.value, s.at));
+        let key = key.and_then(|key| {
+            if !self.secrets {
+                return unread_tsig_key();
+            }
+            let path = self.path(key.value);
+            self.private(&path, key.at);
+            Secret::read(&SecretSource::File(path.clone()))
+                .and_then(|s| {
+                    TsigKey::parse_bind(&s)
+                        .map_err(|e| format!("TSIG key file {}: {e}", path.display()))
+                })
+                .map_err(|e| self.problems.error(key.at, e))
+                .ok()
+        });
+        Some(ProviderKind::Rfc2136 {
+            server: server?,
+            key: key?,
+        })
+    }
+
+    /// `kind = "powerdns"`: the API URL, server id and key.
+    fn powerdns(
+        &mut self,
+        text: &HashMap<&str, At<&str>>,
+        section: &str,
+        at: Loc,
+    ) -> Option<ProviderKind> {
+        let url = self
+            .required(text, "url", section, at)
+            .and_then(|u| self.base_url(u.value, u.at, Some("/api/v1")));
+        let server_id = text
+            .get("server_id")
+            .map_or("localhost", |s| s.value)
+            .to_owned();
+        let api_key = self.provider_secret(text, "api_key", section, at);
+        Some(ProviderKind::PowerDns {
+            url: url?,
+            server_id,
+            api_key: api_key?,
+        })
+    }
+
+    /// `kind = "ovh"`: the endpoint (by `base_url` or `region`) and the three credentials.
+    fn ovh(
+        &mut self,
+        text: &HashMap<&str, At<&str>>,
+        section: &str,
+        at: Loc,
+    ) -> Option<ProviderKind> {
+        let base_url = match (text.get("base_url"), text.get("region")) {
+            (Some(u), _) => self.base_url(u.value, u.at, None),
+            (None, None) => ovh::region_url("ovh-eu").map(str::to_owned),
+            (None, Some(r)) => {
+                let url = ovh::region_url(r.value).map(str::to_owned);
+                if url.is_none() {
+                    self.problems.error(
+                        r.at,
+                        format!("region `{}` is not one of ovh-eu, ovh-ca, ovh-us", r.value),
+                    );
+                }
+                url
+            }
+        };
+        let application_key = self.provider_secret(text, "application_key", section, at);
+        let application_secret = self.provider_secret(text, "application_secret", section, at);
+        let consumer_key = self.provider_secret(text, "consumer_key", section, at);
+        Some(ProviderKind::Ovh {
+            base_url: base_url?,
+            application_key: application_key?,
+            application_secret: application_secret?,
+            consumer_key: consumer_key?,
         })
     }
 

@@ -21,6 +21,7 @@ keys! {
         Lease = "lease",
         SealEnv = "key_env",
         SealFile = "key_file",
+        Listen = "listen",
     }
 }
 
@@ -50,6 +51,7 @@ impl Reader<'_> {
         let mut state = State::default();
         let mut url: HashMap<&str, At<&str>> = HashMap::new();
         let mut key: HashMap<&str, At<&str>> = HashMap::new();
+        let mut listen = None;
         for (k, v) in table.iter() {
             let kname = k.get_ref().as_ref();
             match Key::of(kname) {
@@ -101,6 +103,12 @@ impl Reader<'_> {
                         }
                     }
                 }
+                Some(Key::Listen) => {
+                    if let Some(b) = self.boolean(kname, v) {
+                        state.listen = b;
+                        listen = Some(self.at(v.span()));
+                    }
+                }
                 // Not a key: a secret written inline.
                 None if kname == "url" => self.problems.error(
                     self.at(k.span()),
@@ -112,6 +120,14 @@ impl Reader<'_> {
         if !url.is_empty() {
             // Read now, so `check` fails on a missing URL.
             state.url = self.secret(&url, "url", "[state]", at);
+        }
+        if let (true, true, Some(at)) = (state.listen, url.is_empty(), listen) {
+            // LISTEN/NOTIFY is PostgreSQL's: SQLite has no session to listen on.
+            self.problems.error(
+                at,
+                "`listen` needs the store on PostgreSQL (`url_env` or `url_file`)",
+            );
+            state.listen = false;
         }
         if !key.is_empty() {
             state.key = self.secret(&key, "key", "[state]", at);

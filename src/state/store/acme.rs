@@ -302,6 +302,9 @@ impl Store {
             .execute(&mut *tx)
             .await?
             .rows_affected();
+        if n == 1 {
+            self.notify_in(&mut tx, super::Topic::Certs).await?;
+        }
         tx.commit().await?;
         Ok(n == 1)
     }

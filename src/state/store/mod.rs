@@ -5,7 +5,8 @@
 //!
 //! Serving never waits on it: events are applied in memory at once and written by one task
 //! from a queue (`write`), which retries until the store takes them; others' events are read
-//! by a poll of the last `seq` (`read`).
+//! by a poll of the last `seq` (`read`), woken early by a notification where one is
+//! listened to (`listen`).
 //!
 //! PgBouncer in transaction pooling mode: no session state is relied on. Statements with
 //! parameters are never prepared by name (`persistent(false)`) and always run inside an
@@ -18,6 +19,7 @@ mod configs;
 mod dane;
 mod import;
 mod lease;
+mod listen;
 mod migrate;
 mod read;
 mod seal;
@@ -36,6 +38,7 @@ pub use acme::{acme_job, CertRow, NewCert};
 pub use configs::Claim;
 pub use dane::DANE_JOB;
 pub use lease::{zone_job, Held, Lease};
+pub use listen::{Cause, Topic, CHANNEL};
 pub use read::{Loaded, Rows};
 pub use write::Writer;
 
@@ -118,6 +121,8 @@ pub struct Store {
     /// The `seq` ranges this process wrote and the follow has not passed yet: the follow
     /// leaves them out (by process, not by `replica` name, which two processes may share).
     written: Arc<Mutex<Vec<std::ops::RangeInclusive<i64>>>>,
+    /// Wakes the follows on another's notification (`listen`), and counts their reads.
+    wakes: Arc<listen::Wakes>,
 }
 
 impl Store {
@@ -203,6 +208,7 @@ impl Store {
             held: Arc::default(),
             followed: Arc::default(),
             written: Arc::default(),
+            wakes: Arc::default(),
         })
     }
 

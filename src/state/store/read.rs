@@ -282,8 +282,8 @@ impl Store {
         Ok((events, last))
     }
 
-    /// Applies what other processes wrote since `seq`, every `every`, until the runtime
-    /// ends; `changed` is called after another replica's events were applied, outside the
+    /// Applies what other processes wrote since `seq`, every `every` and at once on another's
+    /// notification, until the runtime ends; `changed` is called after another replica's events were applied, outside the
     /// lock.
     pub async fn follow(
         self,
@@ -296,7 +296,7 @@ impl Store {
             .store(seq, std::sync::atomic::Ordering::Release);
         let mut failing = false;
         loop {
-            tokio::time::sleep(every).await;
+            self.wait_follow(super::Topic::History, every).await;
             let mut any = false;
             loop {
                 // The read is done before the lock is taken: no I/O under it.

@@ -181,6 +181,7 @@ impl Store {
             }
             q.execute(&mut *tx).await?;
         }
+        self.notify_in(&mut tx, super::Topic::History).await?;
         // Known as ours before the rows can be seen, so the follow never takes them for
         // another's; forgotten again if the commit fails.
         let ours = last + 1..=seq;

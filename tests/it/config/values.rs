@@ -38,6 +38,15 @@ colour = "blue"
             )
         },
         {
+            // LISTEN is PostgreSQL's: the SQLite store has no session to listen on.
+            let text = format!("[state]\nlisten = true\n\n{BASE}\n[domains.\"example.org\"]\n");
+            Case::new("listen_without_a_postgresql_url_is_refused", &text).error(
+                MAIN,
+                pos_within(&text, "listen = true", "true"),
+                "`listen` needs the store on PostgreSQL",
+            )
+        },
+        {
             // Top-level keys come before the first table.
             let text = format!("logging = \"debug\"\n\n{BASE}\n[domains.\"example.org\"]\n");
             Case::new("unknown_key_at_top_level", &text).error(
