@@ -168,14 +168,7 @@ mod tests {
     #[tokio::test]
     async fn main_acme_state_is_imported_entry_by_entry() {
         let tmp = tempfile::tempdir().unwrap();
-        let store = Store::open(&crate::state::store::Target {
-            dir: tmp.path().to_owned(),
-            url: None,
-            replica: "r".into(),
-            key: None,
-        })
-        .await
-        .unwrap();
+        let store = crate::state::store::open_sqlite(tmp.path(), "r").await;
         let state = Path::new(FIXTURE).join("acme");
         let cfg = cfg(&state);
         let legacy = Legacy::new(&state);

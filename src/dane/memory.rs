@@ -163,6 +163,7 @@ pub async fn read(state: &crate::config::State) -> Result<Memory, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::state::store::open_sqlite;
 
     #[test]
     fn round_trips_and_refuses_damage() {
@@ -189,17 +190,6 @@ mod tests {
 
     const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/main-state");
 
-    async fn store(dir: &Path, replica: &str) -> Store {
-        Store::open(&crate::state::store::Target {
-            dir: dir.to_owned(),
-            url: None,
-            replica: replica.into(),
-            key: None,
-        })
-        .await
-        .unwrap()
-    }
-
     /// `dane.json` as main wrote it goes into the store on the first start, every host and
     /// every value as it was (a withdrawal's time, a finding, a foreign value); the file is
     /// left as it is, and a second start (or another replica's first) imports nothing, even
@@ -212,7 +202,7 @@ mod tests {
         let want = load(Path::new(FIXTURE)).unwrap();
         assert_eq!(want.hosts.len(), 3);
 
-        let a = store(dir.path(), "a").await;
+        let a = open_sqlite(dir.path(), "a").await;
         assert_eq!(import(&a, dir.path()).await, Ok(Some(3)));
         let got = load_store(&a).await.unwrap();
         assert_eq!(
@@ -252,7 +242,7 @@ mod tests {
         assert_eq!(save_store(&a, held.lease(), &next).await, Ok(true));
         held.release().await;
         assert_eq!(import(&a, dir.path()).await, Ok(None));
-        let b = store(dir.path(), "b").await;
+        let b = open_sqlite(dir.path(), "b").await;
         assert_eq!(import(&b, dir.path()).await, Ok(None));
         assert_eq!(load_store(&b).await.unwrap(), next);
     }
@@ -264,7 +254,7 @@ mod tests {
     async fn damage_is_an_error_not_an_empty_memory() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(path(dir.path()), b"{\"hosts\": {").unwrap();
-        let a = store(dir.path(), "a").await;
+        let a = open_sqlite(dir.path(), "a").await;
         let e = import(&a, dir.path()).await.unwrap_err();
         assert!(e.contains("dane.json"), "{e}");
         assert!(!a.dane_imported().await.unwrap());
@@ -287,7 +277,10 @@ mod tests {
     #[tokio::test]
     async fn a_lost_lease_writes_no_memory() {
         let dir = tempfile::tempdir().unwrap();
-        let (a, b) = (store(dir.path(), "a").await, store(dir.path(), "b").await);
+        let (a, b) = (
+            open_sqlite(dir.path(), "a").await,
+            open_sqlite(dir.path(), "b").await,
+        );
         let ttl = std::time::Duration::from_secs(30);
         let job = crate::state::store::DANE_JOB;
         let old = a.hold(job, ttl).await.unwrap().expect("free");

@@ -522,19 +522,8 @@ impl Store {
 
 #[cfg(test)]
 mod tests {
-    use super::super::Target;
+    use super::super::{open_sqlite, Target};
     use super::*;
-
-    async fn open(dir: &std::path::Path, replica: &str) -> Store {
-        Store::open(&Target {
-            dir: dir.to_owned(),
-            url: None,
-            replica: replica.into(),
-            key: None,
-        })
-        .await
-        .unwrap()
-    }
 
     fn cert<'a>(name: &'a str, pem: &'a str) -> NewCert<'a> {
         NewCert {
@@ -554,7 +543,10 @@ mod tests {
     #[tokio::test]
     async fn a_certificate_is_fenced_by_its_lease_and_followed_by_seq() {
         let dir = tempfile::tempdir().unwrap();
-        let (a, b) = (open(dir.path(), "a").await, open(dir.path(), "b").await);
+        let (a, b) = (
+            open_sqlite(dir.path(), "a").await,
+            open_sqlite(dir.path(), "b").await,
+        );
         let ttl = Duration::from_secs(30);
         let name = "mta-sts.example.org";
         let held = a.hold_acme(name, ttl).await.unwrap().expect("free");
@@ -607,7 +599,10 @@ mod tests {
     #[tokio::test]
     async fn limits_merge_and_challenges_expire() {
         let dir = tempfile::tempdir().unwrap();
-        let (a, b) = (open(dir.path(), "a").await, open(dir.path(), "b").await);
+        let (a, b) = (
+            open_sqlite(dir.path(), "a").await,
+            open_sqlite(dir.path(), "b").await,
+        );
         let d = "https://ca/dir";
         assert_eq!(a.acme_limits(d).await.unwrap(), None);
         let seen = a

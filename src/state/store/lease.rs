@@ -467,19 +467,8 @@ impl Drop for Held {
 
 #[cfg(test)]
 mod tests {
-    use super::super::{sqlite_url, Target, SQLITE_FILE};
+    use super::super::{open_sqlite, sqlite_url, SQLITE_FILE};
     use super::*;
-
-    async fn open(dir: &std::path::Path, replica: &str) -> Store {
-        Store::open(&Target {
-            dir: dir.to_owned(),
-            url: None,
-            replica: replica.into(),
-            key: None,
-        })
-        .await
-        .unwrap()
-    }
 
     /// A held lease shuts others out and names its holder; its "done" write is fenced: once
     /// it expired and another took it, the old holder's write is refused and the new one's
@@ -487,7 +476,10 @@ mod tests {
     #[tokio::test]
     async fn a_held_lease_names_its_holder_and_fences_its_done_write() {
         let dir = tempfile::tempdir().unwrap();
-        let (a, b) = (open(dir.path(), "a").await, open(dir.path(), "b").await);
+        let (a, b) = (
+            open_sqlite(dir.path(), "a").await,
+            open_sqlite(dir.path(), "b").await,
+        );
         let ttl = Duration::from_secs(30);
         let held = a.hold("zone:x", ttl).await.unwrap().expect("free");
         assert!(b.hold("zone:x", ttl).await.unwrap().is_none(), "held by a");
@@ -535,7 +527,7 @@ mod tests {
     #[tokio::test]
     async fn a_gone_process_of_this_replica_leaves_its_lease_at_once() {
         let dir = tempfile::tempdir().unwrap();
-        let store = open(dir.path(), "r").await;
+        let store = open_sqlite(dir.path(), "r").await;
         let mut child = std::process::Command::new("true").spawn().unwrap();
         let gone = child.id();
         child.wait().unwrap();

@@ -396,3 +396,16 @@ fn unix_now() -> u64 {
 
 #[cfg(test)]
 mod tests;
+
+/// A SQLite store in `dir` written as `replica`, for unit tests.
+#[cfg(test)]
+pub(crate) async fn open_sqlite(dir: &std::path::Path, replica: &str) -> Store {
+    Store::open(&Target {
+        dir: dir.to_owned(),
+        url: None,
+        replica: replica.into(),
+        key: None,
+    })
+    .await
+    .unwrap()
+}
