@@ -17,6 +17,7 @@ use hickory_proto::rr::RecordType;
 use rcgen::KeyPair;
 
 use crate::dane::records::{Ca, NAME};
+use crate::harness::daemon::eventually_blocking;
 use crate::harness::dns::{DnsServer, Kind, Options, TsigKey};
 use crate::harness::postfix::{Listener, Postfix};
 use crate::harness::process::free_port_on;
@@ -128,21 +129,13 @@ fn lines_of(p: &Postfix, id: &str) -> Vec<String> {
 /// `deferred`); returns that line.
 #[track_caller]
 fn wait_status(p: &Postfix, id: &str, status: &str) -> String {
-    let deadline = Instant::now() + DELIVERY;
-    loop {
-        if let Some(l) = lines_of(p, id)
+    let what = format!("status={status} for {id}");
+    eventually_blocking(DELIVERY, &what, || {
+        lines_of(p, id)
             .into_iter()
             .find(|l| l.contains(&format!("status={status}")))
-        {
-            return l;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no status={status} for {id} within {DELIVERY:?}\n{}",
-            p.log()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+            .ok_or_else(|| p.log())
+    })
 }
 
 /// The sender logged a DANE-verified session to the MX since `from` lines into its log. The
@@ -173,20 +166,13 @@ fn postfix_delivers_over_dane_across_an_announced_rollover_and_defers_on_an_unan
         &key,
         &["@ 3 IN MX 10 mail.example.org.", "mail 3 IN A 127.0.0.2"],
     );
-    let dnskey = {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let ksk = dns
-                .query(ZONE, RecordType::DNSKEY)
-                .into_iter()
-                .find(|k| k.starts_with("257 "));
-            if let Some(k) = ksk {
-                break k;
-            }
-            assert!(Instant::now() < deadline, "BIND did not sign the zone");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    };
+    let dnskey = eventually_blocking(Duration::from_secs(20), "BIND to sign the zone", || {
+        let keys = dns.query(ZONE, RecordType::DNSKEY);
+        keys.iter()
+            .find(|k| k.starts_with("257 "))
+            .cloned()
+            .ok_or_else(|| format!("DNSKEY {keys:?}"))
+    });
     let resolver = Resolver::start(RESOLVER_IP, ZONE, dns.addr, &dnskey);
 
     let dir = ConfigDir::new();

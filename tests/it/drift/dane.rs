@@ -7,7 +7,7 @@
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query};
 use hickory_proto::rr::{Name, RecordType};
@@ -17,7 +17,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 use x509_parser::prelude::{FromDer, X509Certificate};
 
-use crate::harness::daemon::TestCa;
+use crate::harness::daemon::{eventually_blocking, TestCa};
 use crate::harness::dns::{
     ensure_loopback, find_program, free_port, free_port_on, unconfined_named,
 };
@@ -105,17 +105,19 @@ fn wait_for(
     rtype: RecordType,
     ok: fn(&Message) -> bool,
 ) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let mut last = String::new();
-    while Instant::now() < deadline {
+    let what = format!("{at}: {name} {rtype}");
+    eventually_blocking(Duration::from_secs(20), &what, || {
         match ask(at, name, rtype) {
-            Ok(m) if ok(&m) => return,
-            Ok(m) => last = format!("{:?} ad={}", m.response_code(), m.authentic_data()),
-            Err(e) => last = e.to_string(),
+            Ok(m) if ok(&m) => Ok(()),
+            Ok(m) => Err(format!(
+                "{:?} ad={}\n{}",
+                m.response_code(),
+                m.authentic_data(),
+                server.log()
+            )),
+            Err(e) => Err(format!("{e}\n{}", server.log())),
         }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("{at}: {name} {rtype}: {last}\n{}", server.log());
+    });
 }
 
 /// SHA-256 of the leaf's SubjectPublicKeyInfo: a `3 1 1` TLSA record's data, in hex.

@@ -94,6 +94,8 @@ fn kill_9_during_a_large_apply_never_leaves_two_sts_records_and_apply_converges(
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
+        // Polled without a pause, not with `eventually`: the kill should land right after
+        // the first UPDATE, the moment this test is about.
         let deadline = Instant::now() + DEADLINE;
         let new = format!("v=STSv1; id={id};");
         while sts(&server, "d0.example.org") != [new.clone()] {

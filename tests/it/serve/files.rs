@@ -7,11 +7,12 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use reqwest::StatusCode;
 
 use crate::harness::daemon::{eventually, plain_client, Daemon, TestCa};
+use crate::harness::process::wait_bounded;
 use crate::harness::{command, ConfigDir, MAIN};
 use crate::serve::{config_text, replace_config, two_domains, BODY_A, BODY_B, PATH};
 
@@ -25,14 +26,8 @@ fn check_bounded(config: &Path) -> (Option<i32>, String) {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while child.try_wait().unwrap().is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("`check` of {} hung", config.display());
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let what = format!("`check` of {}", config.display());
+    wait_bounded(&mut child, Duration::from_secs(20), &what);
     let out = child.wait_with_output().unwrap();
     let text =
         String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);

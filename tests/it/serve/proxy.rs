@@ -4,9 +4,8 @@
 
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
-use crate::harness::daemon::{Daemon, TestCa, DEADLINE};
+use crate::harness::daemon::{eventually_blocking, Daemon, TestCa, DEADLINE};
 use crate::harness::dns::free_port;
 use crate::harness::ConfigDir;
 
@@ -45,18 +44,14 @@ impl Nginx {
             .spawn()
             .expect("starting nginx (Debian package nginx)");
         let mut n = Nginx { child, dir };
-        let deadline = Instant::now() + DEADLINE;
-        while TcpStream::connect((Ipv4Addr::LOCALHOST, port)).is_err() {
+        eventually_blocking(DEADLINE, "nginx to listen", || {
             if let Ok(Some(status)) = n.child.try_wait() {
                 panic!("nginx exited ({status}):\n{}", n.log());
             }
-            assert!(
-                Instant::now() < deadline,
-                "nginx did not listen:\n{}",
-                n.log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+            TcpStream::connect((Ipv4Addr::LOCALHOST, port))
+                .map(drop)
+                .map_err(|e| format!("{e}\n{}", n.log()))
+        });
         n
     }
 

@@ -7,6 +7,7 @@ use std::net::TcpStream;
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
+use crate::harness::daemon::eventually_within;
 use crate::harness::dns::{free_port, DnsServer, Kind, TsigKey};
 use crate::harness::postfix::{Listener, Postfix};
 use crate::harness::{tsig_key_file, ConfigDir, MAIN};
@@ -121,15 +122,11 @@ retention = "100000d"
     // Polled with a deadline; on failure, Postfix's log says why (the pipe's stderr too).
     // The store is opened here only once delivered: a file root made would be read-only to
     // the pipe's user.
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while !postfix.log().contains("status=sent") {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "not delivered; postfix log:\n{}",
-            postfix.log()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually_within(Duration::from_secs(30), "delivery", || async {
+        let log = postfix.log();
+        log.contains("status=sent").then_some(()).ok_or(log)
+    })
+    .await;
     let json = stored(&dir, RFC_ID).await.expect("the report in the store");
     assert!(json.contains("Company-X"), "{json}");
 }
