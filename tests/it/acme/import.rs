@@ -7,8 +7,8 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use crate::acme::obtain::ACME_DEADLINE;
-use crate::acme::obtain::{
+use crate::harness::acme::ACME_DEADLINE;
+use crate::harness::acme::{
     addr, client_trusting, config, fetch_policy, store_of, wait_acme, Ports,
 };
 use crate::harness::daemon::Daemon;

@@ -3,13 +3,14 @@
 //! usual; the same store started without the key, or with another, is refused with a message
 //! saying so; with the key again it serves what it has, ordering nothing.
 
-use crate::acme::obtain::{
+use crate::harness::acme::pebble_for;
+use crate::harness::acme::wait_valid;
+use crate::harness::acme::{
     acme_section, addr, client_trusting, config, fetch_policy, store_of, stored_leaf, wait_acme,
     Ports, ACME_DEADLINE,
 };
 use crate::harness::daemon::Daemon;
 use crate::harness::db;
-use crate::harness::pebble::{Pebble, PebbleOptions};
 use crate::harness::ConfigDir;
 use crate::store::state::refused_start;
 
@@ -18,7 +19,7 @@ const KEY_ENV: &str = "MTA_STSD_TEST_SEAL_KEY";
 #[tokio::test]
 async fn keys_are_sealed_with_the_configured_key_and_open_only_with_it() {
     let ports = Ports::new();
-    let pebble = Pebble::start(PebbleOptions::new(ports.http, ports.https)).await;
+    let pebble = pebble_for(&ports).await;
     let with_key = format!("[state]\nkey_env = \"{KEY_ENV}\"\n");
     let dir = ConfigDir::with_config(&config(
         &ports,
@@ -27,16 +28,7 @@ async fn keys_are_sealed_with_the_configured_key_and_open_only_with_it() {
     ));
     let key = "5a".repeat(32);
     let d = Daemon::start_with(&dir.config_path(), &[(KEY_ENV, &key)]);
-    for domain in ["a.example", "b.example"] {
-        wait_acme(
-            &d,
-            domain,
-            ACME_DEADLINE,
-            || pebble.log(),
-            |s| s["state"] == "valid",
-        )
-        .await;
-    }
+    wait_valid(&d, &pebble, &["a.example", "b.example"]).await;
     let store = store_of(&dir);
     let rows = db::texts(
         &store,

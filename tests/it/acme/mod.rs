@@ -5,7 +5,7 @@
 
 mod import;
 mod keys;
-pub(crate) mod obtain;
+mod obtain;
 mod replicas;
 mod restart;
 pub(crate) mod scale;

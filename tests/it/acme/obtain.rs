@@ -2,216 +2,33 @@
 //! fetched by a client that trusts only pebble's root, kept in the store (SQLite here); reuse
 //! across restarts, renewal, a dead ACME server, and the lease another replica holds.
 
-use std::net::{Ipv4Addr, SocketAddr};
 use std::os::unix::fs::PermissionsExt;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use reqwest::StatusCode;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, ServerName};
-use serde_json::Value;
 use tokio::net::TcpStream;
 
-use crate::harness::daemon::{eventually, plain_client, Daemon, TestCa};
+use crate::harness::acme::{
+    acme_section, acme_status, addr, client_trusting, config, fetch_policy, now, pebble_for,
+    store_of, stored_leaf, wait_acme, wait_valid, Ports, A, ACME_DEADLINE, B, PATH,
+};
+use crate::harness::daemon::{eventually, eventually_within, plain_client, Daemon, TestCa};
 use crate::harness::db;
 use crate::harness::dns::free_port;
 use crate::harness::pebble::{Pebble, PebbleOptions};
 use crate::harness::{epoch, state_dir_for, ConfigDir, MAIN};
 
-const PATH: &str = "/.well-known/mta-sts.txt";
-const A: &str = "mta-sts.a.example";
-const B: &str = "mta-sts.b.example";
-/// Orders, validation and renewal take seconds against pebble; leave room on a slow machine.
-pub(crate) const ACME_DEADLINE: Duration = Duration::from_secs(60);
-
-/// The daemon's listeners on fixed ports (pebble must know them before it starts).
-pub(crate) struct Ports {
-    pub https: u16,
-    pub http: u16,
-    dead: u16,
-}
-
-impl Ports {
-    pub(crate) fn new() -> Self {
-        Ports {
-            https: free_port(),
-            http: free_port(),
-            dead: free_port(),
-        }
-    }
-}
-
-/// A config for `a.example` and `b.example`; `tls` adds a `[tls]` section, `acme` is the body
-/// of `[acme]`.
-pub(crate) fn config(ports: &Ports, tls: &str, acme: &str) -> String {
-    format!(
-        r#"[server]
-https = ["127.0.0.1:{https}"]
-http = ["127.0.0.1:{http}"]
-admin = "127.0.0.1:0"
-
-{tls}
-
-[policy]
-mode = "enforce"
-mx = ["mail.a.example"]
-max_age = 86400
-
-[domains."a.example"]
-
-[domains."b.example"]
-
-# The drift checks' DNS goes to a loopback port where nothing answers: no traffic leaves.
-[drift]
-resolver = "127.0.0.1:{dead}"
-
-[acme]
-{acme}
-"#,
-        https = ports.https,
-        http = ports.http,
-        dead = ports.dead,
-    )
-}
-
-/// `[acme]` for `pebble` (an earlier version's state, imported if there, in `acme/` beside
-/// the config).
-pub(crate) fn acme_section(pebble: &Pebble, challenge: &str) -> String {
-    format!(
-        "directory = \"{}\"\ncontact = [\"mailto:hostmaster@a.example\"]\n\
-         challenge = \"{challenge}\"\nca = \"{}\"\nstate = \"acme\"\n",
-        pebble.directory,
-        pebble.ca_file().display()
-    )
-}
-
-/// The `acme` object of `domain` in /status.
-pub(crate) async fn acme_status(d: &Daemon, domain: &str) -> Value {
-    let s = d.status().await;
-    s["domains"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|x| x["domain"] == domain)
-        .unwrap_or_else(|| panic!("{domain} not in /status: {s}"))["acme"]
-        .clone()
-}
-
-/// Polls `acme_status` until `ok` holds; panics with the status and the logs after `bound`.
-pub(crate) async fn wait_acme(
-    d: &Daemon,
-    domain: &str,
-    bound: Duration,
-    logs: impl Fn() -> String,
-    ok: impl Fn(&Value) -> bool,
-) -> Value {
-    let deadline = Instant::now() + bound;
-    loop {
-        let s = acme_status(d, domain).await;
-        if ok(&s) {
-            return s;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{domain}: condition not met within {bound:?}; last status {s}\ndaemon log:\n{}\n{}",
-            d.lines().join("\n"),
-            logs()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-fn roots(pem: &str) -> rustls::RootCertStore {
-    let mut roots = rustls::RootCertStore::empty();
-    for c in CertificateDer::pem_slice_iter(pem.as_bytes()) {
-        roots.add(c.unwrap()).unwrap();
-    }
-    roots
-}
-
-pub(crate) fn client_config(root_pem: &str) -> rustls::ClientConfig {
-    rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots(root_pem))
-        .with_no_client_auth()
-}
-
-/// An HTTPS client that trusts only `root_pem` and resolves both names to `addr`.
-pub(crate) fn client_trusting(root_pem: &str, addr: SocketAddr) -> reqwest::Client {
-    reqwest::Client::builder()
-        .tls_backend_preconfigured(client_config(root_pem))
-        .redirect(reqwest::redirect::Policy::none())
-        .tls_info(true)
-        .no_proxy()
-        .timeout(Duration::from_secs(10))
-        .resolve(A, addr)
-        .resolve(B, addr)
-        .build()
-        .unwrap()
-}
-
-/// Fetches the policy of `host` and returns the leaf certificate it was served with.
-pub(crate) async fn fetch_policy(client: &reqwest::Client, host: &str, port: u16) -> Vec<u8> {
-    let r = client
-        .get(format!("https://{host}:{port}{PATH}"))
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("fetching the policy of {host}: {e:?}"));
-    assert_eq!(r.status(), StatusCode::OK, "{host}");
-    let leaf = r
-        .extensions()
-        .get::<reqwest::tls::TlsInfo>()
-        .and_then(|i| i.peer_certificate())
-        .expect("TLS info")
-        .to_vec();
-    let body = r.text().await.unwrap();
-    assert!(
-        body.starts_with("version: STSv1\r\nmode: enforce\r\n"),
-        "{body:?}"
-    );
-    leaf
-}
-
-/// The store of the daemon run with `dir`'s config (SQLite in its `[state] dir`).
-pub(crate) fn store_of(dir: &ConfigDir) -> String {
-    db::sqlite_url(&state_dir_for(&dir.config_path()))
-}
-
-/// The leaf stored for `name` in the store of `dir`'s daemon.
-pub(crate) async fn stored_leaf(dir: &ConfigDir, name: &str) -> Vec<u8> {
-    db::leaf(&store_of(dir), name).await
-}
-
-pub(crate) fn addr(port: u16) -> SocketAddr {
-    SocketAddr::from((Ipv4Addr::LOCALHOST, port))
-}
-
-pub(crate) fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
-}
-
 /// Obtains certificates for both names with `challenge`, serves them with their chain, and
 /// keeps the state private. Returns the running pieces for more checks.
 async fn obtain_both(challenge: &str) -> (Pebble, ConfigDir, Ports, Daemon) {
     let ports = Ports::new();
-    let pebble = Pebble::start(PebbleOptions::new(ports.http, ports.https)).await;
+    let pebble = pebble_for(&ports).await;
     let dir = ConfigDir::with_config(&config(&ports, "", &acme_section(&pebble, challenge)));
     let d = Daemon::start(&dir.config_path());
-    for domain in ["a.example", "b.example"] {
-        wait_acme(
-            &d,
-            domain,
-            ACME_DEADLINE,
-            || pebble.log(),
-            |s| s["state"] == "valid",
-        )
-        .await;
-    }
+    wait_valid(&d, &pebble, &["a.example", "b.example"]).await;
     let root = pebble.issuing_root().await;
     let client = client_trusting(&root, addr(ports.https));
     let store = store_of(&dir);
@@ -279,16 +96,7 @@ async fn tls_alpn_01_for_two_domains_then_a_restart_orders_nothing() {
     drop(d);
 
     let d = Daemon::start(&dir.config_path());
-    for domain in ["a.example", "b.example"] {
-        wait_acme(
-            &d,
-            domain,
-            ACME_DEADLINE,
-            || pebble.log(),
-            |s| s["state"] == "valid",
-        )
-        .await;
-    }
+    wait_valid(&d, &pebble, &["a.example", "b.example"]).await;
     let root = pebble.issuing_root().await;
     let client = client_trusting(&root, addr(ports.https));
     for (host, old) in [A, B].iter().zip(&before) {
@@ -618,24 +426,8 @@ async fn replicas_sharing_a_store_one_orders_the_other_answers_validation_and_se
         &acme_section(&pebble, "http-01"),
     ));
     let y = Daemon::start(&y_dir.config_path());
-    for domain in ["a.example", "b.example"] {
-        wait_acme(
-            &y,
-            domain,
-            ACME_DEADLINE,
-            || pebble.log(),
-            |s| s["state"] == "valid",
-        )
-        .await;
-        wait_acme(
-            &x,
-            domain,
-            ACME_DEADLINE,
-            || pebble.log(),
-            |s| s["state"] == "valid",
-        )
-        .await;
-    }
+    wait_valid(&y, &pebble, &["a.example", "b.example"]).await;
+    wait_valid(&x, &pebble, &["a.example", "b.example"]).await;
     assert!(y
         .lines()
         .iter()
@@ -669,7 +461,7 @@ async fn replicas_sharing_a_store_one_orders_the_other_answers_validation_and_se
 #[tokio::test]
 async fn orders_per_hour_queues_what_exceeds_it() {
     let ports = Ports::new();
-    let pebble = Pebble::start(PebbleOptions::new(ports.http, ports.https)).await;
+    let pebble = pebble_for(&ports).await;
     let acme = format!(
         "{}orders_per_hour = 1\n",
         acme_section(&pebble, "tls-alpn-01")
@@ -686,22 +478,15 @@ async fn orders_per_hour_queues_what_exceeds_it() {
         let b = acme_status(&d, "b.example").await;
         (a, b)
     };
-    let deadline = Instant::now() + ACME_DEADLINE;
-    let queued = loop {
+    let queued = eventually_within(ACME_DEADLINE, "one valid and one queued", || async {
         let (a, b) = states().await;
         match (a["state"].as_str(), b["state"].as_str()) {
-            (Some("valid"), Some("queued")) => break b,
-            (Some("queued"), Some("valid")) => break a,
-            _ => {}
+            (Some("valid"), Some("queued")) => Ok(b),
+            (Some("queued"), Some("valid")) => Ok(a),
+            _ => Err(format!("{a} {b}\n{}", pebble.log())),
         }
-        assert!(
-            Instant::now() < deadline,
-            "not one valid and one queued: {a} {b}\n{}\n{}",
-            d.lines().join("\n"),
-            pebble.log()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    })
+    .await;
     let next = epoch(&queued["next_attempt"]).expect("a next attempt");
     assert!(
         next >= started + 3600 - 5 && next <= started + 3600 + 120,

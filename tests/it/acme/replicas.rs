@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use rustls_pki_types::ServerName;
 use tokio::net::TcpStream;
 
-use crate::acme::obtain::{acme_status, client_config, ACME_DEADLINE};
+use crate::harness::acme::{acme_status, client_config, wait_acme, ACME_DEADLINE};
 use crate::harness::acme_proxy::FaultProxy;
 use crate::harness::daemon::{eventually, Daemon};
 use crate::harness::db;
@@ -124,20 +124,8 @@ impl Cluster {
     /// Waits until every running replica shows `domain` valid.
     async fn all_valid(&self, domain: &str) {
         for (i, d) in self.up() {
-            let deadline = Instant::now() + ACME_DEADLINE;
-            loop {
-                let s = acme_status(d, domain).await;
-                if s["state"] == "valid" {
-                    break;
-                }
-                assert!(
-                    Instant::now() < deadline,
-                    "r{i}: {domain} not valid: {s}\n{}\n{}",
-                    d.lines().join("\n"),
-                    self.pebble.log()
-                );
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
+            let logs = || format!("r{i}\n{}", self.pebble.log());
+            wait_acme(d, domain, ACME_DEADLINE, logs, |s| s["state"] == "valid").await;
         }
     }
 
@@ -302,24 +290,16 @@ async fn a_renewal_due_on_every_replica_is_ordered_once() {
     for (n, was) in names.iter().zip(&first) {
         let domain = format!("{n}.example");
         for (i, d) in c.up() {
-            let deadline = Instant::now() + Duration::from_secs(60);
-            loop {
-                let s = acme_status(d, &domain).await;
-                if crate::harness::epoch(&s["not_after"]).is_some_and(|t| t > *was) {
-                    let now = crate::acme::obtain::now();
-                    assert!(
-                        now <= *was,
-                        "r{i}: {domain} renewed only after it expired: {s}"
-                    );
-                    break;
-                }
-                assert!(
-                    Instant::now() < deadline,
-                    "r{i}: {domain} not renewed: {s}\n{}",
-                    c.logs()
-                );
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
+            let logs = || format!("r{i}: not renewed\n{}", c.logs());
+            let renewed = |s: &serde_json::Value| {
+                crate::harness::epoch(&s["not_after"]).is_some_and(|t| t > *was)
+            };
+            let s = wait_acme(d, &domain, ACME_DEADLINE, logs, renewed).await;
+            let now = crate::harness::acme::now();
+            assert!(
+                now <= *was,
+                "r{i}: {domain} renewed only after it expired: {s}"
+            );
         }
     }
     assert_eq!(c.pebble.issued(), 4, "{}", c.logs());

@@ -4,15 +4,18 @@
 //! and started again on the same store; orders are counted at the fault proxy in front of a
 //! real pebble.
 
-use std::time::{Duration, Instant};
+use crate::harness::acme::pebble_for;
+use crate::harness::acme::wait_valid;
+use crate::harness::daemon::eventually_within;
+use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::acme::obtain::{acme_status, config, store_of, wait_acme, Ports, ACME_DEADLINE};
 use crate::acme::scale::acme_via;
+use crate::harness::acme::{acme_status, config, store_of, wait_acme, Ports, ACME_DEADLINE};
 use crate::harness::acme_proxy::FaultProxy;
 use crate::harness::daemon::Daemon;
-use crate::harness::pebble::{Pebble, PebbleOptions};
+use crate::harness::pebble::Pebble;
 use crate::harness::{db, epoch, ConfigDir};
 
 /// `Retry-After` of the refusals: well past a restart.
@@ -31,17 +34,14 @@ async fn limits(dir: &ConfigDir) -> Option<String> {
 
 /// Polls until `ok` holds for the limits document.
 async fn wait_limits(dir: &ConfigDir, what: &str, ok: impl Fn(&str) -> bool) {
-    let deadline = Instant::now() + ACME_DEADLINE;
-    loop {
-        if limits(dir).await.is_some_and(|t| ok(&t)) {
-            return;
+    let what = format!("the limits in the store: {what}");
+    eventually_within(ACME_DEADLINE, &what, || async {
+        match limits(dir).await {
+            Some(t) if ok(&t) => Ok(()),
+            last => Err(format!("{last:?}")),
         }
-        assert!(
-            Instant::now() < deadline,
-            "the limits in the store never {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    })
+    .await
 }
 
 /// Both first newOrders are refused (`rateLimited` for the account, `Retry-After: 8`); the
@@ -51,7 +51,7 @@ async fn wait_limits(dir: &ConfigDir, what: &str, ok: impl Fn(&str) -> bool) {
 #[tokio::test]
 async fn a_restart_keeps_the_cas_retry_after() {
     let ports = Ports::new();
-    let pebble = Pebble::start(PebbleOptions::new(ports.http, ports.https)).await;
+    let pebble = pebble_for(&ports).await;
     let proxy = FaultProxy::start(&pebble, 2, &RETRY_AFTER.to_string()).await;
     let dir = ConfigDir::with_config(&config(&ports, "", &acme_via(&proxy.directory(), &pebble)));
     let waiting = |s: &Value| {
@@ -87,16 +87,7 @@ async fn a_restart_keeps_the_cas_retry_after() {
     }
     let top = d.status().await["acme"].clone();
     assert_eq!(top["paused_until"], paused, "{top}");
-    for domain in ["a.example", "b.example"] {
-        wait_acme(
-            &d,
-            domain,
-            ACME_DEADLINE,
-            || pebble.log(),
-            |s| s["state"] == "valid",
-        )
-        .await;
-    }
+    wait_valid(&d, &pebble, &["a.example", "b.example"]).await;
     let orders = proxy.new_orders();
     let forwarded: Vec<_> = orders.iter().filter(|o| !o.refused).collect();
     assert_eq!(forwarded.len(), 2, "one order per name: {orders:?}");
@@ -120,13 +111,15 @@ async fn a_restart_keeps_the_cas_retry_after() {
 /// Returns the daemon, that third name and its `/status`.
 async fn use_up_the_hour(dir: &ConfigDir, pebble: &Pebble) -> (Daemon, &'static str, Value) {
     let d = Daemon::start(&dir.config_path());
-    let deadline = Instant::now() + ACME_DEADLINE;
-    loop {
+    let what = "two names valid and one queued by orders_per_hour";
+    let (domain, s) = eventually_within(ACME_DEADLINE, what, || async {
         let mut valid = 0;
         let mut queued = None;
+        let mut seen = Vec::new();
         for domain in DOMAINS {
             let s = acme_status(&d, domain).await;
             valid += usize::from(s["state"] == "valid");
+            seen.push(s.to_string());
             if s["detail"]
                 .as_str()
                 .is_some_and(|t| t.contains("orders_per_hour"))
@@ -134,17 +127,13 @@ async fn use_up_the_hour(dir: &ConfigDir, pebble: &Pebble) -> (Daemon, &'static 
                 queued = Some((domain, s));
             }
         }
-        if let (2, Some((domain, s))) = (valid, queued) {
-            return (d, domain, s);
+        match (valid, queued) {
+            (2, Some(found)) => Ok(found),
+            _ => Err(format!("{}\n{}", seen.join("\n"), pebble.log())),
         }
-        assert!(
-            Instant::now() < deadline,
-            "not two valid and one queued\n{}\n{}",
-            d.lines().join("\n"),
-            pebble.log()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    })
+    .await;
+    (d, domain, s)
 }
 
 const DOMAINS: [&str; 3] = ["a.example", "b.example", "c.example"];
@@ -201,7 +190,7 @@ async fn still_waits(d: &Daemon, domain: &str, was: &Value, proxy: &FaultProxy, 
 #[tokio::test]
 async fn a_restart_keeps_the_hours_orders() {
     let ports = Ports::new();
-    let pebble = Pebble::start(PebbleOptions::new(ports.http, ports.https)).await;
+    let pebble = pebble_for(&ports).await;
     let proxy = FaultProxy::start(&pebble, 0, "0").await;
     let dir = ConfigDir::with_config(&three_names(&ports, &acme_via(&proxy.directory(), &pebble)));
     let (d, queued, was) = use_up_the_hour(&dir, &pebble).await;
@@ -221,7 +210,7 @@ async fn a_restart_keeps_the_hours_orders() {
 #[tokio::test]
 async fn damaged_limits_are_an_hour_used_up() {
     let ports = Ports::new();
-    let pebble = Pebble::start(PebbleOptions::new(ports.http, ports.https)).await;
+    let pebble = pebble_for(&ports).await;
     let proxy = FaultProxy::start(&pebble, 0, "0").await;
     let dir = ConfigDir::with_config(&three_names(&ports, &acme_via(&proxy.directory(), &pebble)));
     let (d, queued, was) = use_up_the_hour(&dir, &pebble).await;

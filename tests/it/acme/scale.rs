@@ -2,14 +2,17 @@
 //! fault-injecting proxy in front of a real pebble; new names before renewals; on-demand
 //! issuance.
 
+use crate::harness::acme::pebble_for;
+use crate::harness::daemon::eventually_within;
+use std::cell::RefCell;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rustls_pki_types::ServerName;
 use serde_json::Value;
 use tokio::net::TcpStream;
 
-use crate::acme::obtain::{
+use crate::harness::acme::{
     acme_section, acme_status, addr, client_trusting, config, fetch_policy, store_of, stored_leaf,
     wait_acme, Ports, ACME_DEADLINE,
 };
@@ -36,7 +39,7 @@ pub(crate) fn acme_via(directory: &str, pebble: &Pebble) -> String {
 #[tokio::test]
 async fn a_rate_limited_new_order_waits_for_retry_after_then_is_issued() {
     let ports = Ports::new();
-    let pebble = Pebble::start(PebbleOptions::new(ports.http, ports.https)).await;
+    let pebble = pebble_for(&ports).await;
     let proxy = FaultProxy::start(&pebble, 2, "3").await;
     let dir = ConfigDir::with_config(&config(&ports, "", &acme_via(&proxy.directory(), &pebble)));
     let d = Daemon::start(&dir.config_path());
@@ -49,10 +52,10 @@ async fn a_rate_limited_new_order_waits_for_retry_after_then_is_issued() {
         )
     };
 
-    let deadline = Instant::now() + ACME_DEADLINE;
-    let mut waits: Vec<Option<Value>> = vec![None, None];
-    let mut top: Option<Value> = None;
-    loop {
+    // What /status showed on the way (the first wait of each name), kept across the polls.
+    let waits: RefCell<Vec<Option<Value>>> = RefCell::new(vec![None, None]);
+    let top: RefCell<Option<Value>> = RefCell::new(None);
+    eventually_within(ACME_DEADLINE, "both names valid", || async {
         let mut valid = 0;
         for (i, domain) in ["a.example", "b.example"].iter().enumerate() {
             let s = acme_status(&d, domain).await;
@@ -60,22 +63,21 @@ async fn a_rate_limited_new_order_waits_for_retry_after_then_is_issued() {
                 && s["detail"]
                     .as_str()
                     .is_some_and(|t| t.contains("rateLimited"));
-            if waiting && waits[i].is_none() {
-                waits[i] = Some(s.clone());
-                top.get_or_insert(d.status().await["acme"].clone());
+            if waiting && waits.borrow()[i].is_none() {
+                waits.borrow_mut()[i] = Some(s.clone());
+                let acme = d.status().await["acme"].clone();
+                top.borrow_mut().get_or_insert(acme);
             }
             valid += usize::from(s["state"] == "valid");
         }
         if valid == 2 {
-            break;
+            Ok(())
+        } else {
+            Err(logs())
         }
-        assert!(
-            Instant::now() < deadline,
-            "not both valid in time\n{}",
-            logs()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    })
+    .await;
+    let (waits, top) = (waits.into_inner(), top.into_inner());
 
     // The wait as /status showed it: queued, until a time in the future, no failure.
     for (w, domain) in waits.iter().zip(["a.example", "b.example"]) {
@@ -142,7 +144,7 @@ async fn a_rate_limited_new_order_waits_for_retry_after_then_is_issued() {
 #[tokio::test]
 async fn a_new_name_is_ordered_before_a_due_renewal() {
     let ports = Ports::new();
-    let pebble = Pebble::start(PebbleOptions::new(ports.http, ports.https)).await;
+    let pebble = pebble_for(&ports).await;
     let dir = ConfigDir::with_config(&config(
         &ports,
         "",
@@ -215,7 +217,7 @@ async fn a_new_name_is_ordered_before_a_due_renewal() {
 #[tokio::test]
 async fn on_demand_a_handshake_moves_its_name_to_the_front() {
     let ports = Ports::new();
-    let pebble = Pebble::start(PebbleOptions::new(ports.http, ports.https)).await;
+    let pebble = pebble_for(&ports).await;
     let proxy = FaultProxy::start(&pebble, 0, "0").await;
     let names: Vec<String> = (0..12).map(|i| format!("d{i:02}.example")).collect();
     let domains: String = names

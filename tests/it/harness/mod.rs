@@ -3,6 +3,7 @@
 
 #![allow(dead_code)] // each test module uses its own subset
 
+pub mod acme;
 pub mod acme_proxy;
 pub mod chromium;
 pub mod cloudflare;
