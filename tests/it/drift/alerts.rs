@@ -9,11 +9,11 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::harness::daemon::TestCa;
-use crate::harness::dns::{free_port, free_port_on, DnsServer, Kind, Options, TsigKey};
+use crate::harness::dns::{free_port, free_port_on};
+use crate::harness::drift::{alert_script, events, example_org, NS};
 use crate::harness::postfix::{Listener, Postfix};
 use crate::harness::{run_with_config, ConfigDir, MAIN};
 
-const NS: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 2);
 const PLAIN: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 21);
 const VALID: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 22);
 
@@ -31,20 +31,11 @@ fn config(dns_port: u16, smtp_port: u16, mode: &str) -> String {
     )
 }
 
-/// The events the command received so far, one JSON object a line.
-fn events(dir: &ConfigDir) -> Vec<Value> {
-    std::fs::read_to_string(dir.file("events.jsonl"))
-        .unwrap_or_default()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
-        .collect()
-}
-
-#[test]
-fn command_gets_one_event_per_change_and_none_while_nothing_changes() {
-    let ca = TestCa::new();
+/// A real Postfix as the MX: an smtpd without STARTTLS on [`PLAIN`], one with a certificate
+/// for `mx-a.example.org` from `ca` on [`VALID`]; their port.
+fn mx(ca: &TestCa) -> (Postfix, u16) {
     let smtp_port = free_port_on(&[PLAIN, VALID]);
-    let _postfix = Postfix::start(
+    let postfix = Postfix::start(
         &[
             Listener {
                 ip: PLAIN,
@@ -57,27 +48,22 @@ fn command_gets_one_event_per_change_and_none_while_nothing_changes() {
         ],
         smtp_port,
     );
-    let key = TsigKey::generate("alerts-test", "hmac-sha256");
-    let dns = DnsServer::start_with(
-        Kind::Bind,
-        &Options {
-            ip: NS,
-            ns: vec![("ns1".into(), NS)],
-            ..Options::default()
-        },
-        "example.org",
-        &key,
+    (postfix, smtp_port)
+}
+
+#[test]
+fn command_gets_one_event_per_change_and_none_while_nothing_changes() {
+    let ca = TestCa::new();
+    let (_postfix, smtp_port) = mx(&ca);
+    let dns = example_org(
+        "alerts-test",
         &["a MX 10 mx-a", &format!("mx-a A {PLAIN}")],
+        false,
     );
     let dns_port = dns.addr.port();
     let dir = ConfigDir::new();
     dir.write("ca.pem", &ca.pem);
-    let script = dir.write(
-        "alert.sh",
-        format!("#!/bin/sh\ncat >> {}\n", dir.file("events.jsonl").display()),
-    );
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    alert_script(&dir);
     dir.write(MAIN, config(dns_port, smtp_port, "testing"));
     let drift = || {
         let out = run_with_config(&dir.config_path(), &["drift", "--format", "json"]);
@@ -339,31 +325,11 @@ fn sample(metrics: &str, name: &str) -> Option<f64> {
 async fn serve_posts_each_change_to_an_https_webhook_retries_counts_and_logs_once() {
     use crate::harness::daemon::{eventually, Daemon};
     let ca = TestCa::new();
-    let smtp_port = free_port_on(&[PLAIN, VALID]);
-    let _postfix = Postfix::start(
-        &[
-            Listener {
-                ip: PLAIN,
-                tls: None,
-            },
-            Listener {
-                ip: VALID,
-                tls: Some(ca.leaf(&["mx-a.example.org"])),
-            },
-        ],
-        smtp_port,
-    );
-    let key = TsigKey::generate("webhook-test", "hmac-sha256");
-    let dns = DnsServer::start_with(
-        Kind::Bind,
-        &Options {
-            ip: NS,
-            ns: vec![("ns1".into(), NS)],
-            ..Options::default()
-        },
-        "example.org",
-        &key,
+    let (_postfix, smtp_port) = mx(&ca);
+    let dns = example_org(
+        "webhook-test",
         &["a MX 10 mx-a", &format!("mx-a A {PLAIN}")],
+        false,
     );
     let dns_port = dns.addr.port();
     // The first POST answered 503: retried after the backoff, then delivered.

@@ -11,10 +11,9 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::harness::dns::{free_port, DnsServer, Kind, Options, TsigKey};
+use crate::harness::dns::free_port;
+use crate::harness::drift::{example_org, NS};
 use crate::harness::{run_with_config, ConfigDir, MAIN};
-
-const NS: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 2);
 
 /// One question in BIND's query log: (client port, name, type, flags such as `+E(0)K`).
 fn questions(log: &str) -> Vec<(u16, String, String, String)> {
@@ -43,17 +42,8 @@ fn udp_from_one_socket_and_tcp_for_a_truncated_answer() {
         .map(|c| format!("\"{}\"", std::str::from_utf8(c).unwrap()))
         .collect();
     let long = format!("_smtp._tls.a TXT {}", chunks.join(" "));
-    let key = TsigKey::generate("transport-test", "hmac-sha256");
-    let dns = DnsServer::start_with(
-        Kind::Bind,
-        &Options {
-            ip: NS,
-            ns: vec![("ns1".into(), NS)],
-            querylog: true,
-            ..Options::default()
-        },
-        "example.org",
-        &key,
+    let dns = example_org(
+        "transport-test",
         &[
             &long,
             "a MX 10 mx1",
@@ -61,6 +51,7 @@ fn udp_from_one_socket_and_tcp_for_a_truncated_answer() {
             "mta-sts.a CNAME mail",
             "mail A 127.0.0.1",
         ],
+        true,
     );
     let port = dns.addr.port();
     let dir = ConfigDir::new();
@@ -218,18 +209,7 @@ impl Drop for TcpOnly {
 
 #[test]
 fn a_resolver_that_drops_udp_is_asked_over_tcp() {
-    let key = TsigKey::generate("transport-test", "hmac-sha256");
-    let dns = DnsServer::start_with(
-        Kind::Bind,
-        &Options {
-            ip: NS,
-            ns: vec![("ns1".into(), NS)],
-            ..Options::default()
-        },
-        "example.org",
-        &key,
-        &["a MX 10 mx1", "mx1 A 127.0.0.1"],
-    );
+    let dns = example_org("transport-test", &["a MX 10 mx1", "mx1 A 127.0.0.1"], false);
     let resolver = TcpOnly::start(dns.addr);
     let dir = ConfigDir::new();
     dir.write(

@@ -16,12 +16,12 @@ use sha2::{Digest, Sha256};
 use x509_parser::prelude::{FromDer, X509Certificate};
 
 use crate::harness::daemon::TestCa;
-use crate::harness::dns::{free_port, free_port_on, DnsServer, Kind, Options, TsigKey};
+use crate::harness::dns::{free_port, free_port_on};
+use crate::harness::drift::{example_org, NS};
 use crate::harness::postfix::{Listener, Postfix};
 use crate::harness::{run_with_config, ConfigDir, MAIN};
 
 const ZONE: &str = "example.org";
-const NS: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 2);
 const DAY: i64 = 86400;
 
 fn now() -> u64 {
@@ -155,17 +155,10 @@ fn each_mx_failure_with_its_severity_per_mode_and_probes_shared() {
             records.push(format!("{label}-{mode} MX 10 mx-{label}"));
         }
     }
-    let key = TsigKey::generate("mx-test", "hmac-sha256");
-    let dns = DnsServer::start_with(
-        Kind::Bind,
-        &Options {
-            ip: NS,
-            ns: vec![("ns1".into(), NS)],
-            ..Options::default()
-        },
-        ZONE,
-        &key,
+    let dns = example_org(
+        "mx-test",
         &records.iter().map(String::as_str).collect::<Vec<_>>(),
+        false,
     );
     let dns_port = dns.addr.port();
 

@@ -4,49 +4,21 @@
 //! each event's JSON to a file.
 
 use std::collections::HashMap;
-use std::net::Ipv4Addr;
-
-use serde_json::Value;
 
 use crate::harness::daemon::{eventually, Daemon};
-use crate::harness::dns::{free_port, DnsServer, Kind, Options, TsigKey};
+use crate::harness::dns::free_port;
+use crate::harness::drift::{alert_script, events, example_org, NS};
 use crate::harness::{run_with_config, ConfigDir, MAIN};
-
-const NS: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 2);
-
-fn events(dir: &ConfigDir) -> Vec<Value> {
-    std::fs::read_to_string(dir.file("events.jsonl"))
-        .unwrap_or_default()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
-        .collect()
-}
 
 /// A finding appears between two rounds of `serve`; `drift` by hand sees it first and
 /// alerts; `serve`'s next rounds alert nothing more: every (event, domain, check, message)
 /// was sent exactly once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hand_run_drift_beside_serve_alerts_each_finding_once() {
-    let key = TsigKey::generate("drift-once", "hmac-sha256");
-    let dns = DnsServer::start_with(
-        Kind::Bind,
-        &Options {
-            ip: NS,
-            ns: vec![("ns1".into(), NS)],
-            ..Options::default()
-        },
-        "example.org",
-        &key,
-        &["a MX 10 mx-a", "mx-a A 127.0.0.1"],
-    );
+    let dns = example_org("drift-once", &["a MX 10 mx-a", "mx-a A 127.0.0.1"], false);
     let port = dns.addr.port();
     let dir = ConfigDir::new();
-    let script = dir.write(
-        "alert.sh",
-        format!("#!/bin/sh\ncat >> {}\n", dir.file("events.jsonl").display()),
-    );
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    alert_script(&dir);
     dir.write(
         MAIN,
         format!(

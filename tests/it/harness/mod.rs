@@ -12,6 +12,7 @@ pub mod db;
 pub mod desec;
 pub mod digitalocean;
 pub mod dns;
+pub mod drift;
 pub mod fakeapi;
 pub mod gandi;
 pub mod hetzner;
