@@ -276,6 +276,34 @@ pub fn eventually_blocking<T>(
     }
 }
 
+/// Sends `gets` (each a URL and the `Host` to send, if not the URL's) back to back, every
+/// 20 ms, until `stop` is set: a sender that must be answered throughout. Returns the rounds
+/// made and every answer that was not a 200 (2 s each at most).
+pub fn hammer(
+    gets: Vec<(String, Option<String>)>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> tokio::task::JoinHandle<(usize, Vec<String>)> {
+    tokio::spawn(async move {
+        let client = plain_client();
+        let (mut n, mut failed) = (0, Vec::new());
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            for (url, host) in &gets {
+                let mut get = client.get(url).timeout(Duration::from_secs(2));
+                if let Some(host) = host {
+                    get = get.header("host", host);
+                }
+                match get.send().await {
+                    Ok(r) if r.status() == 200 => {}
+                    other => failed.push(format!("{other:?}")),
+                }
+            }
+            n += 1;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        (n, failed)
+    })
+}
+
 /// A CA for tests, and leaf certificates it signs.
 pub struct TestCa {
     params: CertificateParams,

@@ -397,25 +397,9 @@ fn hammer(
     http: std::net::SocketAddr,
     stop: Arc<AtomicBool>,
 ) -> tokio::task::JoinHandle<(usize, Vec<String>)> {
-    tokio::spawn(async move {
-        let client = plain_client();
-        let (mut n, mut failed) = (0, Vec::new());
-        while !stop.load(Ordering::Relaxed) {
-            let r = client
-                .get(format!("http://{http}/.well-known/mta-sts.txt"))
-                .header("host", "mta-sts.d0.example.org")
-                .timeout(Duration::from_secs(2))
-                .send()
-                .await;
-            match r {
-                Ok(r) if r.status() == 200 => {}
-                other => failed.push(format!("{other:?}")),
-            }
-            n += 1;
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        (n, failed)
-    })
+    let policy = format!("http://{http}/.well-known/mta-sts.txt");
+    let host = Some("mta-sts.d0.example.org".to_owned());
+    crate::harness::daemon::hammer(vec![(policy, host)], stop)
 }
 
 /// `apply` takes the zone's lease as `serve` does: while `serve` hangs in an UPDATE (a server

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::harness::daemon::{eventually, plain_client, Daemon};
+use crate::harness::daemon::{eventually, Daemon};
 use crate::harness::pgbouncer::PgBouncer;
 use crate::harness::postgres::Postgres;
 use crate::harness::{state_dir_for, ConfigDir};
@@ -120,34 +120,9 @@ fn domain_status<'s>(s: &'s Value, name: &str) -> Option<&'s Value> {
 
 /// Fetches a's policy and `/healthz` back to back until told to stop; counts failures.
 fn hammer(d: &Daemon, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<(usize, Vec<String>)> {
-    let (http, admin) = (d.http.unwrap(), d.admin_url("/healthz"));
-    tokio::spawn(async move {
-        let client = plain_client();
-        let mut failed = Vec::new();
-        let mut n = 0;
-        while !stop.load(Ordering::Relaxed) {
-            let policy = client
-                .get(format!("http://{http}/.well-known/mta-sts.txt"))
-                .header("host", "mta-sts.a.example.org")
-                .timeout(Duration::from_secs(2))
-                .send()
-                .await;
-            let health = client
-                .get(&admin)
-                .timeout(Duration::from_secs(2))
-                .send()
-                .await;
-            for r in [policy, health] {
-                match r {
-                    Ok(r) if r.status() == 200 => {}
-                    other => failed.push(format!("{other:?}")),
-                }
-            }
-            n += 1;
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        (n, failed)
-    })
+    let policy = format!("http://{}/.well-known/mta-sts.txt", d.http.unwrap());
+    let host = Some("mta-sts.a.example.org".to_owned());
+    crate::harness::daemon::hammer(vec![(policy, host), (d.admin_url("/healthz"), None)], stop)
 }
 
 /// S1 and S2 of the hardening issue on PostgreSQL behind PgBouncer: with the database
