@@ -12,3 +12,4 @@ mod reports;
 mod samples;
 mod status;
 mod store;
+mod store_hardening;
