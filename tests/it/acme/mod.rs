@@ -1,7 +1,7 @@
 //! ACME (issues 8, 16, 24): certificates from a real pebble, validated over the daemon's own
-//! listeners; `obtain` the issuance itself, `keys` sealed keys, `restart` the CA's limits across
-//! a restart, `scale` many names and `rateLimited`, `replicas` several daemons on one store,
-//! `import` main's state directory.
+//! listeners; `obtain` the issuance itself, `keys` sealed keys, `restart` the CA's limits
+//! across a restart, `scale` many names and `rateLimited`, `replicas` three daemons on one
+//! PostgreSQL, `shared_store` two on one SQLite file, `import` main's state directory.
 
 mod import;
 mod keys;
@@ -9,3 +9,4 @@ mod obtain;
 mod replicas;
 mod restart;
 pub(crate) mod scale;
+mod shared_store;
