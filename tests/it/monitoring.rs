@@ -9,7 +9,7 @@ use std::process::Command;
 use reqwest::StatusCode;
 
 use crate::harness::daemon::eventually;
-use crate::tlsrpt_receiver::{fixture, setup, start, Poster, JSON};
+use crate::tlsrpt::receiver::{fixture, setup, start, Poster, JSON};
 
 fn dist(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -23,7 +23,7 @@ fn config(admin_port: u16, mx: &str) -> String {
 async fn status_summarizes_the_running_daemon_and_exits_by_severity() {
     let port = free_port();
     let dir = ConfigDir::with_config(&config(port, "mail.example.org"));
-    let id = crate::battery::policy_id(&dir, "example.org");
+    let id = crate::providers::battery::policy_id(&dir, "example.org");
     let d = Daemon::start(&dir.config_path());
 
     let out = dir.run(&["status"]);

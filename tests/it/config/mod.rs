@@ -12,6 +12,7 @@ mod providers;
 mod route53_exec;
 mod server;
 mod table;
+mod unknown_keys;
 mod url_credentials;
 mod values;
 

@@ -174,12 +174,7 @@ impl Build {
         );
         let mut config = policy + &drift;
         if self.alert_command {
-            let script = dir.write(
-                "alert.sh",
-                format!("#!/bin/sh\ncat >> {}\n", dir.file("events.jsonl").display()),
-            );
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+            crate::harness::drift::alert_script(&dir);
             config += "\n[alerts]\ncommand = \"alert.sh\"\n";
         }
         dir.write(MAIN, &config);

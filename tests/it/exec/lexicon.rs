@@ -3,10 +3,10 @@
 
 use hickory_proto::rr::RecordType;
 
-use crate::battery::{Backend, ZONE};
 use crate::harness::pdns::PdnsServer;
 use crate::harness::venv::venv;
 use crate::harness::ConfigDir;
+use crate::providers::battery::{Backend, ZONE};
 
 /// The release line the test installs (`scripts/test.sh` makes the venv).
 const LEXICON: &str = "dns-lexicon==3.*";

@@ -8,8 +8,8 @@ use std::path::PathBuf;
 
 use serde_json::{json, Value};
 
-use crate::battery::{self, Backend, ZONE};
 use crate::harness::ConfigDir;
+use crate::providers::battery::{self, Backend, ZONE};
 
 const TOKEN: &str = "exec-test-token";
 
@@ -156,5 +156,5 @@ fn long_txt_is_one_value() {
 /// A `[[dane]]` entry through the program: TLSA values in presentation form.
 #[test]
 fn tlsa_is_published_beside_a_foreign_value() {
-    crate::dane::published_beside_a_foreign_value(&Store::start());
+    crate::dane::records::published_beside_a_foreign_value(&Store::start());
 }

@@ -214,6 +214,9 @@ impl Drop for Daemon {
     }
 }
 
+/// How often the `eventually` helpers poll.
+const POLL: Duration = Duration::from_millis(25);
+
 /// Polls `f` until it returns `Some`, or panics after [`DEADLINE`] with `what`.
 pub async fn eventually<T, F, Fut>(what: &str, mut f: F) -> T
 where
@@ -226,8 +229,79 @@ where
             return v;
         }
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(25)).await;
+        tokio::time::sleep(POLL).await;
     }
+}
+
+/// Like [`eventually`], within `bound`; `f` says what it saw when not yet done (`Err`), and
+/// the last of that is in the failure message.
+pub async fn eventually_within<T, F, Fut>(bound: Duration, what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
+    let deadline = Instant::now() + bound;
+    loop {
+        let seen = match f().await {
+            Ok(v) => return v,
+            Err(seen) => seen,
+        };
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {bound:?} waiting for {what}; last seen: {seen}"
+        );
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// [`eventually_within`] for a test without a runtime: polls `f` until `Ok`, or panics after
+/// `bound` with `what` and the last `Err`.
+#[track_caller]
+pub fn eventually_blocking<T>(
+    bound: Duration,
+    what: &str,
+    mut f: impl FnMut() -> Result<T, String>,
+) -> T {
+    let deadline = Instant::now() + bound;
+    loop {
+        let seen = match f() {
+            Ok(v) => return v,
+            Err(seen) => seen,
+        };
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {bound:?} waiting for {what}; last seen: {seen}"
+        );
+        std::thread::sleep(POLL);
+    }
+}
+
+/// Sends `gets` (each a URL and the `Host` to send, if not the URL's) back to back, every
+/// 20 ms, until `stop` is set: a sender that must be answered throughout. Returns the rounds
+/// made and every answer that was not a 200 (2 s each at most).
+pub fn hammer(
+    gets: Vec<(String, Option<String>)>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> tokio::task::JoinHandle<(usize, Vec<String>)> {
+    tokio::spawn(async move {
+        let client = plain_client();
+        let (mut n, mut failed) = (0, Vec::new());
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            for (url, host) in &gets {
+                let mut get = client.get(url).timeout(Duration::from_secs(2));
+                if let Some(host) = host {
+                    get = get.header("host", host);
+                }
+                match get.send().await {
+                    Ok(r) if r.status() == 200 => {}
+                    other => failed.push(format!("{other:?}")),
+                }
+            }
+            n += 1;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        (n, failed)
+    })
 }
 
 /// A CA for tests, and leaf certificates it signs.

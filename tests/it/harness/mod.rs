@@ -3,6 +3,7 @@
 
 #![allow(dead_code)] // each test module uses its own subset
 
+pub mod acme;
 pub mod acme_proxy;
 pub mod chromium;
 pub mod cloudflare;
@@ -11,6 +12,7 @@ pub mod db;
 pub mod desec;
 pub mod digitalocean;
 pub mod dns;
+pub mod drift;
 pub mod fakeapi;
 pub mod gandi;
 pub mod hetzner;

@@ -120,3 +120,24 @@ pub fn unconfined_named(program: PathBuf, dir: &Path) -> PathBuf {
     fs::copy(&program, &copy).expect("copying named out of AppArmor's reach");
     copy
 }
+
+/// Waits for `child` to exit within `bound`, polling; kills it and panics with `what` if it
+/// runs past the bound (so a hang fails the test instead of stalling the run).
+pub fn wait_bounded(
+    child: &mut std::process::Child,
+    bound: std::time::Duration,
+    what: &str,
+) -> std::process::ExitStatus {
+    let deadline = std::time::Instant::now() + bound;
+    loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            return status;
+        }
+        if std::time::Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{what} still running after {bound:?}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}

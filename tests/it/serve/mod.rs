@@ -1,8 +1,15 @@
 //! `serve`: the real daemon on loopback ports, talked to by real HTTPS clients that trust only
 //! a test CA.
 
+mod attacks;
+pub(crate) mod busy;
+mod conn_caps;
+mod devca;
+mod files;
 mod http;
+pub(crate) mod limits;
 mod process;
+mod proxy;
 mod reload;
 mod tls;
 

@@ -1,0 +1,4 @@
+//! The command line beyond `serve`: the rough edges of `plan`/`apply`, and `records --format`.
+
+mod edges;
+mod records_formats;
