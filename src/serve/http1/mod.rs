@@ -129,60 +129,99 @@ where
                 }
             }
         }
-        // A request has begun: its head must be complete within the header timeout.
-        let begun = Instant::now();
-        let deadline = begun + opts.header_timeout;
-        let last = begun >= opts.closes_at || answered + 1 >= opts.max_requests;
-        let reply = loop {
-            if first && opts.h2c {
-                let n = buf.len().min(H2_PREFACE.len());
-                if buf[..n] == H2_PREFACE[..n] {
-                    if n == H2_PREFACE.len() {
-                        return Served::H2c(io, buf);
-                    }
-                    if read_more(&mut io, &mut buf, deadline).await {
-                        continue;
-                    }
-                    return Served::Closed;
-                }
-            }
-            let stopping = last || *shutdown.borrow();
-            match step(&buf, opts.max_header_bytes, &route, stopping) {
-                Some(Step::Reply(reply)) => break reply,
-                Some(Step::Hyper) => return Served::Hyper(io, buf),
-                None if read_more(&mut io, &mut buf, deadline).await => {}
-                None => return Served::Closed,
-            }
-        };
+        // The request, to its answer: boxed, so that the task of an idle connection holds only
+        // what waiting for the next request takes.
+        let next = Box::pin(request(
+            &mut io, &mut buf, opts, &shutdown, &route, first, answered,
+        ))
+        .await;
         first = false;
-        // The bytes after this request's head are the next request's.
-        let reuse = reply.consumed == buf.len();
-        let mut out = if reuse {
-            buf.clear();
-            std::mem::take(&mut buf)
-        } else {
-            buf.drain(..reply.consumed);
-            Vec::with_capacity(256)
-        };
-        reply.write_head(&mut out);
-        let body: &[u8] = if reply.send_body { &reply.body } else { &[] };
-        if write_all(&mut io, &out, body).await.is_err() {
-            return Served::Closed;
-        }
-        drop(out);
-        answered += 1;
-        if let Some(slot) = &opts.slot {
-            slot.progress(begun);
-        }
-        if !reply.keep_alive {
-            if reply.linger {
-                linger(&mut io).await;
-            } else {
-                let _ = io.shutdown().await;
-            }
-            return Served::Closed;
+        match next {
+            Next::KeepAlive => answered += 1,
+            Next::Closed => return Served::Closed,
+            Next::H2c => return Served::H2c(io, buf),
+            Next::Hyper => return Served::Hyper(io, buf),
         }
     }
+}
+
+/// How a connection goes on after a request.
+enum Next {
+    KeepAlive,
+    Closed,
+    /// `buf` holds the start of the HTTP/2 preface.
+    H2c,
+    /// `buf` holds the request, for hyper.
+    Hyper,
+}
+
+/// Reads the rest of the request begun in `buf` and answers it. `first`: the connection's
+/// first request; `answered`: the requests answered before it.
+async fn request<IO, R>(
+    io: &mut IO,
+    buf: &mut Vec<u8>,
+    opts: &Options,
+    shutdown: &watch::Receiver<bool>,
+    route: &R,
+    first: bool,
+    answered: u64,
+) -> Next
+where
+    IO: AsyncRead + AsyncWrite + Unpin,
+    R: Fn(&Head<'_>) -> Route,
+{
+    // A request has begun: its head must be complete within the header timeout.
+    let begun = Instant::now();
+    let deadline = begun + opts.header_timeout;
+    let last = begun >= opts.closes_at || answered + 1 >= opts.max_requests;
+    let reply = loop {
+        if first && opts.h2c {
+            let n = buf.len().min(H2_PREFACE.len());
+            if buf[..n] == H2_PREFACE[..n] {
+                if n == H2_PREFACE.len() {
+                    return Next::H2c;
+                }
+                if read_more(io, buf, deadline).await {
+                    continue;
+                }
+                return Next::Closed;
+            }
+        }
+        let stopping = last || *shutdown.borrow();
+        match step(buf, opts.max_header_bytes, route, stopping) {
+            Some(Step::Reply(reply)) => break reply,
+            Some(Step::Hyper) => return Next::Hyper,
+            None if read_more(io, buf, deadline).await => {}
+            None => return Next::Closed,
+        }
+    };
+    // The bytes after this request's head are the next request's.
+    let reuse = reply.consumed == buf.len();
+    let mut out = if reuse {
+        buf.clear();
+        std::mem::take(buf)
+    } else {
+        buf.drain(..reply.consumed);
+        Vec::with_capacity(256)
+    };
+    reply.write_head(&mut out);
+    let body: &[u8] = if reply.send_body { &reply.body } else { &[] };
+    if write_all(io, &out, body).await.is_err() {
+        return Next::Closed;
+    }
+    drop(out);
+    if let Some(slot) = &opts.slot {
+        slot.progress(begun);
+    }
+    if !reply.keep_alive {
+        if reply.linger {
+            linger(io).await;
+        } else {
+            let _ = io.shutdown().await;
+        }
+        return Next::Closed;
+    }
+    Next::KeepAlive
 }
 
 /// Reads once more into `buf` before `deadline`; false when the connection is done for
