@@ -4,6 +4,7 @@
 //! listener are hyper's.
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,7 +23,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, warn, Instrument};
 
 use super::body::{Body, Pacing};
-use super::conns::{AddressFull, Conns, Slot};
+use super::conns::{AddressFull, Admission, Conns, Slot};
 use super::handler::Head;
 use super::idle::Idle;
 use super::linger::Linger;
@@ -56,12 +57,41 @@ pub struct Listener {
     pub tracker: TaskTracker,
 }
 
+/// One connection's task: counted while open, closed when chosen to make room. `conn` makes
+/// the connection's future in place (a future passed in would be held twice).
+async fn task<F: Future<Output = ()>, C: FnOnce() -> F>(
+    this: Arc<Listener>,
+    admission: Admission,
+    public: bool,
+    conn: C,
+) {
+    if public {
+        this.site.metrics.connections.inc();
+    }
+    tokio::select! {
+        _ = conn() => {}
+        _ = admission.slot.evicted() => {
+            if public {
+                this.site.metrics.connections_evicted.inc();
+            }
+            debug!("closed to make room for a new connection");
+        }
+    }
+    if public {
+        this.site.metrics.connections.dec();
+    }
+    drop(admission);
+}
+
 impl Listener {
     /// Accepts until shutdown. A connection from an address at its cap is closed at once; at
     /// the global cap the one without progress for longest is closed to make room, or, while
     /// every one is too young to close, new connections wait in the kernel's backlog.
     pub async fn run(mut self, socket: TcpListener) {
         let public = !matches!(self.kind, Kind::Admin(_));
+        // One copy shared by the connection tasks: a clone each (limits and all, ~240 bytes)
+        // would sit in every idle connection's task.
+        let shared = Arc::new(self.clone());
         let mut backoff = Duration::from_millis(10);
         loop {
             let (tcp, peer) = tokio::select! {
@@ -93,79 +123,93 @@ impl Listener {
                 _ = self.shutdown.changed() => return,
                 _ = self.conns.place(&mut admission) => {}
             };
-            let this = self.clone();
+            let slot = admission.slot.clone();
+            // A peer on a dual-stack socket may appear as ::ffff:a.b.c.d.
+            let ip = peer.ip().to_canonical();
+            let trusted = shared.trusted_proxies.iter().any(|n| n.contains(&ip));
+            let this = Arc::clone(&shared);
+            let own = Arc::clone(&shared);
             let span = tracing::debug_span!("conn", %peer);
-            self.tracker.spawn(
-                async move {
-                    if public {
-                        this.site.metrics.connections.inc();
-                    }
-                    let slot = admission.slot.clone();
-                    // A peer on a dual-stack socket may appear as ::ffff:a.b.c.d.
-                    let ip = peer.ip().to_canonical();
-                    let trusted = this.trusted_proxies.iter().any(|n| n.contains(&ip));
-                    tokio::select! {
-                        _ = this.connection(tcp, slot.clone(), trusted) => {}
-                        _ = slot.evicted() => {
-                            if public {
-                                this.site.metrics.connections_evicted.inc();
-                            }
-                            debug!("closed to make room for a new connection");
-                        }
-                    }
-                    if public {
-                        this.site.metrics.connections.dec();
-                    }
-                    drop(admission);
+            // A task type per kind: each as big as its own kind's idle state needs.
+            match &shared.kind {
+                Kind::Https(config) => {
+                    let config = config.clone();
+                    let conn = move || own.https(tcp, config, slot, trusted);
+                    self.tracker
+                        .spawn(task(this, admission, public, conn).instrument(span))
                 }
-                .instrument(span),
-            );
+                Kind::Http => {
+                    let conn = move || own.plain(tcp, slot, trusted);
+                    self.tracker
+                        .spawn(task(this, admission, public, conn).instrument(span))
+                }
+                Kind::Admin(_) => {
+                    let conn = move || own.admin(tcp, slot);
+                    self.tracker
+                        .spawn(task(this, admission, public, conn).instrument(span))
+                }
+            };
         }
     }
 
-    /// `trusted`: the peer is one of `[server] trusted_proxies`.
-    async fn connection(&self, tcp: TcpStream, slot: Arc<Slot>, trusted: bool) {
+    /// A connection on a TLS listener. `trusted`: the peer is one of `[server] trusted_proxies`.
+    async fn https(
+        self: Arc<Self>,
+        tcp: TcpStream,
+        config: Arc<ServerConfig>,
+        slot: Arc<Slot>,
+        trusted: bool,
+    ) {
         let _ = tcp.set_nodelay(true);
         let io = Idle::new(tcp, self.limits.idle_timeout);
-        match &self.kind {
-            Kind::Https(config) => {
-                // Boxed, as is every state that is not the idle one, so that the task of an
-                // idle connection is no bigger than that state needs.
-                let handshake = Box::pin(tls::accept(io, &self.site, config.clone()));
-                match tokio::time::timeout(self.limits.handshake_timeout, handshake).await {
-                    Ok(Ok(mut stream)) if tls::is_acme_validation(&*stream) => {
-                        debug!("ACME TLS-ALPN-01 validation handshake done");
-                        let _ = stream.shutdown().await;
-                    }
-                    // [tlsrpt] hosts: hyper, which reads request bodies (the lean path does not).
-                    Ok(Ok(stream)) if self.is_report_host(&*stream) => {
-                        let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
-                        Box::pin(self.http_as(stream, h2, None, false, true, slot)).await
-                    }
-                    Ok(Ok(stream)) => {
-                        let sni: Option<Arc<str>> = stream.get_ref().1.server_name().map(Arc::from);
-                        // ALPN settled the protocol: no preface sniffing, no second state.
-                        if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
-                            Box::pin(self.http(stream, true, sni, trusted, slot)).await
-                        } else {
-                            self.http1(stream, false, sni.as_deref(), trusted, slot)
-                                .await
-                        }
-                    }
-                    Ok(Err(e)) => {
-                        self.site.metrics.tls_handshake_failures.inc();
-                        debug!(error = %e, "TLS handshake failed");
-                    }
-                    Err(_) => {
-                        self.site.metrics.tls_handshake_failures.inc();
-                        debug!("TLS handshake timed out");
-                    }
+        // Boxed, as is every state that is not the idle one, so that the task of an idle
+        // connection is no bigger than that state needs.
+        let handshake = Box::pin(tls::accept(io, &self.site, config));
+        // Not in the match's head: the timer would stay in the task while serving.
+        let done = tokio::time::timeout(self.limits.handshake_timeout, handshake).await;
+        match done {
+            Ok(Ok(mut stream)) if tls::is_acme_validation(&*stream) => {
+                debug!("ACME TLS-ALPN-01 validation handshake done");
+                let _ = stream.shutdown().await;
+            }
+            // [tlsrpt] hosts: hyper, which reads request bodies (the lean path does not).
+            Ok(Ok(stream)) if self.is_report_host(&*stream) => {
+                let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+                Box::pin(self.http_as(stream, h2, None, false, true, slot)).await
+            }
+            Ok(Ok(stream)) => {
+                let sni: Option<Arc<str>> = stream.get_ref().1.server_name().map(Arc::from);
+                // ALPN settled the protocol: no preface sniffing, no second state.
+                if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
+                    Box::pin(self.http(stream, true, sni, trusted, slot)).await
+                } else {
+                    self.http1(stream, false, sni.as_deref(), trusted, slot)
+                        .await
                 }
             }
-            // Plain HTTP: HTTP/1.1, or HTTP/2 with prior knowledge (h2c).
-            Kind::Http => self.http1(io, true, None, trusted, slot).await,
-            Kind::Admin(_) => Box::pin(self.http(io, false, None, false, slot)).await,
+            Ok(Err(e)) => {
+                self.site.metrics.tls_handshake_failures.inc();
+                debug!(error = %e, "TLS handshake failed");
+            }
+            Err(_) => {
+                self.site.metrics.tls_handshake_failures.inc();
+                debug!("TLS handshake timed out");
+            }
         }
+    }
+
+    /// A connection on a plain listener: HTTP/1.1, or HTTP/2 with prior knowledge (h2c).
+    async fn plain(self: Arc<Self>, tcp: TcpStream, slot: Arc<Slot>, trusted: bool) {
+        let _ = tcp.set_nodelay(true);
+        let io = Idle::new(tcp, self.limits.idle_timeout);
+        self.http1(io, true, None, trusted, slot).await
+    }
+
+    /// A connection on the admin listener.
+    async fn admin(self: Arc<Self>, tcp: TcpStream, slot: Arc<Slot>) {
+        let _ = tcp.set_nodelay(true);
+        let io = Idle::new(tcp, self.limits.idle_timeout);
+        Box::pin(self.http(io, false, None, false, slot)).await
     }
 
     /// Serves a public connection with the lean HTTP/1.1 server; on a `plain` listener, one
