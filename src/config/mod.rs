@@ -23,7 +23,7 @@ use mta_stsd_providers::Secret;
 
 pub use cache::{Cache, Counts};
 pub use diag::{Diagnostic, Severity};
-pub use load::{load, load_cached, load_without_secrets, Failed, Loaded};
+pub use load::{load, load_cached, load_without_secrets, Loaded};
 
 use crate::certs::CertFiles;
 use crate::name::DomainName;

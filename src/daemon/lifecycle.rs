@@ -8,7 +8,7 @@ use tracing::{error, info, warn};
 
 use super::state::Daemon;
 use crate::clock::unix_now;
-use crate::config::{Config, Retiring};
+use crate::config::Config;
 use crate::lifecycle;
 use crate::live::Live;
 use crate::state::history::Event;
@@ -286,19 +286,4 @@ async fn build_step(shared: &Arc<Daemon>) -> Option<Prepared> {
         Event::Missing { .. } | Event::Present { .. } | Event::Entry { .. } => false,
     });
     Some(p)
-}
-
-impl Live {
-    /// The removed domains still served, with where they are.
-    pub fn retiring(&self) -> impl Iterator<Item = (&crate::config::Domain, Retiring)> {
-        self.config
-            .domains
-            .iter()
-            .filter_map(|d| d.retiring.map(|r| (d, r)))
-            .chain(
-                self.withdraw
-                    .iter()
-                    .filter_map(|d| d.retiring.map(|r| (d, r))),
-            )
-    }
 }

@@ -199,6 +199,7 @@ impl History {
     }
 
     /// Events that rebuild exactly this history.
+    #[cfg(test)]
     pub fn snapshot(&self) -> Vec<Event> {
         let mut out: Vec<Event> = self
             .bodies

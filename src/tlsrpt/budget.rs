@@ -46,6 +46,7 @@ impl Budget {
             })
     }
 
+    #[cfg(test)]
     pub fn used(&self) -> usize {
         self.used.load(Ordering::Acquire)
     }

@@ -21,10 +21,7 @@ use arc_swap::ArcSwap;
 use crate::live::{Live, Reloads};
 use crate::state::history::History;
 
-pub use report::{
-    is_sts_failure, FailureDetail, Malformed, PolicyResult, PolicyType, Report, MAX_FAILURES,
-    MAX_POLICIES, MAX_REPORT_ID,
-};
+pub use report::{is_sts_failure, PolicyType, Report};
 pub use untrusted::Untrusted;
 
 /// What the receiver and the store task share with the daemon, handed in by it: the live

@@ -96,15 +96,6 @@ impl Limiter {
             log,
         }
     }
-
-    /// Addresses tracked now.
-    pub fn len(&self) -> usize {
-        self.buckets.lock().unwrap_or_else(|e| e.into_inner()).len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 /// Drops every bucket that has refilled (forgetting it changes nothing, unless its address was
@@ -148,6 +139,13 @@ mod tests {
     }
 
     const SEC: Duration = Duration::from_secs(1);
+
+    impl Limiter {
+        /// Addresses tracked now.
+        fn len(&self) -> usize {
+            self.buckets.lock().unwrap().len()
+        }
+    }
 
     #[test]
     fn burst_then_one_per_refill() {

@@ -35,11 +35,9 @@ use sqlx::any::AnyPoolOptions;
 use sqlx::AnyPool;
 
 pub use acme::{acme_job, CertRow, NewCert};
-pub use configs::Claim;
 pub use dane::DANE_JOB;
 pub use lease::{zone_job, Held, Lease};
-pub use listen::{Cause, Topic, CHANNEL};
-pub use read::{Loaded, Rows};
+pub use listen::Topic;
 pub use write::Writer;
 
 /// The SQLite file name inside `[state] dir`.
