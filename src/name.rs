@@ -87,7 +87,7 @@ impl fmt::Debug for DomainName {
 
 /// The configured domain a host name asks for (SPEC "Host → domain"): port and trailing dot
 /// stripped, lowercased, U-labels converted, `mta-sts.` removed. `None` for IP literals.
-pub fn domain_of_host(host: &str) -> Option<String> {
+pub(crate) fn domain_of_host(host: &str) -> Option<String> {
     let (mut name, _) = to_a_labels(bare_host(host)?).ok()?;
     if let Some(rest) = name.strip_prefix("mta-sts.") {
         name = rest.to_owned();
@@ -97,7 +97,7 @@ pub fn domain_of_host(host: &str) -> Option<String> {
 
 /// A Host header or SNI without its `:port` and one trailing dot; `None` for IP literals in
 /// brackets. Case is left alone.
-pub fn bare_host(host: &str) -> Option<&str> {
+pub(crate) fn bare_host(host: &str) -> Option<&str> {
     if host.starts_with('[') {
         return None;
     }
@@ -184,7 +184,7 @@ pub(crate) fn check_hostname(name: &str) -> Result<(), NameError> {
 /// Why a fully qualified name (trailing dot optional) cannot be held by the DNS, if so.
 /// RFC 1035 §2.3.4: "labels 63 octets or less", "names 255 octets or less" (in wire form:
 /// each label's length octet, its text, and the root's zero octet).
-pub fn wire_problem(fqdn: &str) -> Option<String> {
+pub(crate) fn wire_problem(fqdn: &str) -> Option<String> {
     let text = fqdn.strip_suffix('.').unwrap_or(fqdn);
     if let Some(label) = text.split('.').find(|l| l.len() > 63) {
         return Some(format!(

@@ -12,10 +12,10 @@ use sha2::{Digest, Sha256};
 use crate::name::{check_hostname, to_a_labels, Converted, NameError};
 
 /// RFC 8461 §3.3: the policy is at this path on `mta-sts.<domain>`.
-pub const POLICY_PATH: &str = "/.well-known/mta-sts.txt";
+pub(crate) const POLICY_PATH: &str = "/.well-known/mta-sts.txt";
 
 /// RFC 8461 §3.2: "max_age: Max lifetime of the policy ... up to 31557600".
-pub const MAX_AGE_LIMIT: u32 = 31_557_600;
+pub(crate) const MAX_AGE_LIMIT: u32 = 31_557_600;
 
 /// The policy mode, in the order RFC 8461 §5 lists them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -161,22 +161,22 @@ impl fmt::Debug for PolicyId {
 
 /// The `_mta-sts` TXT record (RFC 8461 §3.1): `v=STSv1; id=<id>;`, extensions allowed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct StsRecord<'a> {
+pub(crate) struct StsRecord<'a> {
     id: &'a str,
 }
 
 impl<'a> StsRecord<'a> {
     /// RFC 8461 §3.1: the record "MUST begin with" this version tag.
-    pub const VERSION: &'static str = "v=STSv1";
+    pub(crate) const VERSION: &'static str = "v=STSv1";
 
     /// The record we publish for a policy id.
-    pub fn render(id: &PolicyId) -> String {
+    pub(crate) fn render(id: &PolicyId) -> String {
         format!("{}; id={id};", Self::VERSION)
     }
 
     /// Whether a TXT record is an MTA-STS record at all (ours to manage, one senders count):
     /// the version tag ends at `;`, whitespace or the end, so `v=STSv10` is not one.
-    pub fn is_ours(text: &str) -> bool {
+    pub(crate) fn is_ours(text: &str) -> bool {
         text.strip_prefix(Self::VERSION).is_some_and(|rest| {
             rest.is_empty() || rest.starts_with(';') || rest.starts_with(char::is_whitespace)
         })
@@ -184,7 +184,7 @@ impl<'a> StsRecord<'a> {
 
     /// RFC 8461 §3.1 `sts-text-record`, as a sender must read it: "if the resulting record is
     /// syntactically invalid, senders MUST assume" no policy, so anything off is refused.
-    pub fn parse(text: &'a str) -> Result<Self, String> {
+    pub(crate) fn parse(text: &'a str) -> Result<Self, String> {
         let mut fields = text.split(';').map(|f| f.trim_matches([' ', '\t']));
         if fields.next() != Some(Self::VERSION) {
             return Err(format!("{text:?} does not begin with `v=STSv1;`"));
@@ -230,7 +230,7 @@ impl<'a> StsRecord<'a> {
 
     /// The id as it reads in any MTA-STS record, even one `parse` refuses: for saying which
     /// record a change replaced, not for deciding anything.
-    pub fn loose_id(text: &'a str) -> Option<&'a str> {
+    pub(crate) fn loose_id(text: &'a str) -> Option<&'a str> {
         if !Self::is_ours(text) {
             return None;
         }
@@ -238,7 +238,7 @@ impl<'a> StsRecord<'a> {
             .find_map(|field| field.trim().strip_prefix("id="))
     }
 
-    pub fn id(&self) -> &'a str {
+    pub(crate) fn id(&self) -> &'a str {
         self.id
     }
 }
@@ -303,7 +303,7 @@ impl Policy {
 
 /// How a policy body is read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Reading {
+pub(crate) enum Reading {
     /// What we serve and keep in the id history: the sender's rules, and exactly the bytes
     /// we render for the fields read.
     Strict,
@@ -314,7 +314,7 @@ pub enum Reading {
 
 /// A policy body's fields as read; `mx` values as written.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PolicyText<'a> {
+pub(crate) struct PolicyText<'a> {
     pub mode: Mode,
     pub mx: Vec<&'a str>,
     pub max_age: u32,
@@ -323,7 +323,7 @@ pub struct PolicyText<'a> {
 impl<'a> PolicyText<'a> {
     /// RFC 8461 §3.2: `key: value` lines, `version`, `mode`, `max_age` required, `mx`
     /// required unless mode is `none`.
-    pub fn parse(body: &'a [u8], reading: Reading) -> Result<Self, String> {
+    pub(crate) fn parse(body: &'a [u8], reading: Reading) -> Result<Self, String> {
         let text = std::str::from_utf8(body).map_err(|_| "not UTF-8".to_owned())?;
         let (mut version, mut mode, mut max_age, mut mx) = (None, None, None, Vec::new());
         for line in text.split('\n').map(|l| l.strip_suffix('\r').unwrap_or(l)) {

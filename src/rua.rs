@@ -108,17 +108,17 @@ impl fmt::Debug for Rua {
 }
 
 /// RFC 8460 §3: the record begins with this version tag.
-pub const VERSION: &str = "v=TLSRPTv1";
+pub(crate) const VERSION: &str = "v=TLSRPTv1";
 
 /// RFC 8460 §3: `v=TLSRPTv1; rua=<uri>[,<uri>…];`
-pub fn record_text(rua: &[Rua]) -> String {
+pub(crate) fn record_text(rua: &[Rua]) -> String {
     let list: Vec<&str> = rua.iter().map(Rua::as_str).collect();
     format!("{VERSION}; rua={};", list.join(","))
 }
 
 /// Whether a TXT record is a TLS-RPT record (ours to manage): the version tag ends at `;`,
 /// whitespace or the end, so `v=TLSRPTv10` is not one.
-pub fn is_ours(text: &str) -> bool {
+pub(crate) fn is_ours(text: &str) -> bool {
     text.strip_prefix(VERSION).is_some_and(|rest| {
         rest.is_empty() || rest.starts_with(';') || rest.starts_with(char::is_whitespace)
     })

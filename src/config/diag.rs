@@ -67,16 +67,16 @@ pub(crate) struct Pending {
 pub(crate) struct Problems(pub Vec<Pending>);
 
 impl Problems {
-    pub fn error(&mut self, at: Loc, message: impl Into<String>) {
+    pub(super) fn error(&mut self, at: Loc, message: impl Into<String>) {
         self.push(Severity::Error, at, message.into());
     }
 
-    pub fn warn(&mut self, at: Loc, message: impl Into<String>) {
+    pub(super) fn warn(&mut self, at: Loc, message: impl Into<String>) {
         self.push(Severity::Warning, at, message.into());
     }
 
     /// A problem with the file as a whole (unreadable, say).
-    pub fn file_error(&mut self, file: u32, message: impl Into<String>) {
+    pub(super) fn file_error(&mut self, file: u32, message: impl Into<String>) {
         self.0.push(Pending {
             severity: Severity::Error,
             at: None,
@@ -94,7 +94,7 @@ impl Problems {
         });
     }
 
-    pub fn has_errors(&self) -> bool {
+    pub(super) fn has_errors(&self) -> bool {
         self.0.iter().any(|p| p.severity == Severity::Error)
     }
 }
@@ -117,7 +117,7 @@ pub(crate) struct Source {
 }
 
 impl Source {
-    pub fn new(path: PathBuf, text: String) -> Arc<Source> {
+    pub(crate) fn new(path: PathBuf, text: String) -> Arc<Source> {
         Arc::new(Source {
             path: path.into(),
             text,
@@ -149,13 +149,13 @@ impl Source {
 }
 
 impl Sources {
-    pub fn add(&mut self, path: PathBuf, text: String) -> u32 {
+    pub(super) fn add(&mut self, path: PathBuf, text: String) -> u32 {
         self.files.push(Source::new(path, text));
         (self.files.len() - 1) as u32
     }
 
     /// Puts `source` at number `file`; numbers not (yet) given hold an empty placeholder.
-    pub fn put(&mut self, file: u32, source: Arc<Source>) {
+    pub(super) fn put(&mut self, file: u32, source: Arc<Source>) {
         let i = file as usize;
         while self.files.len() <= i {
             self.files.push(Source::new(PathBuf::new(), String::new()));
@@ -163,7 +163,7 @@ impl Sources {
         self.files[i] = source;
     }
 
-    pub fn loc(file: u32, span: &Range<usize>) -> Loc {
+    pub(super) fn loc(file: u32, span: &Range<usize>) -> Loc {
         Loc {
             file,
             offset: span.start as u32,
@@ -171,13 +171,13 @@ impl Sources {
     }
 
     /// `file:line:col`, to name another place in a message.
-    pub fn place(&self, at: Loc) -> String {
+    pub(super) fn place(&self, at: Loc) -> String {
         let source = &self.files[at.file as usize];
         let (line, col) = source.line_col(at.offset as usize);
         format!("{}:{line}:{col}", source.path.display())
     }
 
-    pub fn resolve(&self, pending: Pending) -> Diagnostic {
+    pub(super) fn resolve(&self, pending: Pending) -> Diagnostic {
         let source = &self.files[pending.file as usize];
         let position = pending.at.map(|at| source.line_col(at.offset as usize));
         Diagnostic {

@@ -21,9 +21,10 @@ use mta_stsd_providers::route53::Credentials;
 use mta_stsd_providers::tsig::TsigKey;
 use mta_stsd_providers::Secret;
 
-pub use cache::{Cache, Counts};
-pub use diag::{Diagnostic, Severity};
-pub use load::{load, load_cached, load_without_secrets, Loaded};
+pub(crate) use cache::{Cache, Counts};
+pub(crate) use diag::{Diagnostic, Severity};
+pub use load::load;
+pub(crate) use load::{load_cached, load_without_secrets, Loaded};
 
 use crate::certs::CertFiles;
 use crate::name::DomainName;
@@ -31,7 +32,7 @@ use crate::policy::Policy;
 use crate::rua::Rua;
 
 /// Where the config is read from when neither `--config` nor `$MTA_STSD_CONFIG` says.
-pub const DEFAULT_PATH: &str = "/etc/mta-stsd/mta-stsd.toml";
+pub(crate) const DEFAULT_PATH: &str = "/etc/mta-stsd/mta-stsd.toml";
 
 #[derive(Debug, Clone)]
 pub struct Config {

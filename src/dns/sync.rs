@@ -13,7 +13,7 @@ use crate::config::{Domain, Retiring};
 use crate::desired;
 
 /// Attempts per zone when a prerequisite fails because someone else changed the records.
-pub const CONFLICT_ATTEMPTS: usize = 3;
+pub(crate) const CONFLICT_ATTEMPTS: usize = 3;
 
 /// The domains of one zone at one provider.
 pub struct Target<'c> {
@@ -123,7 +123,7 @@ fn unpublishable(d: &Domain) -> Option<String> {
 }
 
 /// Reads the zone's records at our names and plans every domain in it.
-pub async fn plan_zone(t: &Target<'_>) -> Result<Vec<DomainPlan>, ProviderError> {
+pub(crate) async fn plan_zone(t: &Target<'_>) -> Result<Vec<DomainPlan>, ProviderError> {
     let names: Vec<desired::Names> = t.domains.iter().map(|d| desired::names(d)).collect();
     let mut index: HashMap<&str, usize> = HashMap::with_capacity(names.len() * 3);
     let mut all = Vec::with_capacity(names.len() * 3);

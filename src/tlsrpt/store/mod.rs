@@ -342,7 +342,7 @@ impl Store {
 }
 
 /// `YYYY-MM-DD` of a unix time, UTC.
-pub fn utc_day(unix: i64) -> String {
+pub(crate) fn utc_day(unix: i64) -> String {
     let t =
         time::OffsetDateTime::from_unix_timestamp(unix).unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
     let d = t.date();
