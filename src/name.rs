@@ -65,12 +65,6 @@ impl DomainName {
     pub fn policy_host(&self) -> String {
         format!("mta-sts.{}", self.0)
     }
-
-    /// The name one label up, if it still has two labels.
-    pub fn parent(&self) -> Option<&str> {
-        let (_, rest) = self.0.split_once('.')?;
-        rest.contains('.').then_some(rest)
-    }
 }
 
 impl fmt::Display for DomainName {
