@@ -93,7 +93,7 @@ impl CertFiles {
     /// Reads the chain and key; the leaf's SANs decide which names it serves. Without
     /// `read_key` the key is not opened (a command that serves nothing, run as a user that may
     /// not read it).
-    pub fn load_with(cert: &Path, key: &Path, read_key: bool) -> Result<Self, String> {
+    pub(crate) fn load_with(cert: &Path, key: &Path, read_key: bool) -> Result<Self, String> {
         let chain = chain_file(cert).map_err(|e| match e {
             ReadError::Open(e) => format!("cannot read certificate {}: {e}", cert.display()),
             ReadError::Content(e) => format!("certificate {}: {e}", cert.display()),

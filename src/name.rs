@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 /// Why a name was refused; the text is shown to the admin as is.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NameError(pub String);
+pub(crate) struct NameError(pub String);
 
 impl fmt::Display for NameError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -17,7 +17,7 @@ impl fmt::Display for NameError {
 
 /// What parsing had to change in the input, worth a warning.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Converted {
+pub(crate) enum Converted {
     No,
     /// U-labels were turned into A-labels (IDNA).
     Idna,
@@ -31,7 +31,7 @@ pub struct DomainName(Arc<str>);
 
 impl DomainName {
     /// Parses a name written without a trailing dot.
-    pub fn parse(input: &str) -> Result<(Self, Converted), NameError> {
+    pub(crate) fn parse(input: &str) -> Result<(Self, Converted), NameError> {
         if input.ends_with('.') {
             return Err(NameError(format!(
                 "`{input}`: write the name without the trailing dot"
@@ -43,26 +43,26 @@ impl DomainName {
     }
 
     /// Parses a fully qualified name, with or without its trailing dot.
-    pub fn parse_fqdn(input: &str) -> Result<(Self, Converted), NameError> {
+    pub(crate) fn parse_fqdn(input: &str) -> Result<(Self, Converted), NameError> {
         Self::parse(input.strip_suffix('.').unwrap_or(input))
     }
 
-    pub fn as_str(&self) -> &str {
+    pub(crate) fn as_str(&self) -> &str {
         &self.0
     }
 
     /// The text, shared (no copy).
-    pub fn shared(&self) -> Arc<str> {
+    pub(crate) fn shared(&self) -> Arc<str> {
         self.0.clone()
     }
 
     /// The name with its trailing dot, as zone files and DNS messages want it.
-    pub fn fqdn(&self) -> String {
+    pub(crate) fn fqdn(&self) -> String {
         format!("{}.", self.0)
     }
 
     /// `mta-sts.<domain>`, the policy host (RFC 8461 §3.3).
-    pub fn policy_host(&self) -> String {
+    pub(crate) fn policy_host(&self) -> String {
         format!("mta-sts.{}", self.0)
     }
 }

@@ -26,7 +26,7 @@ pub enum Mode {
 }
 
 impl Mode {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Mode::Enforce => "enforce",
             Mode::Testing => "testing",
@@ -62,7 +62,7 @@ impl fmt::Display for Mode {
 pub struct MxPattern(Box<str>);
 
 impl MxPattern {
-    pub fn parse(input: &str) -> Result<(Self, Converted), NameError> {
+    pub(crate) fn parse(input: &str) -> Result<(Self, Converted), NameError> {
         if input.ends_with('.') {
             return Err(NameError(format!(
                 "mx `{input}`: policy mx patterns are written without the trailing dot (RFC 8461 §3.2)"
@@ -83,13 +83,13 @@ impl MxPattern {
         Ok((MxPattern(text.into_boxed_str()), converted))
     }
 
-    pub fn as_str(&self) -> &str {
+    pub(crate) fn as_str(&self) -> &str {
         &self.0
     }
 
     /// RFC 8461 §4.1: a wildcard "matches any single label" left of the suffix; names compare
     /// case-insensitively and a trailing dot on the MX host is ignored.
-    pub fn matches(&self, mx_host: &str) -> bool {
+    pub(crate) fn matches(&self, mx_host: &str) -> bool {
         let host = mx_host.strip_suffix('.').unwrap_or(mx_host);
         match self.0.strip_prefix("*.") {
             Some(suffix) => match host.split_once('.') {
@@ -126,7 +126,7 @@ pub struct PolicyId(Arc<str>);
 impl PolicyId {
     /// The first 128 bits of SHA-256 over the exact body, in lowercase hex: 32 characters,
     /// the same on every build, platform and replica.
-    pub fn of_body(body: &[u8]) -> Self {
+    pub(crate) fn of_body(body: &[u8]) -> Self {
         const HEX: &[u8; 16] = b"0123456789abcdef";
         let digest = Sha256::digest(body);
         let mut id = String::with_capacity(32);
@@ -137,12 +137,12 @@ impl PolicyId {
         PolicyId(id.into())
     }
 
-    pub fn as_str(&self) -> &str {
+    pub(crate) fn as_str(&self) -> &str {
         &self.0
     }
 
     /// The text, shared (no copy).
-    pub fn shared(&self) -> Arc<str> {
+    pub(crate) fn shared(&self) -> Arc<str> {
         self.0.clone()
     }
 }
@@ -255,7 +255,7 @@ pub struct Policy {
 
 impl Policy {
     /// Callers have checked `max_age <= MAX_AGE_LIMIT`.
-    pub fn new(mode: Mode, mx: Vec<MxPattern>, max_age: u32) -> Self {
+    pub(crate) fn new(mode: Mode, mx: Vec<MxPattern>, max_age: u32) -> Self {
         debug_assert!(max_age <= MAX_AGE_LIMIT);
         let body = render(mode, &mx, max_age);
         let id = PolicyId::of_body(&body);
@@ -268,7 +268,7 @@ impl Policy {
         }
     }
 
-    pub fn body(&self) -> &Bytes {
+    pub(crate) fn body(&self) -> &Bytes {
         &self.body
     }
 
@@ -278,7 +278,7 @@ impl Policy {
 
     /// Reads back a body this program rendered (the id history): refused unless it is exactly
     /// the bytes `Policy::new` renders for its fields, so the id is the same too.
-    pub fn parse(body: &[u8]) -> Result<Policy, String> {
+    pub(crate) fn parse(body: &[u8]) -> Result<Policy, String> {
         let text = PolicyText::parse(body, Reading::Strict)?;
         let mut mx = Vec::with_capacity(text.mx.len());
         for p in text.mx {
@@ -296,7 +296,7 @@ impl Policy {
     }
 
     /// Whether an MX host is covered by one of the patterns (RFC 8461 §4.1).
-    pub fn matches_mx(&self, host: &str) -> bool {
+    pub(crate) fn matches_mx(&self, host: &str) -> bool {
         self.mx.iter().any(|p| p.matches(host))
     }
 }

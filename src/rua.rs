@@ -9,7 +9,7 @@ use crate::name::check_hostname;
 pub struct Rua(Box<str>);
 
 impl Rua {
-    pub fn parse(input: &str) -> Result<Self, String> {
+    pub(crate) fn parse(input: &str) -> Result<Self, String> {
         // RFC 8460 §3: "commas (ASCII 0x2C), exclamation points (ASCII 0x21), and semicolons
         // (ASCII 0x3B) MUST be encoded" since they delimit the record's fields.
         if let Some(c) = input.chars().find(|c| matches!(c, ',' | '!' | ';')) {
@@ -62,12 +62,12 @@ impl Rua {
         Ok(Rua(input.into()))
     }
 
-    pub fn as_str(&self) -> &str {
+    pub(crate) fn as_str(&self) -> &str {
         &self.0
     }
 
     /// For an `https://` URI: its host (lowercased, without port) and path (`/` when empty).
-    pub fn https_target(&self) -> Option<(String, &str)> {
+    pub(crate) fn https_target(&self) -> Option<(String, &str)> {
         let rest = self
             .0
             .get(..8)?

@@ -253,7 +253,7 @@ pub enum RetireLimit {
 
 impl RetireLimit {
     /// The limit for a daemon that served `served` domains.
-    pub fn of(self, served: usize) -> u64 {
+    pub(crate) fn of(self, served: usize) -> u64 {
         match self {
             RetireLimit::Count(n) => n,
             RetireLimit::Percent(p) => (served as f64 * p / 100.0).floor() as u64,
@@ -285,7 +285,7 @@ pub struct DnsSettings {
 
 impl DnsSettings {
     /// The name our STS TXT record is published at for `domain`.
-    pub fn sts_name(&self, domain: &DomainName) -> String {
+    pub(crate) fn sts_name(&self, domain: &DomainName) -> String {
         match &self.delegated {
             Some(zone) => format!("{domain}.{zone}."),
             None => format!("_mta-sts.{domain}."),
@@ -294,7 +294,7 @@ impl DnsSettings {
 
     /// The name our TLSRPT TXT record is published at: `_smtp._tls.<domain>.`, under the
     /// delegation zone when delegated. The longest name we own for `domain`.
-    pub fn tlsrpt_name(&self, domain: &DomainName) -> String {
+    pub(crate) fn tlsrpt_name(&self, domain: &DomainName) -> String {
         match &self.delegated {
             Some(zone) => format!("_smtp._tls.{domain}.{zone}."),
             None => format!("_smtp._tls.{domain}."),
@@ -361,7 +361,7 @@ pub enum ProviderKind {
 
 impl ProviderKind {
     /// The config's `kind`.
-    pub fn kind(&self) -> &'static str {
+    pub(crate) fn kind(&self) -> &'static str {
         match self {
             ProviderKind::Rfc2136 { .. } => "rfc2136",
             ProviderKind::PowerDns { .. } => "powerdns",
@@ -385,7 +385,7 @@ pub enum TokenVendor {
 
 impl TokenVendor {
     /// Every one, for the config's `kind`.
-    pub const ALL: &[TokenVendor] = &[
+    pub(crate) const ALL: &[TokenVendor] = &[
         TokenVendor::Hetzner,
         TokenVendor::Desec,
         TokenVendor::DigitalOcean,
@@ -393,7 +393,7 @@ impl TokenVendor {
     ];
 
     /// Its `kind`.
-    pub fn kind(self) -> &'static str {
+    pub(crate) fn kind(self) -> &'static str {
         match self {
             TokenVendor::Hetzner => "hetzner",
             TokenVendor::Desec => "desec",
@@ -403,7 +403,7 @@ impl TokenVendor {
     }
 
     /// The production API's base URL.
-    pub fn default_url(self) -> &'static str {
+    pub(crate) fn default_url(self) -> &'static str {
         match self {
             TokenVendor::Hetzner => "https://api.hetzner.cloud/v1",
             TokenVendor::Desec => "https://desec.io/api/v1",

@@ -57,7 +57,7 @@ impl PolicyType {
         }
     }
 
-    pub fn as_str(&self) -> &str {
+    pub(crate) fn as_str(&self) -> &str {
         match self {
             PolicyType::Tlsa => "tlsa",
             PolicyType::Sts => "sts",
@@ -136,7 +136,7 @@ pub(super) const FUTURE_SLACK: i64 = 86_400;
 impl Report {
     /// Refuses a report whose range starts or ends more than [`FUTURE_SLACK`] after `now`
     /// (unix seconds): issue 23's reports dated 2099 escaped retention and counted as days.
-    pub fn check_dates(&self, now: i64) -> Result<(), Malformed> {
+    pub(crate) fn check_dates(&self, now: i64) -> Result<(), Malformed> {
         let latest = now.saturating_add(FUTURE_SLACK);
         if self.start > latest || self.end > latest {
             return Err(Malformed(format!(
