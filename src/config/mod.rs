@@ -49,8 +49,6 @@ pub struct Config {
     pub state: State,
     /// The `[dns]` settings a domain inherits.
     pub dns_defaults: Arc<DnsSettings>,
-    /// `[delegation] zone`: where delegated domains' STS TXT records live (RFC 8461 §8.2).
-    pub delegation: Option<DomainName>,
     /// `[[dane]]`: MX hosts whose TLSA records we publish, sorted by host.
     pub dane: Vec<Dane>,
     /// `[dns] reconcile`: how often `serve` re-reads the records it owns and repairs them.
