@@ -80,13 +80,13 @@ impl CertStore {
 
 /// A `[tls] certs` entry, read and checked at load.
 #[derive(Debug, Clone)]
-pub struct CertFiles {
-    pub cert: PathBuf,
-    pub key: PathBuf,
+pub(crate) struct CertFiles {
+    pub(crate) cert: PathBuf,
+    pub(crate) key: PathBuf,
     /// DNS names from the subjectAltName extension, lowercase (`*.example.org` kept as is).
-    pub names: Vec<String>,
+    pub(crate) names: Vec<String>,
     /// Seconds since the Unix epoch.
-    pub not_after: i64,
+    pub(crate) not_after: i64,
 }
 
 impl CertFiles {

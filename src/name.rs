@@ -27,7 +27,7 @@ pub(crate) enum Converted {
 /// the text: a million names are held once by the reload cache, the config, the served
 /// snapshot and the id history together.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct DomainName(Arc<str>);
+pub(crate) struct DomainName(Arc<str>);
 
 impl DomainName {
     /// Parses a name written without a trailing dot.

@@ -19,7 +19,7 @@ pub(crate) const MAX_AGE_LIMIT: u32 = 31_557_600;
 
 /// The policy mode, in the order RFC 8461 §5 lists them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Mode {
+pub(crate) enum Mode {
     Enforce,
     Testing,
     None,
@@ -59,7 +59,7 @@ impl fmt::Display for Mode {
 /// An `mx` pattern: a lowercase A-label host name, or `*.` and one: RFC 8461 §3.2
 /// "the left-most label ... may be the wildcard character ("*")".
 #[derive(Clone, PartialEq, Eq, Hash)]
-pub struct MxPattern(Box<str>);
+pub(crate) struct MxPattern(Box<str>);
 
 impl MxPattern {
     pub(crate) fn parse(input: &str) -> Result<(Self, Converted), NameError> {
@@ -246,9 +246,9 @@ impl<'a> StsRecord<'a> {
 /// A policy with its body rendered once; cloning the body is a reference count.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Policy {
-    pub mode: Mode,
-    pub mx: Vec<MxPattern>,
-    pub max_age: u32,
+    pub(crate) mode: Mode,
+    pub(crate) mx: Vec<MxPattern>,
+    pub(crate) max_age: u32,
     body: Bytes,
     id: PolicyId,
 }
@@ -315,9 +315,9 @@ pub(crate) enum Reading {
 /// A policy body's fields as read; `mx` values as written.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct PolicyText<'a> {
-    pub mode: Mode,
-    pub mx: Vec<&'a str>,
-    pub max_age: u32,
+    pub(crate) mode: Mode,
+    pub(crate) mx: Vec<&'a str>,
+    pub(crate) max_age: u32,
 }
 
 impl<'a> PolicyText<'a> {

@@ -6,7 +6,7 @@ use crate::name::check_hostname;
 
 /// One reporting URI: RFC 8460 §3 allows `mailto:` and `https:`.
 #[derive(Clone, PartialEq, Eq, Hash)]
-pub struct Rua(Box<str>);
+pub(crate) struct Rua(Box<str>);
 
 impl Rua {
     pub(crate) fn parse(input: &str) -> Result<Self, String> {

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Severity {
+pub(crate) enum Severity {
     Error,
     Warning,
 }
@@ -14,8 +14,8 @@ pub enum Severity {
 /// One problem found while loading the config, with its place in a file when it has one.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Diagnostic {
-    pub severity: Severity,
-    pub file: Arc<Path>,
+    pub(crate) severity: Severity,
+    pub(crate) file: Arc<Path>,
     /// 1-based line and column (in characters); absent when the file itself is the problem.
     pub position: Option<(u32, u32)>,
     pub message: String,
@@ -42,23 +42,23 @@ impl fmt::Display for Diagnostic {
 /// A place in a loaded file: the file's index in [`Sources`] and a byte offset.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Loc {
-    pub file: u32,
-    pub offset: u32,
+    pub(crate) file: u32,
+    pub(crate) offset: u32,
 }
 
 /// A value and where it was written.
 #[derive(Debug, Clone)]
 pub(crate) struct At<T> {
-    pub value: T,
-    pub at: Loc,
+    pub(crate) value: T,
+    pub(crate) at: Loc,
 }
 
 /// A problem not yet turned into line and column.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Pending {
-    pub severity: Severity,
-    pub at: Option<Loc>,
-    pub file: u32,
+    pub(crate) severity: Severity,
+    pub(crate) at: Option<Loc>,
+    pub(crate) file: u32,
     pub message: String,
 }
 
@@ -104,13 +104,13 @@ impl Problems {
 /// number (and its text, shared) across loads.
 #[derive(Debug, Default)]
 pub(crate) struct Sources {
-    pub files: Vec<Arc<Source>>,
+    pub(crate) files: Vec<Arc<Source>>,
 }
 
 #[derive(Debug)]
 pub(crate) struct Source {
-    pub path: Arc<Path>,
-    pub text: String,
+    pub(crate) path: Arc<Path>,
+    pub(crate) text: String,
     /// Byte offsets where lines start, built on the first lookup: positions of many
     /// problems in one big file cost a binary search each, not a scan from the start.
     line_starts: std::sync::OnceLock<Vec<u32>>,

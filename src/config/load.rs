@@ -22,7 +22,7 @@ use super::{resolve, Config};
 #[derive(Debug)]
 pub struct Loaded {
     pub config: Config,
-    pub warnings: Vec<Diagnostic>,
+    pub(crate) warnings: Vec<Diagnostic>,
 }
 
 /// A config that did not load: every problem found, errors and warnings, in file order.

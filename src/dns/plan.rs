@@ -14,8 +14,8 @@ use crate::rua;
 /// One domain's changes, and what stopped part of them.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DomainPlan {
-    pub change: DomainChange,
-    pub conflicts: Vec<String>,
+    pub(crate) change: DomainChange,
+    pub(crate) conflicts: Vec<String>,
 }
 
 /// Plans one domain. `observed` holds what the provider returned at the domain's names.

@@ -17,17 +17,17 @@ pub(crate) const CONFLICT_ATTEMPTS: usize = 3;
 
 /// The domains of one zone at one provider.
 pub struct Target<'c> {
-    pub provider_name: String,
-    pub provider: Arc<dyn Provider>,
-    pub zone: String,
-    pub domains: Vec<&'c Domain>,
+    pub(crate) provider_name: String,
+    pub(crate) provider: Arc<dyn Provider>,
+    pub(crate) zone: String,
+    pub(crate) domains: Vec<&'c Domain>,
 }
 
 /// A domain that could not be placed in a zone.
 pub struct Unplaced<'c> {
-    pub domain: &'c Domain,
-    pub provider: String,
-    pub error: ProviderError,
+    pub(crate) domain: &'c Domain,
+    pub(crate) provider: String,
+    pub(crate) error: ProviderError,
 }
 
 /// Groups domains by provider and zone; domains without a provider are left out. Each
