@@ -20,7 +20,8 @@ PUB_ITEM = re.compile(
     r"^\s*pub\s+(async\s+)?(fn|struct|enum|trait|type|const|static|mod|use|union)\b"
 )
 PUB_FIELD = re.compile(r"^\s*pub\s+\w+\s*:")
-TOP_MOD = re.compile(r"^pub\s+mod\s+(\w+)|^mod\s+(\w+)")
+PUB_RESTRICTED = re.compile(r"^\s*pub\([^)]*\)\s+")
+TOP_MOD = re.compile(r"^(?:pub(?:\([^)]*\))?\s+)?mod\s+(\w+)")
 
 
 def code_before_tests(text):
@@ -71,7 +72,7 @@ def functions(path, text):
 def main():
     files = sorted(p for r in ROOTS for p in r.rglob("*.rs"))
     long_fns, big_files = [], []
-    pub_items = pub_fields = 0
+    pub_items = pub_fields = restricted = 0
     for p in files:
         text = p.read_text()
         n = code_lines(text)
@@ -85,14 +86,17 @@ def main():
                 pub_items += 1
             elif PUB_FIELD.match(l):
                 pub_fields += 1
+            elif PUB_RESTRICTED.match(l):
+                restricted += 1
     lib = Path("src/lib.rs").read_text()
-    top = [m.group(1) or m.group(2) for m in map(TOP_MOD.match, lib.splitlines()) if m]
+    top = [m.group(1) for m in map(TOP_MOD.match, lib.splitlines()) if m]
     print(f"files {len(files)}")
     print(f"top_level_modules {len(top)}")
     print(f"functions_over_100_lines {len(long_fns)}")
     print(f"files_over_400_code_lines {len(big_files)}")
     print(f"pub_items {pub_items}")
     print(f"pub_fields {pub_fields}")
+    print(f"restricted_pub {restricted}")
     if "--list" in sys.argv:
         for name, n in sorted(long_fns, key=lambda x: -x[1]):
             print(f"  fn {n:4} {name}")

@@ -15,19 +15,19 @@ use x509_parser::prelude::{FromDer, X509Certificate};
 
 /// ring, for every client and server config: one provider, so no process-wide default is
 /// needed.
-pub fn provider() -> Arc<CryptoProvider> {
+pub(crate) fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
 /// Why a PEM certificate file could not be read: opening it, or what it holds.
 #[derive(Debug)]
-pub enum ReadError {
+pub(crate) enum ReadError {
     Open(pem::Error),
     Content(pem::Error),
 }
 
 /// The certificates of a PEM file, in file order (a chain: leaf first).
-pub fn chain_file(path: &Path) -> Result<Vec<CertificateDer<'static>>, ReadError> {
+pub(crate) fn chain_file(path: &Path) -> Result<Vec<CertificateDer<'static>>, ReadError> {
     CertificateDer::pem_file_iter(path)
         .map_err(ReadError::Open)?
         .collect::<Result<_, _>>()
@@ -35,22 +35,22 @@ pub fn chain_file(path: &Path) -> Result<Vec<CertificateDer<'static>>, ReadError
 }
 
 /// The first private key of a PEM file.
-pub fn key_file(path: &Path) -> Result<PrivateKeyDer<'static>, pem::Error> {
+pub(crate) fn key_file(path: &Path) -> Result<PrivateKeyDer<'static>, pem::Error> {
     PrivateKeyDer::from_pem_file(path)
 }
 
 /// The certificates of PEM text, in order (a chain: leaf first).
-pub fn chain_pem(text: &[u8]) -> Result<Vec<CertificateDer<'static>>, pem::Error> {
+pub(crate) fn chain_pem(text: &[u8]) -> Result<Vec<CertificateDer<'static>>, pem::Error> {
     CertificateDer::pem_slice_iter(text).collect()
 }
 
 /// The first private key of PEM text.
-pub fn key_pem(text: &[u8]) -> Result<PrivateKeyDer<'static>, pem::Error> {
+pub(crate) fn key_pem(text: &[u8]) -> Result<PrivateKeyDer<'static>, pem::Error> {
     PrivateKeyDer::from_pem_slice(text)
 }
 
 /// A chain and its key as rustls serves them; an error if the key is not the leaf's.
-pub fn certified_key(
+pub(crate) fn certified_key(
     chain: Vec<CertificateDer<'static>>,
     key: PrivateKeyDer<'static>,
 ) -> Result<CertifiedKey, rustls::Error> {
@@ -59,12 +59,12 @@ pub fn certified_key(
 
 /// The configured certificates, read when a config is (re)loaded; indexed like `[tls] certs`.
 #[derive(Debug, Default)]
-pub struct CertStore {
+pub(crate) struct CertStore {
     configured: Vec<Arc<CertifiedKey>>,
 }
 
 impl CertStore {
-    pub fn load(files: &[CertFiles]) -> Result<Self, String> {
+    pub(crate) fn load(files: &[CertFiles]) -> Result<Self, String> {
         let configured = files
             .iter()
             .map(|f| f.certified_key().map(Arc::new))
@@ -73,31 +73,27 @@ impl CertStore {
     }
 
     /// The `[tls] certs` entry at `i`, ready to serve.
-    pub fn configured(&self, i: usize) -> Option<Arc<CertifiedKey>> {
+    pub(crate) fn configured(&self, i: usize) -> Option<Arc<CertifiedKey>> {
         self.configured.get(i).cloned()
     }
 }
 
 /// A `[tls] certs` entry, read and checked at load.
 #[derive(Debug, Clone)]
-pub struct CertFiles {
-    pub cert: PathBuf,
-    pub key: PathBuf,
+pub(crate) struct CertFiles {
+    pub(crate) cert: PathBuf,
+    pub(crate) key: PathBuf,
     /// DNS names from the subjectAltName extension, lowercase (`*.example.org` kept as is).
-    pub names: Vec<String>,
+    pub(crate) names: Vec<String>,
     /// Seconds since the Unix epoch.
-    pub not_after: i64,
+    pub(crate) not_after: i64,
 }
 
 impl CertFiles {
-    /// Reads the chain and key; the leaf's SANs decide which names it serves.
-    pub fn load(cert: &Path, key: &Path) -> Result<Self, String> {
-        Self::load_with(cert, key, true)
-    }
-
-    /// Like [`Self::load`]; without `read_key` the key is not opened (a command that serves
-    /// nothing, run as a user that may not read it).
-    pub fn load_with(cert: &Path, key: &Path, read_key: bool) -> Result<Self, String> {
+    /// Reads the chain and key; the leaf's SANs decide which names it serves. Without
+    /// `read_key` the key is not opened (a command that serves nothing, run as a user that may
+    /// not read it).
+    pub(crate) fn load_with(cert: &Path, key: &Path, read_key: bool) -> Result<Self, String> {
         let chain = chain_file(cert).map_err(|e| match e {
             ReadError::Open(e) => format!("cannot read certificate {}: {e}", cert.display()),
             ReadError::Content(e) => format!("certificate {}: {e}", cert.display()),
@@ -153,14 +149,14 @@ impl CertFiles {
 
 /// Which configured certificate serves a host name: exact SANs first, then wildcards.
 #[derive(Debug, Default)]
-pub struct Coverage {
+pub(crate) struct Coverage {
     exact: HashMap<String, usize>,
     /// `*.example.org` is stored as `example.org`: it covers exactly one more label.
     wildcard: HashMap<String, usize>,
 }
 
 impl Coverage {
-    pub fn new(certs: &[CertFiles]) -> Self {
+    pub(crate) fn new(certs: &[CertFiles]) -> Self {
         let mut c = Coverage::default();
         for (i, cert) in certs.iter().enumerate() {
             for name in &cert.names {
@@ -174,7 +170,7 @@ impl Coverage {
     }
 
     /// The index of the first certificate that covers `host` (lowercase, no trailing dot).
-    pub fn find(&self, host: &str) -> Option<usize> {
+    pub(crate) fn find(&self, host: &str) -> Option<usize> {
         if let Some(&i) = self.exact.get(host) {
             return Some(i);
         }

@@ -3,7 +3,7 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Seconds since the Unix epoch; 0 for a clock set before it.
-pub fn unix_now() -> u64 {
+pub(crate) fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
@@ -23,7 +23,7 @@ pub fn rfc3339<T: TryInto<i64>>(secs: T) -> String {
 
 /// Exponential backoff: `first` after the first failure, doubled per failure in a row up to
 /// `cap`, plus up to 20 % jitter so that many names or domains do not retry in step.
-pub fn backoff(first: Duration, cap: Duration, failures: u32) -> Duration {
+pub(crate) fn backoff(first: Duration, cap: Duration, failures: u32) -> Duration {
     let base = first
         .saturating_mul(1 << failures.saturating_sub(1).min(20))
         .min(cap);

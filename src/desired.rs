@@ -7,7 +7,7 @@ use crate::policy::StsRecord;
 use crate::rua;
 
 /// The names mta-stsd manages for a domain, fully qualified.
-pub struct Names {
+pub(crate) struct Names {
     /// The STS TXT: `_mta-sts.<domain>.`, or `<domain>.<delegation zone>.` when delegated.
     pub sts: String,
     /// `mta-sts.<domain>.`; `None` when delegated: that CNAME is in the customer's zone.
@@ -16,7 +16,7 @@ pub struct Names {
     pub tlsrpt: String,
 }
 
-pub fn names(domain: &Domain) -> Names {
+pub(crate) fn names(domain: &Domain) -> Names {
     let dns = &domain.dns;
     Names {
         sts: dns.sts_name(&domain.name),
@@ -31,7 +31,7 @@ pub fn names(domain: &Domain) -> Names {
 /// SPEC "Records per domain": `_mta-sts` TXT with the policy id, `mta-sts` CNAME to the
 /// target when one is set, `_smtp._tls` TXT when TLSRPT is configured. For a delegated domain
 /// the TXT records at their delegated names, and no CNAME (that one is the customer's).
-pub fn records(domain: &Domain) -> Vec<Record> {
+pub(crate) fn records(domain: &Domain) -> Vec<Record> {
     if let Some(Retiring::Withdrawing { .. }) = domain.retiring {
         // RFC 8461 §8.3: after the last max_age, nothing of ours stays.
         return Vec::new();
@@ -60,7 +60,7 @@ pub fn records(domain: &Domain) -> Vec<Record> {
 /// RFC 8461 §8.2: the records a delegated domain's owner sets once in their own zone — the
 /// `_mta-sts` CNAME to our TXT, `mta-sts` CNAME to the target, and (with TLSRPT) the
 /// `_smtp._tls` CNAME to ours. Empty for a domain that is not delegated.
-pub fn customer_records(domain: &Domain) -> Vec<Record> {
+pub(crate) fn customer_records(domain: &Domain) -> Vec<Record> {
     if domain.dns.delegated.is_none() {
         return Vec::new();
     }

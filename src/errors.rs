@@ -3,7 +3,7 @@
 /// An error and its sources, `: `-separated, a source left out when the text so far already
 /// says it (hyper's and reqwest's own messages say only "client error", "error sending
 /// request").
-pub fn chain(e: &dyn std::error::Error) -> String {
+pub(crate) fn chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut source = e.source();
     while let Some(inner) = source {

@@ -26,7 +26,7 @@ use crate::serve::handler::{route, Head};
 use crate::serve::http1::{self, Served};
 
 /// The head limit the HTTP/1.1 target runs with (the daemon's default).
-pub const MAX_HEAD: usize = 8192;
+pub(crate) const MAX_HEAD: usize = 8192;
 /// The statuses the policy server answers with.
 const STATUSES: [u16; 7] = [200, 400, 404, 405, 421, 431, 501];
 

@@ -16,7 +16,7 @@ use removal::Removal;
 
 /// What to serve and publish now: the config's domains (see [`served`]) and these.
 #[derive(Debug, Default)]
-pub struct Outcome {
+pub(crate) struct Outcome {
     /// Sorted by name: the removed domains still served.
     pub removed: Vec<Domain>,
     /// Removed domains whose records are due to be withdrawn.
@@ -32,7 +32,7 @@ pub struct Outcome {
 /// `previous` holds the domains served so far (sorted), for the settings of a domain that
 /// was just removed. With `hold`, newly missing domains are served unchanged without starting
 /// their retirement (a refused guard at start).
-pub fn evaluate(
+pub(crate) fn evaluate(
     config: &Config,
     history: &History,
     previous: Option<&[Domain]>,
@@ -137,7 +137,7 @@ fn gone<'h>(
 
 /// The domains to serve, sorted: the config's (moved, not copied: a million of them) and the
 /// removed ones [`evaluate`] still serves.
-pub fn served(mut config: Vec<Domain>, removed: Vec<Domain>) -> Vec<Domain> {
+pub(crate) fn served(mut config: Vec<Domain>, removed: Vec<Domain>) -> Vec<Domain> {
     if !removed.is_empty() {
         config.extend(removed);
         config.sort_by(|a, b| a.name.cmp(&b.name));
@@ -149,7 +149,7 @@ pub fn served(mut config: Vec<Domain>, removed: Vec<Domain>) -> Vec<Domain> {
 /// none of them — a second, unrelated config on a shared store, which would retire them all
 /// (S3 of the hardening issue). Empty when the store serves nothing yet or shares a domain
 /// with `config`: replicas of one config, a rolling update among them included, always do.
-pub fn foreign_domains(config: &Config, history: &History) -> Vec<String> {
+pub(crate) fn foreign_domains(config: &Config, history: &History) -> Vec<String> {
     let ours: std::collections::HashSet<&str> =
         config.domains.iter().map(|d| d.name.as_str()).collect();
     let mut theirs = Vec::new();
@@ -167,7 +167,7 @@ pub fn foreign_domains(config: &Config, history: &History) -> Vec<String> {
 }
 
 /// The store `[state]` names, for this replica.
-pub fn store_target(s: &crate::config::State) -> crate::state::store::Target {
+pub(crate) fn store_target(s: &crate::config::State) -> crate::state::store::Target {
     crate::state::store::Target {
         dir: s.dir.clone(),
         url: s.url.clone(),
@@ -179,7 +179,7 @@ pub fn store_target(s: &crate::config::State) -> crate::state::store::Target {
 /// For `plan` and `apply`: the domains to publish, with the removed ones where the id history
 /// says they are, and a line for each of those; an error when the guard refuses. Reads the
 /// state directory, never writes it (`serve` drives retirements).
-pub fn for_commands(config: &Config) -> Result<(Vec<Domain>, Vec<String>), String> {
+pub(crate) fn for_commands(config: &Config) -> Result<(Vec<Domain>, Vec<String>), String> {
     let history = crate::state::store::read_history_blocking(&store_target(&config.state))
         .map_err(|e| {
             format!(

@@ -15,7 +15,7 @@ use crate::config::{Config, Domain};
 /// Everything a request needs, built completely before it is swapped in: a request sees
 /// either the old `Live` or the new one, never a mix.
 #[derive(Debug)]
-pub struct Live {
+pub(crate) struct Live {
     pub config: Config,
     /// Indices into `config.domains`, hashed by name: a lookup allocates nothing.
     index: HashTable<u32>,
@@ -34,7 +34,7 @@ pub struct Live {
 impl Live {
     /// Builds the state for a loaded config; `previous` carries over "served since" for
     /// domains whose policy did not change.
-    pub fn build(config: Config, previous: Option<&Live>) -> Result<Live, String> {
+    pub(crate) fn build(config: Config, previous: Option<&Live>) -> Result<Live, String> {
         let certs = CertStore::load(&config.tls.certs)?;
         let hasher = RandomState::new();
         let mut index = HashTable::with_capacity(config.domains.len());
@@ -68,12 +68,12 @@ impl Live {
     }
 
     /// The domain for a lowercase name without trailing dot.
-    pub fn domain(&self, name: &str) -> Option<&Domain> {
+    pub(crate) fn domain(&self, name: &str) -> Option<&Domain> {
         self.position(name).map(|i| &self.config.domains[i])
     }
 
     /// The domain and since when its policy is served.
-    pub fn served(&self, name: &str) -> Option<(&Domain, u64)> {
+    pub(crate) fn served(&self, name: &str) -> Option<(&Domain, u64)> {
         self.position(name)
             .map(|i| (&self.config.domains[i], self.since[i]))
     }
@@ -89,7 +89,7 @@ impl Live {
 
     /// SPEC "Host → domain": port and trailing dot stripped, case folded, `mta-sts.`
     /// removed; no allocation for hosts up to 253 bytes.
-    pub fn domain_for_host(&self, host: &str) -> Option<&Domain> {
+    pub(crate) fn domain_for_host(&self, host: &str) -> Option<&Domain> {
         with_normalized_host(host, |name| {
             let name = name.strip_prefix("mta-sts.").unwrap_or(name);
             self.domain(name)
@@ -97,13 +97,13 @@ impl Live {
     }
 
     /// Which `[tlsrpt] hosts` entry `name` is (case, port and a trailing dot ignored).
-    pub fn tlsrpt_host(&self, name: &str) -> Option<usize> {
+    pub(crate) fn tlsrpt_host(&self, name: &str) -> Option<usize> {
         let t = self.config.tlsrpt.as_ref()?;
         with_normalized_host(name, |n| t.hosts.iter().position(|h| h.as_str() == n))
     }
 
     /// The domain a TLS SNI names: only `mta-sts.<domain>` is served.
-    pub fn domain_for_sni(&self, sni: &str) -> Option<&Domain> {
+    pub(crate) fn domain_for_sni(&self, sni: &str) -> Option<&Domain> {
         with_normalized_host(sni, |name| self.domain(name.strip_prefix("mta-sts.")?))
     }
 }
@@ -130,20 +130,20 @@ where
 /// Counts the reloads: bumped once a new config is swapped in. Each task that acts on a new
 /// config follows it through its own [`Reloads`], so one reload wakes each of them once.
 #[derive(Debug)]
-pub struct Generation(watch::Sender<u64>);
+pub(crate) struct Generation(watch::Sender<u64>);
 
 impl Generation {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Generation(watch::Sender::new(0))
     }
 
     /// A new config is live: every follower wakes (once, however many bumps it missed).
-    pub fn bump(&self) {
+    pub(crate) fn bump(&self) {
         self.0.send_modify(|g| *g += 1);
     }
 
     /// Follows the reloads from now on.
-    pub fn follow(&self) -> Reloads {
+    pub(crate) fn follow(&self) -> Reloads {
         Reloads(self.0.subscribe())
     }
 }
@@ -156,12 +156,12 @@ impl Default for Generation {
 
 /// One task's view of the [`Generation`]; clones follow on their own.
 #[derive(Debug, Clone)]
-pub struct Reloads(watch::Receiver<u64>);
+pub(crate) struct Reloads(watch::Receiver<u64>);
 
 impl Reloads {
     /// Returns at the next reload, or at once if one happened since the last call.
     /// Cancel-safe, so it can be one arm of a `select!`.
-    pub async fn next(&mut self) {
+    pub(crate) async fn next(&mut self) {
         if self.0.changed().await.is_err() {
             // The daemon is gone: no reload comes any more.
             std::future::pending::<()>().await;

@@ -49,7 +49,7 @@ struct JobLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct CertLabel {
+pub(crate) struct CertLabel {
     pub name: String,
     pub source: &'static str,
 }
@@ -58,7 +58,7 @@ pub struct CertLabel {
 const STATUSES: [u16; 4] = [200, 400, 404, 405];
 
 #[derive(Debug)]
-pub struct Metrics {
+pub(crate) struct Metrics {
     registry: Registry,
     requests: Vec<Counter>,
     /// The same family, for statuses outside `STATUSES`.
@@ -104,7 +104,7 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let mut registry = Registry::with_prefix("mta_stsd");
         let requests_family = Family::<StatusLabel, Counter>::default();
         registry.register(
@@ -272,7 +272,7 @@ impl Metrics {
     }
 
     /// Brings `store_follows` up to the store's counts (`poll`, `notify`).
-    pub fn store_follows(&self, (poll, notify): (u64, u64)) {
+    pub(crate) fn store_follows(&self, (poll, notify): (u64, u64)) {
         for (cause, n) in [("poll", poll), ("notify", notify)] {
             let c = self.store_follows.get_or_create(&CauseLabel { cause });
             c.inc_by(n.saturating_sub(c.get()));
@@ -280,7 +280,7 @@ impl Metrics {
     }
 
     /// Sets `lease_held` from the store's list of this process's leases.
-    pub fn leases_held(&self, held: &[(String, bool)]) {
+    pub(crate) fn leases_held(&self, held: &[(String, bool)]) {
         for (job, h) in held {
             self.lease_held
                 .get_or_create(&JobLabel { job: job.clone() })
@@ -288,28 +288,28 @@ impl Metrics {
         }
     }
 
-    pub fn drift_findings(&self, severity: &'static str, n: usize) {
+    pub(crate) fn drift_findings(&self, severity: &'static str, n: usize) {
         self.drift
             .get_or_create(&SeverityLabel { severity })
             .set(n as i64);
     }
 
     /// Sets the number of domains whose DNS records drift saw in `state`.
-    pub fn domains_by_dns_state(&self, state: &'static str, n: usize) {
+    pub(crate) fn domains_by_dns_state(&self, state: &'static str, n: usize) {
         self.dns_states
             .get_or_create(&StateLabel { state })
             .set(n as i64);
     }
 
     /// Sets the number of domains whose DNS publication is in `state`.
-    pub fn domains_by_publication_state(&self, state: &'static str, n: usize) {
+    pub(crate) fn domains_by_publication_state(&self, state: &'static str, n: usize) {
         self.publication_states
             .get_or_create(&StateLabel { state })
             .set(n as i64);
     }
 
     /// Sets whether the `store` (`sqlite`, `postgresql`; `None`: no `[tlsrpt]`) is open.
-    pub fn tlsrpt_store_up(&self, store: Option<&'static str>, up: bool) {
+    pub(crate) fn tlsrpt_store_up(&self, store: Option<&'static str>, up: bool) {
         self.tlsrpt_store_up.clear();
         if let Some(store) = store {
             self.tlsrpt_store_up
@@ -319,19 +319,19 @@ impl Metrics {
     }
 
     /// Counts alert deliveries: `delivered`, `retried`, `failed` or `dropped`.
-    pub fn alerts(&self, result: &'static str, n: u64) {
+    pub(crate) fn alerts(&self, result: &'static str, n: u64) {
         self.alerts.get_or_create(&ResultLabel { result }).inc_by(n);
     }
 
     /// Counts one finished ACME order: `ok` or `error`.
-    pub fn acme_order(&self, result: &'static str) {
+    pub(crate) fn acme_order(&self, result: &'static str) {
         self.acme_orders
             .get_or_create(&ResultLabel { result })
             .inc();
     }
 
     /// Counts one zone update: `result` is `ok` or the provider's error code.
-    pub fn dns_update(&self, provider: &str, result: &str) {
+    pub(crate) fn dns_update(&self, provider: &str, result: &str) {
         self.dns_updates
             .get_or_create(&DnsLabel {
                 provider: provider.to_owned(),
@@ -341,7 +341,7 @@ impl Metrics {
     }
 
     /// Counts one answered request: an atomic increment for the usual statuses.
-    pub fn request(&self, status: u16) {
+    pub(crate) fn request(&self, status: u16) {
         match STATUSES.iter().position(|&s| s == status) {
             Some(i) => self.requests[i].inc(),
             None => self
@@ -352,7 +352,7 @@ impl Metrics {
     }
 
     /// The Prometheus text exposition.
-    pub fn encode(&self) -> String {
+    pub(crate) fn encode(&self) -> String {
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry)
             .expect("writing to a String cannot fail");

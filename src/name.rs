@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 /// Why a name was refused; the text is shown to the admin as is.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NameError(pub String);
+pub(crate) struct NameError(pub String);
 
 impl fmt::Display for NameError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -17,7 +17,7 @@ impl fmt::Display for NameError {
 
 /// What parsing had to change in the input, worth a warning.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Converted {
+pub(crate) enum Converted {
     No,
     /// U-labels were turned into A-labels (IDNA).
     Idna,
@@ -27,11 +27,11 @@ pub enum Converted {
 /// the text: a million names are held once by the reload cache, the config, the served
 /// snapshot and the id history together.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct DomainName(Arc<str>);
+pub(crate) struct DomainName(Arc<str>);
 
 impl DomainName {
     /// Parses a name written without a trailing dot.
-    pub fn parse(input: &str) -> Result<(Self, Converted), NameError> {
+    pub(crate) fn parse(input: &str) -> Result<(Self, Converted), NameError> {
         if input.ends_with('.') {
             return Err(NameError(format!(
                 "`{input}`: write the name without the trailing dot"
@@ -43,33 +43,27 @@ impl DomainName {
     }
 
     /// Parses a fully qualified name, with or without its trailing dot.
-    pub fn parse_fqdn(input: &str) -> Result<(Self, Converted), NameError> {
+    pub(crate) fn parse_fqdn(input: &str) -> Result<(Self, Converted), NameError> {
         Self::parse(input.strip_suffix('.').unwrap_or(input))
     }
 
-    pub fn as_str(&self) -> &str {
+    pub(crate) fn as_str(&self) -> &str {
         &self.0
     }
 
     /// The text, shared (no copy).
-    pub fn shared(&self) -> Arc<str> {
+    pub(crate) fn shared(&self) -> Arc<str> {
         self.0.clone()
     }
 
     /// The name with its trailing dot, as zone files and DNS messages want it.
-    pub fn fqdn(&self) -> String {
+    pub(crate) fn fqdn(&self) -> String {
         format!("{}.", self.0)
     }
 
     /// `mta-sts.<domain>`, the policy host (RFC 8461 §3.3).
-    pub fn policy_host(&self) -> String {
+    pub(crate) fn policy_host(&self) -> String {
         format!("mta-sts.{}", self.0)
-    }
-
-    /// The name one label up, if it still has two labels.
-    pub fn parent(&self) -> Option<&str> {
-        let (_, rest) = self.0.split_once('.')?;
-        rest.contains('.').then_some(rest)
     }
 }
 
@@ -87,7 +81,7 @@ impl fmt::Debug for DomainName {
 
 /// The configured domain a host name asks for (SPEC "Host → domain"): port and trailing dot
 /// stripped, lowercased, U-labels converted, `mta-sts.` removed. `None` for IP literals.
-pub fn domain_of_host(host: &str) -> Option<String> {
+pub(crate) fn domain_of_host(host: &str) -> Option<String> {
     let (mut name, _) = to_a_labels(bare_host(host)?).ok()?;
     if let Some(rest) = name.strip_prefix("mta-sts.") {
         name = rest.to_owned();
@@ -97,7 +91,7 @@ pub fn domain_of_host(host: &str) -> Option<String> {
 
 /// A Host header or SNI without its `:port` and one trailing dot; `None` for IP literals in
 /// brackets. Case is left alone.
-pub fn bare_host(host: &str) -> Option<&str> {
+pub(crate) fn bare_host(host: &str) -> Option<&str> {
     if host.starts_with('[') {
         return None;
     }
@@ -184,7 +178,7 @@ pub(crate) fn check_hostname(name: &str) -> Result<(), NameError> {
 /// Why a fully qualified name (trailing dot optional) cannot be held by the DNS, if so.
 /// RFC 1035 §2.3.4: "labels 63 octets or less", "names 255 octets or less" (in wire form:
 /// each label's length octet, its text, and the root's zero octet).
-pub fn wire_problem(fqdn: &str) -> Option<String> {
+pub(crate) fn wire_problem(fqdn: &str) -> Option<String> {
     let text = fqdn.strip_suffix('.').unwrap_or(fqdn);
     if let Some(label) = text.split('.').find(|l| l.len() > 63) {
         return Some(format!(

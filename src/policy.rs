@@ -12,21 +12,21 @@ use sha2::{Digest, Sha256};
 use crate::name::{check_hostname, to_a_labels, Converted, NameError};
 
 /// RFC 8461 §3.3: the policy is at this path on `mta-sts.<domain>`.
-pub const POLICY_PATH: &str = "/.well-known/mta-sts.txt";
+pub(crate) const POLICY_PATH: &str = "/.well-known/mta-sts.txt";
 
 /// RFC 8461 §3.2: "max_age: Max lifetime of the policy ... up to 31557600".
-pub const MAX_AGE_LIMIT: u32 = 31_557_600;
+pub(crate) const MAX_AGE_LIMIT: u32 = 31_557_600;
 
 /// The policy mode, in the order RFC 8461 §5 lists them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Mode {
+pub(crate) enum Mode {
     Enforce,
     Testing,
     None,
 }
 
 impl Mode {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Mode::Enforce => "enforce",
             Mode::Testing => "testing",
@@ -59,10 +59,10 @@ impl fmt::Display for Mode {
 /// An `mx` pattern: a lowercase A-label host name, or `*.` and one: RFC 8461 §3.2
 /// "the left-most label ... may be the wildcard character ("*")".
 #[derive(Clone, PartialEq, Eq, Hash)]
-pub struct MxPattern(Box<str>);
+pub(crate) struct MxPattern(Box<str>);
 
 impl MxPattern {
-    pub fn parse(input: &str) -> Result<(Self, Converted), NameError> {
+    pub(crate) fn parse(input: &str) -> Result<(Self, Converted), NameError> {
         if input.ends_with('.') {
             return Err(NameError(format!(
                 "mx `{input}`: policy mx patterns are written without the trailing dot (RFC 8461 §3.2)"
@@ -83,13 +83,13 @@ impl MxPattern {
         Ok((MxPattern(text.into_boxed_str()), converted))
     }
 
-    pub fn as_str(&self) -> &str {
+    pub(crate) fn as_str(&self) -> &str {
         &self.0
     }
 
     /// RFC 8461 §4.1: a wildcard "matches any single label" left of the suffix; names compare
     /// case-insensitively and a trailing dot on the MX host is ignored.
-    pub fn matches(&self, mx_host: &str) -> bool {
+    pub(crate) fn matches(&self, mx_host: &str) -> bool {
         let host = mx_host.strip_suffix('.').unwrap_or(mx_host);
         match self.0.strip_prefix("*.") {
             Some(suffix) => match host.split_once('.') {
@@ -126,7 +126,7 @@ pub struct PolicyId(Arc<str>);
 impl PolicyId {
     /// The first 128 bits of SHA-256 over the exact body, in lowercase hex: 32 characters,
     /// the same on every build, platform and replica.
-    pub fn of_body(body: &[u8]) -> Self {
+    pub(crate) fn of_body(body: &[u8]) -> Self {
         const HEX: &[u8; 16] = b"0123456789abcdef";
         let digest = Sha256::digest(body);
         let mut id = String::with_capacity(32);
@@ -137,12 +137,12 @@ impl PolicyId {
         PolicyId(id.into())
     }
 
-    pub fn as_str(&self) -> &str {
+    pub(crate) fn as_str(&self) -> &str {
         &self.0
     }
 
     /// The text, shared (no copy).
-    pub fn shared(&self) -> Arc<str> {
+    pub(crate) fn shared(&self) -> Arc<str> {
         self.0.clone()
     }
 }
@@ -161,22 +161,22 @@ impl fmt::Debug for PolicyId {
 
 /// The `_mta-sts` TXT record (RFC 8461 §3.1): `v=STSv1; id=<id>;`, extensions allowed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct StsRecord<'a> {
+pub(crate) struct StsRecord<'a> {
     id: &'a str,
 }
 
 impl<'a> StsRecord<'a> {
     /// RFC 8461 §3.1: the record "MUST begin with" this version tag.
-    pub const VERSION: &'static str = "v=STSv1";
+    pub(crate) const VERSION: &'static str = "v=STSv1";
 
     /// The record we publish for a policy id.
-    pub fn render(id: &PolicyId) -> String {
+    pub(crate) fn render(id: &PolicyId) -> String {
         format!("{}; id={id};", Self::VERSION)
     }
 
     /// Whether a TXT record is an MTA-STS record at all (ours to manage, one senders count):
     /// the version tag ends at `;`, whitespace or the end, so `v=STSv10` is not one.
-    pub fn is_ours(text: &str) -> bool {
+    pub(crate) fn is_ours(text: &str) -> bool {
         text.strip_prefix(Self::VERSION).is_some_and(|rest| {
             rest.is_empty() || rest.starts_with(';') || rest.starts_with(char::is_whitespace)
         })
@@ -184,7 +184,7 @@ impl<'a> StsRecord<'a> {
 
     /// RFC 8461 §3.1 `sts-text-record`, as a sender must read it: "if the resulting record is
     /// syntactically invalid, senders MUST assume" no policy, so anything off is refused.
-    pub fn parse(text: &'a str) -> Result<Self, String> {
+    pub(crate) fn parse(text: &'a str) -> Result<Self, String> {
         let mut fields = text.split(';').map(|f| f.trim_matches([' ', '\t']));
         if fields.next() != Some(Self::VERSION) {
             return Err(format!("{text:?} does not begin with `v=STSv1;`"));
@@ -230,7 +230,7 @@ impl<'a> StsRecord<'a> {
 
     /// The id as it reads in any MTA-STS record, even one `parse` refuses: for saying which
     /// record a change replaced, not for deciding anything.
-    pub fn loose_id(text: &'a str) -> Option<&'a str> {
+    pub(crate) fn loose_id(text: &'a str) -> Option<&'a str> {
         if !Self::is_ours(text) {
             return None;
         }
@@ -238,7 +238,7 @@ impl<'a> StsRecord<'a> {
             .find_map(|field| field.trim().strip_prefix("id="))
     }
 
-    pub fn id(&self) -> &'a str {
+    pub(crate) fn id(&self) -> &'a str {
         self.id
     }
 }
@@ -246,16 +246,16 @@ impl<'a> StsRecord<'a> {
 /// A policy with its body rendered once; cloning the body is a reference count.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Policy {
-    pub mode: Mode,
-    pub mx: Vec<MxPattern>,
-    pub max_age: u32,
+    pub(crate) mode: Mode,
+    pub(crate) mx: Vec<MxPattern>,
+    pub(crate) max_age: u32,
     body: Bytes,
     id: PolicyId,
 }
 
 impl Policy {
     /// Callers have checked `max_age <= MAX_AGE_LIMIT`.
-    pub fn new(mode: Mode, mx: Vec<MxPattern>, max_age: u32) -> Self {
+    pub(crate) fn new(mode: Mode, mx: Vec<MxPattern>, max_age: u32) -> Self {
         debug_assert!(max_age <= MAX_AGE_LIMIT);
         let body = render(mode, &mx, max_age);
         let id = PolicyId::of_body(&body);
@@ -268,7 +268,7 @@ impl Policy {
         }
     }
 
-    pub fn body(&self) -> &Bytes {
+    pub(crate) fn body(&self) -> &Bytes {
         &self.body
     }
 
@@ -278,7 +278,7 @@ impl Policy {
 
     /// Reads back a body this program rendered (the id history): refused unless it is exactly
     /// the bytes `Policy::new` renders for its fields, so the id is the same too.
-    pub fn parse(body: &[u8]) -> Result<Policy, String> {
+    pub(crate) fn parse(body: &[u8]) -> Result<Policy, String> {
         let text = PolicyText::parse(body, Reading::Strict)?;
         let mut mx = Vec::with_capacity(text.mx.len());
         for p in text.mx {
@@ -296,14 +296,14 @@ impl Policy {
     }
 
     /// Whether an MX host is covered by one of the patterns (RFC 8461 §4.1).
-    pub fn matches_mx(&self, host: &str) -> bool {
+    pub(crate) fn matches_mx(&self, host: &str) -> bool {
         self.mx.iter().any(|p| p.matches(host))
     }
 }
 
 /// How a policy body is read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Reading {
+pub(crate) enum Reading {
     /// What we serve and keep in the id history: the sender's rules, and exactly the bytes
     /// we render for the fields read.
     Strict,
@@ -314,16 +314,16 @@ pub enum Reading {
 
 /// A policy body's fields as read; `mx` values as written.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PolicyText<'a> {
-    pub mode: Mode,
-    pub mx: Vec<&'a str>,
-    pub max_age: u32,
+pub(crate) struct PolicyText<'a> {
+    pub(crate) mode: Mode,
+    pub(crate) mx: Vec<&'a str>,
+    pub(crate) max_age: u32,
 }
 
 impl<'a> PolicyText<'a> {
     /// RFC 8461 §3.2: `key: value` lines, `version`, `mode`, `max_age` required, `mx`
     /// required unless mode is `none`.
-    pub fn parse(body: &'a [u8], reading: Reading) -> Result<Self, String> {
+    pub(crate) fn parse(body: &'a [u8], reading: Reading) -> Result<Self, String> {
         let text = std::str::from_utf8(body).map_err(|_| "not UTF-8".to_owned())?;
         let (mut version, mut mode, mut max_age, mut mx) = (None, None, None, Vec::new());
         for line in text.split('\n').map(|l| l.strip_suffix('\r').unwrap_or(l)) {

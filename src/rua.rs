@@ -6,10 +6,10 @@ use crate::name::check_hostname;
 
 /// One reporting URI: RFC 8460 §3 allows `mailto:` and `https:`.
 #[derive(Clone, PartialEq, Eq, Hash)]
-pub struct Rua(Box<str>);
+pub(crate) struct Rua(Box<str>);
 
 impl Rua {
-    pub fn parse(input: &str) -> Result<Self, String> {
+    pub(crate) fn parse(input: &str) -> Result<Self, String> {
         // RFC 8460 §3: "commas (ASCII 0x2C), exclamation points (ASCII 0x21), and semicolons
         // (ASCII 0x3B) MUST be encoded" since they delimit the record's fields.
         if let Some(c) = input.chars().find(|c| matches!(c, ',' | '!' | ';')) {
@@ -62,12 +62,12 @@ impl Rua {
         Ok(Rua(input.into()))
     }
 
-    pub fn as_str(&self) -> &str {
+    pub(crate) fn as_str(&self) -> &str {
         &self.0
     }
 
     /// For an `https://` URI: its host (lowercased, without port) and path (`/` when empty).
-    pub fn https_target(&self) -> Option<(String, &str)> {
+    pub(crate) fn https_target(&self) -> Option<(String, &str)> {
         let rest = self
             .0
             .get(..8)?
@@ -108,17 +108,17 @@ impl fmt::Debug for Rua {
 }
 
 /// RFC 8460 §3: the record begins with this version tag.
-pub const VERSION: &str = "v=TLSRPTv1";
+pub(crate) const VERSION: &str = "v=TLSRPTv1";
 
 /// RFC 8460 §3: `v=TLSRPTv1; rua=<uri>[,<uri>…];`
-pub fn record_text(rua: &[Rua]) -> String {
+pub(crate) fn record_text(rua: &[Rua]) -> String {
     let list: Vec<&str> = rua.iter().map(Rua::as_str).collect();
     format!("{VERSION}; rua={};", list.join(","))
 }
 
 /// Whether a TXT record is a TLS-RPT record (ours to manage): the version tag ends at `;`,
 /// whitespace or the end, so `v=TLSRPTv10` is not one.
-pub fn is_ours(text: &str) -> bool {
+pub(crate) fn is_ours(text: &str) -> bool {
     text.strip_prefix(VERSION).is_some_and(|rest| {
         rest.is_empty() || rest.starts_with(';') || rest.starts_with(char::is_whitespace)
     })

@@ -20,14 +20,14 @@ const ORDER_TIMEOUT: Duration = Duration::from_secs(180);
 /// The account, shared by the orders; after a failure to get it, orders fail at once until
 /// `retry_at`, so that a dead ACME server costs one connection per backoff, not one per name.
 #[derive(Default)]
-pub struct AccountCell {
+pub(super) struct AccountCell {
     pub account: Option<instant_acme::Account>,
     failures: u32,
     retry_at: Option<(Instant, AcmeError)>,
 }
 
 /// What one look at a name came to.
-pub enum Outcome {
+pub(super) enum Outcome {
     /// A fresh certificate found in the store (an earlier run's, or another replica's).
     Loaded(StoredCert),
     /// Nothing in the store, and the name is in backoff: no order yet.
@@ -38,13 +38,13 @@ pub enum Outcome {
 
 /// Where the orders keep what they get, and how long a lease on a name lasts.
 #[derive(Debug, Clone)]
-pub struct Keep {
+pub(super) struct Keep {
     pub store: Store,
     pub lease: Duration,
 }
 
 /// The certificate stored for `name`; an unusable one is logged and counts as none.
-pub async fn load(store: &Store, name: &str) -> Result<Option<StoredCert>, AcmeError> {
+pub(super) async fn load(store: &Store, name: &str) -> Result<Option<StoredCert>, AcmeError> {
     let row = store
         .acme_cert(name)
         .await
@@ -60,7 +60,7 @@ pub async fn load(store: &Store, name: &str) -> Result<Option<StoredCert>, AcmeE
 
 /// One look at a name: the store first, then (under the lease, unless `may_order` is false)
 /// an order.
-pub async fn attempt(
+pub(super) async fn attempt(
     cfg: &config::Acme,
     keep: &Keep,
     account: &tokio::sync::Mutex<AccountCell>,

@@ -27,10 +27,10 @@ use crate::certs::provider;
 use crate::state::store::Store;
 
 /// RFC 8737 §6.2: the ALPN protocol ID of a validation handshake.
-pub const ACME_TLS_ALPN: &[u8] = b"acme-tls/1";
+pub(crate) const ACME_TLS_ALPN: &[u8] = b"acme-tls/1";
 
 /// RFC 8555 §8.3: "http://{domain}/.well-known/acme-challenge/{token}".
-pub const HTTP01_PREFIX: &str = "/.well-known/acme-challenge/";
+pub(crate) const HTTP01_PREFIX: &str = "/.well-known/acme-challenge/";
 
 const HTTP01: &str = "http-01";
 const TLS_ALPN01: &str = "tls-alpn-01";
@@ -38,7 +38,7 @@ const TLS_ALPN01: &str = "tls-alpn-01";
 /// How long an answer stays in the store unless withdrawn first: past any order.
 const IN_STORE: Duration = Duration::from_secs(600);
 /// One lookup of another replica's answer in the store, at most.
-pub const LOOKUP: Duration = Duration::from_secs(3);
+pub(crate) const LOOKUP: Duration = Duration::from_secs(3);
 /// Lookups running at once, at most; more wait (within [`LOOKUP`]).
 const LOOKUPS: usize = 8;
 /// Answers being looked up at once, at most: beyond, a request for another unknown one gets
@@ -55,7 +55,7 @@ type Lookup = Arc<OnceCell<Option<String>>>;
 
 /// The answers currently published, by HTTP-01 token and by TLS-ALPN-01 host name.
 #[derive(Debug)]
-pub struct Challenges {
+pub(crate) struct Challenges {
     http01: Mutex<HashMap<String, Bytes>>,
     tls_alpn01: Mutex<HashMap<String, Arc<CertifiedKey>>>,
     /// Where answers are shared with the other replicas, once the task has opened it.
@@ -84,7 +84,7 @@ impl Default for Challenges {
 }
 
 impl Challenges {
-    pub fn set_store(&self, store: Option<Store>) {
+    pub(crate) fn set_store(&self, store: Option<Store>) {
         *self.store.write().unwrap_or_else(|e| e.into_inner()) = store;
         lock(&self.foreign_http01).clear();
         lock(&self.foreign_tls_alpn01).clear();
@@ -96,7 +96,7 @@ impl Challenges {
 
     /// Publishes the key authorization for `token` until the guard is dropped: here at once,
     /// and in the store for the other replicas before this returns.
-    pub async fn publish_http01(
+    pub(crate) async fn publish_http01(
         self: &Arc<Self>,
         token: &str,
         key_authorization: &str,
@@ -115,7 +115,7 @@ impl Challenges {
 
     /// Publishes the validation certificate for `host` until the guard is dropped (the
     /// other replicas make theirs from the key authorization in the store).
-    pub async fn publish_tls_alpn01(
+    pub(crate) async fn publish_tls_alpn01(
         self: &Arc<Self>,
         host: &str,
         key_authorization: &str,
@@ -134,7 +134,7 @@ impl Challenges {
     /// The body of the plain listener's answer to `GET` or `HEAD
     /// /.well-known/acme-challenge/<token>` (the key authorization) for a token published here
     /// or read from the store; `None` lets the policy handler answer (404).
-    pub fn http01_body(&self, method: &str, path: &str) -> Option<Bytes> {
+    pub(crate) fn http01_body(&self, method: &str, path: &str) -> Option<Bytes> {
         let token = http01_token(method, path)?;
         if let Some(b) = lock(&self.http01).get(token) {
             return Some(b.clone());
@@ -147,14 +147,14 @@ impl Challenges {
 
     /// A well-formed HTTP-01 token asked for that is not known here, while answers are
     /// shared: worth a look in the store ([`Challenges::fetch_http01`]).
-    pub fn http01_unknown<'p>(&self, method: &str, path: &'p str) -> Option<&'p str> {
+    pub(crate) fn http01_unknown<'p>(&self, method: &str, path: &'p str) -> Option<&'p str> {
         let token = http01_token(method, path)?;
         (well_formed(token) && self.http01_body(method, path).is_none() && self.sharing())
             .then_some(token)
     }
 
     /// Looks `token` up in the store (bounded), for [`Challenges::http01_body`].
-    pub async fn fetch_http01(&self, token: &str) {
+    pub(crate) async fn fetch_http01(&self, token: &str) {
         if !well_formed(token) {
             return;
         }
@@ -168,7 +168,7 @@ impl Challenges {
     }
 
     /// The validation certificate for `host`: ours, or one made for another replica's answer.
-    pub fn tls_alpn01(&self, host: &str) -> Option<Arc<CertifiedKey>> {
+    pub(crate) fn tls_alpn01(&self, host: &str) -> Option<Arc<CertifiedKey>> {
         let host = host.trim_end_matches('.').to_ascii_lowercase();
         if let Some(k) = lock(&self.tls_alpn01).get(&host) {
             return Some(k.clone());
@@ -181,7 +181,7 @@ impl Challenges {
 
     /// Before a validation handshake for `host` (a name we serve): another replica's answer
     /// is looked up in the store (bounded) unless one is known here.
-    pub async fn fetch_tls_alpn01(&self, host: &str) {
+    pub(crate) async fn fetch_tls_alpn01(&self, host: &str) {
         let host = host.trim_end_matches('.').to_ascii_lowercase();
         if !well_formed(&host) || self.tls_alpn01(&host).is_some() || !self.sharing() {
             return;
@@ -310,7 +310,7 @@ enum What {
 
 /// Withdraws its answer when dropped.
 #[derive(Debug)]
-pub struct Published {
+pub(crate) struct Published {
     challenges: Arc<Challenges>,
     what: What,
     /// The answer is in the store too.
@@ -381,7 +381,7 @@ impl ResolvesServerCert for ValidationResolver {
 
 /// The server config for validation handshakes: RFC 8737 §4 "MUST only negotiate TLS 1.2 or
 /// higher", and `acme-tls/1` the only protocol, so that no HTTP follows.
-pub fn validation_config(challenges: Arc<Challenges>) -> Arc<ServerConfig> {
+pub(crate) fn validation_config(challenges: Arc<Challenges>) -> Arc<ServerConfig> {
     let mut config = ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .expect("ring supports TLS 1.2 and 1.3")

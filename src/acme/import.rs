@@ -14,7 +14,7 @@ use crate::state::store::{NewCert, Store};
 
 /// What an import found and took.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Imported {
+pub(super) struct Imported {
     pub account: bool,
     pub certificates: usize,
     /// Pairs that could not be read or did not go together.
@@ -25,7 +25,7 @@ pub struct Imported {
 /// Imports `cfg.state` unless this store has imported that directory before (any replica's
 /// start: the first does it). Failures are logged; a store that fails is tried again at the
 /// next start.
-pub async fn import(store: &Store, cfg: &config::Acme) -> Option<Imported> {
+pub(super) async fn import(store: &Store, cfg: &config::Acme) -> Option<Imported> {
     let marker = format!("acme_import:{}", cfg.state.display());
     match store.meta(&marker).await {
         Ok(Some(_)) => return None,

@@ -27,21 +27,21 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 /// The window `[acme] orders_per_hour` counts in.
-pub const HOUR: u64 = 3600;
+pub(super) const HOUR: u64 = 3600;
 /// The file is never read past this: a bigger one is damaged.
-pub const MAX_BYTES: u64 = 4 << 20;
+pub(super) const MAX_BYTES: u64 = 4 << 20;
 /// Kept at most, the newest: more orders than this in an hour only happen without a limit.
 const MAX_ORDERS: usize = 10_000;
 /// Names kept at most, those waiting longest first; beyond, a name forgets its backoff (the
 /// account's own backoff still bounds what a dead server costs).
-pub const MAX_NAMES: usize = 2_048;
+pub(super) const MAX_NAMES: usize = 2_048;
 /// Texts (errors, why a name waits) are cut to this many characters.
 const MAX_TEXT: usize = 500;
 const VERSION: u32 = 1;
 
 /// The file's content.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct Limits {
+pub(super) struct Limits {
     pub version: u32,
     pub orders: Vec<Order>,
     pub pause: Option<Pause>,
@@ -51,7 +51,7 @@ pub struct Limits {
 
 /// An attempt that could place an order, when it started.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Order {
+pub(super) struct Order {
     pub at: u64,
     pub name: String,
     pub owner: u64,
@@ -59,14 +59,14 @@ pub struct Order {
 
 /// The server's account-wide wait.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Pause {
+pub(super) struct Pause {
     pub until: u64,
     pub why: String,
 }
 
 /// A name in backoff or waiting out the server's `Retry-After`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct NameWait {
+pub(super) struct NameWait {
     pub name: String,
     pub owner: u64,
     /// No order before this (Unix seconds).
@@ -80,14 +80,14 @@ pub struct NameWait {
 
 /// `[acme] on_demand`: a name a handshake asked for, not ordered yet.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Demand {
+pub(super) struct Demand {
     pub name: String,
     pub owner: u64,
 }
 
 /// What reading the file found.
 #[derive(Debug)]
-pub enum Stored {
+pub(super) enum Stored {
     /// No file: a fresh start.
     Missing,
     Found(Limits),
@@ -100,18 +100,18 @@ pub enum Stored {
 }
 
 /// An earlier version's file for the account at `directory` (one per directory URL).
-pub fn path(state: &Path, directory: &str) -> PathBuf {
+pub(super) fn path(state: &Path, directory: &str) -> PathBuf {
     let hash = Sha256::digest(directory.as_bytes());
     let hex: String = hash[..8].iter().map(|b| format!("{b:02x}")).collect();
     state.join(format!("limits-{hex}.json"))
 }
 
 /// A fresh owner id for this process.
-pub fn owner() -> u64 {
+pub(super) fn owner() -> u64 {
     rand::random()
 }
 
-pub fn read(path: &Path, now: u64) -> Stored {
+pub(super) fn read(path: &Path, now: u64) -> Stored {
     let damaged = |why: String| {
         let written = std::fs::metadata(path)
             .and_then(|m| m.modified())
@@ -133,7 +133,7 @@ pub fn read(path: &Path, now: u64) -> Stored {
 }
 
 /// The document as the store keeps it (or a file of an earlier version held it).
-pub fn parse(bytes: &[u8]) -> Result<Limits, String> {
+pub(super) fn parse(bytes: &[u8]) -> Result<Limits, String> {
     if bytes.len() as u64 > MAX_BYTES {
         return Err(format!("larger than {MAX_BYTES} bytes"));
     }
@@ -151,7 +151,7 @@ pub fn parse(bytes: &[u8]) -> Result<Limits, String> {
 /// with its JSON. A document that cannot be read counts as `last` (what we read the previous
 /// time), so that other writers' entries are not lost to damage. Others' names and demands
 /// are kept only for `wanted` names (entries for names no longer in the config are dropped).
-pub fn merge_stored(
+pub(super) fn merge_stored(
     stored: Option<&str>,
     me: u64,
     ours: Limits,
@@ -171,7 +171,13 @@ pub fn merge_stored(
 
 /// `ours` (every entry of owner `me`, all it knows) with what other owners wrote in `file`
 /// and still matters; what `file` holds of `me` is stale.
-pub fn merge(file: Limits, me: u64, ours: Limits, wanted: &HashSet<String>, now: u64) -> Limits {
+pub(super) fn merge(
+    file: Limits,
+    me: u64,
+    ours: Limits,
+    wanted: &HashSet<String>,
+    now: u64,
+) -> Limits {
     let theirs = |owner: u64| owner != me;
 
     let mut orders: Vec<Order> = ours

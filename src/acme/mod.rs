@@ -21,7 +21,7 @@
 
 mod account;
 mod attempt;
-pub mod challenge;
+pub(crate) mod challenge;
 mod import;
 mod limits;
 mod manager;
@@ -43,19 +43,19 @@ use crate::clock::rfc3339;
 use crate::errors::chain;
 use crate::metrics::{CertLabel, Metrics};
 use challenge::Challenges;
-pub use challenge::ACME_TLS_ALPN;
-pub use manager::{Manager, ManagerContext};
+pub(crate) use challenge::ACME_TLS_ALPN;
+pub(crate) use manager::{Manager, ManagerContext};
 
 /// Orders running at once, across all names.
-pub const MAX_IN_FLIGHT: usize = 4;
+pub(crate) const MAX_IN_FLIGHT: usize = 4;
 
 /// Names asked for on demand and not yet taken by the manager, at most: a flood of
 /// handshakes grows nothing beyond this.
-pub const MAX_DEMANDS: usize = 1024;
+pub(crate) const MAX_DEMANDS: usize = 1024;
 
 /// Why an attempt at a name failed; the kind decides how soon it is tried again.
 #[derive(Debug, Clone, thiserror::Error)]
-pub enum AcmeError {
+pub(crate) enum AcmeError {
     /// The ACME server could not be reached, timed out or answered 5xx: cheap to retry.
     #[error("{0}")]
     Unreachable(String),
@@ -98,7 +98,7 @@ impl AcmeError {
 
 /// The server's request to wait.
 #[derive(Debug, Clone)]
-pub struct Throttle {
+pub(crate) struct Throttle {
     pub why: String,
     /// Unix seconds, from `Retry-After`; `None` when it gave none we could read.
     pub until: Option<u64>,
@@ -194,7 +194,7 @@ impl AcmeError {
 
 /// Where a name's certificate stands, as `/status` shows it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CertState {
+pub(crate) enum CertState {
     /// No certificate yet, and none being ordered.
     Pending,
     /// Due, waiting for an order slot (`[acme] orders_per_hour`).
@@ -207,7 +207,7 @@ pub enum CertState {
 }
 
 impl CertState {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             CertState::Pending => "pending",
             CertState::Queued => "queued",
@@ -219,7 +219,7 @@ impl CertState {
 }
 
 #[derive(Debug, Clone)]
-pub struct NameStatus {
+pub(crate) struct NameStatus {
     pub state: CertState,
     /// Unix seconds, of the certificate served.
     pub not_after: Option<i64>,
@@ -251,7 +251,7 @@ impl Default for NameStatus {
 
 /// What the listeners and the admin endpoint read, and the manager writes.
 #[derive(Debug, Default)]
-pub struct AcmeState {
+pub(crate) struct AcmeState {
     /// By `mta-sts.<domain>`: read on every handshake of an ACME domain.
     certs: RwLock<HashMap<String, Arc<CertifiedKey>>>,
     challenges: Arc<Challenges>,
@@ -268,7 +268,7 @@ pub struct AcmeState {
 
 impl AcmeState {
     /// The certificate to serve for `host` (`mta-sts.<domain>`), once there is one.
-    pub fn cert(&self, host: &str) -> Option<Arc<CertifiedKey>> {
+    pub(crate) fn cert(&self, host: &str) -> Option<Arc<CertifiedKey>> {
         self.certs
             .read()
             .unwrap_or_else(|e| e.into_inner())
@@ -279,7 +279,7 @@ impl AcmeState {
     /// `[acme] on_demand`: a handshake for `host`, a configured ACME name (the caller's
     /// allow list), found no certificate: the manager orders it first. One-way and bounded:
     /// a name already asked for costs a lookup, and beyond [`MAX_DEMANDS`] nothing is kept.
-    pub fn demand(&self, host: &str) {
+    pub(crate) fn demand(&self, host: &str) {
         let mut demands = self.demands.lock().unwrap_or_else(|e| e.into_inner());
         if demands.len() >= MAX_DEMANDS || demands.contains(host) {
             return;
@@ -295,7 +295,7 @@ impl AcmeState {
     }
 
     /// The TLS config for a handshake that offers ALPN `acme-tls/1` (RFC 8737).
-    pub fn validation_config(&self) -> Arc<ServerConfig> {
+    pub(crate) fn validation_config(&self) -> Arc<ServerConfig> {
         self.validation
             .get_or_init(|| challenge::validation_config(self.challenges.clone()))
             .clone()
@@ -303,33 +303,33 @@ impl AcmeState {
 
     /// The body of the answer to an HTTP-01 validation request on a plain listener, if it is
     /// one.
-    pub fn http01_body(&self, method: &str, path: &str) -> Option<Bytes> {
+    pub(crate) fn http01_body(&self, method: &str, path: &str) -> Option<Bytes> {
         self.challenges.http01_body(method, path)
     }
 
     /// An HTTP-01 token asked for that this replica does not know: another replica's order
     /// may have put it in the store ([`AcmeState::fetch_http01`]).
-    pub fn http01_unknown<'p>(&self, method: &str, path: &'p str) -> Option<&'p str> {
+    pub(crate) fn http01_unknown<'p>(&self, method: &str, path: &'p str) -> Option<&'p str> {
         self.challenges.http01_unknown(method, path)
     }
 
     /// Looks another replica's HTTP-01 answer up in the store (bounded).
-    pub async fn fetch_http01(&self, token: &str) {
+    pub(crate) async fn fetch_http01(&self, token: &str) {
         self.challenges.fetch_http01(token).await
     }
 
     /// Before a validation handshake for `host`, a name we serve: another replica's
     /// TLS-ALPN-01 answer is looked up in the store (bounded) unless one is known here.
-    pub async fn fetch_tls_alpn01(&self, host: &str) {
+    pub(crate) async fn fetch_tls_alpn01(&self, host: &str) {
         self.challenges.fetch_tls_alpn01(host).await
     }
 
-    pub fn status(&self, host: &str) -> NameStatus {
+    pub(crate) fn status(&self, host: &str) -> NameStatus {
         self.status_map().get(host).cloned().unwrap_or_default()
     }
 
     /// `/status`'s `acme` object for one domain.
-    pub fn status_json(&self, host: &str) -> Value {
+    pub(crate) fn status_json(&self, host: &str) -> Value {
         let s = self.status(host);
         json!({
             "name": host,
@@ -346,7 +346,7 @@ impl AcmeState {
 
     /// `/status`'s `acme` object: how many names stand where, and the server's account-wide
     /// wait, if any.
-    pub fn summary_json(&self) -> Value {
+    pub(crate) fn summary_json(&self) -> Value {
         let mut counts: HashMap<&'static str, usize> = HashMap::new();
         let mut next: Option<u64> = None;
         for s in self.status_map().values() {
@@ -365,7 +365,7 @@ impl AcmeState {
     }
 
     /// Sets the expiry gauge of every ACME certificate served (after the family was cleared).
-    pub fn publish_cert_metrics(&self, metrics: &Metrics) {
+    pub(crate) fn publish_cert_metrics(&self, metrics: &Metrics) {
         for (name, s) in self.status_map().iter() {
             if let Some(t) = s.not_after {
                 metrics.cert_expiry.get_or_create(&cert_label(name)).set(t);
@@ -389,7 +389,7 @@ impl AcmeState {
 /// Whether `host` is one of the config's ACME names (an `mta-sts.` host, or a `[tlsrpt]`
 /// host, whose certificate comes from ACME): only for those is another replica's challenge
 /// answer looked up in the store.
-pub fn is_acme_name(live: &crate::live::Live, host: &str) -> bool {
+pub(crate) fn is_acme_name(live: &crate::live::Live, host: &str) -> bool {
     if live.config.acme.is_none() {
         return false;
     }

@@ -24,13 +24,13 @@ const ISSUANCE: RetryPolicy = RetryPolicy::new()
     .timeout(Duration::from_secs(60));
 
 /// What an order yields: the chain (leaf first, then the intermediates) and its key, as PEM.
-pub struct Issued {
+pub(super) struct Issued {
     pub chain_pem: String,
     pub key_pem: String,
 }
 
 /// Orders a certificate for `host`, answering `challenge` through `challenges`.
-pub async fn obtain(
+pub(super) async fn obtain(
     account: &Account,
     host: &str,
     challenge: Challenge,

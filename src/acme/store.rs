@@ -18,7 +18,7 @@ use crate::state::store::CertRow;
 
 /// A certificate from the store, ready to serve.
 #[derive(Debug, Clone)]
-pub struct StoredCert {
+pub(super) struct StoredCert {
     pub key: Arc<CertifiedKey>,
     /// Unix seconds.
     pub not_before: i64,
@@ -31,14 +31,14 @@ pub struct StoredCert {
 }
 
 /// Where in the lifetime renewal falls, in basis points: `[RENEW_FROM, RENEW_UNTIL)`.
-pub const RENEW_FROM: i64 = 6_000;
-pub const RENEW_UNTIL: i64 = 7_500;
+pub(super) const RENEW_FROM: i64 = 6_000;
+pub(super) const RENEW_UNTIL: i64 = 7_500;
 
 /// The name's point in `[60 %, 75 %)` of the lifetime (Let's Encrypt advises renewing 90-day
 /// certificates at about 60 days): spread by a hash of the name, so that names issued
 /// together are not all renewed together, and the same on every replica and after every
 /// restart.
-pub fn renewal_point(name: &str, not_before: i64, not_after: i64) -> i64 {
+pub(super) fn renewal_point(name: &str, not_before: i64, not_after: i64) -> i64 {
     let bp = RENEW_FROM + (name_hash(name) % (RENEW_UNTIL - RENEW_FROM) as u64) as i64;
     let lifetime = i128::from((not_after - not_before).max(0));
     not_before + (lifetime * i128::from(bp) / 10_000) as i64
@@ -50,21 +50,21 @@ fn name_hash(name: &str) -> u64 {
 }
 
 impl StoredCert {
-    pub fn renew_at(&self) -> i64 {
+    pub(super) fn renew_at(&self) -> i64 {
         self.renew_at
     }
 
     /// RFC 9773 §4.2: the CA's suggested window `[start, end)` wins over our own point; the
     /// name's place in it comes from the same hash (the RFC's "uniformly random" point, yet
     /// the same on every replica), never after the certificate expires.
-    pub fn follow_window(&mut self, name: &str, start: i64, end: i64) {
+    pub(super) fn follow_window(&mut self, name: &str, start: i64, end: i64) {
         let width = (end - start).max(0) as u64;
         let at = start + (name_hash(name) % width.max(1)) as i64;
         self.renew_at = at.min(self.not_after - 1);
     }
 
     /// Valid now and not yet due for renewal.
-    pub fn fresh(&self, now: i64) -> bool {
+    pub(super) fn fresh(&self, now: i64) -> bool {
         now >= self.not_before && now < self.renew_at() && now < self.not_after
     }
 }
@@ -72,37 +72,41 @@ impl StoredCert {
 impl StoredCert {
     /// A row of the store: the pair checked, the renewal point as stored (it may follow the
     /// CA's window).
-    pub fn from_row(row: &CertRow) -> Result<StoredCert, String> {
+    pub(super) fn from_row(row: &CertRow) -> Result<StoredCert, String> {
         let mut c = parse(&row.name, row.chain_pem.as_bytes(), row.key_pem.as_bytes())?;
         c.renew_at = row.renew_at.min(c.not_after);
         Ok(c)
     }
 
     /// What an order brought: the pair checked, renewal at the name's point.
-    pub fn from_pem(name: &str, chain_pem: &str, key_pem: &str) -> Result<StoredCert, String> {
+    pub(super) fn from_pem(
+        name: &str,
+        chain_pem: &str,
+        key_pem: &str,
+    ) -> Result<StoredCert, String> {
         parse(name, chain_pem.as_bytes(), key_pem.as_bytes())
     }
 }
 
 /// An earlier version's ACME state directory, read for the import (never written).
 #[derive(Debug)]
-pub struct Legacy {
+pub(super) struct Legacy {
     dir: PathBuf,
 }
 
 impl Legacy {
-    pub fn new(dir: &Path) -> Legacy {
+    pub(super) fn new(dir: &Path) -> Legacy {
         Legacy {
             dir: dir.to_owned(),
         }
     }
 
-    pub fn dir(&self) -> &Path {
+    pub(super) fn dir(&self) -> &Path {
         &self.dir
     }
 
     /// The names with a `<name>.crt`, sorted; none when the directory is missing.
-    pub fn names(&self) -> io::Result<Vec<String>> {
+    pub(super) fn names(&self) -> io::Result<Vec<String>> {
         let entries = match fs::read_dir(&self.dir) {
             Ok(e) => e,
             Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
@@ -122,7 +126,7 @@ impl Legacy {
     }
 
     /// The chain and key PEM of `name`, when both files are there.
-    pub fn pair(&self, name: &str) -> io::Result<Option<(String, String)>> {
+    pub(super) fn pair(&self, name: &str) -> io::Result<Option<(String, String)>> {
         let read = |p: PathBuf| match fs::read_to_string(p) {
             Ok(s) => Ok(Some(s)),
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
@@ -134,7 +138,7 @@ impl Legacy {
     }
 
     /// The stored credentials (JSON) of our account at `directory`.
-    pub fn read_account(&self, directory: &str) -> io::Result<Option<String>> {
+    pub(super) fn read_account(&self, directory: &str) -> io::Result<Option<String>> {
         match fs::read_to_string(self.account_path(directory)) {
             Ok(s) => Ok(Some(s)),
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
@@ -143,7 +147,7 @@ impl Legacy {
     }
 
     /// One account per directory URL (the file's name holds a hash of it).
-    pub fn account_path(&self, directory: &str) -> PathBuf {
+    pub(super) fn account_path(&self, directory: &str) -> PathBuf {
         let hash = Sha256::digest(directory.as_bytes());
         let hex: String = hash[..8].iter().map(|b| format!("{b:02x}")).collect();
         self.dir.join(format!("account-{hex}.json"))

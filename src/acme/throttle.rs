@@ -16,14 +16,14 @@ use httpdate::HttpDate;
 
 /// The longest wait we take from a `Retry-After`: a CA asking for more is waited on this long,
 /// then asked again.
-pub const MAX_WAIT: Duration = Duration::from_secs(24 * 3600);
+pub(super) const MAX_WAIT: Duration = Duration::from_secs(24 * 3600);
 
 /// RFC 8555 §6.7.
-pub const RATE_LIMITED: &str = "urn:ietf:params:acme:error:rateLimited";
+pub(super) const RATE_LIMITED: &str = "urn:ietf:params:acme:error:rateLimited";
 
 /// The status and `Retry-After` (Unix seconds, rounded up) of the last response.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Answer {
+pub(super) struct Answer {
     pub status: u16,
     pub retry_after: Option<u64>,
 }
@@ -33,12 +33,12 @@ tokio::task_local! {
 }
 
 /// Runs one attempt with its own slot for [`note`].
-pub async fn scope<F: Future>(f: F) -> F::Output {
+pub(super) async fn scope<F: Future>(f: F) -> F::Output {
     LAST.scope(Cell::new(None), f).await
 }
 
 /// Notes a response of the ACME server (outside [`scope`], nothing is noted).
-pub fn note(parts: &http::response::Parts) {
+pub(super) fn note(parts: &http::response::Parts) {
     let retry_after = parts
         .headers
         .get(http::header::RETRY_AFTER)
@@ -52,13 +52,13 @@ pub fn note(parts: &http::response::Parts) {
 }
 
 /// The last response noted in this attempt.
-pub fn last() -> Option<Answer> {
+pub(super) fn last() -> Option<Answer> {
     LAST.try_with(Cell::get).ok().flatten()
 }
 
 /// RFC 9110 §10.2.3: `Retry-After = HTTP-date / delay-seconds`, as Unix seconds (rounded up,
 /// so that we never come back early), at most [`MAX_WAIT`] from `now`; `None` when garbled.
-pub fn retry_after(value: &str, now: SystemTime) -> Option<u64> {
+pub(super) fn retry_after(value: &str, now: SystemTime) -> Option<u64> {
     let value = value.trim();
     let at = match u64::from_str(value) {
         Ok(secs) => now + Duration::from_secs(secs).min(MAX_WAIT),
@@ -72,7 +72,7 @@ pub fn retry_after(value: &str, now: SystemTime) -> Option<u64> {
 /// Whether a rate-limit problem is about `name` (its text or a subproblem names it, or a
 /// parent domain of it, as Let's Encrypt's per-domain limits do) rather than about the whole
 /// account; a limit that names no identifier of ours is taken to hold for the whole account.
-pub fn names(texts: &[&str], name: &str) -> bool {
+pub(super) fn names(texts: &[&str], name: &str) -> bool {
     let labels: Vec<&str> = name.split('.').collect();
     // `mta-sts.a.example`, `a.example`: never a bare TLD.
     let suffixes: Vec<String> = (0..labels.len().saturating_sub(1))

@@ -18,7 +18,7 @@ use tracing::{info, warn};
 use crate::config::Alerts;
 
 /// Events sent per run at most: a first run over a million domains must not send a million.
-pub const MAX_EVENTS: usize = 100;
+pub(crate) const MAX_EVENTS: usize = 100;
 /// Webhook attempts per event, the first after no wait, then doubling from this.
 const ATTEMPTS: u32 = 4;
 const FIRST_BACKOFF: Duration = Duration::from_millis(500);
@@ -26,7 +26,7 @@ const TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Deliveries and failures, for `/metrics` and `/status`; shared by the daemon's runs.
 #[derive(Debug, Default)]
-pub struct Stats {
+pub(crate) struct Stats {
     pub delivered: AtomicU64,
     pub retried: AtomicU64,
     pub failed: AtomicU64,
@@ -41,7 +41,7 @@ impl Stats {
         *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(why);
     }
 
-    pub fn json(&self) -> serde_json::Value {
+    pub(crate) fn json(&self) -> serde_json::Value {
         serde_json::json!({
             "delivered": self.delivered.load(Ordering::Relaxed),
             "retried": self.retried.load(Ordering::Relaxed),
@@ -54,7 +54,7 @@ impl Stats {
 
 /// Sends `events` (at most [`MAX_EVENTS`]) in order to every configured channel, each as its
 /// JSON. Drift owns the event type (`drift::changes::Event`); alerts only delivers it.
-pub async fn send<E: Serialize>(
+pub(crate) async fn send<E: Serialize>(
     alerts: &Alerts,
     tls: Arc<rustls::ClientConfig>,
     events: &[E],

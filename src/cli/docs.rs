@@ -10,7 +10,7 @@ use clap_complete::Shell;
 use super::Cli;
 
 /// The man page, roff, for `man -l -` or `/usr/share/man/man8/mta-stsd.8`.
-pub fn man(out: &mut dyn Write) -> std::io::Result<()> {
+pub(super) fn man(out: &mut dyn Write) -> std::io::Result<()> {
     let man = clap_mangen::Man::new(Cli::command())
         .section("8")
         .manual("System Administration")
@@ -58,7 +58,7 @@ fn escape(text: &str) -> String {
 
 /// Completions for `shell` (bash, zsh, fish). Generated into memory first: clap_complete
 /// panics on a write error (a closed pipe, say), and this one is reported instead.
-pub fn completions(shell: Shell, out: &mut dyn Write) -> std::io::Result<()> {
+pub(super) fn completions(shell: Shell, out: &mut dyn Write) -> std::io::Result<()> {
     let mut script = Vec::new();
     clap_complete::generate(shell, &mut Cli::command(), "mta-stsd", &mut script);
     if shell == Shell::Bash {

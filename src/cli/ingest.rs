@@ -13,12 +13,12 @@ use crate::tlsrpt::store::{Source, Store, StoreError, Stored};
 use crate::tlsrpt::Untrusted;
 
 /// sysexits.h: the MTA defers the message and retries it.
-pub const EX_TEMPFAIL: u8 = 75;
+pub(super) const EX_TEMPFAIL: u8 = 75;
 
 /// The whole run, DKIM lookups and the store included: an MTA pipe must not hang.
 const DEADLINE: Duration = Duration::from_secs(120);
 
-pub fn run(config_path: &Path) -> u8 {
+pub(super) fn run(config_path: &Path) -> u8 {
     // Only what ingest uses: [state], [tlsrpt] and the domains. The TSIG key, API tokens and
     // TLS keys are not read, so the pipe's user need not be able to read them.
     let config = match crate::config::load_without_secrets(config_path) {

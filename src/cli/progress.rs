@@ -22,7 +22,7 @@ struct Step {
     total: u64,
 }
 
-pub struct Progress {
+pub(super) struct Progress {
     step: Arc<Mutex<Step>>,
     bar: Option<ProgressBar>,
     ticker: Option<(mpsc::Sender<()>, JoinHandle<()>)>,
@@ -30,7 +30,7 @@ pub struct Progress {
 
 impl Progress {
     /// `what` names the steps (zones, say) in the periodic lines.
-    pub fn start(what: &'static str) -> Self {
+    pub(super) fn start(what: &'static str) -> Self {
         let step = Arc::new(Mutex::new(Step::default()));
         if std::io::stderr().is_terminal() {
             let bar = ProgressBar::new(0);
@@ -73,7 +73,7 @@ impl Progress {
     }
 
     /// Now doing `message`, with `done` of `total` steps finished.
-    pub fn set(&self, done: u64, total: u64, message: String) {
+    pub(super) fn set(&self, done: u64, total: u64, message: String) {
         if let Some(bar) = &self.bar {
             bar.set_length(total);
             bar.set_position(done);

@@ -21,7 +21,7 @@ pub enum RecordsFormat {
     Dnscontrol,
 }
 
-pub fn records(path: &Path, asked: &[String], format: RecordsFormat) -> Result<u8> {
+pub(super) fn records(path: &Path, asked: &[String], format: RecordsFormat) -> Result<u8> {
     let config = match load_valid(path) {
         Ok(c) => c,
         Err(code) => return Ok(code),

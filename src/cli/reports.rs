@@ -13,7 +13,12 @@ use crate::tlsrpt::summary;
 /// Without `--since`: the last 30 days.
 const DEFAULT_DAYS: i64 = 30;
 
-pub fn run(path: &Path, asked: &[String], since: Option<&str>, format: Format) -> Result<u8> {
+pub(super) fn run(
+    path: &Path,
+    asked: &[String],
+    since: Option<&str>,
+    format: Format,
+) -> Result<u8> {
     let config = match super::load_valid(path) {
         Ok(c) => c,
         Err(code) => return Ok(code),

@@ -98,7 +98,7 @@ struct Counts {
 }
 
 /// `plan` (`apply == false`) and `apply` for the domains `asked` (all when empty).
-pub fn run(path: &Path, apply: bool, asked: &[String], format: Format) -> Result<u8> {
+pub(super) fn run(path: &Path, apply: bool, asked: &[String], format: Format) -> Result<u8> {
     let config = match load_valid(path) {
         Ok(c) => c,
         Err(code) => return Ok(code),

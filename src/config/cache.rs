@@ -25,7 +25,7 @@ const RACY: Duration = Duration::from_secs(2);
 
 /// The included files of the last load, by path.
 #[derive(Debug)]
-pub struct Cache {
+pub(crate) struct Cache {
     files: HashMap<PathBuf, Cached>,
     /// What the last load did, for the log and tests.
     last: Counts,
@@ -45,7 +45,7 @@ impl Default for Cache {
 
 /// Files of the last load: included in all, read (content looked at), parsed.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Counts {
+pub(crate) struct Counts {
     pub included: usize,
     pub read: usize,
     pub parsed: usize,
@@ -53,7 +53,7 @@ pub struct Counts {
 
 impl Cache {
     /// How many included files the last load read and parsed (the rest came from the cache).
-    pub fn last_load(&self) -> Counts {
+    pub(crate) fn last_load(&self) -> Counts {
         self.last
     }
 
@@ -103,7 +103,7 @@ pub(crate) struct Cached {
 
 impl Cached {
     /// Whether the file is, by its metadata alone, the one read.
-    pub fn unchanged(&self, meta: &Metadata) -> bool {
+    pub(crate) fn unchanged(&self, meta: &Metadata) -> bool {
         !self.racy && self.stamp == Stamp::of(meta)
     }
 }
@@ -126,7 +126,7 @@ pub(crate) struct Stamp {
 }
 
 impl Stamp {
-    pub fn of(meta: &Metadata) -> Stamp {
+    pub(crate) fn of(meta: &Metadata) -> Stamp {
         Stamp {
             dev: meta.dev(),
             ino: meta.ino(),
@@ -138,7 +138,7 @@ impl Stamp {
 
     /// Whether a write right after `now` could leave this stamp as it is: the file was
     /// written less than `window` before.
-    pub fn racy(&self, now: SystemTime, window: Duration) -> bool {
+    pub(crate) fn racy(&self, now: SystemTime, window: Duration) -> bool {
         let latest = self.mtime.max(self.ctime);
         let Ok(secs) = u64::try_from(latest.0) else {
             return true;

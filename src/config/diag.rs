@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Severity {
+pub(crate) enum Severity {
     Error,
     Warning,
 }
@@ -14,8 +14,8 @@ pub enum Severity {
 /// One problem found while loading the config, with its place in a file when it has one.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Diagnostic {
-    pub severity: Severity,
-    pub file: Arc<Path>,
+    pub(crate) severity: Severity,
+    pub(crate) file: Arc<Path>,
     /// 1-based line and column (in characters); absent when the file itself is the problem.
     pub position: Option<(u32, u32)>,
     pub message: String,
@@ -42,23 +42,23 @@ impl fmt::Display for Diagnostic {
 /// A place in a loaded file: the file's index in [`Sources`] and a byte offset.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Loc {
-    pub file: u32,
-    pub offset: u32,
+    pub(crate) file: u32,
+    pub(crate) offset: u32,
 }
 
 /// A value and where it was written.
 #[derive(Debug, Clone)]
 pub(crate) struct At<T> {
-    pub value: T,
-    pub at: Loc,
+    pub(crate) value: T,
+    pub(crate) at: Loc,
 }
 
 /// A problem not yet turned into line and column.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Pending {
-    pub severity: Severity,
-    pub at: Option<Loc>,
-    pub file: u32,
+    pub(crate) severity: Severity,
+    pub(crate) at: Option<Loc>,
+    pub(crate) file: u32,
     pub message: String,
 }
 
@@ -67,16 +67,16 @@ pub(crate) struct Pending {
 pub(crate) struct Problems(pub Vec<Pending>);
 
 impl Problems {
-    pub fn error(&mut self, at: Loc, message: impl Into<String>) {
+    pub(super) fn error(&mut self, at: Loc, message: impl Into<String>) {
         self.push(Severity::Error, at, message.into());
     }
 
-    pub fn warn(&mut self, at: Loc, message: impl Into<String>) {
+    pub(super) fn warn(&mut self, at: Loc, message: impl Into<String>) {
         self.push(Severity::Warning, at, message.into());
     }
 
     /// A problem with the file as a whole (unreadable, say).
-    pub fn file_error(&mut self, file: u32, message: impl Into<String>) {
+    pub(super) fn file_error(&mut self, file: u32, message: impl Into<String>) {
         self.0.push(Pending {
             severity: Severity::Error,
             at: None,
@@ -94,7 +94,7 @@ impl Problems {
         });
     }
 
-    pub fn has_errors(&self) -> bool {
+    pub(super) fn has_errors(&self) -> bool {
         self.0.iter().any(|p| p.severity == Severity::Error)
     }
 }
@@ -104,20 +104,20 @@ impl Problems {
 /// number (and its text, shared) across loads.
 #[derive(Debug, Default)]
 pub(crate) struct Sources {
-    pub files: Vec<Arc<Source>>,
+    pub(crate) files: Vec<Arc<Source>>,
 }
 
 #[derive(Debug)]
 pub(crate) struct Source {
-    pub path: Arc<Path>,
-    pub text: String,
+    pub(crate) path: Arc<Path>,
+    pub(crate) text: String,
     /// Byte offsets where lines start, built on the first lookup: positions of many
     /// problems in one big file cost a binary search each, not a scan from the start.
     line_starts: std::sync::OnceLock<Vec<u32>>,
 }
 
 impl Source {
-    pub fn new(path: PathBuf, text: String) -> Arc<Source> {
+    pub(crate) fn new(path: PathBuf, text: String) -> Arc<Source> {
         Arc::new(Source {
             path: path.into(),
             text,
@@ -149,13 +149,13 @@ impl Source {
 }
 
 impl Sources {
-    pub fn add(&mut self, path: PathBuf, text: String) -> u32 {
+    pub(super) fn add(&mut self, path: PathBuf, text: String) -> u32 {
         self.files.push(Source::new(path, text));
         (self.files.len() - 1) as u32
     }
 
     /// Puts `source` at number `file`; numbers not (yet) given hold an empty placeholder.
-    pub fn put(&mut self, file: u32, source: Arc<Source>) {
+    pub(super) fn put(&mut self, file: u32, source: Arc<Source>) {
         let i = file as usize;
         while self.files.len() <= i {
             self.files.push(Source::new(PathBuf::new(), String::new()));
@@ -163,7 +163,7 @@ impl Sources {
         self.files[i] = source;
     }
 
-    pub fn loc(file: u32, span: &Range<usize>) -> Loc {
+    pub(super) fn loc(file: u32, span: &Range<usize>) -> Loc {
         Loc {
             file,
             offset: span.start as u32,
@@ -171,13 +171,13 @@ impl Sources {
     }
 
     /// `file:line:col`, to name another place in a message.
-    pub fn place(&self, at: Loc) -> String {
+    pub(super) fn place(&self, at: Loc) -> String {
         let source = &self.files[at.file as usize];
         let (line, col) = source.line_col(at.offset as usize);
         format!("{}:{line}:{col}", source.path.display())
     }
 
-    pub fn resolve(&self, pending: Pending) -> Diagnostic {
+    pub(super) fn resolve(&self, pending: Pending) -> Diagnostic {
         let source = &self.files[pending.file as usize];
         let position = pending.at.map(|at| source.line_col(at.offset as usize));
         Diagnostic {

@@ -22,7 +22,7 @@ use super::{resolve, Config};
 #[derive(Debug)]
 pub struct Loaded {
     pub config: Config,
-    pub warnings: Vec<Diagnostic>,
+    pub(crate) warnings: Vec<Diagnostic>,
 }
 
 /// A config that did not load: every problem found, errors and warnings, in file order.
@@ -32,7 +32,7 @@ pub struct Failed {
 }
 
 impl Failed {
-    pub fn errors(&self) -> impl Iterator<Item = &Diagnostic> {
+    pub(crate) fn errors(&self) -> impl Iterator<Item = &Diagnostic> {
         self.diagnostics
             .iter()
             .filter(|d| d.severity == Severity::Error)
@@ -47,13 +47,13 @@ pub fn load(path: &Path) -> Result<Loaded, Failed> {
 /// stand in): for `tlsrpt ingest`, which needs `[state]`, `[tlsrpt]` (its database URL is
 /// read) and the domains, and runs as a user that cannot read the TSIG key. Such a config must
 /// never publish or alert.
-pub fn load_without_secrets(path: &Path) -> Result<Loaded, Failed> {
+pub(crate) fn load_without_secrets(path: &Path) -> Result<Loaded, Failed> {
     load_from(path, None, false)
 }
 
 /// Like [`load`], parsing again only the included files that changed since the last load with
 /// `cache` (which then holds this load's files): the same result as [`load`], sooner.
-pub fn load_cached(path: &Path, cache: &mut Cache) -> Result<Loaded, Failed> {
+pub(crate) fn load_cached(path: &Path, cache: &mut Cache) -> Result<Loaded, Failed> {
     load_from(path, Some(cache), true)
 }
 
@@ -205,7 +205,7 @@ fn include(p: &Path, file: u32, cached: Option<&Cached>, window: Duration) -> Go
 }
 
 /// The most a config file may hold: a million domains take about 60 MiB.
-pub const MAX_FILE_BYTES: u64 = 256 * 1024 * 1024;
+pub(super) const MAX_FILE_BYTES: u64 = 256 * 1024 * 1024;
 
 /// Reads a config file whole, refusing one that is not a regular file (a FIFO would block the
 /// reader, `/dev/zero` never ends) or is over [`MAX_FILE_BYTES`]. Symlinks are followed; a

@@ -21,9 +21,10 @@ use mta_stsd_providers::route53::Credentials;
 use mta_stsd_providers::tsig::TsigKey;
 use mta_stsd_providers::Secret;
 
-pub use cache::{Cache, Counts};
-pub use diag::{Diagnostic, Severity};
-pub use load::{load, load_cached, load_without_secrets, Failed, Loaded};
+pub(crate) use cache::{Cache, Counts};
+pub(crate) use diag::{Diagnostic, Severity};
+pub use load::load;
+pub(crate) use load::{load_cached, load_without_secrets, Loaded};
 
 use crate::certs::CertFiles;
 use crate::name::DomainName;
@@ -31,33 +32,31 @@ use crate::policy::Policy;
 use crate::rua::Rua;
 
 /// Where the config is read from when neither `--config` nor `$MTA_STSD_CONFIG` says.
-pub const DEFAULT_PATH: &str = "/etc/mta-stsd/mta-stsd.toml";
+pub(crate) const DEFAULT_PATH: &str = "/etc/mta-stsd/mta-stsd.toml";
 
 #[derive(Debug, Clone)]
 pub struct Config {
-    pub server: Server,
-    pub tls: Tls,
+    pub(crate) server: Server,
+    pub(crate) tls: Tls,
     pub providers: BTreeMap<String, Arc<ProviderConfig>>,
     /// Sorted by name, so lookups are a binary search and output is stable.
     pub domains: Vec<Domain>,
-    pub acme: Option<Acme>,
-    pub drift: Drift,
-    pub alerts: Option<Alerts>,
+    pub(crate) acme: Option<Acme>,
+    pub(crate) drift: Drift,
+    pub(crate) alerts: Option<Alerts>,
     /// `[tlsrpt]`: receiving TLS reports; `None` without the section.
-    pub tlsrpt: Option<Tlsrpt>,
-    pub state: State,
+    pub(crate) tlsrpt: Option<Tlsrpt>,
+    pub(crate) state: State,
     /// The `[dns]` settings a domain inherits.
-    pub dns_defaults: Arc<DnsSettings>,
-    /// `[delegation] zone`: where delegated domains' STS TXT records live (RFC 8461 §8.2).
-    pub delegation: Option<DomainName>,
+    pub(crate) dns_defaults: Arc<DnsSettings>,
     /// `[[dane]]`: MX hosts whose TLSA records we publish, sorted by host.
-    pub dane: Vec<Dane>,
+    pub(crate) dane: Vec<Dane>,
     /// `[dns] reconcile`: how often `serve` re-reads the records it owns and repairs them.
-    pub reconcile: Duration,
+    pub(crate) reconcile: Duration,
     /// Every file read (the main one first), for the watcher.
-    pub files: Vec<PathBuf>,
+    pub(crate) files: Vec<PathBuf>,
     /// Include patterns as absolute globs, so the watcher sees files that appear later.
-    pub include_patterns: Vec<String>,
+    pub(crate) include_patterns: Vec<String>,
 }
 
 impl Config {
@@ -70,17 +69,17 @@ impl Config {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Server {
-    pub https: Vec<SocketAddr>,
-    pub http: Vec<SocketAddr>,
+pub(crate) struct Server {
+    pub(crate) https: Vec<SocketAddr>,
+    pub(crate) http: Vec<SocketAddr>,
     /// `/metrics`, `/healthz`, `/status`: never one of the public listeners.
-    pub admin: Option<SocketAddr>,
+    pub(crate) admin: Option<SocketAddr>,
     /// `admin_token_file`: every admin request needs `Authorization: Bearer <token>`.
-    pub admin_token: Option<mta_stsd_providers::Secret>,
-    pub limits: Limits,
+    pub(crate) admin_token: Option<mta_stsd_providers::Secret>,
+    pub(crate) limits: Limits,
     /// Peers whose `X-Forwarded-Host` names the host (a reverse proxy that cannot forward
     /// `Host`); empty by default, so no client can choose the domain by a header.
-    pub trusted_proxies: Vec<ipnet::IpNet>,
+    pub(crate) trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 impl Default for Server {
@@ -99,23 +98,23 @@ impl Default for Server {
 
 /// Bounds on what a client may cost us (SPEC "Limits").
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Limits {
-    pub handshake_timeout: Duration,
-    pub header_timeout: Duration,
-    pub idle_timeout: Duration,
-    pub shutdown_timeout: Duration,
-    pub max_header_bytes: usize,
-    pub max_connections: usize,
+pub(crate) struct Limits {
+    pub(crate) handshake_timeout: Duration,
+    pub(crate) header_timeout: Duration,
+    pub(crate) idle_timeout: Duration,
+    pub(crate) shutdown_timeout: Duration,
+    pub(crate) max_header_bytes: usize,
+    pub(crate) max_connections: usize,
     /// One client address (IPv6: one /64) holds at most this many connections.
-    pub max_connections_per_ip: usize,
+    pub(crate) max_connections_per_ip: usize,
     /// A request body must arrive at this many bytes a second (after `body_grace`); else 408.
-    pub min_body_rate: u64,
+    pub(crate) min_body_rate: u64,
     /// The time a request body has before `min_body_rate` applies.
-    pub body_grace: Duration,
+    pub(crate) body_grace: Duration,
     /// A connection is closed gracefully this long after it opened (HTTP/2: GOAWAY).
-    pub max_connection_lifetime: Duration,
+    pub(crate) max_connection_lifetime: Duration,
     /// A connection is closed gracefully after answering this many requests.
-    pub max_requests_per_connection: u64,
+    pub(crate) max_requests_per_connection: u64,
 }
 
 impl Default for Limits {
@@ -137,43 +136,46 @@ impl Default for Limits {
 }
 
 #[derive(Debug, Clone, Default)]
-pub struct Tls {
-    pub certs: Vec<CertFiles>,
-    pub self_signed: bool,
+pub(crate) struct Tls {
+    pub(crate) certs: Vec<CertFiles>,
+    pub(crate) self_signed: bool,
 }
 
 /// One mail domain with everything it inherited resolved.
 #[derive(Debug, Clone)]
 pub struct Domain {
-    pub name: DomainName,
+    pub(crate) name: DomainName,
     /// Shared between domains that inherit the same policy.
     pub policy: Arc<Policy>,
-    pub dns: Arc<DnsSettings>,
+    pub(crate) dns: Arc<DnsSettings>,
     /// The zone holding the domain's names, when the config says; else the provider finds it.
-    pub zone: Option<DomainName>,
-    pub cert: CertSource,
+    pub(crate) zone: Option<DomainName>,
+    pub(crate) cert: CertSource,
     /// Set for a domain no longer in the config that is still served (RFC 8461 §8.3).
-    pub retiring: Option<Retiring>,
+    pub(crate) retiring: Option<Retiring>,
 }
 
 /// One `[[dane]]` entry (SPEC "DANE for the MX hosts"), `[dns]` inherited.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Dane {
-    pub host: DomainName,
+pub(crate) struct Dane {
+    pub(crate) host: DomainName,
     /// The chain the MX presents: the leaf first, then its issuer.
-    pub cert: PathBuf,
+    pub(crate) cert: PathBuf,
     /// The next key (private or public key PEM), published ahead of a rollover.
-    pub next_key: Option<PathBuf>,
+    pub(crate) next_key: Option<PathBuf>,
     /// Also publish `2 1 1` of the issuing CA (the second certificate in `cert`).
-    pub issuer: bool,
-    pub zone: Option<DomainName>,
-    pub provider: Option<Arc<str>>,
-    pub ttl: u32,
+    pub(crate) issuer: bool,
+    pub(crate) zone: Option<DomainName>,
+    pub(crate) provider: Option<Arc<str>>,
+    pub(crate) ttl: u32,
 }
 
 /// Where a removed domain is on its way out.
+// `Retiring::Retiring` names the stage as README does; clippy checks variant names only once
+// the enum is crate-private.
+#[allow(clippy::enum_variant_names)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Retiring {
+pub(crate) enum Retiring {
     /// Missing since `since`; served unchanged until `retire_at` (a short mistake changes
     /// nothing).
     Missing { since: u64, retire_at: u64 },
@@ -188,23 +190,23 @@ pub enum Retiring {
 
 /// `[state]`: the directory for what must survive restarts, and the retirement limits.
 #[derive(Debug, Clone, PartialEq)]
-pub struct State {
-    pub dir: PathBuf,
-    pub max_retire: RetireLimit,
-    pub retire_after: Duration,
+pub(crate) struct State {
+    pub(crate) dir: PathBuf,
+    pub(crate) max_retire: RetireLimit,
+    pub(crate) retire_after: Duration,
     /// `url_env` / `url_file`: the store is this PostgreSQL database, shared by every
     /// replica; `None`: SQLite in `dir`.
-    pub url: Option<Secret>,
+    pub(crate) url: Option<Secret>,
     /// This replica's name in leases, logs and `/status`.
-    pub replica: String,
+    pub(crate) replica: String,
     /// A dead replica's jobs are taken over after this.
-    pub lease: Duration,
+    pub(crate) lease: Duration,
     /// `key_file` / `key_env`: 32 bytes (hex or base64) sealing the private keys in the
     /// store; `None`: they are stored as PEM.
-    pub key: Option<Secret>,
+    pub(crate) key: Option<Secret>,
     /// `listen`: a PostgreSQL LISTEN session on a direct connection wakes the follows at
     /// once; the poll runs all the same.
-    pub listen: bool,
+    pub(crate) listen: bool,
 }
 
 impl Default for State {
@@ -244,7 +246,7 @@ fn default_state_dir() -> PathBuf {
 
 /// How many domains one reload may start retiring.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub enum RetireLimit {
+pub(crate) enum RetireLimit {
     Count(u64),
     /// A share of the domains that were served before the reload.
     Percent(f64),
@@ -252,7 +254,7 @@ pub enum RetireLimit {
 
 impl RetireLimit {
     /// The limit for a daemon that served `served` domains.
-    pub fn of(self, served: usize) -> u64 {
+    pub(crate) fn of(self, served: usize) -> u64 {
         match self {
             RetireLimit::Count(n) => n,
             RetireLimit::Percent(p) => (served as f64 * p / 100.0).floor() as u64,
@@ -271,20 +273,20 @@ impl std::fmt::Display for RetireLimit {
 
 /// The `[dns]` keys, after inheritance.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DnsSettings {
+pub(crate) struct DnsSettings {
     /// `mta-sts.<domain>` CNAME target; without it no CNAME is managed.
-    pub target: Option<DomainName>,
-    pub ttl: u32,
-    pub tlsrpt: Vec<Rua>,
-    pub provider: Option<Arc<str>>,
+    pub(crate) target: Option<DomainName>,
+    pub(crate) ttl: u32,
+    pub(crate) tlsrpt: Vec<Rua>,
+    pub(crate) provider: Option<Arc<str>>,
     /// `delegated = true`: the `[delegation] zone` the STS TXT is published in, at
     /// `<domain>.<zone>.`, which the customer's `_mta-sts` CNAME points at (RFC 8461 §8.2).
-    pub delegated: Option<DomainName>,
+    pub(crate) delegated: Option<DomainName>,
 }
 
 impl DnsSettings {
     /// The name our STS TXT record is published at for `domain`.
-    pub fn sts_name(&self, domain: &DomainName) -> String {
+    pub(crate) fn sts_name(&self, domain: &DomainName) -> String {
         match &self.delegated {
             Some(zone) => format!("{domain}.{zone}."),
             None => format!("_mta-sts.{domain}."),
@@ -293,7 +295,7 @@ impl DnsSettings {
 
     /// The name our TLSRPT TXT record is published at: `_smtp._tls.<domain>.`, under the
     /// delegation zone when delegated. The longest name we own for `domain`.
-    pub fn tlsrpt_name(&self, domain: &DomainName) -> String {
+    pub(crate) fn tlsrpt_name(&self, domain: &DomainName) -> String {
         match &self.delegated {
             Some(zone) => format!("_smtp._tls.{domain}.{zone}."),
             None => format!("_smtp._tls.{domain}."),
@@ -303,7 +305,7 @@ impl DnsSettings {
 
 /// Where the certificate for `mta-sts.<domain>` comes from (SPEC "Certificates").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CertSource {
+pub(crate) enum CertSource {
     /// Index into [`Tls::certs`].
     Configured(usize),
     Acme,
@@ -314,12 +316,12 @@ pub enum CertSource {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProviderConfig {
-    pub name: String,
-    pub kind: ProviderKind,
+    pub(crate) name: String,
+    pub(crate) kind: ProviderKind,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ProviderKind {
+pub(crate) enum ProviderKind {
     Rfc2136 {
         /// `host:port`, port 53 when the config gives none.
         server: String,
@@ -360,7 +362,7 @@ pub enum ProviderKind {
 
 impl ProviderKind {
     /// The config's `kind`.
-    pub fn kind(&self) -> &'static str {
+    pub(crate) fn kind(&self) -> &'static str {
         match self {
             ProviderKind::Rfc2136 { .. } => "rfc2136",
             ProviderKind::PowerDns { .. } => "powerdns",
@@ -375,7 +377,7 @@ impl ProviderKind {
 
 /// The APIs of [`ProviderKind::Token`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TokenVendor {
+pub(crate) enum TokenVendor {
     Hetzner,
     Desec,
     DigitalOcean,
@@ -384,7 +386,7 @@ pub enum TokenVendor {
 
 impl TokenVendor {
     /// Every one, for the config's `kind`.
-    pub const ALL: &[TokenVendor] = &[
+    pub(crate) const ALL: &[TokenVendor] = &[
         TokenVendor::Hetzner,
         TokenVendor::Desec,
         TokenVendor::DigitalOcean,
@@ -392,7 +394,7 @@ impl TokenVendor {
     ];
 
     /// Its `kind`.
-    pub fn kind(self) -> &'static str {
+    pub(crate) fn kind(self) -> &'static str {
         match self {
             TokenVendor::Hetzner => "hetzner",
             TokenVendor::Desec => "desec",
@@ -402,7 +404,7 @@ impl TokenVendor {
     }
 
     /// The production API's base URL.
-    pub fn default_url(self) -> &'static str {
+    pub(crate) fn default_url(self) -> &'static str {
         match self {
             TokenVendor::Hetzner => "https://api.hetzner.cloud/v1",
             TokenVendor::Desec => "https://desec.io/api/v1",
@@ -413,55 +415,55 @@ impl TokenVendor {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Challenge {
+pub(crate) enum Challenge {
     TlsAlpn01,
     Http01,
 }
 
 #[derive(Debug, Clone)]
-pub struct Acme {
-    pub directory: String,
-    pub contact: Vec<String>,
-    pub challenge: Challenge,
+pub(crate) struct Acme {
+    pub(crate) directory: String,
+    pub(crate) contact: Vec<String>,
+    pub(crate) challenge: Challenge,
     /// `[acme] state`, else `<[state] dir>/acme`: an earlier version's ACME files, imported
     /// into the store once.
-    pub state: PathBuf,
-    pub ca: Option<PathBuf>,
+    pub(crate) state: PathBuf,
+    pub(crate) ca: Option<PathBuf>,
     /// `[acme] orders_per_hour`: new orders started in any hour at most (renewals and first
     /// certificates together, first certificates first).
-    pub orders_per_hour: Option<u32>,
+    pub(crate) orders_per_hour: Option<u32>,
     /// `[acme] on_demand`: a handshake for a configured name without a certificate yet moves
     /// it to the front of the queue.
-    pub on_demand: bool,
+    pub(crate) on_demand: bool,
 }
 
 /// `[alerts]`: where drift's events go (at least one of the two).
 #[derive(Debug, Clone, Default)]
-pub struct Alerts {
+pub(crate) struct Alerts {
     /// An https:// URL; a `Secret`, as it often carries a token.
-    pub webhook: Option<Secret>,
-    pub command: Option<PathBuf>,
+    pub(crate) webhook: Option<Secret>,
+    pub(crate) command: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone)]
-pub struct Drift {
+pub(crate) struct Drift {
     /// `[drift]` is in the config: `serve` runs the checks periodically. (They ask outside
     /// resolvers and hosts, so a config without the section stays quiet.)
-    pub enabled: bool,
-    pub interval: Duration,
-    pub report: Option<PathBuf>,
-    pub resolver: Option<SocketAddr>,
-    pub ca: Option<PathBuf>,
+    pub(crate) enabled: bool,
+    pub(crate) interval: Duration,
+    pub(crate) report: Option<PathBuf>,
+    pub(crate) resolver: Option<SocketAddr>,
+    pub(crate) ca: Option<PathBuf>,
     /// The port authoritative nameservers are asked on: 53, but in tests.
-    pub dns_port: u16,
+    pub(crate) dns_port: u16,
     /// The port the policy is fetched from: 443, but in tests.
-    pub https_port: u16,
+    pub(crate) https_port: u16,
     /// Connect to each MX (STARTTLS, certificate, DANE); off where outbound port 25 is blocked.
-    pub smtp: bool,
+    pub(crate) smtp: bool,
     /// The port MX hosts are connected on: 25, but in tests.
-    pub smtp_port: u16,
+    pub(crate) smtp_port: u16,
     /// Bounds the connect and each SMTP reply and the TLS handshake.
-    pub smtp_timeout: Duration,
+    pub(crate) smtp_timeout: Duration,
 }
 
 impl Default for Drift {
@@ -483,32 +485,32 @@ impl Default for Drift {
 
 /// `[tlsrpt]` (SPEC "TLS-RPT receiver").
 #[derive(Debug, Clone)]
-pub struct Tlsrpt {
+pub(crate) struct Tlsrpt {
     /// HTTPS names that take reports (and serve nothing else).
-    pub hosts: Vec<DomainName>,
+    pub(crate) hosts: Vec<DomainName>,
     /// Per host (same order), chosen like an `mta-sts.` name's.
-    pub certs: Vec<CertSource>,
-    pub path: String,
-    pub store: StoreKind,
-    pub retention: Duration,
+    pub(crate) certs: Vec<CertSource>,
+    pub(crate) path: String,
+    pub(crate) store: StoreKind,
+    pub(crate) retention: Duration,
     /// After decompression (and so before it too).
-    pub max_report_bytes: usize,
+    pub(crate) max_report_bytes: usize,
     /// Report JSON being parsed and stored at once (HTTPS); at least `max_report_bytes`.
-    pub parse_budget_bytes: usize,
+    pub(crate) parse_budget_bytes: usize,
     /// Quotas of the store: the JSON bytes kept, and the reports kept. A report past either
     /// is refused for now (503/75) until retention makes room.
-    pub max_store_bytes: u64,
-    pub max_reports: u64,
+    pub(crate) max_store_bytes: u64,
+    pub(crate) max_reports: u64,
     /// Reports one sender (DKIM signer by mail, organization by HTTPS) may have stored per
     /// policy domain and UTC day of receipt: real reporters send one a day; past it the
     /// report is refused until the next day (429 by HTTPS, dropped and logged by mail).
-    pub max_reports_per_sender_day: u64,
+    pub(crate) max_reports_per_sender_day: u64,
     /// Per client address (IPv6: per /64), HTTPS POSTs at once, then one more per
     /// `rate_refill` (a token bucket); past it 429.
-    pub rate_burst: u32,
-    pub rate_refill: Duration,
+    pub(crate) rate_burst: u32,
+    pub(crate) rate_refill: Duration,
     /// For DKIM key lookups; `None`: the system's resolver.
-    pub resolver: Option<SocketAddr>,
+    pub(crate) resolver: Option<SocketAddr>,
 }
 
 impl Default for Tlsrpt {
@@ -532,7 +534,7 @@ impl Default for Tlsrpt {
 }
 
 #[derive(Debug, Clone)]
-pub enum StoreKind {
+pub(crate) enum StoreKind {
     /// No `store` named: `[state]`'s PostgreSQL when it has a URL (the same database, and in
     /// `serve` the same pool), else [`StoreKind::Sqlite`] (SPEC: "`[tlsrpt]` uses the same
     /// store unless it names its own"; on SQLite its own file, which a purge keeps).

@@ -99,11 +99,11 @@ pub(crate) struct Inherit {
 }
 
 impl Inherit {
-    pub fn has_policy_keys(&self) -> bool {
+    pub(crate) fn has_policy_keys(&self) -> bool {
         self.mode.is_some() || self.mx.is_some() || self.max_age.is_some()
     }
 
-    pub fn has_dns_keys(&self) -> bool {
+    pub(crate) fn has_dns_keys(&self) -> bool {
         self.target.is_some()
             || self.ttl.is_some()
             || self.tlsrpt.is_some()
@@ -160,7 +160,7 @@ pub(crate) struct Reader<'p> {
 }
 
 impl Reader<'_> {
-    pub fn read(&mut self, root: &DeTable<'_>) -> RawFile {
+    pub(super) fn read(&mut self, root: &DeTable<'_>) -> RawFile {
         let mut raw = RawFile::default();
         let allowed = if self.main { Top::ALL } else { INCLUDED_KEYS };
         for (key, item) in root.iter() {

@@ -138,7 +138,6 @@ pub(super) fn resolve(
         tlsrpt,
         state,
         dns_defaults: globals_dns,
-        delegation,
         dane,
         reconcile: main.reconcile.unwrap_or(DEFAULT_RECONCILE),
         files,

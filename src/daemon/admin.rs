@@ -22,7 +22,7 @@ const STATUS_LIST_LIMIT: usize = 1000;
 
 /// `token`: `[server] admin_token_file`'s token, as read at start (listeners and their
 /// settings change at a restart).
-pub async fn respond<B>(
+pub(crate) async fn respond<B>(
     shared: &Daemon,
     token: Option<&Secret>,
     req: &Request<B>,
@@ -169,7 +169,7 @@ async fn reports(shared: &Daemon, only: Option<&str>) -> crate::tlsrpt::status::
 
 /// SPEC "/status": every domain's id, served since, DNS publication state, last error; the
 /// last reload and its problems; TLS-RPT sums.
-pub fn status(
+pub(crate) fn status(
     shared: &Daemon,
     only: Option<&str>,
     reports: &crate::tlsrpt::status::Reports,

@@ -22,12 +22,12 @@ const RETRY: Duration = Duration::from_secs(30);
 /// Another replica holds the "dane" lease: this one's round is tried again after this.
 const HELD_RETRY: Duration = Duration::from_secs(5);
 
-pub struct DaneTask {
+pub(crate) struct DaneTask {
     _task: AbortOnDropHandle<()>,
 }
 
 impl DaneTask {
-    pub fn start(shared: Arc<Daemon>) -> DaneTask {
+    pub(crate) fn start(shared: Arc<Daemon>) -> DaneTask {
         DaneTask {
             _task: AbortOnDropHandle::new(tokio::spawn(run(shared.clone(), shared.reloads()))),
         }
@@ -110,7 +110,7 @@ fn report(r: &Round) {
 }
 
 /// `/status`'s `dane` object.
-pub fn status(r: &Round) -> serde_json::Value {
+pub(crate) fn status(r: &Round) -> serde_json::Value {
     serde_json::json!({
         "findings": r.findings,
         "errors": r.errors.iter().map(|(h, e)| format!("{h}: {e}")).collect::<Vec<_>>(),

@@ -16,12 +16,12 @@ use crate::live::Reloads;
 const FIRST_RUN_DELAY: Duration = Duration::from_secs(1);
 
 /// Aborts the checks when dropped (at shutdown).
-pub struct DriftTask {
+pub(crate) struct DriftTask {
     _task: AbortOnDropHandle<()>,
 }
 
 impl DriftTask {
-    pub fn start(shared: Arc<Daemon>) -> DriftTask {
+    pub(crate) fn start(shared: Arc<Daemon>) -> DriftTask {
         DriftTask {
             _task: AbortOnDropHandle::new(tokio::spawn(run(shared.clone(), shared.reloads()))),
         }
@@ -154,7 +154,7 @@ fn alert_counts(s: &crate::alerts::Stats) -> [u64; 4] {
 }
 
 /// The last report's entry for one domain.
-pub fn for_domain<'r>(
+pub(crate) fn for_domain<'r>(
     report: &'r Report,
     domain: &str,
 ) -> Option<&'r crate::drift::report::DomainReport> {

@@ -8,13 +8,13 @@ use tracing::{error, info, warn};
 
 use super::state::Daemon;
 use crate::clock::unix_now;
-use crate::config::{Config, Retiring};
+use crate::config::Config;
 use crate::lifecycle;
 use crate::live::Live;
 use crate::state::history::Event;
 
 /// A state ready to swap in, and what to record once it is served.
-pub struct Prepared {
+pub(crate) struct Prepared {
     pub live: Live,
     pub events: Vec<Event>,
     /// At start, the guard's refusal: the removed domains are held, not retired.
@@ -23,7 +23,7 @@ pub struct Prepared {
 
 /// Builds the served state for `config`. A reload that would retire more than
 /// `[state] max_retire` domains, or leave none at all, is refused with the reason.
-pub fn prepare(
+pub(crate) fn prepare(
     history: &std::sync::Mutex<crate::state::history::History>,
     mut config: Config,
     previous: Option<&Live>,
@@ -82,7 +82,7 @@ pub fn prepare(
 }
 
 /// Records what is now served; logs the retirement steps it contains.
-pub fn commit(shared: &Daemon, events: &[Event]) {
+pub(crate) fn commit(shared: &Daemon, events: &[Event]) {
     for e in events {
         match e {
             Event::Missing { domain, .. } => info!(
@@ -130,12 +130,12 @@ pub fn commit(shared: &Daemon, events: &[Event]) {
 
 /// Wakes when a retirement step is due (or when told), and rebuilds the served state from
 /// the config already loaded: no file is read.
-pub struct LifecycleTask {
+pub(crate) struct LifecycleTask {
     _task: tokio_util::task::AbortOnDropHandle<()>,
 }
 
 impl LifecycleTask {
-    pub fn start(shared: Arc<Daemon>) -> LifecycleTask {
+    pub(crate) fn start(shared: Arc<Daemon>) -> LifecycleTask {
         let mut reloads = shared.reloads();
         let task = tokio::spawn(async move {
             let mut deferred = false;
@@ -286,19 +286,4 @@ async fn build_step(shared: &Arc<Daemon>) -> Option<Prepared> {
         Event::Missing { .. } | Event::Present { .. } | Event::Entry { .. } => false,
     });
     Some(p)
-}
-
-impl Live {
-    /// The removed domains still served, with where they are.
-    pub fn retiring(&self) -> impl Iterator<Item = (&crate::config::Domain, Retiring)> {
-        self.config
-            .domains
-            .iter()
-            .filter_map(|d| d.retiring.map(|r| (d, r)))
-            .chain(
-                self.withdraw
-                    .iter()
-                    .filter_map(|d| d.retiring.map(|r| (d, r))),
-            )
-    }
 }

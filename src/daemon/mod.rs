@@ -1,20 +1,20 @@
 //! `serve`: load, bind every listener, tell systemd we are ready, reload on change, and shut
 //! down gracefully on SIGTERM/SIGINT.
 
-pub mod admin;
-pub mod dane;
-pub mod drift;
-pub mod lifecycle;
-pub mod pages;
-pub mod publication;
-pub mod publish;
-pub mod reload;
-pub mod scrape;
-pub mod settle;
-pub mod state;
-pub mod store;
-pub mod trim;
-pub mod view;
+pub(crate) mod admin;
+pub(crate) mod dane;
+pub(crate) mod drift;
+pub(crate) mod lifecycle;
+pub(crate) mod pages;
+pub(crate) mod publication;
+pub(crate) mod publish;
+pub(crate) mod reload;
+pub(crate) mod scrape;
+pub(crate) mod settle;
+pub(crate) mod state;
+pub(crate) mod store;
+pub(crate) mod trim;
+pub(crate) mod view;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -43,7 +43,7 @@ const FLUSH_AT_STOP: std::time::Duration = std::time::Duration::from_secs(5);
 const ADMIN_CONNECTIONS: usize = 64;
 
 /// Runs the daemon until SIGTERM or SIGINT; 0 on a clean shutdown, 1 if it could not start.
-pub fn run(config_path: &Path) -> Result<u8> {
+pub(crate) fn run(config_path: &Path) -> Result<u8> {
     // Kept for reloads: they parse again only the included files that changed.
     let mut cache = config::Cache::default();
     let loaded = match config::load_cached(config_path, &mut cache) {
@@ -354,7 +354,7 @@ async fn bind(proto: &str, addr: SocketAddr) -> Result<TcpListener> {
 }
 
 /// Tells systemd (Type=notify) about our state; a no-op outside systemd.
-pub fn notify(state: &[NotifyState<'_>]) {
+pub(crate) fn notify(state: &[NotifyState<'_>]) {
     if std::env::var_os("NOTIFY_SOCKET").is_some() {
         if let Err(e) = sd_notify::notify(state) {
             warn!(error = %e, "sd_notify failed");

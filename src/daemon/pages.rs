@@ -25,7 +25,7 @@ use crate::tlsrpt::summary;
 const QUERY_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// `/`: one page of the domains `query` matches, with the summary line.
-pub async fn index(shared: &Daemon, query: Option<&str>) -> IndexPage {
+pub(crate) async fn index(shared: &Daemon, query: Option<&str>) -> IndexPage {
     let q = Query::parse(query);
     let live = shared.live.load_full();
     let sel = search::select(&live.config.domains, |d| d.name.as_str(), &q);
@@ -209,7 +209,7 @@ fn mode_counts(live: &Arc<Live>) -> [(&'static str, usize); 3] {
 }
 
 /// `/domains/<name>`; `None` when the name is not served.
-pub async fn domain(shared: &Daemon, name: &str) -> Option<DomainPage> {
+pub(crate) async fn domain(shared: &Daemon, name: &str) -> Option<DomainPage> {
     let live = shared.live.load_full();
     let (d, since) = live.served(name)?;
     let now = unix_now() as i64;

@@ -4,14 +4,14 @@
 use std::collections::HashMap;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PubState {
+pub(crate) enum PubState {
     Pending,
     Published,
     Failed,
 }
 
 impl PubState {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             PubState::Pending => "pending",
             PubState::Published => "published",
@@ -22,7 +22,7 @@ impl PubState {
 
 /// One domain's publication, as `/status` shows it.
 #[derive(Debug, Clone)]
-pub struct DomainPublication {
+pub(crate) struct DomainPublication {
     pub provider: String,
     pub zone: Option<String>,
     pub state: PubState,
@@ -42,6 +42,6 @@ pub struct DomainPublication {
 
 /// Every domain with a provider, by name.
 #[derive(Debug, Default)]
-pub struct Publication {
+pub(crate) struct Publication {
     pub domains: HashMap<String, DomainPublication>,
 }

@@ -58,12 +58,12 @@ fn backoff(attempts: u32) -> Duration {
 }
 
 /// Dropping it stops the task.
-pub struct Publisher {
+pub(crate) struct Publisher {
     _task: AbortOnDropHandle<()>,
 }
 
 impl Publisher {
-    pub fn start(shared: Arc<Daemon>) -> Publisher {
+    pub(crate) fn start(shared: Arc<Daemon>) -> Publisher {
         Publisher {
             _task: AbortOnDropHandle::new(tokio::spawn(run(shared.clone(), shared.reloads()))),
         }

@@ -105,13 +105,13 @@ fn parent(p: &Path) -> Option<PathBuf> {
 }
 
 /// Owns the watcher and the reload task; dropping it stops both.
-pub struct Reloader {
+pub(crate) struct Reloader {
     _task: AbortOnDropHandle<()>,
 }
 
 impl Reloader {
     /// `cache` holds the included files of the load that started the daemon.
-    pub fn start(shared: Arc<Daemon>, cache: config::Cache) -> Result<Reloader> {
+    pub(crate) fn start(shared: Arc<Daemon>, cache: config::Cache) -> Result<Reloader> {
         let (tx, rx) = mpsc::channel::<Change>(PENDING_CHANGES);
         let set = Arc::new(Mutex::new(WatchSet::of(&shared.live.load().config)));
         let filter = set.clone();

@@ -5,7 +5,7 @@ use super::publication::PubState;
 use super::state::Daemon;
 
 /// Sets the publication-state and report-store gauges before the registry is encoded.
-pub fn update(shared: &Daemon) {
+pub(crate) fn update(shared: &Daemon) {
     let m = &shared.metrics;
     let mut counts = [
         (PubState::Published, 0),

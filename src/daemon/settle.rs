@@ -17,17 +17,17 @@ use tokio::time::{timeout_at, Instant};
 use tracing::{debug, warn};
 
 /// Changes closer together than this are one reload: editors write in bursts.
-pub const DEBOUNCE: Duration = Duration::from_millis(200);
+pub(crate) const DEBOUNCE: Duration = Duration::from_millis(200);
 /// How long a file written in place must see no write before it is read.
-pub const IN_PLACE_QUIET: Duration = Duration::from_secs(2);
+pub(crate) const IN_PLACE_QUIET: Duration = Duration::from_secs(2);
 /// How long a writer may hold a file open, writing nothing, before it is read anyway.
-pub const OPEN_QUIET: Duration = Duration::from_secs(5);
+pub(crate) const OPEN_QUIET: Duration = Duration::from_secs(5);
 /// From the first change, the longest a reload waits for quiet.
-pub const MAX_SETTLE: Duration = Duration::from_secs(10);
+pub(crate) const MAX_SETTLE: Duration = Duration::from_secs(10);
 
 /// What happened to a watched path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Touch {
+pub(crate) enum Touch {
     /// Bytes written in place (or the file truncated).
     Wrote,
     /// A writer closed the file.
@@ -37,7 +37,7 @@ pub enum Touch {
 }
 
 #[derive(Debug, Clone)]
-pub struct Change {
+pub(crate) struct Change {
     pub path: PathBuf,
     pub touch: Touch,
 }
@@ -78,7 +78,7 @@ impl Seen {
 
 /// Waits, from `first`, until the changed files are quiet (or [`MAX_SETTLE`] has passed).
 /// Returns false when the channel closed.
-pub async fn settle(first: Change, rx: &mut Receiver<Change>) -> bool {
+pub(crate) async fn settle(first: Change, rx: &mut Receiver<Change>) -> bool {
     let start = Instant::now();
     let give_up = start + MAX_SETTLE;
     let mut seen = Seen::default();

@@ -20,7 +20,7 @@ use crate::state::store::Writer;
 
 /// The outcome of the last (re)load, for `/status` and logs.
 #[derive(Debug, Clone)]
-pub struct ReloadStatus {
+pub(crate) struct ReloadStatus {
     pub at: u64,
     pub ok: bool,
     /// After a good load, shared with the reload task's copy of the served config's warnings
@@ -31,7 +31,7 @@ pub struct ReloadStatus {
 /// What every task of the daemon shares. The fields a task owns are private: that task
 /// writes them through the methods below, and the rest read.
 #[derive(Debug)]
-pub struct Daemon {
+pub(crate) struct Daemon {
     pub(super) config_path: PathBuf,
     pub(super) live: Arc<ArcSwap<Live>>,
     /// Bumped by each reload; the tasks that act on a new config follow it.
@@ -72,7 +72,7 @@ pub struct Daemon {
 }
 
 impl Daemon {
-    pub fn new(
+    pub(crate) fn new(
         config_path: PathBuf,
         live: Live,
         warnings: Vec<Diagnostic>,
@@ -115,7 +115,7 @@ impl Daemon {
         Arc::new(shared)
     }
 
-    pub fn started_at(&self) -> u64 {
+    pub(crate) fn started_at(&self) -> u64 {
         self.started_at
     }
 
@@ -135,7 +135,7 @@ impl Daemon {
     }
 
     /// The reloads from now on, for a task that acts on a new config.
-    pub fn reloads(&self) -> Reloads {
+    pub(crate) fn reloads(&self) -> Reloads {
         self.generation.follow()
     }
 
@@ -143,7 +143,7 @@ impl Daemon {
         *self.last_reload.lock().unwrap_or_else(|e| e.into_inner()) = status;
     }
 
-    pub fn last_reload(&self) -> ReloadStatus {
+    pub(crate) fn last_reload(&self) -> ReloadStatus {
         self.last_reload
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -181,7 +181,10 @@ impl Daemon {
     }
 
     /// The last DANE round, seen under its lock.
-    pub fn with_dane_round<R>(&self, f: impl FnOnce(Option<&crate::dane::sync::Round>) -> R) -> R {
+    pub(crate) fn with_dane_round<R>(
+        &self,
+        f: impl FnOnce(Option<&crate::dane::sync::Round>) -> R,
+    ) -> R {
         f(self.dane.lock().unwrap_or_else(|e| e.into_inner()).as_ref())
     }
 
@@ -190,12 +193,12 @@ impl Daemon {
     }
 
     /// The last drift report, once the first run is done.
-    pub fn drift_report(&self) -> Option<Arc<crate::drift::report::Report>> {
+    pub(crate) fn drift_report(&self) -> Option<Arc<crate::drift::report::Report>> {
         self.drift.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// What the public listeners read of all this.
-    pub fn site(&self) -> Site {
+    pub(crate) fn site(&self) -> Site {
         Site {
             live: self.live.clone(),
             self_signed: self.self_signed.clone(),
@@ -205,7 +208,7 @@ impl Daemon {
     }
 
     /// What the TLS-RPT receiver and its store task read and fill.
-    pub fn tlsrpt(&self) -> crate::tlsrpt::ReceiverContext {
+    pub(crate) fn tlsrpt(&self) -> crate::tlsrpt::ReceiverContext {
         crate::tlsrpt::ReceiverContext {
             live: self.live.clone(),
             reports: self.reports.clone(),
@@ -218,7 +221,7 @@ impl Daemon {
     }
 
     /// Sets the expiry gauge of every configured certificate.
-    pub fn publish_cert_metrics(&self) {
+    pub(crate) fn publish_cert_metrics(&self) {
         let live = self.live.load();
         self.metrics.cert_expiry.clear();
         for c in &live.config.tls.certs {

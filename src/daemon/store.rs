@@ -11,9 +11,9 @@ use crate::state::history::History;
 use crate::state::store::{Store, StoreError};
 
 /// How often the store is asked for what other replicas wrote: one indexed query.
-pub const POLL: Duration = Duration::from_secs(2);
+pub(crate) const POLL: Duration = Duration::from_secs(2);
 
-pub struct Opened {
+pub(crate) struct Opened {
     pub store: Store,
     pub history: History,
     /// The last `seq` read.
@@ -22,7 +22,7 @@ pub struct Opened {
 
 /// Opens the store, imports `history.jsonl` on the first start, reads the history
 /// (`dane.json` is imported by the first DANE round: a damaged one stops DANE, not serving).
-pub async fn open(state: &State) -> Result<Opened, StoreError> {
+pub(crate) async fn open(state: &State) -> Result<Opened, StoreError> {
     let store = Store::open(&crate::lifecycle::store_target(state)).await?;
     store.check_sealing().await?;
     store.import_dir(&state.dir).await?;
@@ -42,7 +42,7 @@ pub async fn open(state: &State) -> Result<Opened, StoreError> {
 }
 
 /// What a failure to open says: which store (never its URL, which may hold a password).
-pub fn describe(state: &State) -> String {
+pub(crate) fn describe(state: &State) -> String {
     match state.url {
         Some(_) => {
             "cannot use the store: the PostgreSQL database of [state] url_env/url_file".into()
@@ -55,7 +55,7 @@ pub fn describe(state: &State) -> String {
 }
 
 /// Which store, in a few words (never its URL).
-pub fn describe_short(state: &State) -> String {
+pub(crate) fn describe_short(state: &State) -> String {
     match state.url {
         Some(_) => "the PostgreSQL database of [state] url_env/url_file".into(),
         None => format!("SQLite in {}", state.dir.display()),
@@ -65,7 +65,7 @@ pub fn describe_short(state: &State) -> String {
 /// Follows the store from `seq` on: another replica's events are applied, and the served
 /// state re-evaluated (a retirement step it took shows here too). With `[state] listen` the
 /// store's notifications wake the follow early.
-pub fn follow(shared: &Arc<Daemon>, store: Store, seq: i64) {
+pub(crate) fn follow(shared: &Arc<Daemon>, store: Store, seq: i64) {
     // Rows written before the `subject` column (an upgrade) are indexed by domain in the
     // background; `history DOMAIN` reads them all the same meanwhile, only slower.
     let filler = store.clone();

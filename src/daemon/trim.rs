@@ -17,7 +17,7 @@ const EVERY: Duration = Duration::from_secs(5);
 const WORTH: usize = 32 << 20;
 
 /// Starts the task (glibc only; elsewhere nothing to do). Aborted when dropped.
-pub fn start() -> Option<AbortOnDropHandle<()>> {
+pub(crate) fn start() -> Option<AbortOnDropHandle<()>> {
     if !cfg!(all(target_os = "linux", target_env = "gnu")) {
         return None;
     }
@@ -34,7 +34,7 @@ pub fn start() -> Option<AbortOnDropHandle<()>> {
 
 /// Trims when the process holds more than [`WORTH`] resident beyond what is allocated;
 /// returns those bytes before and after.
-pub fn trim_if_worth() -> Option<(usize, usize)> {
+pub(crate) fn trim_if_worth() -> Option<(usize, usize)> {
     let before = held()?;
     if before < WORTH {
         return None;

@@ -6,7 +6,7 @@ use crate::clock::rfc3339;
 use crate::config::{CertSource, Config, Domain, Retiring};
 
 /// `configured`, or where a removed domain is in its retirement (RFC 8461 §8.3).
-pub fn lifecycle_status(d: &Domain) -> Value {
+pub(crate) fn lifecycle_status(d: &Domain) -> Value {
     match d.retiring {
         None => json!({ "state": "configured" }),
         Some(Retiring::Missing { since, retire_at }) => {
@@ -24,7 +24,11 @@ pub fn lifecycle_status(d: &Domain) -> Value {
 
 /// When the domain's served certificate expires (RFC 3339): a configured one's, or the
 /// ACME one's once issued; `None` for self-signed or none.
-pub fn certificate(d: &Domain, config: &Config, acme: &crate::acme::AcmeState) -> Option<String> {
+pub(crate) fn certificate(
+    d: &Domain,
+    config: &Config,
+    acme: &crate::acme::AcmeState,
+) -> Option<String> {
     match d.cert {
         CertSource::Configured(i) => config.tls.certs.get(i).map(|c| rfc3339(c.not_after)),
         CertSource::Acme => acme.status(&d.name.policy_host()).not_after.map(rfc3339),

@@ -18,14 +18,14 @@ const TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What `check` prints: errors make it fail, warnings do not.
 #[derive(Debug, Default)]
-pub struct Said {
+pub(crate) struct Said {
     pub errors: Vec<String>,
     pub warnings: Vec<String>,
 }
 
 /// One line per problem. A provider that cannot publish TLSA is an error: every round of
 /// `serve` and `apply` would fail on it.
-pub async fn check(config: &Config, providers: &Providers) -> Said {
+pub(crate) async fn check(config: &Config, providers: &Providers) -> Said {
     let mut said = Said::default();
     let out = &mut said.warnings;
     for entry in &config.dane {

@@ -17,7 +17,7 @@ const MAX_FILE_BYTES: u64 = 1024 * 1024;
 
 /// What the entry's files say now.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Keys {
+pub(crate) struct Keys {
     /// RFC 7671 §5.1: "3 1 1" of the key the MX presents.
     pub leaf: Tlsa,
     /// `3 1 1` of `next_key`.
@@ -28,7 +28,7 @@ pub struct Keys {
 
 impl Keys {
     /// Every value to publish, the leaf first.
-    pub fn values(&self) -> impl Iterator<Item = &Tlsa> {
+    pub(crate) fn values(&self) -> impl Iterator<Item = &Tlsa> {
         std::iter::once(&self.leaf)
             .chain(&self.next)
             .chain(&self.issuer)
@@ -36,7 +36,7 @@ impl Keys {
 }
 
 /// Reads the entry's files; the error names the file and what is wrong with it.
-pub fn read(entry: &Dane) -> Result<Keys, String> {
+pub(crate) fn read(entry: &Dane) -> Result<Keys, String> {
     let pem = read_small(&entry.cert)?;
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&pem)
         .collect::<Result<_, _>>()
@@ -64,7 +64,7 @@ pub fn read(entry: &Dane) -> Result<Keys, String> {
 }
 
 /// RFC 6698 §2.1: selector 1 (SubjectPublicKeyInfo), matching type 1 (SHA-256).
-pub fn tlsa(usage: u8, spki: &[u8]) -> Tlsa {
+pub(crate) fn tlsa(usage: u8, spki: &[u8]) -> Tlsa {
     Tlsa {
         usage,
         selector: 1,

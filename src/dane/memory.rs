@@ -15,13 +15,13 @@ use crate::state::store::{Lease, Store};
 const MAX_BYTES: u64 = 4 * 1024 * 1024;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Memory {
+pub(crate) struct Memory {
     /// By host (no trailing dot).
     pub hosts: BTreeMap<String, Host>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Host {
+pub(crate) struct Host {
     /// Where the records are, so a host removed from the config can still be withdrawn.
     pub provider: String,
     pub zone: Option<String>,
@@ -35,7 +35,7 @@ pub struct Host {
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Value {
+pub(crate) struct Value {
     /// When we first saw it in DNS (published by us); `None` while it is not there yet.
     pub published_at: Option<u64>,
     /// Set when the value stopped being wanted: it is withdrawn at this time, one TTL later.
@@ -46,18 +46,18 @@ pub struct Value {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Finding {
+pub(crate) struct Finding {
     pub at: u64,
     pub message: String,
 }
 
-pub fn path(state_dir: &Path) -> PathBuf {
+pub(crate) fn path(state_dir: &Path) -> PathBuf {
     state_dir.join("dane.json")
 }
 
 /// Reads the file; a missing file is an empty memory. A damaged one is an error: guessing
 /// would withdraw records too early or never.
-pub fn load(state_dir: &Path) -> Result<Memory, String> {
+pub(crate) fn load(state_dir: &Path) -> Result<Memory, String> {
     use std::io::Read;
     let p = path(state_dir);
     let file = match std::fs::File::open(&p) {
@@ -89,7 +89,7 @@ fn rows(memory: &Memory) -> Result<Vec<(String, String)>, String> {
 }
 
 /// The memory in the store. A damaged row is an error, as a damaged file was.
-pub async fn load_store(store: &Store) -> Result<Memory, String> {
+pub(crate) async fn load_store(store: &Store) -> Result<Memory, String> {
     let mut memory = Memory::default();
     for (host, json) in store.dane_rows().await.map_err(|e| e.to_string())? {
         let h = serde_json::from_str(&json).map_err(|e| {
@@ -101,7 +101,11 @@ pub async fn load_store(store: &Store) -> Result<Memory, String> {
 }
 
 /// Writes the memory if `lease` (the "dane" job) is still held; false: lost, nothing written.
-pub async fn save_store(store: &Store, lease: &Lease, memory: &Memory) -> Result<bool, String> {
+pub(crate) async fn save_store(
+    store: &Store,
+    lease: &Lease,
+    memory: &Memory,
+) -> Result<bool, String> {
     store
         .save_dane(lease, &rows(memory)?)
         .await
@@ -111,7 +115,7 @@ pub async fn save_store(store: &Store, lease: &Lease, memory: &Memory) -> Result
 /// Imports `<state_dir>/dane.json` into the store unless this store has imported one (any
 /// replica's); the file is left as it is. `Some(hosts)`: imported now. A damaged file is an
 /// error and nothing is marked, so the next start tries again.
-pub async fn import(store: &Store, state_dir: &Path) -> Result<Option<usize>, String> {
+pub(crate) async fn import(store: &Store, state_dir: &Path) -> Result<Option<usize>, String> {
     if store.dane_imported().await.map_err(|e| e.to_string())? {
         if path(state_dir).exists() {
             tracing::info!("dane.json in the state directory is not imported again (done before); it is no longer read or written");
@@ -142,7 +146,7 @@ pub async fn import(store: &Store, state_dir: &Path) -> Result<Option<usize>, St
 /// For a command that reads, never writes (`plan`, `check`): the store's memory when the
 /// store exists and has taken `dane.json` in, else the file (not imported: that is for
 /// `serve` and `apply`).
-pub async fn read(state: &crate::config::State) -> Result<Memory, String> {
+pub(crate) async fn read(state: &crate::config::State) -> Result<Memory, String> {
     let target = crate::state::store::Target {
         dir: state.dir.clone(),
         url: state.url.clone(),

@@ -7,8 +7,8 @@
 //! - `check`: what `check` warns about (provider, unsigned zone, standing findings).
 //! - `sync`: one round through the providers, for `plan`, `apply` and `serve`.
 
-pub mod check;
-pub mod keys;
-pub mod memory;
-pub mod rollover;
-pub mod sync;
+pub(crate) mod check;
+pub(crate) mod keys;
+pub(crate) mod memory;
+pub(crate) mod rollover;
+pub(crate) mod sync;

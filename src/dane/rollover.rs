@@ -14,7 +14,7 @@ use super::memory::{Finding, Host, Value};
 /// Moves one host's memory to `now`: `keys` is what its files say (`None`: the entry was
 /// removed, so every value goes one TTL from now). Returns a new finding, if the certificate
 /// just switched to a key that was not published a TTL ahead.
-pub fn advance(host: &str, mem: &mut Host, keys: Option<&Keys>, now: u64) -> Option<String> {
+pub(crate) fn advance(host: &str, mem: &mut Host, keys: Option<&Keys>, now: u64) -> Option<String> {
     let ttl = u64::from(mem.ttl);
     let wanted: Vec<String> = keys
         .map(|k| k.values().map(ToString::to_string).collect())
@@ -69,7 +69,12 @@ pub fn advance(host: &str, mem: &mut Host, keys: Option<&Keys>, now: u64) -> Opt
 
 /// The change that brings `_25._tcp.<host>.` to the memory's values: wanted ones added,
 /// ours whose time came deleted, anything else (foreign) kept. `Err` is a conflict.
-pub fn plan(name: &str, mem: &Host, now: u64, observed: &[Record]) -> Result<DomainChange, String> {
+pub(crate) fn plan(
+    name: &str,
+    mem: &Host,
+    now: u64,
+    observed: &[Record],
+) -> Result<DomainChange, String> {
     let at: Vec<&Record> = observed.iter().filter(|r| r.name == name).collect();
     if let Some(c) = at.iter().find(|r| matches!(r.data, RData::Cname(_))) {
         return Err(format!(
@@ -119,7 +124,7 @@ pub fn plan(name: &str, mem: &Host, now: u64, observed: &[Record]) -> Result<Dom
 
 /// After the change is in DNS (or nothing needed changing): wanted values are published as
 /// of now, withdrawn ones forgotten. `observed` is what was read before `change`.
-pub fn settle(mem: &mut Host, now: u64, observed: &[Record], change: &DomainChange) {
+pub(crate) fn settle(mem: &mut Host, now: u64, observed: &[Record], change: &DomainChange) {
     let was_there = |v: &str| observed.iter().any(|r| r.data_text() == v);
     mem.values.retain(|v, state: &mut Value| {
         if state.withdraw_at.is_some_and(|w| w <= now) {

@@ -18,7 +18,7 @@ const CONFLICT_ATTEMPTS: usize = 3;
 
 /// What one round did (or, for `plan`, would do).
 #[derive(Debug, Default, Clone)]
-pub struct Round {
+pub(crate) struct Round {
     pub zones: Vec<ZoneOutcome>,
     /// Per host: a file that could not be read, a zone not found, a provider failure.
     pub errors: Vec<(String, String)>,
@@ -36,7 +36,7 @@ pub struct Round {
 }
 
 #[derive(Debug, Clone)]
-pub struct ZoneOutcome {
+pub(crate) struct ZoneOutcome {
     pub provider: String,
     pub zone: String,
     pub add: Vec<Record>,
@@ -45,14 +45,14 @@ pub struct ZoneOutcome {
 }
 
 /// The `_25._tcp.` name of an MX host (RFC 7672 §2.2).
-pub fn tlsa_name(host: &str) -> String {
+pub(crate) fn tlsa_name(host: &str) -> String {
     format!("_25._tcp.{host}.")
 }
 
 /// One round at `now` on `mem` (read from the store by the caller, under the "dane" lease
 /// when it will write); with `apply`, DNS is written and `mem` moved on, for the caller to
 /// store.
-pub async fn round(
+pub(crate) async fn round(
     config: &Config,
     providers: &Providers,
     mem: &mut Memory,
@@ -111,7 +111,7 @@ pub async fn round(
 /// Whether a round that writes has anything to do: `[[dane]]` entries, or a memory that still
 /// holds values to withdraw. An earlier version's `dane.json` is imported first (once per
 /// store; a damaged one is this error at every round until it is mended or moved away).
-pub async fn wanted(config: &Config, store: &Store) -> Result<bool, String> {
+pub(crate) async fn wanted(config: &Config, store: &Store) -> Result<bool, String> {
     memory::import(store, &config.state.dir).await?;
     if !config.dane.is_empty() {
         return Ok(true);
@@ -126,7 +126,7 @@ pub async fn wanted(config: &Config, store: &Store) -> Result<bool, String> {
 /// A round that writes, under `held` (the "dane" lease, released at the end): on the memory
 /// the store holds (the last holder's decisions, whichever replica it was), kept in the store
 /// with the lease's token.
-pub async fn held_round(
+pub(crate) async fn held_round(
     config: &Config,
     providers: &Providers,
     store: &Store,
@@ -161,7 +161,7 @@ pub async fn held_round(
 
 /// A round that could not start or whose memory could not be kept: the store's error, to be
 /// tried again soon.
-pub fn state_error(out: &mut Round, error: String) {
+pub(crate) fn state_error(out: &mut Round, error: String) {
     out.errors.push(("(state)".into(), error));
     out.retry = true;
 }

@@ -2,15 +2,15 @@
 //! for each UTC day of the window, laid out here and drawn as inline SVG by the template.
 
 /// The drawing area, in SVG user units (the SVG scales to the page width).
-pub const WIDTH: u32 = 720;
-pub const HEIGHT: u32 = 200;
+pub(crate) const WIDTH: u32 = 720;
+pub(crate) const HEIGHT: u32 = 200;
 /// Room under the bars for the day labels, and left of them for the scale.
 const BOTTOM: u32 = 24;
 const LEFT: u32 = 48;
 
 /// One day's sessions.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DayCount {
+pub(crate) struct DayCount {
     /// `YYYY-MM-DD`, UTC.
     pub day: String,
     pub successful: i64,
@@ -19,7 +19,7 @@ pub struct DayCount {
 
 /// One bar: where its two parts go.
 #[derive(Debug, Clone)]
-pub struct Bar {
+pub(crate) struct Bar {
     pub day: String,
     pub successful: i64,
     pub failed: i64,
@@ -35,7 +35,7 @@ pub struct Bar {
 
 /// The chart: its bars, the scale's top value and the axis position.
 #[derive(Debug, Clone)]
-pub struct Chart {
+pub(crate) struct Chart {
     pub bars: Vec<Bar>,
     pub max: i64,
     pub width: u32,
@@ -48,7 +48,7 @@ pub struct Chart {
 
 impl Chart {
     /// Lays out `days` (oldest first, one entry per day of the window, zeros included).
-    pub fn new(days: &[DayCount]) -> Chart {
+    pub(crate) fn new(days: &[DayCount]) -> Chart {
         let base = HEIGHT - BOTTOM;
         let max = nice(
             days.iter()

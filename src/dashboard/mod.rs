@@ -4,10 +4,10 @@
 //! automatically), with inline SVG and no JavaScript; the one stylesheet is inline and
 //! allowed by its hash in a Content-Security-Policy that allows nothing else.
 
-pub mod chart;
+pub(crate) mod chart;
 mod pages;
-pub mod reports;
-pub mod search;
+pub(crate) mod reports;
+pub(crate) mod search;
 
 use std::sync::OnceLock;
 
@@ -15,16 +15,16 @@ use askama::Template;
 use base64::Engine;
 use sha2::{Digest, Sha256};
 
-pub use pages::{
+pub(crate) use pages::{
     DomainPage, DriftFinding, DriftView, IndexPage, ReportsView, Row, Served, Summary,
 };
 
 /// The stylesheet, inline in every page (no second request, nothing to allow but its hash).
-pub const CSS: &str = include_str!("style.css");
+pub(crate) const CSS: &str = include_str!("style.css");
 
 /// `Content-Security-Policy` for every page: nothing may load, run or be sent anywhere but
 /// the inline stylesheet (by hash), `data:` images, and the search form to this origin.
-pub fn content_security_policy() -> &'static str {
+pub(crate) fn content_security_policy() -> &'static str {
     static CSP: OnceLock<String> = OnceLock::new();
     CSP.get_or_init(|| {
         let hash = base64::engine::general_purpose::STANDARD.encode(Sha256::digest(CSS));
@@ -36,7 +36,7 @@ pub fn content_security_policy() -> &'static str {
 }
 
 /// Renders a page; an error here is a template bug (the types are checked at compile time).
-pub fn render(page: &impl Template) -> Result<String, askama::Error> {
+pub(crate) fn render(page: &impl Template) -> Result<String, askama::Error> {
     page.render()
 }
 

@@ -6,7 +6,7 @@ use super::chart::{Chart, DayCount};
 
 /// The summary line on top of `/`.
 #[derive(Debug, Clone, Default)]
-pub struct Summary {
+pub(crate) struct Summary {
     pub domains: usize,
     /// Domains by mode (`enforce`, `testing`, `none`).
     pub modes: Vec<(&'static str, usize)>,
@@ -25,7 +25,7 @@ pub struct Summary {
 
 /// One row of `/`.
 #[derive(Debug, Clone)]
-pub struct Row {
+pub(crate) struct Row {
     pub name: String,
     pub mode: &'static str,
     pub id: String,
@@ -41,7 +41,7 @@ pub struct Row {
 
 #[derive(Template)]
 #[template(path = "index.html")]
-pub struct IndexPage {
+pub(crate) struct IndexPage {
     pub css: &'static str,
     pub summary: Summary,
     /// The search text as asked (shown back in the search box).
@@ -59,7 +59,7 @@ pub struct IndexPage {
 
 /// One id in the timeline, newest first.
 #[derive(Debug, Clone)]
-pub struct Served {
+pub(crate) struct Served {
     pub id: String,
     pub from: String,
     pub until: String,
@@ -69,7 +69,7 @@ pub struct Served {
 }
 
 #[derive(Debug, Clone)]
-pub struct DriftFinding {
+pub(crate) struct DriftFinding {
     pub severity: &'static str,
     pub class: &'static str,
     pub check: String,
@@ -78,7 +78,7 @@ pub struct DriftFinding {
 }
 
 #[derive(Debug, Clone)]
-pub struct DriftView {
+pub(crate) struct DriftView {
     pub status: &'static str,
     pub class: &'static str,
     pub checked_at: String,
@@ -87,7 +87,7 @@ pub struct DriftView {
 
 /// The TLS-RPT part of a domain page.
 #[derive(Debug, Clone)]
-pub enum ReportsView {
+pub(crate) enum ReportsView {
     /// No `[tlsrpt]`.
     Off,
     Unavailable(String),
@@ -96,7 +96,7 @@ pub enum ReportsView {
 
 /// The reports of the window, as chart, table and breakdowns.
 #[derive(Debug, Clone)]
-pub struct Reports {
+pub(crate) struct Reports {
     pub since: String,
     pub until: String,
     pub chart: Chart,
@@ -113,14 +113,14 @@ pub struct Reports {
 
 /// The enforce-readiness verdict of a domain in `testing`.
 #[derive(Debug, Clone)]
-pub struct Verdict {
+pub(crate) struct Verdict {
     pub ready: bool,
     pub reasons: Vec<String>,
 }
 
 #[derive(Template)]
 #[template(path = "domain.html")]
-pub struct DomainPage {
+pub(crate) struct DomainPage {
     pub css: &'static str,
     pub name: String,
     pub mode: &'static str,

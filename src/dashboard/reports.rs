@@ -10,10 +10,10 @@ use crate::tlsrpt::store::utc_day;
 use crate::tlsrpt::summary::{DomainReports, Readiness};
 
 /// The days a domain page shows, today (UTC) included.
-pub const DAYS: i64 = 30;
+pub(crate) const DAYS: i64 = 30;
 
 /// The UTC days of the window ending `now` (unix seconds), oldest first.
-pub fn window(now: i64) -> Vec<String> {
+pub(crate) fn window(now: i64) -> Vec<String> {
     (0..DAYS)
         .rev()
         .map(|back| utc_day(now - back * 86_400))
@@ -21,7 +21,7 @@ pub fn window(now: i64) -> Vec<String> {
 }
 
 /// The chart, tables and breakdowns of one domain's reports over `window`.
-pub fn reports(d: &DomainReports, window: &[String]) -> Reports {
+pub(crate) fn reports(d: &DomainReports, window: &[String]) -> Reports {
     let per_day: BTreeMap<&str, (i64, i64)> = d
         .days
         .iter()
@@ -110,7 +110,7 @@ fn summary_text(chart: &Chart, days: &[DayCount], since: &str, until: &str) -> S
 }
 
 /// "99.5% successful", or "no sessions".
-pub fn rate(successful: i64, failed: i64) -> String {
+pub(crate) fn rate(successful: i64, failed: i64) -> String {
     let total = successful + failed;
     if total <= 0 {
         return "no sessions".to_owned();
@@ -121,7 +121,7 @@ pub fn rate(successful: i64, failed: i64) -> String {
 }
 
 /// The sessions reported under `id` in the window, in words.
-pub fn under_id(d: &DomainReports, id: &str) -> String {
+pub(crate) fn under_id(d: &DomainReports, id: &str) -> String {
     let mut ok = 0;
     let mut failed = 0;
     let mut orgs = std::collections::BTreeSet::new();
@@ -146,7 +146,7 @@ pub fn under_id(d: &DomainReports, id: &str) -> String {
 }
 
 /// The verdict `reports` gives, with its reasons in words.
-pub fn verdict(r: &Readiness) -> Verdict {
+pub(crate) fn verdict(r: &Readiness) -> Verdict {
     let mut reasons = vec![format!(
         "{} days with DKIM-signed reports under the policy id in force ({} needed)",
         r.days_covered, r.days_needed

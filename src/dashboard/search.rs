@@ -3,21 +3,21 @@
 //! one pass that keeps only the page it shows. Nothing is copied but the page.
 
 /// Rows on one page.
-pub const PAGE: usize = 50;
+pub(crate) const PAGE: usize = 50;
 
 /// The longest search text taken (a domain name has at most 253 bytes).
 const MAX_QUERY: usize = 253;
 
 /// How the search text is matched against a name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Match {
+pub(crate) enum Match {
     Prefix,
     Substring,
 }
 
 /// What `/` was asked: `?q=TEXT&match=prefix|substring&page=N` (1-based).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Query {
+pub(crate) struct Query {
     pub text: String,
     pub how: Match,
     pub page: usize,
@@ -25,7 +25,7 @@ pub struct Query {
 
 impl Query {
     /// From a query string; unknown keys are ignored, bad values fall back to the defaults.
-    pub fn parse(query: Option<&str>) -> Query {
+    pub(crate) fn parse(query: Option<&str>) -> Query {
         let mut q = Query {
             text: String::new(),
             how: Match::Substring,
@@ -50,7 +50,7 @@ impl Query {
 
 /// One page of the domains a query matches.
 #[derive(Debug)]
-pub struct Selection<'a, T> {
+pub(crate) struct Selection<'a, T> {
     pub rows: Vec<&'a T>,
     /// Every domain the query matches (the page count follows from it).
     pub matches: usize,
@@ -60,7 +60,11 @@ pub struct Selection<'a, T> {
 }
 
 /// The page of `domains` (sorted by `name`) that `q` asks for.
-pub fn select<'a, T>(domains: &'a [T], name: impl Fn(&T) -> &str, q: &Query) -> Selection<'a, T> {
+pub(crate) fn select<'a, T>(
+    domains: &'a [T],
+    name: impl Fn(&T) -> &str,
+    q: &Query,
+) -> Selection<'a, T> {
     let (range, matches) = match q.how {
         _ if q.text.is_empty() => (0..domains.len(), domains.len()),
         Match::Prefix => {

@@ -14,12 +14,12 @@ use crate::rua;
 /// One domain's changes, and what stopped part of them.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DomainPlan {
-    pub change: DomainChange,
-    pub conflicts: Vec<String>,
+    pub(crate) change: DomainChange,
+    pub(crate) conflicts: Vec<String>,
 }
 
 /// Plans one domain. `observed` holds what the provider returned at the domain's names.
-pub fn plan_domain(
+pub(crate) fn plan_domain(
     domain: &str,
     names: &Names,
     desired: &[Record],
@@ -163,7 +163,7 @@ fn host(plan: &mut DomainPlan, name: &str, desired: &Record, observed: &[&Record
 
 /// Withdrawing a domain (RFC 8461 §8.3): its `mta-sts` CNAME goes too, but only while it
 /// still points where we pointed it — a CNAME someone changed since is theirs.
-pub fn withdraw_cname(plan: &mut DomainPlan, name: &str, target: &str, observed: &[Record]) {
+pub(crate) fn withdraw_cname(plan: &mut DomainPlan, name: &str, target: &str, observed: &[Record]) {
     let ours = observed.iter().find(|r| {
         r.name == name && matches!(&r.data, RData::Cname(t) if t.eq_ignore_ascii_case(target))
     });

@@ -13,7 +13,7 @@ use mta_stsd_providers::{Provider, ProviderError};
 
 use crate::config::{Config, ProviderConfig, ProviderKind, TokenVendor};
 
-pub type Providers = HashMap<String, Result<Arc<dyn Provider>, ProviderError>>;
+pub(crate) type Providers = HashMap<String, Result<Arc<dyn Provider>, ProviderError>>;
 
 pub fn build(config: &ProviderConfig) -> Result<Arc<dyn Provider>, ProviderError> {
     match &config.kind {
@@ -81,7 +81,7 @@ pub fn build(config: &ProviderConfig) -> Result<Arc<dyn Provider>, ProviderError
 /// Every configured provider as [`all`], keeping the instances of `before` (the previous
 /// config and its providers) whose settings did not change: what they remember of the zones
 /// (SOA serials, records read) survives a reload.
-pub fn rebuild(config: &Config, before: Option<(&Config, &Providers)>) -> Providers {
+pub(crate) fn rebuild(config: &Config, before: Option<(&Config, &Providers)>) -> Providers {
     config
         .providers
         .iter()
@@ -97,7 +97,7 @@ pub fn rebuild(config: &Config, before: Option<(&Config, &Providers)>) -> Provid
 }
 
 /// Every configured provider, or why it could not be set up.
-pub fn all(config: &Config) -> Providers {
+pub(crate) fn all(config: &Config) -> Providers {
     config
         .providers
         .iter()

@@ -13,21 +13,21 @@ use crate::config::{Domain, Retiring};
 use crate::desired;
 
 /// Attempts per zone when a prerequisite fails because someone else changed the records.
-pub const CONFLICT_ATTEMPTS: usize = 3;
+pub(crate) const CONFLICT_ATTEMPTS: usize = 3;
 
 /// The domains of one zone at one provider.
 pub struct Target<'c> {
-    pub provider_name: String,
-    pub provider: Arc<dyn Provider>,
-    pub zone: String,
-    pub domains: Vec<&'c Domain>,
+    pub(crate) provider_name: String,
+    pub(crate) provider: Arc<dyn Provider>,
+    pub(crate) zone: String,
+    pub(crate) domains: Vec<&'c Domain>,
 }
 
 /// A domain that could not be placed in a zone.
 pub struct Unplaced<'c> {
-    pub domain: &'c Domain,
-    pub provider: String,
-    pub error: ProviderError,
+    pub(crate) domain: &'c Domain,
+    pub(crate) provider: String,
+    pub(crate) error: ProviderError,
 }
 
 /// Groups domains by provider and zone; domains without a provider are left out. Each
@@ -123,7 +123,7 @@ fn unpublishable(d: &Domain) -> Option<String> {
 }
 
 /// Reads the zone's records at our names and plans every domain in it.
-pub async fn plan_zone(t: &Target<'_>) -> Result<Vec<DomainPlan>, ProviderError> {
+pub(crate) async fn plan_zone(t: &Target<'_>) -> Result<Vec<DomainPlan>, ProviderError> {
     let names: Vec<desired::Names> = t.domains.iter().map(|d| desired::names(d)).collect();
     let mut index: HashMap<&str, usize> = HashMap::with_capacity(names.len() * 3);
     let mut all = Vec::with_capacity(names.len() * 3);

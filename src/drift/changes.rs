@@ -15,7 +15,7 @@ const MAX_STATE: u64 = 1 << 30;
 
 /// One alert, as webhooks and commands receive it (SPEC "Drift: the sender's whole path").
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Event {
+pub(crate) struct Event {
     pub event: Kind,
     pub domain: String,
     pub check: Check,
@@ -28,19 +28,19 @@ pub struct Event {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Kind {
+pub(crate) enum Kind {
     Appeared,
     Changed,
     Cleared,
 }
 
 /// Where an earlier version kept the findings of the last run (the store keeps them now).
-pub fn state_path(config: &Config) -> PathBuf {
+pub(crate) fn state_path(config: &Config) -> PathBuf {
     config.state.dir.join("drift.json")
 }
 
 /// The last run's report, if there is a readable one.
-pub fn load(path: &Path) -> Result<Option<Report>, String> {
+pub(crate) fn load(path: &Path) -> Result<Option<Report>, String> {
     let text = match std::fs::metadata(path) {
         Ok(m) if m.len() > MAX_STATE => {
             return Err(format!("{} is over {MAX_STATE} bytes", path.display()))
@@ -55,7 +55,7 @@ pub fn load(path: &Path) -> Result<Option<Report>, String> {
 }
 
 /// A run over some domains only: the previous findings of the others are kept as they were.
-pub fn keep_unchecked(
+pub(crate) fn keep_unchecked(
     previous: Option<&Report>,
     current: Report,
     checked: &BTreeSet<String>,
@@ -77,7 +77,7 @@ pub fn keep_unchecked(
 /// Sets each finding's `since` from `previous` and returns what changed, in report order
 /// (cleared findings after the domain's current ones). With `checked`, `current` covers those
 /// domains only: the others' findings did not clear.
-pub fn compare(
+pub(crate) fn compare(
     previous: Option<&Report>,
     current: &mut Report,
     checked: Option<&BTreeSet<String>>,

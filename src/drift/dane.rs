@@ -17,7 +17,7 @@ use super::smtp::{Failure, Probe};
 
 /// What DANE says about one MX host.
 #[derive(Debug)]
-pub enum Dane {
+pub(crate) enum Dane {
     /// No TLSA records: DANE does not apply.
     Absent,
     /// The lookup failed.
@@ -33,7 +33,7 @@ pub enum Dane {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Tlsa {
+pub(crate) struct Tlsa {
     pub usage: u8,
     pub selector: u8,
     pub matching: u8,
@@ -41,7 +41,7 @@ pub struct Tlsa {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Verdict {
+pub(crate) enum Verdict {
     Match,
     Mismatch,
     /// No TLS session to match (no STARTTLS, handshake failed): DANE senders defer.
@@ -49,7 +49,7 @@ pub enum Verdict {
 }
 
 /// Looks up the TLSA RRset of MX `fqdn` and matches each probed address's chain.
-pub async fn check(dns: &Dns, fqdn: &str, probes: &[(SocketAddr, Probe)]) -> Dane {
+pub(crate) async fn check(dns: &Dns, fqdn: &str, probes: &[(SocketAddr, Probe)]) -> Dane {
     let name = format!("_25._tcp.{fqdn}");
     let answer = match dns.lookup_dnssec(&name, RecordType::TLSA).await {
         Ok(a) => a,
@@ -100,7 +100,7 @@ pub async fn check(dns: &Dns, fqdn: &str, probes: &[(SocketAddr, Probe)]) -> Dan
 }
 
 impl Dane {
-    pub fn findings(&self, mx: &str) -> Vec<Finding> {
+    pub(crate) fn findings(&self, mx: &str) -> Vec<Finding> {
         let name = format!("_25._tcp.{mx}");
         let mut out = self.judge(mx, &name);
         for f in &mut out {

@@ -10,7 +10,7 @@ use crate::config::Domain;
 use crate::desired::customer_records;
 use crate::dns::record::RData;
 
-pub async fn check(dns: &Dns, d: &Domain) -> Vec<Finding> {
+pub(crate) async fn check(dns: &Dns, d: &Domain) -> Vec<Finding> {
     let mut findings = Vec::new();
     for want in customer_records(d) {
         let RData::Cname(target) = &want.data else {

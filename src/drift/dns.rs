@@ -14,7 +14,7 @@ use super::transport::{Transport, UDP_PAYLOAD};
 const TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Clone)]
-pub struct Dns {
+pub(crate) struct Dns {
     /// The recursive resolver: `[drift] resolver`, else the first of /etc/resolv.conf.
     pub resolver: SocketAddr,
     /// The port authoritative nameservers are asked on (53 but in tests).
@@ -25,7 +25,7 @@ pub struct Dns {
 
 /// An answer's records owned by the name asked (or along its CNAME chain), as text.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Answer {
+pub(crate) struct Answer {
     pub rcode: String,
     /// TXT strings concatenated; names lowercase with their trailing dot; addresses as text.
     pub txt: Vec<String>,
@@ -42,7 +42,7 @@ pub struct Answer {
 }
 
 impl Dns {
-    pub fn new(resolver: Option<SocketAddr>, auth_port: u16) -> Result<Self, String> {
+    pub(crate) fn new(resolver: Option<SocketAddr>, auth_port: u16) -> Result<Self, String> {
         let resolver = match resolver {
             Some(r) => r,
             None => system_resolver()?,
@@ -55,18 +55,22 @@ impl Dns {
     }
 
     /// Asks the resolver (recursion desired).
-    pub async fn lookup(&self, name: &str, rtype: RecordType) -> Result<Answer, String> {
+    pub(crate) async fn lookup(&self, name: &str, rtype: RecordType) -> Result<Answer, String> {
         ask(&self.transport, self.resolver, name, rtype, true, false).await
     }
 
     /// Asks the resolver with DNSSEC OK and AD set (RFC 6840 §5.7), so its answer says whether
     /// it validated.
-    pub async fn lookup_dnssec(&self, name: &str, rtype: RecordType) -> Result<Answer, String> {
+    pub(crate) async fn lookup_dnssec(
+        &self,
+        name: &str,
+        rtype: RecordType,
+    ) -> Result<Answer, String> {
         ask(&self.transport, self.resolver, name, rtype, true, true).await
     }
 
     /// Asks an authoritative nameserver directly.
-    pub async fn ask_authority(
+    pub(crate) async fn ask_authority(
         &self,
         ip: IpAddr,
         name: &str,
@@ -139,7 +143,7 @@ fn lower(n: &Name) -> String {
 
 /// An answer as it comes off the wire, read as [`Dns`] reads one (the fuzz targets' way in).
 #[doc(hidden)]
-pub fn parse_wire(buf: &[u8], name: &str) -> Option<Answer> {
+pub(crate) fn parse_wire(buf: &[u8], name: &str) -> Option<Answer> {
     Message::from_vec(buf).ok().map(|m| parse(&m, name))
 }
 

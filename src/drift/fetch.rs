@@ -32,7 +32,7 @@ const EXPIRY_WARNING_DAYS: i64 = 14;
 const EXPIRY_CRITICAL_DAYS: i64 = 3;
 
 /// A TLS version as admins write it ("TLS 1.3"), not rustls' `TLSv1_3`.
-pub fn version_name(v: rustls::ProtocolVersion) -> String {
+pub(crate) fn version_name(v: rustls::ProtocolVersion) -> String {
     match v {
         rustls::ProtocolVersion::TLSv1_3 => "TLS 1.3".into(),
         rustls::ProtocolVersion::TLSv1_2 => "TLS 1.2".into(),
@@ -43,12 +43,14 @@ pub fn version_name(v: rustls::ProtocolVersion) -> String {
 }
 
 /// System roots plus `[drift] ca`, as a sender would trust.
-pub fn client_config(extra_ca: Option<&Path>) -> Result<Arc<ClientConfig>, String> {
+pub(crate) fn client_config(extra_ca: Option<&Path>) -> Result<Arc<ClientConfig>, String> {
     client_config_with(roots(extra_ca)?)
 }
 
 /// [`client_config`] with the roots already read.
-pub fn client_config_with(roots: Arc<rustls::RootCertStore>) -> Result<Arc<ClientConfig>, String> {
+pub(crate) fn client_config_with(
+    roots: Arc<rustls::RootCertStore>,
+) -> Result<Arc<ClientConfig>, String> {
     let mut config = ClientConfig::builder_with_provider(crate::certs::provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?
@@ -59,7 +61,7 @@ pub fn client_config_with(roots: Arc<rustls::RootCertStore>) -> Result<Arc<Clien
 }
 
 /// The roots a sender trusts: the system's plus `[drift] ca`.
-pub fn roots(extra_ca: Option<&Path>) -> Result<Arc<rustls::RootCertStore>, String> {
+pub(crate) fn roots(extra_ca: Option<&Path>) -> Result<Arc<rustls::RootCertStore>, String> {
     let mut roots = rustls::RootCertStore::empty();
     let native = rustls_native_certs::load_native_certs();
     roots.add_parsable_certificates(native.certs);
@@ -76,7 +78,7 @@ pub fn roots(extra_ca: Option<&Path>) -> Result<Arc<rustls::RootCertStore>, Stri
     Ok(Arc::new(roots))
 }
 
-pub async fn check(
+pub(crate) async fn check(
     tls: &Arc<ClientConfig>,
     d: &Domain,
     addrs: &[IpAddr],

@@ -9,7 +9,11 @@ use super::report::{Check, Finding, Severity};
 use crate::config::Domain;
 
 /// The policy host's addresses, for the fetch; findings when it does not resolve as configured.
-pub async fn check(dns: &Dns, d: &Domain, findings: &mut Vec<Finding>) -> Option<Vec<IpAddr>> {
+pub(crate) async fn check(
+    dns: &Dns,
+    d: &Domain,
+    findings: &mut Vec<Finding>,
+) -> Option<Vec<IpAddr>> {
     let host = format!("mta-sts.{}.", d.name);
     let mut addrs = Vec::new();
     let mut cnames = Vec::new();

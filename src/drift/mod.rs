@@ -4,20 +4,20 @@
 //! each MX as a sender connects to it (STARTTLS, its certificate, DANE).
 //! A DNS or HTTPS error is "could not check" for that item, never a crash.
 
-pub mod changes;
-pub mod dane;
-pub mod delegation;
-pub mod dns;
-pub mod fetch;
-pub mod host;
-pub mod mx;
-pub mod report;
-pub mod smtp;
-pub mod starttls;
-pub mod tlsrpt;
-pub mod transport;
-pub mod txt;
-pub mod zones;
+pub(crate) mod changes;
+pub(crate) mod dane;
+pub(crate) mod delegation;
+pub(crate) mod dns;
+pub(crate) mod fetch;
+pub(crate) mod host;
+pub(crate) mod mx;
+pub(crate) mod report;
+pub(crate) mod smtp;
+pub(crate) mod starttls;
+pub(crate) mod tlsrpt;
+pub(crate) mod transport;
+pub(crate) mod txt;
+pub(crate) mod zones;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -39,7 +39,7 @@ use zones::Zones;
 /// Domains checked at once: enough to hide the round trips of each (a hoster's domains share
 /// one resolver and policy host), few enough to bound sockets and memory (a million domains'
 /// tasks never exist at once).
-pub const CONCURRENCY: usize = 128;
+pub(crate) const CONCURRENCY: usize = 128;
 /// Policy fetches in flight: below the server's default `max_connections_per_ip` (64), which
 /// a hoster's own daemon applies to the drift checks too.
 const FETCHES: usize = 32;
@@ -47,7 +47,7 @@ const FETCHES: usize = 32;
 /// How a round takes the "drift" lease, which makes it the only one across replicas and
 /// hand-run commands.
 #[derive(Debug, Clone, Copy)]
-pub enum Take {
+pub(crate) enum Take {
     /// Wait for a round under way to end, up to this long (a command).
     Wait(std::time::Duration),
     /// Skip the round when another holds it (a replica: the holder's round is this one).
@@ -56,7 +56,7 @@ pub enum Take {
 
 /// Why a round did not run.
 #[derive(Debug)]
-pub enum NotRun {
+pub(crate) enum NotRun {
     /// Another replica or command holds the lease.
     Held,
     Store(crate::state::store::StoreError),
@@ -68,7 +68,7 @@ pub enum NotRun {
 /// once the findings are kept (never when the lease was lost meanwhile). The report returned
 /// covers the domains of `only`; with `verbose`, it keeps what each check that passed
 /// looked at.
-pub async fn run_tracked(
+pub(crate) async fn run_tracked(
     config: &Config,
     only: Option<&BTreeSet<String>>,
     store: &Store,
@@ -174,7 +174,7 @@ async fn take_lease(
 
 /// The findings of the last round: from the store, else from an earlier version's
 /// `drift.json` (read, not moved: the store keeps them from now on).
-pub async fn previous_findings(config: &Config, store: &Store) -> Option<Report> {
+pub(crate) async fn previous_findings(config: &Config, store: &Store) -> Option<Report> {
     match store.drift_findings().await {
         Ok(Some((json, _))) => match serde_json::from_str(&json) {
             Ok(r) => return Some(r),
@@ -200,7 +200,7 @@ pub async fn previous_findings(config: &Config, store: &Store) -> Option<Report>
 /// Runs every check for the domains of `only` (every domain without); with `verbose`, each
 /// domain's report keeps what its passed checks looked at (else dropped as each domain ends:
 /// a million domains' would weigh gigabytes).
-pub async fn run(config: &Config, only: Option<&BTreeSet<String>>, verbose: bool) -> Report {
+pub(crate) async fn run(config: &Config, only: Option<&BTreeSet<String>>, verbose: bool) -> Report {
     let now = crate::clock::unix_now();
     let drift = &config.drift;
     let setup = Dns::new(drift.resolver, drift.dns_port).and_then(|dns| {

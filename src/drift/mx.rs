@@ -12,7 +12,7 @@ use crate::state::history::History;
 /// An older policy of the domain that senders may still have cached (RFC 8461 §3.3: "until
 /// its max_age expires").
 #[derive(Debug, Clone)]
-pub struct Cached {
+pub(crate) struct Cached {
     pub policy: Policy,
     /// When the last sender's cached copy expires: last served + max_age.
     pub until: u64,
@@ -20,7 +20,7 @@ pub struct Cached {
 
 /// The domain's earlier `enforce` policies still within their max_age at `now`, from the id
 /// history (the current one excluded: it is checked as the policy itself).
-pub fn cached(history: &History, d: &Domain, now: u64) -> Vec<Cached> {
+pub(crate) fn cached(history: &History, d: &Domain, now: u64) -> Vec<Cached> {
     let Some(h) = history.domain(d.name.as_str()) else {
         return Vec::new();
     };
@@ -39,10 +39,10 @@ pub fn cached(history: &History, d: &Domain, now: u64) -> Vec<Cached> {
 /// The domain's MX hosts, looked up once for the checks that need them (this one and the
 /// MX-TLS check run together).
 #[derive(Debug, Default)]
-pub struct Lookup(tokio::sync::OnceCell<Result<Vec<String>, String>>);
+pub(crate) struct Lookup(tokio::sync::OnceCell<Result<Vec<String>, String>>);
 
 impl Lookup {
-    pub async fn hosts(&self, dns: &Dns, d: &Domain) -> &Result<Vec<String>, String> {
+    pub(crate) async fn hosts(&self, dns: &Dns, d: &Domain) -> &Result<Vec<String>, String> {
         self.0
             .get_or_init(|| async {
                 let name = format!("{}.", d.name);
@@ -52,7 +52,12 @@ impl Lookup {
     }
 }
 
-pub async fn check(dns: &Dns, d: &Domain, cached: &[Cached], lookup: &Lookup) -> Vec<Finding> {
+pub(crate) async fn check(
+    dns: &Dns,
+    d: &Domain,
+    cached: &[Cached],
+    lookup: &Lookup,
+) -> Vec<Finding> {
     if d.policy.mode == Mode::None && cached.is_empty() {
         return Vec::new();
     }

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 /// Ordered by how much attention a finding needs; `Unknown` means "could not check".
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Severity {
+pub(crate) enum Severity {
     Ok,
     Warning,
     Unknown,
@@ -16,7 +16,7 @@ pub enum Severity {
 }
 
 impl Severity {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Severity::Ok => "ok",
             Severity::Warning => "warning",
@@ -26,7 +26,7 @@ impl Severity {
     }
 
     /// Nagios/Icinga plugin convention.
-    pub fn exit_code(self) -> u8 {
+    pub(crate) fn exit_code(self) -> u8 {
         match self {
             Severity::Ok => 0,
             Severity::Warning => 1,
@@ -47,7 +47,7 @@ impl Severity {
 
 impl Check {
     /// The stable name, as in the JSON.
-    pub fn name(self) -> String {
+    pub(crate) fn name(self) -> String {
         serde_json::to_value(self)
             .ok()
             .and_then(|v| v.as_str().map(str::to_owned))
@@ -57,7 +57,7 @@ impl Check {
 
 impl Check {
     /// The checks of DNS records alone (no HTTPS, no SMTP): a domain's "DNS state".
-    pub fn is_dns(self) -> bool {
+    pub(crate) fn is_dns(self) -> bool {
         matches!(
             self,
             Check::StsTxt
@@ -73,7 +73,7 @@ impl Check {
 /// The checks, each a stable name in the JSON.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
-pub enum Check {
+pub(crate) enum Check {
     StsTxt,
     NsAgreement,
     PolicyHost,
@@ -88,7 +88,7 @@ pub enum Check {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Finding {
+pub(crate) struct Finding {
     pub severity: Severity,
     pub check: Check,
     /// What the finding is about where one check finds several (an MX address); with the
@@ -105,7 +105,7 @@ pub struct Finding {
 }
 
 impl Finding {
-    pub fn new(
+    pub(crate) fn new(
         severity: Severity,
         check: Check,
         message: impl Into<String>,
@@ -122,18 +122,18 @@ impl Finding {
     }
 
     /// A check that passed, and what it looked at (for `drift --verbose`).
-    pub fn passed(check: Check, looked_at: impl Into<String>) -> Self {
+    pub(crate) fn passed(check: Check, looked_at: impl Into<String>) -> Self {
         Finding::new(Severity::Ok, check, looked_at, "")
     }
 
     /// Names what the finding is about, so that its identity survives a changed message.
-    pub fn about(mut self, subject: impl Into<String>) -> Self {
+    pub(crate) fn about(mut self, subject: impl Into<String>) -> Self {
         self.subject = subject.into();
         self
     }
 
     /// Subject, or the message where there is none.
-    pub fn key(&self) -> &str {
+    pub(crate) fn key(&self) -> &str {
         if self.subject.is_empty() {
             &self.message
         } else {
@@ -144,13 +144,13 @@ impl Finding {
 
 /// A check that found nothing wrong, and what it looked at.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Passed {
+pub(crate) struct Passed {
     pub check: Check,
     pub looked_at: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct DomainReport {
+pub(crate) struct DomainReport {
     pub domain: String,
     pub status: Severity,
     pub findings: Vec<Finding>,
@@ -161,7 +161,7 @@ pub struct DomainReport {
 
 impl DomainReport {
     /// The worst finding of the DNS checks ([`Check::is_dns`]).
-    pub fn dns_state(&self) -> Severity {
+    pub(crate) fn dns_state(&self) -> Severity {
         self.findings
             .iter()
             .filter(|f| f.check.is_dns())
@@ -171,7 +171,7 @@ impl DomainReport {
     }
 
     /// Findings of severity `ok` are checks that passed: kept apart, in check order.
-    pub fn new(domain: String, findings: Vec<Finding>) -> Self {
+    pub(crate) fn new(domain: String, findings: Vec<Finding>) -> Self {
         let (ok, mut findings): (Vec<Finding>, Vec<Finding>) = findings
             .into_iter()
             .partition(|f| f.severity == Severity::Ok);
@@ -200,7 +200,7 @@ impl DomainReport {
 
 /// The JSON schema is versioned; see README "Drift report".
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Report {
+pub(crate) struct Report {
     pub schema: u32,
     pub checked_at: u64,
     pub status: Severity,
@@ -210,7 +210,7 @@ pub struct Report {
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
-pub struct Counts {
+pub(crate) struct Counts {
     pub domains: usize,
     pub critical: usize,
     pub warning: usize,
@@ -218,7 +218,7 @@ pub struct Counts {
 }
 
 impl Report {
-    pub fn new(checked_at: u64, mut domains: Vec<DomainReport>) -> Self {
+    pub(crate) fn new(checked_at: u64, mut domains: Vec<DomainReport>) -> Self {
         domains.sort_by(|a, b| a.domain.cmp(&b.domain));
         let mut counts = Counts {
             domains: domains.len(),
@@ -248,7 +248,7 @@ impl Report {
     }
 
     /// Drops what the checks that passed looked at (kept only for `drift --verbose`).
-    pub fn without_passed(mut self) -> Self {
+    pub(crate) fn without_passed(mut self) -> Self {
         for d in &mut self.domains {
             d.passed = Vec::new();
         }
@@ -257,7 +257,7 @@ impl Report {
 
     /// First line: the plugin summary; then one line per finding, grouped by domain, worst
     /// first, each domain's passed checks (if kept) after its findings.
-    pub fn text(&self) -> String {
+    pub(crate) fn text(&self) -> String {
         let c = &self.counts;
         let mut out = format!(
             "MTA-STS {}: {} critical, {} warning, {} could not check, in {} domains\n",
@@ -289,7 +289,7 @@ impl Report {
         out
     }
 
-    pub fn json(&self) -> String {
+    pub(crate) fn json(&self) -> String {
         serde_json::to_string_pretty(self).expect("the report serializes") + "\n"
     }
 }

@@ -20,7 +20,7 @@ const MAX_REPLY: usize = 16 * 1024;
 
 /// What one address did.
 #[derive(Debug, Clone)]
-pub enum Probe {
+pub(crate) enum Probe {
     /// No TCP connection: nothing learnt about the MX (port 25 may be blocked from here).
     Unreachable(String),
     /// Connected, then the dialogue failed the way a sender's would.
@@ -30,7 +30,7 @@ pub enum Probe {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Failure {
+pub(crate) enum Failure {
     /// No reply within the timeout (banner, EHLO or STARTTLS).
     Timeout,
     /// A banner or reply that is not the expected code, or not SMTP at all.
@@ -42,7 +42,7 @@ pub enum Failure {
 }
 
 #[derive(Debug, Clone)]
-pub struct Session {
+pub(crate) struct Session {
     pub version: rustls::ProtocolVersion,
     /// Leaf first, as presented.
     pub chain: Vec<CertificateDer<'static>>,
@@ -51,12 +51,12 @@ pub struct Session {
 }
 
 /// Trust as a sender has it: system roots plus `[drift] ca`.
-pub struct Trust {
+pub(crate) struct Trust {
     verifier: Arc<WebPkiServerVerifier>,
 }
 
 impl Trust {
-    pub fn new(roots: Arc<rustls::RootCertStore>) -> Result<Self, String> {
+    pub(crate) fn new(roots: Arc<rustls::RootCertStore>) -> Result<Self, String> {
         let verifier = WebPkiServerVerifier::builder_with_provider(roots, crate::certs::provider())
             .build()
             .map_err(|e| format!("no trust roots for the MX check: {e}"))?;
@@ -65,7 +65,7 @@ impl Trust {
 }
 
 /// Probes `addr` for MX `host` (no trailing dot), each step within `timeout`.
-pub async fn probe(trust: &Trust, addr: SocketAddr, host: &str, timeout: Duration) -> Probe {
+pub(crate) async fn probe(trust: &Trust, addr: SocketAddr, host: &str, timeout: Duration) -> Probe {
     let tcp = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => return Probe::Unreachable(e.to_string()),

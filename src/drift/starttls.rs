@@ -30,7 +30,7 @@ const EXPIRY_WARNING_DAYS: i64 = 14;
 const EXPIRY_CRITICAL_DAYS: i64 = 3;
 
 /// The per-run state: trust, settings, and the probes done so far by MX host.
-pub struct MxTls {
+pub(crate) struct MxTls {
     trust: Trust,
     port: u16,
     timeout: Duration,
@@ -40,7 +40,7 @@ pub struct MxTls {
 
 /// What one MX host showed, whichever domain asked first.
 #[derive(Debug)]
-pub struct Host {
+pub(crate) struct Host {
     /// Without the trailing dot.
     pub name: String,
     /// The address lookup failed: nothing probed.
@@ -50,7 +50,7 @@ pub struct Host {
 }
 
 impl MxTls {
-    pub fn new(trust: Trust, port: u16, timeout: Duration) -> Self {
+    pub(crate) fn new(trust: Trust, port: u16, timeout: Duration) -> Self {
         MxTls {
             trust,
             port,
@@ -110,7 +110,7 @@ impl MxTls {
 
 /// The findings for domain `d`: its MX hosts looked up, each probed (or taken from the run's
 /// cache) and judged under the domain's mode.
-pub async fn check(
+pub(crate) async fn check(
     mx: &MxTls,
     dns: &Dns,
     d: &Domain,

@@ -8,7 +8,7 @@ use super::report::{Check, Finding, Severity};
 use crate::config::Domain;
 use crate::rua::{is_ours, record_text};
 
-pub async fn check(dns: &Dns, d: &Domain) -> Vec<Finding> {
+pub(crate) async fn check(dns: &Dns, d: &Domain) -> Vec<Finding> {
     let name = format!("_smtp._tls.{}.", d.name);
     let ours: Vec<String> = match dns.lookup(&name, RecordType::TXT).await {
         Ok(a) => a.txt.into_iter().filter(|t| is_ours(t)).collect(),

@@ -17,7 +17,7 @@ use tokio::sync::{oneshot, Semaphore};
 use tokio_util::task::AbortOnDropHandle;
 
 /// EDNS UDP payload we advertise (RFC 6891 §6.2.5; 1232 avoids IP fragmentation).
-pub const UDP_PAYLOAD: u16 = 1232;
+pub(crate) const UDP_PAYLOAD: u16 = 1232;
 /// A UDP question unanswered this long is sent again (the caller bounds the whole exchange).
 const RETRANSMIT: Duration = Duration::from_millis(700);
 /// Sent this often over UDP without an answer, the question goes over TCP: a server or path
@@ -34,7 +34,7 @@ type Pending = Arc<Mutex<HashMap<u16, oneshot::Sender<Option<Vec<u8>>>>>>;
 
 /// The sockets of one run, by server.
 #[derive(Default)]
-pub struct Transport {
+pub(crate) struct Transport {
     servers: Mutex<HashMap<SocketAddr, Arc<Server>>>,
 }
 
@@ -72,7 +72,11 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl Transport {
     /// Sends `query` (its id is chosen here) to `server` and returns the answer to it.
-    pub async fn exchange(&self, server: SocketAddr, query: &[u8]) -> Result<Message, String> {
+    pub(crate) async fn exchange(
+        &self,
+        server: SocketAddr,
+        query: &[u8],
+    ) -> Result<Message, String> {
         match self.udp(server, query).await {
             Ok(Some(answer)) => return Ok(answer),
             Ok(None) => {}

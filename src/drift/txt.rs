@@ -14,7 +14,7 @@ use crate::policy::StsRecord;
 /// What one nameserver says: its `v=STSv1` records, or why it could not be asked.
 type View = Result<Vec<String>, String>;
 
-pub async fn check(dns: &Dns, domain: &str, ns: &NsSet, want_id: &str) -> Vec<Finding> {
+pub(crate) async fn check(dns: &Dns, domain: &str, ns: &NsSet, want_id: &str) -> Vec<Finding> {
     let name = format!("_mta-sts.{domain}.");
     let mut findings = Vec::new();
     let mut views: BTreeMap<Vec<String>, Vec<String>> = BTreeMap::new();

@@ -10,19 +10,19 @@ use super::dns::Dns;
 
 /// A zone and the addresses of its nameservers.
 #[derive(Debug)]
-pub struct NsSet {
+pub(crate) struct NsSet {
     pub zone: String,
     pub servers: Vec<(String, IpAddr)>,
 }
 
 #[derive(Debug, Default)]
-pub struct Zones {
+pub(crate) struct Zones {
     cache: Mutex<HashMap<String, Arc<NsSet>>>,
 }
 
 impl Zones {
     /// The zone holding `name` (by the SOA the resolver returns) and its NS addresses.
-    pub async fn ns_for(&self, dns: &Dns, name: &str) -> Result<Arc<NsSet>, String> {
+    pub(crate) async fn ns_for(&self, dns: &Dns, name: &str) -> Result<Arc<NsSet>, String> {
         let zone = dns
             .lookup(name, RecordType::SOA)
             .await?

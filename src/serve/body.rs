@@ -25,7 +25,7 @@ use super::linger::{LINGER_BYTES, LINGER_TIME};
 use super::{handler, Respond};
 
 /// A request body as the daemon's services (the report receiver, admin) read it.
-pub struct Body {
+pub(crate) struct Body {
     /// `None` only once dropped (its rest drained by a task of its own).
     inner: Option<Incoming>,
     pace: Option<Box<Pace>>,
@@ -49,12 +49,12 @@ struct Pace {
 
 /// What became of a paced body, for the answer: read to its end, cut off, or neither (the
 /// answer came first, and on HTTP/1.1 the connection must close: the rest is still coming).
-pub const UNREAD: u8 = 0;
-pub const READ: u8 = 1;
-pub const TOO_SLOW: u8 = 2;
+pub(crate) const UNREAD: u8 = 0;
+pub(crate) const READ: u8 = 1;
+pub(crate) const TOO_SLOW: u8 = 2;
 
 #[derive(Debug)]
-pub enum BodyError {
+pub(crate) enum BodyError {
     Http(hyper::Error),
     TooSlow { min_rate: u64 },
 }
@@ -74,7 +74,7 @@ impl std::error::Error for BodyError {}
 
 impl Body {
     /// A body read as it comes (the admin listener's, which reads none).
-    pub fn unpaced(inner: Incoming) -> Body {
+    pub(crate) fn unpaced(inner: Incoming) -> Body {
         Body {
             inner: Some(inner),
             pace: None,
@@ -84,7 +84,7 @@ impl Body {
     /// A body held to `min_rate` bytes a second after `grace`; `state` says whether it was
     /// read to its end ([`READ`]) or cut off ([`TOO_SLOW`], for the answer to be 408).
     /// Progress is told to `slot`. `linger`: HTTP/2, whose unread rest is drained on drop.
-    pub fn paced(
+    pub(crate) fn paced(
         inner: Incoming,
         min_rate: u64,
         grace: Duration,

@@ -20,13 +20,13 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
 /// A connection younger than this is never evicted.
-pub const MIN_AGE: Duration = Duration::from_millis(500);
+pub(crate) const MIN_AGE: Duration = Duration::from_millis(500);
 /// At the cap with no connection old enough, how often to look again.
 const RETRY: Duration = Duration::from_millis(100);
 
 /// The connections of one group of listeners (the public ones share one; admin has its own).
 #[derive(Debug)]
-pub struct Conns {
+pub(crate) struct Conns {
     permits: Arc<Semaphore>,
     per_ip: usize,
     inner: Mutex<Inner>,
@@ -41,7 +41,7 @@ struct Inner {
 
 /// One connection's shared record: its last progress, its requests, and whether to close.
 #[derive(Debug)]
-pub struct Slot {
+pub(crate) struct Slot {
     pub opened: Instant,
     /// The client's address, as accepted.
     pub peer: IpAddr,
@@ -69,7 +69,7 @@ impl Slot {
     }
 
     /// Records progress at `now`: a request answered, or body bytes at the minimum rate.
-    pub fn progress(&self, now: Instant) {
+    pub(crate) fn progress(&self, now: Instant) {
         let ms = now.saturating_duration_since(self.opened).as_millis() as u64;
         self.progress_ms.store(ms, Ordering::Relaxed);
     }
@@ -80,7 +80,7 @@ impl Slot {
 
     /// Counts one request answered on hyper's paths; true when it is the `max`th, after which
     /// the connection is to close ([`Slot::retired`] resolves).
-    pub fn request(&self, max: u64) -> bool {
+    pub(crate) fn request(&self, max: u64) -> bool {
         let n = self.requests.fetch_add(1, Ordering::Relaxed) + 1;
         if n == max {
             // Stored if the connection is not waiting yet.
@@ -90,23 +90,23 @@ impl Slot {
     }
 
     /// Resolves once the connection served its most requests.
-    pub async fn retired(&self) {
+    pub(crate) async fn retired(&self) {
         self.retire.notified().await
     }
 
     /// Resolves once this connection was chosen to make room.
-    pub async fn evicted(&self) {
+    pub(crate) async fn evicted(&self) {
         self.evict.notified().await
     }
 }
 
 /// A refused connection: its address already holds `per_ip`.
 #[derive(Debug, PartialEq, Eq)]
-pub struct AddressFull;
+pub(crate) struct AddressFull;
 
 /// An admitted connection's place in its address's count; the global permit comes after.
 #[derive(Debug)]
-pub struct Admission {
+pub(crate) struct Admission {
     conns: Arc<Conns>,
     key: IpAddr,
     id: Option<u64>,
@@ -133,7 +133,7 @@ impl Drop for Admission {
 }
 
 impl Conns {
-    pub fn new(max: usize, per_ip: usize) -> Arc<Conns> {
+    pub(crate) fn new(max: usize, per_ip: usize) -> Arc<Conns> {
         Arc::new(Conns {
             permits: Arc::new(Semaphore::new(max)),
             per_ip,
@@ -146,7 +146,7 @@ impl Conns {
     }
 
     /// Counts a new connection from `peer` against its address, or refuses it.
-    pub fn admit(self: &Arc<Self>, peer: IpAddr) -> Result<Admission, AddressFull> {
+    pub(crate) fn admit(self: &Arc<Self>, peer: IpAddr) -> Result<Admission, AddressFull> {
         let key = address_key(peer);
         let mut inner = self.lock();
         let n = inner.by_ip.entry(key).or_insert(0);
@@ -166,7 +166,7 @@ impl Conns {
     /// Waits for a global place for `a`, closing the one that made no progress for longest
     /// while at the cap.
     /// Returns how many were evicted for it.
-    pub async fn place(self: &Arc<Self>, a: &mut Admission) -> usize {
+    pub(crate) async fn place(self: &Arc<Self>, a: &mut Admission) -> usize {
         let mut evicted = 0;
         let permit = loop {
             if let Ok(p) = self.permits.clone().try_acquire_owned() {

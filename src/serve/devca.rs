@@ -17,7 +17,7 @@ use crate::certs::provider;
 const CA_NAME: &str = "mta-stsd development CA";
 
 #[derive(Debug)]
-pub struct DevCa {
+pub(crate) struct DevCa {
     issuer: Issuer<'static, KeyPair>,
     ca: CertificateDer<'static>,
     /// `ca.pem`: what a client is told to trust.
@@ -36,7 +36,7 @@ fn ca_params() -> CertificateParams {
 
 impl DevCa {
     /// Loads the CA from `state_dir/dev-ca/`, or makes one there (the key 0600).
-    pub fn open(state_dir: &Path) -> Result<DevCa, String> {
+    pub(crate) fn open(state_dir: &Path) -> Result<DevCa, String> {
         let dir = state_dir.join("dev-ca");
         let (key_path, cert_path) = (dir.join("ca.key"), dir.join("ca.pem"));
         let key = match fs::read_to_string(&key_path) {
@@ -63,7 +63,7 @@ impl DevCa {
     }
 
     /// A certificate for `host` (CN and SAN), signed by the CA, served with the CA's cert.
-    pub fn leaf(&self, host: &str) -> Result<CertifiedKey, String> {
+    pub(crate) fn leaf(&self, host: &str) -> Result<CertifiedKey, String> {
         let key = KeyPair::generate().map_err(|e| e.to_string())?;
         let mut p = CertificateParams::new(vec![host.to_owned()]).map_err(|e| e.to_string())?;
         p.distinguished_name.push(DnType::CommonName, host);

@@ -16,7 +16,7 @@ use crate::policy::POLICY_PATH;
 
 /// A request as the router sees it, whichever protocol carried it.
 #[derive(Debug, Clone, Copy)]
-pub struct Head<'a> {
+pub(crate) struct Head<'a> {
     pub method: &'a str,
     /// The path of the request target, without query.
     pub path: &'a str,
@@ -34,7 +34,7 @@ pub struct Head<'a> {
 impl<'a> Head<'a> {
     /// This request as the router sees it when it came from a `trusted` proxy: the host the
     /// proxy forwarded, else its `Host`.
-    pub fn via(self, trusted: bool) -> Head<'a> {
+    pub(crate) fn via(self, trusted: bool) -> Head<'a> {
         match self.forwarded_host {
             Some(host) if trusted => Head {
                 host: Some(host),
@@ -47,7 +47,7 @@ impl<'a> Head<'a> {
 
 /// The host a proxy forwarded: the last element of the last `X-Forwarded-Host` field, the
 /// one the nearest proxy (the trusted peer) appended; `None` when empty or not visible ASCII.
-pub fn forwarded_host<'a>(fields: impl Iterator<Item = &'a [u8]>) -> Option<&'a str> {
+pub(crate) fn forwarded_host<'a>(fields: impl Iterator<Item = &'a [u8]>) -> Option<&'a str> {
     let last = fields.last()?;
     let value = last.rsplit(|&b| b == b',').next()?.trim_ascii();
     let text = std::str::from_utf8(value).ok()?;
@@ -56,7 +56,7 @@ pub fn forwarded_host<'a>(fields: impl Iterator<Item = &'a [u8]>) -> Option<&'a 
 
 /// An answer, whichever protocol carries it back.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Answer {
+pub(crate) struct Answer {
     pub status: StatusCode,
     pub content_type: &'static str,
     /// The whole body: a HEAD request gets its length as `Content-Length` and none of it.
@@ -79,7 +79,7 @@ impl Answer {
 
 /// The public listeners' answer to `req`, counted in the metrics. `http01`: a plain listener,
 /// where ACME HTTP-01 validation requests come (RFC 8555 §8.3).
-pub fn answer(site: &Site, http01: bool, req: &Head<'_>) -> Answer {
+pub(crate) fn answer(site: &Site, http01: bool, req: &Head<'_>) -> Answer {
     let a = match http01
         .then(|| site.acme.http01_body(req.method, req.path))
         .flatten()
@@ -99,7 +99,7 @@ pub fn answer(site: &Site, http01: bool, req: &Head<'_>) -> Answer {
 }
 
 /// The routing proper: misdirection, then path, then method, then body, then host.
-pub fn route(live: &Live, req: &Head<'_>) -> Answer {
+pub(crate) fn route(live: &Live, req: &Head<'_>) -> Answer {
     // RFC 9110 §15.5.20: 421 "the server is not able or willing to produce an authoritative
     // response for the target URI", here one for another domain than the certificate's
     // (a client reusing a connection, or one sent elsewhere on purpose).
@@ -155,7 +155,11 @@ fn same_site(sni: &str, host: &str) -> bool {
 }
 
 /// A hyper request as the router sees it (from a `trusted` proxy: the host it forwarded).
-pub fn head_of<'a, B: Body>(req: &'a Request<B>, sni: Option<&'a str>, trusted: bool) -> Head<'a> {
+pub(crate) fn head_of<'a, B: Body>(
+    req: &'a Request<B>,
+    sni: Option<&'a str>,
+    trusted: bool,
+) -> Head<'a> {
     // HTTP/2 carries :authority in the URI; HTTP/1.1 the Host header (RFC 9112 §3.2).
     let host = match req.uri().authority() {
         Some(a) => Some(a.as_str()),
@@ -184,7 +188,7 @@ pub fn head_of<'a, B: Body>(req: &'a Request<B>, sni: Option<&'a str>, trusted: 
 }
 
 /// [`answer`] for hyper (HTTP/2, and h2c on the plain listeners); `sni` on TLS.
-pub fn respond<B: Body>(
+pub(crate) fn respond<B: Body>(
     site: &Site,
     http01: bool,
     sni: Option<&str>,
@@ -211,7 +215,7 @@ pub fn respond<B: Body>(
 }
 
 /// A short text answer for the error statuses (the admin listener's too).
-pub fn plain(status: StatusCode, text: &'static str) -> Response<Full<Bytes>> {
+pub(crate) fn plain(status: StatusCode, text: &'static str) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(Bytes::from_static(text.as_bytes())));
     *r.status_mut() = status;
     r.headers_mut()

@@ -10,7 +10,7 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
-pub struct Idle<T> {
+pub(crate) struct Idle<T> {
     inner: T,
     timeout: Duration,
     last_activity: Instant,
@@ -19,7 +19,7 @@ pub struct Idle<T> {
 }
 
 impl<T> Idle<T> {
-    pub fn new(inner: T, timeout: Duration) -> Self {
+    pub(crate) fn new(inner: T, timeout: Duration) -> Self {
         let now = Instant::now();
         Idle {
             inner,

@@ -17,13 +17,13 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Sleep;
 
 /// The most time and bytes a lingering close spends draining.
-pub const LINGER_TIME: Duration = Duration::from_secs(2);
-pub const LINGER_BYTES: usize = 256 * 1024;
+pub(crate) const LINGER_TIME: Duration = Duration::from_secs(2);
+pub(crate) const LINGER_BYTES: usize = 256 * 1024;
 
 /// A transport whose `poll_shutdown` lingers: hyper's HTTP/1.1 shuts the transport down when
 /// it closes a connection (after an answer with `connection: close`, say), so this is where
 /// the draining happens for hyper's connections.
-pub struct Linger<IO> {
+pub(crate) struct Linger<IO> {
     inner: IO,
     /// Set once our side is shut: draining until this fires, the bytes run out or the client
     /// closes.
@@ -31,7 +31,7 @@ pub struct Linger<IO> {
 }
 
 impl<IO> Linger<IO> {
-    pub fn new(inner: IO) -> Self {
+    pub(crate) fn new(inner: IO) -> Self {
         Linger { inner, drain: None }
     }
 }

@@ -33,7 +33,7 @@ use crate::config::Limits;
 
 /// What a listener serves.
 #[derive(Clone)]
-pub enum Kind {
+pub(crate) enum Kind {
     Https(Arc<ServerConfig>),
     Http,
     /// The admin listener: every request goes to the daemon's admin service.
@@ -42,7 +42,7 @@ pub enum Kind {
 
 /// Everything an accept loop needs; cloned into each connection task.
 #[derive(Clone)]
-pub struct Listener {
+pub(crate) struct Listener {
     pub kind: Kind,
     pub site: Arc<Site>,
     /// Answers the `[tlsrpt] hosts` connections: the report receiver.
@@ -87,7 +87,7 @@ impl Listener {
     /// Accepts until shutdown. A connection from an address at its cap is closed at once; at
     /// the global cap the one without progress for longest is closed to make room, or, while
     /// every one is too young to close, new connections wait in the kernel's backlog.
-    pub async fn run(mut self, socket: TcpListener) {
+    pub(crate) async fn run(mut self, socket: TcpListener) {
         let public = !matches!(self.kind, Kind::Admin(_));
         // One copy shared by the connection tasks: a clone each (limits and all, ~240 bytes)
         // would sit in every idle connection's task.
@@ -432,7 +432,7 @@ fn is_report_host(site: &Site, host: Option<&str>) -> bool {
 /// The client address of a report request, a request extension for the receiver's per-sender
 /// limits: the peer's, or a trusted proxy's last `X-Forwarded-For` entry (the one it added).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Peer(pub IpAddr);
+pub(crate) struct Peer(pub IpAddr);
 
 fn with_peer<B>(mut req: Request<B>, peer: IpAddr, trusted: bool) -> Request<B> {
     let forwarded = trusted

@@ -3,16 +3,16 @@
 //! Serve sees the daemon only through [`Site`] (what answering reads) and the [`Respond`]
 //! services the daemon hands in for what it does not answer itself (admin, report uploads).
 
-pub mod body;
-pub mod conns;
-pub mod devca;
-pub mod handler;
-pub mod http1;
-pub mod idle;
-pub mod linger;
-pub mod listener;
-pub mod rewind;
-pub mod tls;
+pub(crate) mod body;
+pub(crate) mod conns;
+pub(crate) mod devca;
+pub(crate) mod handler;
+pub(crate) mod http1;
+pub(crate) mod idle;
+pub(crate) mod linger;
+pub(crate) mod listener;
+pub(crate) mod rewind;
+pub(crate) mod tls;
 
 use std::sync::Arc;
 
@@ -30,7 +30,7 @@ use crate::metrics::Metrics;
 /// certificates beside the configured ones (self-signed, ACME, whose challenges it answers
 /// too) and the counters. The daemon writes them; serve only reads and counts.
 #[derive(Debug, Clone)]
-pub struct Site {
+pub(crate) struct Site {
     pub live: Arc<ArcSwap<Live>>,
     pub self_signed: Arc<tls::SelfSigned>,
     pub acme: Arc<AcmeState>,
@@ -38,5 +38,5 @@ pub struct Site {
 }
 
 /// A service the daemon hands the listeners: the admin endpoints, the TLS-RPT receiver.
-pub type Respond =
+pub(crate) type Respond =
     Arc<dyn Fn(Request<body::Body>) -> BoxFuture<'static, Response<Full<Bytes>>> + Send + Sync>;

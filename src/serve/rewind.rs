@@ -8,14 +8,14 @@ use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// A transport whose first bytes were already read: they are read again, then the rest.
-pub struct Rewind<IO> {
+pub(crate) struct Rewind<IO> {
     read: Vec<u8>,
     pos: usize,
     inner: IO,
 }
 
 impl<IO> Rewind<IO> {
-    pub fn new(inner: IO, read: Vec<u8>) -> Self {
+    pub(crate) fn new(inner: IO, read: Vec<u8>) -> Self {
         Rewind {
             read,
             pos: 0,

@@ -28,7 +28,7 @@ use crate::config::CertSource;
 /// handshake and kept across reloads, so that a million-domain development config starts at
 /// once.
 #[derive(Debug, Default)]
-pub struct SelfSigned {
+pub(crate) struct SelfSigned {
     cache: Mutex<HashMap<String, Arc<CertifiedKey>>>,
     ca: OnceLock<Option<DevCa>>,
 }
@@ -36,7 +36,7 @@ pub struct SelfSigned {
 impl SelfSigned {
     /// The development CA, loaded or made on first use; its path is logged for the user to
     /// trust once.
-    pub fn ca(&self, state_dir: &Path) -> Option<&DevCa> {
+    pub(crate) fn ca(&self, state_dir: &Path) -> Option<&DevCa> {
         self.ca
             .get_or_init(|| match DevCa::open(state_dir) {
                 Ok(ca) => {
@@ -52,7 +52,7 @@ impl SelfSigned {
             .as_ref()
     }
 
-    pub fn get(&self, state_dir: &Path, host: &str) -> Option<Arc<CertifiedKey>> {
+    pub(crate) fn get(&self, state_dir: &Path, host: &str) -> Option<Arc<CertifiedKey>> {
         let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(k) = cache.get(host) {
             return Some(k.clone());
@@ -76,7 +76,7 @@ fn make_self_signed(host: &str) -> Result<CertifiedKey, String> {
 
 /// Chooses the certificate by SNI against the live config at handshake time.
 #[derive(Debug)]
-pub struct Resolver(pub Arc<Site>);
+pub(crate) struct Resolver(pub Arc<Site>);
 
 impl ResolvesServerCert for Resolver {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
@@ -110,7 +110,7 @@ impl ResolvesServerCert for Resolver {
 }
 
 /// The server config for every HTTPS listener: TLS 1.2 and 1.3, HTTP/2 and HTTP/1.1 by ALPN.
-pub fn server_config(site: Arc<Site>) -> Arc<ServerConfig> {
+pub(crate) fn server_config(site: Arc<Site>) -> Arc<ServerConfig> {
     let mut config = ServerConfig::builder_with_provider(sha256_first(provider()))
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .expect("ring supports TLS 1.2 and 1.3")
@@ -148,7 +148,7 @@ fn sha256_first(provider: Arc<CryptoProvider>) -> Arc<CryptoProvider> {
 const UNRECOGNIZED_NAME_ALERT: [u8; 7] = [0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x70];
 
 #[derive(Debug, thiserror::Error)]
-pub enum HandshakeError {
+pub(crate) enum HandshakeError {
     #[error("no SNI in the ClientHello")]
     NoSni,
     #[error("SNI {0} is not a served mta-sts name")]
@@ -160,7 +160,7 @@ pub enum HandshakeError {
 /// Reads the ClientHello, refuses names we do not serve, then completes the handshake. The
 /// stream comes boxed: a connection's task moves it through nested futures, each of which kept
 /// room for a whole rustls connection (the task of an idle connection was 9.3 kB).
-pub async fn accept<IO>(
+pub(crate) async fn accept<IO>(
     io: IO,
     site: &Site,
     config: Arc<ServerConfig>,
@@ -211,6 +211,6 @@ where
 /// Whether a completed handshake was an ACME validation: RFC 8737 §3 "Once the handshake is
 /// completed, the client MUST NOT exchange any further data with the server and MUST
 /// immediately close the connection", so neither do we serve HTTP on it.
-pub fn is_acme_validation<IO>(stream: &TlsStream<IO>) -> bool {
+pub(crate) fn is_acme_validation<IO>(stream: &TlsStream<IO>) -> bool {
     stream.get_ref().1.alpn_protocol() == Some(ACME_TLS_ALPN)
 }

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 /// start records a million of them at once.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Event {
+pub(crate) enum Event {
     /// A policy body, written once per id.
     Policy { id: Arc<str>, body: String },
     /// `domain` is served `id` from `at` on (the policy before it, until `at`).
@@ -78,7 +78,7 @@ impl Event {
 impl Event {
     /// Whom it is about, as the store indexes it: the domain, or `policy:<id>` for a body
     /// (a domain name never holds a colon).
-    pub fn subject(&self) -> String {
+    pub(crate) fn subject(&self) -> String {
         match self {
             Event::Policy { id, .. } => format!("policy:{id}"),
             Event::Served { domain, .. }
@@ -94,7 +94,7 @@ impl Event {
 
 /// A removed domain's `[dns]` settings, kept so that it can still be published and withdrawn.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SavedDns {
+pub(crate) struct SavedDns {
     pub provider: Option<String>,
     pub zone: Option<String>,
     pub target: Option<String>,
@@ -107,7 +107,7 @@ pub struct SavedDns {
 
 /// One policy a domain served.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Entry {
+pub(crate) struct Entry {
     pub id: Arc<str>,
     pub first: u64,
     /// `None` while it is still served.
@@ -117,7 +117,7 @@ pub struct Entry {
 /// Kept per domain for every domain ever served, so small: the policies in a slice of their
 /// exact length (usually one), the rare retirement behind a box.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct DomainHistory {
+pub(crate) struct DomainHistory {
     /// Oldest first.
     pub served: Box<[Entry]>,
     gone: Option<Box<Gone>>,
@@ -136,27 +136,27 @@ struct Gone {
 }
 
 impl DomainHistory {
-    pub fn current(&self) -> Option<&Entry> {
+    pub(crate) fn current(&self) -> Option<&Entry> {
         self.served.last().filter(|e| e.last.is_none())
     }
 
     /// Since when it is missing from the config, and how it was published.
-    pub fn missing(&self) -> Option<&(u64, SavedDns)> {
+    pub(crate) fn missing(&self) -> Option<&(u64, SavedDns)> {
         self.gone.as_ref()?.missing.as_ref()
     }
 
     /// Since when it is retiring, and when its records are withdrawn.
-    pub fn retired(&self) -> Option<(u64, u64)> {
+    pub(crate) fn retired(&self) -> Option<(u64, u64)> {
         self.gone.as_ref()?.retired
     }
 
-    pub fn withdrawn(&self) -> Option<u64> {
+    pub(crate) fn withdrawn(&self) -> Option<u64> {
         self.gone.as_ref()?.withdrawn
     }
 
     /// When the retirement was dated behind the history (its clock ran behind), the latest
     /// time the history held then: before it, the retirement's times cannot be trusted.
-    pub fn retired_behind(&self) -> Option<u64> {
+    pub(crate) fn retired_behind(&self) -> Option<u64> {
         self.gone.as_ref()?.behind
     }
 
@@ -178,7 +178,7 @@ impl DomainHistory {
 
 /// The history in memory.
 #[derive(Debug, Default)]
-pub struct History {
+pub(crate) struct History {
     bodies: HashMap<Arc<str>, Arc<str>>,
     domains: HashMap<Arc<str>, DomainHistory>,
     /// The latest time of any event applied: a clock that reads earlier ran behind.
@@ -187,19 +187,20 @@ pub struct History {
 
 impl History {
     /// An empty history, filled by [`Self::apply`].
-    pub fn in_memory() -> History {
+    pub(crate) fn in_memory() -> History {
         History::default()
     }
 
     /// Applies events in order; applying one again changes nothing.
-    pub fn record(&mut self, events: &[Event]) {
+    pub(crate) fn record(&mut self, events: &[Event]) {
         for e in events {
             self.apply(e);
         }
     }
 
     /// Events that rebuild exactly this history.
-    pub fn snapshot(&self) -> Vec<Event> {
+    #[cfg(test)]
+    pub(crate) fn snapshot(&self) -> Vec<Event> {
         let mut out: Vec<Event> = self
             .bodies
             .iter()
@@ -244,7 +245,7 @@ impl History {
         out
     }
 
-    pub fn apply(&mut self, e: &Event) {
+    pub(crate) fn apply(&mut self, e: &Event) {
         let latest = self.latest;
         self.latest = latest.max(e.time());
         match e {
@@ -337,28 +338,29 @@ impl History {
         }
     }
 
-    pub fn domain(&self, name: &str) -> Option<&DomainHistory> {
+    pub(crate) fn domain(&self, name: &str) -> Option<&DomainHistory> {
         self.domains.get(name)
     }
 
     /// How many domains the history knows (served, retiring or withdrawn).
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.domains.len()
     }
 
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_empty(&self) -> bool {
         self.domains.is_empty()
     }
 
-    pub fn domains(&self) -> impl Iterator<Item = (&str, &DomainHistory)> {
+    pub(crate) fn domains(&self) -> impl Iterator<Item = (&str, &DomainHistory)> {
         self.domains.iter().map(|(k, v)| (&**k, v))
     }
 
-    pub fn body(&self, id: &str) -> Option<&str> {
+    pub(crate) fn body(&self, id: &str) -> Option<&str> {
         self.bodies.get(id).map(|b| &**b)
     }
 
-    pub fn has_body(&self, id: &str) -> bool {
+    pub(crate) fn has_body(&self, id: &str) -> bool {
         self.bodies.contains_key(id)
     }
 }

@@ -10,38 +10,36 @@ use std::path::{Path, PathBuf};
 use serde::de::DeserializeOwned;
 
 #[derive(Debug)]
-pub struct Journal {
+pub(crate) struct Journal {
     path: PathBuf,
 }
 
-/// What a read found: the records, where the next read starts, and how many lines were
-/// unreadable (a torn last line after a crash, or damage).
-pub struct Lines<T> {
+/// What a read found: the records, and how many lines were unreadable (a torn last line after
+/// a crash, or damage).
+pub(crate) struct Lines<T> {
     pub records: Vec<T>,
-    pub end: u64,
     pub skipped: usize,
 }
 
 impl Journal {
     /// The journal `name` in `dir`, if there is one.
-    pub fn open_existing(dir: &Path, name: &str) -> Option<Journal> {
+    pub(crate) fn open_existing(dir: &Path, name: &str) -> Option<Journal> {
         let path = dir.join(format!("{name}.jsonl"));
         path.exists().then_some(Journal { path })
     }
 
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.path
     }
 
     /// Reads the complete lines from byte `from` on (0: everything). A journal that was
-    /// compacted since (shorter than `from`) is read from the start: `end < from` tells.
-    pub fn read<T: DeserializeOwned>(&self, from: u64) -> io::Result<Lines<T>> {
+    /// compacted since (shorter than `from`) is read from the start.
+    pub(crate) fn read<T: DeserializeOwned>(&self, from: u64) -> io::Result<Lines<T>> {
         let mut f = match File::open(&self.path) {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 return Ok(Lines {
                     records: Vec::new(),
-                    end: 0,
                     skipped: 0,
                 })
             }
@@ -65,11 +63,7 @@ impl Journal {
                 Err(_) => skipped += 1,
             }
         }
-        Ok(Lines {
-            records,
-            end: start + complete as u64,
-            skipped,
-        })
+        Ok(Lines { records, skipped })
     }
 }
 

@@ -9,20 +9,20 @@
 //! - `history.jsonl`: the journal of an earlier version, imported once, then left alone.
 //! - `acme/`: an earlier version's ACME files (unless `[acme] state` says), imported once.
 
-pub mod history;
+pub(crate) mod history;
 mod journal;
-pub mod show;
-pub mod store;
+pub(crate) mod show;
+pub(crate) mod store;
 
 use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::Path;
 
-pub use journal::Journal;
+pub(crate) use journal::Journal;
 
 /// Replaces `path` with `bytes` so that a crash at any point leaves the old content or the
 /// new, never a mix: write a temporary file, fsync it, rename it over, fsync the directory.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let dir = parent(path);
     let name = path
         .file_name()
@@ -47,7 +47,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
 }
 
 /// Makes a rename or a new file in `dir` durable.
-pub fn sync_dir(dir: &Path) -> io::Result<()> {
+pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 

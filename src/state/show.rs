@@ -4,7 +4,7 @@ use super::history::{DomainHistory, History};
 use crate::clock::rfc3339;
 
 /// `history DOMAIN` as text: newest first.
-pub fn text(name: &str, d: &DomainHistory, h: &History) -> String {
+pub(crate) fn text(name: &str, d: &DomainHistory, h: &History) -> String {
     use std::fmt::Write;
     let mut out = format!("{name}\n");
     if let Some(at) = d.withdrawn() {
@@ -32,7 +32,7 @@ pub fn text(name: &str, d: &DomainHistory, h: &History) -> String {
 }
 
 /// `history DOMAIN --format json`.
-pub fn json(name: &str, d: &DomainHistory, h: &History) -> serde_json::Value {
+pub(crate) fn json(name: &str, d: &DomainHistory, h: &History) -> serde_json::Value {
     serde_json::json!({
         "domain": name,
         "missing_since": d.missing().map(|m| m.0),

@@ -11,22 +11,22 @@ use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// One per process, like the memory it guards.
-pub static PARSING: Budget = Budget::new();
+pub(crate) static PARSING: Budget = Budget::new();
 
 #[derive(Debug)]
-pub struct Budget {
+pub(crate) struct Budget {
     used: AtomicUsize,
 }
 
 /// Bytes taken from a [`Budget`], given back when dropped.
 #[derive(Debug)]
-pub struct Held {
+pub(crate) struct Held {
     budget: &'static Budget,
     bytes: usize,
 }
 
 impl Budget {
-    pub const fn new() -> Budget {
+    pub(crate) const fn new() -> Budget {
         Budget {
             used: AtomicUsize::new(0),
         }
@@ -34,7 +34,7 @@ impl Budget {
 
     /// Takes `bytes` if the bytes held stay within `limit`. The limit is read per call, so a
     /// reload that changes it applies to the next report.
-    pub fn take(&'static self, bytes: usize, limit: usize) -> Option<Held> {
+    pub(crate) fn take(&'static self, bytes: usize, limit: usize) -> Option<Held> {
         self.used
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
                 used.checked_add(bytes).filter(|&n| n <= limit)
@@ -46,7 +46,8 @@ impl Budget {
             })
     }
 
-    pub fn used(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn used(&self) -> usize {
         self.used.load(Ordering::Acquire)
     }
 }

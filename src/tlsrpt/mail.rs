@@ -13,7 +13,7 @@ use super::report::Report;
 
 /// What DKIM says about a message, as far as storing its reports goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Dkim {
+pub(crate) enum Dkim {
     /// A valid signature by the From domain (or a parent of it): `d=` domain.
     Pass(String),
     /// Not to be stored; why, for the log.
@@ -23,7 +23,7 @@ pub enum Dkim {
 }
 
 /// The DKIM verifier, asking `resolver` (else the system's resolvers) for the keys.
-pub fn authenticator(resolver: Option<SocketAddr>) -> Result<MessageAuthenticator, String> {
+pub(crate) fn authenticator(resolver: Option<SocketAddr>) -> Result<MessageAuthenticator, String> {
     let mut opts = ResolverOpts::default();
     // Bounded: the MTA waits on us.
     opts.timeout = Duration::from_secs(5);
@@ -48,7 +48,7 @@ pub fn authenticator(resolver: Option<SocketAddr>) -> Result<MessageAuthenticato
 /// RFC 8460 §3: reports by mail are DKIM-signed by their submitter. A message passes when one
 /// signature verifies without `l=` (mail-auth refuses those: the body could be extended) and
 /// its `d=` is the From address's domain or a parent of it.
-pub async fn verify(auth: &MessageAuthenticator, raw: &[u8]) -> Dkim {
+pub(crate) async fn verify(auth: &MessageAuthenticator, raw: &[u8]) -> Dkim {
     let Some(msg) = AuthenticatedMessage::parse(raw) else {
         return Dkim::Drop("not an RFC 5322 message".into());
     };
@@ -103,11 +103,11 @@ fn aligned(signer: &str, from: &str) -> bool {
 }
 
 /// One report part of a message: its JSON (decompressed, UTF-8), or why it was unusable.
-pub type Part = Result<(Report, String), String>;
+pub(crate) type Part = Result<(Report, String), String>;
 
 /// The reports in `raw`: every `application/tlsrpt+gzip` or `+json` part, each at most
 /// `limit` bytes once inflated. Empty when the message carries none.
-pub fn reports(raw: &[u8], limit: usize) -> Vec<Part> {
+pub(crate) fn reports(raw: &[u8], limit: usize) -> Vec<Part> {
     let Some(msg) = MessageParser::default().parse(raw) else {
         return vec![Err("not a MIME message".into())];
     };

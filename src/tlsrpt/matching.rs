@@ -4,7 +4,7 @@
 use super::report::{PolicyResult, PolicyType, Report};
 
 /// What we served, as far as the caller knows it (the live config; the id history later).
-pub trait Served {
+pub(crate) trait Served {
     /// The id of the body `lines` (line endings ignored) served for `domain`, if any.
     fn id_for_body(&self, domain: &str, lines: &[String]) -> Option<String>;
     /// The id served for `domain` throughout `[start, end]` (unix seconds), if one was.
@@ -13,7 +13,7 @@ pub trait Served {
 
 /// One entry per `report.policies`: the matched id, `None` for a policy not about MTA-STS,
 /// without a domain, or about a body we never served.
-pub fn match_ids(served: &impl Served, report: &Report) -> Vec<Option<String>> {
+pub(crate) fn match_ids(served: &impl Served, report: &Report) -> Vec<Option<String>> {
     report
         .policies
         .iter()

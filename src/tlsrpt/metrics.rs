@@ -32,13 +32,13 @@ const RESULT_TYPES: &[&str] = &[
 
 /// A clone counts into the same series (each family is shared behind an `Arc`).
 #[derive(Debug, Default, Clone)]
-pub struct TlsrptMetrics {
+pub(crate) struct TlsrptMetrics {
     reports: Family<ResultLabel, Counter>,
     sessions: Family<ResultLabel, Counter>,
 }
 
 impl TlsrptMetrics {
-    pub fn register(&self, r: &mut Registry) {
+    pub(crate) fn register(&self, r: &mut Registry) {
         r.register(
             "tlsrpt_reports",
             "TLS reports received, by result (stored, duplicate, or why rejected)",
@@ -52,12 +52,12 @@ impl TlsrptMetrics {
     }
 
     /// One report's outcome: `stored`, `duplicate`, or the rejection reason.
-    pub fn report(&self, result: &'static str) {
+    pub(crate) fn report(&self, result: &'static str) {
         self.reports.get_or_create(&ResultLabel { result }).inc();
     }
 
     /// The sessions of a stored report.
-    pub fn sessions(&self, r: &Report) {
+    pub(crate) fn sessions(&self, r: &Report) {
         for p in &r.policies {
             add(
                 &self

@@ -2,17 +2,17 @@
 //! receive.
 
 pub mod budget;
-pub mod mail;
+pub(crate) mod mail;
 pub mod matching;
-pub mod metrics;
-pub mod ratelimit;
-pub mod receiver;
+pub(crate) mod metrics;
+pub(crate) mod ratelimit;
+pub(crate) mod receiver;
 mod report;
-pub mod status;
+pub(crate) mod status;
 pub mod store;
-pub mod summary;
-pub mod task;
-pub mod untrusted;
+pub(crate) mod summary;
+pub(crate) mod task;
+pub(crate) mod untrusted;
 
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -21,17 +21,14 @@ use arc_swap::ArcSwap;
 use crate::live::{Live, Reloads};
 use crate::state::history::History;
 
-pub use report::{
-    is_sts_failure, FailureDetail, Malformed, PolicyResult, PolicyType, Report, MAX_FAILURES,
-    MAX_POLICIES, MAX_REPORT_ID,
-};
-pub use untrusted::Untrusted;
+pub use report::{is_sts_failure, PolicyType, Report};
+pub(crate) use untrusted::Untrusted;
 
 /// What the receiver and the store task share with the daemon, handed in by it: the live
 /// snapshot (hosts, domains, `[tlsrpt]`), the store once open, the id history (to match a
 /// report's policies to the ids we served), the counters and the per-sender rate limits.
 #[derive(Debug, Clone)]
-pub struct ReceiverContext {
+pub(crate) struct ReceiverContext {
     pub live: Arc<ArcSwap<Live>>,
     /// Set by the store task once the database is open.
     pub reports: Arc<OnceLock<store::Store>>,
@@ -46,7 +43,7 @@ pub struct ReceiverContext {
 }
 
 /// Whether the store `[tlsrpt]` names is a PostgreSQL database (its own or `[state]`'s).
-pub fn on_postgres(t: &crate::config::Tlsrpt, state: &crate::config::State) -> bool {
+pub(crate) fn on_postgres(t: &crate::config::Tlsrpt, state: &crate::config::State) -> bool {
     use crate::config::StoreKind;
     matches!(
         (&t.store, &state.url),
@@ -56,7 +53,7 @@ pub fn on_postgres(t: &crate::config::Tlsrpt, state: &crate::config::State) -> b
 
 /// The store `[tlsrpt]` names: its own, or `[state]`'s PostgreSQL, or its SQLite file in
 /// `[state] dir` (created when missing).
-pub fn backend(
+pub(crate) fn backend(
     t: &crate::config::Tlsrpt,
     state: &crate::config::State,
 ) -> std::io::Result<store::Backend> {

@@ -9,14 +9,14 @@ use std::time::{Duration, Instant};
 
 /// Addresses tracked at most (about 64 bytes each, 1 MB in all). Past it, a bucket that has
 /// refilled (as if never seen) is dropped first, else the one seen longest ago.
-pub const MAX_ADDRESSES: usize = 16_384;
+pub(crate) const MAX_ADDRESSES: usize = 16_384;
 
 /// A limited address is logged at most this often.
 const LOG_EVERY: Duration = Duration::from_secs(60);
 
 /// What to do with one POST.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
+pub(crate) enum Verdict {
     Allowed,
     /// Over the limit: answer 429 with `Retry-After` (whole seconds, at least 1); `log` for the
     /// first refusal of this address in [`LOG_EVERY`].
@@ -44,7 +44,7 @@ impl Bucket {
 
 /// The buckets of the addresses seen lately; shared by every report connection.
 #[derive(Debug)]
-pub struct Limiter {
+pub(crate) struct Limiter {
     capacity: usize,
     buckets: Mutex<HashMap<IpAddr, Bucket>>,
 }
@@ -56,7 +56,7 @@ impl Default for Limiter {
 }
 
 impl Limiter {
-    pub fn new(capacity: usize) -> Self {
+    pub(crate) fn new(capacity: usize) -> Self {
         Limiter {
             capacity: capacity.max(1),
             buckets: Mutex::new(HashMap::new()),
@@ -65,7 +65,13 @@ impl Limiter {
 
     /// Takes one token of `peer`'s bucket (`burst` deep, one more per `refill`), or says how
     /// long until one is there.
-    pub fn check(&self, peer: IpAddr, burst: u32, refill: Duration, now: Instant) -> Verdict {
+    pub(crate) fn check(
+        &self,
+        peer: IpAddr,
+        burst: u32,
+        refill: Duration,
+        now: Instant,
+    ) -> Verdict {
         let burst = f64::from(burst.max(1));
         let refill = refill.max(Duration::from_millis(1));
         let key = address_key(peer);
@@ -95,15 +101,6 @@ impl Limiter {
             retry_after: (wait.ceil() as u64).max(1),
             log,
         }
-    }
-
-    /// Addresses tracked now.
-    pub fn len(&self) -> usize {
-        self.buckets.lock().unwrap_or_else(|e| e.into_inner()).len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }
 
@@ -148,6 +145,13 @@ mod tests {
     }
 
     const SEC: Duration = Duration::from_secs(1);
+
+    impl Limiter {
+        /// Addresses tracked now.
+        fn len(&self) -> usize {
+            self.buckets.lock().unwrap().len()
+        }
+    }
 
     #[test]
     fn burst_then_one_per_refill() {

@@ -25,7 +25,7 @@ const GZIP: &str = "application/tlsrpt+gzip";
 
 /// What became of one POSTed report, with the status it is answered with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
+pub(crate) enum Outcome {
     Stored,
     Duplicate,
     Malformed,
@@ -41,7 +41,7 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    pub fn status(self) -> StatusCode {
+    pub(crate) fn status(self) -> StatusCode {
         match self {
             // RFC 8460 §5.3: "a 201 Created".
             Outcome::Stored => StatusCode::CREATED,
@@ -56,7 +56,7 @@ impl Outcome {
     }
 
     /// The `result` label in `/metrics`.
-    pub fn label(self) -> &'static str {
+    pub(crate) fn label(self) -> &'static str {
         match self {
             Outcome::Stored => "stored",
             Outcome::Duplicate => "duplicate",
@@ -73,7 +73,7 @@ impl Outcome {
 
 /// Answers one request on a `[tlsrpt] hosts` connection from client address `peer` (the
 /// listener's; `None`: not limited).
-pub async fn respond<B>(
+pub(crate) async fn respond<B>(
     shared: Arc<ReceiverContext>,
     req: Request<B>,
     peer: Option<IpAddr>,
@@ -301,14 +301,18 @@ fn too_large(limit: usize) -> (Outcome, String) {
 }
 
 #[derive(Debug)]
-pub enum BodyError {
+pub(crate) enum BodyError {
     TooLarge,
     Bad(String),
 }
 
 /// Reads the body, inflating as it arrives when `gzip`; neither the compressed nor the
 /// inflated bytes may exceed `limit`, and inflating stops there (a gzip bomb costs `limit`).
-pub async fn read_body<B>(mut body: B, gzip: bool, limit: usize) -> Result<Vec<u8>, BodyError>
+pub(crate) async fn read_body<B>(
+    mut body: B,
+    gzip: bool,
+    limit: usize,
+) -> Result<Vec<u8>, BodyError>
 where
     B: Body<Data = Bytes> + Unpin,
     B::Error: std::fmt::Display,
@@ -357,14 +361,14 @@ fn inflate_error(sink: &Bounded, e: std::io::Error) -> BodyError {
 }
 
 /// A buffer that refuses to grow past its limit.
-pub struct Bounded {
+pub(crate) struct Bounded {
     buf: Vec<u8>,
     limit: usize,
     over: bool,
 }
 
 impl Bounded {
-    pub fn new(limit: usize) -> Self {
+    pub(crate) fn new(limit: usize) -> Self {
         Bounded {
             buf: Vec::new(),
             limit,

@@ -57,7 +57,7 @@ impl PolicyType {
         }
     }
 
-    pub fn as_str(&self) -> &str {
+    pub(crate) fn as_str(&self) -> &str {
         match self {
             PolicyType::Tlsa => "tlsa",
             PolicyType::Sts => "sts",
@@ -101,13 +101,13 @@ pub struct Malformed(pub String);
 
 /// The most policies one report may carry: real ones carry a handful (one per policy domain
 /// and type); beyond this the report is refused (issue 23: 1.4M `{}` in a 4.3 KB gzip).
-pub const MAX_POLICIES: usize = 100;
+pub(super) const MAX_POLICIES: usize = 100;
 /// The most failure-details one policy may carry (real ones: one per result type and MX).
-pub const MAX_FAILURES: usize = 1_000;
+pub(super) const MAX_FAILURES: usize = 1_000;
 /// The most lines of a `policy-string`, or entries of `mx-host`.
-pub const MAX_LINES: usize = 1_000;
+pub(super) const MAX_LINES: usize = 1_000;
 /// The longest `report-id` kept (RFC 8460 §4.4 sets none; real ones are under 100 bytes).
-pub const MAX_REPORT_ID: usize = 256;
+pub(super) const MAX_REPORT_ID: usize = 256;
 
 impl Report {
     /// Reads the report straight into its fields (no JSON tree), refusing it at the first
@@ -131,12 +131,12 @@ impl Report {
 
 /// How far in the future a report's dates may be: clocks differ, a day's report may be sent
 /// before its day ends, but a report about next year is not evidence.
-pub const FUTURE_SLACK: i64 = 86_400;
+pub(super) const FUTURE_SLACK: i64 = 86_400;
 
 impl Report {
     /// Refuses a report whose range starts or ends more than [`FUTURE_SLACK`] after `now`
     /// (unix seconds): issue 23's reports dated 2099 escaped retention and counted as days.
-    pub fn check_dates(&self, now: i64) -> Result<(), Malformed> {
+    pub(crate) fn check_dates(&self, now: i64) -> Result<(), Malformed> {
         let latest = now.saturating_add(FUTURE_SLACK);
         if self.start > latest || self.end > latest {
             return Err(Malformed(format!(

@@ -9,13 +9,13 @@ use serde_json::{json, Value};
 use super::store::{utc_day, Store, Sums};
 
 /// The days `/status` sums over, today (UTC) included.
-pub const DAYS: i64 = 7;
+pub(crate) const DAYS: i64 = 7;
 
 /// `/status` answers even when the database is slow: past this it shows no sums.
 const QUERY_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// What `/status` knows of the store for the domains it lists.
-pub enum Reports {
+pub(crate) enum Reports {
     /// No `[tlsrpt]`: nothing about reports is shown.
     Off,
     /// Configured, but the store is not open or did not answer in time.
@@ -24,7 +24,7 @@ pub enum Reports {
 }
 
 /// The sums for `domains` from `store` (`None`: not open yet).
-pub async fn fetch(store: Option<&Store>, domains: &[String], now: i64) -> Reports {
+pub(crate) async fn fetch(store: Option<&Store>, domains: &[String], now: i64) -> Reports {
     let Some(store) = store else {
         return Reports::Unavailable("the report store is not open".into());
     };
@@ -40,7 +40,7 @@ pub async fn fetch(store: Option<&Store>, domains: &[String], now: i64) -> Repor
 
 impl Reports {
     /// A domain's `tlsrpt` entry: `null` without `[tlsrpt]` or while the store is unavailable.
-    pub fn domain(&self, name: &str) -> Value {
+    pub(crate) fn domain(&self, name: &str) -> Value {
         match self {
             Reports::Off | Reports::Unavailable(_) => Value::Null,
             Reports::Sums(s) => {
@@ -56,7 +56,7 @@ impl Reports {
     }
 
     /// The top-level `tlsrpt` entry: whether the sums could be read.
-    pub fn summary(&self) -> Value {
+    pub(crate) fn summary(&self) -> Value {
         match self {
             Reports::Off => Value::Null,
             Reports::Unavailable(e) => json!({ "store": "unavailable", "error": e }),

@@ -11,14 +11,14 @@ use super::store::{DayRow, FailureRow};
 use super::Untrusted;
 
 /// Days with reports under the policy in force, before `testing` may become `enforce`.
-pub const READY_DAYS: usize = 7;
+pub(crate) const READY_DAYS: usize = 7;
 
 /// How a reporter's reports were authenticated, as the store says it.
-pub const DKIM: &str = "dkim";
+pub(crate) const DKIM: &str = "dkim";
 
 /// One domain, from the config (mode, id in force) and the store.
 #[derive(Debug, Clone, Serialize)]
-pub struct DomainReports {
+pub(crate) struct DomainReports {
     pub domain: String,
     /// `None`: not (or no longer) in the config.
     pub mode: Option<String>,
@@ -29,7 +29,7 @@ pub struct DomainReports {
 }
 
 #[derive(Debug, Clone, Serialize)]
-pub struct Day {
+pub(crate) struct Day {
     pub day: String,
     pub successful: i64,
     pub failed: i64,
@@ -38,7 +38,7 @@ pub struct Day {
 }
 
 #[derive(Debug, Clone, Serialize)]
-pub struct Reporter {
+pub(crate) struct Reporter {
     pub organization: String,
     /// `dkim` (mail, signature verified) or `none` (HTTPS: the organization is only a claim).
     pub auth: String,
@@ -51,7 +51,7 @@ pub struct Reporter {
 }
 
 #[derive(Debug, Clone, Serialize)]
-pub struct Failure {
+pub(crate) struct Failure {
     pub result_type: String,
     pub receiving_mx: Option<String>,
     pub policy_id: Option<String>,
@@ -66,7 +66,7 @@ pub struct Failure {
 /// organization (RFC 8460 §5.3 has no authentication), so HTTPS reports are shown but never
 /// make a domain ready; neither do days after today (a report dated in the future).
 #[derive(Debug, Clone, Serialize)]
-pub struct Readiness {
+pub(crate) struct Readiness {
     pub ready: bool,
     /// Distinct days, up to today, with DKIM-signed reports matched to the id in force.
     pub days_covered: usize,
@@ -86,7 +86,7 @@ type Rows<'a> = (Vec<&'a DayRow>, Vec<&'a FailureRow>);
 /// Groups the store's rows (sorted by domain, then day) per domain and day. `config` gives
 /// each configured domain's mode and id in force; `today` (YYYY-MM-DD, UTC) bounds the days
 /// that count for readiness.
-pub fn build(
+pub(crate) fn build(
     days: &[DayRow],
     failures: &[FailureRow],
     config: impl Fn(&str) -> Option<(String, String)>,
@@ -195,7 +195,7 @@ fn saturating_sum(counts: impl Iterator<Item = i64>) -> i64 {
 }
 
 /// The text form: one block per domain, one line per day and reporter, failures indented.
-pub fn text(domains: &[DomainReports], since: &str) -> String {
+pub(crate) fn text(domains: &[DomainReports], since: &str) -> String {
     let mut s = String::new();
     for (i, d) in domains.iter().enumerate() {
         if i > 0 {

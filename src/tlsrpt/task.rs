@@ -16,10 +16,10 @@ use crate::config::{StoreKind, Tlsrpt};
 const DAY: Duration = Duration::from_secs(86_400);
 
 /// Aborts the task when dropped (at shutdown).
-pub type Task = AbortOnDropHandle<()>;
+pub(crate) type Task = AbortOnDropHandle<()>;
 
 /// Starts the task; without `[tlsrpt]` it waits, doing nothing, for a reload that adds it.
-pub fn start(mut shared: ReceiverContext) -> Task {
+pub(crate) fn start(mut shared: ReceiverContext) -> Task {
     AbortOnDropHandle::new(tokio::spawn(async move {
         let (cfg, state) = loop {
             {

@@ -5,17 +5,17 @@
 use std::fmt;
 
 /// Characters of a field shown before it is cut.
-pub const SHOWN: usize = 128;
+pub(crate) const SHOWN: usize = 128;
 
 /// Characters of a whole line that quotes fields (an error message) before it is cut.
-pub const LINE: usize = 1024;
+pub(crate) const LINE: usize = 1024;
 
 /// `Display`s `s` escaped and cut: `"a\nb"` shows as `a\nb`, a long one as its first
 /// [`SHOWN`] characters then `…(N bytes)`.
-pub struct Untrusted<'a>(pub &'a str);
+pub(crate) struct Untrusted<'a>(pub &'a str);
 
 /// A whole log line or message that quotes untrusted text: escaped and cut at [`LINE`].
-pub fn line(s: &str) -> String {
+pub(crate) fn line(s: &str) -> String {
     escaped(s, LINE).to_string()
 }
 

@@ -110,7 +110,13 @@ fn every_crate_path_follows_the_layout() {
     // Each module is declared in lib.rs, and may use only modules on the lines above.
     let declared: BTreeSet<String> = lib
         .lines()
-        .filter_map(|l| l.strip_prefix("pub mod "))
+        .filter_map(|l| {
+            let l = l
+                .strip_prefix("pub(crate) ")
+                .or(l.strip_prefix("pub "))
+                .unwrap_or(l);
+            l.strip_prefix("mod ")
+        })
         .map(|l| l.trim_end_matches(';').to_owned())
         .collect();
     let listed: BTreeSet<String> = layout.iter().map(|(m, _)| m.clone()).collect();

@@ -33,11 +33,11 @@ const LEASE_RECHECK: Duration = Duration::from_secs(5);
 const STORE_RECHECK: Duration = Duration::from_secs(60);
 /// How often the certificates other replicas wrote are read (one indexed query): what one
 /// replica obtains, every replica serves within this.
-pub const FOLLOW: Duration = Duration::from_secs(2);
+pub(super) const FOLLOW: Duration = Duration::from_secs(2);
 /// What the task reads and writes, handed in by the daemon: the live snapshot it follows, the
 /// ACME state the listeners and `/status` read, the metrics.
 #[derive(Debug)]
-pub struct ManagerContext {
+pub(crate) struct ManagerContext {
     pub live: Arc<ArcSwap<Live>>,
     pub acme: Arc<AcmeState>,
     pub metrics: Arc<Metrics>,
@@ -46,14 +46,14 @@ pub struct ManagerContext {
 }
 
 /// Owns the task; dropping it stops the task and every order in flight.
-pub struct Manager {
+pub(crate) struct Manager {
     _task: AbortOnDropHandle<()>,
     _follow: AbortOnDropHandle<()>,
 }
 
 impl Manager {
     /// Starts the task; it looks at the live config again at each of `reloads`.
-    pub fn start(shared: ManagerContext, reloads: Reloads) -> Manager {
+    pub(crate) fn start(shared: ManagerContext, reloads: Reloads) -> Manager {
         let shared = Arc::new(shared);
         shared.acme.challenges.set_store(Some(shared.store.clone()));
         let (tx, rows) = mpsc::channel(256);

@@ -24,7 +24,7 @@ struct Entry {
 }
 
 /// `[[dane]]` entries with their TLSA records.
-pub type Tlsa<'a> = [(&'a Dane, Vec<Record>)];
+pub(super) type Tlsa<'a> = [(&'a Dane, Vec<Record>)];
 
 struct Zone {
     /// Absolute, with the trailing dot.
@@ -110,7 +110,7 @@ fn heading(d: &Domain) -> String {
 }
 
 /// A zone-file fragment per zone: `$ORIGIN`, then relative names (RFC 1035 §5.1).
-pub fn bind(out: &mut impl Write, selected: &[&Domain], tlsa: &Tlsa<'_>) -> Result<()> {
+pub(super) fn bind(out: &mut impl Write, selected: &[&Domain], tlsa: &Tlsa<'_>) -> Result<()> {
     for (i, zone) in zones(selected, tlsa).iter().enumerate() {
         if i > 0 {
             writeln!(out)?;
@@ -148,7 +148,7 @@ fn value_of(data: &RData) -> String {
 /// `{"domains": [{domain, policy_id, provider, zone, records, customer_records}], "dane":
 /// [{host, provider, zone, records}]}`, values as they are meant (TXT unquoted, its strings
 /// joined; TLSA as `3 1 1 AB…`).
-pub fn json(out: &mut impl Write, selected: &[&Domain], tlsa: &Tlsa<'_>) -> Result<()> {
+pub(super) fn json(out: &mut impl Write, selected: &[&Domain], tlsa: &Tlsa<'_>) -> Result<()> {
     let rec = |r: &Record| json!({"name": r.name, "type": r.data.type_name(), "ttl": r.ttl, "value": value(r)});
     let domains: Vec<_> = selected
         .iter()
@@ -182,7 +182,7 @@ pub fn json(out: &mut impl Write, selected: &[&Domain], tlsa: &Tlsa<'_>) -> Resu
 /// octoDNS's YAML zone file (`<zone>.yaml` of its YamlProvider), one document per zone: names
 /// and keys sorted (its `enforce_order`), one record or a list per name, `;` in TXT escaped as `\;`
 /// (octoDNS refuses an unescaped one).
-pub fn octodns(out: &mut impl Write, selected: &[&Domain], tlsa: &Tlsa<'_>) -> Result<()> {
+pub(super) fn octodns(out: &mut impl Write, selected: &[&Domain], tlsa: &Tlsa<'_>) -> Result<()> {
     for zone in zones(selected, tlsa) {
         writeln!(out, "{} (octoDNS: {}yaml)", note(&zone, "#"), zone.name)?;
         writeln!(out, "---")?;
@@ -257,7 +257,11 @@ fn yaml(s: &str) -> String {
 
 /// dnscontrol's `dnsconfig.js`: a `D_EXTEND()` per zone adding our records to the `D()` that
 /// defines it (dnscontrol splits TXT over 255 octets itself).
-pub fn dnscontrol(out: &mut impl Write, selected: &[&Domain], tlsa: &Tlsa<'_>) -> Result<()> {
+pub(super) fn dnscontrol(
+    out: &mut impl Write,
+    selected: &[&Domain],
+    tlsa: &Tlsa<'_>,
+) -> Result<()> {
     for zone in zones(selected, tlsa) {
         writeln!(out, "{}", note(&zone, "//"))?;
         let apex = zone.name.trim_end_matches('.');

@@ -22,9 +22,14 @@ const READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// `/status` lists at most 1,000 domains; this bounds a misbehaving listener.
 const MAX_RESPONSE: u64 = 64 << 20;
 
-pub const UNREACHABLE: u8 = 3;
+pub(super) const UNREACHABLE: u8 = 3;
 
-pub fn run(path: &Path, admin: Option<SocketAddr>, domain: Option<&str>, format: Format) -> u8 {
+pub(super) fn run(
+    path: &Path,
+    admin: Option<SocketAddr>,
+    domain: Option<&str>,
+    format: Format,
+) -> u8 {
     // The config also gives `admin_token_file`'s token, sent when set.
     let loaded = crate::config::load(path);
     let token = loaded

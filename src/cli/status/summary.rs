@@ -24,7 +24,7 @@ pub(super) struct Summary {
 }
 
 impl Summary {
-    pub fn exit_code(&self) -> u8 {
+    pub(super) fn exit_code(&self) -> u8 {
         match (self.errors, self.warnings) {
             (0, 0) => 0,
             (0, _) => 1,
@@ -52,7 +52,7 @@ impl Summary {
         self.line(format!("{indent}{tag}: {}", s.as_ref()));
     }
 
-    pub fn of(s: &Value, now: i64) -> Summary {
+    pub(super) fn of(s: &Value, now: i64) -> Summary {
         let mut m = Summary::default();
         let config = &s["config"];
         m.line(format!(

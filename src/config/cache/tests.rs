@@ -6,7 +6,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::{Cache, Counts};
-use crate::config::{load, load_cached, Failed, Loaded};
+use crate::config::load::Failed;
+use crate::config::{load, load_cached, Loaded};
 
 struct Dir {
     tmp: tempfile::TempDir,

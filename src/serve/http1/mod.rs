@@ -45,7 +45,7 @@ const READ_CHUNK: usize = 4096;
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 #[derive(Debug, Clone)]
-pub struct Options {
+pub(crate) struct Options {
     /// The most a request head may take (request line and header fields); beyond, 431.
     pub max_header_bytes: usize,
     /// From the first byte of a request to the end of its head; beyond, the connection closes.
@@ -63,7 +63,7 @@ pub struct Options {
 
 /// What the router makes of one request head.
 #[derive(Debug)]
-pub enum Route {
+pub(crate) enum Route {
     Answer(Answer),
     /// This request, and the connection from it on, are hyper's: it reads request bodies.
     Hyper,
@@ -76,7 +76,7 @@ impl From<Answer> for Route {
 }
 
 /// How a connection ended.
-pub enum Served<IO> {
+pub(crate) enum Served<IO> {
     Closed,
     /// It started with the HTTP/2 preface: the transport and the bytes already read from it.
     H2c(IO, Vec<u8>),
@@ -87,7 +87,7 @@ pub enum Served<IO> {
 
 /// Serves HTTP/1.x on `io` until the client or `shutdown` closes it; `route` answers each
 /// request.
-pub async fn serve<IO, R>(
+pub(crate) async fn serve<IO, R>(
     mut io: IO,
     opts: &Options,
     mut shutdown: watch::Receiver<bool>,

@@ -14,13 +14,13 @@ const PAGE: i64 = 1_000;
 const SEQ_TRIES: usize = 5;
 
 /// The lease of a name's ACME order, the same on every replica.
-pub fn acme_job(name: &str) -> String {
+pub(crate) fn acme_job(name: &str) -> String {
     format!("acme:{}", name.trim_end_matches('.').to_ascii_lowercase())
 }
 
 /// One stored certificate.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CertRow {
+pub(crate) struct CertRow {
     pub name: String,
     pub chain_pem: String,
     pub key_pem: String,
@@ -47,7 +47,7 @@ const COLUMNS: &str =
 
 /// A certificate to write: what the leaf says, and when renewal is due.
 #[derive(Debug, Clone, Copy)]
-pub struct NewCert<'a> {
+pub(crate) struct NewCert<'a> {
     pub name: &'a str,
     pub chain_pem: &'a str,
     pub key_pem: &'a str,
@@ -74,7 +74,7 @@ impl Store {
 
     /// At the start of `serve`: a store whose private keys were sealed opens only with the
     /// key they were sealed with (a clear error now, rather than no certificate later).
-    pub async fn check_sealing(&self) -> Result<(), StoreError> {
+    pub(crate) async fn check_sealing(&self) -> Result<(), StoreError> {
         type Found = Option<(String, String)>;
         let (cert, account): (Found, Found) = bounded(async {
             let mut tx = self.pool.begin().await?;
@@ -106,7 +106,7 @@ impl Store {
     }
 
     /// The account credentials (JSON) stored for `directory`.
-    pub async fn acme_account(&self, directory: &str) -> Result<Option<String>, StoreError> {
+    pub(crate) async fn acme_account(&self, directory: &str) -> Result<Option<String>, StoreError> {
         bounded(async {
             let mut tx = self.pool.begin().await?;
             let v: Option<String> = sqlx::query_scalar(
@@ -129,7 +129,7 @@ impl Store {
 
     /// Stores the account of `directory`; `replace`: over one stored before (else the first
     /// stays, for an import that must not overwrite).
-    pub async fn put_acme_account(
+    pub(crate) async fn put_acme_account(
         &self,
         directory: &str,
         credentials: &str,
@@ -167,7 +167,7 @@ impl Store {
     }
 
     /// Forgets the account of `directory` (the server no longer knows it).
-    pub async fn forget_acme_account(&self, directory: &str) -> Result<(), StoreError> {
+    pub(crate) async fn forget_acme_account(&self, directory: &str) -> Result<(), StoreError> {
         bounded(async {
             let mut tx = self.begin_write().await?;
             sqlx::query("DELETE FROM store_acme_accounts WHERE directory = $1")
@@ -182,7 +182,7 @@ impl Store {
     }
 
     /// The certificate stored for `name`.
-    pub async fn acme_cert(&self, name: &str) -> Result<Option<CertRow>, StoreError> {
+    pub(crate) async fn acme_cert(&self, name: &str) -> Result<Option<CertRow>, StoreError> {
         let sql = format!("SELECT {COLUMNS} WHERE name = $1");
         bounded(async {
             let mut tx = self.pool.begin().await?;
@@ -201,7 +201,7 @@ impl Store {
 
     /// Up to a page of certificates written after `after` (a `seq`), in order: every replica
     /// polls this (one indexed query) to serve what another obtained.
-    pub async fn acme_certs_since(&self, after: i64) -> Result<Vec<CertRow>, StoreError> {
+    pub(crate) async fn acme_certs_since(&self, after: i64) -> Result<Vec<CertRow>, StoreError> {
         let sql = format!("SELECT {COLUMNS} WHERE seq > $1 ORDER BY seq LIMIT $2");
         bounded(async {
             let mut tx = self.pool.begin().await?;
@@ -223,7 +223,7 @@ impl Store {
     /// Writes `cert` if `lease` (its `acme:<name>`) is still held, with the lease's token;
     /// false: lost, nothing written (a replica that lost the lease never overwrites its
     /// successor's certificate).
-    pub async fn save_acme_cert(
+    pub(crate) async fn save_acme_cert(
         &self,
         lease: &super::Lease,
         cert: NewCert<'_>,
@@ -233,7 +233,7 @@ impl Store {
 
     /// Writes `cert` unless one is stored for its name (the import of an earlier version's
     /// files); false: one was there.
-    pub async fn import_acme_cert(&self, cert: NewCert<'_>) -> Result<bool, StoreError> {
+    pub(crate) async fn import_acme_cert(&self, cert: NewCert<'_>) -> Result<bool, StoreError> {
         self.write_cert(None, cert).await
     }
 
@@ -313,7 +313,11 @@ impl Store {
     /// is claimed first with `FOR UPDATE SKIP LOCKED`, in the lease's transaction: of
     /// replicas finding the same renewal due at once, those that come second skip it at once
     /// rather than queue behind the row. `None`: another holds it.
-    pub async fn hold_acme(&self, name: &str, ttl: Duration) -> Result<Option<Held>, StoreError> {
+    pub(crate) async fn hold_acme(
+        &self,
+        name: &str,
+        ttl: Duration,
+    ) -> Result<Option<Held>, StoreError> {
         let job = acme_job(name);
         let ttl_secs = i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX / 2).max(2);
         let token = bounded(async {
@@ -354,7 +358,7 @@ impl Store {
 
     /// Publishes a challenge answer for every replica, until `ttl` from now (the store's
     /// clock).
-    pub async fn put_acme_challenge(
+    pub(crate) async fn put_acme_challenge(
         &self,
         kind: &str,
         id: &str,
@@ -391,7 +395,11 @@ impl Store {
     }
 
     /// A challenge answer published by any replica and not expired.
-    pub async fn acme_challenge(&self, kind: &str, id: &str) -> Result<Option<String>, StoreError> {
+    pub(crate) async fn acme_challenge(
+        &self,
+        kind: &str,
+        id: &str,
+    ) -> Result<Option<String>, StoreError> {
         let sql = format!(
             "SELECT key_authorization FROM store_acme_challenges \
              WHERE kind = $1 AND id = $2 AND expires_at > {}",
@@ -412,7 +420,7 @@ impl Store {
     }
 
     /// Withdraws a challenge answer.
-    pub async fn drop_acme_challenge(&self, kind: &str, id: &str) -> Result<(), StoreError> {
+    pub(crate) async fn drop_acme_challenge(&self, kind: &str, id: &str) -> Result<(), StoreError> {
         bounded(async {
             let mut tx = self.begin_write().await?;
             sqlx::query("DELETE FROM store_acme_challenges WHERE kind = $1 AND id = $2")
@@ -428,7 +436,7 @@ impl Store {
     }
 
     /// The limits document of `directory`, as last written.
-    pub async fn acme_limits(&self, directory: &str) -> Result<Option<String>, StoreError> {
+    pub(crate) async fn acme_limits(&self, directory: &str) -> Result<Option<String>, StoreError> {
         bounded(async {
             let mut tx = self.pool.begin().await?;
             let v: Option<String> =
@@ -445,7 +453,7 @@ impl Store {
 
     /// Replaces the limits document of `directory` with `merge(what is stored)`, in one
     /// transaction with the row locked, so that two replicas merging at once both count.
-    pub async fn merge_acme_limits<T>(
+    pub(crate) async fn merge_acme_limits<T>(
         &self,
         directory: &str,
         merge: impl FnOnce(Option<&str>) -> (String, T),
@@ -486,7 +494,7 @@ impl Store {
     }
 
     /// The `store_meta` row `name` (what was imported, and when).
-    pub async fn meta(&self, name: &str) -> Result<Option<String>, StoreError> {
+    pub(crate) async fn meta(&self, name: &str) -> Result<Option<String>, StoreError> {
         bounded(async {
             let mut tx = self.pool.begin().await?;
             let v = sqlx::query_scalar("SELECT value FROM store_meta WHERE name = $1")
@@ -501,7 +509,7 @@ impl Store {
     }
 
     /// Sets the `store_meta` row `name` unless it is set; false: it was.
-    pub async fn set_meta_once(&self, name: &str, value: &str) -> Result<bool, StoreError> {
+    pub(crate) async fn set_meta_once(&self, name: &str, value: &str) -> Result<bool, StoreError> {
         bounded(async {
             let mut tx = self.begin_write().await?;
             let n = sqlx::query(

@@ -6,7 +6,7 @@ use super::{bounded, Store, StoreError};
 
 /// One replica's config file, as its last start recorded it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Claim {
+pub(crate) struct Claim {
     pub replica: String,
     pub config: String,
     /// Unix seconds, the store's clock.
@@ -18,7 +18,7 @@ const SHOWN: i64 = 10;
 
 impl Store {
     /// Records that `config` on this replica serves from this store now.
-    pub async fn claim(&self, config: &str) -> Result<(), StoreError> {
+    pub(crate) async fn claim(&self, config: &str) -> Result<(), StoreError> {
         bounded(async {
             let sql = format!(
                 "INSERT INTO store_configs (replica, config, started_at) VALUES ($1, $2, {}) \
@@ -39,7 +39,7 @@ impl Store {
     }
 
     /// The configs recorded, latest start first.
-    pub async fn claims(&self) -> Result<Vec<Claim>, StoreError> {
+    pub(crate) async fn claims(&self) -> Result<Vec<Claim>, StoreError> {
         bounded(async {
             let mut tx = self.pool.begin().await?;
             let rows: Vec<(String, String, i64)> = sqlx::query_as(

@@ -6,14 +6,14 @@
 use super::{bounded, Lease, Store, StoreError};
 
 /// The lease DANE publication runs under (`serve` and `apply`): one round at a time.
-pub const DANE_JOB: &str = "dane";
+pub(crate) const DANE_JOB: &str = "dane";
 
 /// The `store_meta` row that says `dane.json` was imported (or that there was none).
 const IMPORTED: &str = "dane_import";
 
 impl Store {
     /// Every host's row: (host, JSON), by host.
-    pub async fn dane_rows(&self) -> Result<Vec<(String, String)>, StoreError> {
+    pub(crate) async fn dane_rows(&self) -> Result<Vec<(String, String)>, StoreError> {
         bounded(async {
             let mut tx = self.pool.begin().await?;
             let rows = sqlx::query_as("SELECT host, entry FROM store_dane ORDER BY host")
@@ -28,7 +28,7 @@ impl Store {
 
     /// Replaces every row by `rows` if `lease` (the "dane" job) is still held; false: lost,
     /// nothing written.
-    pub async fn save_dane(
+    pub(crate) async fn save_dane(
         &self,
         lease: &Lease,
         rows: &[(String, String)],
@@ -73,7 +73,7 @@ impl Store {
 
     /// Whether an earlier version's `dane.json` was imported into this store (or found
     /// missing) by any replica.
-    pub async fn dane_imported(&self) -> Result<bool, StoreError> {
+    pub(crate) async fn dane_imported(&self) -> Result<bool, StoreError> {
         bounded(async {
             let mut tx = self.pool.begin().await?;
             let done: Option<String> =
@@ -91,7 +91,7 @@ impl Store {
     /// Imports `rows` (an earlier version's `dane.json`) once per store, in one transaction
     /// with its marker `note`: a host that has a row already keeps it. False: another process
     /// imported first, nothing written.
-    pub async fn import_dane(
+    pub(crate) async fn import_dane(
         &self,
         rows: &[(String, String)],
         note: &str,

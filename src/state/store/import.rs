@@ -15,7 +15,7 @@ const DONE: &str = "history_import";
 
 /// What an import did.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Imported {
+pub(crate) struct Imported {
     pub events: usize,
     /// Unreadable lines of the journal (a torn last line, or damage).
     pub skipped: usize,
@@ -24,7 +24,7 @@ pub struct Imported {
 impl Store {
     /// Imports `<dir>/history.jsonl` unless this store has imported one already (any
     /// replica's: with PostgreSQL the first to start does it). `None`: nothing imported.
-    pub async fn import_dir(&self, dir: &Path) -> Result<Option<Imported>, StoreError> {
+    pub(crate) async fn import_dir(&self, dir: &Path) -> Result<Option<Imported>, StoreError> {
         let mut tx = self.pool.begin().await?;
         let done: Option<String> =
             sqlx::query_scalar("SELECT value FROM store_meta WHERE name = $1")

@@ -30,13 +30,13 @@ fn ttl_secs(ttl: Duration) -> i64 {
 }
 
 /// The lease of a zone's DNS publication, the same for `serve` and `apply`.
-pub fn zone_job(zone: &str) -> String {
+pub(crate) fn zone_job(zone: &str) -> String {
     format!("zone:{}", zone.trim_end_matches('.').to_ascii_lowercase())
 }
 
 /// A lease held by this process.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Lease {
+pub(crate) struct Lease {
     pub job: String,
     pub token: i64,
     holder: String,
@@ -44,19 +44,23 @@ pub struct Lease {
 }
 
 impl Lease {
-    pub fn ttl(&self) -> Duration {
+    pub(crate) fn ttl(&self) -> Duration {
         self.ttl
     }
 }
 
 impl Store {
     /// `<replica>/<pid>`: a hand-run command on the same machine is another holder.
-    pub fn holder(&self) -> String {
+    pub(crate) fn holder(&self) -> String {
         format!("{}/{}", self.replica, std::process::id())
     }
 
     /// Takes `job` for `ttl` unless another holder's lease has not expired. `None`: held.
-    pub async fn acquire(&self, job: &str, ttl: Duration) -> Result<Option<Lease>, StoreError> {
+    pub(crate) async fn acquire(
+        &self,
+        job: &str,
+        ttl: Duration,
+    ) -> Result<Option<Lease>, StoreError> {
         let ttl_secs = ttl_secs(ttl);
         let token: Option<i64> = bounded(async {
             let mut tx = self.pool.begin().await?;
@@ -117,7 +121,7 @@ impl Store {
     }
 
     /// Extends `lease` by its ttl; false: it was lost (expired and taken, or expired).
-    pub async fn renew(&self, lease: &Lease) -> Result<bool, StoreError> {
+    pub(crate) async fn renew(&self, lease: &Lease) -> Result<bool, StoreError> {
         let held = bounded(async {
             let mut tx = self.pool.begin().await?;
             let held = self.renew_in(&mut tx, lease).await?;
@@ -156,7 +160,7 @@ impl Store {
     }
 
     /// Gives `lease` up at once, so that the next holder need not wait for its expiry.
-    pub async fn release(&self, lease: &Lease) -> Result<(), StoreError> {
+    pub(crate) async fn release(&self, lease: &Lease) -> Result<(), StoreError> {
         self.note_held(&lease.job, false);
         bounded(async {
             let mut tx = self.pool.begin().await?;
@@ -223,7 +227,7 @@ impl Store {
 
     /// Who holds `job` now (holder, expiry in unix seconds by the store's clock); `None`:
     /// nobody, or an expired holder.
-    pub async fn holder_of(&self, job: &str) -> Result<Option<(String, i64)>, StoreError> {
+    pub(crate) async fn holder_of(&self, job: &str) -> Result<Option<(String, i64)>, StoreError> {
         let now = self.clock_sql();
         let sql = format!(
             "SELECT holder, expires_at FROM store_leases WHERE job = $1 AND expires_at > {now}"
@@ -243,7 +247,7 @@ impl Store {
 
     /// Takes `job` unless another holds it, and keeps it renewed (every third of `ttl`) until
     /// the [`Held`] is released or dropped.
-    pub async fn hold(&self, job: &str, ttl: Duration) -> Result<Option<Held>, StoreError> {
+    pub(crate) async fn hold(&self, job: &str, ttl: Duration) -> Result<Option<Held>, StoreError> {
         Ok(self.acquire(job, ttl).await?.map(|lease| self.keep(lease)))
     }
 
@@ -279,7 +283,7 @@ impl Store {
 
     /// [`Store::hold`], waiting up to `within` for another holder to finish (a command).
     /// `Err`: still held after `within`, by this holder until this expiry (if known).
-    pub async fn hold_waiting(
+    pub(crate) async fn hold_waiting(
         &self,
         job: &str,
         ttl: Duration,
@@ -299,7 +303,7 @@ impl Store {
 
     /// Records that `job` was done now, if `lease` (on that job) is still held: the write is
     /// fenced by its token. False: lost, nothing written.
-    pub async fn job_done(&self, lease: &Lease) -> Result<bool, StoreError> {
+    pub(crate) async fn job_done(&self, lease: &Lease) -> Result<bool, StoreError> {
         let now = self.clock_sql();
         let sql = format!(
             "INSERT INTO store_jobs (job, done_at, token) VALUES ($1, {now}, $2) \
@@ -323,7 +327,7 @@ impl Store {
     }
 
     /// Seconds since `job` was last done (by any replica, by the store's clock); `None`: never.
-    pub async fn since_done(&self, job: &str) -> Result<Option<u64>, StoreError> {
+    pub(crate) async fn since_done(&self, job: &str) -> Result<Option<u64>, StoreError> {
         let now = self.clock_sql();
         let sql = format!("SELECT {now} - done_at FROM store_jobs WHERE job = $1");
         bounded(async {
@@ -341,7 +345,7 @@ impl Store {
 
     /// The jobs this process took a lease on since it started, and whether it holds each now
     /// (for `mta_stsd_lease_held`).
-    pub fn held_here(&self) -> Vec<(String, bool)> {
+    pub(crate) fn held_here(&self) -> Vec<(String, bool)> {
         self.held
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -362,7 +366,7 @@ impl Store {
     }
 
     /// Who holds each lease, for `/status`: (job, holder, token, expires_at).
-    pub async fn leases(&self) -> Result<Vec<(String, String, i64, i64)>, StoreError> {
+    pub(crate) async fn leases(&self) -> Result<Vec<(String, String, i64, i64)>, StoreError> {
         bounded(async {
             let mut tx = self.pool.begin().await?;
             let rows = sqlx::query_as(
@@ -378,7 +382,7 @@ impl Store {
     }
 
     /// The last drift findings (JSON) and when they were checked.
-    pub async fn drift_findings(&self) -> Result<Option<(String, i64)>, StoreError> {
+    pub(crate) async fn drift_findings(&self) -> Result<Option<(String, i64)>, StoreError> {
         bounded(async {
             let mut tx = self.pool.begin().await?;
             let row =
@@ -394,7 +398,7 @@ impl Store {
 
     /// Keeps the drift findings if `lease` (the "drift" job) is still held; false: lost, and
     /// nothing was written.
-    pub async fn save_drift(
+    pub(crate) async fn save_drift(
         &self,
         lease: &Lease,
         report: &str,
@@ -426,7 +430,7 @@ impl Store {
 /// A lease kept renewed while a job runs; released (at once, for the next holder) by
 /// [`Held::release`], or on drop.
 #[derive(Debug)]
-pub struct Held {
+pub(crate) struct Held {
     store: Store,
     lease: Option<Lease>,
     lost: Arc<AtomicBool>,
@@ -434,16 +438,16 @@ pub struct Held {
 }
 
 impl Held {
-    pub fn lease(&self) -> &Lease {
+    pub(crate) fn lease(&self) -> &Lease {
         self.lease.as_ref().expect("taken only by release or drop")
     }
 
     /// The renewal found the lease taken: the job's result must not be written.
-    pub fn lost(&self) -> bool {
+    pub(crate) fn lost(&self) -> bool {
         self.lost.load(Ordering::Acquire)
     }
 
-    pub async fn release(mut self) {
+    pub(crate) async fn release(mut self) {
         if let Some(lease) = self.lease.take() {
             if let Err(e) = self.store.release(&lease).await {
                 warn!(job = %lease.job, error = %e, "cannot release the lease; it expires by itself");

@@ -18,7 +18,7 @@ use super::{Store, StoreError};
 
 /// The one channel: the payload says what was written (`history`, `certs`) and by which
 /// process (`<replica>/<pid>`), so that a process is not woken by its own writes.
-pub const CHANNEL: &str = "mta_stsd_store";
+pub(super) const CHANNEL: &str = "mta_stsd_store";
 /// Reconnecting after a lost listener: from 1 s, doubling, to 30 s.
 const BACKOFF_MIN: Duration = Duration::from_secs(1);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
@@ -27,7 +27,7 @@ const CONNECT: Duration = Duration::from_secs(10);
 
 /// What was written: the follow to wake.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Topic {
+pub(crate) enum Topic {
     History,
     Certs,
 }
@@ -43,7 +43,7 @@ impl Topic {
 
 /// Why a follow read the store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Cause {
+pub(crate) enum Cause {
     Poll,
     Notify,
 }
@@ -80,7 +80,7 @@ impl Store {
     }
 
     /// Waits for `every` or a notification of `topic`, whichever is first; counts the cause.
-    pub async fn wait_follow(&self, topic: Topic, every: Duration) -> Cause {
+    pub(crate) async fn wait_follow(&self, topic: Topic, every: Duration) -> Cause {
         let notified = match topic {
             Topic::History => self.wakes.history.notified(),
             Topic::Certs => self.wakes.certs.notified(),
@@ -100,7 +100,7 @@ impl Store {
     }
 
     /// How many history follows the poll and a notification started.
-    pub fn follows(&self) -> (u64, u64) {
+    pub(crate) fn follows(&self) -> (u64, u64) {
         (
             self.wakes.by_poll.load(Ordering::Relaxed),
             self.wakes.by_notify.load(Ordering::Relaxed),
@@ -108,7 +108,7 @@ impl Store {
     }
 
     /// The listener's state (`connecting`, `listening`, `reconnecting`); `None`: off.
-    pub fn listen_state(&self) -> Option<&'static str> {
+    pub(crate) fn listen_state(&self) -> Option<&'static str> {
         *self.wakes.listen.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -118,7 +118,7 @@ impl Store {
 
     /// Starts the listener on its own connection to `url` (a direct one: see the module);
     /// it reconnects with backoff until the runtime ends. Nothing on SQLite.
-    pub fn listen(&self, url: &Secret) {
+    pub(crate) fn listen(&self, url: &Secret) {
         if !self.postgres {
             return;
         }

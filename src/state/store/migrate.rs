@@ -9,7 +9,7 @@ use super::StoreError;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
-pub async fn sqlite(pool: &AnyPool) -> Result<(), StoreError> {
+pub(super) async fn sqlite(pool: &AnyPool) -> Result<(), StoreError> {
     let mut migrator = sqlx::migrate!("./migrations");
     migrator.set_locking(false);
     migrator.run(pool).await?;
@@ -26,7 +26,7 @@ const TABLE: &str = "CREATE TABLE IF NOT EXISTS _sqlx_migrations (
     execution_time BIGINT NOT NULL
 )";
 
-pub async fn postgres(pool: &AnyPool) -> Result<(), StoreError> {
+pub(super) async fn postgres(pool: &AnyPool) -> Result<(), StoreError> {
     let mut tx = pool.begin().await?;
     // Asked first: `IF NOT EXISTS` on an existing table logs a notice at every start.
     let exists: bool = sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations') IS NOT NULL")

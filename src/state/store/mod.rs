@@ -34,16 +34,14 @@ use mta_stsd_providers::Secret;
 use sqlx::any::AnyPoolOptions;
 use sqlx::AnyPool;
 
-pub use acme::{acme_job, CertRow, NewCert};
-pub use configs::Claim;
-pub use dane::DANE_JOB;
-pub use lease::{zone_job, Held, Lease};
-pub use listen::{Cause, Topic, CHANNEL};
-pub use read::{Loaded, Rows};
-pub use write::Writer;
+pub(crate) use acme::{acme_job, CertRow, NewCert};
+pub(crate) use dane::DANE_JOB;
+pub(crate) use lease::{zone_job, Held, Lease};
+pub(crate) use listen::Topic;
+pub(crate) use write::Writer;
 
 /// The SQLite file name inside `[state] dir`.
-pub const SQLITE_FILE: &str = "state.sqlite";
+pub(crate) const SQLITE_FILE: &str = "state.sqlite";
 
 /// How long a statement may wait for a connection: a store that does not answer is an error
 /// after this, not a hang.
@@ -63,7 +61,7 @@ async fn bounded<T>(
 
 /// Which store, and who is asking.
 #[derive(Debug, Clone)]
-pub struct Target {
+pub(crate) struct Target {
     pub dir: PathBuf,
     /// PostgreSQL; `None`: SQLite in `dir`.
     pub url: Option<Secret>,
@@ -74,7 +72,7 @@ pub struct Target {
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum StoreError {
+pub(crate) enum StoreError {
     #[error("store unavailable: {0}")]
     Unavailable(#[from] sqlx::Error),
     #[error("store did not answer within {0:?}")]
@@ -92,7 +90,7 @@ pub enum StoreError {
 
 /// What `/status` and `/metrics` show of the store.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Health {
+pub(crate) struct Health {
     /// The last write or read failed (and is being retried).
     pub error: Option<String>,
     /// Events taken in memory and not yet in the store.
@@ -107,7 +105,7 @@ pub struct Health {
 
 /// An open store. Cheap to clone.
 #[derive(Debug, Clone)]
-pub struct Store {
+pub(crate) struct Store {
     pool: AnyPool,
     postgres: bool,
     replica: Arc<str>,
@@ -128,7 +126,7 @@ pub struct Store {
 impl Store {
     /// Connects (creating the SQLite file and `dir` when missing) and applies pending
     /// migrations.
-    pub async fn open(target: &Target) -> Result<Store, StoreError> {
+    pub(crate) async fn open(target: &Target) -> Result<Store, StoreError> {
         let url = match &target.url {
             Some(u) => u.expose().to_owned(),
             None => {
@@ -159,7 +157,7 @@ impl Store {
     }
 
     /// Opens what exists without creating anything: `None` when the SQLite file is missing.
-    pub async fn open_existing(target: &Target) -> Result<Option<Store>, StoreError> {
+    pub(crate) async fn open_existing(target: &Target) -> Result<Option<Store>, StoreError> {
         if target.url.is_none() && !target.dir.join(SQLITE_FILE).exists() {
             return Ok(None);
         }
@@ -233,7 +231,7 @@ impl Store {
         }
     }
 
-    pub fn engine(&self) -> &'static str {
+    pub(crate) fn engine(&self) -> &'static str {
         if self.postgres {
             "postgresql"
         } else {
@@ -241,11 +239,11 @@ impl Store {
         }
     }
 
-    pub fn replica(&self) -> &str {
+    pub(crate) fn replica(&self) -> &str {
         &self.replica
     }
 
-    pub fn health(&self) -> Health {
+    pub(crate) fn health(&self) -> Health {
         self.health
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -258,7 +256,7 @@ impl Store {
 
     /// The store's clock (unix seconds): PostgreSQL's `now()`, so that every replica measures
     /// a schedule against the same time; SQLite's is this machine's.
-    pub async fn now(&self) -> Result<u64, StoreError> {
+    pub(crate) async fn now(&self) -> Result<u64, StoreError> {
         let sql = format!("SELECT {}", self.clock_sql());
         let mut tx = self.pool.begin().await?;
         let t: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
@@ -290,7 +288,7 @@ impl Store {
         }
     }
 
-    pub fn pool(&self) -> &AnyPool {
+    pub(crate) fn pool(&self) -> &AnyPool {
         &self.pool
     }
 }
@@ -298,7 +296,9 @@ impl Store {
 /// The history for a command that reads, never writes: from the store when there is one,
 /// else from an earlier version's `history.jsonl` (not imported: that is `serve`'s first
 /// start), else empty.
-pub async fn read_history(target: &Target) -> Result<crate::state::history::History, StoreError> {
+pub(crate) async fn read_history(
+    target: &Target,
+) -> Result<crate::state::history::History, StoreError> {
     if let Some(store) = Store::open_existing(target).await? {
         let loaded = store.load_history().await?;
         if loaded.seq > 0 || crate::state::Journal::open_existing(&target.dir, "history").is_none()
@@ -321,7 +321,7 @@ pub async fn read_history(target: &Target) -> Result<crate::state::history::Hist
 
 /// One domain's history for a command that reads, never writes (`history DOMAIN`): an
 /// indexed query when the store has the history, else [`read_history`]'s way.
-pub async fn read_domain_history(
+pub(crate) async fn read_domain_history(
     target: &Target,
     name: &str,
 ) -> Result<crate::state::history::History, StoreError> {
@@ -339,14 +339,14 @@ pub async fn read_domain_history(
 
 /// [`read_history`] from code that is not async (or is inside another runtime): on a thread
 /// of its own.
-pub fn read_history_blocking(
+pub(crate) fn read_history_blocking(
     target: &Target,
 ) -> Result<crate::state::history::History, StoreError> {
     block_on(target, |t| async move { read_history(&t).await })
 }
 
 /// [`read_domain_history`] from code that is not async.
-pub fn read_domain_history_blocking(
+pub(crate) fn read_domain_history_blocking(
     target: &Target,
     name: &str,
 ) -> Result<crate::state::history::History, StoreError> {
@@ -381,7 +381,7 @@ where
 
 /// Applies `migrations/` to a PostgreSQL pool as the store does (one transaction, no
 /// session-level lock: fine behind PgBouncer), for the TLS-RPT store on its own database.
-pub async fn migrate_postgres(pool: &AnyPool) -> Result<(), StoreError> {
+pub(crate) async fn migrate_postgres(pool: &AnyPool) -> Result<(), StoreError> {
     migrate::postgres(pool).await
 }
 

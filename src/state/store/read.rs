@@ -16,7 +16,7 @@ const FILL_PER_UPDATE: usize = 500;
 
 /// Rows after some `seq`.
 #[derive(Debug, Default)]
-pub struct Rows {
+pub(crate) struct Rows {
     pub events: Vec<Event>,
     /// The `seq` of each row that did not parse (damage).
     pub damaged: Vec<i64>,
@@ -28,16 +28,22 @@ pub struct Rows {
 
 /// A history read whole from the store.
 #[derive(Debug)]
-pub struct Loaded {
+pub(crate) struct Loaded {
     pub history: History,
     pub seq: i64,
+    /// The rows that did not read, for the tests (the count is in the store's health).
+    #[cfg(test)]
     pub damaged: Vec<i64>,
 }
 
 impl Store {
     /// Up to one page of rows after `after`, in order; with `others_only`, the rows this
     /// process wrote are left out (what the follow wants; a whole read takes every row).
-    pub async fn read_since(&self, after: i64, others_only: bool) -> Result<Rows, StoreError> {
+    pub(crate) async fn read_since(
+        &self,
+        after: i64,
+        others_only: bool,
+    ) -> Result<Rows, StoreError> {
         super::bounded(self.read_since_unbounded(after, others_only)).await
     }
 
@@ -82,7 +88,7 @@ impl Store {
 
     /// The whole history, read page by page. Damaged rows are counted and named in the log
     /// (S4 of the hardening issue: a damaged history is never dropped without a word).
-    pub async fn load_history(&self) -> Result<Loaded, StoreError> {
+    pub(crate) async fn load_history(&self) -> Result<Loaded, StoreError> {
         let mut history = History::in_memory();
         let mut seq = 0;
         let mut damaged = Vec::new();
@@ -106,6 +112,7 @@ impl Store {
         Ok(Loaded {
             history,
             seq,
+            #[cfg(test)]
             damaged,
         })
     }
@@ -113,7 +120,7 @@ impl Store {
     /// One domain's history, by the index on `subject`: its events, and the bodies of the ids
     /// it served; the other domains' rows are never read. Rows an older version wrote without
     /// a subject (not yet filled in) are read and sorted out here.
-    pub async fn domain_history(&self, name: &str) -> Result<History, StoreError> {
+    pub(crate) async fn domain_history(&self, name: &str) -> Result<History, StoreError> {
         let rows: Vec<(Option<String>, String)> = super::bounded(async {
             let mut tx = self.pool.begin().await?;
             let rows = sqlx::query_as(
@@ -165,7 +172,7 @@ impl Store {
     /// Fills in the `subject` of rows written before the column (or by an older replica
     /// since), a page per transaction; a row that does not parse gets ''. Returns how many.
     /// Run by `serve` in the background: a million rows take most of a minute, once.
-    pub async fn fill_subjects(&self) -> Result<usize, StoreError> {
+    pub(crate) async fn fill_subjects(&self) -> Result<usize, StoreError> {
         let mut filled = 0;
         loop {
             let rows: Vec<(i64, String)> = super::bounded(async {
@@ -217,7 +224,7 @@ impl Store {
     }
 
     /// Whether the store holds any history (else an earlier version's journal may).
-    pub async fn has_history(&self) -> Result<bool, StoreError> {
+    pub(crate) async fn has_history(&self) -> Result<bool, StoreError> {
         super::bounded(async {
             let mut tx = self.pool.begin().await?;
             let any: Option<i64> = sqlx::query_scalar("SELECT seq FROM store_history LIMIT 1")
@@ -245,7 +252,7 @@ impl Store {
     /// out: they are in memory already, and a newer event of ours may still wait in the
     /// writer's queue, which an older row applied again would undo. The follow reads the
     /// others' rows again: harmless.
-    pub async fn catch_up(&self, history: &Mutex<History>) -> Result<(), StoreError> {
+    pub(crate) async fn catch_up(&self, history: &Mutex<History>) -> Result<(), StoreError> {
         let mut seq = self.followed.load(std::sync::atomic::Ordering::Acquire);
         loop {
             let (events, last) = super::bounded(self.read_foreign_since(seq)).await?;
@@ -285,7 +292,7 @@ impl Store {
     /// Applies what other processes wrote since `seq`, every `every` and at once on another's
     /// notification, until the runtime ends; `changed` is called after another replica's events were applied, outside the
     /// lock.
-    pub async fn follow(
+    pub(crate) async fn follow(
         self,
         history: Arc<Mutex<History>>,
         mut seq: i64,

@@ -12,7 +12,7 @@ const PREFIX: &str = "sealed:v1:";
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
 
 /// The key, never printed.
-pub struct Sealer {
+pub(super) struct Sealer {
     key: LessSafeKey,
     random: SystemRandom,
 }
@@ -24,7 +24,7 @@ impl std::fmt::Debug for Sealer {
 }
 
 /// A 32-byte key from its text: 64 hex digits, or base64 (padded or not).
-pub fn parse_key(text: &str) -> Result<[u8; 32], String> {
+pub(super) fn parse_key(text: &str) -> Result<[u8; 32], String> {
     let text = text.trim();
     let bytes = if text.len() == 64 && text.bytes().all(|b| b.is_ascii_hexdigit()) {
         (0..32)
@@ -42,12 +42,12 @@ pub fn parse_key(text: &str) -> Result<[u8; 32], String> {
         .map_err(|b: Vec<u8>| format!("{} bytes, not 32", b.len()))
 }
 
-pub fn is_sealed(text: &str) -> bool {
+pub(super) fn is_sealed(text: &str) -> bool {
     text.starts_with(PREFIX)
 }
 
 impl Sealer {
-    pub fn new(key: &[u8; 32]) -> Sealer {
+    pub(super) fn new(key: &[u8; 32]) -> Sealer {
         Sealer {
             key: LessSafeKey::new(UnboundKey::new(&AES_256_GCM, key).expect("32 bytes")),
             random: SystemRandom::new(),
@@ -55,7 +55,7 @@ impl Sealer {
     }
 
     /// `plain` sealed for the row `row`.
-    pub fn seal(&self, row: &str, plain: &str) -> Result<String, String> {
+    pub(super) fn seal(&self, row: &str, plain: &str) -> Result<String, String> {
         let mut nonce = [0u8; NONCE_LEN];
         self.random
             .fill(&mut nonce)
@@ -75,7 +75,7 @@ impl Sealer {
 
     /// The plaintext of `text` (sealed for `row`, or plaintext as written before a key was
     /// set).
-    pub fn open(&self, row: &str, text: &str) -> Result<String, String> {
+    pub(super) fn open(&self, row: &str, text: &str) -> Result<String, String> {
         let Some(sealed) = text.strip_prefix(PREFIX) else {
             return Ok(text.to_owned());
         };
@@ -103,7 +103,7 @@ impl Sealer {
 }
 
 /// `text` of `row` as plaintext: sealed values need the key.
-pub fn open(sealer: Option<&Sealer>, row: &str, text: &str) -> Result<String, String> {
+pub(super) fn open(sealer: Option<&Sealer>, row: &str, text: &str) -> Result<String, String> {
     match sealer {
         Some(s) => s.open(row, text),
         None if is_sealed(text) => Err(format!(
@@ -114,7 +114,7 @@ pub fn open(sealer: Option<&Sealer>, row: &str, text: &str) -> Result<String, St
 }
 
 /// `plain` as written for `row`: sealed when there is a key.
-pub fn seal(sealer: Option<&Sealer>, row: &str, plain: &str) -> Result<String, String> {
+pub(super) fn seal(sealer: Option<&Sealer>, row: &str, plain: &str) -> Result<String, String> {
     match sealer {
         Some(s) => s.seal(row, plain),
         None => Ok(plain.to_owned()),

@@ -30,14 +30,14 @@ struct Queue {
 
 /// Takes events for the store; cheap to clone.
 #[derive(Debug, Clone)]
-pub struct Writer {
+pub(crate) struct Writer {
     queue: Arc<Queue>,
     store: Store,
 }
 
 impl Writer {
     /// Starts the task that writes the queue (it ends with the runtime).
-    pub fn start(store: Store) -> Writer {
+    pub(crate) fn start(store: Store) -> Writer {
         let w = Writer {
             queue: Arc::default(),
             store,
@@ -47,7 +47,7 @@ impl Writer {
     }
 
     /// Queues `events`; returns at once, whatever the store's state.
-    pub fn record(&self, events: &[Event]) {
+    pub(crate) fn record(&self, events: &[Event]) {
         if events.is_empty() {
             return;
         }
@@ -61,7 +61,7 @@ impl Writer {
     }
 
     /// Waits until the queue is empty or `within` has passed; false: events are left.
-    pub async fn flush(&self, within: Duration) -> bool {
+    pub(crate) async fn flush(&self, within: Duration) -> bool {
         let deadline = tokio::time::Instant::now() + within;
         loop {
             let written = self.queue.written.notified();
@@ -74,11 +74,11 @@ impl Writer {
         }
     }
 
-    pub fn store(&self) -> &Store {
+    pub(crate) fn store(&self) -> &Store {
         &self.store
     }
 
-    pub fn pending(&self) -> usize {
+    pub(crate) fn pending(&self) -> usize {
         self.queue
             .events
             .lock()

@@ -244,7 +244,7 @@ impl Store {
 
     /// The store on a pool whose database has the migrations applied already: the daemon's
     /// store (`[state]`) on PostgreSQL, shared with a `[tlsrpt]` that names no store of its own.
-    pub fn on_pool(pool: AnyPool, is_sqlite: bool) -> Store {
+    pub(crate) fn on_pool(pool: AnyPool, is_sqlite: bool) -> Store {
         let (writer, jobs) = mpsc::channel(QUEUE);
         // SQLite has one writer at a time anyway; PostgreSQL commits several at once.
         let writers = if is_sqlite { 1 } else { 4 };
@@ -272,7 +272,7 @@ impl Store {
     }
 
     /// All the quotas of `cfg`, the per-sender daily limit too.
-    pub fn set_quotas(&self, cfg: &crate::config::Tlsrpt) {
+    pub(crate) fn set_quotas(&self, cfg: &crate::config::Tlsrpt) {
         self.set_quota(cfg.max_reports, cfg.max_store_bytes);
         self.quota
             .per_sender_day
@@ -342,7 +342,7 @@ impl Store {
 }
 
 /// `YYYY-MM-DD` of a unix time, UTC.
-pub fn utc_day(unix: i64) -> String {
+pub(crate) fn utc_day(unix: i64) -> String {
     let t =
         time::OffsetDateTime::from_unix_timestamp(unix).unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
     let d = t.date();
