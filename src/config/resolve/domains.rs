@@ -11,7 +11,7 @@ use super::{
 };
 use crate::config::diag::{At, Loc, Problems, Sources};
 use crate::config::raw::{Inherit, RawDomain};
-use crate::config::{DnsSettings, Domain};
+use crate::config::{DnsSettings, Domain, Resolved};
 use crate::policy::{Mode, MxPattern, Policy};
 
 /// The domains sorted by name (the same name twice is an error naming both places), each
@@ -149,14 +149,14 @@ fn resolve_domain(
 
     let cert = cert_for(g, &d.name.policy_host(), d.at, problems);
 
-    Some(Domain {
+    Some(Domain::new(Resolved {
         name: d.name.clone(),
         policy: policy?,
         dns,
         zone,
         cert: cert?,
         retiring: None,
-    })
+    }))
 }
 
 /// Every name we publish must fit in a DNS message, or `apply` fails for the whole zone.
