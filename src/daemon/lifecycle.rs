@@ -83,6 +83,22 @@ pub fn prepare(
 
 /// Records what is now served; logs the retirement steps it contains.
 pub fn commit(shared: &Daemon, events: &[Event]) {
+    if note(shared, events) {
+        shared.writer.record(events);
+    }
+}
+
+/// [`commit`] of events the caller no longer needs (the start's: one per domain), handed to
+/// the store's writer without a copy.
+pub fn commit_owned(shared: &Daemon, events: Vec<Event>) {
+    if note(shared, &events) {
+        shared.writer.record_owned(events);
+    }
+}
+
+/// Logs the retirement steps in `events` and applies them to the history in memory; false
+/// when there are none to write.
+fn note(shared: &Daemon, events: &[Event]) -> bool {
     for e in events {
         match e {
             Event::Missing { domain, .. } => info!(
@@ -117,7 +133,7 @@ pub fn commit(shared: &Daemon, events: &[Event]) {
         }
     }
     if events.is_empty() {
-        return;
+        return false;
     }
     // In memory at once; the store's writer retries until it has them.
     shared
@@ -125,7 +141,7 @@ pub fn commit(shared: &Daemon, events: &[Event]) {
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .record(events);
-    shared.writer.record(events);
+    true
 }
 
 /// Wakes when a retirement step is due (or when told), and rebuilds the served state from
