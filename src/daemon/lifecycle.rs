@@ -19,6 +19,8 @@ pub struct Prepared {
     pub events: Vec<Event>,
     /// At start, the guard's refusal: the removed domains are held, not retired.
     pub held: Option<String>,
+    /// Milliseconds spent waiting for the history, evaluating it, building the state.
+    pub spent: [u128; 3],
 }
 
 /// Builds the served state for `config`. A reload that would retire more than
@@ -29,8 +31,10 @@ pub fn prepare(
     previous: Option<&Live>,
 ) -> Result<Prepared, String> {
     let now = unix_now();
+    let started = std::time::Instant::now();
     // No I/O under this lock: the store is read and written by tasks of their own.
     let h = history.lock().unwrap_or_else(|e| e.into_inner());
+    let locked = started.elapsed().as_millis();
     let before = previous.map(|p| p.config.domains.as_slice());
     let served_before = before.map_or_else(
         || h.domains().filter(|(_, d)| d.current().is_some()).count(),
@@ -70,14 +74,17 @@ pub fn prepare(
         held = Some(why);
     }
     drop(h);
+    let evaluated = started.elapsed().as_millis();
     config.domains = lifecycle::served(config.domains, std::mem::take(&mut outcome.removed));
     let mut live = Live::build(config, previous)?;
     live.withdraw = outcome.withdraw;
     live.next_deadline = outcome.next_deadline;
+    let built = started.elapsed().as_millis();
     Ok(Prepared {
         live,
         events: outcome.events,
         held,
+        spent: [locked, evaluated - locked, built - evaluated],
     })
 }
 
