@@ -218,6 +218,66 @@ mod tests {
         }
     }
 
+    /// A state built along the previous one: "served since" kept where the policy is the
+    /// same (shared or not), new where it changed or the domain is new; every name found, when
+    /// the names stay in place (the index reused) and when they move (a domain added first).
+    #[test]
+    fn a_state_built_on_the_previous_carries_since_and_finds_every_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let main = dir.path().join("main.toml");
+        std::fs::create_dir(dir.path().join("d")).unwrap();
+        std::fs::write(
+            &main,
+            "include = [\"d/*.toml\"]\n[server]\nhttps = []\nhttp = [\"127.0.0.1:0\"]\n[state]\ndir = \"state\"\n[policy]\nmode = \"enforce\"\nmx = [\"mail.example.org\"]\n",
+        )
+        .unwrap();
+        let save = |rel: &str, text: &str| {
+            let tmp = dir.path().join("new.tmp");
+            std::fs::write(&tmp, text).unwrap();
+            std::fs::rename(tmp, dir.path().join(rel)).unwrap();
+        };
+        save(
+            "d/a.toml",
+            "[domains.\"b.example\"]\n[domains.\"c.example\"]\n",
+        );
+        save("d/b.toml", "[domains.\"d.example\"]\n");
+        let mut cache = crate::config::Cache::default();
+        let mut load = || {
+            crate::config::load_cached(&main, &mut cache)
+                .unwrap()
+                .config
+        };
+        let mut first = Live::build(load(), None).unwrap();
+        // As if served for a while.
+        first.since.iter_mut().for_each(|s| *s = 1000);
+
+        save("d/b.toml", "[domains.\"d.example\"]\nmode = \"testing\"\n");
+        let second = Live::build(load(), Some(&first)).unwrap();
+        assert_eq!(second.served("b.example").unwrap().1, 1000);
+        assert_eq!(second.served("c.example").unwrap().1, 1000);
+        assert!(
+            second.served("d.example").unwrap().1 > 1000,
+            "its policy changed"
+        );
+        assert!(second.domain("e.example").is_none());
+
+        save(
+            "d/c.toml",
+            "[domains.\"a.example\"]\n[domains.\"cc.example\"]\n",
+        );
+        let third = Live::build(load(), Some(&second)).unwrap();
+        for (name, since) in [("b.example", 1000), ("c.example", 1000)] {
+            assert_eq!(third.served(name).unwrap().1, since, "{name}");
+        }
+        assert!(third.served("a.example").unwrap().1 > 1000, "new");
+        assert!(third.served("cc.example").unwrap().1 > 1000, "new");
+        assert_eq!(third.config.domains.len(), 5);
+        for d in &third.config.domains {
+            let found = third.domain(d.name.as_str()).unwrap();
+            assert_eq!(found.name, d.name);
+        }
+    }
+
     #[tokio::test]
     async fn a_reload_wakes_each_follower_once() {
         use futures_util::FutureExt;
