@@ -102,7 +102,7 @@ EDITED_FILE="$WORK/domains.d/$(cd "$WORK/domains.d" && ls | sed -n "$(( files / 
 OTHER="d000001.example"
 
 start_ns=$(date +%s%N)
-RUST_LOG=info "$BIN" --config "$WORK/mta-stsd.toml" serve >"$WORK/serve.log" 2>&1 &
+RUST_LOG=info ${WRAP:-} "$BIN" --config "$WORK/mta-stsd.toml" serve >"$WORK/serve.log" 2>&1 &
 pid=$!
 # Polls /metrics every 0.2 s: pending events seen, then none (or none once `ready` is logged).
 python3 - "$ADMIN_PORT" "$start_ns" "$WORK/serve.log" >"$WORK/stored_ms" <<'PY' &

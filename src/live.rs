@@ -36,25 +36,56 @@ impl Live {
     /// domains whose policy did not change.
     pub(crate) fn build(config: Config, previous: Option<&Live>) -> Result<Live, String> {
         let certs = CertStore::load(&config.tls.certs)?;
-        let hasher = RandomState::new();
-        let mut index = HashTable::with_capacity(config.domains.len());
-        for (i, d) in config.domains.iter().enumerate() {
-            let h = hasher.hash_one(d.name.as_str());
-            index.insert_unique(h, i as u32, |&j| {
-                hasher.hash_one(config.domains[j as usize].name.as_str())
-            });
-        }
         let now = unix_now();
-        let since = config
+        // Both lists are sorted by name, and a reload shares most domains with the previous
+        // state: a walk along the previous list finds them without a lookup each (a million
+        // at a one-file edit); a name the walk does not meet is looked up.
+        let mut at = 0;
+        // Every domain at the position it had: the previous index answers for this state too.
+        let mut same_places =
+            previous.is_some_and(|p| p.config.domains.len() == config.domains.len());
+        let mut carried = |i: usize, d: &Domain| -> Option<u64> {
+            let p = previous?;
+            let before = &p.config.domains;
+            while at < before.len()
+                && !Domain::ptr_eq(&before[at], d)
+                && before[at].name.as_str() < d.name.as_str()
+            {
+                at += 1;
+            }
+            let (old, since) = match before.get(at) {
+                Some(old) if Domain::ptr_eq(old, d) || old.name == d.name => {
+                    same_places &= at == i;
+                    (old, p.since[at])
+                }
+                _ => {
+                    same_places = false;
+                    p.served(d.name.as_str())?
+                }
+            };
+            (old.policy.id() == d.policy.id()).then_some(since)
+        };
+        let since: Vec<u64> = config
             .domains
             .iter()
-            .map(|d| {
-                previous
-                    .and_then(|p| p.served(d.name.as_str()))
-                    .filter(|(old, _)| old.policy.id() == d.policy.id())
-                    .map_or(now, |(_, since)| since)
-            })
+            .enumerate()
+            .map(|(i, d)| carried(i, d).unwrap_or(now))
             .collect();
+        let (index, hasher) = match previous {
+            // The same names in the same places (an edit of settings only): the same index.
+            Some(p) if same_places => (p.index.clone(), p.hasher.clone()),
+            _ => {
+                let hasher = RandomState::new();
+                let mut index = HashTable::with_capacity(config.domains.len());
+                for (i, d) in config.domains.iter().enumerate() {
+                    let h = hasher.hash_one(d.name.as_str());
+                    index.insert_unique(h, i as u32, |&j| {
+                        hasher.hash_one(config.domains[j as usize].name.as_str())
+                    });
+                }
+                (index, hasher)
+            }
+        };
         Ok(Live {
             config,
             index,
@@ -184,6 +215,66 @@ mod tests {
         for (host, want) in cases {
             let got = with_normalized_host(host, |n| Some(n.to_owned()));
             assert_eq!(got.as_deref(), want, "{host}");
+        }
+    }
+
+    /// A state built along the previous one: "served since" kept where the policy is the
+    /// same (shared or not), new where it changed or the domain is new; every name found, when
+    /// the names stay in place (the index reused) and when they move (a domain added first).
+    #[test]
+    fn a_state_built_on_the_previous_carries_since_and_finds_every_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let main = dir.path().join("main.toml");
+        std::fs::create_dir(dir.path().join("d")).unwrap();
+        std::fs::write(
+            &main,
+            "include = [\"d/*.toml\"]\n[server]\nhttps = []\nhttp = [\"127.0.0.1:0\"]\n[state]\ndir = \"state\"\n[policy]\nmode = \"enforce\"\nmx = [\"mail.example.org\"]\n",
+        )
+        .unwrap();
+        let save = |rel: &str, text: &str| {
+            let tmp = dir.path().join("new.tmp");
+            std::fs::write(&tmp, text).unwrap();
+            std::fs::rename(tmp, dir.path().join(rel)).unwrap();
+        };
+        save(
+            "d/a.toml",
+            "[domains.\"b.example\"]\n[domains.\"c.example\"]\n",
+        );
+        save("d/b.toml", "[domains.\"d.example\"]\n");
+        let mut cache = crate::config::Cache::default();
+        let mut load = || {
+            crate::config::load_cached(&main, &mut cache)
+                .unwrap()
+                .config
+        };
+        let mut first = Live::build(load(), None).unwrap();
+        // As if served for a while.
+        first.since.iter_mut().for_each(|s| *s = 1000);
+
+        save("d/b.toml", "[domains.\"d.example\"]\nmode = \"testing\"\n");
+        let second = Live::build(load(), Some(&first)).unwrap();
+        assert_eq!(second.served("b.example").unwrap().1, 1000);
+        assert_eq!(second.served("c.example").unwrap().1, 1000);
+        assert!(
+            second.served("d.example").unwrap().1 > 1000,
+            "its policy changed"
+        );
+        assert!(second.domain("e.example").is_none());
+
+        save(
+            "d/c.toml",
+            "[domains.\"a.example\"]\n[domains.\"cc.example\"]\n",
+        );
+        let third = Live::build(load(), Some(&second)).unwrap();
+        for (name, since) in [("b.example", 1000), ("c.example", 1000)] {
+            assert_eq!(third.served(name).unwrap().1, since, "{name}");
+        }
+        assert!(third.served("a.example").unwrap().1 > 1000, "new");
+        assert!(third.served("cc.example").unwrap().1 > 1000, "new");
+        assert_eq!(third.config.domains.len(), 5);
+        for d in &third.config.domains {
+            let found = third.domain(d.name.as_str()).unwrap();
+            assert_eq!(found.name, d.name);
         }
     }
 

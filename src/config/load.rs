@@ -13,7 +13,7 @@ use std::time::{Duration, SystemTime};
 use rayon::prelude::*;
 use toml::de::DeTable;
 
-use super::cache::{Cache, Cached, Counts, Parsed, Stamp};
+use super::cache::{Cache, Cached, Counts, Parsed, Resolution, Stamp};
 use super::diag::{Diagnostic, Problems, Severity, Source, Sources};
 use super::raw::{RawFile, Reader};
 use super::{resolve, Config};
@@ -102,7 +102,7 @@ fn load_from(path: &Path, cache: Option<&mut Cache>, secrets: bool) -> Result<Lo
         included: paths.len(),
         ..Counts::default()
     };
-    let mut parsed = Vec::with_capacity(got.len());
+    let mut parsed: Vec<Readable> = Vec::with_capacity(got.len());
     let mut keep = HashMap::new();
     for (i, ((p, &file), got)) in paths.iter().zip(&numbers).zip(got).enumerate() {
         rank[file as usize] = i as u32 + 1;
@@ -121,21 +121,42 @@ fn load_from(path: &Path, cache: Option<&mut Cache>, secrets: bool) -> Result<Lo
                 debug_assert!(cached.parsed.problems.iter().all(|pp| pp.file == file));
                 sources.put(file, cached.source.clone());
                 problems.0.extend(cached.parsed.problems.iter().cloned());
-                parsed.push(cached.parsed.clone());
                 if cache.is_some() {
+                    parsed.push((
+                        Some(p.clone()),
+                        cached.parsed.clone(),
+                        cached.resolved.clone(),
+                    ));
                     keep.insert(p.clone(), cached);
+                } else {
+                    parsed.push((None, cached.parsed, None));
                 }
             }
         }
     }
-    if let Some(c) = cache {
-        c.replace(keep, counts);
-    }
-    let raws: Vec<&RawFile> = parsed.iter().filter_map(|p| p.raw.as_ref()).collect();
+    let (raws, reuse): (Vec<&RawFile>, Vec<Option<&Arc<Resolution>>>) = parsed
+        .iter()
+        .filter_map(|(_, p, r)| Some((p.raw.as_ref()?, r.as_ref())))
+        .unzip();
 
     let mut files = vec![path.to_owned()];
     files.extend(paths);
-    let config = resolve::resolve(&sources, main, &raws, &mut problems, files, patterns);
+    let included = resolve::Included {
+        files: &raws,
+        reuse: &reuse,
+    };
+    let (config, resolutions) =
+        resolve::resolve(&sources, main, included, &mut problems, files, patterns);
+    if let Some(c) = cache {
+        // Each file's resolution beside its parse, for the next load.
+        let with_raw = parsed.iter().filter(|(_, p, _)| p.raw.is_some());
+        for ((path, _, _), r) in with_raw.zip(resolutions) {
+            if let Some(cached) = path.as_ref().and_then(|p| keep.get_mut(p)) {
+                cached.resolved = r;
+            }
+        }
+        c.replace(keep, counts);
+    }
     match config {
         Some(config) if !problems.has_errors() => {
             let warnings = finish(&sources, problems, &rank).diagnostics;
@@ -144,6 +165,9 @@ fn load_from(path: &Path, cache: Option<&mut Cache>, secrets: bool) -> Result<Lo
         _ => Err(finish(&sources, problems, &rank)),
     }
 }
+
+/// A readable included file: its path (while cached), parse and last resolution.
+type Readable = (Option<PathBuf>, Arc<Parsed>, Option<Arc<Resolution>>);
 
 /// One included file, as read (or not) for one load.
 enum Got {
@@ -198,6 +222,7 @@ fn include(p: &Path, file: u32, cached: Option<&Cached>, window: Duration) -> Go
                 raw,
                 problems: problems.0,
             }),
+            resolved: None,
         },
         read: true,
         parsed: true,

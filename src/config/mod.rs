@@ -141,9 +141,40 @@ pub(crate) struct Tls {
     pub(crate) self_signed: bool,
 }
 
-/// One mail domain with everything it inherited resolved.
-#[derive(Debug, Clone)]
-pub struct Domain {
+/// One mail domain with everything it inherited resolved: a shared handle (a pointer). A
+/// reload shares the domains of the included files that did not change with the config
+/// served before, rather than holding a million of them twice.
+#[derive(Clone)]
+pub struct Domain(Arc<Resolved>);
+
+impl Domain {
+    pub(crate) fn new(resolved: Resolved) -> Domain {
+        Domain(Arc::new(resolved))
+    }
+
+    /// Whether both are the same resolution (not only equal).
+    pub(crate) fn ptr_eq(a: &Domain, b: &Domain) -> bool {
+        Arc::ptr_eq(&a.0, &b.0)
+    }
+}
+
+impl std::ops::Deref for Domain {
+    type Target = Resolved;
+
+    fn deref(&self) -> &Resolved {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Domain {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// What a [`Domain`] holds.
+#[derive(Debug)]
+pub struct Resolved {
     pub(crate) name: DomainName,
     /// Shared between domains that inherit the same policy.
     pub policy: Arc<Policy>,

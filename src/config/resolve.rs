@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use super::cache::{GlobalsKey, Resolution};
 use super::diag::{At, Loc, Problems, Sources};
 use super::raw::{Inherit, RawDomain, RawFile};
 use super::receiver::Receiver;
@@ -41,25 +42,32 @@ struct Globals<'a> {
     receiver: Option<Receiver>,
 }
 
+/// The included files (those that parsed), each with its last resolution if any.
+pub(super) struct Included<'a> {
+    pub files: &'a [&'a RawFile],
+    pub reuse: &'a [Option<&'a Arc<Resolution>>],
+}
+
+/// The config, if it has no errors; and each included file's resolution (in the order of
+/// `included.files`) for the next load, `None` where there is none to keep.
 pub(super) fn resolve(
     sources: &Sources,
     mut main: RawFile,
-    included: &[&RawFile],
+    included: Included<'_>,
     problems: &mut Problems,
     files: Vec<PathBuf>,
     include_patterns: Vec<String>,
-) -> Option<Config> {
+) -> (Option<Config>, Vec<Option<Arc<Resolution>>>) {
     let main_start = Loc { file: 0, offset: 0 };
     let main_providers = std::mem::take(&mut main.providers);
     let main_domains = std::mem::take(&mut main.domains);
     let Merged {
         provider_names,
         providers,
-        domains,
     } = merge(
         sources,
         (&main_providers, &main_domains),
-        included,
+        included.files,
         problems,
     );
 
@@ -114,14 +122,35 @@ pub(super) fn resolve(
         t
     });
 
-    let resolved = domains::resolve(&globals, domains, sources, main_start, problems);
+    let key = globals_key(sources, &provider_names, &tls);
+    let mut units = Vec::with_capacity(included.files.len() + 1);
+    units.push(domains::Unit {
+        domains: &main_domains,
+        reuse: None,
+    });
+    units.extend(
+        included
+            .files
+            .iter()
+            .zip(included.reuse)
+            .map(|(f, r)| domains::Unit {
+                domains: &f.domains,
+                reuse: r.filter(|r| r.key == key),
+            }),
+    );
+    let (resolved, mut resolutions) =
+        domains::resolve(&globals, key, &units, sources, main_start, problems);
+    // The main file's domains are resolved on every load (any change to it changes the key).
+    if !resolutions.is_empty() {
+        resolutions.remove(0);
+    }
     let dane = dane(std::mem::take(&mut main.dane), &globals, sources, problems);
 
     if problems.has_errors() {
-        return None;
+        return (None, resolutions);
     }
     let state = main.state.unwrap_or_default();
-    Some(Config {
+    let config = Config {
         server,
         tls,
         providers,
@@ -142,15 +171,36 @@ pub(super) fn resolve(
         reconcile: main.reconcile.unwrap_or(DEFAULT_RECONCILE),
         files,
         include_patterns,
-    })
+    };
+    (Some(config), resolutions)
 }
 
-/// Providers and domains from every file, each provider name once. Included files are
-/// borrowed: the reload cache keeps them for the next load.
-struct Merged<'a> {
+/// What resolving a domain depends on besides its own table: the main file (its path and
+/// text: `[policy]`, `[dns]`, `[tls]`, `[acme]`, `[server]`, `[tlsrpt]`, `[delegation]`), the
+/// certificates its `[tls]` names as read now, and the provider names of every file. An
+/// included file whose parse and key are those of its last resolution resolves the same.
+fn globals_key(sources: &Sources, provider_names: &BTreeMap<String, Loc>, tls: &Tls) -> GlobalsKey {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    let field = |h: &mut Sha256, bytes: &[u8]| {
+        h.update((bytes.len() as u64).to_le_bytes());
+        h.update(bytes);
+    };
+    if let Some(main) = sources.files.first() {
+        field(&mut h, main.path.as_os_str().as_encoded_bytes());
+        field(&mut h, main.text.as_bytes());
+    }
+    for name in provider_names.keys() {
+        field(&mut h, name.as_bytes());
+    }
+    field(&mut h, format!("{:?}", tls.certs).as_bytes());
+    h.finalize().into()
+}
+
+/// Providers from every file, each name once.
+struct Merged {
     provider_names: BTreeMap<String, Loc>,
     providers: BTreeMap<String, Arc<ProviderConfig>>,
-    domains: Vec<&'a RawDomain>,
 }
 
 type FileParts<'a> = (
@@ -163,13 +213,11 @@ fn merge<'a>(
     main: FileParts<'a>,
     included: &[&'a RawFile],
     problems: &mut Problems,
-) -> Merged<'a> {
+) -> Merged {
     let mut provider_names: BTreeMap<String, Loc> = BTreeMap::new();
     let mut providers: BTreeMap<String, Arc<ProviderConfig>> = BTreeMap::new();
-    let mut domains: Vec<&RawDomain> =
-        Vec::with_capacity(main.1.len() + included.iter().map(|f| f.domains.len()).sum::<usize>());
     let parts = std::iter::once(main).chain(included.iter().map(|f| (&f.providers, &f.domains)));
-    for (file_providers, file_domains) in parts {
+    for (file_providers, _) in parts {
         for (name, config) in file_providers {
             if name.value == NO_PROVIDER {
                 problems.error(
@@ -194,12 +242,10 @@ fn merge<'a>(
                 providers.insert(name.value.clone(), Arc::new(c.clone()));
             }
         }
-        domains.extend(file_domains);
     }
     Merged {
         provider_names,
         providers,
-        domains,
     }
 }
 

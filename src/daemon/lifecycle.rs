@@ -19,6 +19,8 @@ pub(crate) struct Prepared {
     pub events: Vec<Event>,
     /// At start, the guard's refusal: the removed domains are held, not retired.
     pub held: Option<String>,
+    /// Milliseconds spent waiting for the history, evaluating it, building the state.
+    pub spent: [u128; 3],
 }
 
 /// Builds the served state for `config`. A reload that would retire more than
@@ -29,8 +31,10 @@ pub(crate) fn prepare(
     previous: Option<&Live>,
 ) -> Result<Prepared, String> {
     let now = unix_now();
+    let started = std::time::Instant::now();
     // No I/O under this lock: the store is read and written by tasks of their own.
     let h = history.lock().unwrap_or_else(|e| e.into_inner());
+    let locked = started.elapsed().as_millis();
     let before = previous.map(|p| p.config.domains.as_slice());
     let served_before = before.map_or_else(
         || h.domains().filter(|(_, d)| d.current().is_some()).count(),
@@ -70,19 +74,38 @@ pub(crate) fn prepare(
         held = Some(why);
     }
     drop(h);
+    let evaluated = started.elapsed().as_millis();
     config.domains = lifecycle::served(config.domains, std::mem::take(&mut outcome.removed));
     let mut live = Live::build(config, previous)?;
     live.withdraw = outcome.withdraw;
     live.next_deadline = outcome.next_deadline;
+    let built = started.elapsed().as_millis();
     Ok(Prepared {
         live,
         events: outcome.events,
         held,
+        spent: [locked, evaluated - locked, built - evaluated],
     })
 }
 
 /// Records what is now served; logs the retirement steps it contains.
 pub(crate) fn commit(shared: &Daemon, events: &[Event]) {
+    if note(shared, events) {
+        shared.writer.record(events);
+    }
+}
+
+/// [`commit`] of events the caller no longer needs (the start's: one per domain), handed to
+/// the store's writer without a copy.
+pub(crate) fn commit_owned(shared: &Daemon, events: Vec<Event>) {
+    if note(shared, &events) {
+        shared.writer.record_owned(events);
+    }
+}
+
+/// Logs the retirement steps in `events` and applies them to the history in memory; false
+/// when there are none to write.
+fn note(shared: &Daemon, events: &[Event]) -> bool {
     for e in events {
         match e {
             Event::Missing { domain, .. } => info!(
@@ -117,7 +140,7 @@ pub(crate) fn commit(shared: &Daemon, events: &[Event]) {
         }
     }
     if events.is_empty() {
-        return;
+        return false;
     }
     // In memory at once; the store's writer retries until it has them.
     shared
@@ -125,7 +148,7 @@ pub(crate) fn commit(shared: &Daemon, events: &[Event]) {
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .record(events);
-    shared.writer.record(events);
+    true
 }
 
 /// Wakes when a retirement step is due (or when told), and rebuilds the served state from

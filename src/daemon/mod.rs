@@ -134,9 +134,8 @@ async fn serve(config_path: &Path, loaded: config::Loaded, cache: config::Cache)
     // during which they are answered already.
     {
         let _swap = shared.hold_swap().await;
-        lifecycle::commit(&shared, &events);
+        lifecycle::commit_owned(&shared, events);
     }
-    drop(events);
     // `ready` means the start's history is in the store (a command run next reads it), unless
     // the store does not take it in time: then serving goes on and the writer keeps trying.
     if !shared.writer.flush(OPEN_STORE).await {

@@ -272,6 +272,7 @@ async fn build(
             files: counts,
             load_ms,
             prepare_ms: started.elapsed().as_millis() - load_ms,
+            prepare: live.spent,
         };
         Ok::<_, Vec<Diagnostic>>((live, loaded.warnings, spent))
     })
@@ -335,6 +336,9 @@ fn swap_in(
         parsed = spent.files.parsed,
         load_ms = spent.load_ms,
         prepare_ms = spent.prepare_ms,
+        history_wait_ms = spent.prepare[0],
+        evaluate_ms = spent.prepare[1],
+        build_ms = spent.prepare[2],
         served_ms = served_at,
         total_ms = started.elapsed().as_millis(),
         warnings = warnings.len(),
@@ -396,6 +400,8 @@ struct Spent {
     files: config::Counts,
     load_ms: u128,
     prepare_ms: u128,
+    /// Of `prepare_ms`: waiting for the history, evaluating it, building the state.
+    prepare: [u128; 3],
 }
 
 fn internal(path: &Path, e: tokio::task::JoinError) -> Diagnostic {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use super::{NewBodies, Outcome};
 use crate::certs::Coverage;
-use crate::config::{CertSource, Config, DnsSettings, Domain, Retiring};
+use crate::config::{CertSource, Config, DnsSettings, Domain, Resolved, Retiring};
 use crate::name::DomainName;
 use crate::policy::{Mode, Policy};
 use crate::rua::Rua;
@@ -267,7 +267,7 @@ fn domain(
         // The last resort: without any certificate source senders cannot validate either way.
         None => CertSource::SelfSigned,
     };
-    Domain {
+    Domain::new(Resolved {
         zone: saved
             .zone
             .as_deref()
@@ -277,5 +277,5 @@ fn domain(
         dns: Arc::new(dns),
         cert,
         retiring: Some(retiring),
-    }
+    })
 }

@@ -135,6 +135,47 @@ fn an_edited_file_is_the_only_one_parsed() {
     assert_ne!(text(&first, "b2.example"), text(&after, "b2.example"));
 }
 
+/// A one-file edit resolves that file only: the other files' domains are the very ones the
+/// config before holds (shared, not copied), and a change to the main file resolves all again.
+#[test]
+fn an_edit_shares_the_untouched_files_domains() {
+    let dir = Dir::new();
+    dir.domains("d/a.toml", &["a1.example", "a2.example"]);
+    dir.save("d/b.toml", "[domains.\"b1.example\"]\nmode = \"testing\"\n");
+    dir.domains("d/c.toml", &["c1.example"]);
+    let mut cache = eager();
+    let (first, _) = cached_load(&dir, &mut cache);
+    let first = first.expect("a valid config").config;
+    dir.save("d/b.toml", "[domains.\"b1.example\"]\nmode = \"enforce\"\n");
+    let (after, n) = cached_load(&dir, &mut cache);
+    assert_eq!(n.parsed, 1);
+    let after = after.expect("a valid config").config;
+    let same = |c: &crate::config::Config, d: &crate::config::Config, name: &str| {
+        crate::config::Domain::ptr_eq(c.domain(name).unwrap(), d.domain(name).unwrap())
+    };
+    for name in ["a1.example", "a2.example", "c1.example"] {
+        assert!(same(&first, &after, name), "{name} is shared");
+    }
+    assert!(
+        !same(&first, &after, "b1.example"),
+        "the edited file's domain is new"
+    );
+
+    // Nothing changed: everything shared.
+    let (again, _) = cached_load(&dir, &mut cache);
+    let again = again.expect("a valid config").config;
+    assert!(same(&after, &again, "b1.example"));
+
+    // The main file changed: every domain resolved again, even where nothing it says differs.
+    let main = fs::read_to_string(dir.main()).unwrap();
+    dir.save("main.toml", &format!("{main}\n# touched\n"));
+    let (touched, _) = cached_load(&dir, &mut cache);
+    let touched = touched.expect("a valid config").config;
+    for name in ["a1.example", "b1.example", "c1.example"] {
+        assert!(!same(&again, &touched, name), "{name} resolved again");
+    }
+}
+
 /// Domains that override only `mode` share one policy, not one each.
 #[test]
 fn domains_overriding_only_the_mode_share_their_policy() {

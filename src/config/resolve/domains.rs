@@ -9,57 +9,132 @@ use super::{
     cert_for, check_delegated, check_provider, delegated, empty_mx, provider_of, short_max_age,
     Globals, DEFAULT_TTL, SHORT_MAX_AGE, TESTING_REMINDER,
 };
+use crate::config::cache::{GlobalsKey, Resolution};
 use crate::config::diag::{At, Loc, Problems, Sources};
 use crate::config::raw::{Inherit, RawDomain};
-use crate::config::{DnsSettings, Domain};
+use crate::config::{DnsSettings, Domain, Resolved};
 use crate::policy::{Mode, MxPattern, Policy};
 
-/// The domains sorted by name (the same name twice is an error naming both places), each
-/// resolved against the globals, in parallel chunks.
+/// One file's domains, with their last resolution when it still holds.
+pub(in crate::config) struct Unit<'a> {
+    pub domains: &'a [RawDomain],
+    pub reuse: Option<&'a Arc<Resolution>>,
+}
+
+/// Every file's domains resolved against the globals (a file whose last resolution still
+/// holds is not resolved again: its domains are shared with the config that resolved them),
+/// sorted by name; the same name twice is an error naming both places. With them each file's
+/// resolution, in the order of `units`, for the next load.
 pub(super) fn resolve(
     globals: &Globals<'_>,
-    mut domains: Vec<&RawDomain>,
+    key: GlobalsKey,
+    units: &[Unit<'_>],
     sources: &Sources,
     main_start: Loc,
     problems: &mut Problems,
-) -> Vec<Domain> {
-    domains.par_sort_by(|a, b| a.name.cmp(&b.name));
-    for pair in domains.windows(2) {
-        if pair[0].name == pair[1].name {
+) -> (Vec<Domain>, Vec<Option<Arc<Resolution>>>) {
+    // Each domain with its place: file (unit) and index in it.
+    let total = units.iter().map(|u| u.domains.len()).sum();
+    let mut order: Vec<(&RawDomain, u32, u32)> = Vec::with_capacity(total);
+    for (u, unit) in units.iter().enumerate() {
+        let at = unit.domains.iter().enumerate();
+        order.extend(at.map(|(i, d)| (d, u as u32, i as u32)));
+    }
+    order.par_sort_by(|a, b| a.0.name.cmp(&b.0.name));
+    let mut twice = false;
+    for pair in order.windows(2) {
+        let (a, b) = (pair[0].0, pair[1].0);
+        if a.name == b.name {
+            twice = true;
             problems.error(
-                pair[1].at,
+                b.at,
                 format!(
                     "domain `{}` is defined twice; also at {}",
-                    pair[1].name,
-                    sources.place(pair[0].at)
+                    b.name,
+                    sources.place(a.at)
                 ),
             );
         }
     }
-    domains.dedup_by(|b, a| a.name == b.name);
-    if domains.is_empty() {
+    if order.is_empty() {
         problems.warn(main_start, "no [domains.*] configured: nothing to serve");
     }
     let inherited = Inherited::default();
-    let chunks: Vec<(Vec<Domain>, Problems)> = domains
-        .par_chunks(4096)
-        .map(|chunk| {
-            let mut probs = Problems::default();
-            let out = chunk
-                .iter()
-                .filter_map(|d| resolve_domain(globals, d, &inherited, &mut probs))
-                .collect();
-            (out, probs)
+    if twice {
+        // The config fails: the first of each name is resolved for its problems, as ever;
+        // nothing is kept for the next load.
+        order.dedup_by(|b, a| a.0.name == b.0.name);
+        let first: Vec<&RawDomain> = order.iter().map(|o| o.0).collect();
+        let mut probs = Problems::default();
+        let slots = resolve_slots(globals, &first, &inherited, &mut probs);
+        problems.0.extend(probs.0);
+        #[allow(clippy::filter_map_identity)]
+        let domains = slots.into_iter().filter_map(|d| d).collect();
+        return (domains, units.iter().map(|_| None).collect());
+    }
+    let fresh: Vec<Option<Resolution>> = units
+        .par_iter()
+        .map(|u| match u.reuse {
+            Some(_) => None,
+            None => {
+                let all: Vec<&RawDomain> = u.domains.iter().collect();
+                let mut probs = Problems::default();
+                let domains = resolve_slots(globals, &all, &inherited, &mut probs);
+                Some(Resolution {
+                    key,
+                    domains,
+                    problems: probs.0,
+                })
+            }
         })
         .collect();
-    drop(domains);
-    let mut resolved = Vec::with_capacity(chunks.iter().map(|c| c.0.len()).sum());
-    for (out, probs) in chunks {
-        resolved.extend(out);
+    let all: Vec<Arc<Resolution>> = units
+        .iter()
+        .zip(fresh)
+        .map(|(u, f)| match (f, u.reuse) {
+            (Some(r), _) => Arc::new(r),
+            (None, Some(r)) => r.clone(),
+            (None, None) => unreachable!("a unit is either resolved or reused"),
+        })
+        .collect();
+    for r in &all {
+        problems.0.extend(r.problems.iter().cloned());
+    }
+    let domains = order
+        .iter()
+        .filter_map(|&(_, u, i)| all[u as usize].domains[i as usize].clone())
+        .collect();
+    (domains, all.into_iter().map(Some).collect())
+}
+
+/// `domains` resolved in parallel chunks, one slot each (`None`: see the problems).
+fn resolve_slots(
+    globals: &Globals<'_>,
+    domains: &[&RawDomain],
+    inherited: &Inherited,
+    problems: &mut Problems,
+) -> Vec<Option<Domain>> {
+    let mut slots: Vec<Option<Domain>> = Vec::new();
+    slots.resize_with(domains.len(), || None);
+    let chunk_problems: Vec<Problems> = slots
+        .par_chunks_mut(CHUNK)
+        .zip(domains.par_chunks(CHUNK))
+        .map(|(out, chunk)| {
+            let mut probs = Problems::default();
+            for (slot, d) in out.iter_mut().zip(chunk) {
+                *slot = resolve_domain(globals, d, inherited, &mut probs);
+            }
+            probs
+        })
+        .collect();
+    for probs in chunk_problems {
         problems.0.extend(probs.0);
     }
-    resolved
+    slots
 }
+
+/// Domains resolved by one task.
+const CHUNK: usize = 4096;
 
 /// Policies of domains that override only `mode` or `max_age` and inherit `[policy] mx`: one
 /// per distinct pair, not one per domain (50,000 `testing` domains share one).
@@ -149,14 +224,14 @@ fn resolve_domain(
 
     let cert = cert_for(g, &d.name.policy_host(), d.at, problems);
 
-    Some(Domain {
+    Some(Domain::new(Resolved {
         name: d.name.clone(),
         policy: policy?,
         dns,
         zone,
         cert: cert?,
         retiring: None,
-    })
+    }))
 }
 
 /// Every name we publish must fit in a DNS message, or `apply` fails for the whole zone.
