@@ -412,6 +412,41 @@ mod tests {
         );
     }
 
+    /// RFC 8945 §5.2: the TSIG error of an answer, read as the server sent it (with the 6
+    /// bytes of server time BADTIME carries, §5.2.3); none without a TSIG record.
+    #[test]
+    fn tsig_error_is_read_from_the_answer() {
+        use hickory_proto::rr::rdata::tsig::{make_tsig_record, TsigError, TSIG};
+        let answer = |error: Option<TsigError>, other: Vec<u8>| {
+            let mut m = Message::new(1, MessageType::Response, OpCode::Update);
+            m.metadata.response_code = ResponseCode::NotAuth;
+            let tsig = TSIG::new(
+                HickoryAlgorithm::HmacSha256,
+                1_800_000_000,
+                300,
+                vec![],
+                1,
+                error,
+                other,
+            );
+            m.set_signature(Box::new(make_tsig_record(name("k.").unwrap(), tsig)));
+            m.to_vec().unwrap()
+        };
+        let error = |buf: &[u8]| read_wire(buf).unwrap().0;
+        assert_eq!(error(&answer(None, vec![])), Some(0));
+        assert_eq!(error(&answer(Some(TsigError::BadSig), vec![])), Some(16));
+        assert_eq!(error(&answer(Some(TsigError::BadKey), vec![])), Some(17));
+        assert_eq!(
+            error(&answer(
+                Some(TsigError::BadTime),
+                vec![0, 0, 0x6b, 0x49, 0xd2, 0x00]
+            )),
+            Some(18)
+        );
+        let unsigned = Message::new(1, MessageType::Response, OpCode::Update);
+        assert_eq!(error(&unsigned.to_vec().unwrap()), None);
+    }
+
     #[test]
     fn one_domain_per_message_boundary() {
         let zone = name("example.org.").unwrap();

@@ -6,7 +6,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::{Name, RecordType, TSigVerifier, TSigner};
-use hickory_proto::serialize::binary::BinEncodable;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -208,24 +207,10 @@ impl Wire<'_> {
     }
 }
 
-/// The TSIG error field of a signed answer: RDATA ends `… error(2) other_len(2) other`.
+/// The TSIG error field of a signed answer (RFC 8945 §4.2): 0 when there is none.
 pub(super) fn tsig_error(message: &Message) -> Option<u16> {
     let tsig = &message.signature.as_ref()?.data;
-    let bytes = tsig.to_bytes().ok()?;
-    // `other` is empty, or 6 bytes of server time on BADTIME (RFC 8945 §5.2.3).
-    for other in [0usize, 6] {
-        let n = bytes.len();
-        if n >= other + 4 {
-            let other_len = u16::from_be_bytes([bytes[n - other - 2], bytes[n - other - 1]]);
-            if usize::from(other_len) == other {
-                return Some(u16::from_be_bytes([
-                    bytes[n - other - 4],
-                    bytes[n - other - 3],
-                ]));
-            }
-        }
-    }
-    None
+    Some(tsig.error.map_or(0, u16::from))
 }
 
 /// The time signed into a TSIG record (RFC 8945 §4.2: seconds since 1970).
