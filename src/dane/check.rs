@@ -89,11 +89,8 @@ pub(crate) async fn check(config: &Config, providers: &Providers) -> Said {
 /// Whether `server` answers DNSKEY records at `zone`'s apex (over TCP).
 async fn has_dnskey(server: &str, zone: &str) -> Result<bool, String> {
     let name = Name::from_ascii(zone).map_err(|e| e.to_string())?;
-    let mut m = Message::new();
-    m.set_id(rand::random())
-        .set_message_type(MessageType::Query)
-        .set_op_code(OpCode::Query)
-        .set_recursion_desired(true);
+    let mut m = Message::new(rand::random(), MessageType::Query, OpCode::Query);
+    m.metadata.recursion_desired = true;
     m.add_query(Query::query(name, RecordType::DNSKEY));
     let bytes = m.to_vec().map_err(|e| e.to_string())?;
     let len = u16::try_from(bytes.len()).map_err(|e| e.to_string())?;
@@ -113,7 +110,7 @@ async fn has_dnskey(server: &str, zone: &str) -> Result<bool, String> {
         .map_err(|e| e.to_string())?;
     let answer = Message::from_vec(&buf).map_err(|e| e.to_string())?;
     Ok(answer
-        .answers()
+        .answers
         .iter()
         .any(|r| r.record_type() == RecordType::DNSKEY))
 }

@@ -108,25 +108,22 @@ async fn ask(
     dnssec: bool,
 ) -> Result<Answer, String> {
     let qname = Name::from_ascii(name).map_err(|e| format!("{name}: {e}"))?;
-    let mut m = Message::new();
-    m.set_id(rand::random())
-        .set_message_type(MessageType::Query)
-        .set_op_code(OpCode::Query)
-        .set_recursion_desired(rd)
-        .add_query(Query::query(qname, rtype));
+    let mut m = Message::new(rand::random(), MessageType::Query, OpCode::Query);
+    m.metadata.recursion_desired = rd;
+    m.add_query(Query::query(qname, rtype));
     // EDNS on every question, so that long TXT and TLSA answers fit UDP (RFC 6891).
     let mut edns = Edns::new();
     edns.set_max_payload(UDP_PAYLOAD).set_dnssec_ok(dnssec);
     m.set_edns(edns);
     if dnssec {
-        m.set_authentic_data(true);
+        m.metadata.authentic_data = true;
     }
     let bytes = m.to_vec().map_err(|e| e.to_string())?;
     let answer = tokio::time::timeout(TIMEOUT, transport.exchange(server, &bytes))
         .await
         .map_err(|_| format!("{server}: no answer within {TIMEOUT:?} for {name} {rtype}"))?
         .map_err(|e| format!("{e} (asking {name} {rtype})"))?;
-    let rcode = answer.response_code();
+    let rcode = answer.response_code;
     if !matches!(rcode, ResponseCode::NoError | ResponseCode::NXDomain) {
         return Err(format!("{server}: {rcode} for {name} {rtype}"));
     }
@@ -150,50 +147,46 @@ pub(crate) fn parse_wire(buf: &[u8], name: &str) -> Option<Answer> {
 /// Keeps the records of `name` and of the CNAME chain starting there.
 fn parse(answer: &Message, name: &str) -> Answer {
     let mut out = Answer {
-        rcode: answer.response_code().to_string(),
-        authentic: answer.authentic_data(),
+        rcode: answer.response_code.to_string(),
+        authentic: answer.authentic_data,
         ..Answer::default()
     };
     let mut owners = vec![name.to_ascii_lowercase()];
-    for r in answer.answers() {
-        let owner = lower(r.name());
+    for r in &answer.answers {
+        let owner = lower(&r.name);
         if !owners.contains(&owner) {
             continue;
         }
-        match r.data() {
+        match &r.data {
             RData::CNAME(c) => {
                 let target = lower(&c.0);
                 out.cnames.push(target.clone());
                 owners.push(target);
             }
             RData::TXT(t) => {
-                let bytes: Vec<u8> = t
-                    .txt_data()
-                    .iter()
-                    .flat_map(|s| s.iter().copied())
-                    .collect();
+                let bytes: Vec<u8> = t.txt_data.iter().flat_map(|s| s.iter().copied()).collect();
                 out.txt.push(String::from_utf8_lossy(&bytes).into_owned());
             }
             RData::A(a) => out.addrs.push(IpAddr::V4(a.0)),
             RData::AAAA(a) => out.addrs.push(IpAddr::V6(a.0)),
             RData::NS(ns) => out.names.push(lower(&ns.0)),
-            RData::MX(mx) => out.mx.push(lower(mx.exchange())),
+            RData::MX(mx) => out.mx.push(lower(&mx.exchange)),
             RData::SOA(_) => out.soa_owner = Some(owner),
             RData::TLSA(t) => out.tlsa.push((
-                t.cert_usage().into(),
-                t.selector().into(),
-                t.matching().into(),
-                t.cert_data().to_vec(),
+                t.cert_usage.into(),
+                t.selector.into(),
+                t.matching.into(),
+                t.cert_data.clone(),
             )),
             _ => {}
         }
     }
     if out.soa_owner.is_none() {
         out.soa_owner = answer
-            .name_servers()
+            .authorities
             .iter()
             .find(|r| r.record_type() == RecordType::SOA)
-            .map(|r| lower(r.name()));
+            .map(|r| lower(&r.name));
     }
     out
 }

@@ -140,7 +140,7 @@ impl Transport {
         let Ok(answer) = Message::from_vec(&bytes) else {
             return Ok(None);
         };
-        if answer.truncated() || !same_question(&wire, &answer) {
+        if answer.truncation || !same_question(&wire, &answer) {
             return Ok(None);
         }
         Ok(Some(answer))
@@ -216,10 +216,10 @@ fn same_question(query: &[u8], answer: &Message) -> bool {
     let Ok(q) = Message::from_vec(query) else {
         return false;
     };
-    let (Some(asked), Some(got)) = (q.queries().first(), answer.queries().first()) else {
+    let (Some(asked), Some(got)) = (q.queries.first(), answer.queries.first()) else {
         return false;
     };
-    q.id() == answer.id()
+    q.id == answer.id
         && asked.name() == got.name()
         && asked.query_type() == got.query_type()
         && asked.query_class() == got.query_class()

@@ -37,7 +37,7 @@ impl Rfc2136 {
         let answers = unsigned.exchange(queries.clone()).await?;
         let refused = answers.iter().any(|a| {
             matches!(
-                a.response_code(),
+                a.response_code,
                 ResponseCode::Refused | ResponseCode::NotAuth
             )
         });
@@ -96,16 +96,16 @@ impl Rfc2136 {
             .iter()
             .zip(answers)
             .map(|(fqdn, answer)| {
-                match answer.response_code() {
+                match answer.response_code {
                     ResponseCode::NoError | ResponseCode::NXDomain => {}
                     rcode => return Err(self.refused(&format!("SOA query for {fqdn}"), rcode)),
                 }
                 answer
-                    .answers()
+                    .answers
                     .iter()
-                    .chain(answer.name_servers())
+                    .chain(&answer.authorities)
                     .find(|r| r.record_type() == RecordType::SOA)
-                    .map(|r| fqdn_lower(r.name()))
+                    .map(|r| fqdn_lower(&r.name))
                     .ok_or_else(|| ProviderError::Refused {
                         code: "no SOA".into(),
                         message: format!(
@@ -184,14 +184,14 @@ impl Rfc2136 {
 
     /// The serial in an answer to the SOA query for `zone`.
     fn serial_in(&self, zone: &str, answer: &Message) -> Result<u32, ProviderError> {
-        if answer.response_code() != ResponseCode::NoError {
-            return Err(self.refused(&format!("SOA query for {zone}"), answer.response_code()));
+        if answer.response_code != ResponseCode::NoError {
+            return Err(self.refused(&format!("SOA query for {zone}"), answer.response_code));
         }
         answer
-            .answers()
+            .answers
             .iter()
-            .find_map(|r| match r.data() {
-                HRData::SOA(soa) if fqdn_lower(r.name()) == zone => Some(soa.serial()),
+            .find_map(|r| match &r.data {
+                HRData::SOA(soa) if fqdn_lower(&r.name) == zone => Some(soa.serial),
                 _ => None,
             })
             .ok_or_else(|| ProviderError::Refused {
@@ -282,13 +282,13 @@ impl Rfc2136 {
             .collect::<Result<Vec<_>, ProviderError>>()?;
         let answers = self.read(queries).await?;
         for (answer, (qname, _)) in answers.iter().zip(asked) {
-            match answer.response_code() {
+            match answer.response_code {
                 ResponseCode::NoError | ResponseCode::NXDomain => {}
                 rcode => return Err(self.refused(&format!("query for {qname}"), rcode)),
             }
             out.extend(
                 answer
-                    .answers()
+                    .answers
                     .iter()
                     .map(from_hickory)
                     .filter(|r| &r.name == qname),
@@ -301,7 +301,7 @@ impl Rfc2136 {
 /// Whether queries would have shown the record: at a wanted name, TXT or CNAME, and at a
 /// `mta-sts.` name A and AAAA too; so a plan is the same whichever way the zone was read.
 fn seen_by_queries(r: &HRecord, wanted: &HashSet<&str>) -> bool {
-    let owner = fqdn_lower(r.name());
+    let owner = fqdn_lower(&r.name);
     if !wanted.contains(owner.as_str()) {
         return false;
     }

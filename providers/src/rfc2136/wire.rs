@@ -4,11 +4,8 @@
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use hickory_proto::dnssec::rdata::DNSSECRData;
-use hickory_proto::dnssec::tsig::TSigner;
-use hickory_proto::op::{Message, MessageType, MessageVerifier, OpCode, Query, ResponseCode};
-use hickory_proto::rr::{Name, RData, RecordType};
-use hickory_proto::serialize::binary::{BinEncodable, BinEncoder};
+use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
+use hickory_proto::rr::{Name, RecordType, TSigVerifier, TSigner};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -96,14 +93,12 @@ impl Wire<'_> {
         window: &mut [Message],
         base: u16,
     ) -> Result<Vec<Message>, ProviderError> {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs() as u32);
-        let mut verifiers: HashMap<u16, (usize, Option<MessageVerifier>)> = HashMap::new();
+        let now = unix_now();
+        let mut verifiers: HashMap<u16, (usize, Option<TSigVerifier>)> = HashMap::new();
         let mut wire = Vec::new();
         for (i, m) in window.iter_mut().enumerate() {
             let id = base.wrapping_add(i as u16);
-            m.set_id(id);
+            m.metadata.id = id;
             let verifier = match self.signer {
                 Some(signer) => m
                     .finalize(signer, now)
@@ -168,11 +163,7 @@ impl Wire<'_> {
     }
 
     /// Parses an answer, turns TSIG failures into `Auth`, and verifies the signature.
-    fn check(
-        &self,
-        buf: &[u8],
-        verifier: Option<MessageVerifier>,
-    ) -> Result<Message, ProviderError> {
+    fn check(&self, buf: &[u8], verifier: Option<TSigVerifier>) -> Result<Message, ProviderError> {
         let message = Message::from_vec(buf).map_err(|e| {
             ProviderError::transient(
                 "FORMERR",
@@ -192,14 +183,13 @@ impl Wire<'_> {
                 code: name.into(),
                 message: format!(
                     "{}: rejected our TSIG key: {} / {name}",
-                    self.server,
-                    message.response_code()
+                    self.server, message.response_code
                 ),
             });
         }
-        if message.signature().is_empty() {
+        if message.signature.is_none() {
             // To a signed question, an unsigned answer is trusted only to report a failure.
-            if self.signer.is_some() && message.response_code() == ResponseCode::NoError {
+            if self.signer.is_some() && message.response_code == ResponseCode::NoError {
                 return Err(ProviderError::Auth {
                     code: "unsigned".into(),
                     message: format!("{}: answered without a TSIG signature", self.server),
@@ -207,8 +197,8 @@ impl Wire<'_> {
             }
             return Ok(message);
         }
-        if let Some(mut verify) = verifier {
-            verify(buf).map_err(|e| ProviderError::Auth {
+        if let Some(mut verifier) = verifier {
+            verifier.verify(buf).map_err(|e| ProviderError::Auth {
                 code: "BADSIG".into(),
                 message: format!("{}: the answer's TSIG does not verify: {e}", self.server),
             })?;
@@ -217,28 +207,17 @@ impl Wire<'_> {
     }
 }
 
-/// The TSIG error field of a signed answer: RDATA ends `… error(2) other_len(2) other`.
+/// The TSIG error field of a signed answer (RFC 8945 §4.2): 0 when there is none.
 pub(super) fn tsig_error(message: &Message) -> Option<u16> {
-    let record = message.signature().last()?;
-    let RData::DNSSEC(DNSSECRData::TSIG(tsig)) = record.data() else {
-        return None;
-    };
-    let mut bytes = Vec::new();
-    tsig.emit(&mut BinEncoder::new(&mut bytes)).ok()?;
-    // `other` is empty, or 6 bytes of server time on BADTIME (RFC 8945 §5.2.3).
-    for other in [0usize, 6] {
-        let n = bytes.len();
-        if n >= other + 4 {
-            let other_len = u16::from_be_bytes([bytes[n - other - 2], bytes[n - other - 1]]);
-            if usize::from(other_len) == other {
-                return Some(u16::from_be_bytes([
-                    bytes[n - other - 4],
-                    bytes[n - other - 3],
-                ]));
-            }
-        }
-    }
-    None
+    let tsig = &message.signature.as_ref()?.data;
+    Some(tsig.error.map_or(0, u16::from))
+}
+
+/// The time signed into a TSIG record (RFC 8945 §4.2: seconds since 1970).
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// A zone transfer's outcome.
@@ -286,15 +265,10 @@ impl Wire<'_> {
         limit: usize,
         mut keep: impl FnMut(&hickory_proto::rr::Record) -> bool,
     ) -> Result<Transfer, ProviderError> {
-        let mut m = Message::new();
         let id: u16 = rand::random();
-        m.set_id(id)
-            .set_message_type(MessageType::Query)
-            .set_op_code(OpCode::Query)
-            .add_query(Query::query(zone.clone(), RecordType::AXFR));
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs() as u32);
+        let mut m = Message::new(id, MessageType::Query, OpCode::Query);
+        m.add_query(Query::query(zone.clone(), RecordType::AXFR));
+        let now = unix_now();
         let mut verifier = match self.signer {
             Some(signer) => m
                 .finalize(signer, now)
@@ -322,10 +296,10 @@ impl Wire<'_> {
                     format!("{}: unreadable transfer message: {e}", self.server),
                 )
             })?;
-            if message.id() != id {
+            if message.id != id {
                 continue;
             }
-            let rcode = message.response_code();
+            let rcode = message.response_code;
             if matches!(
                 rcode,
                 ResponseCode::Refused | ResponseCode::NotAuth | ResponseCode::NotImp
@@ -338,11 +312,11 @@ impl Wire<'_> {
                     format!("{}: zone transfer answered {rcode}", self.server),
                 ));
             }
-            if let Some(verify) = verifier.as_mut() {
-                if message.signature().is_empty() {
+            if let Some(verifier) = verifier.as_mut() {
+                if message.signature.is_none() {
                     return Ok(Transfer::Declined);
                 }
-                verify(&buf).map_err(|e| ProviderError::Auth {
+                verifier.verify(&buf).map_err(|e| ProviderError::Auth {
                     code: "BADSIG".into(),
                     message: format!(
                         "{}: a zone transfer message's TSIG does not verify: {e}",
@@ -350,7 +324,7 @@ impl Wire<'_> {
                     ),
                 })?;
             }
-            for r in message.answers() {
+            for r in &message.answers {
                 // RFC 5936 §2.2: the zone's SOA opens and closes the transfer.
                 if r.record_type() == RecordType::SOA {
                     soas += 1;

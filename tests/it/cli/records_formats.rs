@@ -244,7 +244,7 @@ fn tlsa_records_in_every_format() {
     let parsed: Vec<String> = sets
         .values()
         .flat_map(|set| set.records_without_rrsigs())
-        .map(|r| format!("{} {} {}", r.name(), r.ttl(), r.data()))
+        .map(|r| format!("{} {} {}", r.name, r.ttl, r.data))
         .collect();
     assert_eq!(
         parsed

@@ -81,9 +81,9 @@ pub fn parse_zone(text: &str) -> Vec<Rr> {
     let mut out = Vec::new();
     for set in sets.values() {
         for r in set.records_without_rrsigs() {
-            let strings = match r.data() {
+            let strings = match &r.data {
                 RData::TXT(txt) => txt
-                    .txt_data()
+                    .txt_data
                     .iter()
                     .map(|s| String::from_utf8(s.to_vec()).unwrap())
                     .collect(),
@@ -91,8 +91,8 @@ pub fn parse_zone(text: &str) -> Vec<Rr> {
                 other => panic!("unexpected record {other:?}"),
             };
             out.push(Rr {
-                name: r.name().to_string(),
-                ttl: r.ttl(),
+                name: r.name.to_string(),
+                ttl: r.ttl,
                 rtype: r.record_type(),
                 strings,
             });

@@ -105,14 +105,11 @@ cert = "fullchain.pem"
 /// BIND's TLSA answer at [`NAME`], asked with the DO bit: (usage, data) of each record, and
 /// whether an RRSIG covering them came along.
 fn tlsa(addr: SocketAddr) -> (Vec<(u8, Vec<u8>)>, bool) {
-    let mut m = Message::new();
-    m.set_id(7)
-        .set_message_type(MessageType::Query)
-        .set_op_code(OpCode::Query)
-        .add_query(Query::query(
-            Name::from_ascii(NAME).unwrap(),
-            RecordType::TLSA,
-        ));
+    let mut m = Message::new(7, MessageType::Query, OpCode::Query);
+    m.add_query(Query::query(
+        Name::from_ascii(NAME).unwrap(),
+        RecordType::TLSA,
+    ));
     let mut edns = Edns::new();
     edns.set_dnssec_ok(true).set_max_payload(4096);
     m.set_edns(edns);
@@ -127,16 +124,16 @@ fn tlsa(addr: SocketAddr) -> (Vec<(u8, Vec<u8>)>, bool) {
     s.read_exact(&mut buf).unwrap();
     let answer = Message::from_vec(&buf).unwrap();
     let mut records: Vec<(u8, Vec<u8>)> = answer
-        .answers()
+        .answers
         .iter()
-        .filter_map(|r| match r.data() {
-            RData::TLSA(t) => Some((t.cert_usage().into(), t.cert_data().to_vec())),
+        .filter_map(|r| match &r.data {
+            RData::TLSA(t) => Some((t.cert_usage.into(), t.cert_data.to_vec())),
             _ => None,
         })
         .collect();
     records.sort();
     let signed = answer
-        .answers()
+        .answers
         .iter()
         .any(|r| r.record_type() == RecordType::RRSIG);
     (records, signed)

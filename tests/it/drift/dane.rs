@@ -69,13 +69,10 @@ fn named(dir: tempfile::TempDir, conf: &str) -> Named {
 
 /// One UDP question with recursion desired, DNSSEC OK and AD set, as drift asks TLSA.
 fn ask(server: SocketAddr, name: &str, rtype: RecordType) -> std::io::Result<Message> {
-    let mut m = Message::new();
-    m.set_id(rand_id())
-        .set_message_type(MessageType::Query)
-        .set_op_code(OpCode::Query)
-        .set_recursion_desired(true)
-        .set_authentic_data(true)
-        .add_query(Query::query(Name::from_ascii(name).unwrap(), rtype));
+    let mut m = Message::new(rand_id(), MessageType::Query, OpCode::Query);
+    m.metadata.recursion_desired = true;
+    m.metadata.authentic_data = true;
+    m.add_query(Query::query(Name::from_ascii(name).unwrap(), rtype));
     let mut edns = Edns::new();
     edns.set_dnssec_ok(true).set_max_payload(1232);
     m.set_edns(edns);
@@ -111,8 +108,8 @@ fn wait_for(
             Ok(m) if ok(&m) => Ok(()),
             Ok(m) => Err(format!(
                 "{:?} ad={}\n{}",
-                m.response_code(),
-                m.authentic_data(),
+                m.response_code,
+                m.authentic_data,
                 server.log()
             )),
             Err(e) => Err(format!("{e}\n{}", server.log())),
@@ -238,7 +235,7 @@ fn tlsa_matching_mismatching_and_unsigned_with_a_validating_resolver() {
     );
     let auth_at = SocketAddr::from((AUTH, auth_port));
     wait_for(&auth, auth_at, "example.org.", RecordType::SOA, |m| {
-        !m.answers().is_empty()
+        !m.answers.is_empty()
     });
 
     // The validating resolver: forwards to the authoritative one, trusts example.org's KSK
@@ -279,7 +276,7 @@ fn tlsa_matching_mismatching_and_unsigned_with_a_validating_resolver() {
         resolver_at,
         "_25._tcp.mx-good.example.org.",
         RecordType::TLSA,
-        |m| m.authentic_data() && !m.answers().is_empty(),
+        |m| m.authentic_data && !m.answers.is_empty(),
     );
 
     let dir = ConfigDir::new();

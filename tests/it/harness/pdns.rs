@@ -226,25 +226,21 @@ impl PdnsServer {
             .unwrap_or_else(|e| panic!("querying {name} {rtype} at {}: {e}", self.dns));
         assert!(
             matches!(
-                msg.response_code(),
+                msg.response_code,
                 ResponseCode::NoError | ResponseCode::NXDomain
             ),
             "querying {name} {rtype} at {}: {}",
             self.dns,
-            msg.response_code()
+            msg.response_code
         );
         let want = name.trim_end_matches('.').to_ascii_lowercase();
-        msg.answers()
+        msg.answers
             .iter()
             .filter(|r| {
                 r.record_type() == rtype
-                    && r.name()
-                        .to_ascii()
-                        .trim_end_matches('.')
-                        .to_ascii_lowercase()
-                        == want
+                    && r.name.to_ascii().trim_end_matches('.').to_ascii_lowercase() == want
             })
-            .map(|r| rdata_text(r.data()))
+            .map(|r| rdata_text(&r.data))
             .collect()
     }
 
@@ -378,14 +374,8 @@ impl PdnsServer {
                 Duration::from_millis(500),
             );
             let last = match answer {
-                Ok(m)
-                    if m.answers()
-                        .iter()
-                        .any(|r| r.record_type() == RecordType::SOA) =>
-                {
-                    return
-                }
-                Ok(m) => format!("{} with {} answers", m.response_code(), m.answers().len()),
+                Ok(m) if m.answers.iter().any(|r| r.record_type() == RecordType::SOA) => return,
+                Ok(m) => format!("{} with {} answers", m.response_code, m.answers.len()),
                 Err(e) => e.to_string(),
             };
             assert!(

@@ -227,9 +227,7 @@ impl Pebble {
                     false,
                     Duration::from_millis(200),
                 )
-                .is_ok_and(|m| {
-                    m.response_code() == ResponseCode::NoError && !m.answers().is_empty()
-                });
+                .is_ok_and(|m| m.response_code == ResponseCode::NoError && !m.answers.is_empty());
             }
             if dns_ok {
                 let up = client

@@ -96,11 +96,8 @@ impl Resolver {
 
     /// Whether an answer for `name`/`rtype` carried AD; `None` without an answer.
     pub fn authenticated(&self, name: &str, rtype: RecordType) -> Option<bool> {
-        let mut m = Message::new();
-        m.set_id(9)
-            .set_message_type(MessageType::Query)
-            .set_op_code(OpCode::Query)
-            .set_recursion_desired(true);
+        let mut m = Message::new(9, MessageType::Query, OpCode::Query);
+        m.metadata.recursion_desired = true;
         m.add_query(Query::query(Name::from_ascii(name).ok()?, rtype));
         let mut edns = Edns::new();
         edns.set_dnssec_ok(true);
@@ -111,7 +108,7 @@ impl Resolver {
         let mut buf = [0u8; 4096];
         let n = s.recv(&mut buf).ok()?;
         let answer = Message::from_vec(&buf[..n]).ok()?;
-        (!answer.answers().is_empty()).then(|| answer.authentic_data())
+        (!answer.answers.is_empty()).then(|| answer.authentic_data)
     }
 
     /// A resolv.conf naming this resolver, trusting its AD bit (glibc clears AD without

@@ -43,10 +43,10 @@ fn sts(server: &DnsServer, domain: &str) -> Vec<String> {
         Duration::from_secs(5),
     )
     .unwrap_or_else(|e| panic!("querying {name}: {e}"));
-    msg.answers()
+    msg.answers
         .iter()
         .filter(|r| r.record_type() == RecordType::TXT)
-        .map(|r| rdata_text(r.data()))
+        .map(|r| rdata_text(&r.data))
         .filter(|t| t.starts_with("v=STSv1"))
         .collect()
 }

@@ -30,18 +30,18 @@ impl DnsServer {
             .unwrap_or_else(|e| panic!("querying {name} {rtype} at {}: {e}", self.addr));
         assert!(
             matches!(
-                msg.response_code(),
+                msg.response_code,
                 ResponseCode::NoError | ResponseCode::NXDomain
             ),
             "querying {name} {rtype} at {}: {}",
             self.addr,
-            msg.response_code()
+            msg.response_code
         );
         let want = normalize(name);
-        msg.answers()
+        msg.answers
             .iter()
-            .filter(|r| r.record_type() == rtype && normalize(&r.name().to_ascii()) == want)
-            .map(|r| rdata_text(r.data()))
+            .filter(|r| r.record_type() == rtype && normalize(&r.name.to_ascii()) == want)
+            .map(|r| rdata_text(&r.data))
             .collect()
     }
 
@@ -51,10 +51,10 @@ impl DnsServer {
         let msg = self
             .query_message(&self.zone, RecordType::SOA)
             .unwrap_or_else(|e| panic!("querying the SOA at {}: {e}", self.addr));
-        msg.answers()
+        msg.answers
             .iter()
-            .find_map(|r| match r.data() {
-                RData::SOA(soa) => Some(soa.serial()),
+            .find_map(|r| match &r.data {
+                RData::SOA(soa) => Some(soa.serial),
                 _ => None,
             })
             .unwrap_or_else(|| panic!("no SOA in {msg:?}"))
@@ -165,12 +165,9 @@ pub fn exchange(
     let mut qname = Name::from_ascii(name).map_err(invalid)?;
     qname.set_fqdn(true);
     let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
-    let mut msg = Message::new();
-    msg.set_id(id)
-        .set_message_type(MessageType::Query)
-        .set_op_code(OpCode::Query)
-        .set_recursion_desired(false)
-        .add_query(Query::query(qname, rtype));
+    let mut msg = Message::new(id, MessageType::Query, OpCode::Query);
+    msg.metadata.recursion_desired = false;
+    msg.add_query(Query::query(qname, rtype));
     let wire = msg.to_vec().map_err(invalid)?;
     let answer = if tcp {
         let mut s = TcpStream::connect_timeout(&addr, timeout)?;
@@ -194,11 +191,11 @@ pub fn exchange(
         buf.truncate(n);
         buf
     };
-    let reply = Message::from_vec(&answer).map_err(invalid)?;
-    if reply.id() != id {
+    let reply = Message::from_vec(&answer).map_err(|e| std::io::Error::other(e.to_string()))?;
+    if reply.id != id {
         return Err(std::io::Error::other(format!(
             "reply id {} for query id {id}",
-            reply.id()
+            reply.id
         )));
     }
     Ok(reply)
@@ -206,7 +203,11 @@ pub fn exchange(
 
 pub fn rdata_text(data: &RData) -> String {
     match data {
-        RData::TXT(txt) => txt.iter().map(|s| String::from_utf8_lossy(s)).collect(),
+        RData::TXT(txt) => txt
+            .txt_data
+            .iter()
+            .map(|s| String::from_utf8_lossy(s))
+            .collect(),
         RData::CNAME(c) => c.0.to_ascii(),
         RData::A(a) => a.0.to_string(),
         RData::AAAA(a) => a.0.to_string(),

@@ -118,8 +118,8 @@ impl Launch {
         for zone in &self.more_zones {
             let msg = exchange(self.addr, zone, RecordType::SOA, true, short)
                 .map_err(|e| format!("SOA of {zone}: {e}"))?;
-            if msg.response_code() != ResponseCode::NoError || msg.answers().is_empty() {
-                return Err(format!("SOA of {zone}: {}", msg.response_code()));
+            if msg.response_code != ResponseCode::NoError || msg.answers.is_empty() {
+                return Err(format!("SOA of {zone}: {}", msg.response_code));
             }
         }
         for tcp in [true, false] {
@@ -127,18 +127,18 @@ impl Launch {
             let msg = exchange(self.addr, &self.zone, RecordType::SOA, tcp, short)
                 .map_err(|e| format!("SOA over {proto}: {e}"))?;
             let soa = msg
-                .answers()
+                .answers
                 .iter()
                 .any(|r| r.record_type() == RecordType::SOA);
             // A server that answers only signed queries is up once it refuses ours.
-            if self.queries_need_key && msg.response_code() == ResponseCode::Refused {
+            if self.queries_need_key && msg.response_code == ResponseCode::Refused {
                 continue;
             }
-            if msg.response_code() != ResponseCode::NoError || !soa {
+            if msg.response_code != ResponseCode::NoError || !soa {
                 return Err(format!(
                     "SOA over {proto}: {} with {} answers",
-                    msg.response_code(),
-                    msg.answers().len()
+                    msg.response_code,
+                    msg.answers.len()
                 ));
             }
         }
