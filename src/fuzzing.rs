@@ -11,6 +11,10 @@
 //! - [`tlsrpt_json`]: TLS-RPT report bodies as the HTTPS receiver reads them (gzip inflated
 //!   within the size limit, then the JSON).
 //! - [`tlsrpt_mail`]: report mails as `tlsrpt ingest` reads them (DKIM, MIME parts).
+#![allow(
+    clippy::expect_used,
+    reason = "a failed expectation here is a fuzzer's finding, as a failed assertion is"
+)]
 
 use std::io;
 use std::path::PathBuf;

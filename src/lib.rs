@@ -31,9 +31,9 @@
 //! - `cli`: one function per command; anyhow stops here. Uses: `alerts`, `clock`, `config`, `daemon`, `dane`, `desired`, `dns`, `drift`, `lifecycle`, `name`, `state`, `tlsrpt`.
 //! - `fuzzing`: ways in for the fuzz targets and property tests. Uses: `config`, `drift`, `live`, `policy`, `rua`, `serve`, `tlsrpt`.
 
-// No `unwrap()` outside tests: a failure says what failed (`expect` with the invariant),
-// or is handled.
-#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+// No `unwrap()` outside tests: a failure is handled, or says what failed; an `expect` only
+// where an invariant holds, allowed at its function with the invariant as the reason.
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 // Only what the binary, tests/ and fuzz/ use is `pub`; the rest is `pub(crate)`, so the dead-code
 // lint sees it. scripts/narrow-pub.sh narrows again after a change.
 #![warn(unreachable_pub)]

@@ -352,6 +352,7 @@ impl Metrics {
     }
 
     /// The Prometheus text exposition.
+    #[allow(clippy::expect_used, reason = "writing to a String cannot fail")]
     pub(crate) fn encode(&self) -> String {
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry)

@@ -29,6 +29,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const ACCOUNT_JOB: &str = "account";
 
 /// An HTTPS-only client, HTTP/1.1 and HTTP/2, for the ACME server.
+#[allow(clippy::expect_used, reason = "ring supports the default versions")]
 pub(super) fn http_client(cfg: &config::Acme) -> Result<Box<dyn HttpClient>, AcmeError> {
     let mut extra = Vec::new();
     if let Some(ca) = &cfg.ca {
@@ -81,6 +82,7 @@ impl<C: HttpClient> HttpClient for Noting<C> {
 }
 
 /// The account for `cfg.directory`: restored from the store, or registered and stored.
+#[allow(clippy::expect_used, reason = "credentials serialize")]
 pub(super) async fn load_or_create(
     cfg: &config::Acme,
     store: &Store,

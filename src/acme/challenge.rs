@@ -381,6 +381,7 @@ impl ResolvesServerCert for ValidationResolver {
 
 /// The server config for validation handshakes: RFC 8737 §4 "MUST only negotiate TLS 1.2 or
 /// higher", and `acme-tls/1` the only protocol, so that no HTTP follows.
+#[allow(clippy::expect_used, reason = "ring supports TLS 1.2 and 1.3")]
 pub(crate) fn validation_config(challenges: Arc<Challenges>) -> Arc<ServerConfig> {
     let mut config = ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])

@@ -44,6 +44,7 @@ pub(super) fn renewal_point(name: &str, not_before: i64, not_after: i64) -> i64 
     not_before + (lifetime * i128::from(bp) / 10_000) as i64
 }
 
+#[allow(clippy::expect_used, reason = "8 bytes")]
 fn name_hash(name: &str) -> u64 {
     let hash = Sha256::digest(name.as_bytes());
     u64::from_be_bytes(hash[..8].try_into().expect("8 bytes"))

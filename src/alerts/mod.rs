@@ -54,6 +54,7 @@ impl Stats {
 
 /// Sends `events` (at most [`MAX_EVENTS`]) in order to every configured channel, each as its
 /// JSON. Drift owns the event type (`drift::changes::Event`); alerts only delivers it.
+#[allow(clippy::expect_used, reason = "an event serializes")]
 pub(crate) async fn send<E: Serialize>(
     alerts: &Alerts,
     tls: Arc<rustls::ClientConfig>,
@@ -147,6 +148,7 @@ async fn webhook(client: &HttpsClient, url: &str, json: &[u8], stats: &Stats) {
 }
 
 /// Runs `cmd` with the event on stdin, within [`TIMEOUT`] (then killed).
+#[allow(clippy::expect_used, reason = "piped")]
 async fn command(cmd: &std::path::Path, json: &[u8]) -> Result<(), String> {
     let mut child = tokio::process::Command::new(cmd)
         .stdin(Stdio::piped())

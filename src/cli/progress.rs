@@ -30,6 +30,7 @@ pub(super) struct Progress {
 
 impl Progress {
     /// `what` names the steps (zones, say) in the periodic lines.
+    #[allow(clippy::expect_used, reason = "a valid template")]
     pub(super) fn start(what: &'static str) -> Self {
         let step = Arc::new(Mutex::new(Step::default()));
         if std::io::stderr().is_terminal() {

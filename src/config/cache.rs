@@ -64,6 +64,7 @@ impl Cache {
 
     /// A file number for each path: a cached file keeps its number (its parse refers to it),
     /// a new one gets the lowest free number. 0 is the main file.
+    #[allow(clippy::expect_used, reason = "fewer files than numbers")]
     pub(crate) fn numbers(&self, paths: &[PathBuf]) -> Vec<u32> {
         let kept: HashSet<u32> = paths
             .iter()

@@ -160,6 +160,7 @@ pub(crate) struct Reader<'p> {
 }
 
 impl Reader<'_> {
+    #[allow(clippy::expect_used, reason = "checked against the allowed keys")]
     pub(super) fn read(&mut self, root: &DeTable<'_>) -> RawFile {
         let mut raw = RawFile::default();
         let allowed = if self.main { Top::ALL } else { INCLUDED_KEYS };

@@ -22,6 +22,7 @@ const STATUS_LIST_LIMIT: usize = 1000;
 
 /// `token`: `[server] admin_token_file`'s token, as read at start (listeners and their
 /// settings change at a restart).
+#[allow(clippy::expect_used, reason = "JSON values serialize")]
 pub(crate) async fn respond<B>(
     shared: &Daemon,
     token: Option<&Secret>,

@@ -70,6 +70,7 @@ impl Publisher {
     }
 }
 
+#[allow(clippy::expect_used, reason = "just built")]
 async fn run(shared: Arc<Daemon>, mut reloads: Reloads) {
     let mut built: Option<(Arc<Live>, Providers)> = None;
     // The first round after start reads everything anyway; reconcile one period later. The
@@ -235,6 +236,7 @@ fn refresh<'l>(shared: &Daemon, live: &'l Live, now: u64, reconcile: bool) -> Ve
     due
 }
 
+#[allow(clippy::expect_used, reason = "never closed")]
 async fn publish(shared: &Daemon, providers: &Providers, due: &[&Domain]) {
     let (targets, unplaced) = sync::targets(due.iter().copied(), providers).await;
     let mut failing = std::collections::BTreeSet::new();

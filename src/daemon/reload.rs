@@ -111,6 +111,7 @@ pub(crate) struct Reloader {
 
 impl Reloader {
     /// `cache` holds the included files of the load that started the daemon.
+    #[allow(clippy::expect_used, reason = "fresh lock")]
     pub(crate) fn start(shared: Arc<Daemon>, cache: config::Cache) -> Result<Reloader> {
         let (tx, rx) = mpsc::channel::<Change>(PENDING_CHANGES);
         let set = Arc::new(Mutex::new(WatchSet::of(&shared.live.load().config)));

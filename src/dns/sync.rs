@@ -32,6 +32,7 @@ pub struct Unplaced<'c> {
 
 /// Groups domains by provider and zone; domains without a provider are left out. Each
 /// provider is told the zones about to be read ([`Provider::prepare_reads`]).
+#[allow(clippy::expect_used, reason = "partitioned")]
 pub async fn targets<'c>(
     domains: impl IntoIterator<Item = &'c Domain>,
     providers: &Providers,

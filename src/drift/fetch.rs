@@ -99,6 +99,7 @@ pub(crate) async fn check(
     }
 }
 
+#[allow(clippy::expect_used, reason = "a valid request")]
 async fn fetch(
     tls: &Arc<ClientConfig>,
     d: &Domain,

@@ -322,6 +322,7 @@ struct Shared {
     now: i64,
 }
 
+#[allow(clippy::expect_used, reason = "never closed")]
 async fn check_domain(shared: &Shared, d: &Domain, cached: &[mx::Cached]) -> DomainReport {
     let Shared {
         dns,

@@ -289,6 +289,7 @@ impl Report {
         out
     }
 
+    #[allow(clippy::expect_used, reason = "the report serializes")]
     pub(crate) fn json(&self) -> String {
         serde_json::to_string_pretty(self).expect("the report serializes") + "\n"
     }

@@ -128,6 +128,7 @@ async fn dialogue(c: &mut Conn) -> Result<(), (Failure, String)> {
     Ok(())
 }
 
+#[allow(clippy::expect_used, reason = "ring supports the default versions")]
 async fn handshake(trust: &Trust, c: Conn, host: &str) -> Probe {
     let Ok(name) = ServerName::try_from(host.to_owned()) else {
         return Probe::Failed(Failure::Handshake, format!("{host} is not a TLS name"));

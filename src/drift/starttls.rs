@@ -74,6 +74,7 @@ impl MxTls {
             .clone()
     }
 
+    #[allow(clippy::expect_used, reason = "never closed")]
     async fn probe_host(&self, dns: &Dns, fqdn: &str) -> Arc<Host> {
         let name = fqdn.trim_end_matches('.').to_owned();
         let mut ips = Vec::new();

@@ -94,6 +94,7 @@ impl Transport {
     }
 
     /// `None`: ask over TCP instead.
+    #[allow(clippy::expect_used, reason = "never closed")]
     async fn udp(&self, server: SocketAddr, query: &[u8]) -> Result<Option<Message>, String> {
         let Ok(s) = self.server(server).await else {
             return Ok(None);

@@ -116,6 +116,7 @@ fn judge(name: &str, records: &[String], want_id: &str, who: &str) -> Option<Fin
 }
 
 /// The `v=STSv1` records one nameserver serves at `name`, a CNAME there followed.
+#[allow(clippy::expect_used, reason = "non-empty")]
 async fn ask(dns: &Dns, ip: IpAddr, name: &str) -> View {
     let answer = dns.ask_authority(ip, name, RecordType::TXT).await?;
     let texts = if answer.txt.is_empty() && !answer.cnames.is_empty() {

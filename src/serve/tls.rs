@@ -110,6 +110,7 @@ impl ResolvesServerCert for Resolver {
 }
 
 /// The server config for every HTTPS listener: TLS 1.2 and 1.3, HTTP/2 and HTTP/1.1 by ALPN.
+#[allow(clippy::expect_used, reason = "ring supports TLS 1.2 and 1.3")]
 pub(crate) fn server_config(site: Arc<Site>) -> Arc<ServerConfig> {
     let mut config = ServerConfig::builder_with_provider(sha256_first(provider()))
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])

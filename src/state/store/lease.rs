@@ -438,6 +438,7 @@ pub(crate) struct Held {
 }
 
 impl Held {
+    #[allow(clippy::expect_used, reason = "taken only by release or drop")]
     pub(crate) fn lease(&self) -> &Lease {
         self.lease.as_ref().expect("taken only by release or drop")
     }

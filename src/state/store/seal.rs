@@ -47,6 +47,7 @@ pub(super) fn is_sealed(text: &str) -> bool {
 }
 
 impl Sealer {
+    #[allow(clippy::expect_used, reason = "32 bytes")]
     pub(super) fn new(key: &[u8; 32]) -> Sealer {
         Sealer {
             key: LessSafeKey::new(UnboundKey::new(&AES_256_GCM, key).expect("32 bytes")),
@@ -75,6 +76,7 @@ impl Sealer {
 
     /// The plaintext of `text` (sealed for `row`, or plaintext as written before a key was
     /// set).
+    #[allow(clippy::expect_used, reason = "NONCE_LEN bytes")]
     pub(super) fn open(&self, row: &str, text: &str) -> Result<String, String> {
         let Some(sealed) = text.strip_prefix(PREFIX) else {
             return Ok(text.to_owned());
