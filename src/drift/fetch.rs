@@ -99,7 +99,6 @@ pub(crate) async fn check(
     }
 }
 
-#[allow(clippy::expect_used, reason = "a valid request")]
 async fn fetch(
     tls: &Arc<ClientConfig>,
     d: &Domain,
@@ -108,14 +107,36 @@ async fn fetch(
     now: i64,
 ) -> Vec<Finding> {
     let host = d.name.policy_host();
-    let unknown = |m: String| {
-        vec![Finding::new(
-            Severity::Unknown,
-            Check::PolicyFetch,
-            m,
-            "check that the policy host is reachable from here",
-        )]
+    let stream = match connect(tls, &host, addrs, port).await {
+        Ok(s) => s,
+        Err(findings) => return findings,
     };
+    let mut findings: Vec<Finding> = certificate(&stream, &host, now).into_iter().collect();
+    let response = match get(stream, &host).await {
+        Ok(r) => r,
+        Err(f) => return f,
+    };
+    check_response(response, d, &host, &mut findings).await;
+    findings
+}
+
+/// A finding of a fetch that could not be made: nothing is known of the policy.
+fn unknown(m: String) -> Vec<Finding> {
+    vec![Finding::new(
+        Severity::Unknown,
+        Check::PolicyFetch,
+        m,
+        "check that the policy host is reachable from here",
+    )]
+}
+
+/// TCP to the first of `addrs` that answers, then TLS with SNI `host`, validated.
+async fn connect(
+    tls: &Arc<ClientConfig>,
+    host: &str,
+    addrs: &[IpAddr],
+    port: u16,
+) -> Result<tokio_rustls::client::TlsStream<TcpStream>, Vec<Finding>> {
     let mut tcp = None;
     let mut errors = Vec::new();
     for ip in addrs {
@@ -133,13 +154,13 @@ async fn fetch(
         }
     }
     let Some(tcp) = tcp else {
-        return unknown(format!(
+        return Err(unknown(format!(
             "could not connect to {host}: {}",
             errors.join("; ")
-        ));
+        )));
     };
-    let Ok(server_name) = ServerName::try_from(host.clone()) else {
-        return unknown(format!("{host} is not a valid TLS server name"));
+    let Ok(server_name) = ServerName::try_from(host.to_owned()) else {
+        return Err(unknown(format!("{host} is not a valid TLS server name")));
     };
     let stream = match TlsConnector::from(tls.clone())
         .connect(server_name, tcp)
@@ -151,7 +172,7 @@ async fn fetch(
                 .get_ref()
                 .and_then(|i| i.downcast_ref::<rustls::Error>())
                 .cloned();
-            return match tls_error {
+            return Err(match tls_error {
                 Some(rustls::Error::InvalidCertificate(why)) => vec![Finding::new(
                     Severity::Critical,
                     Check::Certificate,
@@ -162,61 +183,77 @@ async fn fetch(
                     "install a certificate valid for mta-sts.<domain> (or use [acme])",
                 )],
                 _ => unknown(format!("TLS handshake with {host} failed: {e}")),
-            };
+            });
         }
     };
-    let mut findings = Vec::new();
+    Ok(stream)
+}
+
+/// The certificate's expiry as a finding.
+fn certificate(
+    stream: &tokio_rustls::client::TlsStream<TcpStream>,
+    host: &str,
+    now: i64,
+) -> Option<Finding> {
     let version = stream
         .get_ref()
         .1
         .protocol_version()
         .map(version_name)
         .unwrap_or_default();
-    if let Some(leaf) = stream
-        .get_ref()
-        .1
-        .peer_certificates()
-        .and_then(|c| c.first())
-    {
-        if let Ok((_, x509)) = X509Certificate::from_der(leaf) {
-            let days = (x509.validity().not_after.timestamp() - now) / 86400;
-            let severity = if days < EXPIRY_CRITICAL_DAYS {
-                Some(Severity::Critical)
-            } else if days < EXPIRY_WARNING_DAYS {
-                Some(Severity::Warning)
-            } else {
-                None
-            };
-            match severity {
-                Some(severity) => findings.push(Finding::new(
-                    severity,
-                    Check::Certificate,
-                    format!("the certificate of {host} expires in {days} days"),
-                    "renew it (certbot renew, or [acme])",
-                )),
-                None => findings.push(Finding::passed(
-                    Check::Certificate,
-                    format!(
-                        "the certificate of {host} is valid for it ({version}), {days} days left"
-                    ),
-                )),
-            }
-        }
-    }
+    let leaf = stream.get_ref().1.peer_certificates()?.first()?;
+    let (_, x509) = X509Certificate::from_der(leaf).ok()?;
+    let days = (x509.validity().not_after.timestamp() - now) / 86400;
+    let severity = if days < EXPIRY_CRITICAL_DAYS {
+        Some(Severity::Critical)
+    } else if days < EXPIRY_WARNING_DAYS {
+        Some(Severity::Warning)
+    } else {
+        None
+    };
+    Some(match severity {
+        Some(severity) => Finding::new(
+            severity,
+            Check::Certificate,
+            format!("the certificate of {host} expires in {days} days"),
+            "renew it (certbot renew, or [acme])",
+        ),
+        None => Finding::passed(
+            Check::Certificate,
+            format!("the certificate of {host} is valid for it ({version}), {days} days left"),
+        ),
+    })
+}
+
+/// `GET` of the policy on `stream`.
+#[allow(clippy::expect_used, reason = "a valid request")]
+async fn get(
+    stream: tokio_rustls::client::TlsStream<TcpStream>,
+    host: &str,
+) -> Result<hyper::Response<hyper::body::Incoming>, Vec<Finding>> {
     let (mut sender, conn) = match hyper::client::conn::http1::handshake(TokioIo::new(stream)).await
     {
         Ok(p) => p,
-        Err(e) => return unknown(format!("HTTP with {host} failed: {e}")),
+        Err(e) => return Err(unknown(format!("HTTP with {host} failed: {e}"))),
     };
     tokio::spawn(conn);
     let request = Request::get(POLICY_PATH)
-        .header(HOST, host.as_str())
+        .header(HOST, host)
         .body(Empty::<Bytes>::new())
         .expect("a valid request");
-    let response = match sender.send_request(request).await {
-        Ok(r) => r,
-        Err(e) => return unknown(format!("GET https://{host}{POLICY_PATH} failed: {e}")),
-    };
+    sender
+        .send_request(request)
+        .await
+        .map_err(|e| unknown(format!("GET https://{host}{POLICY_PATH} failed: {e}")))
+}
+
+/// What a sender checks of the answer (RFC 8461 §3.3), and the body against ours.
+async fn check_response(
+    response: hyper::Response<hyper::body::Incoming>,
+    d: &Domain,
+    host: &str,
+    findings: &mut Vec<Finding>,
+) {
     let status = response.status();
     if status.is_redirection() {
         let to = response
@@ -231,7 +268,7 @@ async fn fetch(
             format!("https://{host}{POLICY_PATH} redirects ({status}) to {to}; RFC 8461 §3.3: senders MUST NOT follow redirects"),
             "serve the policy directly at that URL",
         ));
-        return findings;
+        return;
     }
     if status != StatusCode::OK {
         findings.push(Finding::new(
@@ -240,7 +277,7 @@ async fn fetch(
             format!("https://{host}{POLICY_PATH} answers {status}"),
             "serve the policy with status 200",
         ));
-        return findings;
+        return;
     }
     let media = response
         .headers()
@@ -270,7 +307,7 @@ async fn fetch(
                 format!("the policy body could not be read within 64 KiB: {e}"),
                 "serve the policy itself, nothing larger",
             ));
-            return findings;
+            return;
         }
     };
     if let Err(e) = PolicyText::parse(&body, Reading::Sender) {
@@ -301,7 +338,6 @@ async fn fetch(
             ),
         ));
     }
-    findings
 }
 
 /// A certificate error in words, with dates rather than Unix times.
