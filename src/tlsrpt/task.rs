@@ -61,8 +61,9 @@ pub(crate) fn start(mut shared: ReceiverContext) -> Task {
                 }
             }
         };
-        info!("TLS-RPT store open");
+        // Set before it is said: whoever waits for the line finds the store.
         let _ = shared.reports.set(store.clone());
+        info!("TLS-RPT store open");
         let mut next_prune = Instant::now();
         loop {
             let retention = {
