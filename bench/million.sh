@@ -157,9 +157,12 @@ def connect(domain):
     return c
 
 def fetch(c):
+    """Status, body, and whether the server closes the connection after this answer (its
+    max_requests_per_connection): then the caller connects anew, by address (http.client
+    would reconnect by the host name, which does not resolve here)."""
     c.request("GET", PATH, headers={"Connection": "keep-alive"})
     r = c.getresponse()
-    return r.status, r.read()
+    return r.status, r.read(), r.will_close
 
 # First answer: poll until a policy comes back.
 first = None
@@ -168,7 +171,7 @@ while first is None:
         raise SystemExit("serve exited before answering (see serve.log)")
     try:
         c = connect(other)
-        st, body = fetch(c)
+        st, body, _ = fetch(c)
         c.close()
         if st == 200:
             first = (time.time_ns() - start_ns) / 1e9
@@ -190,7 +193,10 @@ class Client(threading.Thread):
             try:
                 if c is None:
                     c = connect(self.domain)
-                st, body = fetch(c)
+                st, body, closing = fetch(c)
+                if closing:
+                    c.close()
+                    c = None
                 if st != 200:
                     self.failed += 1
                     self.errors.append("status %d" % st)
