@@ -9,9 +9,9 @@ use http_body_util::Full;
 use serde_json::{json, Value};
 
 use crate::config::{CertSource, Config, Domain};
-use crate::daemon::drift::for_domain;
+use crate::daemon::context::Daemon;
+use crate::daemon::drift_task::for_domain;
 use crate::daemon::publication::Publication;
-use crate::daemon::state::Daemon;
 use crate::daemon::view::{certificate, lifecycle_status};
 use crate::drift::report::Report;
 use crate::serve::handler::plain;
@@ -221,7 +221,7 @@ pub(crate) fn status(
             "counts": r.counts,
         })),
         "alerts": live.config.alerts.as_ref().map(|_| shared.alerts.json()),
-        "dane": shared.with_dane_round(|r| r.map(super::dane::status)),
+        "dane": shared.with_dane_round(|r| r.map(super::dane_task::status)),
         "acme": live.config.acme.as_ref().map(|_| shared.acme.summary_json()),
         "tlsrpt": reports.summary(),
         "state": store_status(shared, &live.config.state),

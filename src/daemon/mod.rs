@@ -2,16 +2,16 @@
 //! down gracefully on SIGTERM/SIGINT.
 
 pub(crate) mod admin;
-pub(crate) mod dane;
-pub(crate) mod drift;
-pub(crate) mod lifecycle;
+pub(crate) mod context;
+pub(crate) mod dane_task;
+pub(crate) mod drift_task;
 pub(crate) mod pages;
 pub(crate) mod publication;
 pub(crate) mod publish;
 pub(crate) mod reload;
 pub(crate) mod scrape;
+pub(crate) mod serving;
 pub(crate) mod settle;
-pub(crate) mod state;
 pub(crate) mod store;
 pub(crate) mod trim;
 pub(crate) mod view;
@@ -32,7 +32,7 @@ use crate::config;
 use crate::serve::conns::Conns;
 use crate::serve::listener::{Kind, Listener};
 use crate::serve::{tls, Respond};
-use state::Daemon;
+use context::Daemon;
 
 /// A start gives up on a store that does not answer within this, and says so.
 const OPEN_STORE: std::time::Duration = std::time::Duration::from_secs(30);
@@ -134,7 +134,7 @@ async fn serve(config_path: &Path, loaded: config::Loaded, cache: config::Cache)
     // during which they are answered already.
     {
         let _swap = shared.hold_swap().await;
-        lifecycle::commit_owned(&shared, events);
+        serving::commit_owned(&shared, events);
     }
     // `ready` means the start's history is in the store (a command run next reads it), unless
     // the store does not take it in time: then serving goes on and the writer keeps trying.
@@ -195,7 +195,7 @@ async fn start(
     let (store, seq) = (opened.store, opened.seq);
     refuse_foreign(&store, &opened.history, &loaded.config, config_path).await?;
     let history = std::sync::Mutex::new(opened.history);
-    let prepared = lifecycle::prepare(&history, loaded.config, None).map_err(anyhow::Error::msg)?;
+    let prepared = serving::prepare(&history, loaded.config, None).map_err(anyhow::Error::msg)?;
     let mut warnings = loaded.warnings;
     if let Some(why) = &prepared.held {
         error!("{why}");
@@ -291,10 +291,10 @@ async fn listen(
 
 /// The daemon's background tasks; each stops when dropped.
 struct Tasks {
-    retirements: lifecycle::LifecycleTask,
+    retirements: serving::LifecycleTask,
     publisher: publish::Publisher,
-    dane: dane::DaneTask,
-    drift: drift::DriftTask,
+    dane: dane_task::DaneTask,
+    drift: drift_task::DriftTask,
     acme: crate::acme::Manager,
     reports: crate::tlsrpt::task::Task,
     trimmer: Option<tokio_util::task::AbortOnDropHandle<()>>,
@@ -304,10 +304,10 @@ impl Tasks {
     fn start(shared: &Arc<Daemon>) -> Tasks {
         // Listening already: a policy is served before its id is published.
         let publisher = publish::Publisher::start(shared.clone());
-        let retirements = lifecycle::LifecycleTask::start(shared.clone());
-        let dane = dane::DaneTask::start(shared.clone());
+        let retirements = serving::LifecycleTask::start(shared.clone());
+        let dane = dane_task::DaneTask::start(shared.clone());
         // Idle until a config has [drift]; reloads may add, change or remove it.
-        let drift = drift::DriftTask::start(shared.clone());
+        let drift = drift_task::DriftTask::start(shared.clone());
         // Listening already: challenges are answered by the listeners above.
         let acme = crate::acme::Manager::start(
             crate::acme::ManagerContext {

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use crate::clock::{rfc3339, unix_now};
 use crate::config::{CertSource, Config, Domain};
-use crate::daemon::drift::for_domain;
-use crate::daemon::state::Daemon;
+use crate::daemon::context::Daemon;
+use crate::daemon::drift_task::for_domain;
 use crate::daemon::view::{certificate, lifecycle_status};
 use crate::dashboard::reports::{self, DAYS};
 use crate::dashboard::search::{self, Match, Query};

@@ -14,8 +14,8 @@ use mta_stsd_providers::ProviderError;
 use tokio_util::task::AbortOnDropHandle;
 use tracing::{info, warn, Instrument};
 
+use super::context::Daemon;
 use super::publication::{DomainPublication, PubState};
-use super::state::Daemon;
 use crate::clock::unix_now;
 use crate::config::{Domain, Retiring};
 use crate::desired;
@@ -439,7 +439,7 @@ fn finish_withdrawals(shared: &Daemon, withdrawn: Vec<crate::state::history::Eve
     if withdrawn.is_empty() {
         return;
     }
-    super::lifecycle::commit(shared, &withdrawn);
+    super::serving::commit(shared, &withdrawn);
     shared.ask_lifecycle_step();
 }
 

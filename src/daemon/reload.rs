@@ -17,9 +17,9 @@ use tokio::sync::mpsc;
 use tokio_util::task::AbortOnDropHandle;
 use tracing::{error, info, warn};
 
+use super::context::{Daemon, ReloadStatus};
 use super::notify;
 use super::settle::{self, Change, Touch};
-use super::state::{Daemon, ReloadStatus};
 use crate::clock::unix_now;
 use crate::config::{self, Config, Diagnostic, Severity};
 
@@ -241,7 +241,7 @@ async fn reload(
     result
 }
 
-type Built = (super::lifecycle::Prepared, Vec<Diagnostic>, Spent);
+type Built = (super::serving::Prepared, Vec<Diagnostic>, Spent);
 
 /// Loads the config (the files that changed) and prepares its state, off the runtime.
 async fn build(
@@ -261,7 +261,7 @@ async fn build(
         let loaded = loaded.map_err(|f| f.diagnostics)?;
         let load_ms = started.elapsed().as_millis();
         let live =
-            super::lifecycle::prepare(&s.history, loaded.config, Some(&previous)).map_err(|e| {
+            super::serving::prepare(&s.history, loaded.config, Some(&previous)).map_err(|e| {
                 vec![Diagnostic {
                     severity: Severity::Error,
                     file: path.as_path().into(),
@@ -285,7 +285,7 @@ async fn build(
 fn swap_in(
     shared: &Daemon,
     good: &mut Arc<[Diagnostic]>,
-    prepared: super::lifecycle::Prepared,
+    prepared: super::serving::Prepared,
     mut warnings: Vec<Diagnostic>,
     spent: Spent,
     started: std::time::Instant,
@@ -322,7 +322,7 @@ fn swap_in(
     let warnings: Arc<[Diagnostic]> = warnings.into();
     let new_warnings = log_new(good, &warnings);
     *good = warnings.clone();
-    super::lifecycle::commit(shared, &prepared.events);
+    super::serving::commit(shared, &prepared.events);
     // The new policies are being served: now their records may be published, and
     // every task that follows the config looks at it again.
     shared.reloaded();

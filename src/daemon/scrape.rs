@@ -1,8 +1,8 @@
 //! The gauges `/metrics` sets as it is scraped, from state the daemon holds anyway: counting
 //! then costs one pass per scrape, never one per change on the paths that change it.
 
+use super::context::Daemon;
 use super::publication::PubState;
-use super::state::Daemon;
 
 /// Sets the publication-state and report-store gauges before the registry is encoded.
 pub(crate) fn update(shared: &Daemon) {

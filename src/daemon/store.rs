@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::state::Daemon;
+use super::context::Daemon;
 use crate::config::State;
 use crate::state::history::History;
 use crate::state::store::{Store, StoreError};

@@ -10,7 +10,7 @@ use std::time::Duration;
 use tokio_util::task::AbortOnDropHandle;
 use tracing::{debug, error, info, warn};
 
-use super::state::Daemon;
+use super::context::Daemon;
 use crate::clock::unix_now;
 use crate::dane::sync::{held_round, state_error, wanted, Round};
 use crate::dns::providers;

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use tracing::{error, info, warn};
 
-use super::state::Daemon;
+use super::context::Daemon;
 use crate::clock::unix_now;
 use crate::config::Config;
 use crate::lifecycle;

@@ -7,7 +7,7 @@ use std::time::Duration;
 use tokio_util::task::AbortOnDropHandle;
 use tracing::{info, warn};
 
-use super::state::Daemon;
+use super::context::Daemon;
 use crate::drift::report::{Report, Severity};
 use crate::drift::{NotRun, Take};
 use crate::live::Reloads;
