@@ -34,6 +34,13 @@
 #   what is left beyond it is what mta-stsd's own code costs. BARE=0 skips it.
 #   BEFORE=path/to/an/older/mta-stsd runs that binary too, in the same run and the same way
 #   (its column and ratio printed beside this build's), for a before/after from one run.
+#   PROFILE=1 records every load phase of every server with `perf record -g` (software clock,
+#   999 Hz; mta-stsd built with `--profile profiling`, the release build with symbols) and
+#   prints, per phase: the share of the server's samples in the kernel, in the server's own
+#   code and in its libraries, the top user-space symbols, and the CEILING: the ratio to nginx mta-stsd
+#   would reach if all its user-space work cost nothing (nginx's CPU per request divided by
+#   mta-stsd's kernel CPU per request). A goal above the ceiling cannot be met by mta-stsd's
+#   own code on that machine. The sampling costs a little CPU on both sides alike.
 #   An extra keep-alive run uses nginx with `open_file_cache` (otherwise nginx does
 #   open/fstat/pread/close of the policy file on every request, ~5 of its ~7 syscalls per
 #   request), the stricter baseline for the first goal (NGINX_OFC=0 skips it).
@@ -92,6 +99,7 @@ NGINX_OFC="${NGINX_OFC:-1}"
 DOMAINS="${DOMAINS:-1000}"
 BEFORE="${BEFORE:-}"
 BARE="${BARE:-1}"
+PROFILE="${PROFILE:-0}"
 PORT_BASE="${PORT_BASE:-28440}"
 M_PORT=$((PORT_BASE + 3))
 N_PORT=$((PORT_BASE + 4))
@@ -103,6 +111,7 @@ PATH_=/.well-known/mta-sts.txt
 SERVER_CPU=0
 CLIENT_CPU=1
 BIN="$ROOT/target/release/mta-stsd"
+[ "$PROFILE" = 0 ] || BIN="$ROOT/target/profiling/mta-stsd"
 
 say() { printf '%s\n' "$*" >&2; }
 die() { say "serve-vs-nginx: $*"; exit 1; }
@@ -116,6 +125,7 @@ command -v curl >/dev/null || missing+=(curl)
 command -v gcc >/dev/null || missing+=(gcc libc6-dev)
 command -v taskset >/dev/null || missing+=(util-linux)
 command -v python3 >/dev/null || missing+=(python3)
+[ "$PROFILE" = 0 ] || command -v perf >/dev/null || missing+=(linux-perf)
 if [ "${#missing[@]}" -gt 0 ]; then
     say "installing: ${missing[*]}"
     [ "$(id -u)" = 0 ] || die "not root: install ${missing[*]} first"
@@ -130,8 +140,13 @@ NGINX="$(command -v nginx || echo /usr/sbin/nginx)"
 [ "$(nproc)" -ge 2 ] || die "needs 2 CPUs (server on CPU $SERVER_CPU, client on CPU $CLIENT_CPU)"
 
 if [ -z "${NO_BUILD:-}" ]; then
-    say "building: cargo build --release --locked"
-    cargo build --release --locked >&2
+    if [ "$PROFILE" = 0 ]; then
+        say "building: cargo build --release --locked"
+        cargo build --release --locked >&2
+    else
+        say "building: cargo build --profile profiling --locked"
+        cargo build --profile profiling --locked --bin mta-stsd >&2
+    fi
     [ "$BARE" = 0 ] || cargo build --release --locked --example bare_tls >&2
 fi
 [ -x "$BIN" ] || die "$BIN not found (run without NO_BUILD)"
@@ -465,10 +480,17 @@ run_wrk() { # name phase port resume(0|1) [wrk args...]; the many phase: plain H
     t0=$(cpu_ticks "$SRV_PID")
     read -r c0 _ < <(cpu_busy "$CLIENT_CPU")
     read -r s0 _ < <(cpu_busy "$SERVER_CPU")
+    local perf_pid=""
+    if [ "$PROFILE" = 1 ]; then
+        perf record -F 999 -g -p "$SRV_PID" -o "$TMP/perf.$name.$phase" -- sleep "$DURATION" \
+            >/dev/null 2>&1 &
+        perf_pid=$!
+    fi
     SHIM_OUT="$out.tls" SHIM_SNI="$HOST" SHIM_NO_RESUME=$((1 - resume)) LD_PRELOAD="$TMP/shim.so" \
         taskset -c "$CLIENT_CPU" wrk -t1 -c"$CONNS" -d"${DURATION}s" --timeout 5s \
         -H "Host: $HOST" "$@" "$scheme://127.0.0.1:$port$PATH_" >"$out" 2>&1 ||
         { cat "$out" >&2; die "wrk failed against $name"; }
+    [ -z "$perf_pid" ] || wait "$perf_pid" || true
     t1=$(cpu_ticks "$SRV_PID")
     read -r c1 _ < <(cpu_busy "$CLIENT_CPU")
     read -r s1 _ < <(cpu_busy "$SERVER_CPU")
@@ -648,4 +670,32 @@ fi
 if [ "${#NOISY[@]}" -gt 0 ]; then
     echo "WARNING: other processes used the server CPU during: ${NOISY[*]} (of wall time);" \
         "raw req/s and client-bound numbers are unreliable, per-server-CPU numbers less affected"
+fi
+
+# --- profiles (PROFILE=1) --------------------------------------------------------------------------------
+if [ "$PROFILE" = 1 ]; then
+    share() { # perf file, dso pattern (awk regex) -> percent of samples
+        perf report -i "$1" --no-children --sort dso --stdio 2>/dev/null |
+            awk -v p="$2" '/^ +[0-9.]+%/ { v = $1; sub(/%/, "", v); $1 = ""; if ($0 ~ p) s += v } END { printf "%.1f", s }'
+    }
+    echo
+    echo "profiles (perf record -g, 999 Hz; share of the server's samples):"
+    for phase in keepalive handshake many; do
+        for name in "${SERVERS[@]}" bare; do
+            f="$TMP/perf.$name.$phase"
+            [ -s "$f" ] || continue
+            k=$(share "$f" 'kernel')
+            R[$name,$phase,kernel]=$k
+            printf '  %-9s %-9s kernel %5s%%  %s\n' "$phase" "$name" "$k" \
+                "$(perf report -i "$f" --no-children --sort dso --stdio 2>/dev/null |
+                    awk '/^ +[0-9.]+%/ && !/kernel/ && n++ < 4 { printf "%s %s  ", $2, $1 }')"
+            perf report -i "$f" --no-children --sort sym --stdio 2>/dev/null |
+                awk -v top="${PROFILE_TOP:-8}" '/^ +[0-9.]+%/ && !/\[k\]/ && n++ < top { $2 = ""; print "      " $0 }'
+        done
+        n=${R[nginx,$phase,per_cpu]:-0} m=${R[mta-stsd,$phase,per_cpu]:-0} k=${R[mta-stsd,$phase,kernel]:-0}
+        awk -v n="$n" -v m="$m" -v k="$k" -v p="$phase" 'BEGIN {
+            if (n > 0 && m > 0 && k > 0)
+                printf "  %s: the ceiling (mta-stsd with user-space work free): %.2fx nginx (now %.2fx; its kernel part %.1f us of %.1f us per request, nginx %.1f us)\n",
+                    p, m / (n * k / 100), m / n, 1e6 * k / 100 / m, 1e6 / m, 1e6 / n }'
+    done
 fi
