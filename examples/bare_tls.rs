@@ -1,5 +1,5 @@
 //! The floor for bench/serve-vs-nginx.sh: a bare tokio-rustls server with the same TLS setup
-//! as mta-stsd (ring, TLS 1.3 and 1.2, SHA-256 suites first, one ticket; ALPN http/1.1, the bench's
+//! as mta-stsd (its crypto provider, TLS 1.3 and 1.2, SHA-256 suites first, one ticket; ALPN http/1.1, the bench's
 //! clients offer none) that
 //! answers every request head with one fixed 200 and nothing else: no routing, no limits, no
 //! metrics, no timers. What mta-stsd spends beyond it is what its own code costs.
@@ -41,7 +41,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let answers = (answer(""), answer("connection: close\r\n"));
 
-    let mut provider = rustls::crypto::ring::default_provider();
+    let mut provider = Arc::unwrap_or_clone(mta_stsd::certs::provider());
     // As src/serve/tls.rs: the SHA-256 suites first.
     let hash = |s: &SupportedCipherSuite| match s {
         SupportedCipherSuite::Tls12(t) => t.common.hash_provider.algorithm(),

@@ -19,6 +19,7 @@ cd "$(dirname "$0")/.."
 
 # What outside users name: `grep -rn 'mta_stsd::' src/main.rs tests fuzz/fuzz_targets examples`.
 API='
+pub use crate::certs::provider;
 pub use crate::cli::{run, Cli};
 pub use crate::clock::rfc3339;
 pub use crate::config::load;
@@ -33,7 +34,7 @@ pub use crate::tlsrpt::store::{
 pub use crate::tlsrpt::{is_sts_failure, PolicyType, Report};
 '
 # Top-level modules on those paths, and `file:submodule` for the submodules on them.
-PUBLIC_MODS='cli clock config dns fuzzing tlsrpt'
+PUBLIC_MODS='certs cli clock config dns fuzzing tlsrpt'
 PUBLIC_SUBMODS='src/dns/mod.rs:providers src/dns/mod.rs:sync src/tlsrpt/mod.rs:budget
 src/tlsrpt/mod.rs:matching src/tlsrpt/mod.rs:store'
 

@@ -13,10 +13,19 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use x509_parser::extensions::GeneralName;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
-/// ring, for every client and server config: one provider, so no process-wide default is
-/// needed.
-pub(crate) fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
+mod kx;
+
+/// ring, with AWS-LC's X25519 in place of ring's (see [`kx`]), for every client and server
+/// config: one provider, so no process-wide default is needed. Public for
+/// examples/bare_tls.rs, the serve bench's floor, which must shake hands as the daemon does.
+pub fn provider() -> Arc<CryptoProvider> {
+    let mut p = rustls::crypto::ring::default_provider();
+    for g in &mut p.kx_groups {
+        if g.name() == rustls::NamedGroup::X25519 {
+            *g = &kx::X25519;
+        }
+    }
+    Arc::new(p)
 }
 
 /// Why a PEM certificate file could not be read: opening it, or what it holds.

@@ -40,7 +40,7 @@
 
 pub(crate) mod acme;
 pub(crate) mod alerts;
-pub(crate) mod certs;
+pub mod certs;
 pub mod cli;
 pub mod clock;
 pub mod config;
