@@ -57,7 +57,7 @@ async fn a_failed_write_is_retried_until_the_store_takes_it() {
     assert_eq!((h.error, h.pending), (None, 0));
     let loaded = store.load_history().await.unwrap();
     let d = loaded.history.domain("a.example").unwrap();
-    let got: Vec<_> = d.served.iter().map(|e| (&*e.id, e.first, e.last)).collect();
+    let got: Vec<_> = d.served().iter().map(|e| (&*e.id, e.first, e.last)).collect();
     assert_eq!(got, vec![("x", 100, Some(200)), ("y", 200, None)]);
 }
 
