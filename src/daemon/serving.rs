@@ -306,7 +306,7 @@ async fn build_step(shared: &Arc<Daemon>) -> Option<Prepared> {
             .live
             .served(domain)
             .is_none_or(|(d, _)| d.retiring.is_some()),
-        Event::Missing { .. } | Event::Present { .. } | Event::Entry { .. } => false,
+        Event::Missing { .. } | Event::Present { .. } | Event::Entry(_) => false,
     });
     Some(p)
 }
