@@ -237,6 +237,10 @@ async fn reload(
             None
         }
     };
+    // The state replaced (or the one refused) is freed by now: tens of MB at a million
+    // domains, given back at once rather than at the trimmer's next round, which starts
+    // only once the store has the start's history (half a minute at that size).
+    tokio::task::spawn_blocking(super::trim::trim_if_worth);
     notify(&[NotifyState::Ready]);
     result
 }

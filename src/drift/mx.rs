@@ -24,7 +24,7 @@ pub(crate) fn cached(history: &History, d: &Domain, now: u64) -> Vec<Cached> {
     let Some(h) = history.domain(d.name.as_str()) else {
         return Vec::new();
     };
-    h.served
+    h.served()
         .iter()
         .filter(|e| &*e.id != d.policy.id().as_str())
         .filter_map(|e| {

@@ -40,7 +40,7 @@ impl Removal<'_> {
             now,
             hold,
         } = *self;
-        let last = h.served.last()?;
+        let last = h.served().last()?;
         let policy = Policy::parse(history.body(&last.id)?.as_bytes()).ok()?;
         let Ok((dname, _)) = DomainName::parse(name) else {
             return None;
@@ -190,7 +190,7 @@ fn deadline(out: &mut Outcome, at: u64) {
 
 /// The longest `max_age` of every policy the domain served.
 fn longest_max_age(history: &History, h: &DomainHistory) -> u32 {
-    h.served
+    h.served()
         .iter()
         .filter_map(|e| {
             history

@@ -3,8 +3,10 @@
 //! events of the store (`store`); the same event twice (two replicas) changes nothing.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;
 
+use hashbrown::hash_table::{self, HashTable};
 use serde::{Deserialize, Serialize};
 
 /// One event of the history (a row of the store, a line of the old journal). Names and ids
@@ -45,13 +47,18 @@ pub(crate) enum Event {
     },
     /// `domain`'s records were withdrawn; it is no longer served.
     Withdrawn { domain: Arc<str>, at: u64 },
-    /// One served policy as a whole, as the old journal's compaction wrote it.
-    Entry {
-        domain: Arc<str>,
-        id: Arc<str>,
-        first: u64,
-        last: Option<u64>,
-    },
+    /// One served policy as a whole, as the old journal's compaction wrote it. Boxed: rare,
+    /// and the largest, it would make every event (a million at a start) a third larger.
+    Entry(Box<Compacted>),
+}
+
+/// An [`Event::Entry`]; its JSON is that of a struct variant with these fields.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Compacted {
+    pub domain: Arc<str>,
+    pub id: Arc<str>,
+    pub first: u64,
+    pub last: Option<u64>,
 }
 
 /// How far behind the history's latest time a retirement may be dated and still be
@@ -70,7 +77,7 @@ impl Event {
             | Event::Retired { at, .. }
             | Event::Rescheduled { at, .. }
             | Event::Withdrawn { at, .. } => *at,
-            Event::Entry { first, last, .. } => last.unwrap_or(*first).max(*first),
+            Event::Entry(e) => e.last.unwrap_or(e.first).max(e.first),
         }
     }
 }
@@ -86,8 +93,8 @@ impl Event {
             | Event::Present { domain, .. }
             | Event::Retired { domain, .. }
             | Event::Rescheduled { domain, .. }
-            | Event::Withdrawn { domain, .. }
-            | Event::Entry { domain, .. } => domain.to_string(),
+            | Event::Withdrawn { domain, .. } => domain.to_string(),
+            Event::Entry(e) => e.domain.to_string(),
         }
     }
 }
@@ -114,13 +121,57 @@ pub(crate) struct Entry {
     pub last: Option<u64>,
 }
 
-/// Kept per domain for every domain ever served, so small: the policies in a slice of their
-/// exact length (usually one), the rare retirement behind a box.
+/// Kept per domain for every domain ever served, so small: its one policy in place (the
+/// common case), more in a slice of their exact length, the rare retirement behind a box.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct DomainHistory {
-    /// Oldest first.
-    pub served: Box<[Entry]>,
+    served: Policies,
     gone: Option<Box<Gone>>,
+}
+
+/// A domain's policies, oldest first: one in place, else a slice of their exact length (never
+/// one, so that equal histories compare equal).
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Policies {
+    One(Entry),
+    Many(Box<[Entry]>),
+}
+
+impl Default for Policies {
+    fn default() -> Self {
+        Policies::Many(Box::default())
+    }
+}
+
+impl Policies {
+    fn as_slice(&self) -> &[Entry] {
+        match self {
+            Policies::One(e) => std::slice::from_ref(e),
+            Policies::Many(all) => all,
+        }
+    }
+
+    fn last_mut(&mut self) -> Option<&mut Entry> {
+        match self {
+            Policies::One(e) => Some(e),
+            Policies::Many(all) => all.last_mut(),
+        }
+    }
+
+    fn push(&mut self, e: Entry) {
+        *self = match std::mem::take(self) {
+            Policies::Many(all) if all.is_empty() => Policies::One(e),
+            Policies::One(first) => Policies::Many(Box::new([first, e])),
+            Policies::Many(all) => {
+                // Allocated at its exact length: a Vec's push would take room for four and
+                // the shrink to a box leave the rest as a hole no later allocation fits.
+                let mut more = Vec::with_capacity(all.len() + 1);
+                more.extend(all.into_vec());
+                more.push(e);
+                Policies::Many(more.into_boxed_slice())
+            }
+        };
+    }
 }
 
 /// Where a removed domain is in its retirement.
@@ -136,8 +187,13 @@ struct Gone {
 }
 
 impl DomainHistory {
+    /// Every policy it served, oldest first.
+    pub(crate) fn served(&self) -> &[Entry] {
+        self.served.as_slice()
+    }
+
     pub(crate) fn current(&self) -> Option<&Entry> {
-        self.served.last().filter(|e| e.last.is_none())
+        self.served().last().filter(|e| e.last.is_none())
     }
 
     /// Since when it is missing from the config, and how it was published.
@@ -161,9 +217,7 @@ impl DomainHistory {
     }
 
     fn push(&mut self, e: Entry) {
-        let mut served = std::mem::take(&mut self.served).into_vec();
-        served.push(e);
-        self.served = served.into_boxed_slice();
+        self.served.push(e);
     }
 
     fn gone(&mut self) -> &mut Gone {
@@ -176,11 +230,16 @@ impl DomainHistory {
     }
 }
 
-/// The history in memory.
+/// The history in memory: a million domains' take about 75 bytes each (a map keyed by name
+/// took 86 for its table alone at that size, half of it empty).
 #[derive(Debug, Default)]
 pub(crate) struct History {
     bodies: HashMap<Arc<str>, Arc<str>>,
-    domains: HashMap<Arc<str>, DomainHistory>,
+    /// Every domain known, in the order first recorded (never removed).
+    domains: Vec<(Arc<str>, DomainHistory)>,
+    /// Positions in `domains`, hashed by name.
+    index: HashTable<u32>,
+    hasher: RandomState,
     /// The latest time of any event applied: a clock that reads earlier ran behind.
     latest: u64,
 }
@@ -209,17 +268,16 @@ impl History {
                 body: body.to_string(),
             })
             .collect();
-        let mut names: Vec<&Arc<str>> = self.domains.keys().collect();
-        names.sort();
-        for name in names {
-            let d = &self.domains[name];
-            for e in &d.served {
-                out.push(Event::Entry {
+        let mut domains: Vec<&(Arc<str>, DomainHistory)> = self.domains.iter().collect();
+        domains.sort_by(|a, b| a.0.cmp(&b.0));
+        for (name, d) in domains {
+            for e in d.served() {
+                out.push(Event::Entry(Box::new(Compacted {
                     domain: name.clone(),
                     id: e.id.clone(),
                     first: e.first,
                     last: e.last,
-                });
+                })));
             }
             if let Some((at, dns)) = d.missing() {
                 out.push(Event::Missing {
@@ -256,7 +314,7 @@ impl History {
             }
             Event::Served { domain, id, at } => {
                 let id = self.intern(id);
-                let d = self.domains.entry(domain.clone()).or_default();
+                let d = self.slot(domain);
                 if d.current().is_some_and(|c| c.id == id) {
                     return;
                 }
@@ -269,27 +327,22 @@ impl History {
                     last: None,
                 });
             }
-            Event::Entry {
-                domain,
-                id,
-                first,
-                last,
-            } => {
-                let id = self.intern(id);
-                self.domains.entry(domain.clone()).or_default().push(Entry {
+            Event::Entry(e) => {
+                let id = self.intern(&e.id);
+                self.slot(&e.domain).push(Entry {
                     id,
-                    first: *first,
-                    last: *last,
+                    first: e.first,
+                    last: e.last,
                 });
             }
             Event::Missing { domain, at, dns } => {
-                let d = self.domains.entry(domain.clone()).or_default();
+                let d = self.slot(domain);
                 if d.missing().is_none() && d.withdrawn().is_none() {
                     d.gone().missing = Some((*at, (**dns).clone()));
                 }
             }
             Event::Present { domain, .. } => {
-                if let Some(d) = self.domains.get_mut(&**domain) {
+                if let Some(d) = self.domain_mut(domain) {
                     d.present();
                 }
             }
@@ -298,7 +351,7 @@ impl History {
                 at,
                 withdraw_at,
             } => {
-                if let Some(d) = self.domains.get_mut(&**domain) {
+                if let Some(d) = self.domain_mut(domain) {
                     if d.retired().is_none() && d.missing().is_some() {
                         d.gone().retired = Some((*at, *withdraw_at));
                         d.gone().behind = (latest > at.saturating_add(SLACK)).then_some(latest);
@@ -310,7 +363,7 @@ impl History {
                 at,
                 withdraw_at,
             } => {
-                if let Some(d) = self.domains.get_mut(&**domain) {
+                if let Some(d) = self.domain_mut(domain) {
                     if d.retired().is_some() && d.withdrawn().is_none() {
                         d.gone().retired = Some((*at, *withdraw_at));
                         d.gone().behind = (latest > at.saturating_add(SLACK)).then_some(latest);
@@ -318,7 +371,7 @@ impl History {
                 }
             }
             Event::Withdrawn { domain, at } => {
-                if let Some(d) = self.domains.get_mut(&**domain) {
+                if let Some(d) = self.domain_mut(domain) {
                     if d.withdrawn().is_none() && d.missing().is_some() {
                         d.gone().withdrawn = Some(*at);
                         if let Some(c) = d.served.last_mut() {
@@ -338,8 +391,43 @@ impl History {
         }
     }
 
+    fn position(&self, name: &str) -> Option<usize> {
+        let h = self.hasher.hash_one(name);
+        self.index
+            .find(h, |&i| &*self.domains[i as usize].0 == name)
+            .map(|&i| i as usize)
+    }
+
     pub(crate) fn domain(&self, name: &str) -> Option<&DomainHistory> {
-        self.domains.get(name)
+        self.position(name).map(|i| &self.domains[i].1)
+    }
+
+    fn domain_mut(&mut self, name: &str) -> Option<&mut DomainHistory> {
+        self.position(name).map(|i| &mut self.domains[i].1)
+    }
+
+    /// The domain's history, added empty if it has none yet.
+    fn slot(&mut self, name: &Arc<str>) -> &mut DomainHistory {
+        let History {
+            domains,
+            index,
+            hasher,
+            ..
+        } = self;
+        let h = hasher.hash_one(&**name);
+        let at = match index.entry(
+            h,
+            |&i| domains[i as usize].0 == *name,
+            |&i| hasher.hash_one(&*domains[i as usize].0),
+        ) {
+            hash_table::Entry::Occupied(o) => *o.get() as usize,
+            hash_table::Entry::Vacant(v) => {
+                v.insert(domains.len() as u32);
+                domains.push((name.clone(), DomainHistory::default()));
+                domains.len() - 1
+            }
+        };
+        &mut domains[at].1
     }
 
     /// How many domains the history knows (served, retiring or withdrawn).
@@ -352,6 +440,7 @@ impl History {
         self.domains.is_empty()
     }
 
+    /// Every domain, in the order first recorded.
     pub(crate) fn domains(&self) -> impl Iterator<Item = (&str, &DomainHistory)> {
         self.domains.iter().map(|(k, v)| (&**k, v))
     }
@@ -390,7 +479,11 @@ mod tests {
             h.record(&[e]);
         }
         let d = h.domain("a.example").unwrap();
-        let got: Vec<_> = d.served.iter().map(|e| (&*e.id, e.first, e.last)).collect();
+        let got: Vec<_> = d
+            .served()
+            .iter()
+            .map(|e| (&*e.id, e.first, e.last))
+            .collect();
         assert_eq!(got, vec![("x", 100, Some(200)), ("y", 200, None)]);
     }
 
@@ -424,5 +517,155 @@ mod tests {
         again.record(&h.snapshot());
         assert_eq!(again.domain("a.example"), h.domain("a.example"));
         assert_eq!(again.body("x"), Some("b"));
+    }
+
+    fn entries(h: &History, name: &str) -> Vec<(String, u64, Option<u64>)> {
+        h.domain(name)
+            .map(|d| {
+                d.served()
+                    .iter()
+                    .map(|e| (e.id.to_string(), e.first, e.last))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn a_domain_keeps_one_policy_in_place_and_more_at_their_exact_length() {
+        // Kept for every domain ever served: a million of them.
+        assert!(std::mem::size_of::<DomainHistory>() <= 48);
+        let mut h = History::in_memory();
+        h.record(&[Event::Missing {
+            domain: "a.example".into(),
+            at: 50,
+            dns: Box::default(),
+        }]);
+        assert_eq!(entries(&h, "a.example"), []);
+        assert!(h.domain("a.example").unwrap().current().is_none());
+        h.record(&[served("a.example", "x", 100)]);
+        assert_eq!(entries(&h, "a.example"), [("x".into(), 100, None)]);
+        h.record(&[served("a.example", "y", 200), served("a.example", "x", 300)]);
+        assert_eq!(
+            entries(&h, "a.example"),
+            [
+                ("x".into(), 100, Some(200)),
+                ("y".into(), 200, Some(300)),
+                ("x".into(), 300, None)
+            ]
+        );
+        assert_eq!(&*h.domain("a.example").unwrap().current().unwrap().id, "x");
+        // Equal histories compare equal however they were grown.
+        let mut again = History::in_memory();
+        again.record(&h.snapshot());
+        assert_eq!(again.domain("a.example"), h.domain("a.example"));
+    }
+
+    #[test]
+    fn a_domain_removed_and_added_again_keeps_its_policies() {
+        let mut h = History::in_memory();
+        h.record(&[
+            served("a.example", "x", 100),
+            served("b.example", "x", 100),
+            Event::Missing {
+                domain: "a.example".into(),
+                at: 200,
+                dns: Box::default(),
+            },
+            Event::Present {
+                domain: "a.example".into(),
+                at: 300,
+            },
+            // The same id again, as the config serves it again: nothing new.
+            served("a.example", "x", 300),
+        ]);
+        let a = h.domain("a.example").unwrap();
+        assert!(a.missing().is_none());
+        assert_eq!(entries(&h, "a.example"), [("x".into(), 100, None)]);
+        assert_eq!(h.len(), 2);
+        assert!(h.domain("c.example").is_none());
+    }
+
+    /// Many domains' events interleaved answer for each domain as its events alone do: the
+    /// shared table finds each domain's own history, whatever the order they came in.
+    #[test]
+    fn many_domains_interleaved_answer_as_each_alone() {
+        let names: Vec<String> = (0..3000).map(|i| format!("d{i}.example")).collect();
+        let mut all = Vec::new();
+        let mut by_name: HashMap<String, Vec<Event>> = HashMap::new();
+        // A fixed pseudo-random walk: ids repeated, domains removed, retired, withdrawn and
+        // added again; times only grow, so no retirement is dated behind.
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        for at in 1..40_000u64 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let name = &names[(x % names.len() as u64) as usize];
+            let domain: Arc<str> = name.as_str().into();
+            let e = match (x >> 20) % 10 {
+                0..=4 => Event::Served {
+                    domain,
+                    id: format!("id{}", (x >> 32) % 3).into(),
+                    at,
+                },
+                5 => Event::Missing {
+                    domain,
+                    at,
+                    dns: Box::default(),
+                },
+                6 => Event::Present { domain, at },
+                7 => Event::Retired {
+                    domain,
+                    at,
+                    withdraw_at: at + 10,
+                },
+                8 => Event::Withdrawn { domain, at },
+                _ => Event::Entry(Box::new(Compacted {
+                    domain,
+                    id: "old".into(),
+                    first: at,
+                    last: Some(at),
+                })),
+            };
+            by_name.entry(name.clone()).or_default().push(e.clone());
+            all.push(e);
+        }
+        let mut h = History::in_memory();
+        h.record(&all);
+        assert_eq!(h.len(), by_name.len());
+        assert_eq!(h.domains().count(), by_name.len());
+        for (name, events) in &by_name {
+            let mut alone = History::in_memory();
+            alone.record(events);
+            assert_eq!(h.domain(name), alone.domain(name), "{name}");
+            assert!(h.domain(name).is_some());
+        }
+        for (name, d) in h.domains() {
+            assert_eq!(h.domain(name), Some(d));
+        }
+        assert!(h.domain("d3000.example").is_none());
+    }
+
+    #[test]
+    fn an_entry_reads_and_writes_as_the_struct_variant_it_was() {
+        // Events a million domains' start records at once: kept small.
+        assert!(std::mem::size_of::<Event>() <= 48);
+        let json = r#"{"entry":{"domain":"a.example","id":"x","first":100,"last":null}}"#;
+        let e: Event = serde_json::from_str(json).unwrap();
+        assert_eq!(
+            e,
+            Event::Entry(Box::new(Compacted {
+                domain: "a.example".into(),
+                id: "x".into(),
+                first: 100,
+                last: None,
+            }))
+        );
+        assert_eq!(serde_json::to_string(&e).unwrap(), json);
+        let e: Event = serde_json::from_str(
+            r#"{"entry":{"domain":"a.example","id":"x","first":100,"last":200}}"#,
+        )
+        .unwrap();
+        assert_eq!(e.subject(), "a.example");
+        assert_eq!(e.time(), 200);
     }
 }

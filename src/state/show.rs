@@ -19,7 +19,7 @@ pub(crate) fn text(name: &str, d: &DomainHistory, h: &History) -> String {
     } else if let Some((at, _)) = d.missing() {
         let _ = writeln!(out, "  missing from the config since {}", rfc3339(*at));
     }
-    for e in d.served.iter().rev() {
+    for e in d.served().iter().rev() {
         let last = e.last.map_or_else(|| "now (served)".to_owned(), rfc3339);
         let _ = writeln!(out, "  id {}  {} .. {}", e.id, rfc3339(e.first), last);
         if let Some(body) = h.body(&e.id) {
@@ -39,7 +39,7 @@ pub(crate) fn json(name: &str, d: &DomainHistory, h: &History) -> serde_json::Va
         "retiring_since": d.retired().map(|r| r.0),
         "withdraw_at": d.retired().map(|r| r.1),
         "withdrawn_at": d.withdrawn(),
-        "policies": d.served.iter().map(|e| serde_json::json!({
+        "policies": d.served().iter().map(|e| serde_json::json!({
             "id": &*e.id,
             "body": h.body(&e.id),
             "first_served": e.first,

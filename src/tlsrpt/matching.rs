@@ -48,7 +48,7 @@ pub fn same_body(body: &[u8], lines: &[String]) -> bool {
 impl Served for crate::state::history::History {
     fn id_for_body(&self, domain: &str, lines: &[String]) -> Option<String> {
         let h = self.domain(domain)?;
-        h.served.iter().rev().find_map(|e| {
+        h.served().iter().rev().find_map(|e| {
             let body = self.body(&e.id)?;
             same_body(body.as_bytes(), lines).then(|| e.id.to_string())
         })
@@ -56,7 +56,7 @@ impl Served for crate::state::history::History {
 
     fn id_in_force(&self, domain: &str, start: i64, end: i64) -> Option<String> {
         let h = self.domain(domain)?;
-        h.served
+        h.served()
             .iter()
             .find(|e| e.first as i64 <= start && e.last.is_none_or(|l| l as i64 >= end))
             .map(|e| e.id.to_string())

@@ -38,7 +38,7 @@ pub(crate) use acme::{acme_job, CertRow, NewCert};
 pub(crate) use dane::DANE_JOB;
 pub(crate) use lease::{zone_job, Held, Lease};
 pub(crate) use listen::Topic;
-pub(crate) use write::Writer;
+pub(crate) use write::{Events, Writer};
 
 /// The SQLite file name inside `[state] dir`.
 pub(crate) const SQLITE_FILE: &str = "state.sqlite";

@@ -146,7 +146,7 @@ impl Store {
         }
         let ids: std::collections::BTreeSet<String> = history
             .domain(name)
-            .map(|d| d.served.iter().map(|e| e.id.to_string()).collect())
+            .map(|d| d.served().iter().map(|e| e.id.to_string()).collect())
             .unwrap_or_default();
         for id in ids {
             let body: Option<String> = super::bounded(async {

@@ -57,7 +57,11 @@ async fn a_failed_write_is_retried_until_the_store_takes_it() {
     assert_eq!((h.error, h.pending), (None, 0));
     let loaded = store.load_history().await.unwrap();
     let d = loaded.history.domain("a.example").unwrap();
-    let got: Vec<_> = d.served.iter().map(|e| (&*e.id, e.first, e.last)).collect();
+    let got: Vec<_> = d
+        .served()
+        .iter()
+        .map(|e| (&*e.id, e.first, e.last))
+        .collect();
     assert_eq!(got, vec![("x", 100, Some(200)), ("y", 200, None)]);
 }
 
@@ -97,6 +101,41 @@ async fn a_history_longer_than_a_page_is_read_whole() {
     assert!(writer.flush(Duration::from_secs(60)).await);
     let loaded = store.load_history().await.unwrap();
     assert_eq!((loaded.history.len(), loaded.seq), (25_000, 25_000));
+}
+
+/// Events made as they are written (the start's) reach the store after those queued
+/// before them, batch after batch, every one.
+#[tokio::test]
+async fn events_made_when_written_are_written_whole_in_order() {
+    #[derive(Debug)]
+    struct Domains(usize);
+    impl super::Events for Domains {
+        fn len(&self) -> usize {
+            self.0
+        }
+        fn event(&self, i: usize) -> Event {
+            served(&format!("d{i}.example"), "y", 200)
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&target(dir.path())).await.unwrap();
+    let writer = Writer::start(store.clone());
+    writer.record(&[served("d7.example", "x", 100)]);
+    writer.record_many(Box::new(Domains(25_000)));
+    assert!(writer.pending() > 20_000);
+    assert!(writer.flush(Duration::from_secs(60)).await);
+    assert_eq!(writer.pending(), 0);
+    let loaded = store.load_history().await.unwrap();
+    assert_eq!((loaded.history.len(), loaded.seq), (25_000, 25_001));
+    let d7: Vec<_> = loaded
+        .history
+        .domain("d7.example")
+        .unwrap()
+        .served()
+        .iter()
+        .map(|e| (e.id.to_string(), e.first, e.last))
+        .collect();
+    assert_eq!(d7, [("x".into(), 100, Some(200)), ("y".into(), 200, None)]);
 }
 
 /// A command on a machine where `serve` never ran creates nothing.

@@ -20,9 +20,93 @@ const ROWS_PER_INSERT: usize = 500;
 const BACKOFF_MIN: Duration = Duration::from_secs(1);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
 
+/// Many events made only as they are written, from what they are about: a million domains'
+/// start is a million events of 48 bytes, or a million domains of 8.
+pub(crate) trait Events: Send + std::fmt::Debug {
+    fn len(&self) -> usize;
+    /// The `i`th event, `i < len()`.
+    fn event(&self, i: usize) -> Event;
+}
+
+#[derive(Debug)]
+enum Queued {
+    One(Event),
+    /// `events` from `next` on.
+    Many {
+        events: Box<dyn Events>,
+        next: usize,
+    },
+}
+
+/// The events not written yet, in order.
+#[derive(Debug, Default)]
+struct Pending {
+    items: VecDeque<Queued>,
+    /// Events in `items`.
+    len: usize,
+}
+
+impl Pending {
+    fn push(&mut self, q: Queued) {
+        let n = match &q {
+            Queued::One(_) => 1,
+            Queued::Many { events, next } => events.len().saturating_sub(*next),
+        };
+        if n > 0 {
+            self.len += n;
+            self.items.push_back(q);
+        }
+    }
+
+    /// Copies of the first `n` events (fewer if fewer wait).
+    fn first(&self, n: usize) -> Vec<Event> {
+        let mut out = Vec::with_capacity(n.min(self.len));
+        for q in &self.items {
+            let room = n - out.len();
+            if room == 0 {
+                break;
+            }
+            match q {
+                Queued::One(e) => out.push(e.clone()),
+                Queued::Many { events, next } => {
+                    let end = events.len().min(next + room);
+                    out.extend((*next..end).map(|i| events.event(i)));
+                }
+            }
+        }
+        out
+    }
+
+    /// Drops the first `n` events (written).
+    fn drop_first(&mut self, mut n: usize) {
+        self.len -= n.min(self.len);
+        while n > 0 {
+            let Some(front) = self.items.front_mut() else {
+                break;
+            };
+            match front {
+                Queued::One(_) => n -= 1,
+                Queued::Many { events, next } => {
+                    let k = n.min(events.len() - *next);
+                    *next += k;
+                    n -= k;
+                    if *next < events.len() {
+                        break;
+                    }
+                }
+            }
+            self.items.pop_front();
+        }
+        // A drained queue gives its room back: a burst would otherwise keep its buffer.
+        if self.items.is_empty() {
+            self.items = VecDeque::new();
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 struct Queue {
-    events: Mutex<VecDeque<Event>>,
+    events: Mutex<Pending>,
     wake: Notify,
     /// Told after each write, for [`Writer::flush`].
     written: Notify,
@@ -48,32 +132,30 @@ impl Writer {
 
     /// Queues `events`; returns at once, whatever the store's state.
     pub(crate) fn record(&self, events: &[Event]) {
-        if events.is_empty() {
-            return;
-        }
-        let pending = {
-            let mut q = self.queue.events.lock().unwrap_or_else(|e| e.into_inner());
-            q.extend(events.iter().cloned());
-            q.len()
-        };
-        self.store.set_health(|h| h.pending = pending);
-        self.queue.wake.notify_one();
+        self.queue_all(events.iter().cloned().map(Queued::One));
     }
 
-    /// [`Writer::record`] of events the caller no longer needs: into an empty queue they move
-    /// without a copy (a million domains' start is a million events).
+    /// [`Writer::record`] of events the caller no longer needs: moved, not copied.
     pub(crate) fn record_owned(&self, events: Vec<Event>) {
-        if events.is_empty() {
-            return;
-        }
+        self.queue_all(events.into_iter().map(Queued::One));
+    }
+
+    /// Queues `events`, made as they are written (after those queued before).
+    pub(crate) fn record_many(&self, events: Box<dyn Events>) {
+        self.queue_all(std::iter::once(Queued::Many { events, next: 0 }));
+    }
+
+    fn queue_all(&self, items: impl Iterator<Item = Queued>) {
         let pending = {
             let mut q = self.queue.events.lock().unwrap_or_else(|e| e.into_inner());
-            if q.is_empty() {
-                *q = VecDeque::from(events);
-            } else {
-                q.extend(events);
+            let before = q.len;
+            for item in items {
+                q.push(item);
             }
-            q.len()
+            if q.len == before {
+                return;
+            }
+            q.len
         };
         self.store.set_health(|h| h.pending = pending);
         self.queue.wake.notify_one();
@@ -102,7 +184,7 @@ impl Writer {
             .events
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .len()
+            .len
     }
 
     async fn run(self) {
@@ -110,10 +192,12 @@ impl Writer {
         let mut failing = false;
         loop {
             // Copied, not taken: they leave the queue only once the store has them.
-            let batch: Vec<Event> = {
-                let q = self.queue.events.lock().unwrap_or_else(|e| e.into_inner());
-                q.iter().take(BATCH).cloned().collect()
-            };
+            let batch: Vec<Event> = self
+                .queue
+                .events
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .first(BATCH);
             if batch.is_empty() {
                 self.queue.wake.notified().await;
                 continue;
@@ -122,13 +206,8 @@ impl Writer {
                 Ok(seq) => {
                     let pending = {
                         let mut q = self.queue.events.lock().unwrap_or_else(|e| e.into_inner());
-                        q.drain(..batch.len());
-                        // A drained queue gives its room back: the start's million events
-                        // would otherwise keep their buffer for good.
-                        if q.is_empty() {
-                            *q = VecDeque::new();
-                        }
-                        q.len()
+                        q.drop_first(batch.len());
+                        q.len
                     };
                     if failing {
                         info!(pending, "the store takes writes again");
@@ -221,5 +300,72 @@ impl Store {
             return Err(e.into());
         }
         Ok(seq)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `n` events of `name`, made when asked.
+    #[derive(Debug)]
+    struct Made(&'static str, usize);
+
+    impl Events for Made {
+        fn len(&self) -> usize {
+            self.1
+        }
+
+        fn event(&self, i: usize) -> Event {
+            Event::Withdrawn {
+                domain: self.0.into(),
+                at: i as u64,
+            }
+        }
+    }
+
+    fn one(name: &str, at: u64) -> Queued {
+        Queued::One(Event::Withdrawn {
+            domain: name.into(),
+            at,
+        })
+    }
+
+    fn many(name: &'static str, n: usize) -> Queued {
+        Queued::Many {
+            events: Box::new(Made(name, n)),
+            next: 0,
+        }
+    }
+
+    fn names(events: &[Event]) -> Vec<String> {
+        events
+            .iter()
+            .map(|e| match e {
+                Event::Withdrawn { domain, at } => format!("{domain}{at}"),
+                _ => unreachable!("only withdrawals here"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn made_events_are_written_in_their_place_batch_by_batch() {
+        let mut q = Pending::default();
+        q.push(one("a", 1));
+        q.push(many("m", 5));
+        q.push(many("empty", 0));
+        q.push(one("b", 2));
+        assert_eq!((q.len, q.items.len()), (7, 3));
+        assert_eq!(names(&q.first(3)), ["a1", "m0", "m1"]);
+        assert_eq!(names(&q.first(100)).len(), 7);
+        q.drop_first(3);
+        assert_eq!(q.len, 4);
+        assert_eq!(names(&q.first(10)), ["m2", "m3", "m4", "b2"]);
+        q.drop_first(3);
+        assert_eq!((q.len, q.items.len()), (1, 1));
+        assert_eq!(names(&q.first(10)), ["b2"]);
+        q.drop_first(1);
+        assert_eq!((q.len, q.items.len(), q.items.capacity()), (0, 0, 0));
+        assert!(q.first(10).is_empty());
     }
 }
