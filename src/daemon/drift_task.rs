@@ -106,7 +106,6 @@ async fn check_once(shared: &Daemon, live: &crate::live::Live) {
         }
     }
     let m = &shared.metrics;
-    m.drift_last_run.set(report.checked_at as i64);
     for (severity, n) in [
         (Severity::Critical, report.counts.critical),
         (Severity::Warning, report.counts.warning),
@@ -126,6 +125,9 @@ async fn check_once(shared: &Daemon, live: &crate::live::Live) {
     ] {
         m.domains_by_dns_state(s.as_str(), by_state[s as usize]);
     }
+    // Last: a scrape that sees this run's time sees its findings too (a rule or a test that
+    // waits for the time reads the gauges next).
+    m.drift_last_run.set(report.checked_at as i64);
     shared.set_drift_report(report);
 }
 
