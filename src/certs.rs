@@ -192,6 +192,24 @@ impl Coverage {
 mod tests {
     use super::*;
 
+    /// ring's groups in ring's order, its X25519 (first: what clients offer first) ours.
+    #[test]
+    fn the_provider_takes_x25519_from_kx() {
+        let ring = rustls::crypto::ring::default_provider();
+        let ours = provider();
+        let names = |p: &CryptoProvider| p.kx_groups.iter().map(|g| g.name()).collect::<Vec<_>>();
+        assert_eq!(names(&ours), names(&ring));
+        assert_eq!(ours.kx_groups[0].name(), rustls::NamedGroup::X25519);
+        assert_eq!(
+            format!("{:?}", ours.kx_groups[0]),
+            format!("{:?}", kx::X25519)
+        );
+        assert_ne!(
+            format!("{:?}", ring.kx_groups[0]),
+            format!("{:?}", kx::X25519)
+        );
+    }
+
     fn files(names: &[&str]) -> CertFiles {
         CertFiles {
             cert: PathBuf::new(),

@@ -9,8 +9,13 @@ use rustls::crypto::{ActiveKeyExchange, SharedSecret, SupportedKxGroup};
 use rustls::{Error, NamedGroup, PeerMisbehaved};
 
 /// The X25519 group (RFC 7748, RFC 8446 §4.2.7).
-#[derive(Debug)]
 pub(crate) struct X25519;
+
+impl std::fmt::Debug for X25519 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("X25519 (aws-lc-rs)")
+    }
+}
 
 impl SupportedKxGroup for X25519 {
     fn start(&self) -> Result<Box<dyn ActiveKeyExchange>, Error> {
