@@ -57,6 +57,8 @@ impl AsyncRead for Feed<'_> {
     }
 }
 
+impl crate::serve::cork::Cork for Feed<'_> {}
+
 impl AsyncWrite for Feed<'_> {
     fn poll_write(
         mut self: Pin<&mut Self>,

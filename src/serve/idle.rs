@@ -109,6 +109,12 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Idle<T> {
     }
 }
 
+impl<T: super::cork::Cork> super::cork::Cork for Idle<T> {
+    fn cork(&mut self) {
+        self.inner.cork()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

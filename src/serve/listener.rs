@@ -24,6 +24,7 @@ use tracing::{debug, warn, Instrument};
 
 use super::body::{Body, Pacing};
 use super::conns::{AddressFull, Admission, Conns, Slot};
+use super::cork::Cork;
 use super::handler::Head;
 use super::idle::Idle;
 use super::linger::Linger;
@@ -224,7 +225,7 @@ impl Listener {
         trusted: bool,
         slot: Arc<Slot>,
     ) where
-        IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+        IO: AsyncRead + AsyncWrite + Cork + Unpin + Send + 'static,
     {
         let opts = http1::Options {
             // The same floor as hyper's (README: "minimum 8192").

@@ -5,6 +5,7 @@
 
 pub(crate) mod body;
 pub(crate) mod conns;
+pub(crate) mod cork;
 pub(crate) mod devca;
 pub(crate) mod handler;
 pub(crate) mod http1;

@@ -36,6 +36,7 @@ mod response;
 use parse::{step, Step};
 
 use super::conns::Slot;
+use super::cork::Cork;
 use super::handler::{Answer, Head};
 use super::linger::{LINGER_BYTES, LINGER_TIME};
 
@@ -94,7 +95,7 @@ pub(crate) async fn serve<IO, R>(
     route: R,
 ) -> Served<IO>
 where
-    IO: AsyncRead + AsyncWrite + Unpin,
+    IO: AsyncRead + AsyncWrite + Cork + Unpin,
     R: Fn(&Head<'_>) -> Route,
 {
     // Empty, with nothing allocated, whenever no request is being read.
@@ -167,7 +168,7 @@ async fn request<IO, R>(
     answered: u64,
 ) -> Next
 where
-    IO: AsyncRead + AsyncWrite + Unpin,
+    IO: AsyncRead + AsyncWrite + Cork + Unpin,
     R: Fn(&Head<'_>) -> Route,
 {
     // A request has begun: its head must be complete within the header timeout.
@@ -206,6 +207,10 @@ where
     };
     reply.write_head(&mut out);
     let body: &[u8] = if reply.send_body { &reply.body } else { &[] };
+    if !reply.keep_alive {
+        // The answer, TLS's close_notify and the FIN: one segment.
+        io.cork();
+    }
     if write_all(io, &out, body).await.is_err() {
         return Next::Closed;
     }

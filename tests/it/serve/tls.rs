@@ -153,3 +153,36 @@ async fn the_server_prefers_the_sha256_suites() {
         CipherSuite::TLS13_AES_256_GCM_SHA384
     );
 }
+
+/// `Connection: close` over TLS (the last answer leaves corked with the close): the whole
+/// answer, then close_notify and the end; rustls would report an end without close_notify as
+/// an unexpected EOF.
+#[tokio::test]
+async fn a_last_answer_over_tls_ends_with_close_notify() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let ca = TestCa::new();
+    let dir = two_domains(&ca, "");
+    let d = Daemon::start(&dir.config_path());
+    let https = d.https.unwrap();
+    for round in 0..3 {
+        let tcp = TcpStream::connect(https).await.unwrap();
+        let name = ServerName::try_from("mta-sts.b.example").unwrap();
+        let mut tls = tokio_rustls::TlsConnector::from(Arc::new(ca.client_config()))
+            .connect(name, tcp)
+            .await
+            .unwrap();
+        tls.write_all(
+            b"GET /.well-known/mta-sts.txt HTTP/1.1\r\nHost: mta-sts.b.example\r\nConnection: close\r\n\r\n",
+        )
+        .await
+        .unwrap();
+        let mut got = Vec::new();
+        tls.read_to_end(&mut got)
+            .await
+            .unwrap_or_else(|e| panic!("round {round}: no clean end: {e}"));
+        let text = String::from_utf8(got).unwrap();
+        assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
+        assert!(text.contains("\r\nconnection: close\r\n"), "{text}");
+        assert!(text.ends_with(BODY_B), "{text}");
+    }
+}
