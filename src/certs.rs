@@ -14,9 +14,11 @@ use x509_parser::extensions::GeneralName;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
 mod kx;
+mod sign;
 
-/// ring, with AWS-LC's X25519 in place of ring's (see [`kx`]), for every client and server
-/// config: one provider, so no process-wide default is needed. Public for
+/// ring, with AWS-LC's X25519 in place of ring's (see [`kx`]) and AWS-LC's ECDSA keys and
+/// random bytes (see [`sign`]), for every client and server config: one provider, so no
+/// process-wide default is needed. Public for
 /// examples/bare_tls.rs, the serve bench's floor, which must shake hands as the daemon does.
 pub fn provider() -> Arc<CryptoProvider> {
     let mut p = rustls::crypto::ring::default_provider();
@@ -25,6 +27,8 @@ pub fn provider() -> Arc<CryptoProvider> {
             *g = &kx::X25519;
         }
     }
+    p.key_provider = &sign::Keys;
+    p.secure_random = &sign::Random;
     Arc::new(p)
 }
 
@@ -208,6 +212,10 @@ mod tests {
             format!("{:?}", ring.kx_groups[0]),
             format!("{:?}", kx::X25519)
         );
+        // The certificate keys and the random bytes: sign's.
+        assert_eq!(format!("{:?}", ours.key_provider), "Keys");
+        assert_eq!(format!("{:?}", ours.secure_random), "Random");
+        assert_ne!(format!("{:?}", ring.secure_random), "Random");
     }
 
     fn files(names: &[&str]) -> CertFiles {
