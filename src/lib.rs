@@ -10,7 +10,7 @@
 //! - `name`: domain names, parsed once (lowercase A-labels). Uses: nothing.
 //! - `clock`: the time the daemon reads and RFC 3339 for people. Uses: nothing.
 //! - `errors`: an error and its causes as one line. Uses: nothing.
-//! - `certs`: the crypto provider (ring, X25519 by aws-lc-rs), configured certificate files and what they cover. Uses: nothing.
+//! - `certs`: the crypto provider (ring; X25519, ECDSA keys and random bytes by aws-lc-rs), configured certificate files and what they cover. Uses: nothing.
 //! - `policy`: the MTA-STS policy (RFC 8461 §3.2), its bytes and id. Uses: `name`.
 //! - `rua`: the TLS-RPT record we publish (RFC 8460 §3), its `rua` URIs. Uses: `name`.
 //! - `state`: `[state] dir`, the store (SQLite or PostgreSQL) and the id history in it, atomic durable writes. Uses: `clock`.
